@@ -1,0 +1,60 @@
+# pkggov developer entry points. Only python3 and make are needed: everything else is installed here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PROTO_SRC := $(shell find protos -name '*.proto' | sort)
+GEN_DIR   := clients
+GEN_PKG   := clients/pkggov
+
+.PHONY: help venv run test lint format typecheck check-protos protos unit integration e2e clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create the virtualenv and install pkggov with its dev tools.
+
+run: $(STAMP) ## Start the gateway on its embedded defaults (emulator with demo data, loopback).
+	$(BIN)/pkggov-gateway
+
+test: $(STAMP) lint typecheck check-protos ## Run every quality gate and the whole test suite.
+	$(BIN)/pytest
+
+unit: $(STAMP) ## Unit tests only.
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP) ## Integration tests only (emulator, AWS CLI).
+	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP) ## End-to-end tests only (real server, stubs, CLI, grpcurl).
+	$(BIN)/pytest tests/e2e
+
+lint: $(STAMP) ## ruff lint and format check.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting.
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy --strict on hand-written code.
+	$(BIN)/mypy
+
+protos: $(STAMP) ## Regenerate the committed Python stubs from scratch.
+	$(BIN)/python scripts/gen_protos.py --out $(GEN_DIR)
+
+check-protos: $(STAMP) ## Fail when the committed stubs differ from what the protos generate.
+	$(BIN)/python scripts/gen_protos.py --check $(GEN_DIR)
+
+clean: ## Remove the virtualenv and caches.
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
