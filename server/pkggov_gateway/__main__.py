@@ -1,0 +1,97 @@
+"""`pkggov-gateway`: start the gateway; stop gracefully on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.config import ConfigError, Settings, describe, load_settings
+from pkggov_gateway.logs import LogFormat, configure_logging
+
+log = structlog.get_logger("pkggov.main")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pkggov-gateway",
+        description="Package governance gateway for AWS CodeArtifact DeletePackageVersions.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("PKGGOV_CONFIG") or None,
+        help="TOML settings file (default: $PKGGOV_CONFIG, else the embedded development "
+        "defaults); PKGGOV_<SECTION>_<KEY> environment variables override it",
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the settings, print them, exit"
+    )
+    return parser.parse_args(argv)
+
+
+def banner(gateway: Gateway) -> str:
+    """Ready-to-paste examples for the running gateway."""
+    target = gateway.address
+    lines = [f"pkggov gateway listening on {target}"]
+    if gateway.emulator is not None:
+        lines.append(f"CodeArtifact emulator (demo data) at {gateway.emulator.endpoint_url}")
+    lines += [
+        "",
+        "Try it (from this checkout, with .venv/bin on PATH or the .venv/bin/ prefix):",
+        f"  grpcurl -plaintext {target} list",
+        f"  grpcurl -plaintext {target} describe pkggov.v1.PackageGovernanceService",
+        '  grpcurl -plaintext -d \'{"domain": "demo", "repository": "dev-shared", '
+        '"format": "PACKAGE_FORMAT_NPM", "package": "left-pad", "versions": ["1.0.0"]}\' '
+        f"{target} pkggov.v1.PackageGovernanceService/DeletePackageVersions",
+        f"  pkggov delete --target {target} --domain demo --repository dev-shared "
+        "--format pypi --package requests-lite 0.1.0 0.2.0 9.9.9",
+        f"  grpcurl -plaintext {target} grpc.health.v1.Health/Check",
+        "",
+        "Stop with Ctrl-C.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then drain in-flight calls and exit 0."""
+    args = _parse(argv)
+    try:
+        settings: Settings = load_settings(args.config, os.environ)
+    except ConfigError as error:
+        print(f"pkggov-gateway: configuration error: {error}", file=sys.stderr)
+        return 2
+    fmt: LogFormat = settings.logging.format  # type: ignore[assignment]  # checked by config
+    configure_logging(settings.logging.level, fmt)
+    if args.check_config:
+        import json  # noqa: PLC0415 - only for this branch
+
+        print(json.dumps(describe(settings), indent=2))
+        return 0
+    if args.config is None:
+        log.warning("config.embedded_defaults", note="development defaults: emulator upstream")
+    gateway = build_gateway(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("gateway.signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    gateway.start()
+    print(banner(gateway), flush=True)
+    stop.wait()
+    gateway.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,335 @@
+"""The CodeArtifact port over one shared boto3 client, with botocore errors translated by table.
+
+Every call is bounded by the caller's deadline: a `before-call` hook sets botocore's
+per-request `read_timeout` from the time the caller has left, and retries (of throttling,
+internal errors and refused connections only) never sleep past it. botocore's own retries
+are switched off so that this module alone decides what is retried.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from botocore import exceptions as bce
+
+from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.errors import (
+    GatewayCredentialsError,
+    UpstreamAccessDeniedError,
+    UpstreamConflictError,
+    UpstreamError,
+    UpstreamInternalError,
+    UpstreamNotFoundError,
+    UpstreamThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    UpstreamUnknownError,
+    UpstreamValidationError,
+)
+from pkggov_gateway.domain.model import (
+    DeleteOutcome,
+    FailedVersion,
+    PackageRef,
+    SuccessfulVersion,
+    VersionErrorCode,
+    VersionStatus,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_codeartifact import CodeArtifactClient
+
+__all__ = [
+    "CLIENT_ERROR_TABLE",
+    "TRANSPORT_ERROR_TABLE",
+    "BotoCodeArtifact",
+    "RetryPolicy",
+    "translate",
+]
+
+log = structlog.get_logger("pkggov.upstream")
+
+_CALL_READ_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "pkggov_call_read_timeout", default=None
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How the adapter retries: attempts in all, and full-jitter exponential backoff."""
+
+    max_attempts: int = 3
+    base_delay_seconds: float = 0.05
+    max_delay_seconds: float = 2.0
+    read_timeout_seconds: float = 30.0
+    deadline_margin_seconds: float = 0.05
+    min_attempt_seconds: float = 0.1
+
+    def backoff(self, attempt: int) -> float:
+        """The delay before retry number `attempt` (1-based), with full jitter."""
+        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+# --- translation tables ---------------------------------------------------------------------
+
+_ErrorFields = Mapping[str, Any]
+_ClientErrorFactory = Callable[[str, _ErrorFields, dict[str, str | None]], UpstreamError]
+
+
+def _retry_after(fields: _ErrorFields, headers: Mapping[str, str]) -> float | None:
+    value = fields.get("retryAfterSeconds") or headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+CLIENT_ERROR_TABLE: dict[str, _ClientErrorFactory] = {
+    "ValidationException": lambda msg, f, kw: UpstreamValidationError(
+        msg, reason=f.get("reason"), **kw
+    ),
+    "ResourceNotFoundException": lambda msg, f, kw: UpstreamNotFoundError(
+        msg, resource_type=f.get("resourceType"), resource_id=f.get("resourceId"), **kw
+    ),
+    "AccessDeniedException": lambda msg, f, kw: UpstreamAccessDeniedError(msg, **kw),
+    "ConflictException": lambda msg, f, kw: UpstreamConflictError(
+        msg, resource_type=f.get("resourceType"), resource_id=f.get("resourceId"), **kw
+    ),
+    "ThrottlingException": lambda msg, f, kw: UpstreamThrottledError(
+        msg, retry_after_seconds=_retry_after(f, f.get("_headers", {})), **kw
+    ),
+    "InternalServerException": lambda msg, f, kw: UpstreamInternalError(msg, **kw),
+    # AWS's answers to a request signed with bad or unknown credentials of the gateway.
+    "UnrecognizedClientException": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
+    "InvalidSignatureException": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
+    "InvalidClientTokenId": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
+    "SignatureDoesNotMatch": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
+    "IncompleteSignature": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
+    "MissingAuthenticationToken": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
+    "ExpiredTokenException": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
+    "ExpiredToken": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
+}
+"""AWS error code -> domain error. A code not listed becomes UpstreamUnknownError."""
+
+_TransportFactory = Callable[[Exception], UpstreamError]
+
+TRANSPORT_ERROR_TABLE: tuple[tuple[type[Exception], _TransportFactory], ...] = (
+    # Order matters: the first isinstance match wins (subclasses before their bases).
+    (
+        bce.ReadTimeoutError,
+        lambda e: UpstreamTimeoutError(
+            f"CodeArtifact did not answer in time; the deletion's outcome is unknown ({e})"
+        ),
+    ),
+    (
+        bce.ConnectTimeoutError,
+        lambda e: UpstreamUnavailableError(f"could not connect to CodeArtifact in time ({e})"),
+    ),
+    (
+        bce.EndpointConnectionError,
+        lambda e: UpstreamUnavailableError(f"CodeArtifact is unreachable ({e})"),
+    ),
+    (
+        bce.ConnectionClosedError,
+        lambda e: UpstreamUnavailableError(
+            f"the connection to CodeArtifact closed before it answered; the deletion's "
+            f"outcome is unknown ({e})",
+            outcome_unknown=True,
+        ),
+    ),
+    (bce.SSLError, lambda e: UpstreamUnavailableError(f"TLS to CodeArtifact failed ({e})")),
+    (
+        bce.ConnectionError,
+        lambda e: UpstreamUnavailableError(f"CodeArtifact is unreachable ({e})"),
+    ),
+    (
+        bce.HTTPClientError,
+        lambda e: UpstreamUnavailableError(
+            f"the HTTP exchange with CodeArtifact failed; the deletion's outcome is unknown ({e})",
+            outcome_unknown=True,
+        ),
+    ),
+    (
+        bce.NoCredentialsError,
+        lambda e: GatewayCredentialsError(f"the gateway has no AWS credentials ({e})"),
+    ),
+    (
+        bce.PartialCredentialsError,
+        lambda e: GatewayCredentialsError(f"the gateway's AWS credentials are incomplete ({e})"),
+    ),
+    (
+        bce.CredentialRetrievalError,
+        lambda e: GatewayCredentialsError(f"the gateway could not obtain AWS credentials ({e})"),
+    ),
+    (
+        bce.ParamValidationError,
+        lambda e: UpstreamValidationError(f"botocore rejected the request ({e})", reason="OTHER"),
+    ),
+    (
+        bce.BotoCoreError,
+        lambda e: UpstreamUnknownError(
+            f"unexpected botocore error {type(e).__name__}: {e}", aws_error_code=type(e).__name__
+        ),
+    ),
+)
+"""botocore exception class -> domain error, for failures without an AWS error code."""
+
+
+def translate(exc: Exception) -> UpstreamError:
+    """Translate any botocore exception into the domain's UpstreamError."""
+    if isinstance(exc, bce.ClientError):
+        response: Mapping[str, Any] = exc.response
+        error: Mapping[str, Any] = response.get("Error", {})
+        meta: Mapping[str, Any] = response.get("ResponseMetadata", {})
+        code = str(error.get("Code", "Unknown"))
+        message = str(error.get("Message") or error.get("message") or code)
+        headers = {k.lower(): v for k, v in meta.get("HTTPHeaders", {}).items()}
+        fields = {**response, **error, "_headers": headers}
+        kw: dict[str, str | None] = {
+            "aws_request_id": meta.get("RequestId"),
+            "aws_error_code": code,
+        }
+        factory = CLIENT_ERROR_TABLE.get(code)
+        if factory is None:
+            return UpstreamUnknownError(f"CodeArtifact returned {code}: {message}", **kw)
+        return factory(message, fields, kw)
+    for exc_type, make in TRANSPORT_ERROR_TABLE:
+        if isinstance(exc, exc_type):
+            return make(exc)
+    return UpstreamUnknownError(
+        f"unexpected error {type(exc).__name__}: {exc}", aws_error_code=type(exc).__name__
+    )
+
+
+def _set_read_timeout(context: dict[str, Any], **_: Any) -> None:
+    """botocore `before-call` hook: bound this request's read timeout by the deadline."""
+    timeout = _CALL_READ_TIMEOUT.get()
+    if timeout is not None:
+        context["read_timeout"] = timeout
+
+
+def _parse_status(value: Any) -> VersionStatus | None:
+    try:
+        return VersionStatus(value)
+    except ValueError:
+        return None
+
+
+# --- the adapter ----------------------------------------------------------------------------
+
+
+class BotoCodeArtifact:
+    """CodeArtifactPort over a shared, thread-safe boto3 CodeArtifact client."""
+
+    def __init__(
+        self,
+        client: CodeArtifactClient,
+        retry: RetryPolicy,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._retry = retry
+        self._sleep = sleep
+        client.meta.events.register(
+            "before-call.codeartifact.*", _set_read_timeout, unique_id="pkggov-read-timeout"
+        )
+
+    def delete_package_versions(
+        self,
+        package: PackageRef,
+        versions: Sequence[str],
+        expected_status: VersionStatus | None,
+        deadline: Deadline,
+    ) -> DeleteOutcome:
+        """Delete `versions` (at most 100) of `package`, retrying within `deadline`."""
+        params: dict[str, Any] = {
+            "domain": package.domain,
+            "repository": package.repository,
+            "format": package.format.value,
+            "package": package.package,
+            "versions": list(versions),
+        }
+        if package.domain_owner:
+            params["domainOwner"] = package.domain_owner
+        if package.namespace:
+            params["namespace"] = package.namespace
+        if expected_status is not None:
+            params["expectedStatus"] = expected_status.value
+        response = self._call_with_retries("delete_package_versions", params, deadline)
+        return _to_outcome(response)
+
+    def _call_with_retries(
+        self, method: str, params: Mapping[str, Any], deadline: Deadline
+    ) -> Mapping[str, Any]:
+        policy = self._retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._call_once(method, params, deadline)
+            except UpstreamError as error:
+                delay = self._retry_delay(error, attempt)
+                left = deadline.remaining() - policy.deadline_margin_seconds
+                if delay is None or attempt >= policy.max_attempts:
+                    raise
+                if left - delay < policy.min_attempt_seconds:
+                    log.info("upstream.retry_abandoned", reason="deadline", attempt=attempt)
+                    raise
+                log.info(
+                    "upstream.retry",
+                    operation=method,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    error=type(error).__name__,
+                )
+                self._sleep(delay)
+
+    def _retry_delay(self, error: UpstreamError, attempt: int) -> float | None:
+        """Seconds to wait before retrying `error`, or None when it must not be retried."""
+        if isinstance(error, UpstreamThrottledError):
+            return max(error.retry_after_seconds or 0.0, self._retry.backoff(attempt))
+        if isinstance(error, UpstreamInternalError):
+            return self._retry.backoff(attempt)
+        if isinstance(error, UpstreamUnavailableError) and not error.outcome_unknown:
+            return self._retry.backoff(attempt)
+        return None
+
+    def _call_once(
+        self, method: str, params: Mapping[str, Any], deadline: Deadline
+    ) -> Mapping[str, Any]:
+        left = deadline.remaining() - self._retry.deadline_margin_seconds
+        timeout = max(0.001, min(self._retry.read_timeout_seconds, left))
+        token = _CALL_READ_TIMEOUT.set(timeout)
+        try:
+            result: Mapping[str, Any] = getattr(self._client, method)(**params)
+        except Exception as exc:
+            raise translate(exc) from exc
+        finally:
+            _CALL_READ_TIMEOUT.reset(token)
+        return result
+
+
+def _to_outcome(response: Mapping[str, Any]) -> DeleteOutcome:
+    successful: dict[str, SuccessfulVersion] = {}
+    for version, info in response.get("successfulVersions", {}).items():
+        successful[version] = SuccessfulVersion(
+            revision=str(info.get("revision", "")), status=_parse_status(info.get("status"))
+        )
+    failed: dict[str, FailedVersion] = {}
+    for version, info in response.get("failedVersions", {}).items():
+        raw_code = info.get("errorCode")
+        try:
+            code: VersionErrorCode | None = VersionErrorCode(raw_code)
+            message = str(info.get("errorMessage", ""))
+        except ValueError:
+            code = None
+            message = f"{raw_code}: {info.get('errorMessage', '')}"
+        failed[version] = FailedVersion(code, message)
+    request_id = response.get("ResponseMetadata", {}).get("RequestId")
+    return DeleteOutcome(successful, failed, (request_id,) if request_id else ())

@@ -1,0 +1,81 @@
+"""Assembles the grpcio server: the service, health, reflection, interceptors and limits."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+# Imported so that reflection can describe the google.rpc error details the service sends.
+from google.rpc import error_details_pb2  # noqa: F401
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pkggov.v1 import package_governance_pb2 as pb
+from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
+from pkggov_gateway.api.interceptors import ErrorMappingInterceptor, RequestLoggingInterceptor
+from pkggov_gateway.api.servicer import PackageGovernanceServicer
+
+__all__ = ["SERVICE_NAME", "GrpcServer", "max_request_bytes"]
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PackageGovernanceService"].full_name
+
+_VERSION_BYTES = 255 + 3  # the longest valid version, its tag and its length prefix
+_FIXED_BYTES = 4096  # every other field at its maximum, with room to spare
+
+
+def max_request_bytes(max_versions: int) -> int:
+    """The receive limit: the largest valid request, so anything larger is refused early."""
+    return max_versions * _VERSION_BYTES + _FIXED_BYTES
+
+
+class GrpcServer:
+    """A started-on-demand grpcio server serving pkggov.v1 plus health and reflection."""
+
+    def __init__(
+        self,
+        servicer: PackageGovernanceServicer,
+        *,
+        listen: str,
+        max_workers: int,
+        max_concurrent_rpcs: int,
+        max_versions: int,
+    ) -> None:
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pkggov-rpc")
+        limit = max_request_bytes(max_versions)
+        self._server = grpc.server(
+            self._executor,
+            interceptors=[RequestLoggingInterceptor(), ErrorMappingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+        )
+        pb_grpc.add_PackageGovernanceServiceServicer_to_server(servicer, self._server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = self._server.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        host = listen.rpartition(":")[0]
+        self.address = f"{host}:{self.port}"
+
+    def start(self) -> None:
+        """Start serving and report SERVING for the service and the server as a whole."""
+        self._server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new calls, let in-flight calls finish within `grace`."""
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+        self._executor.shutdown(wait=False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server stops (True) or `timeout` passes (False)."""
+        return bool(self._server.wait_for_termination(timeout))

@@ -1,0 +1,50 @@
+"""The PackageGovernanceService servicer: proto in, use case, proto out; no error handling."""
+
+from __future__ import annotations
+
+import grpc
+
+from pkggov.v1 import package_governance_pb2 as pb
+from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
+from pkggov_gateway.api.convert import from_delete_request, to_delete_response
+from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.service.delete_versions import DeletePackageVersions
+
+__all__ = ["PackageGovernanceServicer"]
+
+_NO_DEADLINE = 86_400.0
+
+
+class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
+    """Serves pkggov.v1.PackageGovernanceService; errors are mapped by an interceptor."""
+
+    def __init__(
+        self,
+        delete_versions: DeletePackageVersions,
+        *,
+        default_deadline: float,
+        max_deadline: float,
+    ) -> None:
+        self._delete_versions = delete_versions
+        self._default_deadline = default_deadline
+        self._max_deadline = max_deadline
+
+    def DeletePackageVersions(  # noqa: N802 - the generated method name
+        self, request: pb.DeletePackageVersionsRequest, context: grpc.ServicerContext
+    ) -> pb.DeletePackageVersionsResponse:
+        """Delete the requested versions and report each one's outcome."""
+        outcome = self._delete_versions.execute(
+            from_delete_request(request), self._deadline(context)
+        )
+        return to_delete_response(outcome)
+
+    def _deadline(self, context: grpc.ServicerContext) -> Deadline:
+        """The caller's deadline capped at the maximum, or the default when the caller set none.
+
+        grpc reports "no deadline" as a remaining time of many years; anything beyond a day
+        is taken as no deadline.
+        """
+        remaining = context.time_remaining()
+        if remaining is None or remaining > _NO_DEADLINE:
+            return Deadline.after(self._default_deadline)
+        return Deadline.after(min(remaining, self._max_deadline))

@@ -1,0 +1,190 @@
+"""Domain errors -> gRPC status with rich details, by one table (the README shows the same).
+
+Every status carries exactly one google.rpc.ErrorInfo (domain ``pkggov.internal``, a stable
+UPPER_SNAKE reason, metadata with the AWS request id when there is one), plus
+BadRequest, ResourceInfo or RetryInfo where they help the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from pkggov_gateway.domain.errors import (
+    DeadlineTooShortError,
+    GatewayCredentialsError,
+    InvalidRequestError,
+    PkggovError,
+    UpstreamAccessDeniedError,
+    UpstreamConflictError,
+    UpstreamError,
+    UpstreamInternalError,
+    UpstreamNotFoundError,
+    UpstreamThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    UpstreamUnknownError,
+    UpstreamValidationError,
+)
+
+__all__ = ["ERROR_DOMAIN", "INTERNAL_RULE", "STATUS_TABLE", "StatusRule", "to_rpc_status"]
+
+ERROR_DOMAIN = "pkggov.internal"
+
+_Details = Callable[[PkggovError], Sequence[Message]]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRule:
+    """How one domain error is reported: code, ErrorInfo reason, extra details, message."""
+
+    code: grpc.StatusCode
+    reason: str
+    details: _Details = lambda _error: ()
+    message: Callable[[PkggovError], str] = lambda error: error.message
+
+
+def _bad_request(error: PkggovError) -> Sequence[Message]:
+    assert isinstance(error, InvalidRequestError)  # noqa: S101 - the table pairs them
+    return [
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+    ]
+
+
+_UPSTREAM_FIELDS = {
+    "domain": "domain",
+    "domainOwner": "domain_owner",
+    "repository": "repository",
+    "format": "format",
+    "namespace": "namespace",
+    "package": "package",
+    "versions": "versions",
+    "expectedStatus": "expected_status",
+}
+
+
+def _upstream_bad_request(error: PkggovError) -> Sequence[Message]:
+    """Name the fields CodeArtifact's message points at ("... at 'domain' failed ...")."""
+    fields = [
+        _UPSTREAM_FIELDS.get(name.split(".")[0], name)
+        for name in re.findall(r"at '([^']+)'", error.message)
+    ]
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(field=field, description=error.message)
+        for field in dict.fromkeys(fields or ["request"])
+    ]
+    return [error_details_pb2.BadRequest(field_violations=violations)]
+
+
+def _resource_info(error: PkggovError) -> Sequence[Message]:
+    assert isinstance(error, UpstreamNotFoundError | UpstreamConflictError)  # noqa: S101
+    return [
+        error_details_pb2.ResourceInfo(
+            resource_type=error.resource_type or "",
+            resource_name=error.resource_id or "",
+            description=error.message,
+        )
+    ]
+
+
+def _retry_info(error: PkggovError) -> Sequence[Message]:
+    assert isinstance(error, UpstreamThrottledError)  # noqa: S101 - the table pairs them
+    delay = error.retry_after_seconds if error.retry_after_seconds is not None else 1.0
+    seconds = math.floor(delay)
+    return [
+        error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(
+                seconds=seconds, nanos=int((delay - seconds) * 1_000_000_000)
+            )
+        )
+    ]
+
+
+def _credentials_message(error: PkggovError) -> str:
+    return (
+        "the gateway's own AWS credentials are missing or invalid; this is an operator "
+        f"problem the caller cannot fix ({error.message})"
+    )
+
+
+STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
+    InvalidRequestError: StatusRule(
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", _bad_request
+    ),
+    DeadlineTooShortError: StatusRule(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_TOO_SHORT"),
+    UpstreamValidationError: StatusRule(
+        grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_VALIDATION", _upstream_bad_request
+    ),
+    UpstreamNotFoundError: StatusRule(
+        grpc.StatusCode.NOT_FOUND, "UPSTREAM_NOT_FOUND", _resource_info
+    ),
+    UpstreamAccessDeniedError: StatusRule(
+        grpc.StatusCode.PERMISSION_DENIED, "UPSTREAM_ACCESS_DENIED"
+    ),
+    UpstreamConflictError: StatusRule(
+        grpc.StatusCode.FAILED_PRECONDITION, "UPSTREAM_CONFLICT", _resource_info
+    ),
+    UpstreamThrottledError: StatusRule(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_THROTTLED", _retry_info
+    ),
+    UpstreamInternalError: StatusRule(grpc.StatusCode.UNAVAILABLE, "UPSTREAM_INTERNAL_ERROR"),
+    UpstreamUnavailableError: StatusRule(grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+    UpstreamTimeoutError: StatusRule(grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
+    GatewayCredentialsError: StatusRule(
+        grpc.StatusCode.INTERNAL, "GATEWAY_CREDENTIALS", message=_credentials_message
+    ),
+    UpstreamUnknownError: StatusRule(grpc.StatusCode.UNKNOWN, "UPSTREAM_UNKNOWN_ERROR"),
+}
+"""Each concrete domain error -> how it is reported. A test checks every error has a row."""
+
+INTERNAL_RULE = StatusRule(grpc.StatusCode.INTERNAL, "INTERNAL_ERROR")
+"""How an unexpected exception (a bug) is reported; its text is logged, not sent."""
+
+
+def _pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def rule_for(error: BaseException) -> StatusRule:
+    """The table's rule for `error` (by exact class, then by base), else INTERNAL_RULE."""
+    for cls in type(error).__mro__:
+        rule = STATUS_TABLE.get(cls)
+        if rule is not None:
+            return rule
+    return INTERNAL_RULE
+
+
+def to_rpc_status(error: BaseException) -> status_pb2.Status:
+    """Build the google.rpc.Status for `error`, with exactly one ErrorInfo first."""
+    rule = rule_for(error)
+    if isinstance(error, PkggovError) and rule is not INTERNAL_RULE:
+        message = rule.message(error)
+        extra = rule.details(error)
+        metadata = dict(error.metadata()) if isinstance(error, UpstreamError) else {}
+        if isinstance(error, UpstreamValidationError) and error.reason:
+            metadata["upstream_reason"] = error.reason
+    else:
+        message = "internal gateway error; see the gateway's log for this request id"
+        extra, metadata = (), {}
+    info = error_details_pb2.ErrorInfo(reason=rule.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    return status_pb2.Status(
+        code=getattr(code_pb2, rule.code.name),
+        message=message,
+        details=[_pack(info), *(_pack(d) for d in extra)],
+    )

@@ -1,0 +1,179 @@
+"""The composition root: the one place that builds real adapters and wires them together."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import structlog
+from botocore.config import Config
+
+from pkggov_gateway import __version__
+from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
+from pkggov_gateway.api.server import GrpcServer
+from pkggov_gateway.api.servicer import PackageGovernanceServicer
+from pkggov_gateway.config import EmulatorSettings, Settings, UpstreamSettings
+from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
+
+if TYPE_CHECKING:
+    from mypy_boto3_codeartifact import CodeArtifactClient
+
+    from pkggov_emulator import Emulator
+
+__all__ = ["Gateway", "build_codeartifact_client", "build_gateway"]
+
+log = structlog.get_logger("pkggov.bootstrap")
+
+
+@dataclasses.dataclass
+class Gateway:
+    """A wired gateway: its gRPC server and what must be closed with it."""
+
+    settings: Settings
+    server: GrpcServer
+    chunk_executor: ThreadPoolExecutor
+    emulator: Emulator | None = None
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT the gRPC server listens on."""
+        return self.server.address
+
+    def start(self) -> None:
+        """Start serving."""
+        self.server.start()
+        log.info("gateway.started", address=self.address, version=__version__)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully: NOT_SERVING, drain in-flight calls, then release everything."""
+        seconds = self.settings.server.grace_seconds if grace is None else grace
+        log.info("gateway.stopping", grace_s=seconds)
+        self.server.stop(seconds)
+        self.chunk_executor.shutdown(wait=True, cancel_futures=True)
+        if self.emulator is not None:
+            self.emulator.stop()
+        log.info("gateway.stopped")
+
+
+def build_codeartifact_client(upstream: UpstreamSettings, pool_size: int) -> CodeArtifactClient:
+    """One thread-safe boto3 CodeArtifact client for the whole process.
+
+    Its connection pool matches the number of threads that may call it at once; botocore's
+    retries are off because the adapter retries within the caller's deadline itself.
+    """
+    session = boto3.session.Session(
+        region_name=upstream.region or None,
+        profile_name=upstream.profile or None,
+        aws_access_key_id=upstream.access_key_id or None,
+        aws_secret_access_key=upstream.secret_access_key or None,
+        aws_session_token=upstream.session_token or None,
+    )
+    if session.get_credentials() is None:
+        log.warning("upstream.no_credentials", hint="calls will fail with INTERNAL")
+    config = Config(
+        max_pool_connections=pool_size,
+        connect_timeout=upstream.connect_timeout_seconds,
+        read_timeout=upstream.read_timeout_seconds,
+        retries={"total_max_attempts": 1},
+        user_agent_extra=f"pkggov/{__version__}",
+        tcp_keepalive=True,
+    )
+    return session.client("codeartifact", endpoint_url=upstream.endpoint_url or None, config=config)
+
+
+def _start_emulator(settings: EmulatorSettings) -> tuple[Emulator, dict[str, Any]]:
+    """Start the embedded emulator (development only) and return the upstream it stands for."""
+    from pkggov_emulator import (  # noqa: PLC0415 - a development dependency, loaded on demand
+        DEMO_ACCESS_KEY_ID,
+        DEMO_ACCOUNT_ID,
+        DEMO_REGION,
+        DEMO_SECRET_ACCESS_KEY,
+        Emulator,
+        load_demo_seed,
+    )
+
+    seed: Any
+    if settings.seed == "demo":
+        seed = load_demo_seed()
+    elif settings.seed in ("", "none"):
+        seed = None
+    else:
+        seed = json.loads(Path(settings.seed).read_text())
+    host, _, port = settings.listen.rpartition(":")
+    emulator = Emulator(
+        host=host,
+        port=int(port),
+        seed=seed,
+        credentials={DEMO_ACCESS_KEY_ID: DEMO_SECRET_ACCESS_KEY},
+        account_id=DEMO_ACCOUNT_ID,
+    )
+    emulator.start()
+    log.warning(
+        "emulator.started",
+        endpoint=emulator.endpoint_url,
+        note="development only: CodeArtifact is the local emulator, not AWS",
+    )
+    return emulator, {
+        "endpoint_url": emulator.endpoint_url,
+        "region": DEMO_REGION,
+        "access_key_id": DEMO_ACCESS_KEY_ID,
+        "secret_access_key": DEMO_SECRET_ACCESS_KEY,
+        "session_token": "",
+        "profile": "",
+    }
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """Wire the gateway from settings; nothing is served until `start()`."""
+    emulator = None
+    upstream = settings.upstream
+    if settings.emulator.enabled:
+        emulator, overrides = _start_emulator(settings.emulator)
+        upstream = dataclasses.replace(upstream, **overrides)
+    server_settings = settings.server
+    client = build_codeartifact_client(
+        upstream, pool_size=server_settings.max_workers + upstream.chunk_workers
+    )
+    adapter = BotoCodeArtifact(
+        client,
+        RetryPolicy(
+            max_attempts=upstream.max_attempts,
+            base_delay_seconds=upstream.retry_base_delay_seconds,
+            read_timeout_seconds=upstream.read_timeout_seconds,
+            deadline_margin_seconds=upstream.deadline_margin_seconds,
+            min_attempt_seconds=upstream.min_call_seconds,
+        ),
+    )
+    chunk_executor = ThreadPoolExecutor(upstream.chunk_workers, thread_name_prefix="pkggov-chunk")
+    use_case = DeletePackageVersions(
+        adapter,
+        chunk_executor,
+        DeleteLimits(
+            max_versions=server_settings.max_versions_per_call,
+            chunk_parallelism=upstream.chunk_parallelism,
+            min_upstream_seconds=upstream.min_call_seconds,
+        ),
+    )
+    servicer = PackageGovernanceServicer(
+        use_case,
+        default_deadline=server_settings.default_deadline_seconds,
+        max_deadline=server_settings.max_deadline_seconds,
+    )
+    try:
+        server = GrpcServer(
+            servicer,
+            listen=server_settings.listen,
+            max_workers=server_settings.max_workers,
+            max_concurrent_rpcs=server_settings.max_concurrent_rpcs,
+            max_versions=server_settings.max_versions_per_call,
+        )
+    except Exception:
+        chunk_executor.shutdown()
+        if emulator is not None:
+            emulator.stop()
+        raise
+    return Gateway(settings, server, chunk_executor, emulator)

@@ -1,0 +1,203 @@
+"""Settings: frozen dataclasses built from embedded defaults, a TOML file and an env mapping.
+
+Precedence: environment > file > embedded defaults. Every key can be overridden by
+``PKGGOV_<SECTION>_<KEY>`` (e.g. ``PKGGOV_SERVER_LISTEN=0.0.0.0:50051``). The embedded defaults
+are the development stack: the gateway on loopback in front of the CodeArtifact emulator
+with demo data. Configuration is only ever read from what is passed in (never at import).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+__all__ = [
+    "ConfigError",
+    "EmulatorSettings",
+    "LoggingSettings",
+    "ServerSettings",
+    "Settings",
+    "UpstreamSettings",
+    "describe",
+    "load_settings",
+]
+
+ENV_PREFIX = "PKGGOV_"
+_NOT_SETTINGS = frozenset({"PKGGOV_CONFIG", "PKGGOV_TARGET"})  # read by the entry points
+
+
+class ConfigError(Exception):
+    """Raised when the configuration file or environment holds an unknown key or bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The gRPC listener and its limits."""
+
+    listen: str = "127.0.0.1:50051"
+    max_workers: int = 32
+    max_concurrent_rpcs: int = 256
+    grace_seconds: float = 15.0
+    default_deadline_seconds: float = 30.0
+    max_deadline_seconds: float = 300.0
+    max_versions_per_call: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """How the gateway reaches CodeArtifact. Empty strings mean "use the AWS default chain"."""
+
+    region: str = "us-east-1"
+    endpoint_url: str = ""
+    profile: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    session_token: str = ""
+    connect_timeout_seconds: float = 2.0
+    read_timeout_seconds: float = 30.0
+    max_attempts: int = 3
+    retry_base_delay_seconds: float = 0.05
+    deadline_margin_seconds: float = 0.1
+    chunk_parallelism: int = 4
+    chunk_workers: int = 16
+    min_call_seconds: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorSettings:
+    """The embedded CodeArtifact emulator (development only); when enabled it is the upstream."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:50052"
+    seed: str = "demo"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """Log level and format (auto = JSON unless stderr is a terminal)."""
+
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the composition root needs."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+_CHOICES = {
+    ("logging", "level"): {"debug", "info", "warning", "error"},
+    ("logging", "format"): {"auto", "json", "console"},
+}
+
+
+def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
+    where = f"{origin}: {section}.{key}"
+    if kind is bool:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind is int:
+        try:
+            result = int(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            result = None
+        if result is None or result <= 0:
+            raise ConfigError(f"{where}: expected a positive integer, got {value!r}")
+        return result
+    if kind is float:
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < 0:
+            raise ConfigError(f"{where}: expected a non-negative number, got {value!r}")
+        return number
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    choices = _CHOICES.get((section, key))
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: expected one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the embedded defaults, the TOML file at `path`, then `environ`."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    sections: dict[str, Any] = {}
+    hints = get_type_hints(Settings)
+    unknown_sections = set(raw) - set(hints)
+    if unknown_sections:
+        raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
+    env = {
+        k: v
+        for k, v in (environ or {}).items()
+        if k.startswith(ENV_PREFIX) and k not in _NOT_SETTINGS
+    }
+    for section, section_type in hints.items():
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        kinds = get_type_hints(section_type)
+        unknown = set(given) - set(kinds)
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}"
+            )
+        values = {k: _coerce(section, k, kinds[k], v, str(path)) for k, v in given.items()}
+        for key, kind in kinds.items():
+            name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+            if name in env:
+                values[key] = _coerce(section, key, kind, env.pop(name), f"${name}")
+        sections[section] = section_type(**values)
+    if env:
+        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(sorted(env))}")
+    settings = Settings(**sections)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    for name, listen in (
+        ("server", settings.server.listen),
+        ("emulator", settings.emulator.listen),
+    ):
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"{name}.listen: expected HOST:PORT, got {listen!r}")
+    upstream = settings.upstream
+    if bool(upstream.access_key_id) != bool(upstream.secret_access_key):
+        raise ConfigError(
+            "upstream.access_key_id and upstream.secret_access_key must be set together"
+        )
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The settings as a mapping for logs, with secrets masked."""
+    shown = dataclasses.asdict(settings)
+    for key in ("secret_access_key", "session_token"):
+        if shown["upstream"][key]:
+            shown["upstream"][key] = "***"
+    return shown

@@ -1,0 +1,159 @@
+"""Domain errors: what can go wrong, named without any transport in mind.
+
+The hierarchy (the gRPC layer maps each leaf to a status through one table)::
+
+    PkggovError
+    ├── InvalidRequestError          the request breaks field rules; nothing is forwarded
+    ├── DeadlineTooShortError        too little time is left to call CodeArtifact at all
+    └── UpstreamError                CodeArtifact (or the way to it) failed the call
+        ├── UpstreamValidationError      400 ValidationException
+        ├── UpstreamNotFoundError        404 ResourceNotFoundException
+        ├── UpstreamAccessDeniedError    403 AccessDeniedException (the gateway's AWS identity)
+        ├── UpstreamConflictError        409 ConflictException
+        ├── UpstreamThrottledError       429 ThrottlingException, after bounded retries
+        ├── UpstreamInternalError        500 InternalServerException, after bounded retries
+        ├── UpstreamUnavailableError     connection refused, endpoint unreachable, dropped
+        ├── UpstreamTimeoutError         the deadline ran out while a call was in flight
+        ├── GatewayCredentialsError      the gateway's own AWS credentials are missing/invalid
+        └── UpstreamUnknownError         an error code the gateway does not know
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One broken rule on one request field (proto field path, e.g. ``versions[2]``)."""
+
+    field: str
+    description: str
+
+
+class PkggovError(Exception):
+    """Base of every error the gateway reports to its caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(PkggovError):
+    """Raised when a request breaks one or more field rules; carries every violation."""
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        self.violations = tuple(violations)
+        fields = ", ".join(v.field for v in self.violations)
+        super().__init__(f"invalid request: {len(self.violations)} bad field(s): {fields}")
+
+
+class DeadlineTooShortError(PkggovError):
+    """Raised before calling CodeArtifact when the caller's remaining time is too short."""
+
+    def __init__(self, remaining: float, needed: float) -> None:
+        super().__init__(
+            f"deadline too short: {remaining:.3f}s left, at least {needed:.3f}s needed "
+            "to call CodeArtifact; nothing was sent"
+        )
+        self.remaining = remaining
+        self.needed = needed
+
+
+class UpstreamError(PkggovError):
+    """Base of the failures of a CodeArtifact call; carries the AWS request id when known.
+
+    `outcome_unknown` is True when the request may have reached CodeArtifact and been
+    applied although no answer came back (a read timeout, a dropped connection).
+    """
+
+    outcome_unknown: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        aws_request_id: str | None = None,
+        aws_error_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.aws_request_id = aws_request_id
+        self.aws_error_code = aws_error_code
+
+    def metadata(self) -> Mapping[str, str]:
+        """Facts for ErrorInfo.metadata: the AWS request id and error code when known."""
+        found = {"aws_request_id": self.aws_request_id, "aws_error_code": self.aws_error_code}
+        return {key: value for key, value in found.items() if value}
+
+
+class UpstreamValidationError(UpstreamError):
+    """Raised when CodeArtifact rejects the request as invalid (ValidationException)."""
+
+    def __init__(self, message: str, *, reason: str | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.reason = reason
+
+
+class _ResourceError(UpstreamError):
+    """An upstream error about one named resource."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        **kw: str | None,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+
+
+class UpstreamNotFoundError(_ResourceError):
+    """Raised when the domain, repository or package does not exist (ResourceNotFound)."""
+
+
+class UpstreamConflictError(_ResourceError):
+    """Raised when CodeArtifact reports a conflict with the resource's state."""
+
+
+class UpstreamAccessDeniedError(UpstreamError):
+    """Raised when the gateway's own AWS identity may not perform the call."""
+
+
+class UpstreamThrottledError(UpstreamError):
+    """Raised when CodeArtifact still throttles after the gateway's bounded retries."""
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: float | None = None, **kw: str | None
+    ) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class UpstreamInternalError(UpstreamError):
+    """Raised when CodeArtifact still fails internally after the gateway's bounded retries."""
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """Raised when CodeArtifact cannot be reached or the connection broke."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.outcome_unknown = outcome_unknown
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """Raised when the deadline ran out while a delete was in flight: its outcome is unknown."""
+
+    outcome_unknown = True
+
+
+class GatewayCredentialsError(UpstreamError):
+    """Raised when the gateway's own AWS credentials are missing or rejected."""
+
+
+class UpstreamUnknownError(UpstreamError):
+    """Raised for an upstream error code the gateway has no mapping for."""

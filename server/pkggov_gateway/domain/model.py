@@ -1,0 +1,115 @@
+"""Value objects of the package-deletion domain, spelled as CodeArtifact spells them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class PackageFormat(StrEnum):
+    """A CodeArtifact package format, valued with CodeArtifact's own spelling."""
+
+    NPM = "npm"
+    PYPI = "pypi"
+    MAVEN = "maven"
+    NUGET = "nuget"
+    GENERIC = "generic"
+    RUBY = "ruby"
+    SWIFT = "swift"
+    CARGO = "cargo"
+
+
+class VersionStatus(StrEnum):
+    """A package version status as CodeArtifact reports it."""
+
+    PUBLISHED = "Published"
+    UNFINISHED = "Unfinished"
+    UNLISTED = "Unlisted"
+    ARCHIVED = "Archived"
+    DISPOSED = "Disposed"
+    DELETED = "Deleted"
+
+
+class VersionErrorCode(StrEnum):
+    """Why CodeArtifact (or the gateway) did not process one version."""
+
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    MISMATCHED_REVISION = "MISMATCHED_REVISION"
+    MISMATCHED_STATUS = "MISMATCHED_STATUS"
+    NOT_ALLOWED = "NOT_ALLOWED"
+    NOT_FOUND = "NOT_FOUND"
+    SKIPPED = "SKIPPED"
+
+
+class NamespaceRule(StrEnum):
+    """Whether a format's packages have a namespace."""
+
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+    FORBIDDEN = "forbidden"
+
+
+NAMESPACE_RULES: Mapping[PackageFormat, NamespaceRule] = {
+    PackageFormat.NPM: NamespaceRule.OPTIONAL,
+    PackageFormat.PYPI: NamespaceRule.FORBIDDEN,
+    PackageFormat.MAVEN: NamespaceRule.REQUIRED,
+    PackageFormat.NUGET: NamespaceRule.FORBIDDEN,
+    PackageFormat.GENERIC: NamespaceRule.REQUIRED,
+    PackageFormat.RUBY: NamespaceRule.FORBIDDEN,
+    PackageFormat.SWIFT: NamespaceRule.REQUIRED,
+    PackageFormat.CARGO: NamespaceRule.FORBIDDEN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PackageRef:
+    """One package in one repository: everything CodeArtifact needs to name it."""
+
+    domain: str
+    repository: str
+    format: PackageFormat
+    package: str
+    namespace: str | None = None
+    domain_owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    """A validated request: the package, its distinct versions in request order, a status guard."""
+
+    package: PackageRef
+    versions: tuple[str, ...]
+    expected_status: VersionStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessfulVersion:
+    """A version CodeArtifact processed, with the revision and status it reported.
+
+    `status` is None only if CodeArtifact reported a status this gateway does not know.
+    """
+
+    revision: str
+    status: VersionStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedVersion:
+    """A version that was not processed, with the code and message explaining why.
+
+    `code` is None only if CodeArtifact reported a code this gateway does not know; the
+    message then starts with that code.
+    """
+
+    code: VersionErrorCode | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOutcome:
+    """The merged per-version result of one DeletePackageVersions request."""
+
+    successful: Mapping[str, SuccessfulVersion] = field(default_factory=dict)
+    failed: Mapping[str, FailedVersion] = field(default_factory=dict)
+    aws_request_ids: tuple[str, ...] = ()

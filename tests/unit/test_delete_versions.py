@@ -1,0 +1,178 @@
+"""The use case: validation before forwarding, chunks of 100, bounded parallelism, merge rule."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pytest
+
+from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.errors import (
+    DeadlineTooShortError,
+    InvalidRequestError,
+    UpstreamError,
+    UpstreamNotFoundError,
+    UpstreamThrottledError,
+    UpstreamTimeoutError,
+)
+from pkggov_gateway.domain.model import (
+    DeleteOutcome,
+    FailedVersion,
+    PackageFormat,
+    PackageRef,
+    SuccessfulVersion,
+    VersionErrorCode,
+    VersionStatus,
+)
+from pkggov_gateway.domain.validation import RawDeleteRequest
+from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
+
+
+@dataclass
+class FakeCodeArtifact:
+    """A CodeArtifactPort that deletes everything, except chunks told to fail."""
+
+    failures: dict[int, UpstreamError] = field(default_factory=dict)  # call index -> error
+    delay: float = 0.0
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    active: int = 0
+    peak: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def delete_package_versions(
+        self,
+        package: PackageRef,
+        versions: Sequence[str],
+        expected_status: VersionStatus | None,
+        deadline: Deadline,
+    ) -> DeleteOutcome:
+        with self.lock:
+            index = len(self.calls)
+            self.calls.append(tuple(versions))
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            time.sleep(self.delay)
+            error = self.failures.get(index)
+            if error is not None:
+                raise error
+            return DeleteOutcome(
+                {v: SuccessfulVersion("rev", VersionStatus.DELETED) for v in versions},
+                {},
+                (f"req-{index}",),
+            )
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(8)
+    yield pool
+    pool.shutdown()
+
+
+def _raw(count: int) -> RawDeleteRequest:
+    return RawDeleteRequest(
+        domain="demo",
+        repository="dev-shared",
+        format=PackageFormat.GENERIC,
+        namespace="bulk",
+        package="artifact",
+        versions=[f"1.0.{i}" for i in range(count)],
+    )
+
+
+def _use_case(
+    fake: FakeCodeArtifact, executor: ThreadPoolExecutor, parallelism: int = 4
+) -> DeletePackageVersions:
+    return DeletePackageVersions(
+        fake, executor, DeleteLimits(max_versions=1000, chunk_parallelism=parallelism)
+    )
+
+
+def test_invalid_request_is_not_forwarded(executor: ThreadPoolExecutor) -> None:
+    """A request that breaks a rule raises InvalidRequestError and calls nothing."""
+    fake = FakeCodeArtifact()
+    with pytest.raises(InvalidRequestError):
+        _use_case(fake, executor).execute(_raw(0), Deadline.after(5))
+    assert [] == fake.calls
+
+
+def test_short_deadline_is_refused_before_calling(executor: ThreadPoolExecutor) -> None:
+    """Less time than min_upstream_seconds left: DeadlineTooShortError, nothing sent."""
+    fake = FakeCodeArtifact()
+    with pytest.raises(DeadlineTooShortError):
+        _use_case(fake, executor).execute(_raw(3), Deadline.after(0.05))
+    assert [] == fake.calls
+
+
+def test_up_to_100_versions_is_one_call(executor: ThreadPoolExecutor) -> None:
+    """100 distinct versions go upstream in one call."""
+    fake = FakeCodeArtifact()
+    outcome = _use_case(fake, executor).execute(_raw(100), Deadline.after(5))
+    assert [100] == [len(c) for c in fake.calls]
+    assert 100 == len(outcome.successful)
+
+
+def test_single_call_error_propagates(executor: ThreadPoolExecutor) -> None:
+    """With one chunk, the upstream error is the call's error."""
+    error = UpstreamNotFoundError("no such package", resource_type="package")
+    fake = FakeCodeArtifact(failures={0: error})
+    with pytest.raises(UpstreamNotFoundError):
+        _use_case(fake, executor).execute(_raw(5), Deadline.after(5))
+
+
+def test_large_request_is_split_in_order_and_merged(executor: ThreadPoolExecutor) -> None:
+    """1,000 versions become ten calls of 100 in request order, merged into one outcome."""
+    fake = FakeCodeArtifact(delay=0.01)
+    outcome = _use_case(fake, executor, parallelism=3).execute(_raw(1000), Deadline.after(5))
+    assert [100] * 10 == [len(c) for c in fake.calls]
+    assert {f"1.0.{i}" for i in range(1000)} == {v for c in fake.calls for v in c}
+    assert 1000 == len(outcome.successful)
+    assert {} == dict(outcome.failed)
+    assert 10 == len(outcome.aws_request_ids)
+    assert fake.peak <= 3
+
+
+def test_failed_chunk_after_successes_does_not_hide_deletions(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Chunk 2 throttled: chunk 1 reported deleted, chunk 2 SKIPPED, chunk 3 not attempted."""
+    fake = FakeCodeArtifact(failures={1: UpstreamThrottledError("slow down")})
+    outcome = _use_case(fake, executor, parallelism=1).execute(_raw(250), Deadline.after(5))
+    assert 2 == len(fake.calls)
+    assert {f"1.0.{i}" for i in range(100)} == set(outcome.successful)
+    assert (
+        FailedVersion(VersionErrorCode.SKIPPED, "not deleted: chunk 2 of 3 failed (slow down)")
+        == outcome.failed["1.0.150"]
+    )
+    assert (
+        FailedVersion(
+            VersionErrorCode.SKIPPED,
+            "not attempted: an earlier chunk failed, so chunk 3 of 3 was not sent",
+        )
+        == outcome.failed["1.0.249"]
+    )
+    assert 150 == len(outcome.failed)
+
+
+def test_timed_out_chunk_is_reported_as_outcome_unknown(executor: ThreadPoolExecutor) -> None:
+    """A chunk whose outcome is unknown says so in its SKIPPED message."""
+    fake = FakeCodeArtifact(failures={1: UpstreamTimeoutError("no answer")})
+    outcome = _use_case(fake, executor, parallelism=1).execute(_raw(200), Deadline.after(5))
+    message = outcome.failed["1.0.100"].message
+    assert message.startswith("outcome unknown: chunk 2 of 2 may have been applied (no answer)")
+
+
+def test_all_chunks_failing_is_the_first_error(executor: ThreadPoolExecutor) -> None:
+    """No chunk returned: the call fails with the first chunk's error, not an OK."""
+    fake = FakeCodeArtifact(failures={0: UpstreamNotFoundError("gone")})
+    with pytest.raises(UpstreamNotFoundError):
+        _use_case(fake, executor, parallelism=1).execute(_raw(300), Deadline.after(5))
+    assert 1 == len(fake.calls)
