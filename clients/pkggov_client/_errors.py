@@ -1,0 +1,181 @@
+"""The one error a pkggov call raises, decoded from the gateway's google.rpc.Status.
+
+Exception hierarchy::
+
+    Exception
+     └── PkggovError      any non-OK status from the gateway or from gRPC itself
+
+The gateway sends every error as a ``google.rpc.Status`` in the ``grpc-status-details-bin``
+trailer with one ``ErrorInfo`` and maybe ``BadRequest``, ``ResourceInfo`` and ``RetryInfo``.
+Statuses produced by gRPC itself (server down, deadline, message too large) carry no details;
+they decode into a `PkggovError` whose `reason` is None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import NamedTuple
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+__all__ = ["FieldViolation", "PkggovError", "ResourceDetail", "error_from_rpc_error"]
+
+_DETAILS_TRAILER = "grpc-status-details-bin"
+
+
+class FieldViolation(NamedTuple):
+    """One bad request field, from google.rpc.BadRequest."""
+
+    field: str
+    description: str
+
+
+class ResourceDetail(NamedTuple):
+    """The resource an error is about, from google.rpc.ResourceInfo."""
+
+    type: str
+    name: str
+    description: str
+
+
+class PkggovError(Exception):
+    """Raised when a pkggov call ends with any non-OK gRPC status.
+
+    `reason`, `domain` and `metadata` come from the status's ErrorInfo, `field_violations`
+    from BadRequest, `resource` from ResourceInfo and `retry_after` (seconds) from RetryInfo;
+    each is empty or None when the status did not carry it. `status` is the decoded
+    ``google.rpc.Status``, or None when the call had no details.
+    """
+
+    code: grpc.StatusCode
+    message: str
+    reason: str | None
+    domain: str | None
+    metadata: Mapping[str, str]
+    field_violations: list[FieldViolation]
+    resource: ResourceDetail | None
+    retry_after: float | None
+    status: status_pb2.Status | None
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str | None = None,
+        domain: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Iterable[tuple[str, str]] = (),
+        resource: tuple[str, str, str] | None = None,
+        retry_after: float | None = None,
+        status: status_pb2.Status | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.domain = domain
+        self.metadata = MappingProxyType(dict(metadata or {}))
+        self.field_violations = [FieldViolation(*violation) for violation in field_violations]
+        self.resource = None if resource is None else ResourceDetail(*resource)
+        self.retry_after = retry_after
+        self.status = status
+
+    @property
+    def headline(self) -> str:
+        """The first line of the error: ``<CODE> <reason>: <message>``."""
+        head = self.code.name if self.reason is None else f"{self.code.name} {self.reason}"
+        return f"{head}: {self.message}" if self.message else head
+
+    def detail_lines(self) -> list[str]:
+        """One indented line per detail: field violations, resource, retry delay, metadata."""
+        lines = [f"  {field}: {description}" for field, description in self.field_violations]
+        if self.resource is not None:
+            kind, name, description = self.resource
+            lines.append(f"  resource: {kind} {name}" + (f": {description}" if description else ""))
+        if self.retry_after is not None:
+            lines.append(f"  retry after: {self.retry_after:g}s")
+        if self.metadata:
+            pairs = ", ".join(f"{key}={self.metadata[key]}" for key in sorted(self.metadata))
+            lines.append(f"  metadata: {pairs}")
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join([self.headline, *self.detail_lines()])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code}, {self.message!r}, reason={self.reason!r})"
+
+
+def _rich_status(trailers: Iterable[tuple[str, str | bytes]]) -> status_pb2.Status | None:
+    """Decode the google.rpc.Status trailer; None when absent or unreadable."""
+    for key, value in trailers:
+        if key == _DETAILS_TRAILER and isinstance(value, bytes):
+            try:
+                status: status_pb2.Status = status_pb2.Status.FromString(value)
+            except DecodeError:
+                return None
+            return status
+    return None
+
+
+def error_from_rpc_error(err: grpc.RpcError) -> PkggovError:
+    """Translate a failed gRPC call into a `PkggovError`, unpacking every known detail.
+
+    Unlike ``grpc_status.rpc_status.from_call`` this never raises: a trailer whose code or
+    message disagrees with the call's is still used for its details, and a trailer that does
+    not decode is ignored. The call's own code and message win.
+    """
+    call: object = err  # grpc raises objects that are both RpcError and Call.
+    trailers: Iterable[tuple[str, str | bytes]] = ()
+    if isinstance(call, grpc.Call):
+        code = call.code()
+        message = call.details() or ""
+        trailers = call.trailing_metadata() or ()
+    else:
+        code, message = grpc.StatusCode.UNKNOWN, str(err)
+    status = _rich_status(trailers)
+    if status is None:
+        return PkggovError(code, message)
+
+    reason: str | None = None
+    domain: str | None = None
+    metadata: dict[str, str] = {}
+    violations: list[FieldViolation] = []
+    resource: ResourceDetail | None = None
+    retry_after: float | None = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and reason is None:
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, domain = info.reason or None, info.domain or None
+            metadata = dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend(
+                FieldViolation(violation.field, violation.description)
+                for violation in bad_request.field_violations
+            )
+        elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR) and resource is None:
+            found = error_details_pb2.ResourceInfo()
+            detail.Unpack(found)
+            resource = ResourceDetail(found.resource_type, found.resource_name, found.description)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR) and retry_after is None:
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+    return PkggovError(
+        code,
+        message or status.message,
+        reason=reason,
+        domain=domain,
+        metadata=metadata,
+        field_violations=violations,
+        resource=resource,
+        retry_after=retry_after,
+        status=status,
+    )

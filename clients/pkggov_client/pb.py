@@ -1,0 +1,31 @@
+"""The generated pkggov.v1 messages, enums and service classes under one short name."""
+
+from __future__ import annotations
+
+from pkggov.v1.package_governance_pb2 import (
+    DeletePackageVersionsRequest,
+    DeletePackageVersionsResponse,
+    PackageFormat,
+    PackageVersionError,
+    PackageVersionErrorCode,
+    PackageVersionStatus,
+    SuccessfulPackageVersionInfo,
+)
+from pkggov.v1.package_governance_pb2_grpc import (
+    PackageGovernanceServiceServicer,
+    PackageGovernanceServiceStub,
+    add_PackageGovernanceServiceServicer_to_server,
+)
+
+__all__ = [
+    "DeletePackageVersionsRequest",
+    "DeletePackageVersionsResponse",
+    "PackageFormat",
+    "PackageGovernanceServiceServicer",
+    "PackageGovernanceServiceStub",
+    "PackageVersionError",
+    "PackageVersionErrorCode",
+    "PackageVersionStatus",
+    "SuccessfulPackageVersionInfo",
+    "add_PackageGovernanceServiceServicer_to_server",
+]

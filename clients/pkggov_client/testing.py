@@ -1,0 +1,126 @@
+"""Test helpers: a scripted fake gateway, a port-0 server for it, and status builders."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from pkggov_client import pb
+
+__all__ = [
+    "FakeGateway",
+    "RecordedCall",
+    "plain_status",
+    "rich_status",
+    "serve",
+]
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One request a `FakeGateway` received, its call metadata and seconds left to its deadline."""
+
+    request: pb.DeletePackageVersionsRequest
+    metadata: tuple[tuple[str, str | bytes], ...]
+    time_remaining: float | None
+
+
+@dataclass
+class FakeGateway(pb.PackageGovernanceServiceServicer):
+    """A PackageGovernanceService that answers `response`, or aborts with `error` when set.
+
+    Every call is appended to `calls`, so tests can check what the client sent.
+    """
+
+    response: pb.DeletePackageVersionsResponse = field(
+        default_factory=pb.DeletePackageVersionsResponse
+    )
+    error: grpc.Status | None = None
+    calls: list[RecordedCall] = field(default_factory=list)
+
+    def DeletePackageVersions(  # noqa: N802 - the name is fixed by the generated servicer.
+        self, request: pb.DeletePackageVersionsRequest, context: grpc.ServicerContext
+    ) -> pb.DeletePackageVersionsResponse:
+        """Record the call, then answer it as scripted."""
+        metadata = tuple((key, value) for key, value in context.invocation_metadata())
+        self.calls.append(RecordedCall(request, metadata, context.time_remaining()))
+        if self.error is not None:
+            context.abort_with_status(self.error)
+        return self.response
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    """A grpc.Status without rich details."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+def plain_status(code: grpc.StatusCode, message: str) -> grpc.Status:
+    """Return a status with no google.rpc details, as gRPC itself produces."""
+    return _Status(code, message)
+
+
+def rich_status(
+    code: grpc.StatusCode,
+    message: str,
+    *,
+    reason: str | None = None,
+    domain: str = "pkggov.internal",
+    metadata: Mapping[str, str] | None = None,
+    field_violations: Iterable[tuple[str, str]] = (),
+    resource: tuple[str, str, str] | None = None,
+    retry_after: float | None = None,
+) -> grpc.Status:
+    """Return a status carrying a google.rpc.Status, the way the gateway sends errors.
+
+    ErrorInfo is added when `reason` is given, BadRequest when there are `field_violations`,
+    ResourceInfo for `resource` (type, name, description) and RetryInfo for `retry_after`.
+    """
+    status = status_pb2.Status(code=code.value[0], message=message)
+    if reason is not None:
+        status.details.add().Pack(
+            error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata or {})
+        )
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(field=name, description=description)
+        for name, description in field_violations
+    ]
+    if violations:
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=violations))
+    if resource is not None:
+        kind, name, description = resource
+        status.details.add().Pack(
+            error_details_pb2.ResourceInfo(
+                resource_type=kind, resource_name=name, description=description
+            )
+        )
+    if retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(retry_after * 1e9))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return rpc_status.to_status(status)
+
+
+@contextlib.contextmanager
+def serve(
+    servicer: pb.PackageGovernanceServiceServicer, *, host: str = "127.0.0.1"
+) -> Iterator[str]:
+    """Run `servicer` on a free port of `host` and yield its target ("host:port")."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb.add_PackageGovernanceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{host}:0")
+    server.start()
+    try:
+        yield f"{host}:{port}"
+    finally:
+        server.stop(grace=None).wait()
