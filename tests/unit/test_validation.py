@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import botocore.session
 import pytest
 
@@ -45,7 +47,7 @@ def _violations(raw: RawDeleteRequest, max_versions: int = 1000) -> list[FieldVi
 def test_rules_match_botocore_model() -> None:
     """The copied limits and patterns equal the installed botocore model's."""
     model = botocore.session.get_session().get_service_model("codeartifact")
-    shape = model.operation_model("DeletePackageVersions").input_shape
+    shape: Any = model.operation_model("DeletePackageVersions").input_shape
     for field, member in _MODEL_MEMBERS.items():
         meta = shape.members[member].metadata
         rule = STRING_RULES[field]
@@ -54,7 +56,7 @@ def test_rules_match_botocore_model() -> None:
             rule.max_length,
             rule.pattern,
         )
-    versions = shape.members["versions"]
+    versions: Any = shape.members["versions"]
     assert CODEARTIFACT_MAX_VERSIONS_PER_CALL == versions.metadata["max"]
     member_meta = versions.member.metadata
     rule = STRING_RULES["versions"]

@@ -1,0 +1,120 @@
+"""End-to-end fixtures: the real emulator and the real gateway on free ports, driven by stubs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
+from pkggov_emulator import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_ACCOUNT_ID,
+    DEMO_SECRET_ACCESS_KEY,
+    Emulator,
+    load_demo_seed,
+)
+from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.logs import configure_logging
+from tests.e2e.harness import GatewayFactory, GatewayProcess, gateway_settings, running_gateway
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    """One emulator for the session, on a free port, seeded with the demo data."""
+    emu = Emulator(
+        host="127.0.0.1",
+        port=0,
+        seed=load_demo_seed(),
+        credentials={DEMO_ACCESS_KEY_ID: DEMO_SECRET_ACCESS_KEY},
+        account_id=DEMO_ACCOUNT_ID,
+    )
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_emulator(emulator: Emulator) -> None:
+    """Every test starts from the seed with no faults and an empty call log."""
+    emulator.reset()
+
+
+@pytest.fixture(scope="session")
+def _logging() -> None:
+    configure_logging("warning", "json")
+
+
+@pytest.fixture(scope="session")
+def gateway(emulator: Emulator, _logging: None) -> Iterator[Gateway]:
+    """The session's gateway in front of the session's emulator, default settings."""
+    with running_gateway(gateway_settings(emulator.endpoint_url)) as gw:
+        yield gw
+
+
+@pytest.fixture
+def make_gateway(emulator: Emulator, _logging: None) -> GatewayFactory:
+    """Start a gateway with overridden settings: `with make_gateway(upstream={...}) as gw:`."""
+
+    def make(endpoint_url: str | None = None, **overrides: Any) -> AbstractContextManager[Gateway]:
+        return running_gateway(gateway_settings(endpoint_url or emulator.endpoint_url, **overrides))
+
+    return make
+
+
+@pytest.fixture
+def stub(gateway: Gateway) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
+    """A stub on a fresh channel to the session gateway."""
+    with grpc.insecure_channel(gateway.address) as channel:
+        yield pb_grpc.PackageGovernanceServiceStub(channel)
+
+
+@pytest.fixture
+def gateway_process(bin_dir: Path) -> Iterator[GatewayProcess]:
+    """Start the real binary on its embedded defaults, with free ports and JSON logs."""
+    env = {
+        **os.environ,
+        "PKGGOV_SERVER_LISTEN": "127.0.0.1:0",
+        "PKGGOV_EMULATOR_LISTEN": "127.0.0.1:0",
+        "PKGGOV_LOGGING_FORMAT": "json",
+        "PKGGOV_SERVER_GRACE_SECONDS": "10",
+    }
+    env.pop("PKGGOV_CONFIG", None)
+    proc = subprocess.Popen(
+        [str(bin_dir / "pkggov-gateway")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    banner: list[str] = []
+    deadline = time.monotonic() + 30
+    while not any(line.startswith("Stop with") for line in banner):
+        line = proc.stdout.readline()
+        if (not line and proc.poll() is not None) or time.monotonic() > deadline:
+            raise AssertionError(
+                f"gateway did not start: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        banner.append(line.rstrip("\n"))
+    address = re.search(r"listening on (\S+)", banner[0])
+    emulator = re.search(r"emulator \(demo data\) at (\S+)", "\n".join(banner))
+    assert address, banner
+    assert emulator, banner
+    try:
+        yield GatewayProcess(proc, address.group(1), emulator.group(1), banner)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()

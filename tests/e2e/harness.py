@@ -1,0 +1,139 @@
+"""Helpers for end-to-end tests: gateway settings, a running gateway, requests, rich errors."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from pkggov.v1 import package_governance_pb2 as pb
+from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
+from pkggov_emulator import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_KEY
+from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.config import EmulatorSettings, ServerSettings, Settings, UpstreamSettings
+
+
+def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
+    """Settings for a test gateway: loopback port 0, emulator upstream, overrides by section."""
+    server = {"listen": "127.0.0.1:0", "grace_seconds": 5.0, **overrides.pop("server", {})}
+    upstream = {
+        "endpoint_url": endpoint_url,
+        "region": DEMO_REGION,
+        "access_key_id": DEMO_ACCESS_KEY_ID,
+        "secret_access_key": DEMO_SECRET_ACCESS_KEY,
+        "retry_base_delay_seconds": 0.01,
+        **overrides.pop("upstream", {}),
+    }
+    assert not overrides, f"unknown sections {overrides}"
+    return Settings(
+        server=ServerSettings(**server),
+        upstream=UpstreamSettings(**upstream),
+        emulator=EmulatorSettings(enabled=False),
+    )
+
+
+@contextmanager
+def running_gateway(settings: Settings) -> Iterator[Gateway]:
+    """A started gateway that is stopped on exit."""
+    gateway = build_gateway(settings)
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop(grace=2.0)
+
+
+GatewayFactory = Callable[..., AbstractContextManager[Gateway]]
+"""What the make_gateway fixture returns."""
+
+
+@contextmanager
+def stub_for(gateway: Gateway) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
+    """A stub on a fresh channel to `gateway`."""
+    with grpc.insecure_channel(gateway.address) as channel:
+        yield pb_grpc.PackageGovernanceServiceStub(channel)
+
+
+def request(**fields: Any) -> pb.DeletePackageVersionsRequest:
+    """A request for demo/dev-shared npm left-pad unless fields say otherwise."""
+    base: dict[str, Any] = {
+        "domain": "demo",
+        "repository": "dev-shared",
+        "format": pb.PACKAGE_FORMAT_NPM,
+        "package": "left-pad",
+        "versions": ["1.0.0"],
+    }
+    base.update(fields)
+    return pb.DeletePackageVersionsRequest(**base)
+
+
+@dataclass
+class RichError:
+    """A failed call's status code, message, its one ErrorInfo and the other details."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    domain: str
+    metadata: dict[str, str]
+    details: dict[str, Message] = field(default_factory=dict)
+
+
+_DETAIL_TYPES: tuple[type[Message], ...] = (
+    error_details_pb2.BadRequest,
+    error_details_pb2.ResourceInfo,
+    error_details_pb2.RetryInfo,
+)
+
+
+def rich_error(error: grpc.RpcError) -> RichError:
+    """Decode the google.rpc.Status of a failed call; asserts exactly one ErrorInfo."""
+    call: Any = error
+    status = rpc_status.from_call(call)
+    assert status is not None, f"no rich status on {call.code()}: {call.details()}"
+    infos = []
+    details: dict[str, Message] = {}
+    for packed in status.details:
+        if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            packed.Unpack(info)
+            infos.append(info)
+            continue
+        for cls in _DETAIL_TYPES:
+            if packed.Is(cls.DESCRIPTOR):
+                message = cls()
+                packed.Unpack(message)
+                details[cls.DESCRIPTOR.name] = message
+    assert len(infos) == 1, f"expected exactly one ErrorInfo, got {len(infos)}"
+    return RichError(
+        call.code(),
+        status.message,
+        infos[0].reason,
+        infos[0].domain,
+        dict(infos[0].metadata),
+        details,
+    )
+
+
+def bad_fields(error: RichError) -> list[str]:
+    """The field names of the BadRequest detail."""
+    bad = error.details["BadRequest"]
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    return [v.field for v in bad.field_violations]
+
+
+@dataclass
+class GatewayProcess:
+    """A running `pkggov-gateway` subprocess and what its banner said."""
+
+    proc: subprocess.Popen[str]
+    address: str
+    emulator_url: str
+    banner: list[str]
