@@ -10,7 +10,7 @@ PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 GEN_DIR   := clients
 GEN_PKG   := clients/pkggov
 
-.PHONY: help venv run test lint format typecheck check-protos protos unit integration e2e clean
+.PHONY: help venv run test lint format typecheck check-protos protos buf-lint unit integration e2e clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ protos: $(STAMP) ## Regenerate the committed Python stubs from scratch.
 
 check-protos: $(STAMP) ## Fail when the committed stubs differ from what the protos generate.
 	$(BIN)/python scripts/gen_protos.py --check $(GEN_DIR)
+
+BUF_VERSION ?= 1.75.0
+buf-lint: ## Lint the protos with buf (STANDARD + COMMENTS); needs npm, not part of `make test`.
+	cd protos && npx --yes @bufbuild/buf@$(BUF_VERSION) lint
 
 clean: ## Remove the virtualenv and caches.
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
