@@ -68,11 +68,8 @@ class AccessDeniedError(ServiceError):
     status = 403
 
 
-class ConflictError(ServiceError):
-    """Raised when a resource to create already exists or is in the wrong state."""
-
-    code = "ConflictException"
-    status = 409
+class _ResourceError(ServiceError):
+    """A service error about one resource, whose shape carries resourceId and resourceType."""
 
     def __init__(self, message: str, *, resource_type: ResourceType, resource_id: str) -> None:
         super().__init__(message)
@@ -86,6 +83,13 @@ class ConflictError(ServiceError):
             "resourceId": self.resource_id,
             "resourceType": self.resource_type,
         }
+
+
+class ConflictError(_ResourceError):
+    """Raised when a resource to create already exists or is in the wrong state."""
+
+    code = "ConflictException"
+    status = 409
 
 
 class InternalServerError(ServiceError):
@@ -95,24 +99,11 @@ class InternalServerError(ServiceError):
     status = 500
 
 
-class ResourceNotFoundError(ServiceError):
+class ResourceNotFoundError(_ResourceError):
     """Raised when a domain, repository, package or package version does not exist."""
 
     code = "ResourceNotFoundException"
     status = 404
-
-    def __init__(self, message: str, *, resource_type: ResourceType, resource_id: str) -> None:
-        super().__init__(message)
-        self.resource_type = resource_type
-        self.resource_id = resource_id
-
-    def members(self) -> dict[str, Any]:
-        """Return message, resourceId and resourceType."""
-        return {
-            "message": self.message,
-            "resourceId": self.resource_id,
-            "resourceType": self.resource_type,
-        }
 
 
 class ThrottlingError(ServiceError):

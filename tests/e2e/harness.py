@@ -122,6 +122,19 @@ def rich_error(error: grpc.RpcError) -> RichError:
     )
 
 
+def failed_call(
+    stub: pb_grpc.PackageGovernanceServiceStub,
+    req: pb.DeletePackageVersionsRequest,
+    timeout: float = 10.0,
+) -> RichError:
+    """Call DeletePackageVersions, which must fail, and decode its rich status."""
+    try:
+        stub.DeletePackageVersions(req, timeout=timeout)
+    except grpc.RpcError as error:
+        return rich_error(error)
+    raise AssertionError("the call succeeded but was expected to fail")
+
+
 def bad_fields(error: RichError) -> list[str]:
     """The field names of the BadRequest detail."""
     bad = error.details["BadRequest"]

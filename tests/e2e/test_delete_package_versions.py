@@ -14,7 +14,7 @@ from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator, FaultRule
 from pkggov_gateway.bootstrap import Gateway
 from tests.conftest import free_port
-from tests.e2e.harness import GatewayFactory, bad_fields, request, rich_error, stub_for
+from tests.e2e.harness import GatewayFactory, bad_fields, failed_call, request, stub_for
 
 Stub = pb_grpc.PackageGovernanceServiceStub
 
@@ -152,9 +152,7 @@ def test_bad_input_is_refused_with_every_field_named(
 ) -> None:
     """INVALID_ARGUMENT with reason INVALID_REQUEST and a BadRequest naming each bad field."""
     bad, fields = BAD_REQUESTS[case]
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.DeletePackageVersions(bad, timeout=10)
-    error = rich_error(caught.value)
+    error = failed_call(stub, bad, 10)
     assert (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "pkggov.internal") == (
         error.code,
         error.reason,
@@ -186,9 +184,7 @@ def test_largest_valid_request_is_accepted(stub: Stub) -> None:
 
 def test_missing_domain_is_not_found_with_resource_info(stub: Stub) -> None:
     """ResourceNotFoundException -> NOT_FOUND with ResourceInfo and the AWS request id."""
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.DeletePackageVersions(request(domain="nope"), timeout=10)
-    error = rich_error(caught.value)
+    error = failed_call(stub, request(domain="nope"), 10)
     assert (grpc.StatusCode.NOT_FOUND, "UPSTREAM_NOT_FOUND") == (error.code, error.reason)
     info = error.details["ResourceInfo"]
     assert isinstance(info, error_details_pb2.ResourceInfo)
@@ -199,9 +195,7 @@ def test_missing_domain_is_not_found_with_resource_info(stub: Stub) -> None:
 
 def test_missing_package_is_not_found(stub: Stub) -> None:
     """A package that does not exist is NOT_FOUND with resource type package."""
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.DeletePackageVersions(request(package="no-such-package"), timeout=10)
-    info = rich_error(caught.value).details["ResourceInfo"]
+    info = failed_call(stub, request(package="no-such-package")).details["ResourceInfo"]
     assert isinstance(info, error_details_pb2.ResourceInfo)
     assert "package" == info.resource_type
 
@@ -209,9 +203,7 @@ def test_missing_package_is_not_found(stub: Stub) -> None:
 def test_upstream_access_denied(stub: Stub, emulator: Emulator) -> None:
     """The gateway's own AWS identity denied: PERMISSION_DENIED, UPSTREAM_ACCESS_DENIED."""
     emulator.add_fault(FaultRule(operation="DeletePackageVersions", kind="access_denied"))
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.DeletePackageVersions(request(), timeout=10)
-    error = rich_error(caught.value)
+    error = failed_call(stub, request(), 10)
     assert (grpc.StatusCode.PERMISSION_DENIED, "UPSTREAM_ACCESS_DENIED") == (
         error.code,
         error.reason,
@@ -238,9 +230,7 @@ def test_persistent_throttling_is_resource_exhausted_with_retry_info(
     emulator.add_fault(
         FaultRule(operation="DeletePackageVersions", kind="throttle", retry_after_seconds=0)
     )
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.DeletePackageVersions(request(), timeout=10)
-    error = rich_error(caught.value)
+    error = failed_call(stub, request(), 10)
     assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_THROTTLED") == (error.code, error.reason)
     assert "RetryInfo" in error.details
     assert 3 == _deletes(emulator)
@@ -254,9 +244,7 @@ def test_retry_after_longer_than_the_deadline_is_not_waited_for(
         FaultRule(operation="DeletePackageVersions", kind="throttle", retry_after_seconds=30)
     )
     started = time.monotonic()
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.DeletePackageVersions(request(), timeout=2)
-    error = rich_error(caught.value)
+    error = failed_call(stub, request(), 2)
     retry = error.details["RetryInfo"]
     assert isinstance(retry, error_details_pb2.RetryInfo)
     assert (grpc.StatusCode.RESOURCE_EXHAUSTED, 30) == (error.code, retry.retry_delay.seconds)
@@ -267,9 +255,7 @@ def test_retry_after_longer_than_the_deadline_is_not_waited_for(
 def test_persistent_500_is_unavailable(stub: Stub, emulator: Emulator) -> None:
     """Always 500: bounded retries, then UNAVAILABLE with UPSTREAM_INTERNAL_ERROR."""
     emulator.add_fault(FaultRule(operation="DeletePackageVersions", kind="internal"))
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.DeletePackageVersions(request(), timeout=10)
-    error = rich_error(caught.value)
+    error = failed_call(stub, request(), 10)
     assert (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_INTERNAL_ERROR") == (error.code, error.reason)
     assert 3 == _deletes(emulator)
 
@@ -287,9 +273,7 @@ def test_dropped_connection_is_unavailable_with_unknown_outcome(
     emulator.add_fault(
         FaultRule(operation="DeletePackageVersions", kind="drop_after_apply", count=1)
     )
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.DeletePackageVersions(request(), timeout=10)
-    error = rich_error(caught.value)
+    error = failed_call(stub, request(), 10)
     assert (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE") == (error.code, error.reason)
     assert "outcome is unknown" in error.message
     assert 1 == _deletes(emulator)
@@ -297,13 +281,8 @@ def test_dropped_connection_is_unavailable_with_unknown_outcome(
 
 def test_upstream_down_is_unavailable(make_gateway: GatewayFactory) -> None:
     """Nothing listens at the endpoint: UNAVAILABLE with UPSTREAM_UNAVAILABLE."""
-    with (
-        make_gateway(f"http://127.0.0.1:{free_port()}") as gw,
-        stub_for(gw) as stub,
-        pytest.raises(grpc.RpcError) as caught,
-    ):
-        stub.DeletePackageVersions(request(), timeout=10)
-    error = rich_error(caught.value)
+    with make_gateway(f"http://127.0.0.1:{free_port()}") as gw, stub_for(gw) as stub:
+        error = failed_call(stub, request(), 10)
     assert (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE") == (error.code, error.reason)
 
 
@@ -316,10 +295,8 @@ def test_slow_upstream_is_deadline_exceeded_with_unknown_outcome(
     )
     with make_gateway(upstream={"deadline_margin_seconds": 0.5}) as gw, stub_for(gw) as stub:
         started = time.monotonic()
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.DeletePackageVersions(request(), timeout=2)
+        error = failed_call(stub, request(), 2)
         elapsed = time.monotonic() - started
-    error = rich_error(caught.value)
     assert (grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT") == (error.code, error.reason)
     assert "outcome is unknown" in error.message
     assert elapsed < 2
@@ -334,13 +311,8 @@ def test_deadline_too_short_fails_before_calling_upstream(
     make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
     """Less time left than min_call_seconds: DEADLINE_EXCEEDED, DEADLINE_TOO_SHORT, no call."""
-    with (
-        make_gateway(upstream={"min_call_seconds": 5.0}) as gw,
-        stub_for(gw) as stub,
-        pytest.raises(grpc.RpcError) as caught,
-    ):
-        stub.DeletePackageVersions(request(), timeout=2)
-    error = rich_error(caught.value)
+    with make_gateway(upstream={"min_call_seconds": 5.0}) as gw, stub_for(gw) as stub:
+        error = failed_call(stub, request(), 2)
     assert (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_TOO_SHORT") == (error.code, error.reason)
     assert 0 == _deletes(emulator)
 
@@ -349,13 +321,8 @@ def test_bad_gateway_credentials_are_internal(
     make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
     """The gateway's AWS secret is wrong: INTERNAL, GATEWAY_CREDENTIALS, operator message."""
-    with (
-        make_gateway(upstream={"secret_access_key": "wrong"}) as gw,
-        stub_for(gw) as stub,
-        pytest.raises(grpc.RpcError) as caught,
-    ):
-        stub.DeletePackageVersions(request(), timeout=10)
-    error = rich_error(caught.value)
+    with make_gateway(upstream={"secret_access_key": "wrong"}) as gw, stub_for(gw) as stub:
+        error = failed_call(stub, request(), 10)
     assert (grpc.StatusCode.INTERNAL, "GATEWAY_CREDENTIALS") == (error.code, error.reason)
     assert "operator" in error.message
     assert None is not emulator.version_status(
