@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## Create the virtualenv and install pkggov with its dev tools.
 
-run: $(STAMP) ## Start the gateway on its embedded defaults (emulator with demo data, loopback).
-	$(BIN)/pkggov-gateway
+run: $(STAMP) ## Start the gateway on its development defaults (emulator with demo data, loopback).
+	$(BIN)/pkggov-gateway --dev
 
 test: $(STAMP) lint typecheck check-protos ## Run every quality gate and the whole test suite.
 	$(BIN)/pytest

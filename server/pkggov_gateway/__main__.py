@@ -28,8 +28,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--config",
         type=Path,
         default=os.environ.get("PKGGOV_CONFIG") or None,
-        help="TOML settings file (default: $PKGGOV_CONFIG, else the embedded development "
-        "defaults); PKGGOV_<SECTION>_<KEY> environment variables override it",
+        help="TOML settings file (default: $PKGGOV_CONFIG); PKGGOV_<SECTION>_<KEY> environment "
+        "variables override it",
+    )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development profile: also start the embedded CodeArtifact emulator with demo "
+        "data and use it as the upstream (what `make run` does)",
     )
     parser.add_argument(
         "--check-config", action="store_true", help="validate the settings, print them, exit"
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT, then drain in-flight calls and exit 0."""
     args = _parse(argv)
     try:
-        settings: Settings = load_settings(args.config, os.environ)
+        settings: Settings = load_settings(args.config, os.environ, dev=args.dev)
     except ConfigError as error:
         print(f"pkggov-gateway: configuration error: {error}", file=sys.stderr)
         return 2
@@ -75,9 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(describe(settings), indent=2))
         return 0
-    if args.config is None:
-        log.warning("config.embedded_defaults", note="development defaults: emulator upstream")
-    gateway = build_gateway(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -86,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        gateway = build_gateway(settings)
+    except OSError as error:
+        print(f"pkggov-gateway: {error}", file=sys.stderr)
+        return 1
     gateway.start()
     print(banner(gateway), flush=True)
     stop.wait()

@@ -17,6 +17,7 @@ from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
 from pkggov_gateway.api.server import GrpcServer
 from pkggov_gateway.api.servicer import PackageGovernanceServicer
 from pkggov_gateway.config import EmulatorSettings, Settings, UpstreamSettings
+from pkggov_gateway.domain.deadline import DrainSignal
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Gateway:
     settings: Settings
     server: GrpcServer
     chunk_executor: ThreadPoolExecutor
+    drain: DrainSignal
     emulator: Emulator | None = None
 
     @property
@@ -49,9 +51,11 @@ class Gateway:
         log.info("gateway.started", address=self.address, version=__version__)
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop gracefully: NOT_SERVING, drain in-flight calls, then release everything."""
+        """Stop gracefully: start no new upstream call, report NOT_SERVING, refuse new calls,
+        let in-flight calls finish (their current upstream attempt at most), then release."""
         seconds = self.settings.server.grace_seconds if grace is None else grace
         log.info("gateway.stopping", grace_s=seconds)
+        self.drain.start()
         self.server.stop(seconds)
         self.chunk_executor.shutdown(wait=True, cancel_futures=True)
         if self.emulator is not None:
@@ -158,10 +162,12 @@ def build_gateway(settings: Settings) -> Gateway:
             min_upstream_seconds=upstream.min_call_seconds,
         ),
     )
+    drain = DrainSignal()
     servicer = PackageGovernanceServicer(
         use_case,
         default_deadline=server_settings.default_deadline_seconds,
         max_deadline=server_settings.max_deadline_seconds,
+        drain=drain,
     )
     try:
         server = GrpcServer(
@@ -176,4 +182,4 @@ def build_gateway(settings: Settings) -> Gateway:
         if emulator is not None:
             emulator.stop()
         raise
-    return Gateway(settings, server, chunk_executor, emulator)
+    return Gateway(settings, server, chunk_executor, drain, emulator)

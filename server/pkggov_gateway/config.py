@@ -1,14 +1,18 @@
-"""Settings: frozen dataclasses built from embedded defaults, a TOML file and an env mapping.
+"""Settings: frozen dataclasses built from defaults, a TOML file and an environment mapping.
 
-Precedence: environment > file > embedded defaults. Every key can be overridden by
-``PKGGOV_<SECTION>_<KEY>`` (e.g. ``PKGGOV_SERVER_LISTEN=0.0.0.0:50051``). The embedded defaults
-are the development stack: the gateway on loopback in front of the CodeArtifact emulator
-with demo data. Configuration is only ever read from what is passed in (never at import).
+Precedence: environment > file > defaults. Every key can be overridden by
+``PKGGOV_<SECTION>_<KEY>`` (e.g. ``PKGGOV_SERVER_LISTEN=0.0.0.0:50051``). There are two sets of
+defaults: the production defaults (the dataclass defaults: loopback, the real CodeArtifact
+through the standard AWS chain) and the development profile (``dev=True``, what ``make run``
+uses: the same plus the embedded CodeArtifact emulator with demo data). The emulator is never
+on unless the development profile or the configuration turns it on. Configuration is only
+ever read from what is passed in (never at import).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +45,7 @@ class ServerSettings:
     listen: str = "127.0.0.1:50051"
     max_workers: int = 32
     max_concurrent_rpcs: int = 256
-    grace_seconds: float = 15.0
+    grace_seconds: float = 15.0  # must cover one upstream attempt: connect + read timeout
     default_deadline_seconds: float = 30.0
     max_deadline_seconds: float = 300.0
     max_versions_per_call: int = 1000
@@ -58,7 +62,7 @@ class UpstreamSettings:
     secret_access_key: str = ""
     session_token: str = ""
     connect_timeout_seconds: float = 2.0
-    read_timeout_seconds: float = 30.0
+    read_timeout_seconds: float = 10.0
     max_attempts: int = 3
     retry_base_delay_seconds: float = 0.05
     deadline_margin_seconds: float = 0.1
@@ -71,7 +75,7 @@ class UpstreamSettings:
 class EmulatorSettings:
     """The embedded CodeArtifact emulator (development only); when enabled it is the upstream."""
 
-    enabled: bool = True
+    enabled: bool = False
     listen: str = "127.0.0.1:50052"
     seed: str = "demo"
 
@@ -93,6 +97,8 @@ class Settings:
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
+
+_MAY_BE_ZERO = frozenset({"deadline_margin_seconds", "retry_base_delay_seconds"})
 
 _CHOICES = {
     ("logging", "level"): {"debug", "info", "warning", "error"},
@@ -125,8 +131,12 @@ def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
             number = float(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
             number = None
-        if number is None or number < 0:
-            raise ConfigError(f"{where}: expected a non-negative number, got {value!r}")
+        if number is None or not math.isfinite(number) or number < 0:
+            raise ConfigError(f"{where}: expected a finite, non-negative number, got {value!r}")
+        if number == 0 and key in _MAY_BE_ZERO:
+            return number
+        if number == 0:
+            raise ConfigError(f"{where}: must be greater than 0")
         return number
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -136,8 +146,11 @@ def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
     return value
 
 
-def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from the embedded defaults, the TOML file at `path`, then `environ`."""
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None, *, dev: bool = False
+) -> Settings:
+    """Build Settings from the defaults (the development profile if `dev`), the TOML file at
+    `path`, then `environ`."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -167,6 +180,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
                 f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}"
             )
         values = {k: _coerce(section, k, kinds[k], v, str(path)) for k, v in given.items()}
+        if dev and section == "emulator":
+            values.setdefault("enabled", True)
         for key, kind in kinds.items():
             name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             if name in env:
@@ -187,7 +202,22 @@ def _check(settings: Settings) -> None:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"{name}.listen: expected HOST:PORT, got {listen!r}")
-    upstream = settings.upstream
+    upstream, server = settings.upstream, settings.server
+    if upstream.min_call_seconds <= upstream.deadline_margin_seconds:
+        raise ConfigError(
+            "upstream.min_call_seconds must be greater than upstream.deadline_margin_seconds"
+        )
+    if server.default_deadline_seconds > server.max_deadline_seconds:
+        raise ConfigError(
+            "server.default_deadline_seconds must not exceed server.max_deadline_seconds"
+        )
+    attempt = upstream.connect_timeout_seconds + upstream.read_timeout_seconds
+    if server.grace_seconds < attempt:
+        raise ConfigError(
+            f"server.grace_seconds ({server.grace_seconds:g}) must cover one upstream attempt, "
+            f"upstream.connect_timeout_seconds + upstream.read_timeout_seconds ({attempt:g}): "
+            "a delete in flight at shutdown must be allowed to finish"
+        )
     if bool(upstream.access_key_id) != bool(upstream.secret_access_key):
         raise ConfigError(
             "upstream.access_key_id and upstream.secret_access_key must be set together"

@@ -79,42 +79,37 @@ def stub(gateway: Gateway) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
 
 @pytest.fixture
 def gateway_process(bin_dir: Path) -> Iterator[GatewayProcess]:
-    """Start the real binary on its embedded defaults, with free ports and JSON logs."""
+    """Start the real binary as `make run` does (--dev), with free ports and JSON logs."""
     env = {
         **os.environ,
         "PKGGOV_SERVER_LISTEN": "127.0.0.1:0",
         "PKGGOV_EMULATOR_LISTEN": "127.0.0.1:0",
         "PKGGOV_LOGGING_FORMAT": "json",
-        "PKGGOV_SERVER_GRACE_SECONDS": "10",
     }
     env.pop("PKGGOV_CONFIG", None)
-    proc = subprocess.Popen(
-        [str(bin_dir / "pkggov-gateway")],
+    with subprocess.Popen(
+        [str(bin_dir / "pkggov-gateway"), "--dev"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-    )
-    assert proc.stdout is not None
-    banner: list[str] = []
-    deadline = time.monotonic() + 30
-    while not any(line.startswith("Stop with") for line in banner):
-        line = proc.stdout.readline()
-        if (not line and proc.poll() is not None) or time.monotonic() > deadline:
-            raise AssertionError(
-                f"gateway did not start: {proc.stderr.read() if proc.stderr else ''}"
-            )
-        banner.append(line.rstrip("\n"))
-    address = re.search(r"listening on (\S+)", banner[0])
-    emulator = re.search(r"emulator \(demo data\) at (\S+)", "\n".join(banner))
-    assert address, banner
-    assert emulator, banner
-    try:
-        yield GatewayProcess(proc, address.group(1), emulator.group(1), banner)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        proc.stdout.close()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            banner: list[str] = []
+            deadline = time.monotonic() + 30
+            while not any(line.startswith("Stop with") for line in banner):
+                line = proc.stdout.readline()
+                if (not line and proc.poll() is not None) or time.monotonic() > deadline:
+                    stderr = proc.stderr.read() if proc.stderr else ""
+                    raise AssertionError(f"gateway did not start: {stderr}")
+                banner.append(line.rstrip("\n"))
+            address = re.search(r"listening on (\S+)", banner[0])
+            emulator = re.search(r"emulator \(demo data\) at (\S+)", "\n".join(banner))
+            assert address, banner
+            assert emulator, banner
+            yield GatewayProcess(proc, address.group(1), emulator.group(1), banner)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import grpc
@@ -14,7 +15,14 @@ from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator, FaultRule
 from pkggov_gateway.bootstrap import Gateway
 from tests.conftest import free_port
-from tests.e2e.harness import GatewayFactory, bad_fields, failed_call, request, stub_for
+from tests.e2e.harness import (
+    GatewayFactory,
+    bad_fields,
+    failed_call,
+    request,
+    rich_error,
+    stub_for,
+)
 
 Stub = pb_grpc.PackageGovernanceServiceStub
 
@@ -164,7 +172,7 @@ def test_bad_input_is_refused_with_every_field_named(
 
 def test_message_over_the_receive_limit_is_refused(stub: Stub, emulator: Emulator) -> None:
     """A request larger than the largest valid one: RESOURCE_EXHAUSTED, server unharmed."""
-    huge = request(versions=["v" * 255] * 1200)
+    huge = request(versions=["v" * 255] * 5000)  # about 1.3 MB, over the ~1 MB limit
     with pytest.raises(grpc.RpcError) as caught:
         stub.DeletePackageVersions(huge, timeout=10)
     assert grpc.StatusCode.RESOURCE_EXHAUSTED == caught.value.code()
@@ -173,8 +181,8 @@ def test_message_over_the_receive_limit_is_refused(stub: Stub, emulator: Emulato
 
 
 def test_largest_valid_request_is_accepted(stub: Stub) -> None:
-    """1,000 versions of 255 characters fit under the receive limit (all NOT_FOUND upstream)."""
-    versions = [f"{i:04d}" + "v" * 251 for i in range(1000)]
+    """1,000 versions of 255 four-byte characters fit under the receive limit (all NOT_FOUND)."""
+    versions = [f"{i:04d}" + "\U0001d518" * 251 for i in range(1000)]
     response = stub.DeletePackageVersions(request(versions=versions), timeout=60)
     assert 1000 == len(response.failed_versions)
 
@@ -344,3 +352,79 @@ def test_server_survives_garbage_bytes(gateway: Gateway, stub: Stub) -> None:
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(b"\x00garbage\r\n\r\n" * 100)
     assert ["1.0.0"] == list(stub.DeletePackageVersions(request(), timeout=10).successful_versions)
+
+
+def test_a_thousand_invalid_versions_still_get_rich_details(stub: Stub, emulator: Emulator) -> None:
+    """1,000 bad versions: INVALID_ARGUMENT with ErrorInfo and a BadRequest capped at 21 rows."""
+    error = failed_call(stub, request(versions=[f"bad version {i}" for i in range(1000)]))
+    assert (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST") == (error.code, error.reason)
+    fields = bad_fields(error)
+    assert 21 == len(fields)
+    assert ["versions[0]", "versions[19]", "versions"] == [fields[0], fields[19], fields[20]]
+    bad = error.details["BadRequest"]
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    assert "and 980 more violation(s) of the same rules" == bad.field_violations[20].description
+    assert 0 == _deletes(emulator)
+
+
+def test_malformed_bytes_are_invalid_argument(gateway: Gateway, emulator: Emulator) -> None:
+    """Bytes that are not a request message: INVALID_ARGUMENT, MALFORMED_REQUEST, not INTERNAL."""
+    with grpc.insecure_channel(gateway.address) as channel:
+        raw = channel.unary_unary(
+            "/pkggov.v1.PackageGovernanceService/DeletePackageVersions",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(b"\x0a\xff\xff\xff\xff\x0f", timeout=10)
+    error = rich_error(caught.value)
+    assert (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST") == (error.code, error.reason)
+    assert 0 == _deletes(emulator)
+
+
+def test_shutdown_lets_the_chunk_in_flight_finish_and_starts_no_other(
+    make_gateway: GatewayFactory, emulator: Emulator
+) -> None:
+    """Stop during chunk 1 of 3: the caller gets OK, chunk 1 deleted, chunks 2-3 SKIPPED."""
+    emulator.add_fault(
+        FaultRule(operation="DeletePackageVersions", kind="latency", latency_seconds=1.0)
+    )
+    outcome: dict[str, object] = {}
+    with (
+        make_gateway(
+            server={"grace_seconds": 4.0},
+            upstream={"chunk_parallelism": 1, "read_timeout_seconds": 3.0},
+        ) as gw,
+        stub_for(gw) as stub,
+    ):
+
+        def call() -> None:
+            outcome["response"] = stub.DeletePackageVersions(
+                request(
+                    domain="sandbox",
+                    repository="scratch",
+                    format=pb.PACKAGE_FORMAT_GENERIC,
+                    namespace="bulk",
+                    package="artifact",
+                    versions=[f"1.0.{i}" for i in range(250)],
+                ),
+                timeout=30,
+            )
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        time.sleep(0.4)  # chunk 1 is now waiting on the emulator
+        started = time.monotonic()
+        gw.stop()
+        stopped_in = time.monotonic() - started
+        worker.join(timeout=10)
+    response = outcome["response"]
+    assert isinstance(response, pb.DeletePackageVersionsResponse)
+    assert 100 == len(response.successful_versions)
+    skipped = response.failed_versions["1.0.249"]
+    assert (
+        pb.PACKAGE_VERSION_ERROR_CODE_SKIPPED,
+        "not attempted: the gateway is shutting down, so chunk 3 of 3 was not sent",
+    ) == (skipped.error_code, skipped.error_message)
+    assert 1 == _deletes(emulator)
+    assert stopped_in < 4.0

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
+    GatewayDrainingError,
     InvalidRequestError,
     UpstreamError,
     UpstreamNotFoundError,
@@ -176,3 +177,52 @@ def test_all_chunks_failing_is_the_first_error(executor: ThreadPoolExecutor) -> 
     with pytest.raises(UpstreamNotFoundError):
         _use_case(fake, executor, parallelism=1).execute(_raw(300), Deadline.after(5))
     assert 1 == len(fake.calls)
+
+
+def test_no_result_but_an_unknown_outcome_reports_the_unknown_outcome(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Chunk 1 throttled, chunk 2 timed out: the caller hears of the timeout, not the 429."""
+    fake = FakeCodeArtifact(
+        failures={0: UpstreamThrottledError("slow down"), 1: UpstreamTimeoutError("no answer")}
+    )
+    with pytest.raises(UpstreamTimeoutError):
+        _use_case(fake, executor, parallelism=2).execute(_raw(200), Deadline.after(5))
+
+
+def test_draining_starts_no_new_chunk(executor: ThreadPoolExecutor) -> None:
+    """Shutdown begins during chunk 1: it completes, chunks 2 and 3 are SKIPPED, not sent."""
+    drain = DrainSignal()
+
+    class DrainingDuringFirstCall(FakeCodeArtifact):
+        def delete_package_versions(
+            self,
+            package: PackageRef,
+            versions: Sequence[str],
+            expected_status: VersionStatus | None,
+            deadline: Deadline,
+        ) -> DeleteOutcome:
+            drain.start()
+            return super().delete_package_versions(package, versions, expected_status, deadline)
+
+    fake = DrainingDuringFirstCall()
+    outcome = _use_case(fake, executor, parallelism=1).execute(_raw(250), Deadline.after(5, drain))
+    assert 1 == len(fake.calls)
+    assert 100 == len(outcome.successful)
+    assert (
+        FailedVersion(
+            VersionErrorCode.SKIPPED,
+            "not attempted: the gateway is shutting down, so chunk 2 of 3 was not sent",
+        )
+        == outcome.failed["1.0.100"]
+    )
+
+
+def test_draining_before_any_call_is_gateway_draining(executor: ThreadPoolExecutor) -> None:
+    """A call that reaches the use case after shutdown began sends nothing."""
+    drain = DrainSignal()
+    drain.start()
+    fake = FakeCodeArtifact()
+    with pytest.raises(GatewayDrainingError):
+        _use_case(fake, executor).execute(_raw(3), Deadline.after(5, drain))
+    assert [] == fake.calls

@@ -61,14 +61,20 @@ _CALL_READ_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVa
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How the adapter retries: attempts in all, and full-jitter exponential backoff."""
+    """How the adapter retries and bounds each attempt (values come from UpstreamSettings).
 
-    max_attempts: int = 3
-    base_delay_seconds: float = 0.05
+    `max_attempts` attempts in all, full-jitter exponential backoff from `base_delay_seconds`
+    up to `max_delay_seconds`; each attempt's read timeout is the time left minus
+    `deadline_margin_seconds`, at most `read_timeout_seconds`; no attempt starts with less than
+    `min_attempt_seconds` left.
+    """
+
+    max_attempts: int
+    base_delay_seconds: float
+    read_timeout_seconds: float
+    deadline_margin_seconds: float
+    min_attempt_seconds: float
     max_delay_seconds: float = 2.0
-    read_timeout_seconds: float = 30.0
-    deadline_margin_seconds: float = 0.05
-    min_attempt_seconds: float = 0.1
 
     def backoff(self, attempt: int) -> float:
         """The delay before retry number `attempt` (1-based), with full jitter."""
@@ -105,76 +111,94 @@ CLIENT_ERROR_TABLE: dict[str, _ClientErrorFactory] = {
         msg, retry_after_seconds=_retry_after(f, f.get("_headers", {})), **kw
     ),
     "InternalServerException": lambda msg, f, kw: UpstreamInternalError(msg, **kw),
-    # AWS's answers to a request signed with bad or unknown credentials of the gateway.
-    "UnrecognizedClientException": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
-    "InvalidSignatureException": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
-    "InvalidClientTokenId": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
-    "SignatureDoesNotMatch": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
-    "IncompleteSignature": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
-    "MissingAuthenticationToken": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
-    "ExpiredTokenException": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
-    "ExpiredToken": lambda msg, f, kw: GatewayCredentialsError(msg, **kw),
 }
 """AWS error code -> domain error. A code not listed becomes UpstreamUnknownError."""
+
+_CREDENTIAL_ERROR_CODES = (
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+    "IncompleteSignatureException",
+    "ExpiredTokenException",
+    "ExpiredToken",
+)
+"""AWS's answers to a request signed with bad, unknown or expired credentials of the gateway."""
+
+for _code in _CREDENTIAL_ERROR_CODES:
+    CLIENT_ERROR_TABLE[_code] = lambda msg, f, kw: GatewayCredentialsError(msg, **kw)
 
 _TransportFactory = Callable[[Exception], UpstreamError]
 
 TRANSPORT_ERROR_TABLE: tuple[tuple[type[Exception], _TransportFactory], ...] = (
     # Order matters: the first isinstance match wins (subclasses before their bases).
+    # Messages go to the caller, so they never quote the exception (it names the endpoint);
+    # the adapter logs the exception itself.
     (
         bce.ReadTimeoutError,
         lambda e: UpstreamTimeoutError(
-            f"CodeArtifact did not answer in time; the deletion's outcome is unknown ({e})"
+            "CodeArtifact did not answer in time; the deletion's outcome is unknown"
         ),
     ),
     (
         bce.ConnectTimeoutError,
-        lambda e: UpstreamUnavailableError(f"could not connect to CodeArtifact in time ({e})"),
+        lambda e: UpstreamUnavailableError("could not connect to CodeArtifact in time"),
     ),
     (
         bce.EndpointConnectionError,
-        lambda e: UpstreamUnavailableError(f"CodeArtifact is unreachable ({e})"),
+        lambda e: UpstreamUnavailableError("CodeArtifact is unreachable (connection failed)"),
     ),
     (
         bce.ConnectionClosedError,
         lambda e: UpstreamUnavailableError(
-            f"the connection to CodeArtifact closed before it answered; the deletion's "
-            f"outcome is unknown ({e})",
+            "the connection to CodeArtifact closed before it answered; the deletion's "
+            "outcome is unknown",
             outcome_unknown=True,
         ),
     ),
-    (bce.SSLError, lambda e: UpstreamUnavailableError(f"TLS to CodeArtifact failed ({e})")),
+    (
+        # urllib3 raises SSLError while reading a response too, so the request may have
+        # been applied: not retried.
+        bce.SSLError,
+        lambda e: UpstreamUnavailableError(
+            "TLS with CodeArtifact failed; the deletion's outcome is unknown",
+            outcome_unknown=True,
+        ),
+    ),
     (
         bce.ConnectionError,
-        lambda e: UpstreamUnavailableError(f"CodeArtifact is unreachable ({e})"),
+        lambda e: UpstreamUnavailableError("CodeArtifact is unreachable (connection failed)"),
     ),
     (
         bce.HTTPClientError,
         lambda e: UpstreamUnavailableError(
-            f"the HTTP exchange with CodeArtifact failed; the deletion's outcome is unknown ({e})",
+            "the HTTP exchange with CodeArtifact failed; the deletion's outcome is unknown",
             outcome_unknown=True,
         ),
     ),
     (
         bce.NoCredentialsError,
-        lambda e: GatewayCredentialsError(f"the gateway has no AWS credentials ({e})"),
+        lambda e: GatewayCredentialsError("the gateway has no AWS credentials"),
     ),
     (
         bce.PartialCredentialsError,
-        lambda e: GatewayCredentialsError(f"the gateway's AWS credentials are incomplete ({e})"),
+        lambda e: GatewayCredentialsError("the gateway's AWS credentials are incomplete"),
     ),
     (
         bce.CredentialRetrievalError,
-        lambda e: GatewayCredentialsError(f"the gateway could not obtain AWS credentials ({e})"),
+        lambda e: GatewayCredentialsError("the gateway could not obtain AWS credentials"),
     ),
     (
         bce.ParamValidationError,
-        lambda e: UpstreamValidationError(f"botocore rejected the request ({e})", reason="OTHER"),
+        lambda e: UpstreamValidationError(f"botocore rejected the request: {e}", reason="OTHER"),
     ),
     (
         bce.BotoCoreError,
         lambda e: UpstreamUnknownError(
-            f"unexpected botocore error {type(e).__name__}: {e}", aws_error_code=type(e).__name__
+            f"unexpected botocore error {type(e).__name__}", aws_error_code=type(e).__name__
         ),
     ),
 )
@@ -203,7 +227,7 @@ def translate(exc: Exception) -> UpstreamError:
         if isinstance(exc, exc_type):
             return make(exc)
     return UpstreamUnknownError(
-        f"unexpected error {type(exc).__name__}: {exc}", aws_error_code=type(exc).__name__
+        f"unexpected error {type(exc).__name__}", aws_error_code=type(exc).__name__
     )
 
 
@@ -281,6 +305,9 @@ class BotoCodeArtifact:
                 if left - delay < policy.min_attempt_seconds:
                     log.info("upstream.retry_abandoned", reason="deadline", attempt=attempt)
                     raise
+                if deadline.is_draining():
+                    log.info("upstream.retry_abandoned", reason="draining", attempt=attempt)
+                    raise
                 log.info(
                     "upstream.retry",
                     operation=method,
@@ -289,6 +316,9 @@ class BotoCodeArtifact:
                     error=type(error).__name__,
                 )
                 self._sleep(delay)
+                if deadline.is_draining():  # shutting down: start no further attempt
+                    log.info("upstream.retry_abandoned", reason="draining", attempt=attempt)
+                    raise
 
     def _retry_delay(self, error: UpstreamError, attempt: int) -> float | None:
         """Seconds to wait before retrying `error`, or None when it must not be retried."""
@@ -309,7 +339,12 @@ class BotoCodeArtifact:
         try:
             result: Mapping[str, Any] = getattr(self._client, method)(**params)
         except Exception as exc:
-            raise translate(exc) from exc
+            error = translate(exc)
+            if not isinstance(exc, bce.ClientError):
+                log.warning(
+                    "upstream.transport_error", error=repr(exc), mapped=type(error).__name__
+                )
+            raise error from exc
         finally:
             _CALL_READ_TIMEOUT.reset(token)
         return result

@@ -1,4 +1,8 @@
-"""Server interceptors, outermost first: request logging context, then error mapping."""
+"""The RPC edge interceptor: request id and log context, decoding, error mapping, one log line.
+
+Identity (a later issue) goes in front of it; it must stay the innermost interceptor because it
+builds each method's handler once and reuses it.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from pkggov_gateway.api.status import INTERNAL_RULE, rule_for, to_rpc_status
+from pkggov_gateway.domain.errors import MalformedRequestError
 
-__all__ = ["REQUEST_ID_KEY", "ErrorMappingInterceptor", "RequestLoggingInterceptor"]
+__all__ = ["REQUEST_ID_KEY", "RpcEdgeInterceptor"]
 
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -22,55 +28,53 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 log = structlog.get_logger("pkggov.rpc")
 
 _Unary = Callable[[Any, grpc.ServicerContext], Any]
-
+_Deserializer = Callable[[bytes], Any] | None
 
 if TYPE_CHECKING:  # grpc-stubs make the base generic; at runtime it is not subscriptable
     _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
 else:
     _ServerInterceptor = grpc.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
 
 
-class _UnaryInterceptor(_ServerInterceptor):
-    """Wraps the unary-unary behaviour of every method; streaming methods pass through."""
+class RpcEdgeInterceptor(_ServerInterceptor):
+    """Wraps every unary-unary method; streaming methods (health Watch, reflection) pass through.
+
+    Per call: take the caller's ``x-request-id`` when well formed (else a new UUID), bind it
+    with the method and peer to the log context and send it back as initial metadata; decode
+    the request here, so undecodable bytes are INVALID_ARGUMENT (MALFORMED_REQUEST) rather than
+    grpc's INTERNAL; translate exceptions through the status table; log one ``rpc`` line with
+    the code the caller saw (CANCELLED or DEADLINE_EXCEEDED when it went away first).
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, _Handler] = {}
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> _Handler | None:
+        """Return the wrapped handler for the method, built once per method."""
+        method: str = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None:
+            return cached
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner: _Unary = handler.unary_unary
-        method: str = handler_call_details.method
-
-        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            return self.around(inner, request, context, method)
-
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            _edge(handler.unary_unary, handler.request_deserializer, method),
+            request_deserializer=None,  # raw bytes: decoded inside, with errors mapped
             response_serializer=handler.response_serializer,
         )
-
-    def around(
-        self, inner: _Unary, request: Any, context: grpc.ServicerContext, method: str
-    ) -> Any:
-        """Run `inner` for one call."""
-        raise NotImplementedError
+        self._handlers[method] = wrapped
+        return wrapped
 
 
-class RequestLoggingInterceptor(_UnaryInterceptor):
-    """Binds the request id, method and peer to the log context; one log line per RPC.
-
-    The request id is the caller's ``x-request-id`` metadata when it is well formed, else a
-    new UUID; it is sent back as initial metadata so callers can quote it.
-    """
-
-    def around(
-        self, inner: _Unary, request: Any, context: grpc.ServicerContext, method: str
-    ) -> Any:
-        """Log one line with method, status code, duration and request id."""
+def _edge(behaviour: _Unary, deserialize: _Deserializer, method: str) -> _Unary:
+    def call(raw: bytes, context: grpc.ServicerContext) -> Any:
         sent = dict(context.invocation_metadata()).get(REQUEST_ID_KEY)
         request_id = sent if isinstance(sent, str) and _REQUEST_ID.fullmatch(sent) else None
         request_id = request_id or str(uuid.uuid4())
@@ -82,35 +86,36 @@ class RequestLoggingInterceptor(_UnaryInterceptor):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return inner(request, context)
-        except BaseException:
-            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-            raise
-        finally:
-            log.info(
-                "rpc",
-                code=code.name,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
-            structlog.contextvars.clear_contextvars()
-
-
-class ErrorMappingInterceptor(_UnaryInterceptor):
-    """Turns domain errors into rich gRPC statuses through the status table."""
-
-    def around(
-        self, inner: _Unary, request: Any, context: grpc.ServicerContext, method: str
-    ) -> Any:
-        """Call `inner`; abort with the mapped status when it raises."""
-        try:
-            return inner(request, context)
+            try:
+                request = deserialize(raw) if deserialize is not None else raw
+            except DecodeError as exc:
+                raise MalformedRequestError(
+                    f"the request is not a valid {method.rpartition('/')[2]} request message"
+                ) from exc
+            return behaviour(request, context)
         except Exception as error:
-            if context.code() not in (None, grpc.StatusCode.OK):  # type: ignore[attr-defined]
-                raise  # the handler already aborted with its own status
+            aborted = context.code()  # type: ignore[attr-defined]
+            if aborted not in (None, grpc.StatusCode.OK):
+                code = aborted
+                raise  # the behaviour aborted with its own status
             rule = rule_for(error)
+            code = rule.code
             if rule is INTERNAL_RULE:
                 log.exception("rpc.unexpected_error")
             else:
                 log.info("rpc.error", reason=rule.reason, error=str(error))
             context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
             raise  # unreachable: abort_with_status raises
+        finally:
+            fields: dict[str, Any] = {"code": code.name}
+            if not context.is_active():  # the caller went away before the answer
+                gone = (
+                    grpc.StatusCode.DEADLINE_EXCEEDED
+                    if (context.time_remaining() or 0) <= 0
+                    else grpc.StatusCode.CANCELLED
+                )
+                fields = {"code": gone.name, "handler_code": code.name}
+            log.info("rpc", duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            structlog.contextvars.clear_contextvars()
+
+    return call

@@ -13,15 +13,16 @@ from grpc_reflection.v1alpha import reflection
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
-from pkggov_gateway.api.interceptors import ErrorMappingInterceptor, RequestLoggingInterceptor
+from pkggov_gateway.api.interceptors import RpcEdgeInterceptor
 from pkggov_gateway.api.servicer import PackageGovernanceServicer
 
 __all__ = ["SERVICE_NAME", "GrpcServer", "max_request_bytes"]
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PackageGovernanceService"].full_name
 
-_VERSION_BYTES = 255 + 3  # the longest valid version, its tag and its length prefix
-_FIXED_BYTES = 4096  # every other field at its maximum, with room to spare
+# The model's lengths count characters; UTF-8 takes up to 4 bytes for one.
+_VERSION_BYTES = 255 * 4 + 3  # the longest valid version, its tag and its length prefix
+_FIXED_BYTES = 8192  # every other field at its maximum (namespace and package 1,020 bytes each)
 
 
 def max_request_bytes(max_versions: int) -> int:
@@ -45,7 +46,7 @@ class GrpcServer:
         limit = max_request_bytes(max_versions)
         self._server = grpc.server(
             self._executor,
-            interceptors=[RequestLoggingInterceptor(), ErrorMappingInterceptor()],
+            interceptors=[RpcEdgeInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),
@@ -58,9 +59,11 @@ class GrpcServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        self.port = self._server.add_insecure_port(listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {listen}")
+        try:
+            self.port = self._server.add_insecure_port(listen)
+        except RuntimeError as error:  # grpcio reports a failed bind this way
+            self._executor.shutdown(wait=False)
+            raise OSError(f"cannot listen on {listen}: {error}") from error
         host = listen.rpartition(":")[0]
         self.address = f"{host}:{self.port}"
 
@@ -75,7 +78,3 @@ class GrpcServer:
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=False)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the server stops (True) or `timeout` passes (False)."""
-        return bool(self._server.wait_for_termination(timeout))

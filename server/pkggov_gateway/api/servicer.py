@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import grpc
+import structlog
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.convert import from_delete_request, to_delete_response
-from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.service.delete_versions import DeletePackageVersions
 
 __all__ = ["PackageGovernanceServicer"]
@@ -24,8 +25,10 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         *,
         default_deadline: float,
         max_deadline: float,
+        drain: DrainSignal,
     ) -> None:
         self._delete_versions = delete_versions
+        self._drain = drain
         self._default_deadline = default_deadline
         self._max_deadline = max_deadline
 
@@ -36,6 +39,7 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         outcome = self._delete_versions.execute(
             from_delete_request(request), self._deadline(context)
         )
+        structlog.contextvars.bind_contextvars(aws_request_ids=list(outcome.aws_request_ids))
         return to_delete_response(outcome)
 
     def _deadline(self, context: grpc.ServicerContext) -> Deadline:
@@ -46,5 +50,5 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         """
         remaining = context.time_remaining()
         if remaining is None or remaining > _NO_DEADLINE:
-            return Deadline.after(self._default_deadline)
-        return Deadline.after(min(remaining, self._max_deadline))
+            return Deadline.after(self._default_deadline, self._drain)
+        return Deadline.after(min(remaining, self._max_deadline), self._drain)

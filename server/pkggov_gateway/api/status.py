@@ -20,7 +20,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
     GatewayCredentialsError,
+    GatewayDrainingError,
     InvalidRequestError,
+    MalformedRequestError,
     PkggovError,
     UpstreamAccessDeniedError,
     UpstreamConflictError,
@@ -51,18 +53,28 @@ class StatusRule:
     message: Callable[[PkggovError], str] = lambda error: error.message
 
 
+MAX_FIELD_VIOLATIONS = 20
+"""BadRequest lists at most this many violations (plus one that counts the rest), so that the
+status fits in gRPC's default 8 KiB metadata limit whatever the request held."""
+
+
 def _bad_request(error: PkggovError) -> Sequence[Message]:
     assert isinstance(error, InvalidRequestError)  # noqa: S101 - the table pairs them
-    return [
-        error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
+    shown = error.violations[:MAX_FIELD_VIOLATIONS]
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+        for v in shown
     ]
+    hidden = error.violations[MAX_FIELD_VIOLATIONS:]
+    if hidden:
+        fields = sorted({v.field.partition("[")[0] for v in hidden})
+        violations.append(
+            error_details_pb2.BadRequest.FieldViolation(
+                field=fields[0] if len(fields) == 1 else "request",
+                description=f"and {len(hidden)} more violation(s) of the same rules",
+            )
+        )
+    return [error_details_pb2.BadRequest(field_violations=violations)]
 
 
 _UPSTREAM_FIELDS = {
@@ -122,10 +134,12 @@ def _credentials_message(error: PkggovError) -> str:
 
 
 STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
+    MalformedRequestError: StatusRule(grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST"),
     InvalidRequestError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", _bad_request
     ),
     DeadlineTooShortError: StatusRule(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_TOO_SHORT"),
+    GatewayDrainingError: StatusRule(grpc.StatusCode.UNAVAILABLE, "GATEWAY_SHUTTING_DOWN"),
     UpstreamValidationError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_VALIDATION", _upstream_bad_request
     ),

@@ -3,8 +3,10 @@
 The hierarchy (the gRPC layer maps each leaf to a status through one table)::
 
     PkggovError
+    ├── MalformedRequestError        the request bytes are not a valid message; nothing is read
     ├── InvalidRequestError          the request breaks field rules; nothing is forwarded
     ├── DeadlineTooShortError        too little time is left to call CodeArtifact at all
+    ├── GatewayDrainingError         the gateway is shutting down; nothing more is sent
     └── UpstreamError                CodeArtifact (or the way to it) failed the call
         ├── UpstreamValidationError      400 ValidationException
         ├── UpstreamNotFoundError        404 ResourceNotFoundException
@@ -40,13 +42,30 @@ class PkggovError(Exception):
         self.message = message
 
 
+class MalformedRequestError(PkggovError):
+    """Raised when the request's bytes cannot be decoded as the method's request message."""
+
+
 class InvalidRequestError(PkggovError):
     """Raised when a request breaks one or more field rules; carries every violation."""
 
+    _NAMED = 5  # fields named in the message; BadRequest carries the rest
+
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
         self.violations = tuple(violations)
-        fields = ", ".join(v.field for v in self.violations)
-        super().__init__(f"invalid request: {len(self.violations)} bad field(s): {fields}")
+        names = list(dict.fromkeys(v.field for v in self.violations))
+        shown = ", ".join(names[: self._NAMED]) + (", ..." if len(names) > self._NAMED else "")
+        super().__init__(f"invalid request: {len(self.violations)} bad field(s): {shown}")
+
+
+class GatewayDrainingError(PkggovError):
+    """Raised instead of starting an upstream call once the gateway has begun to shut down."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the gateway is shutting down; nothing more was sent to CodeArtifact for this "
+            "request: retry it on another replica"
+        )
 
 
 class DeadlineTooShortError(PkggovError):

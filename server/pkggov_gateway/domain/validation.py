@@ -49,19 +49,21 @@ class StringRule:
                 field,
                 f"must be {self.min_length} to {self.max_length} characters long, got {len(value)}",
             )
-        if not _compiled(self.pattern).fullmatch(value):
-            return FieldViolation(field, f"must match the pattern {self.pattern}, got {value!r}")
+        if not self.compiled.fullmatch(value):
+            return FieldViolation(
+                field, f"must match the pattern {self.pattern}, got {_shown(value)}"
+            )
         return None
 
+    @property
+    def compiled(self) -> re.Pattern[str]:
+        """The pattern, compiled (re caches compiled patterns)."""
+        return re.compile(self.pattern)
 
-_PATTERNS: dict[str, re.Pattern[str]] = {}
 
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    found = _PATTERNS.get(pattern)
-    if found is None:
-        found = _PATTERNS[pattern] = re.compile(pattern)
-    return found
+def _shown(value: str, limit: int = 40) -> str:
+    """`value` quoted for a message, cut to `limit` characters so errors stay small."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
 
 
 STRING_RULES: dict[str, StringRule] = {

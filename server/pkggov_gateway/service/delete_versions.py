@@ -5,14 +5,16 @@ request order, into chunks of at most 100 that run with bounded parallelism. The
 
 * If every chunk returns a result, the maps are merged: the call is OK.
 * If no chunk returns a result (every attempted chunk raised), the call fails with the
-  error of the first failed chunk in request order, exactly as a single call would.
+  error of the first chunk, in request order, whose outcome is unknown (a timeout or a
+  dropped connection: it may have deleted versions, and the caller must be told), else with
+  the error of the first failed chunk, exactly as a single call would.
 * If some chunks return results and others raise, the call is OK so that no deletion is
   hidden: the merged maps hold every returned version, and every version of a chunk that
   raised, or that was not started, is in failed_versions with code SKIPPED and a message
   saying which of three cases applies: "not deleted" (the chunk failed and CodeArtifact
   applied nothing), "outcome unknown" (the chunk timed out or its connection dropped:
-  it may have been applied), or "not attempted" (an earlier chunk failed, so the gateway
-  stopped starting new ones).
+  it may have been applied), or "not attempted" (an earlier chunk failed, or the gateway
+  began to shut down, so it started no new chunk).
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from pkggov_gateway.domain.deadline import Deadline
-from pkggov_gateway.domain.errors import DeadlineTooShortError, PkggovError, UpstreamError
+from pkggov_gateway.domain.errors import (
+    DeadlineTooShortError,
+    GatewayDrainingError,
+    PkggovError,
+    UpstreamError,
+)
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
     DeleteRequest,
@@ -82,11 +89,14 @@ class DeletePackageVersions:
         chunks = [request.versions[i : i + size] for i in range(0, len(request.versions), size)]
         if len(chunks) == 1:
             return self._call(request, chunks[0], deadline)
-        return _merge(self._run_chunks(request, chunks, deadline))
+        results = self._run_chunks(request, chunks, deadline)
+        return _merge(results, draining=deadline.is_draining())
 
     def _call(
         self, request: DeleteRequest, versions: Sequence[str], deadline: Deadline
     ) -> DeleteOutcome:
+        if deadline.is_draining():
+            raise GatewayDrainingError
         remaining = deadline.remaining()
         if remaining < self._limits.min_upstream_seconds:
             raise DeadlineTooShortError(remaining, self._limits.min_upstream_seconds)
@@ -123,11 +133,12 @@ class DeletePackageVersions:
         return results
 
 
-def _merge(results: list[_ChunkResult]) -> DeleteOutcome:
+def _merge(results: list[_ChunkResult], *, draining: bool) -> DeleteOutcome:
     returned = [r for r in results if r.outcome is not None]
     if not returned:
         errors = [r.error for r in results if r.error is not None]
-        raise errors[0]
+        unknown = [e for e in errors if isinstance(e, UpstreamError) and e.outcome_unknown]
+        raise (unknown or errors)[0]
     successful: dict[str, SuccessfulVersion] = {}
     failed: dict[str, FailedVersion] = {}
     request_ids: list[str] = []
@@ -137,14 +148,16 @@ def _merge(results: list[_ChunkResult]) -> DeleteOutcome:
             failed.update(result.outcome.failed)
             request_ids.extend(result.outcome.aws_request_ids)
             continue
-        message = _skipped_message(index, len(results), result.error)
+        message = _skipped_message(index, len(results), result.error, draining=draining)
         for version in result.versions:
             failed[version] = FailedVersion(VersionErrorCode.SKIPPED, message)
     return DeleteOutcome(successful, failed, tuple(request_ids))
 
 
-def _skipped_message(index: int, total: int, error: Exception | None) -> str:
+def _skipped_message(index: int, total: int, error: Exception | None, *, draining: bool) -> str:
     where = f"chunk {index} of {total}"
+    if isinstance(error, GatewayDrainingError) or (error is None and draining):
+        return f"not attempted: the gateway is shutting down, so {where} was not sent"
     if error is None:
         return f"not attempted: an earlier chunk failed, so {where} was not sent"
     detail = error.message if isinstance(error, PkggovError) else "internal gateway error"
