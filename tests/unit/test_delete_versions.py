@@ -183,11 +183,27 @@ def test_no_result_but_an_unknown_outcome_reports_the_unknown_outcome(
     executor: ThreadPoolExecutor,
 ) -> None:
     """Chunk 1 throttled, chunk 2 timed out: the caller hears of the timeout, not the 429."""
-    fake = FakeCodeArtifact(
-        failures={0: UpstreamThrottledError("slow down"), 1: UpstreamTimeoutError("no answer")}
-    )
+    failures: dict[str, UpstreamError] = {
+        "1.0.0": UpstreamThrottledError("slow down"),
+        "1.0.100": UpstreamTimeoutError("no answer"),
+    }
+
+    class ByChunk(FakeCodeArtifact):
+        def delete_package_versions(
+            self,
+            package: PackageRef,
+            versions: Sequence[str],
+            expected_status: VersionStatus | None,
+            deadline: Deadline,
+        ) -> DeleteOutcome:
+            self.calls.append(tuple(versions))
+            time.sleep(0.05)  # both lanes have taken their chunk before either fails
+            raise failures[versions[0]]
+
+    fake = ByChunk()
     with pytest.raises(UpstreamTimeoutError):
         _use_case(fake, executor, parallelism=2).execute(_raw(200), Deadline.after(5))
+    assert 2 == len(fake.calls)
 
 
 def test_draining_starts_no_new_chunk(executor: ThreadPoolExecutor) -> None:

@@ -20,6 +20,7 @@ from botocore import exceptions as bce
 
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
+    DeadlineTooShortError,
     GatewayCredentialsError,
     UpstreamAccessDeniedError,
     UpstreamConflictError,
@@ -130,6 +131,21 @@ _CREDENTIAL_ERROR_CODES = (
 
 for _code in _CREDENTIAL_ERROR_CODES:
     CLIENT_ERROR_TABLE[_code] = lambda msg, f, kw: GatewayCredentialsError(msg, **kw)
+
+_TRANSIENT_SERVER_CODES = (
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+)
+"""Server-side failures without a modeled shape (a load balancer's 5xx page has only the HTTP
+status as its code): handled like InternalServerException, so retried within the deadline."""
+
+for _code in _TRANSIENT_SERVER_CODES:
+    CLIENT_ERROR_TABLE[_code] = lambda msg, f, kw: UpstreamInternalError(msg, **kw)
 
 _TransportFactory = Callable[[Exception], UpstreamError]
 
@@ -292,6 +308,9 @@ class BotoCodeArtifact:
         self, method: str, params: Mapping[str, Any], deadline: Deadline
     ) -> Mapping[str, Any]:
         policy = self._retry
+        left = deadline.remaining() - policy.deadline_margin_seconds
+        if left < policy.min_attempt_seconds:
+            raise DeadlineTooShortError(deadline.remaining(), policy.min_attempt_seconds)
         attempt = 0
         while True:
             attempt += 1

@@ -1,0 +1,417 @@
+"""BotoCodeArtifact against the emulator over HTTP: retries, deadlines and error translation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pkggov_emulator import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_REGION,
+    DEMO_SECRET_ACCESS_KEY,
+    Emulator,
+    FaultRule,
+    load_demo_seed,
+)
+from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
+from pkggov_gateway.bootstrap import build_codeartifact_client
+from pkggov_gateway.config import UpstreamSettings
+from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.errors import (
+    DeadlineTooShortError,
+    GatewayCredentialsError,
+    UpstreamError,
+    UpstreamInternalError,
+    UpstreamNotFoundError,
+    UpstreamThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from pkggov_gateway.domain.model import (
+    DeleteOutcome,
+    PackageFormat,
+    PackageRef,
+    SuccessfulVersion,
+    VersionErrorCode,
+    VersionStatus,
+)
+from tests.conftest import free_port
+
+if TYPE_CHECKING:
+    from mypy_boto3_codeartifact import CodeArtifactClient
+
+OPERATION = "DeletePackageVersions"
+READ_TIMEOUT = 5.0
+RETRY = RetryPolicy(
+    max_attempts=3,
+    base_delay_seconds=0.01,
+    read_timeout_seconds=READ_TIMEOUT,
+    deadline_margin_seconds=0.05,
+    min_attempt_seconds=0.1,
+)
+WIDGETS = PackageRef(
+    domain="demo",
+    repository="dev-shared",
+    format=PackageFormat.NPM,
+    package="widgets",
+    namespace="acme",
+)
+LEFT_PAD = PackageRef(
+    domain="demo", repository="dev-shared", format=PackageFormat.NPM, package="left-pad"
+)
+
+
+@dataclass
+class SleepRecorder:
+    """A `sleep` for the adapter that records each delay instead of waiting."""
+
+    delays: list[float] = field(default_factory=list)
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+@dataclass
+class Upstream:
+    """An adapter over its own boto3 client, with the sleeps it asked for."""
+
+    adapter: BotoCodeArtifact
+    client: CodeArtifactClient
+    sleeps: SleepRecorder
+
+    def delete(
+        self,
+        versions: list[str],
+        *,
+        package: PackageRef = LEFT_PAD,
+        expected_status: VersionStatus | None = None,
+        seconds: float = 10.0,
+    ) -> DeleteOutcome:
+        """Delete `versions` of `package` within a deadline `seconds` from now."""
+        return self.adapter.delete_package_versions(
+            package, versions, expected_status, Deadline.after(seconds)
+        )
+
+
+MakeUpstream = Callable[..., Upstream]
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    """A fresh demo-seeded emulator per test, so that no late call leaks into another test."""
+    with Emulator(seed=load_demo_seed()) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def make_upstream(emu: Emulator) -> Iterator[MakeUpstream]:
+    """Build adapters the way bootstrap does (one pooled client each), closing them after."""
+    clients: list[CodeArtifactClient] = []
+
+    def make(
+        endpoint_url: str | None = None,
+        *,
+        access_key_id: str = DEMO_ACCESS_KEY_ID,
+        secret_access_key: str = DEMO_SECRET_ACCESS_KEY,
+    ) -> Upstream:
+        settings = UpstreamSettings(
+            endpoint_url=endpoint_url or emu.endpoint_url,
+            region=DEMO_REGION,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            connect_timeout_seconds=1.0,
+            read_timeout_seconds=READ_TIMEOUT,
+        )
+        client = build_codeartifact_client(settings, pool_size=4)
+        clients.append(client)
+        sleeps = SleepRecorder()
+        return Upstream(BotoCodeArtifact(client, RETRY, sleep=sleeps), client, sleeps)
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def upstream(make_upstream: MakeUpstream) -> Upstream:
+    """An adapter for the test's emulator with the demo credentials."""
+    return make_upstream()
+
+
+def status_of(emu: Emulator, package: PackageRef, version: str) -> str | None:
+    """The emulator's status of one version of `package` (None when it does not exist)."""
+    return emu.version_status(
+        package.domain,
+        package.repository,
+        package.format.value,
+        package.namespace,
+        package.package,
+        version,
+    )
+
+
+def test_deletes_versions_and_reports_each_outcome(emu: Emulator, upstream: Upstream) -> None:
+    """A delete returns per-version results and the request id, sending namespace and status."""
+    outcome = upstream.delete(
+        ["2.0.0", "9.9.9"], package=WIDGETS, expected_status=VersionStatus.PUBLISHED
+    )
+
+    calls = emu.calls(OPERATION)
+    assert 1 == len(calls)
+    assert {
+        "2.0.0": SuccessfulVersion(
+            revision="rENBbyg200Bb6PRyV64puiI6Zk7S4SN4uqB92OH/OIY=", status=VersionStatus.DELETED
+        )
+    } == outcome.successful
+    assert ["9.9.9"] == list(outcome.failed)
+    assert VersionErrorCode.NOT_FOUND == outcome.failed["9.9.9"].code
+    assert (calls[0].request_id,) == outcome.aws_request_ids
+    assert "acme" == calls[0].params["namespace"]
+    assert "Published" == calls[0].params["expectedStatus"]
+    assert status_of(emu, WIDGETS, "2.0.0") is None
+
+
+def test_throttled_once_honours_retry_after(emu: Emulator, upstream: Upstream) -> None:
+    """One 429 with Retry-After 2 is retried after at least 2 s, then the delete succeeds."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="throttle", count=1, retry_after_seconds=2))
+
+    outcome = upstream.delete(["1.0.0"])
+
+    assert ["1.0.0"] == list(outcome.successful)
+    assert 1 == len(upstream.sleeps.delays)
+    assert upstream.sleeps.delays[0] >= 2.0
+    assert 2 == len(emu.calls(OPERATION))
+
+
+def test_throttled_forever_raises_after_max_attempts(emu: Emulator, upstream: Upstream) -> None:
+    """Throttling on every attempt raises UpstreamThrottledError carrying the Retry-After."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="throttle", retry_after_seconds=1))
+
+    with pytest.raises(UpstreamThrottledError) as caught:
+        upstream.delete(["1.0.0"])
+
+    assert 1.0 == caught.value.retry_after_seconds
+    assert "ThrottlingException" == caught.value.aws_error_code
+    assert RETRY.max_attempts == len(emu.calls(OPERATION))
+    assert RETRY.max_attempts - 1 == len(upstream.sleeps.delays)
+
+
+def test_retry_after_beyond_the_deadline_is_not_waited_for(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """A Retry-After longer than the time left raises at once: one call, no sleep."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="throttle", retry_after_seconds=5))
+
+    with pytest.raises(UpstreamThrottledError):
+        upstream.delete(["1.0.0"], seconds=2.0)
+
+    assert 1 == len(emu.calls(OPERATION))
+    assert [] == upstream.sleeps.delays
+
+
+def test_internal_error_once_is_retried(emu: Emulator, upstream: Upstream) -> None:
+    """One 500 InternalServerException is retried and the delete then succeeds."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="internal", count=1))
+
+    outcome = upstream.delete(["1.0.0"])
+
+    assert ["1.0.0"] == list(outcome.successful)
+    assert 2 == len(emu.calls(OPERATION))
+    assert 1 == len(upstream.sleeps.delays)
+
+
+def test_internal_error_forever_raises_after_max_attempts(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """A 500 on every attempt raises UpstreamInternalError after max_attempts calls."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="internal"))
+
+    with pytest.raises(UpstreamInternalError) as caught:
+        upstream.delete(["1.0.0"])
+
+    assert "InternalServerException" == caught.value.aws_error_code
+    assert caught.value.aws_request_id is not None
+    assert RETRY.max_attempts == len(emu.calls(OPERATION))
+
+
+def test_drop_after_apply_is_outcome_unknown_and_not_retried(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """A connection dropped after the delete applied: outcome unknown, not retried, applied."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="drop_after_apply"))
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        upstream.delete(["1.0.0"])
+
+    assert caught.value.outcome_unknown is True
+    assert 1 == len(emu.calls(OPERATION))
+    assert [] == upstream.sleeps.delays
+    assert status_of(emu, LEFT_PAD, "1.0.0") is None
+
+
+def test_drop_before_apply_is_not_retried(emu: Emulator, upstream: Upstream) -> None:
+    """A connection dropped before applying looks the same to the client: not retried."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="drop"))
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        upstream.delete(["1.0.0"])
+
+    assert caught.value.outcome_unknown is True
+    assert 1 == len(emu.calls(OPERATION))
+    assert [] == upstream.sleeps.delays
+    assert "Published" == status_of(emu, LEFT_PAD, "1.0.0")
+
+
+def test_deadline_bounds_the_read_without_changing_the_client(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """A 1 s deadline cuts a 3 s answer short; a later call on the same client keeps its time."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="latency", latency_seconds=3.0, count=1))
+    emu.add_fault(FaultRule(operation=OPERATION, kind="latency", latency_seconds=1.2, count=1))
+
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeoutError) as caught:
+        upstream.delete(["1.0.0"], seconds=1.0)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 2.0
+    assert caught.value.outcome_unknown is True
+    assert [] == upstream.sleeps.delays
+    # 1.2 s is longer than the first call's read timeout: it would fail had that leaked.
+    outcome = upstream.delete(["1.1.0"], seconds=10.0)
+    assert ["1.1.0"] == list(outcome.successful)
+    config: Any = upstream.client.meta.config  # the stubs do not declare read_timeout
+    assert READ_TIMEOUT == config.read_timeout
+
+
+def test_concurrent_calls_each_get_their_own_read_timeout(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """On one shared client, a short deadline times out while a long one waits and succeeds."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="latency", latency_seconds=1.5))
+    start = threading.Barrier(2)
+
+    def delete(version: str, seconds: float) -> tuple[float, DeleteOutcome | UpstreamError]:
+        start.wait(timeout=5)
+        began = time.monotonic()
+        try:
+            result: DeleteOutcome | UpstreamError = upstream.delete([version], seconds=seconds)
+        except UpstreamError as error:
+            result = error
+        return time.monotonic() - began, result
+
+    with ThreadPoolExecutor(2) as pool:
+        short = pool.submit(delete, "1.0.0", 0.5)
+        long = pool.submit(delete, "1.1.0", 5.0)
+        short_took, short_result = short.result(timeout=10)
+        long_took, long_result = long.result(timeout=10)
+
+    assert isinstance(short_result, UpstreamTimeoutError)
+    assert short_took < 1.0
+    assert isinstance(long_result, DeleteOutcome)
+    assert ["1.1.0"] == list(long_result.successful)
+    assert long_took > 1.0  # it waited out the latency that timed the short call out
+    assert status_of(emu, LEFT_PAD, "1.1.0") is None
+
+
+def test_upstream_down_is_retried_and_not_outcome_unknown(make_upstream: MakeUpstream) -> None:
+    """A refused connection is retried max_attempts times, then UpstreamUnavailableError."""
+    upstream = make_upstream(f"http://127.0.0.1:{free_port()}")
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        upstream.delete(["1.0.0"])
+
+    assert caught.value.outcome_unknown is False
+    assert RETRY.max_attempts - 1 == len(upstream.sleeps.delays)
+
+
+@pytest.mark.parametrize(
+    ("access_key_id", "secret_access_key", "aws_error_code"),
+    [
+        pytest.param(
+            DEMO_ACCESS_KEY_ID, "not-the-secret", "InvalidSignatureException", id="wrong-secret"
+        ),
+        pytest.param(
+            "AKIAUNKNOWNUNKNOWN00",
+            DEMO_SECRET_ACCESS_KEY,
+            "UnrecognizedClientException",
+            id="unknown-key",
+        ),
+    ],
+)
+def test_rejected_credentials_are_the_gateways_fault(
+    emu: Emulator,
+    make_upstream: MakeUpstream,
+    access_key_id: str,
+    secret_access_key: str,
+    aws_error_code: str,
+) -> None:
+    """A request signed with a wrong secret or an unknown key raises GatewayCredentialsError."""
+    upstream = make_upstream(access_key_id=access_key_id, secret_access_key=secret_access_key)
+
+    with pytest.raises(GatewayCredentialsError) as caught:
+        upstream.delete(["1.0.0"])
+
+    assert aws_error_code == caught.value.aws_error_code
+    assert [] == upstream.sleeps.delays
+    assert 1 == len(emu.calls(OPERATION))
+    assert "Published" == status_of(emu, LEFT_PAD, "1.0.0")
+
+
+@pytest.mark.parametrize(
+    ("package", "resource_type", "resource_id"),
+    [
+        pytest.param(
+            PackageRef("no-such-domain", "dev-shared", PackageFormat.NPM, "left-pad"),
+            "domain",
+            "no-such-domain",
+            id="domain",
+        ),
+        pytest.param(
+            PackageRef("demo", "dev-shared", PackageFormat.NPM, "no-such-package"),
+            "package",
+            "no-such-package",
+            id="package",
+        ),
+    ],
+)
+def test_missing_resource_is_named(
+    upstream: Upstream, package: PackageRef, resource_type: str, resource_id: str
+) -> None:
+    """A missing domain or package raises UpstreamNotFoundError naming the resource."""
+    with pytest.raises(UpstreamNotFoundError) as caught:
+        upstream.delete(["1.0.0"], package=package)
+
+    assert resource_type == caught.value.resource_type
+    assert resource_id == caught.value.resource_id
+    assert "ResourceNotFoundException" == caught.value.aws_error_code
+
+
+def test_transport_error_messages_do_not_name_the_endpoint(
+    emu: Emulator, make_upstream: MakeUpstream
+) -> None:
+    """Messages of a dropped connection and of an unreachable endpoint never quote the URL."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="drop", count=1))
+    down_url = f"http://127.0.0.1:{free_port()}"
+    errors: list[tuple[str, UpstreamError]] = []
+    for endpoint_url in (emu.endpoint_url, down_url):
+        with pytest.raises(UpstreamUnavailableError) as caught:
+            make_upstream(endpoint_url).delete(["1.0.0"])
+        errors.append((endpoint_url, caught.value))
+
+    for endpoint_url, error in errors:
+        assert endpoint_url not in str(error)
+        assert "127.0.0.1" not in error.message
+
+
+def test_no_attempt_starts_without_time_left(emu: Emulator, upstream: Upstream) -> None:
+    """With less than min_attempt_seconds left, nothing is sent: DeadlineTooShortError."""
+    with pytest.raises(DeadlineTooShortError):
+        upstream.adapter.delete_package_versions(LEFT_PAD, ["1.0.0"], None, Deadline.after(0.0))
+    assert [] == emu.calls("DeletePackageVersions")
