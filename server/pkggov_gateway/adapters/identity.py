@@ -1,0 +1,420 @@
+"""Authenticators: the caller's principal from an mTLS certificate, a trusted proxy, or dev mode.
+
+Each implements the `Authenticator` port and raises `UnauthenticatedError` when the call carries
+no identity it accepts. The principal is chosen by an ordered list of sources:
+
+- ``spiffe``: the first URI SAN that is a valid SPIFFE ID (``spiffe://trust-domain/path``);
+- ``dns``: the first DNS SAN that is a valid host name (wildcards name no one, so are skipped);
+- ``cn``: the subject's common name, when it has exactly one.
+
+Certificate verification (chain to the configured CA, validity period) is the TLS handshake's
+job (see `adapters.tls`); `MtlsAuthenticator` only reads the certificate grpc verified.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote, unquote_to_bytes
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from pkggov_gateway.config import IdentitySettings
+from pkggov_gateway.domain.errors import UnauthenticatedError
+from pkggov_gateway.domain.identity import AuthMethod, Principal
+from pkggov_gateway.ports import Authenticator
+
+__all__ = [
+    "PRINCIPAL_SOURCES",
+    "CertFacts",
+    "DevAuthenticator",
+    "IPNetwork",
+    "MtlsAuthenticator",
+    "ProxyAuthenticator",
+    "build_authenticator",
+    "is_spiffe_id",
+    "parse_peer_ip",
+    "parse_sources",
+    "parse_trusted_proxies",
+    "parse_xfcc",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PRINCIPAL_SOURCES: Final = frozenset({"spiffe", "dns", "cn"})
+
+PEM_CERT_KEY: Final = "x509_pem_cert"  # where grpc puts the verified client certificate
+_CACHE_SIZE: Final = 256
+_MAX_ID_CHARS: Final = 2048  # SPIFFE's limit on an ID's length; longer values name no one
+_MAX_DEV_CHARS: Final = 256
+
+# SPIFFE ID spec: lower-case trust domain of [a-z0-9._-]; path segments of [A-Za-z0-9._-].
+_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(?:/[A-Za-z0-9._-]+)+")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_spiffe_id(value: str) -> bool:
+    """True when `value` is a SPIFFE workload ID: ``spiffe://trust-domain/path``."""
+    if len(value) > _MAX_ID_CHARS or not _SPIFFE_ID.fullmatch(value):
+        return False
+    segments = value[len("spiffe://") :].split("/")[1:]
+    return all(segment not in {".", ".."} for segment in segments)
+
+
+def _is_host_name(value: str) -> bool:
+    labels = value.removesuffix(".").split(".")
+    return len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _is_name(value: str) -> bool:
+    return 0 < len(value) <= _MAX_ID_CHARS and value.isprintable() and value.strip() == value
+
+
+@dataclass(frozen=True, slots=True)
+class CertFacts:
+    """What a certificate (or an XFCC element) says about its subject, in the order given."""
+
+    uris: tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ()
+    common_names: tuple[str, ...] = ()
+
+    def principal_id(self, sources: Sequence[str]) -> str | None:
+        """The first acceptable name by `sources`, or None when there is none."""
+        for source in sources:
+            if source == "spiffe":
+                found = next((u for u in self.uris if is_spiffe_id(u)), None)
+            elif source == "dns":
+                found = next((d for d in self.dns_names if _is_host_name(d)), None)
+            else:
+                names = [cn for cn in self.common_names if _is_name(cn)]
+                found = names[0] if len(self.common_names) == 1 and names else None
+            if found is not None:
+                return found
+        return None
+
+    def describe(self) -> str:
+        """A short account of the names seen, for error messages."""
+        shown = [f"URI {u!r}" for u in self.uris] + [f"DNS {d!r}" for d in self.dns_names]
+        shown += [f"CN {c!r}" for c in self.common_names]
+        return ", ".join(shown[:6]) or "no names at all"
+
+
+def _common_names(name: x509.Name) -> tuple[str, ...]:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return tuple(v.value if isinstance(v.value, str) else "" for v in values)
+
+
+def _facts_from_pem(pem: bytes) -> CertFacts:
+    """Parse one PEM certificate; raises UnauthenticatedError when it cannot be read."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        common_names = _common_names(cert.subject)
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return CertFacts(common_names=common_names)
+        return CertFacts(
+            uris=tuple(san.get_values_for_type(x509.UniformResourceIdentifier)),
+            dns_names=tuple(san.get_values_for_type(x509.DNSName)),
+            common_names=common_names,
+        )
+    except ValueError as error:
+        raise UnauthenticatedError(f"the client certificate cannot be parsed: {error}") from error
+
+
+def _metadata_text(metadata: Mapping[str, str | bytes], key: str) -> str | None:
+    """The value of `key` as text (binary values are read as UTF-8), None when absent."""
+    value = metadata.get(key)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UnauthenticatedError(f"the {key} metadata value is not UTF-8 text") from error
+    return value
+
+
+def parse_sources(sources: str | Sequence[str]) -> tuple[str, ...]:
+    """Validate principal sources (a comma-separated string or a sequence); ValueError if bad."""
+    items = sources.split(",") if isinstance(sources, str) else list(sources)
+    parsed = tuple(item.strip().lower() for item in items if item.strip())
+    unknown = [item for item in parsed if item not in PRINCIPAL_SOURCES]
+    if unknown:
+        raise ValueError(
+            f"identity.principal_sources: unknown source(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of {', '.join(sorted(PRINCIPAL_SOURCES))}"
+        )
+    if not parsed:
+        raise ValueError("identity.principal_sources: name at least one of spiffe, dns, cn")
+    if len(set(parsed)) != len(parsed):
+        raise ValueError(f"identity.principal_sources: a source is repeated in {sources!r}")
+    return parsed
+
+
+class MtlsAuthenticator:
+    """The principal from the client certificate grpc verified during the TLS handshake.
+
+    grpc (TLS with client auth required) puts the verified leaf certificate in the auth
+    context as ``x509_pem_cert`` (a one-element list of PEM bytes). Parsed certificates are
+    kept in a bounded LRU keyed by their PEM, so a client's calls parse its certificate once.
+    """
+
+    def __init__(self, sources: Sequence[str], *, cache_size: int = _CACHE_SIZE) -> None:
+        self._sources = parse_sources(sources)
+        self._facts = functools.lru_cache(maxsize=cache_size)(_facts_from_pem)
+
+    @property
+    def facts_cache(self) -> functools._lru_cache_wrapper[CertFacts]:
+        """The LRU-cached certificate parser (its ``cache_info()`` shows hits and misses)."""
+        return self._facts
+
+    def authenticate(
+        self,
+        metadata: Mapping[str, str | bytes],
+        peer: str,
+        auth_context: Mapping[str, Sequence[bytes]],
+    ) -> Principal:
+        """The principal named by the peer certificate; `metadata` is never consulted."""
+        pems = auth_context.get(PEM_CERT_KEY) or ()
+        if not pems:
+            raise UnauthenticatedError(
+                "no client certificate: connect over TLS with a client certificate issued by "
+                "the CA the gateway trusts"
+            )
+        facts = self._facts(bytes(pems[0]))
+        principal = facts.principal_id(self._sources)
+        if principal is None:
+            raise UnauthenticatedError(
+                "the client certificate names no acceptable principal (looked for "
+                f"{', '.join(self._sources)}; found {facts.describe()})"
+            )
+        return Principal(id=principal, method=AuthMethod.MTLS, peer=peer)
+
+
+# --- trusted proxy ---------------------------------------------------------------------------
+
+
+def parse_peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address in a grpc peer string, or None (unix sockets, anything unparseable).
+
+    grpc writes ``ipv4:10.0.0.1:5678`` and ``ipv6:%5B::1%5D:5678`` (older releases
+    ``ipv6:[::1]:5678``). An IPv4-mapped IPv6 address counts as its IPv4 address.
+    """
+    scheme, _, rest = peer.partition(":")
+    rest = unquote(rest)
+    try:
+        if scheme == "ipv4":
+            return ipaddress.IPv4Address(rest.rpartition(":")[0])
+        if scheme == "ipv6":
+            host = rest.rpartition(":")[0] if rest.startswith("[") else rest
+            address = ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]"))
+            return address.ipv4_mapped or address
+    except ValueError:
+        return None
+    return None
+
+
+def parse_trusted_proxies(value: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated IP addresses or CIDR ranges; ValueError naming the first bad entry."""
+    networks: list[IPNetwork] = []
+    for entry in (item.strip() for item in value.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=True))
+        except ValueError as error:
+            raise ValueError(
+                f"identity.trusted_proxies: {entry!r} is not an IP address or CIDR range ({error})"
+            ) from error
+    return tuple(networks)
+
+
+def _split_unquoted(text: str, separator: str) -> list[str]:
+    """Split on `separator` outside double quotes; a backslash escapes inside quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if quoted:
+        raise ValueError("unterminated quoted value")
+    parts.append("".join(current))
+    return parts
+
+
+def _unquote_value(value: str, *, keep_escapes: bool = False) -> str:
+    """Strip a value's double quotes and, unless `keep_escapes`, its backslash escapes."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        inner = value[1:-1]
+        return inner if keep_escapes else re.sub(r"\\(.)", r"\1", inner)
+    return value
+
+
+def parse_xfcc(header: str) -> list[dict[str, list[str]]]:
+    """Parse an Envoy ``x-forwarded-client-cert`` value into its elements, in order.
+
+    Each element maps a lower-cased key (``by``, ``hash``, ``cert``, ``chain``, ``subject``,
+    ``uri``, ``dns``) to its values in order (URI and DNS may repeat). Values may be quoted,
+    and then may hold ``,`` ``;`` ``=`` and backslash-escaped quotes. A Subject keeps its
+    backslashes: Envoy quotes the RFC 4514 string as is, whose own escapes use them. ValueError
+    if malformed.
+    """
+    elements: list[dict[str, list[str]]] = []
+    for raw_element in _split_unquoted(header, ","):
+        element: dict[str, list[str]] = {}
+        for pair in _split_unquoted(raw_element, ";"):
+            if not pair.strip():
+                continue
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"expected KEY=VALUE, got {pair.strip()!r}")
+            name = key.strip().lower()
+            unquoted = _unquote_value(value, keep_escapes=name == "subject")
+            element.setdefault(name, []).append(unquoted)
+        if not element:
+            raise ValueError("empty element")
+        elements.append(element)
+    return elements
+
+
+def _subject_common_names(subject: str) -> tuple[str, ...]:
+    try:
+        return _common_names(x509.Name.from_rfc4514_string(subject))
+    except ValueError:
+        return ()
+
+
+class ProxyAuthenticator:
+    """The principal from a trusted proxy's client-certificate header (Envoy XFCC format).
+
+    The header is honoured only when the call's peer address lies in a trusted network; from
+    any other peer (including unix sockets) it is ignored and the call is unauthenticated.
+    The LAST element counts: it is the one the nearest proxy (the trusted one) appended. Its
+    URI, DNS and Subject (CN) fields are read; when it has none of them, its URL-encoded Cert.
+    """
+
+    def __init__(
+        self,
+        header: str,
+        trusted: Sequence[IPNetwork],
+        sources: Sequence[str],
+        *,
+        cache_size: int = _CACHE_SIZE,
+    ) -> None:
+        if not header.strip():
+            raise ValueError("identity.proxy_header: must not be empty")
+        self._header = header.strip().lower()
+        self._trusted = tuple(trusted)
+        self._sources = parse_sources(sources)
+        self._facts = functools.lru_cache(maxsize=cache_size)(_facts_from_pem)
+
+    def is_trusted(self, peer: str) -> bool:
+        """True when `peer` (a grpc peer string) is an address in a trusted network."""
+        address = parse_peer_ip(peer)
+        return address is not None and any(address in network for network in self._trusted)
+
+    def authenticate(
+        self,
+        metadata: Mapping[str, str | bytes],
+        peer: str,
+        auth_context: Mapping[str, Sequence[bytes]],
+    ) -> Principal:
+        """The principal in the header's last element, if the peer is a trusted proxy."""
+        if not self.is_trusted(peer):
+            raise UnauthenticatedError(
+                f"the call came from {peer}, which is not a trusted proxy; its "
+                f"{self._header} header (if any) was ignored"
+            )
+        header = (_metadata_text(metadata, self._header) or "").strip()
+        if not header:
+            raise UnauthenticatedError(f"the trusted proxy sent no {self._header} header")
+        try:
+            element = parse_xfcc(header)[-1]
+        except ValueError as error:
+            raise UnauthenticatedError(f"malformed {self._header} header: {error}") from error
+        facts = self._element_facts(element)
+        principal = facts.principal_id(self._sources)
+        if principal is None:
+            raise UnauthenticatedError(
+                f"the {self._header} header names no acceptable principal (looked for "
+                f"{', '.join(self._sources)}; found {facts.describe()})"
+            )
+        return Principal(id=principal, method=AuthMethod.PROXY, peer=peer)
+
+    def _element_facts(self, element: Mapping[str, list[str]]) -> CertFacts:
+        if not {"uri", "dns", "subject"} & element.keys() and element.get("cert"):
+            return self._facts(unquote_to_bytes(_unquote_value(element["cert"][0])))
+        common_names: tuple[str, ...] = ()
+        for subject in element.get("subject", []):
+            common_names += _subject_common_names(subject)
+        return CertFacts(
+            uris=tuple(element.get("uri", [])),
+            dns_names=tuple(element.get("dns", [])),
+            common_names=common_names,
+        )
+
+
+# --- development ---------------------------------------------------------------------------
+
+
+class DevAuthenticator:
+    """Development only: the principal is whatever the caller puts in a metadata key."""
+
+    def __init__(self, metadata_key: str) -> None:
+        if not metadata_key.strip():
+            raise ValueError("identity.dev_metadata_key: must not be empty")
+        self._key = metadata_key.strip().lower()
+
+    def authenticate(
+        self,
+        metadata: Mapping[str, str | bytes],
+        peer: str,
+        auth_context: Mapping[str, Sequence[bytes]],
+    ) -> Principal:
+        """The trimmed metadata value: 1 to 256 printable characters."""
+        value = _metadata_text(metadata, self._key)
+        if value is None:
+            raise UnauthenticatedError(
+                f"development identity: send the principal in the {self._key} metadata key"
+            )
+        value = value.strip()
+        if not 0 < len(value) <= _MAX_DEV_CHARS or not value.isprintable():
+            raise UnauthenticatedError(
+                f"development identity: {self._key} must be 1 to {_MAX_DEV_CHARS} printable "
+                "characters"
+            )
+        return Principal(id=value, method=AuthMethod.DEV, peer=peer)
+
+
+def build_authenticator(settings: IdentitySettings) -> Authenticator:
+    """The authenticator for ``settings.mode``; ValueError naming the bad setting if any."""
+    if settings.mode == "mtls":
+        return MtlsAuthenticator(parse_sources(settings.principal_sources))
+    if settings.mode == "proxy":
+        trusted = parse_trusted_proxies(settings.trusted_proxies)
+        if not trusted:
+            raise ValueError(
+                "identity.trusted_proxies: proxy mode needs at least one trusted proxy address "
+                "or CIDR range"
+            )
+        return ProxyAuthenticator(
+            settings.proxy_header, trusted, parse_sources(settings.principal_sources)
+        )
+    if settings.mode == "dev":
+        return DevAuthenticator(settings.dev_metadata_key)
+    raise ValueError(f"identity.mode: expected mtls, proxy or dev, got {settings.mode!r}")
