@@ -1,0 +1,296 @@
+"""Offline policy tests, like ``opa test``: sample requests with the decision they expect.
+
+A test file (YAML or JSON) holds ``cases``; each names a principal, one package version and
+the expected decision, and is decided through `CedarPolicyEngine.decide`, the path the
+gateway uses::
+
+    cases:
+      - name: ci deletes an unlisted pre-release in dev
+        principal: ci-bot
+        groups: [ci]               # optional: replaces the entities file's groups
+        resource: {repository: dev-shared, package: widgets, version: 1.0.0-rc.1,
+                   status: Unlisted}
+        context: {justification: "", dry_run: false, request_size: 1}   # optional
+        expect: allow              # allow | deny
+        policies: [ci-may-delete-dev-prereleases]   # optional: the deciding @ids
+
+Resource defaults: domain ``example``, domain_owner and namespace empty, format ``npm``,
+status ``Published``, is_latest false, version_count 2, remaining_after_request 1, no
+published_at. Context defaults: empty justification, not a dry run, request_size 1, now
+2025-01-01T00:00:00Z, peer ``ipv4:127.0.0.1:50000``, auth_method ``mtls``. Times are epoch
+seconds or ISO 8601.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pkggov_gateway.adapters.cedar import CedarPolicyEngine, PolicyFiles
+from pkggov_gateway.adapters.cedar_entities import Document, read_document
+from pkggov_gateway.adapters.cedar_source import PolicyLoadError
+from pkggov_gateway.domain.identity import AuthMethod, Principal
+from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
+from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts
+
+__all__ = ["CaseResult", "PolicyCase", "load_policy_cases", "run_policy_tests"]
+
+DEFAULT_NOW = datetime(2025, 1, 1, tzinfo=UTC)
+_DECISIONS = ("allow", "deny")
+_CASE_KEYS = {"name", "principal", "groups", "resource", "context", "expect", "policies"}
+_RESOURCE_KEYS = {
+    "domain",
+    "domain_owner",
+    "repository",
+    "format",
+    "namespace",
+    "package",
+    "version",
+    "status",
+    "is_latest",
+    "version_count",
+    "remaining_after_request",
+    "published_at",
+}
+_CONTEXT_KEYS = {"justification", "dry_run", "request_size", "now", "peer", "auth_method"}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCase:
+    """One sample request from a test file and what it expects."""
+
+    name: str
+    line: int | None
+    request: PolicyRequest
+    groups: tuple[str, ...] | None
+    expect: str
+    policies: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """The outcome of one case: what was expected, what Cedar decided, pass or fail."""
+
+    name: str
+    expect: str
+    got: str
+    """``allow`` or ``deny``."""
+    policies: tuple[str, ...]
+    """The @ids that decided it."""
+    expected_policies: tuple[str, ...] | None
+    errors: tuple[str, ...]
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as a JSON-ready mapping."""
+        return {
+            "name": self.name,
+            "expect": self.expect,
+            "got": self.got,
+            "policies": list(self.policies),
+            "expected_policies": (
+                None if self.expected_policies is None else list(self.expected_policies)
+            ),
+            "errors": list(self.errors),
+            "passed": self.passed,
+        }
+
+
+def run_policy_tests(
+    engine_or_files: CedarPolicyEngine | PolicyFiles, path: Path
+) -> list[CaseResult]:
+    """Decide every case of the test file at `path`, in file order.
+
+    Raises PolicyLoadError when the policy set or the test file cannot be loaded.
+    """
+    engine = (
+        engine_or_files
+        if isinstance(engine_or_files, CedarPolicyEngine)
+        else CedarPolicyEngine(engine_or_files)
+    )
+    results = []
+    for case in load_policy_cases(path, known_groups=engine.known_groups()):
+        (decision,) = engine.decide(case.request, groups=case.groups)
+        got = "allow" if decision.allowed else "deny"
+        passed = got == case.expect and (
+            case.policies is None or sorted(case.policies) == sorted(decision.policy_ids)
+        )
+        results.append(
+            CaseResult(
+                case.name,
+                case.expect,
+                got,
+                decision.policy_ids,
+                case.policies,
+                decision.errors,
+                passed,
+            )
+        )
+    return results
+
+
+def load_policy_cases(
+    path: Path, *, known_groups: tuple[str, ...] | None = None
+) -> list[PolicyCase]:
+    """Read a test file; raise PolicyLoadError (with the line) for a malformed case.
+
+    With `known_groups`, a case's ``groups`` must name only those.
+    """
+    doc = read_document(path)
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise doc.error((), "expected a mapping with a 'cases' list")
+    if set(data) - {"cases"}:
+        raise doc.error((), f"unknown key(s): {', '.join(sorted(map(str, set(data) - {'cases'})))}")
+    cases = []
+    names: set[str] = set()
+    for index, raw in enumerate(data["cases"]):
+        case = _case(doc, index, raw, known_groups)
+        if case.name in names:
+            raise doc.error(("cases", index, "name"), f"duplicate case name {case.name!r}")
+        names.add(case.name)
+        cases.append(case)
+    if not cases:
+        raise doc.error(("cases",), "no cases")
+    return cases
+
+
+def _label(where: tuple[str | int, ...]) -> str:
+    """``("cases", 0, "resource")`` -> ``cases[0].resource``."""
+    label = ""
+    for part in where:
+        label += f"[{part}]" if isinstance(part, int) else f".{part}" if label else part
+    return label
+
+
+class _Reader:
+    """Reads typed fields of one mapping of a case, raising errors located in the file."""
+
+    def __init__(self, doc: Document, where: tuple[str | int, ...], value: Any, keys: set[str]):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise doc.error(where, f"{_label(where)} must be a mapping")
+        unknown = sorted(str(key) for key in value if key not in keys)
+        if unknown:
+            raise doc.error(where, f"unknown key(s) in {_label(where)}: {', '.join(unknown)}")
+        self._doc, self._where, self._value = doc, where, value
+
+    def get(self, key: str) -> Any:
+        """The raw value at `key` (None when absent)."""
+        return self._value.get(key)
+
+    def error(self, key: str, message: str) -> PolicyLoadError:
+        """An error about `key` of this mapping, at its line."""
+        where = (*self._where, key)
+        return self._doc.error(where, f"{_label(where)}: {message}")
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self._value.get(key, default)
+        if value is None:
+            raise self.error(key, "is required")
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._value.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {value!r}")
+        return value
+
+    def integer(self, key: str, default: int) -> int:
+        value = self._value.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(key, f"expected an integer, got {value!r}")
+        return value
+
+    def moment(self, key: str, default: datetime | None) -> datetime | None:
+        value = self._value.get(key, default)
+        if value is None or isinstance(value, datetime):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, tz=UTC)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                pass
+        raise self.error(key, f"expected epoch seconds or an ISO 8601 time, got {value!r}")
+
+    def choice(self, key: str, default: str, choices: dict[str, Any]) -> Any:
+        """One of `choices` (keyed by their spelling), in any letter case."""
+        value = self.string(key, default)
+        for spelling, member in choices.items():
+            if spelling.lower() == value.lower():
+                return member
+        raise self.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
+
+
+def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | None) -> PolicyCase:
+    where: tuple[str | int, ...] = ("cases", index)
+    case = _Reader(doc, where, raw, _CASE_KEYS)
+    name = case.string("name")
+    expect = case.string("expect").lower()
+    if expect not in _DECISIONS:
+        raise case.error("expect", f"expected allow or deny, got {expect!r}")
+    groups = _names(doc, (*where, "groups"), case.get("groups"), known_groups)
+    policies = _names(doc, (*where, "policies"), case.get("policies"), None)
+    resource = _Reader(doc, (*where, "resource"), case.get("resource"), _RESOURCE_KEYS)
+    context = _Reader(doc, (*where, "context"), case.get("context"), _CONTEXT_KEYS)
+    statuses = {status.value: status for status in VersionStatus}
+    formats = {fmt.value: fmt for fmt in PackageFormat}
+    methods = {method.value: method for method in AuthMethod}
+    peer = context.string("peer", "ipv4:127.0.0.1:50000")
+    now = context.moment("now", DEFAULT_NOW) or DEFAULT_NOW
+    request = PolicyRequest(
+        principal=Principal(
+            case.string("principal"), context.choice("auth_method", "mtls", methods), peer
+        ),
+        package=PackageRef(
+            domain=resource.string("domain", "example"),
+            repository=resource.string("repository"),
+            format=resource.choice("format", "npm", formats),
+            package=resource.string("package"),
+            namespace=resource.string("namespace", "") or None,
+            domain_owner=resource.string("domain_owner", "") or None,
+        ),
+        versions=(
+            VersionFacts(
+                version=resource.string("version"),
+                status=resource.choice("status", "Published", statuses),
+                is_latest=resource.boolean("is_latest", False),
+                published_at=resource.moment("published_at", None),
+            ),
+        ),
+        version_count=resource.integer("version_count", 2),
+        remaining_after_request=resource.integer("remaining_after_request", 1),
+        context=PolicyContext(
+            justification=context.string("justification", ""),
+            dry_run=context.boolean("dry_run", False),
+            request_size=context.integer("request_size", 1),
+            now=now,
+            peer=peer,
+        ),
+    )
+    return PolicyCase(name, doc.line_of(where), request, groups, expect, policies)
+
+
+def _names(
+    doc: Document, where: tuple[str | int, ...], value: Any, known: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """An optional list of names; with `known`, each must be one of them."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise doc.error(where, f"{_label(where)} must be a list of strings")
+    if known is not None:
+        for index, item in enumerate(value):
+            if item not in known:
+                raise doc.error(
+                    (*where, index),
+                    f"unknown group {item!r} (groups: {', '.join(known) or 'none are defined'})",
+                )
+    return tuple(value)

@@ -1,0 +1,225 @@
+"""Decisions: Cedar semantics (default deny, forbid beats permit, error = deny), per version."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cedarpy
+import pytest
+
+from pkggov_gateway.adapters import cedar
+from pkggov_gateway.adapters.cedar import CedarPolicyEngine, PolicyFiles, default_policy_files
+from pkggov_gateway.adapters.cedar_testing import load_policy_cases
+from pkggov_gateway.domain.identity import AuthMethod, Principal
+from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
+from pkggov_gateway.domain.policy import (
+    PolicyContext,
+    PolicyRequest,
+    VersionDecision,
+    VersionFacts,
+)
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+RC = VersionFacts("1.0.0-rc.1", VersionStatus.UNLISTED, False)
+LATEST = VersionFacts("2.0.0", VersionStatus.PUBLISHED, True)
+RELEASE = VersionFacts("1.0.0", VersionStatus.PUBLISHED, False)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> CedarPolicyEngine:
+    return CedarPolicyEngine(default_policy_files())
+
+
+def with_policies(tmp_path: Path, **policies: str) -> CedarPolicyEngine:
+    """The shipped schema and entities with the given policies (file name -> text)."""
+    root = tmp_path / "set"
+    shutil.copytree(default_policy_files().schema.parent, root)
+    for path in (root / "policies").iterdir():
+        path.unlink()
+    for name, text in policies.items():
+        (root / "policies" / f"{name}.cedar").write_text(text)
+    return CedarPolicyEngine(
+        PolicyFiles(root / "pkggov.cedarschema", root / "policies", root / "entities.yaml")
+    )
+
+
+def request(
+    principal: str,
+    repository: str,
+    *versions: VersionFacts,
+    justification: str = "",
+    version_count: int = 10,
+    remaining: int = 5,
+) -> PolicyRequest:
+    return PolicyRequest(
+        principal=Principal(principal, AuthMethod.MTLS, "ipv4:10.0.0.7:5000"),
+        package=PackageRef("demo", repository, PackageFormat.NPM, "widgets", "acme"),
+        versions=versions,
+        version_count=version_count,
+        remaining_after_request=remaining,
+        context=PolicyContext(justification, False, len(versions), NOW, "ipv4:10.0.0.7:5000"),
+    )
+
+
+def test_mixed_request_is_decided_per_version_in_request_order(shipped: CedarPolicyEngine) -> None:
+    """One batch, one decision per version, in the order asked, each with its own reasons."""
+    decisions = shipped.decide(request("ci-bot", "dev-shared", LATEST, RC, RELEASE))
+    assert [
+        VersionDecision("2.0.0", False, ("never-delete-latest",)),
+        VersionDecision("1.0.0-rc.1", True, ("ci-may-delete-dev-prereleases",)),
+        VersionDecision("1.0.0", False, ()),
+    ] == decisions
+
+
+def test_forbid_beats_permit_and_is_reported(shipped: CedarPolicyEngine) -> None:
+    """A release admin (permitted) deleting the latest: denied, by the forbid's @id."""
+    (decision,) = shipped.decide(request("alice", "dev-shared", LATEST))
+    assert VersionDecision("2.0.0", False, ("never-delete-latest",)) == decision
+
+
+def test_every_forbid_that_applies_is_reported(shipped: CedarPolicyEngine) -> None:
+    """The latest and only version in prod without a justification: three forbids, in order."""
+    (decision,) = shipped.decide(
+        request("alice", "prod-main", LATEST, version_count=1, remaining=0)
+    )
+    assert (
+        "never-delete-latest",
+        "never-delete-only-remaining-version",
+        "prod-needs-release-admin-and-justification",
+    ) == decision.policy_ids
+
+
+def test_default_deny_reports_no_policy(shipped: CedarPolicyEngine) -> None:
+    """Nothing permits ci to delete a release version: denied with no policy ids."""
+    (decision,) = shipped.decide(request("ci-bot", "dev-shared", RELEASE))
+    assert VersionDecision("1.0.0", False, (), ()) == decision
+
+
+def test_principal_in_no_group_is_denied(shipped: CedarPolicyEngine) -> None:
+    """bob is in the entities file but in no group: nothing permits him."""
+    assert [False, False] == [
+        d.allowed for d in shipped.decide(request("bob", "dev-x", RC, RELEASE))
+    ]
+
+
+def test_unknown_principal_is_evaluated_with_no_groups(shipped: CedarPolicyEngine) -> None:
+    """A principal missing from the entities file is decided (denied), not an error."""
+    decisions = shipped.decide(request("spiffe://elsewhere/svc", "dev-x", RC, LATEST))
+    assert [
+        VersionDecision("1.0.0-rc.1", False, ()),
+        VersionDecision("2.0.0", False, ("never-delete-latest",)),
+    ] == decisions
+
+
+def test_groups_argument_replaces_the_entities_file(shipped: CedarPolicyEngine) -> None:
+    """decide(groups=...) is how policy tests give a principal groups."""
+    (decision,) = shipped.decide(request("new-svc", "dev-x", RC), groups=["ci"])
+    assert decision.allowed
+    (decision,) = shipped.decide(request("ci-bot", "dev-x", RC), groups=[])
+    assert not decision.allowed
+
+
+def test_prod_needs_justification(shipped: CedarPolicyEngine) -> None:
+    """In prod-*, a release admin is allowed only with a justification."""
+    (without,) = shipped.decide(request("alice", "prod-main", RELEASE))
+    (with_one,) = shipped.decide(request("alice", "prod-main", RELEASE, justification="CVE"))
+    assert ("prod-needs-release-admin-and-justification",) == without.policy_ids
+    assert VersionDecision("1.0.0", True, ("release-admins-may-delete",)) == with_one
+
+
+def test_empty_request_needs_no_evaluation(shipped: CedarPolicyEngine) -> None:
+    """No versions, no decisions."""
+    assert [] == shipped.decide(request("alice", "dev-x"))
+
+
+def test_a_version_named_twice_is_decided_twice(shipped: CedarPolicyEngine) -> None:
+    """Duplicates (not expected from the use case) do not break the entity set."""
+    decisions = shipped.decide(request("alice", "dev-x", RELEASE, RELEASE))
+    assert [True, True] == [d.allowed for d in decisions]
+
+
+def test_evaluation_error_is_a_deny_even_when_a_permit_applies(tmp_path: Path) -> None:
+    """Cedar skips an erroring policy; the gateway denies, naming it and giving the error."""
+    engine = with_policies(
+        tmp_path,
+        allow='@id("allow-all") permit (principal, action, resource);',
+        overflow=(
+            '@id("overflow")\nforbid (principal, action, resource)\n'
+            "when { resource.version_count * 9223372036854775807 > 0 };"
+        ),
+    )
+    (decision,) = engine.decide(request("alice", "dev-x", RELEASE))
+    assert (False, ("overflow",)) == (decision.allowed, decision.policy_ids)
+    assert 1 == len(decision.errors)
+    assert "error while evaluating policy `overflow`: integer overflow" in decision.errors[0]
+
+
+def test_published_time_is_used_only_when_present(tmp_path: Path) -> None:
+    """A policy guarded by `has` sees published_at only for versions whose time is known."""
+    engine = with_policies(
+        tmp_path,
+        allow='@id("allow-all") permit (principal, action, resource);',
+        recent=(
+            '@id("keep-recent")\nforbid (principal, action, resource)\n'
+            "when { resource has published_at && resource.published_at > context.now - 86400 };"
+        ),
+    )
+    assert engine.uses_published_time()
+    recent = VersionFacts("1.0.0", VersionStatus.PUBLISHED, False, NOW - timedelta(hours=1))
+    old = VersionFacts("0.9.0", VersionStatus.PUBLISHED, False, NOW - timedelta(days=30))
+    unknown = VersionFacts("0.8.0", VersionStatus.PUBLISHED, False, None)
+    decisions = engine.decide(request("alice", "dev-x", recent, old, unknown))
+    assert [
+        VersionDecision("1.0.0", False, ("keep-recent",)),
+        VersionDecision("0.9.0", True, ("allow-all",)),
+        VersionDecision("0.8.0", True, ("allow-all",)),
+    ] == decisions
+
+
+def test_a_policy_using_the_whole_context_gets_all_of_it(tmp_path: Path) -> None:
+    """Attributes no policy reads are not sent, but a whole-record use gets every attribute."""
+    context = (
+        '{"justification": "why", "dry_run": false, "request_size": 1, '
+        f'"now": {int(NOW.timestamp())}, "peer": "ipv4:10.0.0.7:5000", "auth_method": "mtls"}}'
+    )
+    engine = with_policies(
+        tmp_path,
+        exact=f'@id("exact") permit (principal, action, resource) when {{ context == {context} }};',
+    )
+    (decision,) = engine.decide(request("bob", "dev-x", RELEASE, justification="why"))
+    assert decision.allowed
+
+
+def test_decisions_equal_those_made_with_every_attribute_and_the_schema() -> None:
+    """Sending only what policies read changes no decision (every shipped test case)."""
+    files = default_policy_files()
+    engine = CedarPolicyEngine(files)
+    snapshot = engine._snapshot
+    schema = cedarpy.Schema.from_str(files.schema.read_text())
+    cases = load_policy_cases(files.schema.parent / "tests.yaml")
+    assert snapshot.reads != cedar._ALL  # the shipped set reads only some attributes
+    for case in cases:
+        groups = (
+            case.groups if case.groups is not None else engine.groups_of(case.request.principal.id)
+        )
+        requests, delta = cedar._cedar_input(case.request, groups, cedar._ALL)
+        entities = snapshot.base.with_added_json_str(delta, schema)
+        (full,) = cedarpy.is_authorized_batch(requests, snapshot.policy_set, entities, schema)
+        (pruned,) = engine.decide(case.request, groups=case.groups)
+        assert (full.allowed, sorted(full.diagnostics.reasons)) == (
+            pruned.allowed,
+            sorted(f"policy{engine.policy_ids().index(i)}" for i in pruned.policy_ids),
+        ), case.name
+
+
+def test_ids_are_data_never_parsed_as_cedar(shipped: CedarPolicyEngine) -> None:
+    """A principal or version spelled like Cedar (quotes, newlines, entity syntax) is just text."""
+    sneaky = VersionFacts('1.0.0-rc.1" || true || "', VersionStatus.UNLISTED, False)
+    entity_like = VersionFacts('Pkggov::Group::"release-admins"', VersionStatus.UNLISTED, False)
+    decisions = shipped.decide(request('Pkggov::Group::"ci"\n', "dev-x", sneaky, entity_like))
+    assert [False, False] == [d.allowed for d in decisions]
+    assert [(), ()] == [d.errors for d in decisions]
+    (decision,) = shipped.decide(request("ci-bot", "dev-x", sneaky))
+    assert decision.allowed  # the same text is an ordinary pre-release version

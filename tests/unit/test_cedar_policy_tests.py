@@ -1,0 +1,141 @@
+"""Offline policy tests: the shipped tests.yaml passes, covers every rule, and failures show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pkggov_gateway.adapters.cedar import CedarPolicyEngine, PolicyLoadError, default_policy_files
+from pkggov_gateway.adapters.cedar_testing import load_policy_cases, run_policy_tests
+from pkggov_gateway.domain.identity import AuthMethod
+from pkggov_gateway.domain.model import PackageFormat, VersionStatus
+
+SHIPPED_TESTS = default_policy_files().schema.parent / "tests.yaml"
+
+
+def test_shipped_tests_all_pass() -> None:
+    """Every case of the shipped test file passes against the shipped policies."""
+    results = run_policy_tests(default_policy_files(), SHIPPED_TESTS)
+    assert [] == [result.name for result in results if not result.passed]
+    assert len(results) >= 12
+
+
+def test_shipped_tests_cover_every_rule_both_ways() -> None:
+    """Each policy decides some case, and some case of the same kind goes the other way."""
+    engine = CedarPolicyEngine(default_policy_files())
+    results = run_policy_tests(engine, SHIPPED_TESTS)
+    for policy_id in engine.policy_ids():
+        deciding = [r for r in results if policy_id in r.policies]
+        assert deciding, f"no case is decided by {policy_id}"
+        outcomes = {r.got for r in deciding}
+        other_way = [r for r in results if policy_id not in r.policies and r.got not in outcomes]
+        assert other_way, f"no case goes the other way for {policy_id}"
+    assert {"allow", "deny"} == {r.got for r in results}
+
+
+def test_failing_case_is_reported_with_what_was_got(tmp_path: Path) -> None:
+    """A wrong expectation fails; so does a right decision by the wrong policy."""
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(
+        "cases:\n"
+        "  - name: wrong decision\n"
+        "    principal: bob\n"
+        "    resource: {repository: dev-x, package: p, version: 1.0.0-rc.1, status: Unlisted}\n"
+        "    expect: allow\n"
+        "  - name: wrong policy\n"
+        "    principal: alice\n"
+        "    resource: {repository: dev-x, package: p, version: 1.0.0, is_latest: true}\n"
+        "    expect: deny\n"
+        "    policies: [never-delete-only-remaining-version]\n"
+        "  - name: right\n"
+        "    principal: alice\n"
+        "    resource: {repository: dev-x, package: p, version: 1.0.0, is_latest: true}\n"
+        "    expect: deny\n"
+        "    policies: [never-delete-latest]\n"
+    )
+    results = run_policy_tests(default_policy_files(), tests)
+    assert [("allow", "deny", False), ("deny", "deny", False), ("deny", "deny", True)] == [
+        (r.expect, r.got, r.passed) for r in results
+    ]
+    assert ("never-delete-latest",) == results[1].policies
+    assert ("never-delete-only-remaining-version",) == results[1].expected_policies
+
+
+def test_case_defaults_and_conversions(tmp_path: Path) -> None:
+    """Unspecified fields take the documented defaults; spellings and times are converted."""
+    tests = tmp_path / "tests.json"
+    tests.write_text(
+        '{"cases": [{"name": "n", "principal": "p", "expect": "DENY",'
+        ' "resource": {"repository": "r", "package": "k", "version": "1", "status": "unlisted",'
+        ' "format": "PyPI", "published_at": "2024-05-01T00:00:00+00:00"},'
+        ' "context": {"now": 1700000000, "auth_method": "dev"}}]}'
+    )
+    (case,) = load_policy_cases(tests)
+    request = case.request
+    assert ("deny", None, None) == (case.expect, case.groups, case.policies)
+    assert ("example", None, None) == (
+        request.package.domain,
+        request.package.namespace,
+        request.package.domain_owner,
+    )
+    assert (PackageFormat.PYPI, VersionStatus.UNLISTED) == (
+        request.package.format,
+        request.versions[0].status,
+    )
+    assert (2, 1, False) == (
+        request.version_count,
+        request.remaining_after_request,
+        request.versions[0].is_latest,
+    )
+    assert 1714521600 == int(request.versions[0].published_at.timestamp())  # type: ignore[union-attr]
+    assert (1700000000, AuthMethod.DEV) == (
+        int(request.context.now.timestamp()),
+        request.principal.method,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "line", "message"),
+    [
+        (
+            "  - {name: a, principal: p, expect: allow}\n",
+            2,
+            "cases[0].resource.repository: is required",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: maybe\n",
+            4,
+            "expect: expected allow or deny",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    resource: {repository: r, package: k, version: '1', status: Gone}\n",
+            5,
+            "status: expected one of Published",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n    groups: [nope]\n"
+            "    resource: {repository: r, package: k, version: '1'}\n",
+            5,
+            "unknown group 'nope'",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n    colour: red\n",
+            2,
+            "unknown key(s) in cases[0]: colour",
+        ),
+        ("  -\n", 2, "cases[0].name: is required"),
+        ("  - just text\n", 2, "cases[0] must be a mapping"),
+    ],
+)
+def test_malformed_case_is_refused_with_its_line(
+    tmp_path: Path, case: str, line: int, message: str
+) -> None:
+    """A test file that cannot be read is a load error naming the file and line."""
+    tests = tmp_path / "tests.yaml"
+    tests.write_text("cases:\n" + case)
+    with pytest.raises(PolicyLoadError) as caught:
+        run_policy_tests(default_policy_files(), tests)
+    assert (tests, line) == (caught.value.path, caught.value.line)
+    assert message in caught.value.message
