@@ -10,7 +10,7 @@ PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 GEN_DIR   := clients
 GEN_PKG   := clients/pkggov
 
-.PHONY: help venv run test lint format typecheck check-protos protos buf-lint unit integration e2e clean
+.PHONY: help venv run run-mtls certs test lint format typecheck check-protos protos buf-lint bench-policy unit integration e2e clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,21 @@ venv: $(STAMP) ## Create the virtualenv and install pkggov with its dev tools.
 
 run: $(STAMP) ## Start the gateway on its development defaults (emulator with demo data, loopback).
 	$(BIN)/pkggov-gateway --dev
+
+CERTS := .run/certs
+
+certs: $(STAMP) ## Create a local test CA, a server certificate and client certificates in .run/certs.
+	$(BIN)/python scripts/dev_certs.py --out $(CERTS)
+
+run-mtls: $(STAMP) certs ## The development stack with mTLS identity instead of the dev header.
+	PKGGOV_IDENTITY_MODE=mtls \
+	PKGGOV_IDENTITY_SERVER_CERT=$(CERTS)/server.pem \
+	PKGGOV_IDENTITY_SERVER_KEY=$(CERTS)/server.key \
+	PKGGOV_IDENTITY_CLIENT_CA=$(CERTS)/ca.pem \
+	$(BIN)/pkggov-gateway --dev
+
+bench-policy: $(STAMP) ## Time policy decisions for 1 and 100 versions (not a test).
+	$(BIN)/python scripts/bench_policy.py
 
 test: $(STAMP) lint typecheck check-protos ## Run every quality gate and the whole test suite.
 	$(BIN)/pytest

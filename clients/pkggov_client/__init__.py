@@ -4,26 +4,37 @@ from __future__ import annotations
 
 from pkggov_client import pb
 from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient
-from pkggov_client._errors import FieldViolation, PkggovError, ResourceDetail, error_from_rpc_error
+from pkggov_client._errors import (
+    DeniedVersion,
+    FieldViolation,
+    PkggovError,
+    QuotaViolation,
+    ResourceDetail,
+    error_from_rpc_error,
+)
 from pkggov_client._model import (
     DeleteResult,
     FailedVersion,
     PackageFormat,
     PackageVersionStatus,
     SuccessfulVersion,
+    VersionDecision,
 )
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DeleteResult",
+    "DeniedVersion",
     "FailedVersion",
     "FieldViolation",
     "PackageFormat",
     "PackageVersionStatus",
     "PkggovClient",
     "PkggovError",
+    "QuotaViolation",
     "ResourceDetail",
     "SuccessfulVersion",
+    "VersionDecision",
     "error_from_rpc_error",
     "pb",
 ]

@@ -101,13 +101,22 @@ class PkggovClient:
         namespace: str | None = None,
         domain_owner: str | None = None,
         expected_status: PackageVersionStatus | str | None = None,
+        justification: str | None = None,
+        validate_only: bool = False,
+        allow_partial: bool = False,
         timeout: float | None = None,
     ) -> DeleteResult:
         """Delete versions of one package; per-version failures are in `DeleteResult.failed`.
 
         `format` and `expected_status` take the enums or their CodeArtifact spellings in any
         case ("npm", "PyPI", "published"); an unknown spelling raises ValueError before any
-        call is made. `timeout` overrides the client's default deadline for this call.
+        call is made. `justification` is the free-text reason that policy and audit see.
+        `validate_only` makes a dry run: everything is checked and decided as for a real call,
+        nothing is deleted, and `DeleteResult.decisions` holds the plan. With `allow_partial`
+        the versions policy allows are deleted and denied ones come back in `failed` with
+        NOT_ALLOWED; without it one denied version fails the whole call with PkggovError
+        (reason POLICY_DENIED, see `PkggovError.denied_versions`). `timeout` overrides the
+        client's default deadline for this call.
         """
         if isinstance(versions, str):
             raise TypeError("versions must be a collection of version strings, not one string")
@@ -125,6 +134,9 @@ class PkggovClient:
                 if expected_status is None
                 else PackageVersionStatus(expected_status).to_proto()
             ),
+            justification=justification or "",
+            validate_only=validate_only,
+            allow_partial=allow_partial,
         )
         try:
             response = self._stub.DeletePackageVersions(

@@ -6,14 +6,16 @@ Exception hierarchy::
      └── PkggovError      any non-OK status from the gateway or from gRPC itself
 
 The gateway sends every error as a ``google.rpc.Status`` in the ``grpc-status-details-bin``
-trailer with one ``ErrorInfo`` and maybe ``BadRequest``, ``ResourceInfo`` and ``RetryInfo``.
+trailer with one ``ErrorInfo`` and maybe ``BadRequest``, ``ResourceInfo``, ``RetryInfo``,
+``QuotaFailure`` (reason VERSION_LIMIT_EXCEEDED) and ``pkggov.v1.PolicyDenial`` (reason
+POLICY_DENIED).
 Statuses produced by gRPC itself (server down, deadline, message too large) carry no details;
 they decode into a `PkggovError` whose `reason` is None.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -21,7 +23,16 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-__all__ = ["FieldViolation", "PkggovError", "ResourceDetail", "error_from_rpc_error"]
+from pkggov_client import pb
+
+__all__ = [
+    "DeniedVersion",
+    "FieldViolation",
+    "PkggovError",
+    "QuotaViolation",
+    "ResourceDetail",
+    "error_from_rpc_error",
+]
 
 _DETAILS_TRAILER = "grpc-status-details-bin"
 
@@ -41,12 +52,33 @@ class ResourceDetail(NamedTuple):
     description: str
 
 
+class DeniedVersion(NamedTuple):
+    """One version that policy denied, from pkggov.v1.PolicyDenial.
+
+    `policy_ids` are the @id annotations of the deciding policies; empty means that no policy
+    permits the version.
+    """
+
+    version: str
+    policy_ids: tuple[str, ...]
+    reason: str
+
+
+class QuotaViolation(NamedTuple):
+    """One exceeded limit, from google.rpc.QuotaFailure."""
+
+    subject: str
+    description: str
+
+
 class PkggovError(Exception):
     """Raised when a pkggov call ends with any non-OK gRPC status.
 
     `reason`, `domain` and `metadata` come from the status's ErrorInfo, `field_violations`
-    from BadRequest, `resource` from ResourceInfo and `retry_after` (seconds) from RetryInfo;
-    each is empty or None when the status did not carry it. `status` is the decoded
+    from BadRequest, `resource` from ResourceInfo, `retry_after` (seconds) from RetryInfo,
+    `quota_violations` from QuotaFailure, and `denied_versions` with `denied_omitted` (how
+    many more denied versions the gateway did not list) from pkggov.v1.PolicyDenial; each is
+    empty, zero or None when the status did not carry it. `status` is the decoded
     ``google.rpc.Status``, or None when the call had no details.
     """
 
@@ -58,6 +90,9 @@ class PkggovError(Exception):
     field_violations: list[FieldViolation]
     resource: ResourceDetail | None
     retry_after: float | None
+    denied_versions: list[DeniedVersion]
+    denied_omitted: int
+    quota_violations: list[QuotaViolation]
     status: status_pb2.Status | None
 
     def __init__(
@@ -71,6 +106,9 @@ class PkggovError(Exception):
         field_violations: Iterable[tuple[str, str]] = (),
         resource: tuple[str, str, str] | None = None,
         retry_after: float | None = None,
+        denied_versions: Iterable[tuple[str, Sequence[str], str]] = (),
+        denied_omitted: int = 0,
+        quota_violations: Iterable[tuple[str, str]] = (),
         status: status_pb2.Status | None = None,
     ) -> None:
         super().__init__(message)
@@ -82,6 +120,12 @@ class PkggovError(Exception):
         self.field_violations = [FieldViolation(*violation) for violation in field_violations]
         self.resource = None if resource is None else ResourceDetail(*resource)
         self.retry_after = retry_after
+        self.denied_versions = [
+            DeniedVersion(version, tuple(policy_ids), reason)
+            for version, policy_ids, reason in denied_versions
+        ]
+        self.denied_omitted = denied_omitted
+        self.quota_violations = [QuotaViolation(*violation) for violation in quota_violations]
         self.status = status
 
     @property
@@ -91,8 +135,19 @@ class PkggovError(Exception):
         return f"{head}: {self.message}" if self.message else head
 
     def detail_lines(self) -> list[str]:
-        """One indented line per detail: field violations, resource, retry delay, metadata."""
+        """One indented line per detail: field violations, denied versions, quota violations,
+        resource, retry delay, metadata."""
         lines = [f"  {field}: {description}" for field, description in self.field_violations]
+        lines.extend(
+            f"  denied {denied.version}: {_denial_reason(denied)}"
+            for denied in self.denied_versions
+        )
+        if self.denied_omitted:
+            lines.append(f"  \u2026 and {self.denied_omitted} more denied")
+        lines.extend(
+            f"  quota: {subject}: {description}" if description else f"  quota: {subject}"
+            for subject, description in self.quota_violations
+        )
         if self.resource is not None:
             kind, name, description = self.resource
             lines.append(f"  resource: {kind} {name}" + (f": {description}" if description else ""))
@@ -108,6 +163,15 @@ class PkggovError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code}, {self.message!r}, reason={self.reason!r})"
+
+
+def _denial_reason(denied: DeniedVersion) -> str:
+    """The gateway's reason for a denial, or one built from its policy ids when it sent none."""
+    if denied.reason:
+        return " ".join(denied.reason.split())
+    if denied.policy_ids:
+        return "denied by " + ", ".join(denied.policy_ids)
+    return "no policy permits"
 
 
 def _rich_status(trailers: Iterable[tuple[str, str | bytes]]) -> status_pb2.Status | None:
@@ -147,6 +211,9 @@ def error_from_rpc_error(err: grpc.RpcError) -> PkggovError:
     violations: list[FieldViolation] = []
     resource: ResourceDetail | None = None
     retry_after: float | None = None
+    denied: list[DeniedVersion] = []
+    denied_omitted = 0
+    quota: list[QuotaViolation] = []
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and reason is None:
             info = error_details_pb2.ErrorInfo()
@@ -168,6 +235,21 @@ def error_from_rpc_error(err: grpc.RpcError) -> PkggovError:
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             retry_after = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+        elif detail.Is(pb.PolicyDenial.DESCRIPTOR):
+            denial = pb.PolicyDenial()
+            detail.Unpack(denial)
+            denied.extend(
+                DeniedVersion(d.version, tuple(d.policy_ids), d.reason)
+                for d in denial.denied_versions
+            )
+            denied_omitted += max(denial.omitted_count, 0)
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota_failure = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota_failure)
+            quota.extend(
+                QuotaViolation(violation.subject, violation.description)
+                for violation in quota_failure.violations
+            )
     return PkggovError(
         code,
         message or status.message,
@@ -177,5 +259,8 @@ def error_from_rpc_error(err: grpc.RpcError) -> PkggovError:
         field_violations=violations,
         resource=resource,
         retry_after=retry_after,
+        denied_versions=denied,
+        denied_omitted=denied_omitted,
+        quota_violations=quota,
         status=status,
     )

@@ -1,4 +1,4 @@
-"""Plain Python types for the pkggov API: formats, statuses and the result of a delete."""
+"""Plain Python types for the pkggov API: formats, statuses, decisions and a delete's result."""
 
 from __future__ import annotations
 
@@ -77,6 +77,18 @@ def error_code_name(value: int) -> str:
     return name.removeprefix("PACKAGE_VERSION_ERROR_CODE_")
 
 
+def outcome_name(value: int) -> str:
+    """Return the name of a per-version dry-run outcome, such as "WOULD_DELETE" or "DENIED".
+
+    A value this client does not know is returned as its number, so nothing is lost.
+    """
+    try:
+        name = pb.VersionOutcome.Name(pb.VersionOutcome.ValueType(value))
+    except ValueError:
+        return str(value)
+    return name.removeprefix("VERSION_OUTCOME_")
+
+
 @dataclass(frozen=True)
 class SuccessfulVersion:
     """A version that CodeArtifact processed: its revision and its status after the call."""
@@ -93,6 +105,50 @@ class FailedVersion:
     message: str
 
 
+@dataclass(frozen=True)
+class VersionDecision:
+    """What a dry run decided for one version.
+
+    `outcome` is "WOULD_DELETE", "DENIED", "NOT_FOUND" or "STATUS_MISMATCH" (an outcome this
+    client does not know is kept as its number); `policy_ids` are the @id annotations of the
+    deciding policies (empty for a deny means no policy permits it); `status` is the version's
+    current status, None when it does not exist; `is_latest` says whether it is the package's
+    latest version.
+    """
+
+    outcome: str
+    policy_ids: tuple[str, ...]
+    message: str
+    status: PackageVersionStatus | None
+    is_latest: bool
+
+    @property
+    def would_delete(self) -> bool:
+        """True when the real call would delete the version."""
+        return self.outcome == "WOULD_DELETE"
+
+    @classmethod
+    def from_proto(cls, decision: pb.VersionDecision) -> VersionDecision:
+        """Build a decision from its proto."""
+        return cls(
+            outcome=outcome_name(decision.outcome),
+            policy_ids=tuple(decision.policy_ids),
+            message=decision.message,
+            status=PackageVersionStatus.from_proto(decision.status),
+            is_latest=decision.is_latest,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the decision as JSON-ready camelCase keys."""
+        return {
+            "outcome": self.outcome,
+            "policyIds": list(self.policy_ids),
+            "message": self.message,
+            "status": None if self.status is None else self.status.value,
+            "isLatest": self.is_latest,
+        }
+
+
 def ordered_keys(keys: Iterable[str], order: Iterable[str]) -> list[str]:
     """Return `keys` with those listed in `order` first (in that order), then the rest sorted."""
     present = set(keys)
@@ -102,11 +158,16 @@ def ordered_keys(keys: Iterable[str], order: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class DeleteResult:
-    """The outcome of DeletePackageVersions, keyed by version; `raw` is the response proto."""
+    """The outcome of DeletePackageVersions, keyed by version; `raw` is the response proto.
+
+    After a dry run (`validate_only`) `decisions` holds the plan for every requested version
+    and the other two mappings are empty; after a real call `decisions` is empty.
+    """
 
     successful: Mapping[str, SuccessfulVersion]
     failed: Mapping[str, FailedVersion]
     raw: pb.DeletePackageVersionsResponse = field(repr=False)
+    decisions: Mapping[str, VersionDecision] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_proto(
@@ -130,16 +191,26 @@ class DeleteResult:
             )
             for version in ordered_keys(response.failed_versions, order)
         }
+        decisions = {
+            version: VersionDecision.from_proto(response.decisions[version])
+            for version in ordered_keys(response.decisions, order)
+        }
         return cls(
             successful=MappingProxyType(successful),
             failed=MappingProxyType(failed),
             raw=response,
+            decisions=MappingProxyType(decisions),
         )
 
     @property
     def all_deleted(self) -> bool:
         """True when no version failed."""
         return not self.failed
+
+    @property
+    def all_would_delete(self) -> bool:
+        """True when a dry run returned a plan in which every version would be deleted."""
+        return bool(self.decisions) and all(d.would_delete for d in self.decisions.values())
 
     def to_codeartifact_dict(self) -> dict[str, Any]:
         """Return the result in the JSON shape of `aws codeartifact delete-package-versions`."""
@@ -155,4 +226,12 @@ class DeleteResult:
                 version: {"errorCode": info.error_code, "errorMessage": info.message}
                 for version, info in self.failed.items()
             },
+        }
+
+    def to_plan_dict(self) -> dict[str, Any]:
+        """Return a dry run's plan as ``{"decisions": {version: {"outcome": ...}}}``."""
+        return {
+            "decisions": {
+                version: decision.to_dict() for version, decision in self.decisions.items()
+            }
         }

@@ -1,7 +1,10 @@
-"""The `pkggov` command line: governed package-version deletion through the gateway.
+"""The `pkggov` command line: governed package-version deletion through the gateway, and
+offline checks of a Cedar policy set (`pkggov policy validate|test`, in `_policy_cli`).
 
 Exit statuses: 0 when every version was deleted, 3 when the call succeeded but some versions
-failed, 1 when the call itself failed (an RPC error), 2 for a usage error.
+failed, 1 when the call itself failed (an RPC error), 2 for a usage error. A dry run
+(`pkggov delete --dry-run`) exits 0 when every version would be deleted, 3 when some would not
+and 1 when the call failed, which it does exactly when the real call would.
 """
 
 from __future__ import annotations
@@ -10,12 +13,20 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient, check_metadata
 from pkggov_client._errors import PkggovError
-from pkggov_client._model import DeleteResult, PackageFormat, PackageVersionStatus, ordered_keys
+from pkggov_client._model import (
+    DeleteResult,
+    PackageFormat,
+    PackageVersionStatus,
+    VersionDecision,
+    ordered_keys,
+)
+from pkggov_client._policy_cli import add_policy_commands
 
 __all__ = [
     "EXIT_OK",
@@ -25,6 +36,7 @@ __all__ = [
     "build_parser",
     "error_to_dict",
     "main",
+    "render_plan",
     "render_table",
 ]
 
@@ -35,6 +47,8 @@ EXIT_PARTIAL = 3
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "PKGGOV_TARGET"
+DEV_PRINCIPAL_KEY = "x-pkggov-principal"
+DEV_PRINCIPAL_KEY_ENV = "PKGGOV_DEV_PRINCIPAL_KEY"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -68,6 +82,21 @@ def _header_arg(text: str) -> tuple[str, str]:
     return pair
 
 
+def _principal_arg(key: str) -> Callable[[str], tuple[str, str]]:
+    """Return an argparse type that reads a principal name as the pair (`key`, NAME)."""
+
+    def parse(text: str) -> tuple[str, str]:
+        if not text:
+            raise argparse.ArgumentTypeError("invalid principal '': expected a name")
+        try:
+            (pair,) = check_metadata([(key, text)])
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{err} (key from ${DEV_PRINCIPAL_KEY_ENV})") from None
+        return pair
+
+    return parse
+
+
 def _seconds_arg(text: str) -> float:
     """Read a positive number of seconds."""
     try:
@@ -99,6 +128,17 @@ def _connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="call metadata to send; repeat for several",
     )
+    principal_key = (environ.get(DEV_PRINCIPAL_KEY_ENV) or DEV_PRINCIPAL_KEY).strip().lower()
+    group.add_argument(
+        "--principal",
+        type=_principal_arg(principal_key),
+        metavar="NAME",
+        help=(
+            "development mode only: call as NAME by sending the header "
+            f"{principal_key}=NAME (key from ${DEV_PRINCIPAL_KEY_ENV}, default "
+            f"{DEV_PRINCIPAL_KEY}); a gateway not in development mode does not trust it"
+        ),
+    )
     group.add_argument(
         "--timeout",
         type=_seconds_arg,
@@ -116,7 +156,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="pkggov",
         description="Talk to the pkggov package governance gateway.",
         epilog=(
-            f"exit status: {EXIT_OK} all deleted, {EXIT_PARTIAL} some versions failed, "
+            f"exit status: {EXIT_OK} all deleted (or, for --dry-run, all would be), "
+            f"{EXIT_PARTIAL} some versions failed (would not be deleted), "
             f"{EXIT_RPC_ERROR} the call failed, {EXIT_USAGE} usage error"
         ),
     )
@@ -147,8 +188,32 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="{" + ",".join(PackageVersionStatus) + "}",
         help="delete only versions in this status (any letter case)",
     )
+    delete.add_argument(
+        "--justification",
+        metavar="TEXT",
+        help="why the versions are deleted, for policy and audit (at most 1024 characters)",
+    )
+    delete.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help=(
+            "delete the versions policy allows and report denied ones as NOT_ALLOWED, "
+            "instead of failing the whole call when any version is denied"
+        ),
+    )
+    delete.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=(
+            "check and decide everything as the real call would, delete nothing, and print "
+            f"the plan (exit {EXIT_OK} if every version would be deleted, {EXIT_PARTIAL} if "
+            f"not, {EXIT_RPC_ERROR} if the real call would fail)"
+        ),
+    )
     delete.add_argument("versions", nargs="+", metavar="VERSION", help="versions to delete")
-    delete.set_defaults(handler=_run_delete)
+    delete.set_defaults(func=_run_delete)
+
+    add_policy_commands(commands)
     return parser
 
 
@@ -165,10 +230,15 @@ def _run_delete(args: argparse.Namespace) -> int:
                 package=args.package,
                 versions=args.versions,
                 expected_status=args.expected_status,
+                justification=args.justification,
+                validate_only=args.dry_run,
+                allow_partial=args.allow_partial,
             )
     except PkggovError as err:
         _print_error(err, as_json=args.json)
         return EXIT_RPC_ERROR
+    if args.dry_run:
+        return _report_plan(result, args)
     if args.json:
         print(json.dumps(result.to_codeartifact_dict(), indent=2))
     else:
@@ -176,8 +246,92 @@ def _run_delete(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
 
+def _report_plan(result: DeleteResult, args: argparse.Namespace) -> int:
+    """Print a dry run's plan and return its exit status."""
+    if not result.decisions:
+        # A gateway that predates validate_only ignores it and really deletes: say so loudly.
+        deleted = f"; it DELETED {len(result.successful)} version(s)" if result.successful else ""
+        print(
+            f"error: the gateway returned no dry-run plan{deleted} "
+            "(it may be too old to support --dry-run)",
+            file=sys.stderr,
+        )
+        if args.json:
+            print(json.dumps(result.to_codeartifact_dict(), indent=2))
+        else:
+            print(render_table(result, order=args.versions))
+        return EXIT_RPC_ERROR
+    if args.json:
+        print(json.dumps(result.to_plan_dict(), indent=2))
+    else:
+        print(render_plan(result, order=args.versions))
+    return EXIT_OK if result.all_would_delete else EXIT_PARTIAL
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _outcome_label(outcome: str) -> str:
+    """Return an outcome in words: "WOULD_DELETE" becomes "would delete"."""
+    return outcome.lower().replace("_", " ")
+
+
+def _decision_detail(decision: VersionDecision) -> str:
+    """The POLICIES / MESSAGE cell: the message, preceded by any policy id it does not name."""
+    message = _one_line(decision.message)
+    unnamed = [policy for policy in decision.policy_ids if policy not in message]
+    parts = [", ".join(unnamed)] if unnamed else []
+    if message:
+        parts.append(message)
+    return ": ".join(parts) or "-"
+
+
+_PLAN_SUMMARY_ORDER = ("DENIED", "NOT_FOUND", "STATUS_MISMATCH")
+"""The outcomes other than WOULD_DELETE that a plan's summary counts, in this order."""
+_KNOWN_OUTCOMES = frozenset({"WOULD_DELETE", *_PLAN_SUMMARY_ORDER})
+
+
+def render_plan(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
+    """Render a dry run's plan, one row per version, and a closing summary such as
+    "dry run: 2 would be deleted, 1 denied; nothing was deleted".
+
+    Versions listed in `order` (the request's order) come first, then any others sorted.
+    """
+    rows = [("VERSION", "DECISION", "STATUS", "LATEST", "POLICIES / MESSAGE")]
+    for version in ordered_keys(result.decisions, order):
+        decision = result.decisions[version]
+        rows.append(
+            (
+                version,
+                _outcome_label(decision.outcome),
+                "-" if decision.status is None else decision.status.value,
+                "yes" if decision.is_latest else "no",
+                _decision_detail(decision),
+            )
+        )
+    counts = Counter(decision.outcome for decision in result.decisions.values())
+    summary = [f"{counts['WOULD_DELETE']} would be deleted"]
+    summary.extend(
+        f"{counts[outcome]} {_outcome_label(outcome)}"
+        for outcome in _PLAN_SUMMARY_ORDER
+        if counts[outcome]
+    )
+    other = sum(count for outcome, count in counts.items() if outcome not in _KNOWN_OUTCOMES)
+    if other:
+        summary.append(f"{other} other")
+    return "\n".join([*_columns(rows), f"dry run: {', '.join(summary)}; nothing was deleted"])
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Lay rows out in columns two spaces apart; the last column is not padded."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(
+            [*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def render_table(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
@@ -194,13 +348,8 @@ def render_table(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
         else:
             failed = result.failed[version]
             rows.append((version, "failed", failed.error_code, _one_line(failed.message)))
-    widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    lines = [
-        f"{version:<{widths[0]}}  {outcome:<{widths[1]}}  {code:<{widths[2]}}  {detail}".rstrip()
-        for version, outcome, code, detail in rows
-    ]
-    lines.append(f"{len(result.successful)} deleted, {len(result.failed)} failed")
-    return "\n".join(lines)
+    summary = f"{len(result.successful)} deleted, {len(result.failed)} failed"
+    return "\n".join([*_columns(rows), summary])
 
 
 def error_to_dict(err: PkggovError) -> dict[str, Any]:
@@ -227,6 +376,15 @@ def error_to_dict(err: PkggovError) -> dict[str, Any]:
                     }
                 ),
                 "retryDelaySeconds": err.retry_after,
+                "deniedVersions": [
+                    {"version": version, "policyIds": list(policy_ids), "reason": reason}
+                    for version, policy_ids, reason in err.denied_versions
+                ],
+                "deniedOmitted": err.denied_omitted,
+                "quotaViolations": [
+                    {"subject": subject, "description": description}
+                    for subject, description in err.quota_violations
+                ],
             },
         }
     }
@@ -239,14 +397,29 @@ def _print_error(err: PkggovError, *, as_json: bool) -> None:
         print(f"error: {err}", file=sys.stderr)
 
 
+def _add_principal_header(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Append --principal's pair to the call metadata; refuse it next to a --header of its key."""
+    principal: tuple[str, str] | None = getattr(args, "principal", None)
+    if principal is None:
+        return
+    key = principal[0]
+    if any(header_key == key for header_key, _ in args.headers):
+        parser.error(f"--principal and --header {key}=... both set the principal; use one")
+    args.headers = [*args.headers, principal]
+
+
 def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
-    """Run the CLI and return its exit status; `environ` defaults to the process environment."""
+    """Run the CLI and return its exit status; `environ` defaults to the process environment.
+
+    Every subcommand's parser sets ``func``, an ``(args) -> int`` handler that `main` calls.
+    """
     parser = build_parser(os.environ if environ is None else environ)
     try:
         args = parser.parse_args(argv)
+        _add_principal_header(parser, args)
     except SystemExit as exit_:  # argparse exits for --help and for usage errors.
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    handler: Handler = args.handler
+    handler: Handler = args.func
     try:
         return handler(args)
     except KeyboardInterrupt:

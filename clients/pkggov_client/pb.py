@@ -5,11 +5,15 @@ from __future__ import annotations
 from pkggov.v1.package_governance_pb2 import (
     DeletePackageVersionsRequest,
     DeletePackageVersionsResponse,
+    DeniedVersion,
     PackageFormat,
     PackageVersionError,
     PackageVersionErrorCode,
     PackageVersionStatus,
+    PolicyDenial,
     SuccessfulPackageVersionInfo,
+    VersionDecision,
+    VersionOutcome,
 )
 from pkggov.v1.package_governance_pb2_grpc import (
     PackageGovernanceServiceServicer,
@@ -20,12 +24,16 @@ from pkggov.v1.package_governance_pb2_grpc import (
 __all__ = [
     "DeletePackageVersionsRequest",
     "DeletePackageVersionsResponse",
+    "DeniedVersion",
     "PackageFormat",
     "PackageGovernanceServiceServicer",
     "PackageGovernanceServiceStub",
     "PackageVersionError",
     "PackageVersionErrorCode",
     "PackageVersionStatus",
+    "PolicyDenial",
     "SuccessfulPackageVersionInfo",
+    "VersionDecision",
+    "VersionOutcome",
     "add_PackageGovernanceServiceServicer_to_server",
 ]

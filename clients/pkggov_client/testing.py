@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -13,10 +13,12 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from pkggov_client import pb
+from pkggov_client._model import PackageVersionStatus
 
 __all__ = [
     "FakeGateway",
     "RecordedCall",
+    "add_decision",
     "plain_status",
     "rich_status",
     "serve",
@@ -80,10 +82,15 @@ def rich_status(
     field_violations: Iterable[tuple[str, str]] = (),
     resource: tuple[str, str, str] | None = None,
     retry_after: float | None = None,
+    denied_versions: Iterable[tuple[str, Sequence[str], str]] = (),
+    denied_omitted: int = 0,
+    quota_violations: Iterable[tuple[str, str]] = (),
 ) -> grpc.Status:
     """Return a status carrying a google.rpc.Status, the way the gateway sends errors.
 
     ErrorInfo is added when `reason` is given, BadRequest when there are `field_violations`,
+    pkggov.v1.PolicyDenial when there are `denied_versions` (version, policy ids, reason) or
+    `denied_omitted`, QuotaFailure when there are `quota_violations` (subject, description),
     ResourceInfo for `resource` (type, name, description) and RetryInfo for `retry_after`.
     """
     status = status_pb2.Status(code=code.value[0], message=message)
@@ -97,6 +104,20 @@ def rich_status(
     ]
     if violations:
         status.details.add().Pack(error_details_pb2.BadRequest(field_violations=violations))
+    denied = [
+        pb.DeniedVersion(version=version, policy_ids=policy_ids, reason=why)
+        for version, policy_ids, why in denied_versions
+    ]
+    if denied or denied_omitted:
+        status.details.add().Pack(
+            pb.PolicyDenial(denied_versions=denied, omitted_count=denied_omitted)
+        )
+    quota = [
+        error_details_pb2.QuotaFailure.Violation(subject=subject, description=description)
+        for subject, description in quota_violations
+    ]
+    if quota:
+        status.details.add().Pack(error_details_pb2.QuotaFailure(violations=quota))
     if resource is not None:
         kind, name, description = resource
         status.details.add().Pack(
@@ -109,6 +130,30 @@ def rich_status(
         delay.FromNanoseconds(round(retry_after * 1e9))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return rpc_status.to_status(status)
+
+
+def add_decision(
+    response: pb.DeletePackageVersionsResponse,
+    version: str,
+    outcome: str,
+    *,
+    policy_ids: Sequence[str] = (),
+    message: str = "",
+    status: PackageVersionStatus | str | None = None,
+    is_latest: bool = False,
+) -> None:
+    """Add a dry-run decision for `version` to `response`, as the gateway plans it.
+
+    `outcome` is "WOULD_DELETE", "DENIED", "NOT_FOUND" or "STATUS_MISMATCH"; `status` takes
+    the enum or its CodeArtifact spelling in any case.
+    """
+    decision = response.decisions[version]
+    decision.outcome = pb.VersionOutcome.Value(f"VERSION_OUTCOME_{outcome}")
+    decision.policy_ids.extend(policy_ids)
+    decision.message = message
+    if status is not None:
+        decision.status = PackageVersionStatus(status).to_proto()
+    decision.is_latest = is_latest
 
 
 @contextlib.contextmanager

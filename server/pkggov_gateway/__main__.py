@@ -12,6 +12,7 @@ from types import FrameType
 
 import structlog
 
+from pkggov_gateway.adapters.cedar import PolicyLoadError
 from pkggov_gateway.bootstrap import Gateway, build_gateway
 from pkggov_gateway.config import ConfigError, Settings, describe, load_settings
 from pkggov_gateway.logs import LogFormat, configure_logging
@@ -46,23 +47,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def banner(gateway: Gateway) -> str:
     """Ready-to-paste examples for the running gateway."""
     target = gateway.address
-    lines = [f"pkggov gateway listening on {target}"]
+    identity = gateway.settings.identity
+    lines = [f"pkggov gateway listening on {target} (identity: {identity.mode})"]
     if gateway.emulator is not None:
         lines.append(f"CodeArtifact emulator (demo data) at {gateway.emulator.endpoint_url}")
-    lines += [
-        "",
-        "Try it (from this checkout, with .venv/bin on PATH or the .venv/bin/ prefix):",
-        f"  grpcurl -plaintext {target} list",
-        f"  grpcurl -plaintext {target} describe pkggov.v1.PackageGovernanceService",
-        '  grpcurl -plaintext -d \'{"domain": "demo", "repository": "dev-shared", '
-        '"format": "PACKAGE_FORMAT_NPM", "package": "left-pad", "versions": ["1.0.0"]}\' '
-        f"{target} pkggov.v1.PackageGovernanceService/DeletePackageVersions",
-        f"  pkggov delete --target {target} --domain demo --repository dev-shared "
-        "--format pypi --package requests-lite 0.1.0 0.2.0 9.9.9",
-        f"  grpcurl -plaintext {target} grpc.health.v1.Health/Check",
-        "",
-        "Stop with Ctrl-C.",
-    ]
+    lines.append(f"policies: {', '.join(gateway.policy.policy_ids())}")
+    if identity.mode == "dev":
+        key = identity.dev_metadata_key
+        lines += [
+            "",
+            "Try it (from this checkout, with .venv/bin on PATH or the .venv/bin/ prefix):",
+            f"  grpcurl -plaintext {target} list",
+            f"  grpcurl -plaintext {target} describe pkggov.v1.PackageGovernanceService",
+            f'  grpcurl -plaintext -H \'{key}: alice\' -d \'{{"domain": "demo", '
+            '"repository": "dev-shared", "format": "PACKAGE_FORMAT_NPM", "package": "left-pad", '
+            f'"versions": ["1.0.0"]}}\' {target} '
+            "pkggov.v1.PackageGovernanceService/DeletePackageVersions",
+            f"  pkggov delete --target {target} --principal alice --dry-run --domain demo "
+            "--repository dev-shared --format npm --package left-pad 1.1.0 1.3.0 9.9.9",
+            f"  pkggov delete --target {target} --principal alice --domain demo "
+            "--repository dev-shared --format pypi --package requests-lite 0.1.0 0.2.0 9.9.9",
+            f"  grpcurl -plaintext {target} grpc.health.v1.Health/Check",
+        ]
+    lines += ["", "Reload policies with SIGHUP; stop with Ctrl-C."]
     return "\n".join(lines)
 
 
@@ -82,21 +89,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(describe(settings), indent=2))
         return 0
     stop = threading.Event()
+    reload = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("gateway.signal", signal=signal.Signals(signum).name)
-        stop.set()
+        if signum == signal.SIGHUP:
+            reload.set()
+        stop.set()  # wakes the main loop; `reload` says whether to go on
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     try:
         gateway = build_gateway(settings)
-    except OSError as error:
+    except PolicyLoadError as error:
+        print(f"pkggov-gateway: policy error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
         print(f"pkggov-gateway: {error}", file=sys.stderr)
         return 1
     gateway.start()
     print(banner(gateway), flush=True)
-    stop.wait()
+    while True:
+        stop.wait()
+        if not reload.is_set():
+            break
+        reload.clear()
+        stop.clear()
+        gateway.reload_policy()
     gateway.stop()
     return 0
 

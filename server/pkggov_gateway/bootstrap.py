@@ -13,10 +13,18 @@ import structlog
 from botocore.config import Config
 
 from pkggov_gateway import __version__
+from pkggov_gateway.adapters.cedar import (
+    CedarPolicyEngine,
+    PolicyFiles,
+    PolicyLoadError,
+    default_policy_files,
+)
 from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
+from pkggov_gateway.adapters.identity import build_authenticator
+from pkggov_gateway.adapters.tls import server_credentials
 from pkggov_gateway.api.server import GrpcServer
 from pkggov_gateway.api.servicer import PackageGovernanceServicer
-from pkggov_gateway.config import EmulatorSettings, Settings, UpstreamSettings
+from pkggov_gateway.config import EmulatorSettings, PolicySettings, Settings, UpstreamSettings
 from pkggov_gateway.domain.deadline import DrainSignal
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 
@@ -25,7 +33,7 @@ if TYPE_CHECKING:
 
     from pkggov_emulator import Emulator
 
-__all__ = ["Gateway", "build_codeartifact_client", "build_gateway"]
+__all__ = ["Gateway", "build_codeartifact_client", "build_gateway", "policy_files"]
 
 log = structlog.get_logger("pkggov.bootstrap")
 
@@ -38,6 +46,7 @@ class Gateway:
     server: GrpcServer
     chunk_executor: ThreadPoolExecutor
     drain: DrainSignal
+    policy: CedarPolicyEngine
     emulator: Emulator | None = None
 
     @property
@@ -49,6 +58,19 @@ class Gateway:
         """Start serving."""
         self.server.start()
         log.info("gateway.started", address=self.address, version=__version__)
+
+    def reload_policy(self) -> bool:
+        """Reload schema, policies and entities (SIGHUP). A bad new set keeps the old one in
+        force, is logged, and turns the `pkggov.policy` health status NOT_SERVING."""
+        try:
+            self.policy.reload()
+        except PolicyLoadError as error:
+            log.error("policy.reload_failed", error=str(error), note="previous policy in force")
+            self.server.set_policy_health(healthy=False)
+            return False
+        log.info("policy.reloaded", policies=self.policy.policy_ids())
+        self.server.set_policy_health(healthy=True)
+        return True
 
     def stop(self, grace: float | None = None) -> None:
         """Stop gracefully: start no new upstream call, report NOT_SERVING, refuse new calls,
@@ -131,8 +153,34 @@ def _start_emulator(settings: EmulatorSettings) -> tuple[Emulator, dict[str, Any
     }
 
 
+def policy_files(settings: PolicySettings) -> PolicyFiles:
+    """The configured policy files; each empty setting falls back to the shipped example."""
+    shipped = default_policy_files()
+    return PolicyFiles(
+        schema=Path(settings.schema) if settings.schema else shipped.schema,
+        policies=Path(settings.policies) if settings.policies else shipped.policies,
+        entities=Path(settings.entities) if settings.entities else shipped.entities,
+    )
+
+
 def build_gateway(settings: Settings) -> Gateway:
-    """Wire the gateway from settings; nothing is served until `start()`."""
+    """Wire the gateway from settings; nothing is served until `start()`.
+
+    Raises PolicyLoadError for an invalid policy set, OSError when a file or the listen address
+    cannot be used, ValueError for unusable identity settings.
+    """
+    policy = CedarPolicyEngine(policy_files(settings.policy))
+    log.info("policy.loaded", policies=policy.policy_ids())
+    authenticator = build_authenticator(settings.identity)
+    credentials = (
+        server_credentials(settings.identity) if settings.identity.mode == "mtls" else None
+    )
+    if settings.identity.mode == "dev":
+        log.warning(
+            "identity.development_mode",
+            note="callers name themselves with the "
+            f"{settings.identity.dev_metadata_key!r} metadata key; never use this in production",
+        )
     emulator = None
     upstream = settings.upstream
     if settings.emulator.enabled:
@@ -160,7 +208,9 @@ def build_gateway(settings: Settings) -> Gateway:
             max_versions=server_settings.max_versions_per_call,
             chunk_parallelism=upstream.chunk_parallelism,
             min_upstream_seconds=upstream.min_call_seconds,
+            group_max_versions=settings.policy.max_versions_per_group,
         ),
+        policy,
     )
     drain = DrainSignal()
     servicer = PackageGovernanceServicer(
@@ -172,6 +222,8 @@ def build_gateway(settings: Settings) -> Gateway:
     try:
         server = GrpcServer(
             servicer,
+            authenticator=authenticator,
+            credentials=credentials,
             listen=server_settings.listen,
             max_workers=server_settings.max_workers,
             max_concurrent_rpcs=server_settings.max_concurrent_rpcs,
@@ -182,4 +234,4 @@ def build_gateway(settings: Settings) -> Gateway:
         if emulator is not None:
             emulator.stop()
         raise
-    return Gateway(settings, server, chunk_executor, drain, emulator)
+    return Gateway(settings, server, chunk_executor, drain, policy, emulator)

@@ -12,6 +12,7 @@ ever read from what is passed in (never at import).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import tomllib
 from collections.abc import Mapping
@@ -81,6 +82,40 @@ class EmulatorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """How callers are identified: mTLS (production), a trusted proxy's header, or dev mode."""
+
+    mode: str = "mtls"
+    # mTLS: the server's certificate and key, and the CA bundle client certificates must chain to.
+    server_cert: str = ""
+    server_key: str = ""
+    client_ca: str = ""
+    # Where the principal is taken from, in order: spiffe (URI SAN), dns (DNS SAN), cn.
+    principal_sources: str = "spiffe,dns,cn"
+    # Trusted proxy: the header carrying the client certificate facts (Envoy's XFCC format),
+    # honoured only from these peers (comma-separated IP addresses or CIDR ranges).
+    proxy_header: str = "x-forwarded-client-cert"
+    trusted_proxies: str = ""
+    # Development: the principal is this metadata key's value; loopback listeners only.
+    dev_metadata_key: str = "x-pkggov-principal"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """Where the Cedar schema, policies and entities (principals -> groups) are read from.
+
+    Empty paths mean the example set shipped in the package (pkggov_gateway/policies).
+    """
+
+    schema: str = ""
+    policies: str = ""
+    entities: str = ""
+    # Most versions one call may name, by principal group (the most generous group applies);
+    # principals in none of these groups get server.max_versions_per_call.
+    max_versions_per_group: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """Log level and format (auto = JSON unless stderr is a terminal)."""
 
@@ -95,6 +130,8 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
@@ -103,11 +140,14 @@ _MAY_BE_ZERO = frozenset({"deadline_margin_seconds", "retry_base_delay_seconds"}
 _CHOICES = {
     ("logging", "level"): {"debug", "info", "warning", "error"},
     ("logging", "format"): {"auto", "json", "console"},
+    ("identity", "mode"): {"mtls", "proxy", "dev"},
 }
 
 
 def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
     where = f"{origin}: {section}.{key}"
+    if kind == dict[str, int]:
+        return _coerce_limits(where, value)
     if kind is bool:
         if isinstance(value, str):
             lowered = value.strip().lower()
@@ -146,6 +186,26 @@ def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
     return value
 
 
+def _coerce_limits(where: str, value: Any) -> dict[str, int]:
+    """A TOML table, or ``name=N,name=N`` from the environment, of positive integers."""
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(f"{where}: expected name=N pairs separated by commas")
+        value = {name.strip(): number.strip() for name, _, number in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table of positive integers")
+    limits: dict[str, int] = {}
+    for name, number in value.items():
+        try:
+            limits[str(name)] = int(number)
+        except (TypeError, ValueError):
+            limits[str(name)] = 0
+        if limits[str(name)] <= 0 or isinstance(number, bool):
+            raise ConfigError(f"{where}.{name}: expected a positive integer, got {number!r}")
+    return limits
+
+
 def load_settings(
     path: Path | None = None, environ: Mapping[str, str] | None = None, *, dev: bool = False
 ) -> Settings:
@@ -182,6 +242,8 @@ def load_settings(
         values = {k: _coerce(section, k, kinds[k], v, str(path)) for k, v in given.items()}
         if dev and section == "emulator":
             values.setdefault("enabled", True)
+        if dev and section == "identity":
+            values.setdefault("mode", "dev")
         for key, kind in kinds.items():
             name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             if name in env:
@@ -202,7 +264,21 @@ def _check(settings: Settings) -> None:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"{name}.listen: expected HOST:PORT, got {listen!r}")
-    upstream, server = settings.upstream, settings.server
+    upstream, server, identity = settings.upstream, settings.server, settings.identity
+    if identity.mode == "dev" and not _is_loopback(server.listen):
+        raise ConfigError(
+            f"identity.mode = dev is allowed only on a loopback listener, not {server.listen!r}"
+        )
+    if identity.mode == "mtls":
+        missing = [
+            f"identity.{key}"
+            for key in ("server_cert", "server_key", "client_ca")
+            if not getattr(identity, key)
+        ]
+        if missing:
+            raise ConfigError(f"identity.mode = mtls needs {', '.join(missing)}")
+    if identity.mode == "proxy" and not identity.trusted_proxies:
+        raise ConfigError("identity.mode = proxy needs identity.trusted_proxies")
     if upstream.min_call_seconds <= upstream.deadline_margin_seconds:
         raise ConfigError(
             "upstream.min_call_seconds must be greater than upstream.deadline_margin_seconds"
@@ -222,6 +298,16 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             "upstream.access_key_id and upstream.secret_access_key must be set together"
         )
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def describe(settings: Settings) -> dict[str, Any]:

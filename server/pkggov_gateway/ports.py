@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from pkggov_gateway.domain.deadline import Deadline
-from pkggov_gateway.domain.model import DeleteOutcome, PackageRef, VersionStatus
+from pkggov_gateway.domain.identity import Principal
+from pkggov_gateway.domain.model import DeleteOutcome, PackageRef, PackageState, VersionStatus
+from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
 
-__all__ = ["CodeArtifactPort"]
+__all__ = ["Authenticator", "CodeArtifactPort", "PolicyEngine"]
 
 
 class CodeArtifactPort(Protocol):
@@ -27,4 +29,53 @@ class CodeArtifactPort(Protocol):
         `UpstreamError` subclass (see `domain.errors`) when the call as a whole fails, or
         `DeadlineTooShortError` when too little time is left to send it.
         """
+        ...
+
+    def package_state(
+        self,
+        package: PackageRef,
+        deadline: Deadline,
+        *,
+        published_time_for: Sequence[str] = (),
+    ) -> PackageState:
+        """Read every version's status and the default display version of `package`, plus the
+        publication time of the existing versions in `published_time_for`.
+
+        Raises the same errors as `delete_package_versions` (e.g. UpstreamNotFoundError when
+        the package does not exist).
+        """
+        ...
+
+
+class Authenticator(Protocol):
+    """Establishes who is calling, from what the transport knows about the call."""
+
+    def authenticate(
+        self,
+        metadata: Mapping[str, str | bytes],
+        peer: str,
+        auth_context: Mapping[str, Sequence[bytes]],
+    ) -> Principal:
+        """Return the caller's principal or raise `UnauthenticatedError`.
+
+        `metadata` is the call's metadata (keys lower-case), `peer` grpc's peer string
+        (e.g. ``ipv4:127.0.0.1:5555``), `auth_context` grpc's auth context (for mTLS it holds
+        ``x509_pem_cert`` and ``transport_security_type``).
+        """
+        ...
+
+
+class PolicyEngine(Protocol):
+    """The organisation's policy: groups of principals and per-version decisions."""
+
+    def groups_of(self, principal_id: str) -> tuple[str, ...]:
+        """The groups the entities file puts `principal_id` in (empty when none)."""
+        ...
+
+    def uses_published_time(self) -> bool:
+        """True when some policy reads a version's published time (it costs a lookup)."""
+        ...
+
+    def decide(self, request: PolicyRequest) -> list[VersionDecision]:
+        """Decide every version of `request` in one batch, in the request's order."""
         ...

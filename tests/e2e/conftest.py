@@ -7,11 +7,10 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
@@ -24,7 +23,13 @@ from pkggov_emulator import (
 )
 from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.logs import configure_logging
-from tests.e2e.harness import GatewayFactory, GatewayProcess, gateway_settings, running_gateway
+from tests.e2e.harness import (
+    GatewayFactory,
+    GatewayProcess,
+    gateway_settings,
+    running_gateway,
+    stub_for,
+)
 
 
 @pytest.fixture(scope="session")
@@ -72,19 +77,21 @@ def make_gateway(emulator: Emulator, _logging: None) -> GatewayFactory:
 
 @pytest.fixture
 def stub(gateway: Gateway) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
-    """A stub on a fresh channel to the session gateway."""
-    with grpc.insecure_channel(gateway.address) as channel:
-        yield pb_grpc.PackageGovernanceServiceStub(channel)
+    """A stub on a fresh channel to the session gateway, calling as the test principal."""
+    with stub_for(gateway) as identified:
+        yield identified
 
 
-@pytest.fixture
-def gateway_process(bin_dir: Path) -> Iterator[GatewayProcess]:
-    """Start the real binary as `make run` does (--dev), with free ports and JSON logs."""
+@contextmanager
+def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProcess]:
+    """Start the real binary as `make run` does (--dev), with free ports, JSON logs and
+    `env_overrides`; killed on exit if still running."""
     env = {
         **os.environ,
         "PKGGOV_SERVER_LISTEN": "127.0.0.1:0",
         "PKGGOV_EMULATOR_LISTEN": "127.0.0.1:0",
         "PKGGOV_LOGGING_FORMAT": "json",
+        **env_overrides,
     }
     env.pop("PKGGOV_CONFIG", None)
     with subprocess.Popen(
@@ -98,7 +105,7 @@ def gateway_process(bin_dir: Path) -> Iterator[GatewayProcess]:
         try:
             banner: list[str] = []
             deadline = time.monotonic() + 30
-            while not any(line.startswith("Stop with") for line in banner):
+            while not any(line.startswith("Reload policies") for line in banner):
                 line = proc.stdout.readline()
                 if (not line and proc.poll() is not None) or time.monotonic() > deadline:
                     stderr = proc.stderr.read() if proc.stderr else ""
@@ -113,3 +120,10 @@ def gateway_process(bin_dir: Path) -> Iterator[GatewayProcess]:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def gateway_process(bin_dir: Path) -> Iterator[GatewayProcess]:
+    """The real binary as `make run` starts it."""
+    with spawn_gateway(bin_dir) as process:
+        yield process

@@ -6,7 +6,8 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import Message
@@ -17,12 +18,26 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_KEY
 from pkggov_gateway.bootstrap import Gateway, build_gateway
-from pkggov_gateway.config import EmulatorSettings, ServerSettings, Settings, UpstreamSettings
+from pkggov_gateway.config import (
+    EmulatorSettings,
+    IdentitySettings,
+    PolicySettings,
+    ServerSettings,
+    Settings,
+    UpstreamSettings,
+)
+
+PERMIT_ALL = Path(__file__).resolve().parent / "policy" / "permit_all.cedar"
+"""A policy that permits every authenticated call (the spine tests are not about policy)."""
+
+PRINCIPAL_KEY = "x-pkggov-principal"
+TEST_PRINCIPAL = "alice"
 
 
 def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
-    """Settings for a test gateway: loopback port 0, emulator upstream, overrides by section."""
-    server = {"listen": "127.0.0.1:0", "grace_seconds": 5.0, **overrides.pop("server", {})}
+    """Settings for a test gateway: loopback port 0, emulator upstream, development identity,
+    the permit-all test policy (or the shipped set with ``policy={}``); overrides by section."""
+    server = {"listen": "127.0.0.1:0", "grace_seconds": 15.0, **overrides.pop("server", {})}
     upstream = {
         "endpoint_url": endpoint_url,
         "region": DEMO_REGION,
@@ -31,11 +46,15 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
         "retry_base_delay_seconds": 0.01,
         **overrides.pop("upstream", {}),
     }
+    identity = {"mode": "dev", **overrides.pop("identity", {})}
+    policy = overrides.pop("policy", {"policies": str(PERMIT_ALL)})
     assert not overrides, f"unknown sections {overrides}"
     return Settings(
         server=ServerSettings(**server),
         upstream=UpstreamSettings(**upstream),
         emulator=EmulatorSettings(enabled=False),
+        identity=IdentitySettings(**identity),
+        policy=PolicySettings(**policy),
     )
 
 
@@ -54,11 +73,33 @@ GatewayFactory = Callable[..., AbstractContextManager[Gateway]]
 """What the make_gateway fixture returns."""
 
 
+if TYPE_CHECKING:  # grpc-stubs make the base generic; at runtime it is not subscriptable
+    _ClientInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+else:
+    _ClientInterceptor = grpc.UnaryUnaryClientInterceptor
+
+
+class _Identify(_ClientInterceptor):
+    """Adds the development-mode identity header to every call."""
+
+    def __init__(self, principal: str) -> None:
+        self._metadata = ((PRINCIPAL_KEY, principal),)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = (*(details.metadata or ()), *self._metadata)
+        return continuation(details._replace(metadata=metadata), request)
+
+
 @contextmanager
-def stub_for(gateway: Gateway) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
-    """A stub on a fresh channel to `gateway`."""
+def stub_for(
+    gateway: Gateway, principal: str | None = TEST_PRINCIPAL
+) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
+    """A stub on a fresh channel to `gateway`, calling as `principal` (None: anonymous)."""
     with grpc.insecure_channel(gateway.address) as channel:
-        yield pb_grpc.PackageGovernanceServiceStub(channel)
+        target = (
+            channel if principal is None else grpc.intercept_channel(channel, _Identify(principal))
+        )
+        yield pb_grpc.PackageGovernanceServiceStub(target)
 
 
 def request(**fields: Any) -> pb.DeletePackageVersionsRequest:
@@ -90,6 +131,8 @@ _DETAIL_TYPES: tuple[type[Message], ...] = (
     error_details_pb2.BadRequest,
     error_details_pb2.ResourceInfo,
     error_details_pb2.RetryInfo,
+    error_details_pb2.QuotaFailure,
+    pb.PolicyDenial,
 )
 
 

@@ -14,6 +14,8 @@ from pkggov_gateway.bootstrap import Gateway
 def pkggov(bin_dir: Path, gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the installed `pkggov` console script against `gateway`."""
     env = {**os.environ, "PKGGOV_TARGET": gateway.address}
+    if args[:1] == ("delete",):  # call as the test principal (development identity)
+        args = ("delete", "--header", "x-pkggov-principal=alice", *args[1:])
     return subprocess.run(
         [str(bin_dir / "pkggov"), *args],
         capture_output=True,

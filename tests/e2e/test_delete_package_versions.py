@@ -16,6 +16,7 @@ from pkggov_emulator import Emulator, FaultRule
 from pkggov_gateway.bootstrap import Gateway
 from tests.conftest import free_port
 from tests.e2e.harness import (
+    PRINCIPAL_KEY,
     GatewayFactory,
     bad_fields,
     failed_call,
@@ -376,7 +377,7 @@ def test_malformed_bytes_are_invalid_argument(gateway: Gateway, emulator: Emulat
             response_deserializer=None,
         )
         with pytest.raises(grpc.RpcError) as caught:
-            raw(b"\x0a\xff\xff\xff\xff\x0f", timeout=10)
+            raw(b"\x0a\xff\xff\xff\xff\x0f", timeout=10, metadata=((PRINCIPAL_KEY, "alice"),))
     error = rich_error(caught.value)
     assert (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST") == (error.code, error.reason)
     assert 0 == _deletes(emulator)

@@ -45,7 +45,9 @@ def test_sigterm_drains_in_flight_calls_then_exits(gateway_process: GatewayProce
         def call() -> None:
             try:
                 outcome["response"] = stub.DeletePackageVersions(
-                    request(), timeout=20, metadata=(("x-request-id", "drain-1"),)
+                    request(),
+                    timeout=20,
+                    metadata=(("x-request-id", "drain-1"), ("x-pkggov-principal", "alice")),
                 )
             except grpc.RpcError as error:  # pragma: no cover - reported by the assertion
                 outcome["error"] = error
@@ -75,9 +77,10 @@ def test_sigterm_drains_in_flight_calls_then_exits(gateway_process: GatewayProce
     ]
     assert 1 == len(rpc_lines)
     line = rpc_lines[0]
-    assert ("/pkggov.v1.PackageGovernanceService/DeletePackageVersions", "OK") == (
+    assert ("/pkggov.v1.PackageGovernanceService/DeletePackageVersions", "OK", "alice") == (
         line["method"],
         line["code"],
+        line["principal"],
     )
     assert line["duration_ms"] >= 1500
     events = [entry["event"] for entry in logs]

@@ -55,6 +55,8 @@ def test_invoke_delete(bin_dir: Path, gateway: Gateway, emulator: Emulator) -> N
     result = grpcurl(
         bin_dir,
         "-plaintext",
+        "-H",
+        "x-pkggov-principal: alice",
         "-d",
         json.dumps(body),
         gateway.address,
@@ -82,6 +84,8 @@ def test_invoke_invalid_shows_code_and_details(bin_dir: Path, gateway: Gateway) 
     result = grpcurl(
         bin_dir,
         "-plaintext",
+        "-H",
+        "x-pkggov-principal: alice",
         "-d",
         json.dumps(body),
         gateway.address,
@@ -98,6 +102,8 @@ def test_health_check(bin_dir: Path, gateway: Gateway) -> None:
     result = grpcurl(
         bin_dir,
         "-plaintext",
+        "-H",
+        "x-pkggov-principal: alice",
         "-d",
         json.dumps({"service": SERVICE}),
         gateway.address,
@@ -105,3 +111,24 @@ def test_health_check(bin_dir: Path, gateway: Gateway) -> None:
     )
     assert 0 == result.returncode, result.stderr
     assert "SERVING" == json.loads(result.stdout)["status"]
+
+
+def test_invoke_without_identity_is_unauthenticated(bin_dir: Path, gateway: Gateway) -> None:
+    """Without the development identity header the call is refused UNAUTHENTICATED."""
+    body = {
+        "domain": "demo",
+        "repository": "dev-shared",
+        "format": "PACKAGE_FORMAT_NPM",
+        "package": "left-pad",
+        "versions": ["1.0.0"],
+    }
+    result = grpcurl(
+        bin_dir,
+        "-plaintext",
+        "-d",
+        json.dumps(body),
+        gateway.address,
+        f"{SERVICE}/DeletePackageVersions",
+    )
+    assert 0 != result.returncode
+    assert "Code: Unauthenticated" in result.stderr

@@ -5,20 +5,23 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from pathlib import Path
 
 from tests.conftest import REPO
+from tests.e2e.conftest import spawn_gateway
 from tests.e2e.harness import GatewayProcess
 
-_BLOCK = re.compile(r"```console\n(.*?)```", re.DOTALL)
+_BLOCK = re.compile(r"```console( mtls)?\n(.*?)```", re.DOTALL)
 _EXIT = re.compile(r"#\s*exit\s+(\d+)\s*$")
 
 
-def readme_commands() -> list[str]:
-    """The `$ ` lines of the README's console blocks, in order."""
+def readme_commands(*, mtls: bool = False) -> list[str]:
+    """The `$ ` lines of the README's ``console`` blocks (or its ``console mtls`` blocks)."""
     text = (REPO / "README.md").read_text()
     return [
         line[2:]
-        for block in _BLOCK.findall(text)
+        for kind, block in _BLOCK.findall(text)
+        if bool(kind) == mtls
         for line in block.splitlines()
         if line.startswith("$ ")
     ]
@@ -36,12 +39,39 @@ def test_every_readme_example_runs(gateway_process: GatewayProcess) -> None:
     The only change made to a command is the port: the README's 127.0.0.1:50051 and :50052
     become the free ports the test gateway and its emulator listen on.
     """
+    run_commands(readme_commands(), gateway_process)
+
+
+def test_every_mtls_readme_example_runs(bin_dir: Path, tmp_path: Path) -> None:
+    """The mTLS block against a gateway started as `make run-mtls` does: the certificates come
+    from scripts/dev_certs.py, written to a temporary folder instead of .run/certs."""
+    certs = tmp_path / "certs"
+    subprocess.run(
+        [str(bin_dir / "python"), str(REPO / "scripts" / "dev_certs.py"), "--out", str(certs)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    env = {
+        "PKGGOV_IDENTITY_MODE": "mtls",
+        "PKGGOV_IDENTITY_SERVER_CERT": str(certs / "server.pem"),
+        "PKGGOV_IDENTITY_SERVER_KEY": str(certs / "server.key"),
+        "PKGGOV_IDENTITY_CLIENT_CA": str(certs / "ca.pem"),
+    }
+    commands = [c.replace(".run/certs", str(certs)) for c in readme_commands(mtls=True)]
+    assert commands, "the README has an mTLS block"
+    with spawn_gateway(bin_dir, **env) as process:
+        run_commands(commands, process)
+
+
+def run_commands(commands: list[str], gateway_process: GatewayProcess) -> None:
+    """Run README commands in order against `gateway_process`, checking each exit code."""
     emulator_address = gateway_process.emulator_url.removeprefix("http://")
     exports: list[str] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PKGGOV_"))}
     env["PKGGOV_TARGET"] = gateway_process.address
     env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-    for command in readme_commands():
+    for command in commands:
         runnable = command.replace("127.0.0.1:50051", gateway_process.address).replace(
             "127.0.0.1:50052", emulator_address
         )

@@ -15,9 +15,11 @@ from pkggov_client import (
     PkggovClient,
     PkggovError,
     SuccessfulVersion,
+    VersionDecision,
     pb,
 )
-from pkggov_client.testing import FakeGateway, rich_status, serve
+from pkggov_client._errors import DeniedVersion
+from pkggov_client.testing import FakeGateway, add_decision, rich_status, serve
 
 
 @pytest.fixture
@@ -54,6 +56,9 @@ def test_request_carries_every_field_as_proto_values(fake: FakeGateway, target: 
             package="widgets",
             versions=("1.0.0", "1.0.1"),
             expected_status=PackageVersionStatus.UNLISTED,
+            justification="CVE-2025-1234 clean-up",
+            validate_only=True,
+            allow_partial=True,
         )
 
     assert [
@@ -66,6 +71,9 @@ def test_request_carries_every_field_as_proto_values(fake: FakeGateway, target: 
             package="widgets",
             versions=["1.0.0", "1.0.1"],
             expected_status=pb.PackageVersionStatus.PACKAGE_VERSION_STATUS_UNLISTED,
+            justification="CVE-2025-1234 clean-up",
+            validate_only=True,
+            allow_partial=True,
         )
     ] == [call.request for call in fake.calls]
 
@@ -79,7 +87,8 @@ def test_strings_convert_to_enums_and_omitted_fields_stay_empty(
     request = fake.calls[0].request
     assert request.format == pb.PackageFormat.PACKAGE_FORMAT_PYPI
     assert request.expected_status == pb.PackageVersionStatus.PACKAGE_VERSION_STATUS_PUBLISHED
-    assert (request.namespace, request.domain_owner) == ("", "")
+    assert (request.namespace, request.domain_owner, request.justification) == ("", "", "")
+    assert (request.validate_only, request.allow_partial) == (False, False)
 
 
 def test_no_expected_status_sends_unspecified(fake: FakeGateway, target: str) -> None:
@@ -106,6 +115,54 @@ def test_response_maps_into_delete_result(fake: FakeGateway, target: str) -> Non
     assert {"1.0.0": SuccessfulVersion("REV1", PackageVersionStatus.DELETED)} == result.successful
     assert {"0.9.0": FailedVersion("MISMATCHED_STATUS", "status is Archived")} == result.failed
     assert fake.response == result.raw
+
+
+def test_dry_run_decisions_decode_in_request_order(fake: FakeGateway, target: str) -> None:
+    add_decision(fake.response, "1.0.0", "WOULD_DELETE", policy_ids=["ci"], status="Unlisted")
+    add_decision(
+        fake.response,
+        "2.0.0",
+        "DENIED",
+        policy_ids=["never-delete-latest", "prod-admins"],
+        message="denied by never-delete-latest, prod-admins",
+        status="Published",
+        is_latest=True,
+    )
+    add_decision(fake.response, "0.1.0", "NOT_FOUND", message="no such version")
+
+    with PkggovClient(target) as client:
+        result = _delete(client, versions=["2.0.0", "0.1.0", "1.0.0"], validate_only=True)
+
+    assert ["2.0.0", "0.1.0", "1.0.0"] == list(result.decisions)
+    assert {
+        "2.0.0": VersionDecision(
+            outcome="DENIED",
+            policy_ids=("never-delete-latest", "prod-admins"),
+            message="denied by never-delete-latest, prod-admins",
+            status=PackageVersionStatus.PUBLISHED,
+            is_latest=True,
+        ),
+        "0.1.0": VersionDecision("NOT_FOUND", (), "no such version", None, False),
+        "1.0.0": VersionDecision("WOULD_DELETE", ("ci",), "", PackageVersionStatus.UNLISTED, False),
+    } == result.decisions
+    assert ({}, {}, False) == (result.successful, result.failed, result.all_would_delete)
+
+
+def test_policy_denial_raises_with_the_denied_versions(fake: FakeGateway, target: str) -> None:
+    fake.error = rich_status(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "policy denies 1 of 2 versions",
+        reason="POLICY_DENIED",
+        denied_versions=[("2.0.0", ["never-delete-latest"], "denied by never-delete-latest")],
+    )
+
+    with PkggovClient(target) as client, pytest.raises(PkggovError) as raised:
+        _delete(client, versions=["1.0.0", "2.0.0"], validate_only=True)
+
+    assert [
+        DeniedVersion("2.0.0", ("never-delete-latest",), "denied by never-delete-latest")
+    ] == raised.value.denied_versions
+    assert raised.value.reason == "POLICY_DENIED"
 
 
 def test_metadata_is_sent_with_every_call(fake: FakeGateway, target: str) -> None:

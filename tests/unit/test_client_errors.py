@@ -8,7 +8,15 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from pkggov_client import FieldViolation, PkggovError, ResourceDetail, error_from_rpc_error, pb
+from pkggov_client import (
+    DeniedVersion,
+    FieldViolation,
+    PkggovError,
+    QuotaViolation,
+    ResourceDetail,
+    error_from_rpc_error,
+    pb,
+)
 from pkggov_client.testing import FakeGateway, plain_status, rich_status, serve
 
 _REQUEST = pb.DeletePackageVersionsRequest(domain="demo", versions=["1.0.0"])
@@ -79,6 +87,61 @@ def test_rich_error_reads_well() -> None:
     )
 
 
+def test_policy_denial_decodes_every_denied_version_and_the_omitted_count() -> None:
+    error = _error_for(
+        rich_status(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "policy denies 52 of 60 versions",
+            reason="POLICY_DENIED",
+            denied_versions=[
+                ("1.3.0", ["never-delete-latest"], "denied by never-delete-latest"),
+                ("2.0.0", ["prod-needs-admins", "prod-needs-justification"], ""),
+                ("2.1.0", [], ""),
+            ],
+            denied_omitted=49,
+        )
+    )
+
+    assert [
+        DeniedVersion("1.3.0", ("never-delete-latest",), "denied by never-delete-latest"),
+        DeniedVersion("2.0.0", ("prod-needs-admins", "prod-needs-justification"), ""),
+        DeniedVersion("2.1.0", (), ""),
+    ] == error.denied_versions
+    assert (error.denied_omitted, error.quota_violations) == (49, [])
+    assert str(error) == (
+        "PERMISSION_DENIED POLICY_DENIED: policy denies 52 of 60 versions\n"
+        "  denied 1.3.0: denied by never-delete-latest\n"
+        "  denied 2.0.0: denied by prod-needs-admins, prod-needs-justification\n"
+        "  denied 2.1.0: no policy permits\n"
+        "  \u2026 and 49 more denied"
+    )
+
+
+def test_quota_failure_decodes_every_violation() -> None:
+    error = _error_for(
+        rich_status(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "120 versions requested, at most 100 allowed",
+            reason="VERSION_LIMIT_EXCEEDED",
+            quota_violations=[
+                ("versions per call for groups: ci", "at most 100 versions per call"),
+                ("versions per call for groups: none", ""),
+            ],
+        )
+    )
+
+    assert [
+        QuotaViolation("versions per call for groups: ci", "at most 100 versions per call"),
+        QuotaViolation("versions per call for groups: none", ""),
+    ] == error.quota_violations
+    assert (error.denied_versions, error.denied_omitted) == ([], 0)
+    assert str(error) == (
+        "PERMISSION_DENIED VERSION_LIMIT_EXCEEDED: 120 versions requested, at most 100 allowed\n"
+        "  quota: versions per call for groups: ci: at most 100 versions per call\n"
+        "  quota: versions per call for groups: none"
+    )
+
+
 def test_status_with_only_error_info_has_empty_details() -> None:
     error = _error_for(
         rich_status(grpc.StatusCode.INTERNAL, "no credentials", reason="GATEWAY_CREDENTIALS")
@@ -89,7 +152,10 @@ def test_status_with_only_error_info_has_empty_details() -> None:
         error.field_violations,
         error.resource,
         error.retry_after,
-    ) == ("GATEWAY_CREDENTIALS", [], None, None)
+        error.denied_versions,
+        error.denied_omitted,
+        error.quota_violations,
+    ) == ("GATEWAY_CREDENTIALS", [], None, None, [], 0, [])
     assert str(error) == "INTERNAL GATEWAY_CREDENTIALS: no credentials"
 
 

@@ -1,4 +1,4 @@
-"""PackageFormat, PackageVersionStatus and DeleteResult convert to and from the pkggov.v1 protos."""
+"""PackageFormat, PackageVersionStatus, DeleteResult and VersionDecision convert from pkggov.v1."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pkggov_client import (
     PackageFormat,
     PackageVersionStatus,
     SuccessfulVersion,
+    VersionDecision,
     pb,
 )
-from pkggov_client._model import error_code_name
+from pkggov_client._model import error_code_name, outcome_name
+from pkggov_client.testing import add_decision
 
 
 @pytest.mark.parametrize(
@@ -123,4 +125,103 @@ def test_result_renders_as_codeartifact_json() -> None:
             "2.0.0": {"revision": "REV2", "status": "Deleted"},
         },
         "failedVersions": {"3.0.0": {"errorCode": "NOT_FOUND", "errorMessage": "not found"}},
+    }
+
+
+def test_outcomes_use_short_names_and_keep_unknown_numbers() -> None:
+    assert [outcome_name(value) for value in pb.VersionOutcome.values()] == [
+        "UNSPECIFIED",
+        "WOULD_DELETE",
+        "DENIED",
+        "NOT_FOUND",
+        "STATUS_MISMATCH",
+    ]
+    assert outcome_name(42) == "42"
+
+
+def _plan() -> pb.DeletePackageVersionsResponse:
+    response = pb.DeletePackageVersionsResponse()
+    add_decision(response, "3.0.0", "NOT_FOUND", message="no such version")
+    add_decision(
+        response,
+        "2.0.0",
+        "DENIED",
+        policy_ids=["never-delete-latest"],
+        message="denied by never-delete-latest",
+        status="published",
+        is_latest=True,
+    )
+    add_decision(response, "1.0.0", "WOULD_DELETE", policy_ids=["ci"], status="Unlisted")
+    return response
+
+
+def test_plan_maps_every_decision_in_request_order_then_sorted() -> None:
+    result = DeleteResult.from_proto(_plan(), order=["2.0.0"])
+
+    assert ["2.0.0", "1.0.0", "3.0.0"] == list(result.decisions)
+    assert (
+        VersionDecision(
+            "DENIED",
+            ("never-delete-latest",),
+            "denied by never-delete-latest",
+            PackageVersionStatus.PUBLISHED,
+            is_latest=True,
+        )
+        == result.decisions["2.0.0"]
+    )
+    assert [False, True, False] == [d.would_delete for d in result.decisions.values()]
+    assert not result.all_would_delete
+
+
+def test_plan_where_every_version_would_be_deleted() -> None:
+    response = pb.DeletePackageVersionsResponse()
+    add_decision(response, "1.0.0", "WOULD_DELETE")
+
+    assert DeleteResult.from_proto(response).all_would_delete
+    assert not DeleteResult.from_proto(_response()).all_would_delete
+
+
+def test_unknown_outcome_is_kept_as_its_number() -> None:
+    response = pb.DeletePackageVersionsResponse()
+    response.decisions["1.0.0"].outcome = 9  # type: ignore[assignment]
+
+    assert DeleteResult.from_proto(response).decisions["1.0.0"].outcome == "9"
+
+
+def test_decisions_are_read_only_and_empty_after_a_real_call() -> None:
+    result = DeleteResult.from_proto(_plan())
+
+    with pytest.raises(TypeError):
+        result.decisions["4.0.0"] = result.decisions["1.0.0"]  # type: ignore[index]
+    assert {} == DeleteResult.from_proto(_response()).decisions
+    assert {} == DeleteResult(successful={}, failed={}, raw=_response()).decisions
+
+
+def test_plan_renders_as_json() -> None:
+    result = DeleteResult.from_proto(_plan(), order=["1.0.0", "2.0.0", "3.0.0"])
+
+    assert result.to_plan_dict() == {
+        "decisions": {
+            "1.0.0": {
+                "outcome": "WOULD_DELETE",
+                "policyIds": ["ci"],
+                "message": "",
+                "status": "Unlisted",
+                "isLatest": False,
+            },
+            "2.0.0": {
+                "outcome": "DENIED",
+                "policyIds": ["never-delete-latest"],
+                "message": "denied by never-delete-latest",
+                "status": "Published",
+                "isLatest": True,
+            },
+            "3.0.0": {
+                "outcome": "NOT_FOUND",
+                "policyIds": [],
+                "message": "no such version",
+                "status": None,
+                "isLatest": False,
+            },
+        }
     }

@@ -6,26 +6,41 @@ from pathlib import Path
 
 import pytest
 
-from pkggov_gateway.config import ConfigError, Settings, load_settings
+from pkggov_gateway.config import ConfigError, load_settings
+
+MTLS_FILES = {
+    "PKGGOV_IDENTITY_SERVER_CERT": "server.pem",
+    "PKGGOV_IDENTITY_SERVER_KEY": "server.key",
+    "PKGGOV_IDENTITY_CLIENT_CA": "ca.pem",
+}
+
+
+def test_production_defaults_need_mtls_files() -> None:
+    """The production default identity is mTLS: without its files the gateway refuses."""
+    with pytest.raises(ConfigError, match=r"identity\.mode = mtls needs identity\.server_cert"):
+        load_settings(None, {})
 
 
 def test_production_defaults_never_start_the_emulator() -> None:
-    """Without the development profile the emulator is off, even with an empty file."""
-    assert Settings() == load_settings(None, {})
-    assert False is load_settings(None, {}).emulator.enabled
+    """Without the development profile the emulator is off."""
+    settings = load_settings(None, MTLS_FILES)
+    assert (False, "mtls") == (settings.emulator.enabled, settings.identity.mode)
 
 
 def test_file_without_emulator_section_keeps_it_off(tmp_path: Path) -> None:
     """A production file that says nothing of the emulator does not get one."""
     config = tmp_path / "pkggov.toml"
     config.write_text('[upstream]\nregion = "eu-west-1"\n')
-    settings = load_settings(config, {})
+    settings = load_settings(config, MTLS_FILES)
     assert ("eu-west-1", False) == (settings.upstream.region, settings.emulator.enabled)
 
 
 def test_development_profile_starts_the_emulator_unless_told_otherwise(tmp_path: Path) -> None:
     """--dev turns the emulator on; a file or the environment can still turn it off."""
-    assert True is load_settings(None, {}, dev=True).emulator.enabled
+    assert (True, "dev") == (
+        load_settings(None, {}, dev=True).emulator.enabled,
+        load_settings(None, {}, dev=True).identity.mode,
+    )
     env = {"PKGGOV_EMULATOR_ENABLED": "false"}
     assert False is load_settings(None, env, dev=True).emulator.enabled
 
@@ -34,7 +49,8 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     """PKGGOV_<SECTION>_<KEY> wins over the file; values are converted to the field's type."""
     config = tmp_path / "pkggov.toml"
     config.write_text("[server]\nmax_workers = 8\n")
-    settings = load_settings(config, {"PKGGOV_SERVER_MAX_WORKERS": "12", "PKGGOV_CONFIG": "x"})
+    env = {**MTLS_FILES, "PKGGOV_SERVER_MAX_WORKERS": "12", "PKGGOV_CONFIG": "x"}
+    settings = load_settings(config, env)
     assert 12 == settings.server.max_workers
 
 
@@ -77,7 +93,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
 def test_bad_values_are_refused_with_their_name(environ: dict[str, str], message: str) -> None:
     """Each bad value is a ConfigError naming the setting."""
     with pytest.raises(ConfigError) as caught:
-        load_settings(None, environ)
+        load_settings(None, {**MTLS_FILES, **environ})
     assert message in str(caught.value)
 
 
@@ -86,13 +102,13 @@ def test_bad_file_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "pkggov.toml"
     config.write_text("[server]\nlisten_on = 1\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[server\]: listen_on"):
-        load_settings(config, {})
+        load_settings(config, MTLS_FILES)
     config.write_text("[sever]\n")
     with pytest.raises(ConfigError, match=r"unknown section\(s\): sever"):
-        load_settings(config, {})
+        load_settings(config, MTLS_FILES)
     config.write_text("[server\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
-        load_settings(config, {})
+        load_settings(config, MTLS_FILES)
 
 
 def test_shipped_example_is_valid() -> None:
@@ -100,3 +116,20 @@ def test_shipped_example_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "pkggov.toml"
     settings = load_settings(example, {})
     assert ("0.0.0.0:50051", False) == (settings.server.listen, settings.emulator.enabled)
+
+
+def test_development_identity_only_on_loopback() -> None:
+    """identity.mode = dev on a non-loopback listener is refused."""
+    with pytest.raises(ConfigError, match="allowed only on a loopback listener"):
+        load_settings(None, {"PKGGOV_SERVER_LISTEN": "0.0.0.0:50051"}, dev=True)
+
+
+def test_group_limits_from_file_and_environment(tmp_path: Path) -> None:
+    """policy.max_versions_per_group comes from a TOML table or name=N pairs."""
+    config = tmp_path / "pkggov.toml"
+    config.write_text("[policy.max_versions_per_group]\nci = 50\n")
+    assert {"ci": 50} == load_settings(config, MTLS_FILES).policy.max_versions_per_group
+    env = {**MTLS_FILES, "PKGGOV_POLICY_MAX_VERSIONS_PER_GROUP": "ci=5, admins=500"}
+    assert {"ci": 5, "admins": 500} == load_settings(None, env).policy.max_versions_per_group
+    with pytest.raises(ConfigError, match="expected a positive integer"):
+        load_settings(None, {**MTLS_FILES, "PKGGOV_POLICY_MAX_VERSIONS_PER_GROUP": "ci=0"})

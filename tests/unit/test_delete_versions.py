@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -13,22 +14,29 @@ import pytest
 from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
+    DeniedVersion,
     GatewayDrainingError,
     InvalidRequestError,
+    PolicyDeniedError,
     UpstreamError,
     UpstreamNotFoundError,
     UpstreamThrottledError,
     UpstreamTimeoutError,
+    VersionLimitError,
 )
+from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
     FailedVersion,
     PackageFormat,
     PackageRef,
+    PackageState,
+    PlanOutcome,
     SuccessfulVersion,
     VersionErrorCode,
     VersionStatus,
 )
+from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
 from pkggov_gateway.domain.validation import RawDeleteRequest
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 
@@ -43,6 +51,18 @@ class FakeCodeArtifact:
     active: int = 0
     peak: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    existing: int = 1001  # versions 1.0.0 ... 1.0.1000 exist, all Published
+
+    def package_state(
+        self,
+        package: PackageRef,
+        deadline: Deadline,
+        *,
+        published_time_for: Sequence[str] = (),
+    ) -> PackageState:
+        statuses = {f"1.0.{i}": VersionStatus.PUBLISHED for i in range(self.existing)}
+        return PackageState(statuses, f"1.0.{self.existing - 1}")
 
     def delete_package_versions(
         self,
@@ -71,6 +91,33 @@ class FakeCodeArtifact:
                 self.active -= 1
 
 
+@dataclass
+class FakePolicy:
+    """A PolicyEngine that permits everything except the versions it is told to deny."""
+
+    deny: frozenset[str] = frozenset()
+    groups: tuple[str, ...] = ()
+    requests: list[PolicyRequest] = field(default_factory=list)
+
+    def groups_of(self, principal_id: str) -> tuple[str, ...]:
+        return self.groups
+
+    def uses_published_time(self) -> bool:
+        return False
+
+    def decide(self, request: PolicyRequest) -> list[VersionDecision]:
+        self.requests.append(request)
+        return [
+            VersionDecision(f.version, False, ("deny-listed",))
+            if f.version in self.deny
+            else VersionDecision(f.version, True, ("permit",))
+            for f in request.versions
+        ]
+
+
+ALICE = Principal("alice", AuthMethod.DEV, "ipv4:127.0.0.1:1")
+
+
 @pytest.fixture
 def executor() -> Iterator[ThreadPoolExecutor]:
     pool = ThreadPoolExecutor(8)
@@ -89,11 +136,29 @@ def _raw(count: int) -> RawDeleteRequest:
     )
 
 
+@dataclass
+class _Bound:
+    """The use case with its principal bound, so tests read `execute(raw, deadline)`."""
+
+    use_case: DeletePackageVersions
+
+    def execute(self, raw: RawDeleteRequest, deadline: Deadline) -> DeleteOutcome:
+        return self.use_case.execute(raw, ALICE, deadline)
+
+
 def _use_case(
-    fake: FakeCodeArtifact, executor: ThreadPoolExecutor, parallelism: int = 4
-) -> DeletePackageVersions:
-    return DeletePackageVersions(
-        fake, executor, DeleteLimits(max_versions=1000, chunk_parallelism=parallelism)
+    fake: FakeCodeArtifact,
+    executor: ThreadPoolExecutor,
+    parallelism: int = 4,
+    policy: FakePolicy | None = None,
+) -> _Bound:
+    return _Bound(
+        DeletePackageVersions(
+            fake,
+            executor,
+            DeleteLimits(max_versions=1000, chunk_parallelism=parallelism),
+            policy or FakePolicy(),
+        )
     )
 
 
@@ -242,3 +307,73 @@ def test_draining_before_any_call_is_gateway_draining(executor: ThreadPoolExecut
     with pytest.raises(GatewayDrainingError):
         _use_case(fake, executor).execute(_raw(3), Deadline.after(5, drain))
     assert [] == fake.calls
+
+
+def test_denied_version_fails_the_whole_call_by_default(executor: ThreadPoolExecutor) -> None:
+    """All-or-nothing: one denied version is PolicyDeniedError and nothing is sent."""
+    fake = FakeCodeArtifact()
+    policy = FakePolicy(deny=frozenset({"1.0.1"}))
+    with pytest.raises(PolicyDeniedError) as caught:
+        _use_case(fake, executor, policy=policy).execute(_raw(3), Deadline.after(5))
+    assert [DeniedVersion("1.0.1", ("deny-listed",), "denied by deny-listed")] == list(
+        caught.value.denied
+    )
+    assert [] == fake.calls
+
+
+def test_partial_mode_deletes_the_allowed_and_reports_the_denied(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """allow_partial: allowed versions go upstream, denied ones are NOT_ALLOWED with the ids."""
+    fake = FakeCodeArtifact()
+    policy = FakePolicy(deny=frozenset({"1.0.1"}))
+    raw = dataclasses.replace(_raw(3), allow_partial=True)
+    outcome = _use_case(fake, executor, policy=policy).execute(raw, Deadline.after(5))
+    assert [("1.0.0", "1.0.2")] == fake.calls
+    assert (
+        FailedVersion(VersionErrorCode.NOT_ALLOWED, "denied by deny-listed")
+        == (outcome.failed["1.0.1"])
+    )
+
+
+def test_missing_versions_are_not_evaluated_nor_sent(executor: ThreadPoolExecutor) -> None:
+    """A version that does not exist upstream is NOT_FOUND, not decided, not forwarded."""
+    fake = FakeCodeArtifact(existing=2)
+    policy = FakePolicy()
+    outcome = _use_case(fake, executor, policy=policy).execute(_raw(3), Deadline.after(5))
+    assert ["1.0.0", "1.0.1"] == [f.version for f in policy.requests[0].versions]
+    assert VersionErrorCode.NOT_FOUND == outcome.failed["1.0.2"].code
+    assert [("1.0.0", "1.0.1")] == fake.calls
+
+
+def test_policy_sees_counts_and_latest(executor: ThreadPoolExecutor) -> None:
+    """version_count, remaining_after_request and is_latest come from the package state."""
+    fake = FakeCodeArtifact(existing=3)
+    policy = FakePolicy()
+    _use_case(fake, executor, policy=policy).execute(_raw(3), Deadline.after(5))
+    [request] = policy.requests
+    assert (3, 0) == (request.version_count, request.remaining_after_request)
+    assert [False, False, True] == [f.is_latest for f in request.versions]
+
+
+def test_dry_run_returns_the_plan_and_sends_nothing(executor: ThreadPoolExecutor) -> None:
+    """validate_only: the plan for every version, no delete."""
+    fake = FakeCodeArtifact(existing=2)
+    raw = dataclasses.replace(_raw(3), validate_only=True)
+    outcome = _use_case(fake, executor).execute(raw, Deadline.after(5))
+    assert [PlanOutcome.WOULD_DELETE, PlanOutcome.WOULD_DELETE, PlanOutcome.NOT_FOUND] == [
+        p.outcome for p in outcome.plan.values()
+    ]
+    assert [] == fake.calls
+
+
+def test_group_limit(executor: ThreadPoolExecutor) -> None:
+    """A principal whose groups allow 2 versions may not name 3."""
+    use_case = DeletePackageVersions(
+        FakeCodeArtifact(),
+        executor,
+        DeleteLimits(group_max_versions={"ci": 2}),
+        FakePolicy(groups=("ci",)),
+    )
+    with pytest.raises(VersionLimitError):
+        use_case.execute(_raw(3), ALICE, Deadline.after(5))

@@ -147,6 +147,38 @@ PACKAGE_VERSION_ERROR_CODE_SKIPPED: PackageVersionErrorCode.ValueType  # 6
 """The version was not processed because another part of the call failed or was cut short."""
 Global___PackageVersionErrorCode: _TypeAlias = PackageVersionErrorCode  # noqa: Y015
 
+class _VersionOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VersionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VersionOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERSION_OUTCOME_UNSPECIFIED: _VersionOutcome.ValueType  # 0
+    """No outcome was set."""
+    VERSION_OUTCOME_WOULD_DELETE: _VersionOutcome.ValueType  # 1
+    """Policy allows the version and it would be deleted."""
+    VERSION_OUTCOME_DENIED: _VersionOutcome.ValueType  # 2
+    """Policy denies the version; policy_ids name the deciding policies."""
+    VERSION_OUTCOME_NOT_FOUND: _VersionOutcome.ValueType  # 3
+    """The version does not exist in the repository."""
+    VERSION_OUTCOME_STATUS_MISMATCH: _VersionOutcome.ValueType  # 4
+    """expected_status was given and the version's current status differs."""
+
+class VersionOutcome(_VersionOutcome, metaclass=_VersionOutcomeEnumTypeWrapper):
+    """VersionOutcome is what a call would do, or did decide, for one version."""
+
+VERSION_OUTCOME_UNSPECIFIED: VersionOutcome.ValueType  # 0
+"""No outcome was set."""
+VERSION_OUTCOME_WOULD_DELETE: VersionOutcome.ValueType  # 1
+"""Policy allows the version and it would be deleted."""
+VERSION_OUTCOME_DENIED: VersionOutcome.ValueType  # 2
+"""Policy denies the version; policy_ids name the deciding policies."""
+VERSION_OUTCOME_NOT_FOUND: VersionOutcome.ValueType  # 3
+"""The version does not exist in the repository."""
+VERSION_OUTCOME_STATUS_MISMATCH: VersionOutcome.ValueType  # 4
+"""expected_status was given and the version's current status differs."""
+Global___VersionOutcome: _TypeAlias = VersionOutcome  # noqa: Y015
+
 @_typing.final
 class DeletePackageVersionsRequest(_message.Message):
     """DeletePackageVersionsRequest names one package and the versions of it to delete."""
@@ -161,6 +193,9 @@ class DeletePackageVersionsRequest(_message.Message):
     PACKAGE_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
     EXPECTED_STATUS_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     """The CodeArtifact domain, 2 to 50 characters of lower-case letters, digits and hyphens."""
     domain_owner: _builtins.str
@@ -175,6 +210,16 @@ class DeletePackageVersionsRequest(_message.Message):
     """The package name, 1 to 255 characters without "#", "/" or whitespace."""
     expected_status: Global___PackageVersionStatus.ValueType
     """The status every version must have to be deleted; unspecified means no status check."""
+    justification: _builtins.str
+    """Why the versions are deleted, for policy and audit; at most 1024 characters."""
+    validate_only: _builtins.bool
+    """When true, everything is checked and decided as for a real call but nothing is deleted;
+    the response's decisions map holds the plan (Google AIP-163).
+    """
+    allow_partial: _builtins.bool
+    """When true, versions that policy allows are deleted and denied ones are reported in
+    failed_versions with NOT_ALLOWED; when false, any denied version fails the whole call.
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The versions to delete; at least one, duplicates are collapsed, at most the gateway's limit."""
@@ -190,14 +235,119 @@ class DeletePackageVersionsRequest(_message.Message):
         package: _builtins.str = ...,
         versions: _abc.Iterable[_builtins.str] | None = ...,
         expected_status: Global___PackageVersionStatus.ValueType = ...,
+        justification: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+        allow_partial: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "domain_owner", b"domain_owner", "expected_status", b"expected_status", "format", b"format", "namespace", b"namespace", "package", b"package", "repository", b"repository", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "domain", b"domain", "domain_owner", b"domain_owner", "expected_status", b"expected_status", "format", b"format", "justification", b"justification", "namespace", b"namespace", "package", b"package", "repository", b"repository", "validate_only", b"validate_only", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeletePackageVersionsRequest: _TypeAlias = DeletePackageVersionsRequest  # noqa: Y015
+
+@_typing.final
+class VersionDecision(_message.Message):
+    """VersionDecision explains the decision for one version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    POLICY_IDS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    IS_LATEST_FIELD_NUMBER: _builtins.int
+    outcome: Global___VersionOutcome.ValueType
+    """What the call would do with the version."""
+    message: _builtins.str
+    """A human-readable explanation."""
+    status: Global___PackageVersionStatus.ValueType
+    """The version's current status in CodeArtifact, when it exists."""
+    is_latest: _builtins.bool
+    """Whether the version is the package's latest (its default display version)."""
+    @_builtins.property
+    def policy_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The @id annotations of the policies that decided it; empty for a deny means that no
+        policy permits it.
+        """
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___VersionOutcome.ValueType = ...,
+        policy_ids: _abc.Iterable[_builtins.str] | None = ...,
+        message: _builtins.str = ...,
+        status: Global___PackageVersionStatus.ValueType = ...,
+        is_latest: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_latest", b"is_latest", "message", b"message", "outcome", b"outcome", "policy_ids", b"policy_ids", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VersionDecision: _TypeAlias = VersionDecision  # noqa: Y015
+
+@_typing.final
+class PolicyDenial(_message.Message):
+    """PolicyDenial is the error detail sent with PERMISSION_DENIED / POLICY_DENIED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DENIED_VERSIONS_FIELD_NUMBER: _builtins.int
+    OMITTED_COUNT_FIELD_NUMBER: _builtins.int
+    omitted_count: _builtins.int
+    """How many denied versions are not listed."""
+    @_builtins.property
+    def denied_versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeniedVersion]:
+        """The denied versions, at most 50; omitted_count says how many more there were."""
+
+    def __init__(
+        self,
+        *,
+        denied_versions: _abc.Iterable[Global___DeniedVersion] | None = ...,
+        omitted_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["denied_versions", b"denied_versions", "omitted_count", b"omitted_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyDenial: _TypeAlias = PolicyDenial  # noqa: Y015
+
+@_typing.final
+class DeniedVersion(_message.Message):
+    """DeniedVersion names one denied version and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    POLICY_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """The version string."""
+    reason: _builtins.str
+    """A human-readable reason ("denied by never-delete-latest", "no policy permits")."""
+    @_builtins.property
+    def policy_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The @id annotations of the policies that denied it; empty when no policy permits it."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        policy_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_ids", b"policy_ids", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeniedVersion: _TypeAlias = DeniedVersion  # noqa: Y015
 
 @_typing.final
 class SuccessfulPackageVersionInfo(_message.Message):
@@ -299,8 +449,30 @@ class DeletePackageVersionsResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class DecisionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___VersionDecision: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___VersionDecision | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SUCCESSFUL_VERSIONS_FIELD_NUMBER: _builtins.int
     FAILED_VERSIONS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def successful_versions(self) -> _containers.MessageMap[_builtins.str, Global___SuccessfulPackageVersionInfo]:
         """The versions that were deleted, keyed by version string."""
@@ -309,15 +481,20 @@ class DeletePackageVersionsResponse(_message.Message):
     def failed_versions(self) -> _containers.MessageMap[_builtins.str, Global___PackageVersionError]:
         """The versions that were not deleted, keyed by version string."""
 
+    @_builtins.property
+    def decisions(self) -> _containers.MessageMap[_builtins.str, Global___VersionDecision]:
+        """For a dry run (validate_only), the decision for every requested version."""
+
     def __init__(
         self,
         *,
         successful_versions: _abc.Mapping[_builtins.str, Global___SuccessfulPackageVersionInfo] | None = ...,
         failed_versions: _abc.Mapping[_builtins.str, Global___PackageVersionError] | None = ...,
+        decisions: _abc.Mapping[_builtins.str, Global___VersionDecision] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_versions", b"failed_versions", "successful_versions", b"successful_versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "failed_versions", b"failed_versions", "successful_versions", b"successful_versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -55,14 +55,19 @@ class PackageGovernanceServiceServicer:
     """
 
     def DeletePackageVersions(self, request, context):
-        """Deletes versions of one package, exactly as CodeArtifact's DeletePackageVersions does.
+        """Deletes versions of one package, exactly as CodeArtifact's DeletePackageVersions does,
+        after identifying the caller and deciding each version by the organisation's policy.
 
         Per-version failures are not errors: the call returns OK with failed_versions filled in.
-        Returns OK on success or partial success; INVALID_ARGUMENT for a request that breaks a
-        field rule (with BadRequest naming every bad field) or that CodeArtifact rejects;
+        Returns OK on success or partial success; UNAUTHENTICATED when the caller has no
+        acceptable identity; INVALID_ARGUMENT for a request that breaks a field rule (with
+        BadRequest naming every bad field) or that CodeArtifact rejects; PERMISSION_DENIED when
+        policy denies a version and allow_partial is not set (reason POLICY_DENIED, with a
+        PolicyDenial detail), when the request names more versions than the caller's groups may
+        (reason VERSION_LIMIT_EXCEEDED, with QuotaFailure), or when the gateway's own AWS identity
+        may not delete (reason UPSTREAM_ACCESS_DENIED);
         NOT_FOUND when the domain, repository or package does not exist (with ResourceInfo);
-        PERMISSION_DENIED when the gateway's own AWS identity may not delete
-        (reason UPSTREAM_ACCESS_DENIED); FAILED_PRECONDITION on a CodeArtifact conflict;
+        FAILED_PRECONDITION on a CodeArtifact conflict;
         RESOURCE_EXHAUSTED when CodeArtifact keeps throttling (with RetryInfo) or the request
         exceeds the receive limit; UNAVAILABLE when CodeArtifact cannot be reached or keeps
         failing; DEADLINE_EXCEEDED when the deadline is too short to call CodeArtifact or ran out

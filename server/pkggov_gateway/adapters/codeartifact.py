@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -37,6 +38,7 @@ from pkggov_gateway.domain.model import (
     DeleteOutcome,
     FailedVersion,
     PackageRef,
+    PackageState,
     SuccessfulVersion,
     VersionErrorCode,
     VersionStatus,
@@ -288,21 +290,49 @@ class BotoCodeArtifact:
         deadline: Deadline,
     ) -> DeleteOutcome:
         """Delete `versions` (at most 100) of `package`, retrying within `deadline`."""
-        params: dict[str, Any] = {
-            "domain": package.domain,
-            "repository": package.repository,
-            "format": package.format.value,
-            "package": package.package,
-            "versions": list(versions),
-        }
-        if package.domain_owner:
-            params["domainOwner"] = package.domain_owner
-        if package.namespace:
-            params["namespace"] = package.namespace
+        params = {**_package_params(package), "versions": list(versions)}
         if expected_status is not None:
             params["expectedStatus"] = expected_status.value
         response = self._call_with_retries("delete_package_versions", params, deadline)
         return _to_outcome(response)
+
+    def package_state(
+        self,
+        package: PackageRef,
+        deadline: Deadline,
+        *,
+        published_time_for: Sequence[str] = (),
+    ) -> PackageState:
+        """Every version's status (ListPackageVersions, all pages) and the default display
+        version; DescribePackageVersion for the publication times asked for."""
+        params = _package_params(package)
+        statuses: dict[str, VersionStatus] = {}
+        latest: str | None = None
+        token: str | None = None
+        while True:
+            page_params = {**params, "maxResults": 1000, **({"nextToken": token} if token else {})}
+            page = self._call_with_retries("list_package_versions", page_params, deadline)
+            latest = page.get("defaultDisplayVersion") or latest
+            for summary in page.get("versions", []):
+                status = _parse_status(summary.get("status"))
+                if status is None:
+                    log.warning("upstream.unknown_status", status=summary.get("status"))
+                    status = VersionStatus.PUBLISHED  # the most protected reading
+                statuses[str(summary["version"])] = status
+            token = page.get("nextToken")
+            if not token:
+                break
+        published: dict[str, datetime] = {}
+        for version in published_time_for:
+            if version not in statuses:
+                continue
+            described = self._call_with_retries(
+                "describe_package_version", {**params, "packageVersion": version}, deadline
+            )
+            when = described.get("packageVersion", {}).get("publishedTime")
+            if isinstance(when, datetime):
+                published[version] = when
+        return PackageState(statuses, latest, published)
 
     def _call_with_retries(
         self, method: str, params: Mapping[str, Any], deadline: Deadline
@@ -367,6 +397,21 @@ class BotoCodeArtifact:
         finally:
             _CALL_READ_TIMEOUT.reset(token)
         return result
+
+
+def _package_params(package: PackageRef) -> dict[str, Any]:
+    """The parameters that name `package` in every CodeArtifact package operation."""
+    params: dict[str, Any] = {
+        "domain": package.domain,
+        "repository": package.repository,
+        "format": package.format.value,
+        "package": package.package,
+    }
+    if package.domain_owner:
+        params["domainOwner"] = package.domain_owner
+    if package.namespace:
+        params["namespace"] = package.namespace
+    return params
 
 
 def _to_outcome(response: Mapping[str, Any]) -> DeleteOutcome:

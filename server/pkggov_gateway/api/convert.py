@@ -9,6 +9,7 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
     PackageFormat,
+    PlanOutcome,
     VersionErrorCode,
     VersionStatus,
 )
@@ -60,6 +61,13 @@ def _invert(table: dict[int, _E]) -> dict[_E, int]:
 
 
 _STATUS_NUMBERS = _invert(STATUSES)
+
+PLAN_OUTCOMES: dict[PlanOutcome, int] = {
+    PlanOutcome.WOULD_DELETE: pb.VERSION_OUTCOME_WOULD_DELETE,
+    PlanOutcome.DENIED: pb.VERSION_OUTCOME_DENIED,
+    PlanOutcome.NOT_FOUND: pb.VERSION_OUTCOME_NOT_FOUND,
+    PlanOutcome.STATUS_MISMATCH: pb.VERSION_OUTCOME_STATUS_MISMATCH,
+}
 _ERROR_CODE_NUMBERS = _invert(ERROR_CODES)
 
 
@@ -74,12 +82,26 @@ def from_delete_request(request: pb.DeletePackageVersionsRequest) -> RawDeleteRe
         package=request.package,
         versions=list(request.versions),
         expected_status=_enum(request.expected_status, STATUSES),
+        justification=request.justification,
+        validate_only=request.validate_only,
+        allow_partial=request.allow_partial,
     )
 
 
-def to_delete_response(outcome: DeleteOutcome) -> pb.DeletePackageVersionsResponse:
-    """The merged outcome as the proto response, keyed by version like CodeArtifact."""
+def to_delete_response(
+    outcome: DeleteOutcome, *, with_plan: bool = False
+) -> pb.DeletePackageVersionsResponse:
+    """The merged outcome as the proto response, keyed by version like CodeArtifact; with the
+    per-version decisions when `with_plan` (dry runs)."""
     response = pb.DeletePackageVersionsResponse()
+    if with_plan:
+        for version, planned in outcome.plan.items():
+            decision = response.decisions[version]
+            decision.outcome = PLAN_OUTCOMES[planned.outcome]  # type: ignore[assignment]
+            decision.policy_ids.extend(planned.policy_ids)
+            decision.message = planned.message
+            decision.status = _STATUS_NUMBERS.get(planned.status, 0) if planned.status else 0  # type: ignore[assignment]
+            decision.is_latest = planned.is_latest
     for version, ok in outcome.successful.items():
         entry = response.successful_versions[version]
         entry.revision = ok.revision

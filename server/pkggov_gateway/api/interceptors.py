@@ -1,16 +1,17 @@
-"""The RPC edge interceptor: request id and log context, decoding, error mapping, one log line.
+"""The RPC edge interceptor: request id, caller identity, decoding, error mapping, one log line.
 
-Identity (a later issue) goes in front of it; it must stay the innermost interceptor because it
-builds each method's handler once and reuses it.
+It must stay the innermost interceptor because it builds each method's handler once and reuses
+it. The authenticated principal of the current call is in `CURRENT_PRINCIPAL`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
@@ -19,8 +20,18 @@ from grpc_status import rpc_status
 
 from pkggov_gateway.api.status import INTERNAL_RULE, rule_for, to_rpc_status
 from pkggov_gateway.domain.errors import MalformedRequestError
+from pkggov_gateway.domain.identity import Principal
+from pkggov_gateway.ports import Authenticator
 
-__all__ = ["REQUEST_ID_KEY", "RpcEdgeInterceptor"]
+__all__ = ["CURRENT_PRINCIPAL", "PROTECTED_PREFIX", "REQUEST_ID_KEY", "RpcEdgeInterceptor"]
+
+CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "pkggov_principal", default=None
+)
+"""The authenticated caller of the RPC being served on this thread."""
+
+PROTECTED_PREFIX = "/pkggov.v1."
+"""Methods that require an identity; health and reflection do not (TLS still applies)."""
 
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -42,13 +53,15 @@ class RpcEdgeInterceptor(_ServerInterceptor):
     """Wraps every unary-unary method; streaming methods (health Watch, reflection) pass through.
 
     Per call: take the caller's ``x-request-id`` when well formed (else a new UUID), bind it
-    with the method and peer to the log context and send it back as initial metadata; decode
+    with the method and peer to the log context and send it back as initial metadata;
+    authenticate the caller of a pkggov method (UNAUTHENTICATED before anything else); decode
     the request here, so undecodable bytes are INVALID_ARGUMENT (MALFORMED_REQUEST) rather than
     grpc's INTERNAL; translate exceptions through the status table; log one ``rpc`` line with
     the code the caller saw (CANCELLED or DEADLINE_EXCEEDED when it went away first).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
         self._handlers: dict[str, _Handler] = {}
 
     def intercept_service(
@@ -65,7 +78,12 @@ class RpcEdgeInterceptor(_ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(
-            _edge(handler.unary_unary, handler.request_deserializer, method),
+            _edge(
+                handler.unary_unary,
+                handler.request_deserializer,
+                method,
+                self._authenticator if method.startswith(PROTECTED_PREFIX) else None,
+            ),
             request_deserializer=None,  # raw bytes: decoded inside, with errors mapped
             response_serializer=handler.response_serializer,
         )
@@ -73,9 +91,28 @@ class RpcEdgeInterceptor(_ServerInterceptor):
         return wrapped
 
 
-def _edge(behaviour: _Unary, deserialize: _Deserializer, method: str) -> _Unary:
+def _metadata(pairs: Sequence[tuple[str, str | bytes]]) -> dict[str, str | bytes]:
+    """Call metadata as a mapping; a repeated text key's values are joined with ", " (as HTTP
+    joins repeated headers), so a second identity header cannot silently replace the first."""
+    merged: dict[str, str | bytes] = {}
+    for key, value in pairs:
+        previous = merged.get(key)
+        if isinstance(previous, str) and isinstance(value, str):
+            merged[key] = f"{previous}, {value}"
+        else:
+            merged[key] = value
+    return merged
+
+
+def _edge(
+    behaviour: _Unary,
+    deserialize: _Deserializer,
+    method: str,
+    authenticator: Authenticator | None,
+) -> _Unary:
     def call(raw: bytes, context: grpc.ServicerContext) -> Any:
-        sent = dict(context.invocation_metadata()).get(REQUEST_ID_KEY)
+        metadata = _metadata(context.invocation_metadata())
+        sent = metadata.get(REQUEST_ID_KEY)
         request_id = sent if isinstance(sent, str) and _REQUEST_ID.fullmatch(sent) else None
         request_id = request_id or str(uuid.uuid4())
         structlog.contextvars.clear_contextvars()
@@ -85,7 +122,16 @@ def _edge(behaviour: _Unary, deserialize: _Deserializer, method: str) -> _Unary:
         context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        CURRENT_PRINCIPAL.set(None)
         try:
+            if authenticator is not None:
+                # grpc-stubs type auth_context() as Mapping[str, bytes]; grpcio returns lists.
+                auth_context = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
+                principal = authenticator.authenticate(metadata, context.peer(), auth_context)
+                CURRENT_PRINCIPAL.set(principal)
+                structlog.contextvars.bind_contextvars(
+                    principal=principal.id, auth=principal.method.value
+                )
             try:
                 request = deserialize(raw) if deserialize is not None else raw
             except DecodeError as exc:
@@ -117,5 +163,6 @@ def _edge(behaviour: _Unary, deserialize: _Deserializer, method: str) -> _Unary:
                 fields = {"code": gone.name, "handler_code": code.name}
             log.info("rpc", duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
             structlog.contextvars.clear_contextvars()
+            CURRENT_PRINCIPAL.set(None)
 
     return call

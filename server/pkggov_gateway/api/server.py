@@ -15,8 +15,12 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.interceptors import RpcEdgeInterceptor
 from pkggov_gateway.api.servicer import PackageGovernanceServicer
+from pkggov_gateway.ports import Authenticator
 
-__all__ = ["SERVICE_NAME", "GrpcServer", "max_request_bytes"]
+__all__ = ["POLICY_HEALTH_NAME", "SERVICE_NAME", "GrpcServer", "max_request_bytes"]
+
+POLICY_HEALTH_NAME = "pkggov.policy"
+"""Health service name whose status says whether the last policy reload succeeded."""
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PackageGovernanceService"].full_name
 
@@ -37,6 +41,8 @@ class GrpcServer:
         self,
         servicer: PackageGovernanceServicer,
         *,
+        authenticator: Authenticator,
+        credentials: grpc.ServerCredentials | None,
         listen: str,
         max_workers: int,
         max_concurrent_rpcs: int,
@@ -46,7 +52,7 @@ class GrpcServer:
         limit = max_request_bytes(max_versions)
         self._server = grpc.server(
             self._executor,
-            interceptors=[RpcEdgeInterceptor()],
+            interceptors=[RpcEdgeInterceptor(authenticator)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),
@@ -60,7 +66,10 @@ class GrpcServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         try:
-            self.port = self._server.add_insecure_port(listen)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(listen)
+            else:
+                self.port = self._server.add_secure_port(listen, credentials)
         except RuntimeError as error:  # grpcio reports a failed bind this way
             self._executor.shutdown(wait=False)
             raise OSError(f"cannot listen on {listen}: {error}") from error
@@ -70,8 +79,14 @@ class GrpcServer:
     def start(self) -> None:
         """Start serving and report SERVING for the service and the server as a whole."""
         self._server.start()
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, POLICY_HEALTH_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def set_policy_health(self, healthy: bool) -> None:
+        """Report the last policy reload: NOT_SERVING under POLICY_HEALTH_NAME when it failed
+        (the previous policy set is still in force, so the service itself keeps serving)."""
+        status = health_pb2.HealthCheckResponse
+        self.health.set(POLICY_HEALTH_NAME, status.SERVING if healthy else status.NOT_SERVING)
 
     def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish within `grace`."""

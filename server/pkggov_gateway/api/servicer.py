@@ -8,7 +8,9 @@ import structlog
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.convert import from_delete_request, to_delete_response
+from pkggov_gateway.api.interceptors import CURRENT_PRINCIPAL
 from pkggov_gateway.domain.deadline import Deadline, DrainSignal
+from pkggov_gateway.domain.errors import UnauthenticatedError
 from pkggov_gateway.service.delete_versions import DeletePackageVersions
 
 __all__ = ["PackageGovernanceServicer"]
@@ -35,12 +37,14 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
     def DeletePackageVersions(  # noqa: N802 - the generated method name
         self, request: pb.DeletePackageVersionsRequest, context: grpc.ServicerContext
     ) -> pb.DeletePackageVersionsResponse:
-        """Delete the requested versions and report each one's outcome."""
-        outcome = self._delete_versions.execute(
-            from_delete_request(request), self._deadline(context)
-        )
+        """Decide and delete the requested versions and report each one's outcome."""
+        principal = CURRENT_PRINCIPAL.get()
+        if principal is None:  # the edge interceptor authenticates every pkggov method
+            raise UnauthenticatedError("the call carries no identity")
+        raw = from_delete_request(request)
+        outcome = self._delete_versions.execute(raw, principal, self._deadline(context))
         structlog.contextvars.bind_contextvars(aws_request_ids=list(outcome.aws_request_ids))
-        return to_delete_response(outcome)
+        return to_delete_response(outcome, with_plan=raw.validate_only)
 
     def _deadline(self, context: grpc.ServicerContext) -> Deadline:
         """The caller's deadline capped at the maximum, or the default when the caller set none.

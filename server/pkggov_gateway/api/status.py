@@ -17,6 +17,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
     GatewayCredentialsError,
@@ -24,6 +25,8 @@ from pkggov_gateway.domain.errors import (
     InvalidRequestError,
     MalformedRequestError,
     PkggovError,
+    PolicyDeniedError,
+    UnauthenticatedError,
     UpstreamAccessDeniedError,
     UpstreamConflictError,
     UpstreamError,
@@ -34,6 +37,7 @@ from pkggov_gateway.domain.errors import (
     UpstreamUnavailableError,
     UpstreamUnknownError,
     UpstreamValidationError,
+    VersionLimitError,
 )
 
 __all__ = ["ERROR_DOMAIN", "INTERNAL_RULE", "STATUS_TABLE", "StatusRule", "to_rpc_status"]
@@ -126,6 +130,38 @@ def _retry_info(error: PkggovError) -> Sequence[Message]:
     ]
 
 
+MAX_DENIED_LISTED = 50
+"""PolicyDenial lists at most this many versions (and counts the rest), to fit in metadata."""
+
+
+def _policy_denial(error: PkggovError) -> Sequence[Message]:
+    assert isinstance(error, PolicyDeniedError)  # noqa: S101 - the table pairs them
+    listed = error.denied[:MAX_DENIED_LISTED]
+    return [
+        pb.PolicyDenial(
+            denied_versions=[
+                pb.DeniedVersion(version=d.version, policy_ids=d.policy_ids, reason=d.reason)
+                for d in listed
+            ],
+            omitted_count=len(error.denied) - len(listed),
+        )
+    ]
+
+
+def _quota_failure(error: PkggovError) -> Sequence[Message]:
+    assert isinstance(error, VersionLimitError)  # noqa: S101 - the table pairs them
+    return [
+        error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject="versions per call for groups: " + (", ".join(error.groups) or "none"),
+                    description=error.message,
+                )
+            ]
+        )
+    ]
+
+
 def _credentials_message(error: PkggovError) -> str:
     return (
         "the gateway's own AWS credentials are missing or invalid; this is an operator "
@@ -134,6 +170,13 @@ def _credentials_message(error: PkggovError) -> str:
 
 
 STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
+    UnauthenticatedError: StatusRule(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    PolicyDeniedError: StatusRule(
+        grpc.StatusCode.PERMISSION_DENIED, "POLICY_DENIED", _policy_denial
+    ),
+    VersionLimitError: StatusRule(
+        grpc.StatusCode.PERMISSION_DENIED, "VERSION_LIMIT_EXCEEDED", _quota_failure
+    ),
     MalformedRequestError: StatusRule(grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST"),
     InvalidRequestError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", _bad_request

@@ -3,10 +3,13 @@
 The hierarchy (the gRPC layer maps each leaf to a status through one table)::
 
     PkggovError
+    ├── UnauthenticatedError         no acceptable identity; nothing is evaluated or forwarded
     ├── MalformedRequestError        the request bytes are not a valid message; nothing is read
     ├── InvalidRequestError          the request breaks field rules; nothing is forwarded
     ├── DeadlineTooShortError        too little time is left to call CodeArtifact at all
     ├── GatewayDrainingError         the gateway is shutting down; nothing more is sent
+    ├── PolicyDeniedError            policy denies versions (all-or-nothing); nothing is deleted
+    ├── VersionLimitError            more versions than the caller's groups may name at once
     └── UpstreamError                CodeArtifact (or the way to it) failed the call
         ├── UpstreamValidationError      400 ValidationException
         ├── UpstreamNotFoundError        404 ResourceNotFoundException
@@ -42,6 +45,10 @@ class PkggovError(Exception):
         self.message = message
 
 
+class UnauthenticatedError(PkggovError):
+    """Raised when a call carries no identity the gateway accepts."""
+
+
 class MalformedRequestError(PkggovError):
     """Raised when the request's bytes cannot be decoded as the method's request message."""
 
@@ -56,6 +63,38 @@ class InvalidRequestError(PkggovError):
         names = list(dict.fromkeys(v.field for v in self.violations))
         shown = ", ".join(names[: self._NAMED]) + (", ..." if len(names) > self._NAMED else "")
         super().__init__(f"invalid request: {len(self.violations)} bad field(s): {shown}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeniedVersion:
+    """One version policy denied, with the @ids of the deciding policies (empty: none permits)."""
+
+    version: str
+    policy_ids: tuple[str, ...]
+    reason: str
+
+
+class PolicyDeniedError(PkggovError):
+    """Raised when policy denies one or more versions and partial deletion was not asked for."""
+
+    def __init__(self, denied: Sequence[DeniedVersion], requested: int) -> None:
+        self.denied = tuple(denied)
+        super().__init__(
+            f"policy denies {len(self.denied)} of {requested} version(s); nothing was deleted"
+        )
+
+
+class VersionLimitError(PkggovError):
+    """Raised when a request names more versions than the caller's groups may at once."""
+
+    def __init__(self, requested: int, limit: int, groups: Sequence[str]) -> None:
+        self.requested = requested
+        self.limit = limit
+        self.groups = tuple(groups)
+        held = ", ".join(self.groups) or "no group"
+        super().__init__(
+            f"the request names {requested} versions; callers in {held} may name at most {limit}"
+        )
 
 
 class GatewayDrainingError(PkggovError):

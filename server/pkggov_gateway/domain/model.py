@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -75,12 +76,48 @@ class PackageRef:
 
 
 @dataclass(frozen=True, slots=True)
+class PackageState:
+    """A package's versions as CodeArtifact reports them now."""
+
+    statuses: Mapping[str, VersionStatus]
+    """Every existing version (any status) -> its status."""
+    latest: str | None = None
+    """The package's default display version, as CodeArtifact chooses it."""
+    published_at: Mapping[str, datetime] = field(default_factory=dict)
+    """Publication times, for the versions they were asked for."""
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteRequest:
-    """A validated request: the package, its distinct versions in request order, a status guard."""
+    """A validated request: the package, its distinct versions in request order, a status guard,
+    and how to apply policy (justification, dry run, all-or-nothing or partial)."""
 
     package: PackageRef
     versions: tuple[str, ...]
     expected_status: VersionStatus | None = None
+    justification: str = ""
+    validate_only: bool = False
+    allow_partial: bool = False
+
+
+class PlanOutcome(StrEnum):
+    """What a call would do, or decided, for one version."""
+
+    WOULD_DELETE = "WOULD_DELETE"
+    DENIED = "DENIED"
+    NOT_FOUND = "NOT_FOUND"
+    STATUS_MISMATCH = "STATUS_MISMATCH"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedVersion:
+    """The decision for one version, with the deciding policies' @ids and its current state."""
+
+    outcome: PlanOutcome
+    message: str
+    policy_ids: tuple[str, ...] = ()
+    status: VersionStatus | None = None
+    is_latest: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +150,5 @@ class DeleteOutcome:
     successful: Mapping[str, SuccessfulVersion] = field(default_factory=dict)
     failed: Mapping[str, FailedVersion] = field(default_factory=dict)
     aws_request_ids: tuple[str, ...] = ()
+    plan: Mapping[str, PlannedVersion] = field(default_factory=dict)
+    """Every requested version's decision (filled by the governed use case)."""

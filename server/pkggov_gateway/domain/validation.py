@@ -74,6 +74,9 @@ STRING_RULES: dict[str, StringRule] = {
     "package": StringRule("PackageName", 1, 255, r"[^#/\s]+"),
     "versions": StringRule("PackageVersion", 1, 255, r"[^#/\s]+"),
 }
+
+MAX_JUSTIFICATION_LENGTH = 1024
+"""The longest justification accepted (the gateway's own rule; CodeArtifact has no such field)."""
 """Request field (proto name) -> the model's constraint for it."""
 
 
@@ -96,6 +99,9 @@ class RawDeleteRequest:
     namespace: str = ""
     domain_owner: str = ""
     expected_status: VersionStatus | UnknownEnumValue | None = None
+    justification: str = ""
+    validate_only: bool = False
+    allow_partial: bool = False
 
 
 def validate_delete_request(raw: RawDeleteRequest, *, max_versions: int) -> DeleteRequest:
@@ -156,6 +162,17 @@ def validate_delete_request(raw: RawDeleteRequest, *, max_versions: int) -> Dele
             if found is not None:
                 violations.append(found)
 
+    justification = raw.justification.strip()
+    if len(justification) > MAX_JUSTIFICATION_LENGTH:
+        violations.append(
+            FieldViolation(
+                "justification",
+                f"must be at most {MAX_JUSTIFICATION_LENGTH} characters, got {len(justification)}",
+            )
+        )
+    elif not justification.isprintable():
+        violations.append(FieldViolation("justification", "must not contain control characters"))
+
     status = raw.expected_status
     if violations or fmt is None or isinstance(status, UnknownEnumValue):
         raise InvalidRequestError(violations)
@@ -170,6 +187,9 @@ def validate_delete_request(raw: RawDeleteRequest, *, max_versions: int) -> Dele
         ),
         versions=tuple(dict.fromkeys(raw.versions)),
         expected_status=status,
+        justification=justification,
+        validate_only=raw.validate_only,
+        allow_partial=raw.allow_partial,
     )
 
 

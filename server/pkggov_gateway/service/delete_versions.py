@@ -1,20 +1,36 @@
-"""The DeletePackageVersions use case: validate, split into calls of at most 100, merge.
+"""The governed DeletePackageVersions use case: validate, check, decide per version, delete.
 
-Chunk rule (also in the README). A request of more than 100 distinct versions is split, in
-request order, into chunks of at most 100 that run with bounded parallelism. Then:
+Steps, in order, for an authenticated principal:
 
-* If every chunk returns a result, the maps are merged: the call is OK.
-* If no chunk returns a result (every attempted chunk raised), the call fails with the
-  error of the first chunk, in request order, whose outcome is unknown (a timeout or a
-  dropped connection: it may have deleted versions, and the caller must be told), else with
-  the error of the first failed chunk, exactly as a single call would.
-* If some chunks return results and others raise, the call is OK so that no deletion is
-  hidden: the merged maps hold every returned version, and every version of a chunk that
-  raised, or that was not started, is in failed_versions with code SKIPPED and a message
-  saying which of three cases applies: "not deleted" (the chunk failed and CodeArtifact
-  applied nothing), "outcome unknown" (the chunk timed out or its connection dropped:
-  it may have been applied), or "not attempted" (an earlier chunk failed, or the gateway
-  began to shut down, so it started no new chunk).
+1. Validate the request's fields (InvalidRequestError; nothing is read or sent).
+2. Guardrail: the number of versions against the most generous limit of the principal's groups
+   (VersionLimitError).
+3. Read the package's current state from CodeArtifact (statuses, default display version,
+   publication times when a policy uses them). Requested versions that do not exist are
+   NOT_FOUND, and with expected_status those in another status are STATUS_MISMATCH; neither is
+   evaluated nor sent.
+4. Decide every remaining version with the policy engine in one batch.
+5. Denied versions fail the whole call (PolicyDeniedError) unless allow_partial is set, in
+   which case they are reported as NOT_ALLOWED. A dry run (validate_only) stops here and returns
+   the plan; it fails exactly when the real call would.
+6. Delete the allowed versions. Each upstream call carries, as expectedStatus, the status the
+   versions were decided on, so a version whose status changed since it was decided is not
+   deleted (MISMATCHED_STATUS) rather than deleted under a stale decision.
+
+Chunk rule (also in the README). Allowed versions are grouped by decided status and split, in
+request order, into calls of at most 100 that run with bounded parallelism. Then:
+
+* If every call returns a result, the maps are merged: the call is OK.
+* If no call returns a result (every attempted call raised), the call fails with the error of
+  the first call, in request order, whose outcome is unknown (a timeout or a dropped
+  connection: it may have deleted versions, and the caller must be told), else with the error
+  of the first failed call, exactly as a single call would.
+* If some calls return results and others raise, the call is OK so that no deletion is hidden:
+  the merged maps hold every returned version, and every version of a call that raised, or that
+  was not started, is in failed_versions with code SKIPPED and a message saying which case
+  applies: "not deleted" (the call failed and CodeArtifact applied nothing), "outcome unknown"
+  (it timed out or its connection dropped: it may have been applied), or "not attempted" (an
+  earlier call failed, or the gateway began to shut down, so it started no new call).
 """
 
 from __future__ import annotations
@@ -22,30 +38,40 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
+    DeniedVersion,
     GatewayDrainingError,
     PkggovError,
+    PolicyDeniedError,
     UpstreamError,
+    VersionLimitError,
 )
+from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
     DeleteRequest,
     FailedVersion,
+    PackageState,
+    PlannedVersion,
+    PlanOutcome,
     SuccessfulVersion,
     VersionErrorCode,
+    VersionStatus,
 )
+from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts
 from pkggov_gateway.domain.validation import (
     CODEARTIFACT_MAX_VERSIONS_PER_CALL,
     RawDeleteRequest,
     validate_delete_request,
 )
-from pkggov_gateway.ports import CodeArtifactPort
+from pkggov_gateway.ports import CodeArtifactPort, PolicyEngine
 
 __all__ = ["DeleteLimits", "DeletePackageVersions"]
 
@@ -58,54 +84,183 @@ class DeleteLimits:
     chunk_size: int = CODEARTIFACT_MAX_VERSIONS_PER_CALL
     chunk_parallelism: int = 4
     min_upstream_seconds: float = 0.2
+    group_max_versions: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    versions: tuple[str, ...]
+    expected_status: VersionStatus | None
 
 
 @dataclass(slots=True)
 class _ChunkResult:
-    versions: Sequence[str]
+    chunk: _Chunk
     outcome: DeleteOutcome | None = None
     error: Exception | None = None
 
 
 class DeletePackageVersions:
-    """Validates a raw request and deletes its versions through the CodeArtifact port."""
+    """Validates, checks and decides a request, then deletes through the CodeArtifact port."""
 
-    def __init__(self, upstream: CodeArtifactPort, executor: Executor, limits: DeleteLimits):
+    def __init__(
+        self,
+        upstream: CodeArtifactPort,
+        executor: Executor,
+        limits: DeleteLimits,
+        policy: PolicyEngine,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._upstream = upstream
         self._executor = executor
         self._limits = limits
+        self._policy = policy
+        self._clock = clock
 
     def validate(self, raw: RawDeleteRequest) -> DeleteRequest:
         """Check the request's fields; raise InvalidRequestError naming every bad field."""
         return validate_delete_request(raw, max_versions=self._limits.max_versions)
 
-    def execute(self, raw: RawDeleteRequest, deadline: Deadline) -> DeleteOutcome:
-        """Validate, then delete within `deadline`; see the module docstring for chunks."""
-        request = self.validate(raw)
-        remaining = deadline.remaining()
-        if remaining < self._limits.min_upstream_seconds:
-            raise DeadlineTooShortError(remaining, self._limits.min_upstream_seconds)
-        size = self._limits.chunk_size
-        chunks = [request.versions[i : i + size] for i in range(0, len(request.versions), size)]
-        if len(chunks) == 1:
-            return self._call(request, chunks[0], deadline)
-        results = self._run_chunks(request, chunks, deadline)
-        return _merge(results, draining=deadline.is_draining())
-
-    def _call(
-        self, request: DeleteRequest, versions: Sequence[str], deadline: Deadline
+    def execute(
+        self, raw: RawDeleteRequest, principal: Principal, deadline: Deadline
     ) -> DeleteOutcome:
+        """Run the steps of the module docstring for `principal` within `deadline`."""
+        request = self.validate(raw)
+        self._check_version_limit(request, principal)
+        self._check_time(deadline)
+        published_for = request.versions if self._policy.uses_published_time() else ()
+        state = self._upstream.package_state(
+            request.package, deadline, published_time_for=published_for
+        )
+        plan = self._decide(request, principal, state)
+        denied = [
+            DeniedVersion(version, p.policy_ids, p.message)
+            for version, p in plan.items()
+            if p.outcome is PlanOutcome.DENIED
+        ]
+        if denied and not request.allow_partial:
+            raise PolicyDeniedError(denied, len(request.versions))
+        if request.validate_only:
+            return DeleteOutcome(plan=plan)
+        return self._delete(request, plan, deadline)
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _check_version_limit(self, request: DeleteRequest, principal: Principal) -> None:
+        groups = self._policy.groups_of(principal.id)
+        limits = [
+            self._limits.group_max_versions[g]
+            for g in groups
+            if g in self._limits.group_max_versions
+        ]
+        limit = max(limits) if limits else self._limits.max_versions
+        if len(request.versions) > limit:
+            raise VersionLimitError(len(request.versions), limit, groups)
+
+    def _check_time(self, deadline: Deadline) -> None:
         if deadline.is_draining():
             raise GatewayDrainingError
         remaining = deadline.remaining()
         if remaining < self._limits.min_upstream_seconds:
             raise DeadlineTooShortError(remaining, self._limits.min_upstream_seconds)
+
+    def _decide(
+        self, request: DeleteRequest, principal: Principal, state: PackageState
+    ) -> dict[str, PlannedVersion]:
+        plan: dict[str, PlannedVersion] = {}
+        facts: list[VersionFacts] = []
+        for version in request.versions:
+            status = state.statuses.get(version)
+            latest = version == state.latest
+            if status is None:
+                plan[version] = PlannedVersion(
+                    PlanOutcome.NOT_FOUND, "the version does not exist in the repository"
+                )
+            elif request.expected_status is not None and status is not request.expected_status:
+                plan[version] = PlannedVersion(
+                    PlanOutcome.STATUS_MISMATCH,
+                    f"the version is {status}, not {request.expected_status}",
+                    status=status,
+                    is_latest=latest,
+                )
+            else:
+                plan[version] = PlannedVersion(PlanOutcome.WOULD_DELETE, "", status=status)
+                facts.append(VersionFacts(version, status, latest, state.published_at.get(version)))
+        if not facts:
+            return plan
+        existing = sum(1 for v in request.versions if v in state.statuses)
+        decisions = self._policy.decide(
+            PolicyRequest(
+                principal=principal,
+                package=request.package,
+                versions=tuple(facts),
+                version_count=len(state.statuses),
+                remaining_after_request=len(state.statuses) - existing,
+                context=PolicyContext(
+                    justification=request.justification,
+                    dry_run=request.validate_only,
+                    request_size=len(request.versions),
+                    now=self._clock(),
+                    peer=principal.peer,
+                ),
+            )
+        )
+        for fact, decision in zip(facts, decisions, strict=True):
+            ids = ", ".join(decision.policy_ids)
+            if decision.allowed:
+                outcome, message = PlanOutcome.WOULD_DELETE, f"allowed by {ids}"
+            elif decision.errors:
+                outcome = PlanOutcome.DENIED
+                message = f"denied: policy evaluation failed ({'; '.join(decision.errors)})"
+            else:
+                outcome = PlanOutcome.DENIED
+                message = f"denied by {ids}" if ids else "denied: no policy permits it"
+            plan[fact.version] = PlannedVersion(
+                outcome, message, decision.policy_ids, fact.status, fact.is_latest
+            )
+        return plan
+
+    def _delete(
+        self, request: DeleteRequest, plan: Mapping[str, PlannedVersion], deadline: Deadline
+    ) -> DeleteOutcome:
+        refused = {
+            v: _refusal(p) for v, p in plan.items() if p.outcome is not PlanOutcome.WOULD_DELETE
+        }
+        chunks = self._chunks(plan)
+        if not chunks:
+            return DeleteOutcome(failed=refused, plan=plan)
+        if len(chunks) == 1:
+            outcome = self._call(request, chunks[0], deadline)
+        else:
+            results = self._run_chunks(request, chunks, deadline)
+            outcome = _merge(results, draining=deadline.is_draining())
+        return DeleteOutcome(
+            outcome.successful,
+            {**refused, **outcome.failed},
+            outcome.aws_request_ids,
+            plan,
+        )
+
+    def _chunks(self, plan: Mapping[str, PlannedVersion]) -> list[_Chunk]:
+        by_status: dict[VersionStatus | None, list[str]] = {}
+        for version, planned in plan.items():
+            if planned.outcome is PlanOutcome.WOULD_DELETE:
+                by_status.setdefault(planned.status, []).append(version)
+        size = self._limits.chunk_size
+        return [
+            _Chunk(tuple(versions[i : i + size]), status)
+            for status, versions in by_status.items()
+            for i in range(0, len(versions), size)
+        ]
+
+    def _call(self, request: DeleteRequest, chunk: _Chunk, deadline: Deadline) -> DeleteOutcome:
+        self._check_time(deadline)
         return self._upstream.delete_package_versions(
-            request.package, versions, request.expected_status, deadline
+            request.package, chunk.versions, chunk.expected_status, deadline
         )
 
     def _run_chunks(
-        self, request: DeleteRequest, chunks: Sequence[Sequence[str]], deadline: Deadline
+        self, request: DeleteRequest, chunks: Sequence[_Chunk], deadline: Deadline
     ) -> list[_ChunkResult]:
         results = [_ChunkResult(chunk) for chunk in chunks]
         pending = deque(results)
@@ -119,7 +274,7 @@ class DeletePackageVersions:
                         return
                     result = pending.popleft()
                 try:
-                    result.outcome = self._call(request, result.versions, deadline)
+                    result.outcome = self._call(request, result.chunk, deadline)
                 except Exception as exc:  # noqa: BLE001 - any failure must not hide other chunks
                     result.error = exc
                     failed.set()
@@ -131,6 +286,16 @@ class DeletePackageVersions:
         for future in futures:
             future.result()
         return results
+
+
+def _refusal(planned: PlannedVersion) -> FailedVersion:
+    """How a version that is not sent upstream is reported in failed_versions."""
+    codes = {
+        PlanOutcome.NOT_FOUND: VersionErrorCode.NOT_FOUND,
+        PlanOutcome.STATUS_MISMATCH: VersionErrorCode.MISMATCHED_STATUS,
+        PlanOutcome.DENIED: VersionErrorCode.NOT_ALLOWED,
+    }
+    return FailedVersion(codes[planned.outcome], planned.message)
 
 
 def _merge(results: list[_ChunkResult], *, draining: bool) -> DeleteOutcome:
@@ -149,7 +314,7 @@ def _merge(results: list[_ChunkResult], *, draining: bool) -> DeleteOutcome:
             request_ids.extend(result.outcome.aws_request_ids)
             continue
         message = _skipped_message(index, len(results), result.error, draining=draining)
-        for version in result.versions:
+        for version in result.chunk.versions:
             failed[version] = FailedVersion(VersionErrorCode.SKIPPED, message)
     return DeleteOutcome(successful, failed, tuple(request_ids))
 
