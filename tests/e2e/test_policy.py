@@ -17,10 +17,10 @@ import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pkggov_gateway.adapters.cedar import PolicyLoadError, default_policy_files
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import Emulator
+from pkggov_gateway.adapters.cedar import PolicyLoadError, default_policy_files
 from pkggov_gateway.bootstrap import Gateway, build_gateway
 from tests.e2e.harness import (
     GatewayFactory,
