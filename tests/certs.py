@@ -269,12 +269,14 @@ def make_test_pki(directory: Path) -> TestPKI:
         server=_write(directory, "server", server, "localhost"),
         alice=_write(directory, "alice", as_alice(ca), ALICE_ID),
         ci=_write(directory, "ci", issue_cert(ca, uri_sans=[CI_ID]), CI_ID),
-        cn_only=_write(directory, "cn-only", issue_cert(ca, cn="legacy-client"), "legacy-client"),
+        cn_only=_write(
+            directory, "cn-only", issue_cert(ca, cn="legacy-client"), "cn:legacy-client"
+        ),
         dns_only=_write(
             directory,
             "dns-only",
             issue_cert(ca, dns_sans=["builder.pkggov.test"]),
-            "builder.pkggov.test",
+            "dns:builder.pkggov.test",
         ),
         expired=_write(directory, "expired", as_alice(ca, now - 10 * _DAY, now - _DAY), ALICE_ID),
         not_yet_valid=_write(

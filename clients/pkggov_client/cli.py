@@ -15,7 +15,10 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+import grpc
 
 from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient, check_metadata
 from pkggov_client._errors import PkggovError
@@ -108,6 +111,28 @@ def _seconds_arg(text: str) -> float:
     return seconds
 
 
+class UsageError(Exception):
+    """Raised for a bad combination of options that argparse cannot express."""
+
+
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials from --cacert/--cert/--key, or None for plaintext."""
+    if args.cacert is None:
+        if args.cert is not None or args.key is not None:
+            raise UsageError("--cert and --key need --cacert (TLS)")
+        return None
+    if (args.cert is None) != (args.key is None):
+        raise UsageError("--cert and --key go together")
+    try:
+        return grpc.ssl_channel_credentials(
+            root_certificates=args.cacert.read_bytes(),
+            private_key=args.key.read_bytes() if args.key else None,
+            certificate_chain=args.cert.read_bytes() if args.cert else None,
+        )
+    except OSError as error:
+        raise UsageError(f"cannot read {error.filename}: {error.strerror}") from error
+
+
 def _connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """Options every subcommand shares: where the gateway is, call metadata, output form."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -128,6 +153,17 @@ def _connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="call metadata to send; repeat for several",
     )
+    group.add_argument(
+        "--cacert",
+        type=Path,
+        metavar="FILE",
+        help="use TLS, trusting the gateway certificate's CA in FILE (PEM); without it the "
+        "connection is plaintext",
+    )
+    group.add_argument(
+        "--cert", type=Path, metavar="FILE", help="client certificate (PEM) for mTLS"
+    )
+    group.add_argument("--key", type=Path, metavar="FILE", help="client private key (PEM) for mTLS")
     principal_key = (environ.get(DEV_PRINCIPAL_KEY_ENV) or DEV_PRINCIPAL_KEY).strip().lower()
     group.add_argument(
         "--principal",
@@ -220,7 +256,17 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 def _run_delete(args: argparse.Namespace) -> int:
     """Handle `pkggov delete`."""
     try:
-        with PkggovClient(args.target, metadata=args.headers, timeout=args.timeout) as client:
+        credentials = _credentials(args)
+    except UsageError as error:
+        print(f"pkggov delete: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with PkggovClient(
+            args.target,
+            credentials=credentials,
+            metadata=args.headers,
+            timeout=args.timeout,
+        ) as client:
             result = client.delete_package_versions(
                 domain=args.domain,
                 domain_owner=args.domain_owner,

@@ -88,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(describe(settings), indent=2))
         return 0
-    stop = threading.Event()
+    stop = threading.Event()  # set once by SIGTERM/SIGINT; never cleared
     reload = threading.Event()
+    wake = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("gateway.signal", signal=signal.Signals(signum).name)
-        if signum == signal.SIGHUP:
-            reload.set()
-        stop.set()  # wakes the main loop; `reload` says whether to go on
+        (reload if signum == signal.SIGHUP else stop).set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -110,13 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     gateway.start()
     print(banner(gateway), flush=True)
-    while True:
-        stop.wait()
-        if not reload.is_set():
-            break
-        reload.clear()
-        stop.clear()
-        gateway.reload_policy()
+    while not stop.is_set():
+        wake.wait()
+        wake.clear()
+        if reload.is_set() and not stop.is_set():
+            reload.clear()
+            gateway.reload_policy()
     gateway.stop()
     return 0
 

@@ -10,7 +10,7 @@ from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import DeleteOutcome, PackageRef, PackageState, VersionStatus
 from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
 
-__all__ = ["Authenticator", "CodeArtifactPort", "PolicyEngine"]
+__all__ = ["Authenticator", "CodeArtifactPort", "PolicyEngine", "PolicyView"]
 
 
 class CodeArtifactPort(Protocol):
@@ -65,8 +65,8 @@ class Authenticator(Protocol):
         ...
 
 
-class PolicyEngine(Protocol):
-    """The organisation's policy: groups of principals and per-version decisions."""
+class PolicyView(Protocol):
+    """One policy set in force: groups of principals and per-version decisions."""
 
     def groups_of(self, principal_id: str) -> tuple[str, ...]:
         """The groups the entities file puts `principal_id` in (empty when none)."""
@@ -78,4 +78,13 @@ class PolicyEngine(Protocol):
 
     def decide(self, request: PolicyRequest) -> list[VersionDecision]:
         """Decide every version of `request` in one batch, in the request's order."""
+        ...
+
+
+class PolicyEngine(Protocol):
+    """The organisation's policy, which a reload may replace at any moment."""
+
+    def current(self) -> PolicyView:
+        """The set in force now, pinned: a request uses one view throughout, so a reload in
+        the middle of it cannot mix two sets."""
         ...

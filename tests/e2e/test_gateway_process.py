@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
+from pkggov_gateway.adapters.cedar import default_policy_files
+from tests.e2e.conftest import spawn_gateway
 from tests.e2e.harness import GatewayProcess, request
 
 
@@ -85,3 +92,73 @@ def test_sigterm_drains_in_flight_calls_then_exits(gateway_process: GatewayProce
     assert line["duration_ms"] >= 1500
     events = [entry["event"] for entry in logs]
     assert events.index("gateway.stopping") < events.index("gateway.stopped")
+
+
+def _policy_health(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="pkggov.policy"), timeout=5
+        )
+    return int(reply.status)
+
+
+def _wait_for(predicate: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sighup_reloads_policy_and_a_bad_set_keeps_the_old(bin_dir: Path, tmp_path: Path) -> None:
+    """SIGHUP with a broken file: pkggov.policy NOT_SERVING, old set in force; fixed: SERVING."""
+    policies = tmp_path / "policies"
+    shutil.copytree(default_policy_files().policies, policies)
+    with spawn_gateway(bin_dir, PKGGOV_POLICY_POLICIES=str(policies)) as process:
+        broken = policies / "zz-broken.cedar"
+        broken.write_text('@id("broken")\nforbid(principal, action, resource) when { nope };\n')
+        process.proc.send_signal(signal.SIGHUP)
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        assert _wait_for(lambda: _policy_health(process.address) == not_serving)
+        broken.unlink()
+        process.proc.send_signal(signal.SIGHUP)
+        assert _wait_for(lambda: _policy_health(process.address) == serving)
+        process.proc.send_signal(signal.SIGTERM)
+        assert 0 == process.proc.wait(timeout=20)
+
+
+def test_sigterm_is_not_cancelled_by_a_following_sighup(bin_dir: Path) -> None:
+    """SIGTERM then SIGHUP at once: the gateway still stops."""
+    with spawn_gateway(bin_dir) as process:
+        process.proc.send_signal(signal.SIGTERM)
+        process.proc.send_signal(signal.SIGHUP)
+        assert 0 == process.proc.wait(timeout=20)
+
+
+def test_invalid_policy_at_start_exits_2_naming_file_and_line(
+    bin_dir: Path, tmp_path: Path
+) -> None:
+    """A syntax error in a policy file: exit 2, 'policy error: <file>:<line>: ...'."""
+    policies = tmp_path / "policies"
+    shutil.copytree(default_policy_files().policies, policies)
+    broken = policies / "zz-broken.cedar"
+    broken.write_text('@id("broken")\npermit(principal,\n  action resource);\n')
+    env = {
+        **os.environ,
+        "PKGGOV_POLICY_POLICIES": str(policies),
+        "PKGGOV_SERVER_LISTEN": "127.0.0.1:0",
+    }
+    result = subprocess.run(
+        [str(bin_dir / "pkggov-gateway"), "--dev"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert 2 == result.returncode
+    assert f"pkggov-gateway: policy error: {broken}:3: " in result.stderr

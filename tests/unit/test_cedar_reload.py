@@ -125,3 +125,17 @@ def test_decisions_during_reloads_see_one_whole_set(tmp_path: Path) -> None:
         worker.join()
     assert seen <= {(False, (), ()), (True, ("grant",), ())}
     assert 10 == engine.reloads_ok
+
+
+def test_a_pinned_view_is_not_changed_by_a_reload(tmp_path: Path) -> None:
+    """A request's view keeps its set: groups and decisions do not mix two sets."""
+    files = copy_shipped(tmp_path)
+    engine = CedarPolicyEngine(files)
+    pinned = engine.current()
+    text = files.entities.read_text()
+    files.entities.write_text(text.replace("    groups: []", "    groups: [release-admins]"))
+    engine.reload()
+    (old,) = pinned.decide(bob_deletes())
+    (new,) = engine.current().decide(bob_deletes())
+    assert ((), False) == (pinned.groups_of("bob"), old.allowed)
+    assert (("release-admins",), True) == (engine.current().groups_of("bob"), new.allowed)

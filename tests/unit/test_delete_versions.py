@@ -99,6 +99,9 @@ class FakePolicy:
     groups: tuple[str, ...] = ()
     requests: list[PolicyRequest] = field(default_factory=list)
 
+    def current(self) -> FakePolicy:
+        return self
+
     def groups_of(self, principal_id: str) -> tuple[str, ...]:
         return self.groups
 

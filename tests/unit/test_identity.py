@@ -10,6 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from pkggov_gateway.adapters.identity import (
+    CertFacts,
     DevAuthenticator,
     MtlsAuthenticator,
     ProxyAuthenticator,
@@ -52,9 +53,9 @@ def mtls_principal(ca: CA, sources: Sequence[str] = ("spiffe", "dns", "cn"), **c
     ("sources", "expected"),
     [
         (("spiffe", "dns", "cn"), ALICE),
-        (("dns", "spiffe", "cn"), "alice.pkggov.test"),
-        (("cn", "spiffe"), "alice"),
-        (("dns",), "alice.pkggov.test"),
+        (("dns", "spiffe", "cn"), "dns:alice.pkggov.test"),
+        (("cn", "spiffe"), "cn:alice"),
+        (("dns",), "dns:alice.pkggov.test"),
     ],
 )
 def test_mtls_takes_the_first_source_present(
@@ -70,10 +71,10 @@ def test_mtls_takes_the_first_source_present(
 @pytest.mark.parametrize(
     ("cert", "expected"),
     [
-        ({"cn": "legacy", "dns_sans": ["svc.pkggov.test"]}, "svc.pkggov.test"),
-        ({"cn": "legacy"}, "legacy"),
-        ({"cn": "legacy", "dns_sans": ["*.pkggov.test"]}, "legacy"),
-        ({"uri_sans": ["https://pkggov.test/alice"], "dns_sans": ["b.test"]}, "b.test"),
+        ({"cn": "legacy", "dns_sans": ["svc.pkggov.test"]}, "dns:svc.pkggov.test"),
+        ({"cn": "legacy"}, "cn:legacy"),
+        ({"cn": "legacy", "dns_sans": ["*.pkggov.test"]}, "cn:legacy"),
+        ({"uri_sans": ["https://pkggov.test/alice"], "dns_sans": ["b.test"]}, "dns:b.test"),
     ],
 )
 def test_mtls_falls_back_along_the_sources(ca: CA, cert: dict[str, Any], expected: str) -> None:
@@ -294,13 +295,13 @@ def test_proxy_uses_the_last_element() -> None:
 @pytest.mark.parametrize(
     ("sources", "header", "expected"),
     [
-        (("dns", "spiffe"), f"URI={ALICE};DNS=a.test;DNS=b.test", "a.test"),
+        (("dns", "spiffe"), f"URI={ALICE};DNS=a.test;DNS=b.test", "dns:a.test"),
         (
             ("spiffe", "cn"),
             'URI=https://x/y;Subject="CN=alice\\, the admin,OU=ops"',
-            "alice, the admin",
+            "cn:alice, the admin",
         ),
-        (("cn",), 'Subject="OU=ops,CN=alice"', "alice"),
+        (("cn",), 'Subject="OU=ops,CN=alice"', "cn:alice"),
         (("spiffe", "dns"), "URI=spiffe://BAD/x;URI=spiffe://good.test/x", "spiffe://good.test/x"),
     ],
 )
@@ -398,7 +399,7 @@ def test_built_proxy_uses_the_configured_header_and_sources() -> None:
     actual = build_authenticator(settings).authenticate(
         {"x-client-identity": f'URI={ALICE};Subject="CN=alice"'}, "ipv4:10.0.0.1:1", {}
     )
-    assert "alice" == actual.id
+    assert "cn:alice" == actual.id
 
 
 def test_built_dev_authenticator_uses_the_configured_key() -> None:
@@ -448,3 +449,13 @@ def test_build_authenticator_refuses_bad_settings(settings: IdentitySettings, me
     """Unusable settings fail at start-up, naming the setting."""
     with pytest.raises(ValueError, match=message):
         build_authenticator(settings)
+
+
+def test_no_certificate_name_can_stand_for_a_development_name() -> None:
+    """A CN or DNS SAN "alice" is "cn:alice" / "dns:alice", never the dev principal "alice"."""
+    cn_only = CertFacts(common_names=("alice",))
+    dns_only = CertFacts(dns_names=("alice",))
+    assert ("cn:alice", "dns:alice") == (
+        cn_only.principal_id(("spiffe", "dns", "cn")),
+        dns_only.principal_id(("spiffe", "dns", "cn")),
+    )

@@ -214,6 +214,10 @@ class CedarPolicyEngine:
         """The groups the entities file defines, in file order."""
         return self._snapshot.groups
 
+    def current(self) -> PinnedPolicy:
+        """The set in force now, pinned for one request (a reload cannot change it)."""
+        return PinnedPolicy(self, self._snapshot)
+
     def groups_of(self, principal_id: str) -> tuple[str, ...]:
         """The groups the entities file puts `principal_id` in (empty when none)."""
         return self._snapshot.members.get(principal_id, ())
@@ -232,24 +236,50 @@ class CedarPolicyEngine:
         policies that denied (none: no policy permits), plus any policy that failed to
         evaluate, whose error is in `errors`.
         """
-        snapshot = self._snapshot
-        versions = request.versions
-        if not versions:
-            return []
-        principal = request.principal
-        if groups is None:
-            groups = snapshot.members.get(principal.id, ())
-        requests, delta = _cedar_input(request, groups, snapshot.reads)
-        try:
-            entities = snapshot.base.with_added_json_str(delta)
-            results = cedarpy.is_authorized_batch(requests, snapshot.policy_set, entities)
-        except ValueError as err:
-            failure = (f"policy evaluation failed: {err}",)
-            return [VersionDecision(facts.version, False, (), failure) for facts in versions]
-        return [
-            _decision(snapshot, facts.version, result)
-            for facts, result in zip(versions, results, strict=True)
-        ]
+        return _decide(self._snapshot, request, groups)
+
+
+class PinnedPolicy:
+    """One snapshot of a CedarPolicyEngine's policy set, used for a whole request."""
+
+    def __init__(self, engine: CedarPolicyEngine, snapshot: _Snapshot) -> None:
+        self._engine = engine
+        self._snapshot = snapshot
+
+    def groups_of(self, principal_id: str) -> tuple[str, ...]:
+        """The groups this set's entities put `principal_id` in."""
+        return self._snapshot.members.get(principal_id, ())
+
+    def uses_published_time(self) -> bool:
+        """True when a policy of this set reads ``published_at``."""
+        return "published_at" in self._snapshot.reads.resource
+
+    def decide(self, request: PolicyRequest) -> list[VersionDecision]:
+        """Decide with this set (see CedarPolicyEngine.decide)."""
+        return _decide(self._snapshot, request, None)
+
+
+def _decide(
+    snapshot: _Snapshot, request: PolicyRequest, groups: Sequence[str] | None
+) -> list[VersionDecision]:
+    """Decide every version of `request` with `snapshot` in one Cedar batch."""
+    versions = request.versions
+    if not versions:
+        return []
+    principal = request.principal
+    if groups is None:
+        groups = snapshot.members.get(principal.id, ())
+    requests, delta = _cedar_input(request, groups, snapshot.reads)
+    try:
+        entities = snapshot.base.with_added_json_str(delta)
+        results = cedarpy.is_authorized_batch(requests, snapshot.policy_set, entities)
+    except ValueError as err:
+        failure = (f"policy evaluation failed: {err}",)
+        return [VersionDecision(facts.version, False, (), failure) for facts in versions]
+    return [
+        _decision(snapshot, facts.version, result)
+        for facts, result in zip(versions, results, strict=True)
+    ]
 
 
 def _epoch(moment: datetime) -> int:

@@ -84,15 +84,21 @@ class CertFacts:
     common_names: tuple[str, ...] = ()
 
     def principal_id(self, sources: Sequence[str]) -> str | None:
-        """The first acceptable name by `sources`, or None when there is none."""
+        """The first acceptable name by `sources`, or None when there is none.
+
+        Each source has its own namespace, so that no certificate can take another source's
+        name (nor a development-mode name): a SPIFFE ID is itself (``spiffe://...``), a DNS
+        SAN becomes ``dns:<name>``, a CN ``cn:<name>``.
+        """
         for source in sources:
             if source == "spiffe":
                 found = next((u for u in self.uris if is_spiffe_id(u)), None)
             elif source == "dns":
-                found = next((d for d in self.dns_names if _is_host_name(d)), None)
+                dns = next((d for d in self.dns_names if _is_host_name(d)), None)
+                found = f"dns:{dns}" if dns is not None else None
             else:
                 names = [cn for cn in self.common_names if _is_name(cn)]
-                found = names[0] if len(self.common_names) == 1 and names else None
+                found = f"cn:{names[0]}" if len(self.common_names) == 1 and names else None
             if found is not None:
                 return found
         return None

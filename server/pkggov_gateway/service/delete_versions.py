@@ -71,7 +71,7 @@ from pkggov_gateway.domain.validation import (
     RawDeleteRequest,
     validate_delete_request,
 )
-from pkggov_gateway.ports import CodeArtifactPort, PolicyEngine
+from pkggov_gateway.ports import CodeArtifactPort, PolicyEngine, PolicyView
 
 __all__ = ["DeleteLimits", "DeletePackageVersions"]
 
@@ -126,13 +126,14 @@ class DeletePackageVersions:
     ) -> DeleteOutcome:
         """Run the steps of the module docstring for `principal` within `deadline`."""
         request = self.validate(raw)
-        self._check_version_limit(request, principal)
+        policy = self._policy.current()  # one policy set for the whole request
+        self._check_version_limit(request, principal, policy)
         self._check_time(deadline)
-        published_for = request.versions if self._policy.uses_published_time() else ()
+        published_for = request.versions if policy.uses_published_time() else ()
         state = self._upstream.package_state(
             request.package, deadline, published_time_for=published_for
         )
-        plan = self._decide(request, principal, state)
+        plan = self._decide(request, principal, state, policy)
         denied = [
             DeniedVersion(version, p.policy_ids, p.message)
             for version, p in plan.items()
@@ -146,8 +147,10 @@ class DeletePackageVersions:
 
     # --- steps ------------------------------------------------------------------------------
 
-    def _check_version_limit(self, request: DeleteRequest, principal: Principal) -> None:
-        groups = self._policy.groups_of(principal.id)
+    def _check_version_limit(
+        self, request: DeleteRequest, principal: Principal, policy: PolicyView
+    ) -> None:
+        groups = policy.groups_of(principal.id)
         limits = [
             self._limits.group_max_versions[g]
             for g in groups
@@ -165,7 +168,11 @@ class DeletePackageVersions:
             raise DeadlineTooShortError(remaining, self._limits.min_upstream_seconds)
 
     def _decide(
-        self, request: DeleteRequest, principal: Principal, state: PackageState
+        self,
+        request: DeleteRequest,
+        principal: Principal,
+        state: PackageState,
+        policy: PolicyView,
     ) -> dict[str, PlannedVersion]:
         plan: dict[str, PlannedVersion] = {}
         facts: list[VersionFacts] = []
@@ -189,7 +196,7 @@ class DeletePackageVersions:
         if not facts:
             return plan
         existing = sum(1 for v in request.versions if v in state.statuses)
-        decisions = self._policy.decide(
+        decisions = policy.decide(
             PolicyRequest(
                 principal=principal,
                 package=request.package,
