@@ -171,6 +171,12 @@ def build_gateway(settings: Settings) -> Gateway:
     """
     policy = CedarPolicyEngine(policy_files(settings.policy))
     log.info("policy.loaded", policies=policy.policy_ids())
+    unknown = sorted(set(settings.policy.max_versions_per_group) - set(policy.known_groups()))
+    if unknown:
+        raise ValueError(
+            f"policy.max_versions_per_group names group(s) the entities file does not define: "
+            f"{', '.join(unknown)}"
+        )
     authenticator = build_authenticator(settings.identity)
     credentials = (
         server_credentials(settings.identity) if settings.identity.mode == "mtls" else None

@@ -8,7 +8,13 @@ import botocore.session
 import pytest
 
 from pkggov_gateway.domain.errors import FieldViolation, InvalidRequestError
-from pkggov_gateway.domain.model import DeleteRequest, PackageFormat, PackageRef, VersionStatus
+from pkggov_gateway.domain.model import (
+    DeleteRequest,
+    PackageFormat,
+    PackageRef,
+    VersionStatus,
+    canonical_package,
+)
 from pkggov_gateway.domain.validation import (
     CODEARTIFACT_MAX_VERSIONS_PER_CALL,
     STRING_RULES,
@@ -193,3 +199,22 @@ def test_namespace_accepted(fmt: PackageFormat, namespace: str) -> None:
     """Allowed namespace combinations validate."""
     request = validate_delete_request(_raw(format=fmt, namespace=namespace), max_versions=10)
     assert (namespace or None) == request.package.namespace
+
+
+@pytest.mark.parametrize(
+    ("fmt", "namespace", "name", "expected"),
+    [
+        (PackageFormat.PYPI, None, "Requests_Lite", (None, "requests-lite")),
+        (PackageFormat.PYPI, None, "zope.interface", (None, "zope-interface")),
+        (PackageFormat.PYPI, None, "a-_.b", (None, "a-b")),
+        (PackageFormat.SWIFT, "Acme", "SwiftKit", ("acme", "swiftkit")),
+        (PackageFormat.MAVEN, "com.Acme", "Core", ("com.Acme", "Core")),
+        (PackageFormat.NPM, "acme", "Widgets", ("acme", "Widgets")),
+    ],
+)
+def test_policy_sees_the_canonical_package_name(
+    fmt: PackageFormat, namespace: str | None, name: str, expected: tuple[str | None, str]
+) -> None:
+    """Python names are PEP 503-normalized and Swift names lower-cased before deciding."""
+    canonical = canonical_package(PackageRef("demo", "dev", fmt, name, namespace))
+    assert expected == (canonical.namespace, canonical.package)

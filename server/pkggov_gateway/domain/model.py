@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -73,6 +74,22 @@ class PackageRef:
     package: str
     namespace: str | None = None
     domain_owner: str | None = None
+
+
+def canonical_package(package: PackageRef) -> PackageRef:
+    """`package` named as CodeArtifact stores it, so policy sees one name per package.
+
+    CodeArtifact normalizes Python package names (PEP 503: lower case, runs of ``-_.`` become
+    one ``-``) and lower-cases Swift namespaces and names; npm names are lower case by the
+    registry's rules. Other formats are case-sensitive and left as they are.
+    """
+    fmt = package.format
+    if fmt is PackageFormat.PYPI:
+        return replace(package, package=re.sub(r"[-_.]+", "-", package.package).lower())
+    if fmt is PackageFormat.SWIFT:
+        namespace = package.namespace.lower() if package.namespace else package.namespace
+        return replace(package, namespace=namespace, package=package.package.lower())
+    return package
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ from pkggov_gateway.domain.model import (
     SuccessfulVersion,
     VersionErrorCode,
     VersionStatus,
+    canonical_package,
 )
 from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts
 from pkggov_gateway.domain.validation import (
@@ -199,7 +200,7 @@ class DeletePackageVersions:
         decisions = policy.decide(
             PolicyRequest(
                 principal=principal,
-                package=request.package,
+                package=canonical_package(request.package),
                 versions=tuple(facts),
                 version_count=len(state.statuses),
                 remaining_after_request=len(state.statuses) - existing,
