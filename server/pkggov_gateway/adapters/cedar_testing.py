@@ -23,12 +23,18 @@ seconds or ISO 8601.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pkggov_gateway.adapters.cedar import CedarPolicyEngine, PolicyFiles
+from pkggov_gateway.adapters.cedar import (
+    CONTEXT_ATTRIBUTES,
+    RESOURCE_ATTRIBUTES,
+    CedarPolicyEngine,
+    PolicyFiles,
+)
 from pkggov_gateway.adapters.cedar_entities import Document, read_document
 from pkggov_gateway.adapters.cedar_source import PolicyLoadError
 from pkggov_gateway.domain.identity import AuthMethod, Principal
@@ -40,21 +46,8 @@ __all__ = ["CaseResult", "PolicyCase", "load_policy_cases", "run_policy_tests"]
 DEFAULT_NOW = datetime(2025, 1, 1, tzinfo=UTC)
 _DECISIONS = ("allow", "deny")
 _CASE_KEYS = {"name", "principal", "groups", "resource", "context", "expect", "policies"}
-_RESOURCE_KEYS = {
-    "domain",
-    "domain_owner",
-    "repository",
-    "format",
-    "namespace",
-    "package",
-    "version",
-    "status",
-    "is_latest",
-    "version_count",
-    "remaining_after_request",
-    "published_at",
-}
-_CONTEXT_KEYS = {"justification", "dry_run", "request_size", "now", "peer", "auth_method"}
+_RESOURCE_KEYS = RESOURCE_ATTRIBUTES
+_CONTEXT_KEYS = CONTEXT_ATTRIBUTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +161,9 @@ def _label(where: tuple[str | int, ...]) -> str:
 class _Reader:
     """Reads typed fields of one mapping of a case, raising errors located in the file."""
 
-    def __init__(self, doc: Document, where: tuple[str | int, ...], value: Any, keys: set[str]):
+    def __init__(
+        self, doc: Document, where: tuple[str | int, ...], value: Any, keys: AbstractSet[str]
+    ):
         if value is None:
             value = {}
         if not isinstance(value, dict):
