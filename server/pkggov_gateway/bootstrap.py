@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,6 +119,7 @@ def _start_emulator(settings: EmulatorSettings) -> tuple[Emulator, dict[str, Any
         DEMO_SECRET_ACCESS_KEY,
         Emulator,
         load_demo_seed,
+        load_seed_file,
     )
 
     seed: Any
@@ -128,7 +128,7 @@ def _start_emulator(settings: EmulatorSettings) -> tuple[Emulator, dict[str, Any
     elif settings.seed in ("", "none"):
         seed = None
     else:
-        seed = json.loads(Path(settings.seed).read_text())
+        seed = load_seed_file(settings.seed)
     host, _, port = settings.listen.rpartition(":")
     emulator = Emulator(
         host=host,

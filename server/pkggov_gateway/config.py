@@ -12,13 +12,14 @@ ever read from what is passed in (never at import).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from pkggov_gateway.netaddr import is_loopback
 
 __all__ = [
     "ConfigError",
@@ -265,7 +266,7 @@ def _check(settings: Settings) -> None:
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"{name}.listen: expected HOST:PORT, got {listen!r}")
     upstream, server, identity = settings.upstream, settings.server, settings.identity
-    if identity.mode == "dev" and not _is_loopback(server.listen):
+    if identity.mode == "dev" and not is_loopback(server.listen):
         raise ConfigError(
             f"identity.mode = dev is allowed only on a loopback listener, not {server.listen!r}"
         )
@@ -298,16 +299,6 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             "upstream.access_key_id and upstream.secret_access_key must be set together"
         )
-
-
-def _is_loopback(listen: str) -> bool:
-    host = listen.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def describe(settings: Settings) -> dict[str, Any]:

@@ -220,11 +220,11 @@ class CedarPolicyEngine:
 
     def groups_of(self, principal_id: str) -> tuple[str, ...]:
         """The groups the entities file puts `principal_id` in (empty when none)."""
-        return self._snapshot.members.get(principal_id, ())
+        return self.current().groups_of(principal_id)
 
     def uses_published_time(self) -> bool:
         """True when some policy reads ``published_at`` (the caller must then look it up)."""
-        return "published_at" in self._snapshot.reads.resource
+        return self.current().uses_published_time()
 
     def decide(
         self, request: PolicyRequest, *, groups: Sequence[str] | None = None

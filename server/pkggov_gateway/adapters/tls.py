@@ -9,7 +9,6 @@ validity period; such calls fail with UNAVAILABLE before any handler runs.
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import grpc
@@ -17,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pkggov_gateway.config import IdentitySettings
+from pkggov_gateway.netaddr import is_loopback
 
 __all__ = ["is_loopback", "read_pem", "server_credentials"]
 
@@ -78,24 +78,3 @@ def server_credentials(settings: IdentitySettings) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
     )
-
-
-def is_loopback(listen: str) -> bool:
-    """True when the ``HOST:PORT`` listen address only accepts local connections.
-
-    Loopback hosts are ``localhost``, 127.0.0.0/8 and ``::1`` (bracketed or not, and the
-    IPv4-mapped ``::ffff:127.x.y.z``). Wildcards (``0.0.0.0``, ``[::]``) and names are not.
-    """
-    host, sep, port = listen.strip().rpartition(":")
-    if not sep or not port.isdigit():
-        return False
-    host = host.removeprefix("[").removesuffix("]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pkggov_gateway.domain.errors import FieldViolation, InvalidRequestError
 from pkggov_gateway.domain.model import (
@@ -41,6 +41,10 @@ class StringRule:
     min_length: int
     max_length: int
     pattern: str
+    compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compiled", re.compile(self.pattern))
 
     def check(self, field: str, value: str) -> FieldViolation | None:
         """Return the violation of this rule by `value`, or None when it holds."""
@@ -54,11 +58,6 @@ class StringRule:
                 field, f"must match the pattern {self.pattern}, got {_shown(value)}"
             )
         return None
-
-    @property
-    def compiled(self) -> re.Pattern[str]:
-        """The pattern, compiled (re caches compiled patterns)."""
-        return re.compile(self.pattern)
 
 
 def _shown(value: str, limit: int = 40) -> str:
