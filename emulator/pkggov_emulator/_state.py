@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ._errors import ConflictError, ResourceNotFoundError, ValidationError
@@ -441,22 +441,37 @@ class Store:
 
     # ---- batch operations ----------------------------------------------------------------------
 
+    def _guarded(
+        self,
+        ref: PackageRef,
+        versions: Iterable[str],
+        result: BatchResult,
+        expected_status: str | None,
+        version_revisions: Mapping[str, str] | None,
+    ) -> Iterator[tuple[str, PackageVersion, Package]]:
+        """Yield each requested version that exists and passes the status and revision
+        guards; the others are recorded in `result.failed`. Call with the lock held."""
+        package = self.package(ref)
+        for version in versions:
+            record = package.versions.get(version)
+            if record is None:
+                result.failed[version] = _not_found(ref, version)
+                continue
+            failure = _guard(version, record, expected_status, version_revisions)
+            if failure is not None:
+                result.failed[version] = failure
+                continue
+            yield version, record, package
+
     def delete_versions(
         self, ref: PackageRef, versions: Iterable[str], *, expected_status: str | None
     ) -> BatchResult:
         """DeletePackageVersions: remove each version (NOT_FOUND / MISMATCHED_STATUS otherwise)."""
         result = BatchResult()
         with self.lock:
-            package = self.package(ref)
-            for version in versions:
-                record = package.versions.get(version)
-                if record is None:
-                    result.failed[version] = _not_found(ref, version)
-                    continue
-                failure = _guard(version, record, expected_status, None)
-                if failure is not None:
-                    result.failed[version] = failure
-                    continue
+            for version, record, package in self._guarded(
+                ref, versions, result, expected_status, None
+            ):
                 del package.versions[version]
                 result.successful[version] = (record.revision, "Deleted")
         return result
@@ -479,20 +494,14 @@ class Store:
             )
         result = BatchResult()
         with self.lock:
-            package = self.package(ref)
-            for version in versions:
-                record = package.versions.get(version)
-                if record is None:
-                    result.failed[version] = _not_found(ref, version)
-                    continue
-                failure = _guard(version, record, expected_status, version_revisions)
-                if failure is None and record.status == "Disposed":
-                    failure = (
+            for version, record, _ in self._guarded(
+                ref, versions, result, expected_status, version_revisions
+            ):
+                if record.status == "Disposed":
+                    result.failed[version] = (
                         "NOT_ALLOWED",
                         f"Version {version} is Disposed and cannot change status.",
                     )
-                if failure is not None:
-                    result.failed[version] = failure
                     continue
                 if record.status != target_status:
                     record.status = target_status
@@ -511,16 +520,9 @@ class Store:
         """DisposePackageVersions: delete the assets and set the status to Disposed."""
         result = BatchResult()
         with self.lock:
-            package = self.package(ref)
-            for version in versions:
-                record = package.versions.get(version)
-                if record is None:
-                    result.failed[version] = _not_found(ref, version)
-                    continue
-                failure = _guard(version, record, expected_status, version_revisions)
-                if failure is not None:
-                    result.failed[version] = failure
-                    continue
+            for version, record, _ in self._guarded(
+                ref, versions, result, expected_status, version_revisions
+            ):
                 if record.status != "Disposed":
                     record.status = "Disposed"
                     record.assets.clear()
