@@ -204,9 +204,11 @@ def test_decisions_equal_those_made_with_every_attribute_and_the_schema() -> Non
         groups = (
             case.groups if case.groups is not None else engine.groups_of(case.request.principal.id)
         )
-        requests, delta = cedar._cedar_input(case.request, groups, cedar._ALL)
-        entities = snapshot.base.with_added_json_str(delta, schema)
-        (full,) = cedarpy.is_authorized_batch(requests, snapshot.policy_set, entities, schema)
+        full_input = cedar._cedar_input(case.request, groups, cedar._ALL)
+        entities = snapshot.base.with_added_json_str(full_input.entities, schema)
+        (full,) = cedarpy.is_authorized_batch(
+            full_input.requests, snapshot.policy_set, entities, schema
+        )
         (pruned,) = engine.decide(case.request, groups=case.groups)
         assert (full.allowed, sorted(full.diagnostics.reasons)) == (
             pruned.allowed,
@@ -223,3 +225,69 @@ def test_ids_are_data_never_parsed_as_cedar(shipped: CedarPolicyEngine) -> None:
     assert [(), ()] == [d.errors for d in decisions]
     (decision,) = shipped.decide(request("ci-bot", "dev-x", sneaky))
     assert decision.allowed  # the same text is an ordinary pre-release version
+
+
+def _every_kind_of_version() -> tuple[VersionFacts, ...]:
+    """Two versions of each kind (status x latest x pre-release x published time known)."""
+    versions: list[VersionFacts] = []
+    for status in VersionStatus:
+        for latest in (False, True):
+            for suffix in ("", "-rc.1"):
+                for published in (None, NOW - timedelta(days=3)):
+                    for copy in (1, 2):
+                        number = f"{len(versions)}.{copy}.0{suffix}"
+                        versions.append(VersionFacts(number, status, latest, published))
+    return tuple(versions)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {
+            "by-name": '@id("by-name") forbid (principal, action, resource == '
+            'Pkggov::PackageVersion::"0.1.0");'
+        },
+        {
+            "by-version": '@id("by-version") forbid (principal, action, resource) '
+            'when { resource.version like "1*" };'
+        },
+        {
+            "by-age": '@id("by-age") forbid (principal, action, resource) '
+            "when { resource has published_at && resource.published_at < context.now - 86400 };"
+        },
+    ],
+)
+def test_versions_that_look_alike_share_one_cedar_request(
+    tmp_path: Path, extra: dict[str, str]
+) -> None:
+    """Versions no policy can tell apart are decided once; the decisions are unchanged."""
+    policies = {
+        path.stem: path.read_text() for path in sorted(default_policy_files().policies.iterdir())
+    }
+    engine = with_policies(tmp_path, **policies, **extra)
+    snapshot = engine._snapshot
+    versions = _every_kind_of_version()
+    batch = request("ci-bot", "dev-x", *versions, justification="why")
+    shared = cedar._cedar_input(batch, ("ci",), snapshot.reads)
+    alone = cedar._cedar_input(batch, ("ci",), snapshot.reads, shared=False)
+    assert len(alone.requests) == len(versions)
+    if "by-age" in extra:  # the time is read too: the two copies of each kind still share
+        kinds = len(versions) // 2
+    elif extra:  # the policy looks at the resource or its version: each is its own
+        kinds = len(versions)
+    else:  # status x latest x pre-release: the time is not read, nor the name
+        kinds = len(VersionStatus) * 2 * 2
+    assert kinds == len(shared.requests)
+    entities = snapshot.base.with_added_json_str(alone.entities)
+    expected = [
+        cedar._decision(snapshot, facts.version, result)
+        for facts, result in zip(
+            versions,
+            cedarpy.is_authorized_batch(alone.requests, snapshot.policy_set, entities),
+            strict=True,
+        )
+    ]
+    assert expected == engine.decide(batch)
+    assert any(d.allowed for d in expected)
+    assert not all(d.allowed for d in expected)

@@ -125,6 +125,12 @@ def test_case_defaults_and_conversions(tmp_path: Path) -> None:
             2,
             "unknown key(s) in cases[0]: colour",
         ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    resource: {repository: r, package: k, version: '1', prerelease: true}\n",
+            5,
+            "unknown key(s) in cases[0].resource: prerelease (prerelease: derived from format",
+        ),
         ("  -\n", 2, "cases[0].name: is required"),
         ("  - just text\n", 2, "cases[0] must be a mapping"),
     ],

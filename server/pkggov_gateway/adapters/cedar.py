@@ -39,9 +39,11 @@ from pkggov_gateway.domain.policy import (
     VersionDecision,
     VersionFacts,
 )
+from pkggov_gateway.domain.versions import is_prerelease
 
 __all__ = [
     "CONTEXT_ATTRIBUTES",
+    "DERIVED_RESOURCE_ATTRIBUTES",
     "PRINCIPAL_TYPE",
     "RESOURCE_ATTRIBUTES",
     "RESOURCE_TYPE",
@@ -63,6 +65,7 @@ RESOURCE_ATTRIBUTES = frozenset(
         "namespace",
         "package",
         "version",
+        "prerelease",
         "status",
         "is_latest",
         "version_count",
@@ -70,6 +73,8 @@ RESOURCE_ATTRIBUTES = frozenset(
         "published_at",
     }
 )
+DERIVED_RESOURCE_ATTRIBUTES = frozenset({"prerelease"})
+"""Attributes pkggov computes (from format and version) rather than reads from CodeArtifact."""
 CONTEXT_ATTRIBUTES = frozenset(
     {"justification", "dry_run", "request_size", "now", "peer", "auth_method"}
 )
@@ -78,7 +83,8 @@ _NOT_WHAT_IS_SENT = "the schema does not describe what pkggov sends"
 _SENT = (
     "pkggov sends Pkggov::Principal {auth_method: String} in Pkggov::Group; "
     "Pkggov::PackageVersion {domain, domain_owner, repository, format, namespace, package, "
-    "version, status: String, is_latest: Bool, version_count, remaining_after_request: Long, "
+    "version, status: String, prerelease, is_latest: Bool, version_count, "
+    "remaining_after_request: Long, "
     'published_at?: Long}; action Pkggov::Action::"DeletePackageVersion" with context '
     "{justification: String, dry_run: Bool, request_size: Long, now: Long, peer: String, "
     "auth_method: String}"
@@ -115,31 +121,42 @@ class _Policy:
 
 @dataclass(frozen=True, slots=True)
 class _Reads:
-    """The attributes sent to Cedar: those some policy reads (all of them for the probe).
+    """What the policies can observe of a decision's input (everything, for the probe).
 
-    Leaving out what no policy reads halves the cost of a decision (cedarpy spends most of it
-    parsing attribute values); a decision cannot change, as no policy can see the difference.
+    Only the attributes some policy reads are sent: cedarpy spends most of a decision parsing
+    attribute values, and a decision cannot change when no policy can see the difference.
+    For the same reason, versions that look the same to every policy (same values of the
+    per-version attributes read) are decided by one Cedar request, unless a policy looks at
+    the resource itself (``resource == ...``, ``resource in ...``, a scope on the resource).
+    Their decision is the same, errors included: an evaluation error can only show values
+    the policy read, as the schema rules out reading an attribute an entity lacks.
     """
 
     resource: frozenset[str]
     context: frozenset[str]
+    resource_identity: bool
+    """True when some policy uses the resource entity other than to read an attribute."""
 
     @staticmethod
     def of(policies: Iterable[Any]) -> _Reads:
         """What the EST (Cedar JSON) `policies` read; the whole context if one uses it whole."""
         names: set[str] = set()
         whole_context = False
+        resource_identity = False
 
         def walk(node: Any) -> None:
-            nonlocal whole_context
+            nonlocal whole_context, resource_identity
             if isinstance(node, dict):
                 if node == {"Var": "context"}:
                     whole_context = True  # e.g. `context == {...}`: send it all
                     return
+                if node == {"Var": "resource"}:
+                    resource_identity = True  # e.g. `resource == ...`, `resource in ...`
+                    return
                 for key, value in node.items():
                     if key in {".", "has"} and isinstance(value, dict):
                         names.add(str(value.get("attr")))
-                        if value.get("left") != {"Var": "context"}:
+                        if value.get("left") not in ({"Var": "context"}, {"Var": "resource"}):
                             walk(value.get("left"))
                     else:
                         walk(value)
@@ -148,12 +165,14 @@ class _Reads:
                     walk(item)
 
         for policy in policies:
-            walk(policy)
+            if policy.get("resource", {}).get("op") != "All":
+                resource_identity = True
+            walk(policy.get("conditions", []))
         context = CONTEXT_ATTRIBUTES if whole_context else CONTEXT_ATTRIBUTES & names
-        return _Reads(RESOURCE_ATTRIBUTES & names, context)
+        return _Reads(RESOURCE_ATTRIBUTES & names, context, resource_identity)
 
 
-_ALL = _Reads(RESOURCE_ATTRIBUTES, CONTEXT_ATTRIBUTES)
+_ALL = _Reads(RESOURCE_ATTRIBUTES, CONTEXT_ATTRIBUTES, resource_identity=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,19 +285,26 @@ def _decide(
     versions = request.versions
     if not versions:
         return []
-    principal = request.principal
     if groups is None:
-        groups = snapshot.members.get(principal.id, ())
-    requests, delta = _cedar_input(request, groups, snapshot.reads)
+        groups = snapshot.members.get(request.principal.id, ())
+    cedar_input = _cedar_input(request, groups, snapshot.reads)
     try:
-        entities = snapshot.base.with_added_json_str(delta)
-        results = cedarpy.is_authorized_batch(requests, snapshot.policy_set, entities)
+        entities = snapshot.base.with_added_json_str(cedar_input.entities)
+        results = cedarpy.is_authorized_batch(cedar_input.requests, snapshot.policy_set, entities)
     except ValueError as err:
         failure = (f"policy evaluation failed: {err}",)
         return [VersionDecision(facts.version, False, (), failure) for facts in versions]
+    # One decision per Cedar request, named by the version that made it; the others alike
+    # get a copy under their own name.
+    decided = [
+        _decision(snapshot, str(query["resource"]["id"]), result)
+        for query, result in zip(cedar_input.requests, results, strict=True)
+    ]
     return [
-        _decision(snapshot, facts.version, result)
-        for facts, result in zip(versions, results, strict=True)
+        decision
+        if (decision := decided[slot]).version == facts.version
+        else VersionDecision(facts.version, decision.allowed, decision.policy_ids, decision.errors)
+        for facts, slot in zip(versions, cedar_input.slots, strict=True)
     ]
 
 
@@ -288,12 +314,26 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def _cedar_input(
-    request: PolicyRequest, groups: Iterable[str], reads: _Reads
-) -> tuple[list[dict[str, Any]], str]:
-    """The batch's request dicts and the entities to add (principal, versions) as JSON.
+@dataclass(frozen=True, slots=True)
+class _CedarInput:
+    """One Cedar batch for a PolicyRequest."""
 
-    Only the attributes in `reads` are sent; all JSON is made by one `json.dumps` each.
+    requests: list[dict[str, Any]]
+    """The Cedar requests, one per distinct version (or kind of version: see _Reads)."""
+    entities: str
+    """The entities to add to the base set as JSON: the principal and the resources."""
+    slots: list[int]
+    """For each version of the PolicyRequest, in order, the index of its Cedar request."""
+
+
+def _cedar_input(
+    request: PolicyRequest, groups: Iterable[str], reads: _Reads, *, shared: bool = True
+) -> _CedarInput:
+    """The Cedar batch deciding `request`, sending only the attributes in `reads`.
+
+    With `shared` (and when no policy looks at the resource itself), versions whose read
+    per-version attributes are equal share one Cedar request; the first of them names it.
+    All JSON is made by one `json.dumps` each.
     """
     principal = request.principal
     package = request.package
@@ -308,7 +348,7 @@ def _cedar_input(
         }
     ]
     wanted = reads.resource
-    shared = {
+    common = {
         name: value
         for name, value in (
             ("domain", package.domain),
@@ -323,6 +363,7 @@ def _cedar_input(
         if name in wanted
     }
     send_version = "version" in wanted
+    send_prerelease = "prerelease" in wanted
     send_status = "status" in wanted
     send_latest = "is_latest" in wanted
     send_published = "published_at" in wanted
@@ -340,33 +381,39 @@ def _cedar_input(
             if name in reads.context
         }
     )
+    by_identity = not shared or reads.resource_identity or send_version
     requests: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    slots: list[int] = []
+    seen: dict[object, int] = {}
     for facts in request.versions:
         version = facts.version
-        resource = {"type": RESOURCE_TYPE, "id": version}
-        requests.append(
-            {
-                "principal": principal_uid,
-                "action": _ACTION,
-                "resource": resource,
-                "context": context_json,
-            }
-        )
-        if version in seen:
-            continue
-        seen.add(version)
-        attrs = shared.copy()
+        attrs: dict[str, Any] = {}
         if send_version:
             attrs["version"] = version
+        if send_prerelease:
+            attrs["prerelease"] = is_prerelease(package.format, version)
         if send_status:
             attrs["status"] = facts.status.value
         if send_latest:
             attrs["is_latest"] = facts.is_latest
         if send_published and facts.published_at is not None:
             attrs["published_at"] = _epoch(facts.published_at)
-        entities.append({"uid": resource, "attrs": attrs, "parents": []})
-    return requests, json.dumps(entities)
+        key: object = version if by_identity else tuple(attrs.items())
+        slot = seen.get(key)
+        if slot is None:  # a new version (or kind of version): one more Cedar request
+            slot = seen[key] = len(requests)
+            resource = {"type": RESOURCE_TYPE, "id": version}
+            requests.append(
+                {
+                    "principal": principal_uid,
+                    "action": _ACTION,
+                    "resource": resource,
+                    "context": context_json,
+                }
+            )
+            entities.append({"uid": resource, "attrs": common | attrs, "parents": []})
+        slots.append(slot)
+    return _CedarInput(requests, json.dumps(entities), slots)
 
 
 def _decision(snapshot: _Snapshot, version: str, result: cedarpy.AuthzResult) -> VersionDecision:
@@ -556,10 +603,10 @@ def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: _Snapshot) -> No
         remaining_after_request=0,
         context=PolicyContext("probe", True, 2, moment, "ipv4:127.0.0.1:1"),
     )
-    requests, delta = _cedar_input(request, snapshot.groups, _ALL)
+    probe = _cedar_input(request, snapshot.groups, _ALL)
     try:
-        entities = snapshot.base.with_added_json_str(delta, schema)
-        results = cedarpy.is_authorized_batch(requests, snapshot.policy_set, entities, schema)
+        entities = snapshot.base.with_added_json_str(probe.entities, schema)
+        results = cedarpy.is_authorized_batch(probe.requests, snapshot.policy_set, entities, schema)
     except ValueError as err:
         raise PolicyLoadError(schema_path, None, f"{_NOT_WHAT_IS_SENT}: {err} ({_SENT})") from err
     for result in results:

@@ -31,6 +31,7 @@ from typing import Any
 
 from pkggov_gateway.adapters.cedar import (
     CONTEXT_ATTRIBUTES,
+    DERIVED_RESOURCE_ATTRIBUTES,
     RESOURCE_ATTRIBUTES,
     CedarPolicyEngine,
     PolicyFiles,
@@ -46,7 +47,7 @@ __all__ = ["CaseResult", "PolicyCase", "load_policy_cases", "run_policy_tests"]
 DEFAULT_NOW = datetime(2025, 1, 1, tzinfo=UTC)
 _DECISIONS = ("allow", "deny")
 _CASE_KEYS = {"name", "principal", "groups", "resource", "context", "expect", "policies"}
-_RESOURCE_KEYS = RESOURCE_ATTRIBUTES
+_RESOURCE_KEYS = RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES
 _CONTEXT_KEYS = CONTEXT_ATTRIBUTES
 
 
@@ -170,7 +171,9 @@ class _Reader:
             raise doc.error(where, f"{_label(where)} must be a mapping")
         unknown = sorted(str(key) for key in value if key not in keys)
         if unknown:
-            raise doc.error(where, f"unknown key(s) in {_label(where)}: {', '.join(unknown)}")
+            derived = [key for key in unknown if key in DERIVED_RESOURCE_ATTRIBUTES]
+            hint = f" ({', '.join(derived)}: derived from format and version)" if derived else ""
+            raise doc.error(where, f"unknown key(s) in {_label(where)}: {', '.join(unknown)}{hint}")
         self._doc, self._where, self._value = doc, where, value
 
     def get(self, key: str) -> Any:
