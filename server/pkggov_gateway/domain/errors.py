@@ -10,6 +10,10 @@ The hierarchy (the gRPC layer maps each leaf to a status through one table)::
     ├── GatewayDrainingError         the gateway is shutting down; nothing more is sent
     ├── PolicyDeniedError            policy denies versions (all-or-nothing); nothing is deleted
     ├── VersionLimitError            more versions than the caller's groups may name at once
+    ├── AuditUnavailableError        the audit store cannot commit; nothing is forwarded
+    ├── QuotaExceededError           the caller's deletion quota for the window is used up
+    ├── RequestIdConflictError       a request_id reused with different content
+    ├── RequestInProgressError       a request_id whose first call has not finished
     └── UpstreamError                CodeArtifact (or the way to it) failed the call
         ├── UpstreamValidationError      400 ValidationException
         ├── UpstreamNotFoundError        404 ResourceNotFoundException
@@ -95,6 +99,56 @@ class VersionLimitError(PkggovError):
         super().__init__(
             f"the request names {requested} versions; callers in {held} may name at most {limit}"
         )
+
+
+class AuditUnavailableError(PkggovError):
+    """Raised when the audit store cannot durably record an entry (fail closed)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the audit store cannot record this call, so nothing was done ({detail}); retry later"
+        )
+        self.detail = detail
+
+
+class QuotaExceededError(PkggovError):
+    """Raised when deleting would take the caller past its versions-per-window quota."""
+
+    def __init__(
+        self, subject: str, limit: int, used: int, asked: int, retry_after_seconds: float
+    ) -> None:
+        super().__init__(
+            f"deletion quota exceeded: {subject} is {limit}; {used} used, {asked} more asked"
+        )
+        self.subject = subject
+        self.limit = limit
+        self.used = used
+        self.asked = asked
+        self.retry_after_seconds = retry_after_seconds
+
+
+class RequestIdConflictError(PkggovError):
+    """Raised when a request_id already names a call with different content (AIP-155)."""
+
+    def __init__(self, request_id: str, event_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id} was already used, by audit event {event_id}, "
+            "for a request with different content"
+        )
+        self.request_id = request_id
+        self.event_id = event_id
+
+
+class RequestInProgressError(PkggovError):
+    """Raised when a request_id names a call that has not finished (or awaits reconciliation)."""
+
+    def __init__(self, request_id: str, event_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id} names a call still in progress (audit event {event_id}); "
+            "retry later"
+        )
+        self.request_id = request_id
+        self.event_id = event_id
 
 
 class GatewayDrainingError(PkggovError):

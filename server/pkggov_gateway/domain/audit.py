@@ -1,0 +1,262 @@
+"""The audit record: entries, their canonical form, the hash chain, and what is indexed.
+
+Every RPC is one audit *event* (named by its ``event_id``, which the response carries). An
+event is stored as one or more *entries*, each appended to one hash chain:
+
+- ``intent``: written and committed before anything is sent to CodeArtifact (write-ahead);
+- ``outcome``: written after the call, with what CodeArtifact said and what the caller got.
+  A call that sends nothing upstream (denied, invalid, dry run, ...) has only this entry;
+- ``reconciliation``: written after a crash left an intent without outcome, with the state
+  CodeArtifact reports for the intent's versions.
+
+An entry's body is a JSON object; its *canonical form* (sorted keys, no spaces, UTF-8) is what
+is hashed: ``hash = sha256(prev_hash + canonical)``, where ``prev_hash`` is the hash of the
+entry before it in the chain (``GENESIS`` for the first). Modifying, deleting, inserting or
+reordering an entry breaks the chain at that entry (CloudTrail's digest chain).
+
+The store also keeps a few columns for queries (principal, package, decision, ...). They are
+derived from the body by `columns_of`, so `verify` can check them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "GENESIS",
+    "SCHEMA_VERSION",
+    "AppendGuard",
+    "AuditColumns",
+    "AuditEventRecord",
+    "AuditPage",
+    "AuditQuery",
+    "Decision",
+    "EntryKind",
+    "NewEntry",
+    "QuotaCheck",
+    "StoredEntry",
+    "canonical",
+    "chain_hash",
+    "columns_of",
+    "format_time",
+    "parse_time",
+]
+
+SCHEMA_VERSION = 1
+GENESIS = "0" * 64
+"""The prev_hash of the first entry of a chain."""
+
+
+class EntryKind(StrEnum):
+    """What an entry records about its event."""
+
+    INTENT = "intent"
+    OUTCOME = "outcome"
+    RECONCILIATION = "reconciliation"
+
+
+class Decision(StrEnum):
+    """An event's decision, as one word (the `decision` filter of the audit query)."""
+
+    ALLOWED = "allowed"
+    """Every existing version policy decided on was allowed (and sent, unless a dry run)."""
+    PARTIAL = "partial"
+    """allow_partial: some versions were allowed and sent, others denied."""
+    DENIED = "denied"
+    """Policy (or a guardrail or quota) refused the call; nothing was sent."""
+    DRY_RUN = "dry_run"
+    """validate_only: decided, nothing deleted."""
+    INVALID = "invalid"
+    """The request broke field rules or was not a request message; nothing was read."""
+    UNAUTHENTICATED = "unauthenticated"
+    """No identity; nothing was evaluated."""
+    FAILED = "failed"
+    """Anything else that ended in an error (upstream failure, deadline, shutdown, ...)."""
+    READ = "read"
+    """An audit query (ListAuditEvents, GetAuditEvent) that was answered."""
+    REPLAYED = "replayed"
+    """A retry with a known request_id, answered from the record (nothing was sent)."""
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, microseconds, ``Z``: fixed width, so text order is time order."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """The inverse of `format_time`."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def canonical(body: Mapping[str, Any]) -> str:
+    """The canonical JSON form of an entry body: the exact text that is hashed and stored."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev_hash: str, canonical_body: str) -> str:
+    """The SHA-256 (hex) chaining an entry to the one before it."""
+    return hashlib.sha256((prev_hash + canonical_body).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditColumns:
+    """The indexed columns of an entry, all derived from its body.
+
+    `request_id` is the body's top-level ``request_id``: set only on the entry that claims an
+    AIP-155 request id (the first entry of the event that executed it), so it is unique.
+    """
+
+    event_id: str
+    kind: str
+    recorded_at: str
+    request_id: str | None
+    principal: str | None
+    domain: str | None
+    repository: str | None
+    format: str | None
+    namespace: str | None
+    package: str | None
+    versions: str | None
+    """The requested versions as ``\\nv1\\nv2\\n`` (so ``LIKE '%\\nv\\n%'`` finds one)."""
+    decision: str | None
+    status_code: str | None
+    versions_planned: int | None
+    """Intent: how many versions it is about to send (what a quota counts until the outcome)."""
+    versions_deleted: int | None
+    """Outcome and reconciliation: how many versions were deleted."""
+
+
+def columns_of(body: Mapping[str, Any]) -> AuditColumns:
+    """Derive the indexed columns of an entry from its body (the body is the record)."""
+    request = body.get("request") or {}
+    principal = body.get("principal") or {}
+    status = body.get("status") or {}
+    versions = request.get("versions")
+    forward = body.get("forward")
+    deleted = body.get("deleted")
+    return AuditColumns(
+        event_id=str(body["event_id"]),
+        kind=str(body["kind"]),
+        recorded_at=str(body["time"]),
+        request_id=body.get("request_id") or None,
+        principal=principal.get("id") or None,
+        domain=request.get("domain") or None,
+        repository=request.get("repository") or None,
+        format=request.get("format") or None,
+        namespace=request.get("namespace") or None,
+        package=request.get("package") or None,
+        versions=("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
+        decision=body.get("decision") or None,
+        status_code=status.get("code") or None,
+        versions_planned=len(forward) if isinstance(forward, list) else None,
+        versions_deleted=int(deleted) if isinstance(deleted, int) else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry to append: its body (with event_id, kind and time set)."""
+
+    body: Mapping[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        return str(self.body["event_id"])
+
+    @property
+    def kind(self) -> EntryKind:
+        return EntryKind(self.body["kind"])
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as stored: its place in the chain, hashes and body."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+    body: Mapping[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        return str(self.body["event_id"])
+
+    @property
+    def kind(self) -> EntryKind:
+        return EntryKind(self.body["kind"])
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters of an audit listing (None: any), newest first, one page at a time."""
+
+    principal: str | None = None
+    domain: str | None = None
+    repository: str | None = None
+    format: str | None = None
+    namespace: str | None = None
+    package: str | None = None
+    version: str | None = None
+    decision: str | None = None
+    status_code: str | None = None
+    since: datetime | None = None
+    """Inclusive lower bound of the event's time."""
+    until: datetime | None = None
+    """Exclusive upper bound of the event's time."""
+    before_seq: int | None = None
+    """Only events listed after the page that ended at this position (pagination)."""
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEventRecord:
+    """One event: its entries in chain order (intent, outcome, reconciliation, as present)."""
+
+    event_id: str
+    entries: tuple[StoredEntry, ...]
+
+    @property
+    def head(self) -> StoredEntry:
+        """The entry that lists the event: its outcome, else its intent (still open)."""
+        for entry in self.entries:
+            if entry.kind is EntryKind.OUTCOME:
+                return entry
+        return self.entries[0]
+
+    def entry(self, kind: EntryKind) -> StoredEntry | None:
+        """The entry of `kind`, if the event has one."""
+        return next((e for e in self.entries if e.kind is kind), None)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """A page of events, newest first, and where the next page starts (None: the last)."""
+
+    events: tuple[AuditEventRecord, ...]
+    next_before_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCheck:
+    """Refuse an intent that would take `principal` past `limit` versions in the window."""
+
+    principal: str
+    limit: int
+    window_seconds: float
+    subject: str
+    """Where the limit comes from, for the caller (e.g. "versions per hour for group ci")."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendGuard:
+    """Checks made atomically with an append, under the chain's lock (so across replicas)."""
+
+    request_id: str | None = None
+    """The AIP-155 request id the entry claims; a second claim fails (DuplicateRequestError)."""
+    quota: QuotaCheck | None = None
