@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from pkggov_gateway.domain.deadline import Deadline
@@ -78,6 +79,10 @@ class PolicyView(Protocol):
 
     def decide(self, request: PolicyRequest) -> list[VersionDecision]:
         """Decide every version of `request` in one batch, in the request's order."""
+        ...
+
+    def authorize_read(self, principal: Principal, now: datetime) -> VersionDecision:
+        """Decide whether `principal` may read the audit record."""
         ...
 
 

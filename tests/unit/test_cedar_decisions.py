@@ -146,7 +146,8 @@ def test_evaluation_error_is_a_deny_even_when_a_permit_applies(tmp_path: Path) -
         tmp_path,
         allow='@id("allow-all") permit (principal, action, resource);',
         overflow=(
-            '@id("overflow")\nforbid (principal, action, resource)\n'
+            '@id("overflow")\nforbid (principal, action == Pkggov::Action::"'
+            'DeletePackageVersion", resource)\n'
             "when { resource.version_count * 9223372036854775807 > 0 };"
         ),
     )
@@ -162,7 +163,8 @@ def test_published_time_is_used_only_when_present(tmp_path: Path) -> None:
         tmp_path,
         allow='@id("allow-all") permit (principal, action, resource);',
         recent=(
-            '@id("keep-recent")\nforbid (principal, action, resource)\n'
+            '@id("keep-recent")\nforbid (principal, action == Pkggov::Action::"'
+            'DeletePackageVersion", resource)\n'
             "when { resource has published_at && resource.published_at > context.now - 86400 };"
         ),
     )
@@ -186,7 +188,8 @@ def test_a_policy_using_the_whole_context_gets_all_of_it(tmp_path: Path) -> None
     )
     engine = with_policies(
         tmp_path,
-        exact=f'@id("exact") permit (principal, action, resource) when {{ context == {context} }};',
+        exact='@id("exact") permit (principal, action == Pkggov::Action::"'
+        f'DeletePackageVersion", resource) when {{ context == {context} }};',
     )
     (decision,) = engine.decide(request("bob", "dev-x", RELEASE, justification="why"))
     assert decision.allowed
@@ -245,15 +248,18 @@ def _every_kind_of_version() -> tuple[VersionFacts, ...]:
     [
         {},
         {
-            "by-name": '@id("by-name") forbid (principal, action, resource == '
+            "by-name": '@id("by-name") forbid (principal, action == Pkggov::Action::"'
+            'DeletePackageVersion", resource == '
             'Pkggov::PackageVersion::"0.1.0");'
         },
         {
-            "by-version": '@id("by-version") forbid (principal, action, resource) '
+            "by-version": '@id("by-version") forbid (principal, action == Pkggov::Action::"'
+            'DeletePackageVersion", resource) '
             'when { resource.version like "1*" };'
         },
         {
-            "by-age": '@id("by-age") forbid (principal, action, resource) '
+            "by-age": '@id("by-age") forbid (principal, action == Pkggov::Action::"'
+            'DeletePackageVersion", resource) '
             "when { resource has published_at && resource.published_at < context.now - 86400 };"
         },
     ],

@@ -16,11 +16,13 @@ from pkggov_gateway.adapters.cedar import (
 )
 
 SHIPPED_IDS = [
+    "auditors-may-read-audit",
     "ci-may-delete-dev-prereleases",
     "never-delete-latest",
     "never-delete-only-remaining-version",
     "prod-needs-release-admin-and-justification",
     "release-admins-may-delete",
+    "release-admins-may-read-audit",
 ]
 
 GOOD = '@id("good")\npermit (principal, action, resource);\n'
@@ -40,10 +42,11 @@ def load_error(files: PolicyFiles) -> PolicyLoadError:
 
 
 def test_shipped_set_loads_with_its_ids_groups_and_members() -> None:
-    """The example set: five policies in file order, two groups, the README's principals."""
+    """The example set: seven policies in file order, three groups, the README's principals."""
     engine = CedarPolicyEngine(default_policy_files())
     assert SHIPPED_IDS == engine.policy_ids()
-    assert ("ci", "release-admins") == engine.known_groups()
+    assert ("ci", "release-admins", "auditors") == engine.known_groups()
+    assert ("auditors",) == engine.groups_of("carol")
     assert ("ci",) == engine.groups_of("ci-bot")
     assert ("ci",) == engine.groups_of("spiffe://pkggov.test/ci/builder")
     assert ("release-admins",) == engine.groups_of("alice")
@@ -116,7 +119,8 @@ def test_unguarded_optional_attribute_is_a_schema_violation(tmp_path: Path) -> N
     """published_at is optional: reading it without `has` is refused at load, not at run."""
     files = copy_shipped(tmp_path)
     (files.policies / "zz-age.cedar").write_text(
-        '@id("age")\nforbid (principal, action, resource)\nwhen { resource.published_at > 0 };\n'
+        '@id("age")\nforbid (principal, action == Pkggov::Action::"'
+        'DeletePackageVersion", resource)\nwhen { resource.published_at > 0 };\n'
     )
     error = load_error(files)
     assert 3 == error.line

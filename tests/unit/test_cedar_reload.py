@@ -94,7 +94,7 @@ def test_schema_violation_at_reload_is_refused_like_at_start(tmp_path: Path) -> 
     )
     with pytest.raises(PolicyLoadError, match="does not conform to the schema"):
         engine.reload()
-    assert 5 == len(engine.policy_ids())
+    assert 7 == len(engine.policy_ids())
 
 
 def test_decisions_during_reloads_see_one_whole_set(tmp_path: Path) -> None:

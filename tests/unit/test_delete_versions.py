@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pytest
 
@@ -107,6 +108,9 @@ class FakePolicy:
 
     def uses_published_time(self) -> bool:
         return False
+
+    def authorize_read(self, principal: Principal, now: datetime) -> VersionDecision:
+        return VersionDecision("audit", True, ("permit",))
 
     def decide(self, request: PolicyRequest) -> list[VersionDecision]:
         self.requests.append(request)

@@ -22,9 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pkggov/v1/package_governance.proto\x12\tpkggov.v1\"\xb7\x02\n\x1c\x44\x65letePackageVersionsRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x14\n\x0c\x64omain_owner\x18\x02 \x01(\t\x12\x12\n\nrepository\x18\x03 \x01(\t\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.pkggov.v1.PackageFormat\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x0f\n\x07package\x18\x06 \x01(\t\x12\x10\n\x08versions\x18\x07 \x03(\t\x12\x38\n\x0f\x65xpected_status\x18\x08 \x01(\x0e\x32\x1f.pkggov.v1.PackageVersionStatus\x12\x15\n\rjustification\x18\t \x01(\t\x12\x15\n\rvalidate_only\x18\n \x01(\x08\x12\x15\n\rallow_partial\x18\x0b \x01(\x08\"\xa6\x01\n\x0fVersionDecision\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.pkggov.v1.VersionOutcome\x12\x12\n\npolicy_ids\x18\x02 \x03(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.pkggov.v1.PackageVersionStatus\x12\x11\n\tis_latest\x18\x05 \x01(\x08\"X\n\x0cPolicyDenial\x12\x31\n\x0f\x64\x65nied_versions\x18\x01 \x03(\x0b\x32\x18.pkggov.v1.DeniedVersion\x12\x15\n\romitted_count\x18\x02 \x01(\x05\"D\n\rDeniedVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\npolicy_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"a\n\x1cSuccessfulPackageVersionInfo\x12\x10\n\x08revision\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.pkggov.v1.PackageVersionStatus\"d\n\x13PackageVersionError\x12\x36\n\nerror_code\x18\x01 \x01(\x0e\x32\".pkggov.v1.PackageVersionErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\"\xaa\x04\n\x1d\x44\x65letePackageVersionsResponse\x12]\n\x13successful_versions\x18\x01 \x03(\x0b\x32@.pkggov.v1.DeletePackageVersionsResponse.SuccessfulVersionsEntry\x12U\n\x0f\x66\x61iled_versions\x18\x02 \x03(\x0b\x32<.pkggov.v1.DeletePackageVersionsResponse.FailedVersionsEntry\x12J\n\tdecisions\x18\x03 \x03(\x0b\x32\x37.pkggov.v1.DeletePackageVersionsResponse.DecisionsEntry\x1a\x62\n\x17SuccessfulVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x36\n\x05value\x18\x02 \x01(\x0b\x32\'.pkggov.v1.SuccessfulPackageVersionInfo:\x02\x38\x01\x1aU\n\x13\x46\x61iledVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.pkggov.v1.PackageVersionError:\x02\x38\x01\x1aL\n\x0e\x44\x65\x63isionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.pkggov.v1.VersionDecision:\x02\x38\x01*\xfd\x01\n\rPackageFormat\x12\x1e\n\x1aPACKAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12PACKAGE_FORMAT_NPM\x10\x01\x12\x17\n\x13PACKAGE_FORMAT_PYPI\x10\x02\x12\x18\n\x14PACKAGE_FORMAT_MAVEN\x10\x03\x12\x18\n\x14PACKAGE_FORMAT_NUGET\x10\x04\x12\x1a\n\x16PACKAGE_FORMAT_GENERIC\x10\x05\x12\x17\n\x13PACKAGE_FORMAT_RUBY\x10\x06\x12\x18\n\x14PACKAGE_FORMAT_SWIFT\x10\x07\x12\x18\n\x14PACKAGE_FORMAT_CARGO\x10\x08*\x9e\x02\n\x14PackageVersionStatus\x12&\n\"PACKAGE_VERSION_STATUS_UNSPECIFIED\x10\x00\x12$\n PACKAGE_VERSION_STATUS_PUBLISHED\x10\x01\x12%\n!PACKAGE_VERSION_STATUS_UNFINISHED\x10\x02\x12#\n\x1fPACKAGE_VERSION_STATUS_UNLISTED\x10\x03\x12#\n\x1fPACKAGE_VERSION_STATUS_ARCHIVED\x10\x04\x12#\n\x1fPACKAGE_VERSION_STATUS_DISPOSED\x10\x05\x12\"\n\x1ePACKAGE_VERSION_STATUS_DELETED\x10\x06*\xd8\x02\n\x17PackageVersionErrorCode\x12*\n&PACKAGE_VERSION_ERROR_CODE_UNSPECIFIED\x10\x00\x12-\n)PACKAGE_VERSION_ERROR_CODE_ALREADY_EXISTS\x10\x01\x12\x32\n.PACKAGE_VERSION_ERROR_CODE_MISMATCHED_REVISION\x10\x02\x12\x30\n,PACKAGE_VERSION_ERROR_CODE_MISMATCHED_STATUS\x10\x03\x12*\n&PACKAGE_VERSION_ERROR_CODE_NOT_ALLOWED\x10\x04\x12(\n$PACKAGE_VERSION_ERROR_CODE_NOT_FOUND\x10\x05\x12&\n\"PACKAGE_VERSION_ERROR_CODE_SKIPPED\x10\x06*\xb3\x01\n\x0eVersionOutcome\x12\x1f\n\x1bVERSION_OUTCOME_UNSPECIFIED\x10\x00\x12 \n\x1cVERSION_OUTCOME_WOULD_DELETE\x10\x01\x12\x1a\n\x16VERSION_OUTCOME_DENIED\x10\x02\x12\x1d\n\x19VERSION_OUTCOME_NOT_FOUND\x10\x03\x12#\n\x1fVERSION_OUTCOME_STATUS_MISMATCH\x10\x04\x32\x86\x01\n\x18PackageGovernanceService\x12j\n\x15\x44\x65letePackageVersions\x12\'.pkggov.v1.DeletePackageVersionsRequest\x1a(.pkggov.v1.DeletePackageVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pkggov/v1/package_governance.proto\x12\tpkggov.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x02\n\x1c\x44\x65letePackageVersionsRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x14\n\x0c\x64omain_owner\x18\x02 \x01(\t\x12\x12\n\nrepository\x18\x03 \x01(\t\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.pkggov.v1.PackageFormat\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x0f\n\x07package\x18\x06 \x01(\t\x12\x10\n\x08versions\x18\x07 \x03(\t\x12\x38\n\x0f\x65xpected_status\x18\x08 \x01(\x0e\x32\x1f.pkggov.v1.PackageVersionStatus\x12\x15\n\rjustification\x18\t \x01(\t\x12\x15\n\rvalidate_only\x18\n \x01(\x08\x12\x15\n\rallow_partial\x18\x0b \x01(\x08\x12\x12\n\nrequest_id\x18\x0c \x01(\t\"\xa6\x01\n\x0fVersionDecision\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.pkggov.v1.VersionOutcome\x12\x12\n\npolicy_ids\x18\x02 \x03(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.pkggov.v1.PackageVersionStatus\x12\x11\n\tis_latest\x18\x05 \x01(\x08\"X\n\x0cPolicyDenial\x12\x31\n\x0f\x64\x65nied_versions\x18\x01 \x03(\x0b\x32\x18.pkggov.v1.DeniedVersion\x12\x15\n\romitted_count\x18\x02 \x01(\x05\"D\n\rDeniedVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\npolicy_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"a\n\x1cSuccessfulPackageVersionInfo\x12\x10\n\x08revision\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.pkggov.v1.PackageVersionStatus\"d\n\x13PackageVersionError\x12\x36\n\nerror_code\x18\x01 \x01(\x0e\x32\".pkggov.v1.PackageVersionErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\"\xc2\x04\n\x1d\x44\x65letePackageVersionsResponse\x12]\n\x13successful_versions\x18\x01 \x03(\x0b\x32@.pkggov.v1.DeletePackageVersionsResponse.SuccessfulVersionsEntry\x12U\n\x0f\x66\x61iled_versions\x18\x02 \x03(\x0b\x32<.pkggov.v1.DeletePackageVersionsResponse.FailedVersionsEntry\x12J\n\tdecisions\x18\x03 \x03(\x0b\x32\x37.pkggov.v1.DeletePackageVersionsResponse.DecisionsEntry\x12\x16\n\x0e\x61udit_event_id\x18\x04 \x01(\t\x1a\x62\n\x17SuccessfulVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x36\n\x05value\x18\x02 \x01(\x0b\x32\'.pkggov.v1.SuccessfulPackageVersionInfo:\x02\x38\x01\x1aU\n\x13\x46\x61iledVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.pkggov.v1.PackageVersionError:\x02\x38\x01\x1aL\n\x0e\x44\x65\x63isionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.pkggov.v1.VersionDecision:\x02\x38\x01\"\xda\x02\n\x16ListAuditEventsRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x12\n\nrepository\x18\x03 \x01(\t\x12(\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x18.pkggov.v1.PackageFormat\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x0f\n\x07package\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x08 \x01(\t\x12\x13\n\x0bstatus_code\x18\t \x01(\t\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x0c \x01(\x05\x12\x12\n\npage_token\x18\r \x01(\t\"Y\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.pkggov.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14GetAuditEventRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"=\n\x15GetAuditEventResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.pkggov.v1.AuditEvent\"\xca\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x05 \x01(\t\x12\x13\n\x0bstatus_code\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12&\n\x07\x65ntries\x18\x08 \x03(\x0b\x32\x15.pkggov.v1.AuditEntry\"\x99\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04hash\x18\x04 \x01(\t\x12\x11\n\tprev_hash\x18\x05 \x01(\t\x12%\n\x04\x62ody\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct*\xfd\x01\n\rPackageFormat\x12\x1e\n\x1aPACKAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12PACKAGE_FORMAT_NPM\x10\x01\x12\x17\n\x13PACKAGE_FORMAT_PYPI\x10\x02\x12\x18\n\x14PACKAGE_FORMAT_MAVEN\x10\x03\x12\x18\n\x14PACKAGE_FORMAT_NUGET\x10\x04\x12\x1a\n\x16PACKAGE_FORMAT_GENERIC\x10\x05\x12\x17\n\x13PACKAGE_FORMAT_RUBY\x10\x06\x12\x18\n\x14PACKAGE_FORMAT_SWIFT\x10\x07\x12\x18\n\x14PACKAGE_FORMAT_CARGO\x10\x08*\x9e\x02\n\x14PackageVersionStatus\x12&\n\"PACKAGE_VERSION_STATUS_UNSPECIFIED\x10\x00\x12$\n PACKAGE_VERSION_STATUS_PUBLISHED\x10\x01\x12%\n!PACKAGE_VERSION_STATUS_UNFINISHED\x10\x02\x12#\n\x1fPACKAGE_VERSION_STATUS_UNLISTED\x10\x03\x12#\n\x1fPACKAGE_VERSION_STATUS_ARCHIVED\x10\x04\x12#\n\x1fPACKAGE_VERSION_STATUS_DISPOSED\x10\x05\x12\"\n\x1ePACKAGE_VERSION_STATUS_DELETED\x10\x06*\xd8\x02\n\x17PackageVersionErrorCode\x12*\n&PACKAGE_VERSION_ERROR_CODE_UNSPECIFIED\x10\x00\x12-\n)PACKAGE_VERSION_ERROR_CODE_ALREADY_EXISTS\x10\x01\x12\x32\n.PACKAGE_VERSION_ERROR_CODE_MISMATCHED_REVISION\x10\x02\x12\x30\n,PACKAGE_VERSION_ERROR_CODE_MISMATCHED_STATUS\x10\x03\x12*\n&PACKAGE_VERSION_ERROR_CODE_NOT_ALLOWED\x10\x04\x12(\n$PACKAGE_VERSION_ERROR_CODE_NOT_FOUND\x10\x05\x12&\n\"PACKAGE_VERSION_ERROR_CODE_SKIPPED\x10\x06*\xb3\x01\n\x0eVersionOutcome\x12\x1f\n\x1bVERSION_OUTCOME_UNSPECIFIED\x10\x00\x12 \n\x1cVERSION_OUTCOME_WOULD_DELETE\x10\x01\x12\x1a\n\x16VERSION_OUTCOME_DENIED\x10\x02\x12\x1d\n\x19VERSION_OUTCOME_NOT_FOUND\x10\x03\x12#\n\x1fVERSION_OUTCOME_STATUS_MISMATCH\x10\x04\x32\x86\x01\n\x18PackageGovernanceService\x12j\n\x15\x44\x65letePackageVersions\x12\'.pkggov.v1.DeletePackageVersionsRequest\x1a(.pkggov.v1.DeletePackageVersionsResponse2\xbc\x01\n\x0c\x41uditService\x12X\n\x0fListAuditEvents\x12!.pkggov.v1.ListAuditEventsRequest\x1a\".pkggov.v1.ListAuditEventsResponse\x12R\n\rGetAuditEvent\x12\x1f.pkggov.v1.GetAuditEventRequest\x1a .pkggov.v1.GetAuditEventResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +39,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEPACKAGEVERSIONSRESPONSE_FAILEDVERSIONSENTRY']._serialized_options = b'8\001'
   _globals['_DELETEPACKAGEVERSIONSRESPONSE_DECISIONSENTRY']._loaded_options = None
   _globals['_DELETEPACKAGEVERSIONSRESPONSE_DECISIONSENTRY']._serialized_options = b'8\001'
-  _globals['_PACKAGEFORMAT']._serialized_start=1451
-  _globals['_PACKAGEFORMAT']._serialized_end=1704
-  _globals['_PACKAGEVERSIONSTATUS']._serialized_start=1707
-  _globals['_PACKAGEVERSIONSTATUS']._serialized_end=1993
-  _globals['_PACKAGEVERSIONERRORCODE']._serialized_start=1996
-  _globals['_PACKAGEVERSIONERRORCODE']._serialized_end=2340
-  _globals['_VERSIONOUTCOME']._serialized_start=2343
-  _globals['_VERSIONOUTCOME']._serialized_end=2522
-  _globals['_DELETEPACKAGEVERSIONSREQUEST']._serialized_start=50
-  _globals['_DELETEPACKAGEVERSIONSREQUEST']._serialized_end=361
-  _globals['_VERSIONDECISION']._serialized_start=364
-  _globals['_VERSIONDECISION']._serialized_end=530
-  _globals['_POLICYDENIAL']._serialized_start=532
-  _globals['_POLICYDENIAL']._serialized_end=620
-  _globals['_DENIEDVERSION']._serialized_start=622
-  _globals['_DENIEDVERSION']._serialized_end=690
-  _globals['_SUCCESSFULPACKAGEVERSIONINFO']._serialized_start=692
-  _globals['_SUCCESSFULPACKAGEVERSIONINFO']._serialized_end=789
-  _globals['_PACKAGEVERSIONERROR']._serialized_start=791
-  _globals['_PACKAGEVERSIONERROR']._serialized_end=891
-  _globals['_DELETEPACKAGEVERSIONSRESPONSE']._serialized_start=894
-  _globals['_DELETEPACKAGEVERSIONSRESPONSE']._serialized_end=1448
-  _globals['_DELETEPACKAGEVERSIONSRESPONSE_SUCCESSFULVERSIONSENTRY']._serialized_start=1185
-  _globals['_DELETEPACKAGEVERSIONSRESPONSE_SUCCESSFULVERSIONSENTRY']._serialized_end=1283
-  _globals['_DELETEPACKAGEVERSIONSRESPONSE_FAILEDVERSIONSENTRY']._serialized_start=1285
-  _globals['_DELETEPACKAGEVERSIONSRESPONSE_FAILEDVERSIONSENTRY']._serialized_end=1370
-  _globals['_DELETEPACKAGEVERSIONSRESPONSE_DECISIONSENTRY']._serialized_start=1372
-  _globals['_DELETEPACKAGEVERSIONSRESPONSE_DECISIONSENTRY']._serialized_end=1448
-  _globals['_PACKAGEGOVERNANCESERVICE']._serialized_start=2525
-  _globals['_PACKAGEGOVERNANCESERVICE']._serialized_end=2659
+  _globals['_PACKAGEFORMAT']._serialized_start=2464
+  _globals['_PACKAGEFORMAT']._serialized_end=2717
+  _globals['_PACKAGEVERSIONSTATUS']._serialized_start=2720
+  _globals['_PACKAGEVERSIONSTATUS']._serialized_end=3006
+  _globals['_PACKAGEVERSIONERRORCODE']._serialized_start=3009
+  _globals['_PACKAGEVERSIONERRORCODE']._serialized_end=3353
+  _globals['_VERSIONOUTCOME']._serialized_start=3356
+  _globals['_VERSIONOUTCOME']._serialized_end=3535
+  _globals['_DELETEPACKAGEVERSIONSREQUEST']._serialized_start=113
+  _globals['_DELETEPACKAGEVERSIONSREQUEST']._serialized_end=444
+  _globals['_VERSIONDECISION']._serialized_start=447
+  _globals['_VERSIONDECISION']._serialized_end=613
+  _globals['_POLICYDENIAL']._serialized_start=615
+  _globals['_POLICYDENIAL']._serialized_end=703
+  _globals['_DENIEDVERSION']._serialized_start=705
+  _globals['_DENIEDVERSION']._serialized_end=773
+  _globals['_SUCCESSFULPACKAGEVERSIONINFO']._serialized_start=775
+  _globals['_SUCCESSFULPACKAGEVERSIONINFO']._serialized_end=872
+  _globals['_PACKAGEVERSIONERROR']._serialized_start=874
+  _globals['_PACKAGEVERSIONERROR']._serialized_end=974
+  _globals['_DELETEPACKAGEVERSIONSRESPONSE']._serialized_start=977
+  _globals['_DELETEPACKAGEVERSIONSRESPONSE']._serialized_end=1555
+  _globals['_DELETEPACKAGEVERSIONSRESPONSE_SUCCESSFULVERSIONSENTRY']._serialized_start=1292
+  _globals['_DELETEPACKAGEVERSIONSRESPONSE_SUCCESSFULVERSIONSENTRY']._serialized_end=1390
+  _globals['_DELETEPACKAGEVERSIONSRESPONSE_FAILEDVERSIONSENTRY']._serialized_start=1392
+  _globals['_DELETEPACKAGEVERSIONSRESPONSE_FAILEDVERSIONSENTRY']._serialized_end=1477
+  _globals['_DELETEPACKAGEVERSIONSRESPONSE_DECISIONSENTRY']._serialized_start=1479
+  _globals['_DELETEPACKAGEVERSIONSRESPONSE_DECISIONSENTRY']._serialized_end=1555
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1558
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1904
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1906
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1995
+  _globals['_GETAUDITEVENTREQUEST']._serialized_start=1997
+  _globals['_GETAUDITEVENTREQUEST']._serialized_end=2037
+  _globals['_GETAUDITEVENTRESPONSE']._serialized_start=2039
+  _globals['_GETAUDITEVENTRESPONSE']._serialized_end=2100
+  _globals['_AUDITEVENT']._serialized_start=2103
+  _globals['_AUDITEVENT']._serialized_end=2305
+  _globals['_AUDITENTRY']._serialized_start=2308
+  _globals['_AUDITENTRY']._serialized_end=2461
+  _globals['_PACKAGEGOVERNANCESERVICE']._serialized_start=3538
+  _globals['_PACKAGEGOVERNANCESERVICE']._serialized_end=3672
+  _globals['_AUDITSERVICE']._serialized_start=3675
+  _globals['_AUDITSERVICE']._serialized_end=3863
 # @@protoc_insertion_point(module_scope)

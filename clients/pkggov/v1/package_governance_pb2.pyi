@@ -6,6 +6,8 @@ The pkggov API: governed deletion of package versions in AWS CodeArtifact."""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -196,6 +198,7 @@ class DeletePackageVersionsRequest(_message.Message):
     JUSTIFICATION_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     """The CodeArtifact domain, 2 to 50 characters of lower-case letters, digits and hyphens."""
     domain_owner: _builtins.str
@@ -220,6 +223,11 @@ class DeletePackageVersionsRequest(_message.Message):
     """When true, versions that policy allows are deleted and denied ones are reported in
     failed_versions with NOT_ALLOWED; when false, any denied version fails the whole call.
     """
+    request_id: _builtins.str
+    """A UUID naming this call for safe retries (Google AIP-155): a retry with the same
+    request_id and content returns the recorded response without calling CodeArtifact again.
+    Optional; ids are scoped to the calling principal.
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The versions to delete; at least one, duplicates are collapsed, at most the gateway's limit."""
@@ -238,10 +246,11 @@ class DeletePackageVersionsRequest(_message.Message):
         justification: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
         allow_partial: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "domain", b"domain", "domain_owner", b"domain_owner", "expected_status", b"expected_status", "format", b"format", "justification", b"justification", "namespace", b"namespace", "package", b"package", "repository", b"repository", "validate_only", b"validate_only", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "domain", b"domain", "domain_owner", b"domain_owner", "expected_status", b"expected_status", "format", b"format", "justification", b"justification", "namespace", b"namespace", "package", b"package", "repository", b"repository", "request_id", b"request_id", "validate_only", b"validate_only", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -473,6 +482,9 @@ class DeletePackageVersionsResponse(_message.Message):
     SUCCESSFUL_VERSIONS_FIELD_NUMBER: _builtins.int
     FAILED_VERSIONS_FIELD_NUMBER: _builtins.int
     DECISIONS_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    audit_event_id: _builtins.str
+    """The id of the audit event recording this call (see AuditService)."""
     @_builtins.property
     def successful_versions(self) -> _containers.MessageMap[_builtins.str, Global___SuccessfulPackageVersionInfo]:
         """The versions that were deleted, keyed by version string."""
@@ -491,11 +503,262 @@ class DeletePackageVersionsResponse(_message.Message):
         successful_versions: _abc.Mapping[_builtins.str, Global___SuccessfulPackageVersionInfo] | None = ...,
         failed_versions: _abc.Mapping[_builtins.str, Global___PackageVersionError] | None = ...,
         decisions: _abc.Mapping[_builtins.str, Global___VersionDecision] | None = ...,
+        audit_event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "failed_versions", b"failed_versions", "successful_versions", b"successful_versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_id", b"audit_event_id", "decisions", b"decisions", "failed_versions", b"failed_versions", "successful_versions", b"successful_versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeletePackageVersionsResponse: _TypeAlias = DeletePackageVersionsResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    """ListAuditEventsRequest filters the audit record; unset fields match everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    principal: _builtins.str
+    """The principal, as the gateway identified it (e.g. "spiffe://example.org/ci")."""
+    domain: _builtins.str
+    """The CodeArtifact domain."""
+    repository: _builtins.str
+    """The repository."""
+    format: Global___PackageFormat.ValueType
+    """The package format."""
+    namespace: _builtins.str
+    """The package namespace."""
+    package: _builtins.str
+    """The package name."""
+    version: _builtins.str
+    """One of the requested versions."""
+    decision: _builtins.str
+    """The event's decision: allowed, partial, denied, dry_run, invalid, unauthenticated,
+    failed, read or replayed.
+    """
+    status_code: _builtins.str
+    """The gRPC status code name the caller got, e.g. "PERMISSION_DENIED"."""
+    page_size: _builtins.int
+    """At most this many events (default 50, at most 500)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, with the same filters."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Events at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Events before this time."""
+
+    def __init__(
+        self,
+        *,
+        principal: _builtins.str = ...,
+        domain: _builtins.str = ...,
+        repository: _builtins.str = ...,
+        format: Global___PackageFormat.ValueType = ...,
+        namespace: _builtins.str = ...,
+        package: _builtins.str = ...,
+        version: _builtins.str = ...,
+        decision: _builtins.str = ...,
+        status_code: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "domain", b"domain", "end_time", b"end_time", "format", b"format", "namespace", b"namespace", "package", b"package", "page_size", b"page_size", "page_token", b"page_token", "principal", b"principal", "repository", b"repository", "start_time", b"start_time", "status_code", b"status_code", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    """ListAuditEventsResponse is one page of events, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]:
+        """The events of this page."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetAuditEventRequest(_message.Message):
+    """GetAuditEventRequest names one event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The event id, as returned in a response's audit_event_id."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditEventRequest: _TypeAlias = GetAuditEventRequest  # noqa: Y015
+
+@_typing.final
+class GetAuditEventResponse(_message.Message):
+    """GetAuditEventResponse holds the event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___AuditEvent:
+        """The event."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___AuditEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditEventResponse: _TypeAlias = GetAuditEventResponse  # noqa: Y015
+
+@_typing.final
+class AuditEvent(_message.Message):
+    """AuditEvent is one call to the gateway, as recorded: a summary and its entries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The event id."""
+    principal: _builtins.str
+    """The principal, or empty when the call was not authenticated."""
+    method: _builtins.str
+    """The full gRPC method name."""
+    decision: _builtins.str
+    """The decision (see ListAuditEventsRequest.decision); empty while the call is open."""
+    status_code: _builtins.str
+    """The gRPC status code name the caller got; empty while the call is open."""
+    reason: _builtins.str
+    """The ErrorInfo reason the caller got, if any."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the call was received (its first entry)."""
+
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
+        """The entries of the event in chain order: intent, outcome, reconciliation."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
+        method: _builtins.str = ...,
+        decision: _builtins.str = ...,
+        status_code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entries", b"entries", "event_id", b"event_id", "method", b"method", "principal", b"principal", "reason", b"reason", "status_code", b"status_code", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """AuditEntry is one hash-chained record of an event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The entry's position in the chain."""
+    kind: _builtins.str
+    """"intent", "outcome" or "reconciliation"."""
+    hash: _builtins.str
+    """SHA-256 (hex) of the previous entry's hash and this entry's canonical JSON."""
+    prev_hash: _builtins.str
+    """The previous entry's hash."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the entry was written."""
+
+    @_builtins.property
+    def body(self) -> _struct_pb2.Struct:
+        """The entry as recorded (its canonical JSON, as a Struct)."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        hash: _builtins.str = ...,
+        prev_hash: _builtins.str = ...,
+        body: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hash", b"hash", "kind", b"kind", "prev_hash", b"prev_hash", "seq", b"seq", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015

@@ -73,7 +73,15 @@ class PackageGovernanceServiceServicer:
         failing; DEADLINE_EXCEEDED when the deadline is too short to call CodeArtifact or ran out
         while a delete was in flight (its outcome is then unknown); INTERNAL when the gateway's
         own AWS credentials are missing or invalid; UNKNOWN for an upstream error code the
-        gateway does not know.
+        gateway does not know; RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, with QuotaFailure and
+        RetryInfo) when the caller's deletion quota for the window is used up; UNAVAILABLE
+        (reason AUDIT_UNAVAILABLE) when the audit store cannot record the call, in which case
+        nothing was done; INVALID_ARGUMENT (reason REQUEST_ID_REUSED) when request_id names an
+        earlier call with different content; ABORTED (reason REQUEST_IN_PROGRESS) when it names a
+        call that has not finished.
+
+        Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
+        ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +128,138 @@ class PackageGovernanceService:
             '/pkggov.v1.PackageGovernanceService/DeletePackageVersions',
             pkggov_dot_v1_dot_package__governance__pb2.DeletePackageVersionsRequest.SerializeToString,
             pkggov_dot_v1_dot_package__governance__pb2.DeletePackageVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AuditServiceStub:
+    """AuditService reads the audit record: every call to the gateway, what was asked, decided
+    and done. Each call is itself authorized by policy (the Cedar action
+    Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise)
+    and audited.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAuditEvents = channel.unary_unary(
+                '/pkggov.v1.AuditService/ListAuditEvents',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.GetAuditEvent = channel.unary_unary(
+                '/pkggov.v1.AuditService/GetAuditEvent',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.GetAuditEventRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.GetAuditEventResponse.FromString,
+                _registered_method=True)
+
+
+class AuditServiceServicer:
+    """AuditService reads the audit record: every call to the gateway, what was asked, decided
+    and done. Each call is itself authorized by policy (the Cedar action
+    Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise)
+    and audited.
+    """
+
+    def ListAuditEvents(self, request, context):
+        """Lists audit events, newest first, filtered, one page at a time (Google AIP-132/158).
+        Returns INVALID_ARGUMENT for a bad filter or page token, UNAVAILABLE (reason
+        AUDIT_UNAVAILABLE) when the store cannot be read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditEvent(self, request, context):
+        """Gets one audit event by id (Google AIP-131); NOT_FOUND (reason AUDIT_EVENT_NOT_FOUND)
+        when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'GetAuditEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditEvent,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.GetAuditEventRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.GetAuditEventResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'pkggov.v1.AuditService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('pkggov.v1.AuditService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditService:
+    """AuditService reads the audit record: every call to the gateway, what was asked, decided
+    and done. Each call is itself authorized by policy (the Cedar action
+    Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise)
+    and audited.
+    """
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.AuditService/ListAuditEvents',
+            pkggov_dot_v1_dot_package__governance__pb2.ListAuditEventsRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.AuditService/GetAuditEvent',
+            pkggov_dot_v1_dot_package__governance__pb2.GetAuditEventRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.GetAuditEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

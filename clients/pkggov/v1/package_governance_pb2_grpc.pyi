@@ -57,7 +57,15 @@ class PackageGovernanceServiceStub:
     failing; DEADLINE_EXCEEDED when the deadline is too short to call CodeArtifact or ran out
     while a delete was in flight (its outcome is then unknown); INTERNAL when the gateway's
     own AWS credentials are missing or invalid; UNKNOWN for an upstream error code the
-    gateway does not know.
+    gateway does not know; RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, with QuotaFailure and
+    RetryInfo) when the caller's deletion quota for the window is used up; UNAVAILABLE
+    (reason AUDIT_UNAVAILABLE) when the audit store cannot record the call, in which case
+    nothing was done; INVALID_ARGUMENT (reason REQUEST_ID_REUSED) when request_id names an
+    earlier call with different content; ABORTED (reason REQUEST_IN_PROGRESS) when it names a
+    call that has not finished.
+
+    Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
+    ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
     """
 
 @_typing.type_check_only
@@ -89,7 +97,15 @@ class PackageGovernanceServiceAsyncStub(PackageGovernanceServiceStub):
     failing; DEADLINE_EXCEEDED when the deadline is too short to call CodeArtifact or ran out
     while a delete was in flight (its outcome is then unknown); INTERNAL when the gateway's
     own AWS credentials are missing or invalid; UNKNOWN for an upstream error code the
-    gateway does not know.
+    gateway does not know; RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, with QuotaFailure and
+    RetryInfo) when the caller's deletion quota for the window is used up; UNAVAILABLE
+    (reason AUDIT_UNAVAILABLE) when the audit store cannot record the call, in which case
+    nothing was done; INVALID_ARGUMENT (reason REQUEST_ID_REUSED) when request_id names an
+    earlier call with different content; ABORTED (reason REQUEST_IN_PROGRESS) when it names a
+    call that has not finished.
+
+    Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
+    ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
     """
 
 class PackageGovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -124,7 +140,85 @@ class PackageGovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
         failing; DEADLINE_EXCEEDED when the deadline is too short to call CodeArtifact or ran out
         while a delete was in flight (its outcome is then unknown); INTERNAL when the gateway's
         own AWS credentials are missing or invalid; UNKNOWN for an upstream error code the
-        gateway does not know.
+        gateway does not know; RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, with QuotaFailure and
+        RetryInfo) when the caller's deletion quota for the window is used up; UNAVAILABLE
+        (reason AUDIT_UNAVAILABLE) when the audit store cannot record the call, in which case
+        nothing was done; INVALID_ARGUMENT (reason REQUEST_ID_REUSED) when request_id names an
+        earlier call with different content; ABORTED (reason REQUEST_IN_PROGRESS) when it names a
+        call that has not finished.
+
+        Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
+        ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
         """
 
 def add_PackageGovernanceServiceServicer_to_server(servicer: PackageGovernanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AuditServiceStub:
+    """AuditService reads the audit record: every call to the gateway, what was asked, decided
+    and done. Each call is itself authorized by policy (the Cedar action
+    Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise)
+    and audited.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.ListAuditEventsRequest, _package_governance_pb2.ListAuditEventsResponse]
+    """Lists audit events, newest first, filtered, one page at a time (Google AIP-132/158).
+    Returns INVALID_ARGUMENT for a bad filter or page token, UNAVAILABLE (reason
+    AUDIT_UNAVAILABLE) when the store cannot be read.
+    """
+    GetAuditEvent: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.GetAuditEventRequest, _package_governance_pb2.GetAuditEventResponse]
+    """Gets one audit event by id (Google AIP-131); NOT_FOUND (reason AUDIT_EVENT_NOT_FOUND)
+    when there is none.
+    """
+
+@_typing.type_check_only
+class AuditServiceAsyncStub(AuditServiceStub):
+    """AuditService reads the audit record: every call to the gateway, what was asked, decided
+    and done. Each call is itself authorized by policy (the Cedar action
+    Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise)
+    and audited.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.ListAuditEventsRequest, _package_governance_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Lists audit events, newest first, filtered, one page at a time (Google AIP-132/158).
+    Returns INVALID_ARGUMENT for a bad filter or page token, UNAVAILABLE (reason
+    AUDIT_UNAVAILABLE) when the store cannot be read.
+    """
+    GetAuditEvent: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.GetAuditEventRequest, _package_governance_pb2.GetAuditEventResponse]  # type: ignore[assignment]
+    """Gets one audit event by id (Google AIP-131); NOT_FOUND (reason AUDIT_EVENT_NOT_FOUND)
+    when there is none.
+    """
+
+class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
+    """AuditService reads the audit record: every call to the gateway, what was asked, decided
+    and done. Each call is itself authorized by policy (the Cedar action
+    Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise)
+    and audited.
+    """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _package_governance_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.ListAuditEventsResponse, _abc.Awaitable[_package_governance_pb2.ListAuditEventsResponse]]:
+        """Lists audit events, newest first, filtered, one page at a time (Google AIP-132/158).
+        Returns INVALID_ARGUMENT for a bad filter or page token, UNAVAILABLE (reason
+        AUDIT_UNAVAILABLE) when the store cannot be read.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAuditEvent(
+        self,
+        request: _package_governance_pb2.GetAuditEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.GetAuditEventResponse, _abc.Awaitable[_package_governance_pb2.GetAuditEventResponse]]:
+        """Gets one audit event by id (Google AIP-131); NOT_FOUND (reason AUDIT_EVENT_NOT_FOUND)
+        when there is none.
+        """
+
+def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -45,6 +45,7 @@ __all__ = [
     "CONTEXT_ATTRIBUTES",
     "DERIVED_RESOURCE_ATTRIBUTES",
     "PRINCIPAL_TYPE",
+    "READ_AUDIT_ACTION",
     "RESOURCE_ATTRIBUTES",
     "RESOURCE_TYPE",
     "CedarPolicyEngine",
@@ -56,6 +57,9 @@ __all__ = [
 PRINCIPAL_TYPE = "Pkggov::Principal"
 RESOURCE_TYPE = "Pkggov::PackageVersion"
 _ACTION = {"type": "Pkggov::Action", "id": "DeletePackageVersion"}
+READ_AUDIT_ACTION = "ReadAuditLog"
+_READ_ACTION = {"type": "Pkggov::Action", "id": READ_AUDIT_ACTION}
+_AUDIT_LOG = {"type": "Pkggov::AuditLog", "id": "audit"}
 RESOURCE_ATTRIBUTES = frozenset(
     {
         "domain",
@@ -87,6 +91,8 @@ _SENT = (
     "remaining_after_request: Long, "
     'published_at?: Long}; action Pkggov::Action::"DeletePackageVersion" with context '
     "{justification: String, dry_run: Bool, request_size: Long, now: Long, peer: String, "
+    'auth_method: String}; entity Pkggov::AuditLog; action Pkggov::Action::"ReadAuditLog" '
+    "(principal Principal, resource AuditLog) with context {now: Long, peer: String, "
     "auth_method: String}"
 )
 
@@ -257,6 +263,12 @@ class CedarPolicyEngine:
         """
         return _decide(self._snapshot, request, groups)
 
+    def authorize_read(
+        self, principal: Principal, now: datetime, *, groups: Sequence[str] | None = None
+    ) -> VersionDecision:
+        """Decide whether `principal` may read the audit record (action ReadAuditLog)."""
+        return _authorize_read(self._snapshot, principal, now, groups)
+
 
 class PinnedPolicy:
     """One snapshot of a CedarPolicyEngine's policy set, used for a whole request."""
@@ -276,6 +288,48 @@ class PinnedPolicy:
     def decide(self, request: PolicyRequest) -> list[VersionDecision]:
         """Decide with this set (see CedarPolicyEngine.decide)."""
         return _decide(self._snapshot, request, None)
+
+    def authorize_read(self, principal: Principal, now: datetime) -> VersionDecision:
+        """Decide a read of the audit record with this set."""
+        return _authorize_read(self._snapshot, principal, now, None)
+
+
+def _authorize_read(
+    snapshot: _Snapshot, principal: Principal, now: datetime, groups: Sequence[str] | None
+) -> VersionDecision:
+    """Decide ReadAuditLog on the audit record for `principal`; an error is a deny."""
+    if groups is None:
+        groups = snapshot.members.get(principal.id, ())
+    request, entities_json = _read_input(principal, groups, now)
+    try:
+        entities = snapshot.base.with_added_json_str(entities_json)
+        (result,) = cedarpy.is_authorized_batch([request], snapshot.policy_set, entities)
+    except ValueError as err:
+        return VersionDecision("audit", False, (), (f"policy evaluation failed: {err}",))
+    return _decision(snapshot, "audit", result)
+
+
+def _read_input(
+    principal: Principal, groups: Iterable[str], now: datetime
+) -> tuple[dict[str, Any], str]:
+    principal_uid = {"type": PRINCIPAL_TYPE, "id": principal.id}
+    method = principal.method.value
+    entities = [
+        {
+            "uid": principal_uid,
+            "attrs": {"auth_method": method},
+            "parents": [{"type": GROUP_TYPE, "id": group} for group in groups],
+        },
+        {"uid": _AUDIT_LOG, "attrs": {}, "parents": []},
+    ]
+    context = {"now": _epoch(now), "peer": principal.peer, "auth_method": method}
+    request = {
+        "principal": principal_uid,
+        "action": _READ_ACTION,
+        "resource": _AUDIT_LOG,
+        "context": json.dumps(context),
+    }
+    return request, json.dumps(entities)
 
 
 def _decide(
@@ -607,6 +661,14 @@ def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: _Snapshot) -> No
     try:
         entities = snapshot.base.with_added_json_str(probe.entities, schema)
         results = cedarpy.is_authorized_batch(probe.requests, snapshot.policy_set, entities, schema)
+    except ValueError as err:
+        raise PolicyLoadError(schema_path, None, f"{_NOT_WHAT_IS_SENT}: {err} ({_SENT})") from err
+    read_request, read_entities = _read_input(request.principal, snapshot.groups, moment)
+    try:
+        entities = snapshot.base.with_added_json_str(read_entities, schema)
+        results += cedarpy.is_authorized_batch(
+            [read_request], snapshot.policy_set, entities, schema
+        )
     except ValueError as err:
         raise PolicyLoadError(schema_path, None, f"{_NOT_WHAT_IS_SENT}: {err} ({_SENT})") from err
     for result in results:

@@ -13,6 +13,10 @@ gateway uses::
         context: {justification: "", dry_run: false, request_size: 1}   # optional
         expect: allow              # allow | deny
         policies: [ci-may-delete-dev-prereleases]   # optional: the deciding @ids
+      - name: an auditor reads the audit record
+        action: ReadAuditLog       # optional: DeletePackageVersion (default) or ReadAuditLog,
+        principal: carol           # which has no resource
+        expect: allow
 
 Resource defaults: domain ``example``, domain_owner and namespace empty, format ``npm``,
 status ``Published``, is_latest false, version_count 2, remaining_after_request 1, no
@@ -32,6 +36,7 @@ from typing import Any
 from pkggov_gateway.adapters.cedar import (
     CONTEXT_ATTRIBUTES,
     DERIVED_RESOURCE_ATTRIBUTES,
+    READ_AUDIT_ACTION,
     RESOURCE_ATTRIBUTES,
     CedarPolicyEngine,
     PolicyFiles,
@@ -46,7 +51,18 @@ __all__ = ["CaseResult", "PolicyCase", "load_policy_cases", "run_policy_tests"]
 
 DEFAULT_NOW = datetime(2025, 1, 1, tzinfo=UTC)
 _DECISIONS = ("allow", "deny")
-_CASE_KEYS = {"name", "principal", "groups", "resource", "context", "expect", "policies"}
+_CASE_KEYS = {
+    "name",
+    "action",
+    "principal",
+    "groups",
+    "resource",
+    "context",
+    "expect",
+    "policies",
+}
+DELETE_ACTION = "DeletePackageVersion"
+_ACTIONS = {DELETE_ACTION: DELETE_ACTION, READ_AUDIT_ACTION: READ_AUDIT_ACTION}
 _RESOURCE_KEYS = RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES
 _CONTEXT_KEYS = CONTEXT_ATTRIBUTES
 
@@ -61,6 +77,8 @@ class PolicyCase:
     groups: tuple[str, ...] | None
     expect: str
     policies: tuple[str, ...] | None
+    action: str = DELETE_ACTION
+    """DeletePackageVersion (the request's one version) or ReadAuditLog (no resource)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +124,12 @@ def run_policy_tests(
     )
     results = []
     for case in load_policy_cases(path, known_groups=engine.known_groups()):
-        (decision,) = engine.decide(case.request, groups=case.groups)
+        if case.action == READ_AUDIT_ACTION:
+            decision = engine.authorize_read(
+                case.request.principal, case.request.context.now, groups=case.groups
+            )
+        else:
+            (decision,) = engine.decide(case.request, groups=case.groups)
         got = "allow" if decision.allowed else "deny"
         passed = got == case.expect and (
             case.policies is None or sorted(case.policies) == sorted(decision.policy_ids)
@@ -231,12 +254,22 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
     where: tuple[str | int, ...] = ("cases", index)
     case = _Reader(doc, where, raw, _CASE_KEYS)
     name = case.string("name")
+    action = case.choice("action", DELETE_ACTION, _ACTIONS)
+    if action == READ_AUDIT_ACTION and case.get("resource") is not None:
+        raise case.error("resource", f"{READ_AUDIT_ACTION} has no resource fields")
     expect = case.string("expect").lower()
     if expect not in _DECISIONS:
         raise case.error("expect", f"expected allow or deny, got {expect!r}")
     groups = _names(doc, (*where, "groups"), case.get("groups"), known_groups)
     policies = _names(doc, (*where, "policies"), case.get("policies"), None)
-    resource = _Reader(doc, (*where, "resource"), case.get("resource"), _RESOURCE_KEYS)
+    resource = _Reader(
+        doc,
+        (*where, "resource"),
+        case.get("resource")
+        if action == DELETE_ACTION
+        else {"repository": "-", "package": "-", "version": "-"},
+        _RESOURCE_KEYS,
+    )
     context = _Reader(doc, (*where, "context"), case.get("context"), _CONTEXT_KEYS)
     statuses = {status.value: status for status in VersionStatus}
     formats = {fmt.value: fmt for fmt in PackageFormat}
@@ -273,7 +306,7 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
             peer=peer,
         ),
     )
-    return PolicyCase(name, doc.line_of(where), request, groups, expect, policies)
+    return PolicyCase(name, doc.line_of(where), request, groups, expect, policies, action)
 
 
 def _names(

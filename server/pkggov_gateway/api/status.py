@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -19,6 +19,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_gateway.domain.errors import (
+    AuditEventNotFoundError,
+    AuditUnavailableError,
     DeadlineTooShortError,
     GatewayCredentialsError,
     GatewayDrainingError,
@@ -26,6 +28,9 @@ from pkggov_gateway.domain.errors import (
     MalformedRequestError,
     PkggovError,
     PolicyDeniedError,
+    QuotaExceededError,
+    RequestIdConflictError,
+    RequestInProgressError,
     UnauthenticatedError,
     UpstreamAccessDeniedError,
     UpstreamConflictError,
@@ -117,17 +122,19 @@ def _resource_info(error: PkggovError) -> Sequence[Message]:
     ]
 
 
+def _retry_delay(delay: float) -> error_details_pb2.RetryInfo:
+    seconds = math.floor(delay)
+    return error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(
+            seconds=seconds, nanos=int((delay - seconds) * 1_000_000_000)
+        )
+    )
+
+
 def _retry_info(error: PkggovError) -> Sequence[Message]:
     assert isinstance(error, UpstreamThrottledError)  # noqa: S101 - the table pairs them
     delay = error.retry_after_seconds if error.retry_after_seconds is not None else 1.0
-    seconds = math.floor(delay)
-    return [
-        error_details_pb2.RetryInfo(
-            retry_delay=duration_pb2.Duration(
-                seconds=seconds, nanos=int((delay - seconds) * 1_000_000_000)
-            )
-        )
-    ]
+    return [_retry_delay(delay)]
 
 
 MAX_DENIED_LISTED = 50
@@ -162,6 +169,20 @@ def _quota_failure(error: PkggovError) -> Sequence[Message]:
     ]
 
 
+def _quota_exceeded(error: PkggovError) -> Sequence[Message]:
+    assert isinstance(error, QuotaExceededError)  # noqa: S101 - the table pairs them
+    return [
+        error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=error.subject, description=error.message
+                )
+            ]
+        ),
+        _retry_delay(error.retry_after_seconds),
+    ]
+
+
 def _credentials_message(error: PkggovError) -> str:
     return (
         "the gateway's own AWS credentials are missing or invalid; this is an operator "
@@ -183,6 +204,13 @@ STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
     ),
     DeadlineTooShortError: StatusRule(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_TOO_SHORT"),
     GatewayDrainingError: StatusRule(grpc.StatusCode.UNAVAILABLE, "GATEWAY_SHUTTING_DOWN"),
+    AuditUnavailableError: StatusRule(grpc.StatusCode.UNAVAILABLE, "AUDIT_UNAVAILABLE"),
+    QuotaExceededError: StatusRule(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED", _quota_exceeded
+    ),
+    RequestIdConflictError: StatusRule(grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED"),
+    RequestInProgressError: StatusRule(grpc.StatusCode.ABORTED, "REQUEST_IN_PROGRESS"),
+    AuditEventNotFoundError: StatusRule(grpc.StatusCode.NOT_FOUND, "AUDIT_EVENT_NOT_FOUND"),
     UpstreamValidationError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_VALIDATION", _upstream_bad_request
     ),
@@ -227,8 +255,11 @@ def rule_for(error: BaseException) -> StatusRule:
     return INTERNAL_RULE
 
 
-def to_rpc_status(error: BaseException) -> status_pb2.Status:
-    """Build the google.rpc.Status for `error`, with exactly one ErrorInfo first."""
+def to_rpc_status(
+    error: BaseException, extra_metadata: Mapping[str, str] | None = None
+) -> status_pb2.Status:
+    """Build the google.rpc.Status for `error`, with exactly one ErrorInfo first (its metadata
+    plus `extra_metadata`, e.g. the audit event id)."""
     rule = rule_for(error)
     if isinstance(error, PkggovError) and rule is not INTERNAL_RULE:
         message = rule.message(error)
@@ -239,6 +270,7 @@ def to_rpc_status(error: BaseException) -> status_pb2.Status:
     else:
         message = "internal gateway error; see the gateway's log for this request id"
         extra, metadata = (), {}
+    metadata.update(extra_metadata or {})
     info = error_details_pb2.ErrorInfo(reason=rule.reason, domain=ERROR_DOMAIN, metadata=metadata)
     return status_pb2.Status(
         code=getattr(code_pb2, rule.code.name),

@@ -14,6 +14,7 @@ The hierarchy (the gRPC layer maps each leaf to a status through one table)::
     ├── QuotaExceededError           the caller's deletion quota for the window is used up
     ├── RequestIdConflictError       a request_id reused with different content
     ├── RequestInProgressError       a request_id whose first call has not finished
+    ├── AuditEventNotFoundError      no audit event has the id asked for
     └── UpstreamError                CodeArtifact (or the way to it) failed the call
         ├── UpstreamValidationError      400 ValidationException
         ├── UpstreamNotFoundError        404 ResourceNotFoundException
@@ -148,6 +149,14 @@ class RequestInProgressError(PkggovError):
             "retry later"
         )
         self.request_id = request_id
+        self.event_id = event_id
+
+
+class AuditEventNotFoundError(PkggovError):
+    """Raised when an audit event id names no event."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"no audit event has id {event_id!r}")
         self.event_id = event_id
 
 
