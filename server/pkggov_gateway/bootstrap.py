@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,7 @@ import structlog
 from botocore.config import Config
 
 from pkggov_gateway import __version__
+from pkggov_gateway.adapters.audit_sql import SqlAuditStore, open_audit_store
 from pkggov_gateway.adapters.cedar import (
     CedarPolicyEngine,
     PolicyFiles,
@@ -22,9 +25,11 @@ from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
 from pkggov_gateway.adapters.identity import build_authenticator
 from pkggov_gateway.adapters.tls import server_credentials
 from pkggov_gateway.api.server import GrpcServer
-from pkggov_gateway.api.servicer import PackageGovernanceServicer
+from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
 from pkggov_gateway.config import EmulatorSettings, PolicySettings, Settings, UpstreamSettings
 from pkggov_gateway.domain.deadline import DrainSignal
+from pkggov_gateway.logs import audit_stream
+from pkggov_gateway.service.audit import Auditor, QuotaLimits, default_replica
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 
 if TYPE_CHECKING:
@@ -46,7 +51,12 @@ class Gateway:
     chunk_executor: ThreadPoolExecutor
     drain: DrainSignal
     policy: CedarPolicyEngine
+    audit_store: SqlAuditStore
+    auditor: Auditor
+    upstream: BotoCodeArtifact
     emulator: Emulator | None = None
+    _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
 
     @property
     def address(self) -> str:
@@ -54,9 +64,46 @@ class Gateway:
         return self.server.address
 
     def start(self) -> None:
-        """Start serving."""
+        """Reconcile intents a crash left open, start serving, and watch the audit store."""
+        audit = self.settings.audit
+        reconciled = self.auditor.reconcile(
+            self.upstream,
+            replica=self.audit_store.replica,
+            older_than=datetime.now(UTC) - timedelta(seconds=audit.orphan_after_seconds),
+        )
+        if reconciled:
+            log.warning("audit.reconciled_at_start", events=reconciled)
         self.server.start()
-        log.info("gateway.started", address=self.address, version=__version__)
+        self._watcher = threading.Thread(target=self._watch, name="pkggov-audit-watch", daemon=True)
+        self._watcher.start()
+        log.info(
+            "gateway.started",
+            address=self.address,
+            version=__version__,
+            audit=self.audit_store.dialect.description,
+            replica=self.audit_store.replica,
+        )
+
+    def _watch(self) -> None:
+        """Mirror the audit store's health in gRPC health; reconcile stale intents."""
+        audit = self.settings.audit
+        healthy = True
+        next_sweep = datetime.now(UTC) + timedelta(seconds=audit.reconcile_interval_seconds)
+        while not self._stopping.wait(0.25):
+            now_healthy = self.audit_store.healthy()
+            if now_healthy != healthy:
+                healthy = now_healthy
+                self.server.set_audit_health(healthy=healthy)
+            if healthy and datetime.now(UTC) >= next_sweep:
+                next_sweep = datetime.now(UTC) + timedelta(seconds=audit.reconcile_interval_seconds)
+                try:
+                    self.auditor.reconcile(
+                        self.upstream,
+                        older_than=datetime.now(UTC)
+                        - timedelta(seconds=audit.orphan_after_seconds),
+                    )
+                except Exception:
+                    log.exception("audit.reconcile_failed")
 
     def reload_policy(self) -> bool:
         """Reload schema, policies and entities (SIGHUP). A bad new set keeps the old one in
@@ -79,6 +126,10 @@ class Gateway:
         self.drain.start()
         self.server.stop(seconds)
         self.chunk_executor.shutdown(wait=True, cancel_futures=True)
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        self.audit_store.close()
         if self.emulator is not None:
             self.emulator.stop()
         log.info("gateway.stopped")
@@ -177,6 +228,13 @@ def build_gateway(settings: Settings) -> Gateway:
             f"policy.max_versions_per_group names group(s) the entities file does not define: "
             f"{', '.join(unknown)}"
         )
+    quota = settings.quota
+    unknown = sorted(set(quota.max_versions_per_group) - set(policy.known_groups()))
+    if unknown:
+        raise ValueError(
+            f"quota.max_versions_per_group names group(s) the entities file does not define: "
+            f"{', '.join(unknown)}"
+        )
     authenticator = build_authenticator(settings.identity)
     credentials = (
         server_credentials(settings.identity) if settings.identity.mode == "mtls" else None
@@ -187,6 +245,17 @@ def build_gateway(settings: Settings) -> Gateway:
             note="callers name themselves with the "
             f"{settings.identity.dev_metadata_key!r} metadata key; never use this in production",
         )
+    audit_settings = settings.audit
+    audit_store = open_audit_store(
+        audit_settings.store,
+        replica=audit_settings.replica or default_replica(),
+        on_commit=audit_stream(audit_settings.log),
+    )
+    log.info("audit.store_opened", store=audit_store.dialect.description)
+    auditor = Auditor(
+        audit_store,
+        quotas=QuotaLimits(quota.window_seconds, quota.max_versions, quota.max_versions_per_group),
+    )
     emulator = None
     upstream = settings.upstream
     if settings.emulator.enabled:
@@ -234,10 +303,15 @@ def build_gateway(settings: Settings) -> Gateway:
             max_workers=server_settings.max_workers,
             max_concurrent_rpcs=server_settings.max_concurrent_rpcs,
             max_versions=server_settings.max_versions_per_call,
+            auditor=auditor,
+            audit_servicer=AuditServicer(auditor, policy),
         )
     except Exception:
+        audit_store.close()
         chunk_executor.shutdown()
         if emulator is not None:
             emulator.stop()
         raise
-    return Gateway(settings, server, chunk_executor, drain, policy, emulator)
+    return Gateway(
+        settings, server, chunk_executor, drain, policy, audit_store, auditor, adapter, emulator
+    )

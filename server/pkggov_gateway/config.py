@@ -18,13 +18,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from pkggov_gateway.netaddr import is_loopback
 
 __all__ = [
+    "AuditSettings",
     "ConfigError",
     "EmulatorSettings",
     "LoggingSettings",
+    "QuotaSettings",
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
@@ -117,6 +120,34 @@ class PolicySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """The audit store (the record) and its JSON-lines copy."""
+
+    # sqlite:PATH (one replica; relative to the working directory) or
+    # postgresql://user@host:port/database (a fleet sharing one database).
+    store: str = "sqlite:pkggov-audit.db"
+    # This replica's name in the record ("" = the host name). Each replica must have its own.
+    replica: str = ""
+    # Where each committed entry is copied as one JSON line: stdout, off, or a file path.
+    log: str = "stdout"
+    # An intent still without outcome after this long is reconciled by any replica.
+    orphan_after_seconds: float = 600.0
+    # How often open intents are looked for (besides at start-up).
+    reconcile_interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSettings:
+    """Versions a principal may delete per window, counted from the audit record."""
+
+    window_seconds: float = 3600.0
+    # For principals in none of the groups below; 0 = unlimited.
+    max_versions: int = 0
+    # By group: the most generous of the principal's groups applies.
+    max_versions_per_group: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """Log level and format (auto = JSON unless stderr is a terminal)."""
 
@@ -133,10 +164,12 @@ class Settings:
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    quota: QuotaSettings = field(default_factory=QuotaSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
-_MAY_BE_ZERO = frozenset({"deadline_margin_seconds", "retry_base_delay_seconds"})
+_MAY_BE_ZERO = frozenset({"deadline_margin_seconds", "retry_base_delay_seconds", "max_versions"})
 
 _CHOICES = {
     ("logging", "level"): {"debug", "info", "warning", "error"},
@@ -164,6 +197,8 @@ def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
             result = int(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
             result = None
+        if result == 0 and key in _MAY_BE_ZERO:
+            return result
         if result is None or result <= 0:
             raise ConfigError(f"{where}: expected a positive integer, got {value!r}")
         return result
@@ -295,6 +330,13 @@ def _check(settings: Settings) -> None:
             f"upstream.connect_timeout_seconds + upstream.read_timeout_seconds ({attempt:g}): "
             "a delete in flight at shutdown must be allowed to finish"
         )
+    audit = settings.audit
+    if not audit.store.startswith(("sqlite:", "postgresql://", "postgres://")):
+        raise ConfigError(
+            f"audit.store: expected sqlite:PATH or postgresql://..., got {audit.store!r}"
+        )
+    if audit.store.startswith("sqlite:") and not audit.store.removeprefix("sqlite:").strip("/"):
+        raise ConfigError("audit.store: sqlite: needs a file path")
     if bool(upstream.access_key_id) != bool(upstream.secret_access_key):
         raise ConfigError(
             "upstream.access_key_id and upstream.secret_access_key must be set together"
@@ -307,4 +349,7 @@ def describe(settings: Settings) -> dict[str, Any]:
     for key in ("secret_access_key", "session_token"):
         if shown["upstream"][key]:
             shown["upstream"][key] = "***"
+    store = urlsplit(settings.audit.store)
+    if store.password:
+        shown["audit"]["store"] = settings.audit.store.replace(f":{store.password}@", ":***@")
     return shown

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import queue
 import sys
-from typing import Literal
+import threading
+from collections.abc import Callable
+from typing import Literal, TextIO
 
 import structlog
 
-__all__ = ["configure_logging"]
+from pkggov_gateway.domain.audit import StoredEntry
+
+__all__ = ["audit_stream", "configure_logging"]
 
 LogFormat = Literal["auto", "json", "console"]
+_COPY_BACKLOG = 10_000
 
 
 def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
@@ -53,3 +59,45 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
+
+
+def audit_stream(destination: str) -> Callable[[StoredEntry], None] | None:
+    """A dedicated structlog logger copying each committed audit entry as one JSON line to
+    ``stdout`` or a file path (``off``: none). The store is the record; this is a copy."""
+    if destination in ("", "off"):
+        return None
+    stream: TextIO = (
+        sys.stdout if destination == "stdout" else open(destination, "a", encoding="utf-8")  # noqa: SIM115 - open for the process's life
+    )
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(file=stream),
+        processors=[structlog.processors.JSONRenderer(sort_keys=True)],
+        context_class=dict,
+    )
+
+    # Written by its own thread so that a slow reader of the stream never delays a commit;
+    # past `_COPY_BACKLOG` waiting lines, lines are dropped and counted (the store has them).
+    pending: queue.Queue[StoredEntry] = queue.Queue(maxsize=_COPY_BACKLOG)
+    dropped = 0
+
+    def write() -> None:
+        while True:
+            entry = pending.get()
+            logger.msg(
+                "audit", seq=entry.seq, hash=entry.hash, prev_hash=entry.prev_hash, entry=entry.body
+            )
+
+    threading.Thread(target=write, name="pkggov-audit-copy", daemon=True).start()
+
+    def emit(entry: StoredEntry) -> None:
+        nonlocal dropped
+        try:
+            pending.put_nowait(entry)
+        except queue.Full:
+            dropped += 1
+            if dropped == 1 or dropped % 1000 == 0:
+                structlog.get_logger("pkggov.audit").error(
+                    "audit.copy_dropped", dropped=dropped, note="the audit store has them"
+                )
+
+    return emit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -86,11 +87,14 @@ def stub(gateway: Gateway) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
 def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProcess]:
     """Start the real binary as `make run` does (--dev), with free ports, JSON logs and
     `env_overrides`; killed on exit if still running."""
+    workdir = tempfile.mkdtemp(prefix="pkggov-gateway-")
     env = {
         **os.environ,
         "PKGGOV_SERVER_LISTEN": "127.0.0.1:0",
         "PKGGOV_EMULATOR_LISTEN": "127.0.0.1:0",
         "PKGGOV_LOGGING_FORMAT": "json",
+        "PKGGOV_AUDIT_STORE": f"sqlite:{workdir}/audit.db",
+        "PKGGOV_AUDIT_LOG": f"{workdir}/audit.jsonl",  # stdout is read only up to the banner
         **env_overrides,
     }
     env.pop("PKGGOV_CONFIG", None)
@@ -111,7 +115,7 @@ def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProces
                     stderr = proc.stderr.read() if proc.stderr else ""
                     raise AssertionError(f"gateway did not start: {stderr}")
                 banner.append(line.rstrip("\n"))
-            address = re.search(r"listening on (\S+)", banner[0])
+            address = re.search(r"listening on (\S+)", "\n".join(banner))
             emulator = re.search(r"emulator \(demo data\) at (\S+)", "\n".join(banner))
             assert address, banner
             assert emulator, banner

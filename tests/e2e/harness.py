@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_KEY
 from pkggov_gateway.bootstrap import Gateway, build_gateway
 from pkggov_gateway.config import (
+    AuditSettings,
     EmulatorSettings,
     IdentitySettings,
     PolicySettings,
+    QuotaSettings,
     ServerSettings,
     Settings,
     UpstreamSettings,
@@ -48,6 +51,13 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
     }
     identity = {"mode": "dev", **overrides.pop("identity", {})}
     policy = overrides.pop("policy", {"policies": str(PERMIT_ALL)})
+    audit = {
+        "store": f"sqlite:{tempfile.mkdtemp(prefix='pkggov-audit-')}/audit.db",
+        "log": "off",
+        "replica": "test",
+        **overrides.pop("audit", {}),
+    }
+    quota = overrides.pop("quota", {})
     assert not overrides, f"unknown sections {overrides}"
     return Settings(
         server=ServerSettings(**server),
@@ -55,6 +65,8 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
         emulator=EmulatorSettings(enabled=False),
         identity=IdentitySettings(**identity),
         policy=PolicySettings(**policy),
+        audit=AuditSettings(**audit),
+        quota=QuotaSettings(**quota),
     )
 
 

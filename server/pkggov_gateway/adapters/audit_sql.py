@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,17 +41,20 @@ from pkggov_gateway.domain.audit import (
     AuditPage,
     AuditQuery,
     NewEntry,
+    QuotaCheck,
+    RequestIdClaimed,
     StoredEntry,
     canonical,
     chain_hash,
     columns_of,
     format_time,
+    parse_time,
+    replay_verdict,
 )
 from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededError
 
 __all__ = [
     "COLUMNS",
-    "DuplicateRequest",
     "PostgresDialect",
     "SqlAuditStore",
     "SqliteDialect",
@@ -114,8 +117,7 @@ def _migrations(big: str) -> list[tuple[int, list[str]]]:
                     hash TEXT NOT NULL
                 )""",
                 "CREATE UNIQUE INDEX audit_entries_event_kind ON audit_entries (event_id, kind)",
-                "CREATE UNIQUE INDEX audit_entries_request_id ON audit_entries (request_id)"
-                " WHERE request_id IS NOT NULL",
+                "CREATE INDEX audit_entries_request_id ON audit_entries (request_id, principal)",
                 "CREATE INDEX audit_entries_principal_time"
                 " ON audit_entries (principal, kind, recorded_at)",
                 "CREATE INDEX audit_entries_kind_time ON audit_entries (kind, recorded_at)",
@@ -271,14 +273,6 @@ class PostgresDialect:
         self._pool.close()
 
 
-class DuplicateRequest(Exception):  # noqa: N818 - a result, not a failure of the store
-    """An append whose guard found its request_id already claimed; carries that event."""
-
-    def __init__(self, event: AuditEventRecord) -> None:
-        super().__init__(f"request_id already claimed by audit event {event.event_id}")
-        self.event = event
-
-
 @dataclass(slots=True)
 class _Item:
     entry: NewEntry
@@ -299,8 +293,10 @@ class SqlAuditStore:
         max_batch: int = 256,
         retry_seconds: float = 0.5,
         heartbeat_seconds: float = 2.0,
+        on_commit: Callable[[StoredEntry], None] | None = None,
     ) -> None:
         self.dialect = dialect
+        self._on_commit = on_commit
         self.replica = replica
         self._max_batch = max_batch
         self._retry_seconds = retry_seconds
@@ -367,10 +363,16 @@ class SqlAuditStore:
         entries = tuple(_entry(row) for row in rows)
         return AuditEventRecord(event_id, entries) if entries else None
 
-    def event_by_request_id(self, request_id: str) -> AuditEventRecord | None:
-        """The event that claimed AIP-155 `request_id`, or None."""
+    def event_by_request_id(self, principal: str, request_id: str) -> AuditEventRecord | None:
+        """The latest event in which `principal` claimed AIP-155 `request_id`, or None."""
         with self._reader() as conn:
-            return self._event_by_request_id(conn, request_id)
+            return self._event_by_request_id(conn, principal, request_id)
+
+    def quota_usage(self, quota: QuotaCheck) -> tuple[int, float]:
+        """Versions `quota.principal` deleted (or is deleting) in the window, and the seconds
+        until the oldest of them leaves it."""
+        with self._reader() as conn:
+            return self._usage(conn, quota)
 
     def list_events(self, query: AuditQuery) -> AuditPage:
         """Events matching `query`, newest first, one page."""
@@ -482,9 +484,14 @@ class SqlAuditStore:
         cursor = conn.execute(self.dialect.sql(sql), tuple(params))
         return [tuple(row) for row in cursor.fetchall()]
 
-    def _event_by_request_id(self, conn: Any, request_id: str) -> AuditEventRecord | None:
+    def _event_by_request_id(
+        self, conn: Any, principal: str, request_id: str
+    ) -> AuditEventRecord | None:
         rows = self._fetch(
-            conn, "SELECT event_id FROM audit_entries WHERE request_id = ?", (request_id,)
+            conn,
+            "SELECT event_id FROM audit_entries WHERE request_id = ? AND principal = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (request_id, principal),
         )
         if not rows:
             return None
@@ -656,6 +663,11 @@ class SqlAuditStore:
         for item, result in results:
             if isinstance(result, StoredEntry):
                 self.entries_committed += 1
+                if self._on_commit is not None:
+                    try:
+                        self._on_commit(result)
+                    except Exception:
+                        log.exception("audit.copy_failed", event_id=result.event_id)
             if item.future.done():
                 continue  # a durable entry retried after its caller was told
             if isinstance(result, BaseException):
@@ -716,35 +728,39 @@ class SqlAuditStore:
         guard = item.guard
         if guard is None:
             return None
+        principal = columns_of(item.entry.body).principal or ""
         if guard.request_id is not None:
-            event = self._event_by_request_id(conn, guard.request_id)
-            if event is not None:
-                return DuplicateRequest(event)
+            event = self._event_by_request_id(conn, principal, guard.request_id)
+            if event is not None and replay_verdict(event) != "rerun":
+                return RequestIdClaimed(event)
         quota = guard.quota
-        if quota is not None and quota.limit >= 0:
-            now = datetime.now(UTC)
-            since = now - timedelta(seconds=quota.window_seconds)
-            rows = self._fetch(
-                conn,
-                "SELECT i.versions_planned, i.recorded_at, (SELECT o.versions_deleted FROM "
-                "audit_entries o WHERE o.event_id = i.event_id AND o.kind <> 'intent' "
-                "ORDER BY o.seq DESC LIMIT 1) FROM audit_entries i WHERE i.kind = 'intent' "
-                "AND i.principal = ? AND i.recorded_at >= ? ORDER BY i.recorded_at",
-                (quota.principal, format_time(since)),
-            )
-            used = sum(int(done if done is not None else planned or 0) for planned, _, done in rows)
+        if quota is not None:
+            used, retry = self._usage(conn, quota)
             asked = len(item.entry.body.get("forward") or ())
             if used + asked > quota.limit:
-                retry = quota.window_seconds
-                for planned, at, done in rows:  # when enough of the window has rolled off
-                    count = int(done if done is not None else planned or 0)
-                    if count:
-                        moment = datetime.strptime(str(at), "%Y-%m-%dT%H:%M:%S.%fZ")
-                        left = moment.replace(tzinfo=UTC) + timedelta(seconds=quota.window_seconds)
-                        retry = max(1.0, (left - now).total_seconds())
-                        break
                 return QuotaExceededError(quota.subject, quota.limit, used, asked, retry)
         return None
+
+    def _usage(self, conn: Any, quota: QuotaCheck) -> tuple[int, float]:
+        now = datetime.now(UTC)
+        since = now - timedelta(seconds=quota.window_seconds)
+        rows = self._fetch(
+            conn,
+            "SELECT i.versions_planned, i.recorded_at, (SELECT o.versions_deleted FROM "
+            "audit_entries o WHERE o.event_id = i.event_id AND o.kind <> 'intent' "
+            "ORDER BY o.seq DESC LIMIT 1) FROM audit_entries i WHERE i.kind = 'intent' "
+            "AND i.principal = ? AND i.recorded_at >= ? ORDER BY i.recorded_at",
+            (quota.principal, format_time(since)),
+        )
+        used = 0
+        retry = 1.0
+        for planned, at, done in rows:
+            count = int(done if done is not None else planned or 0)
+            if count and used == 0:  # the oldest counted deletion leaves the window first
+                left = parse_time(str(at)) + timedelta(seconds=quota.window_seconds)
+                retry = max(1.0, (left - now).total_seconds())
+            used += count
+        return used, retry
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
@@ -753,14 +769,15 @@ def _entry(row: Sequence[Any]) -> StoredEntry:
 
 
 def open_audit_store(url: str, *, replica: str = "gateway", **options: Any) -> SqlAuditStore:
-    """Open the store named by `url`: ``sqlite:///path/to/file.db`` (or a plain path), or
+    """Open the store named by `url`: ``sqlite:relative/file.db``, ``sqlite:///abs/file.db``
+    (or a plain path), or
     ``postgresql://user@host:port/database`` (libpq URL). Raises AuditUnavailableError."""
     dialect: Dialect
     if url.startswith(("postgresql://", "postgres://")):
         dialect = PostgresDialect(url)
     else:
-        path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
-        dialect = SqliteDialect(Path(path))
+        path = url.removeprefix("sqlite:") if url.startswith("sqlite:") else url
+        dialect = SqliteDialect(Path(path[2:] if path.startswith("//") else path))
     return SqlAuditStore(dialect, replica=replica, **options)
 
 

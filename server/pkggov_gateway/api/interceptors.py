@@ -6,6 +6,8 @@ it. The authenticated principal of the current call is in `CURRENT_PRINCIPAL`.
 
 from __future__ import annotations
 
+import base64
+import collections
 import contextvars
 import re
 import time
@@ -15,20 +17,39 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError
-from grpc_status import rpc_status
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
 
 from pkggov_gateway.api.status import INTERNAL_RULE, rule_for, to_rpc_status
-from pkggov_gateway.domain.errors import MalformedRequestError
+from pkggov_gateway.domain.errors import AuditUnavailableError, MalformedRequestError
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.ports import Authenticator
+from pkggov_gateway.service.audit import AuditCall, Auditor
 
-__all__ = ["CURRENT_PRINCIPAL", "PROTECTED_PREFIX", "REQUEST_ID_KEY", "RpcEdgeInterceptor"]
+__all__ = [
+    "AUDIT_EVENT_KEY",
+    "CURRENT_AUDIT",
+    "CURRENT_PRINCIPAL",
+    "PROTECTED_PREFIX",
+    "REQUEST_ID_KEY",
+    "ReplayedCall",
+    "RpcEdgeInterceptor",
+]
 
 CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "pkggov_principal", default=None
 )
 """The authenticated caller of the RPC being served on this thread."""
+
+CURRENT_AUDIT: contextvars.ContextVar[AuditCall | None] = contextvars.ContextVar(
+    "pkggov_audit", default=None
+)
+"""The audit event of the pkggov RPC being served on this thread."""
+
+GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
+AUDIT_EVENT_KEY = "x-pkggov-audit-event-id"
+"""Trailing metadata key carrying the call's audit event id."""
 
 PROTECTED_PREFIX = "/pkggov.v1."
 """Methods that require an identity; health and reflection do not (TLS still applies)."""
@@ -58,10 +79,16 @@ class RpcEdgeInterceptor(_ServerInterceptor):
     the request here, so undecodable bytes are INVALID_ARGUMENT (MALFORMED_REQUEST) rather than
     grpc's INTERNAL; translate exceptions through the status table; log one ``rpc`` line with
     the code the caller saw (CANCELLED or DEADLINE_EXCEEDED when it went away first).
+
+    With an auditor, every pkggov call is an audit event (health and reflection are not):
+    its outcome is recorded before the answer leaves, and the answer carries the event id
+    (in the response, the ErrorInfo metadata and the ``x-pkggov-audit-event-id`` trailer).
+    A call of which nothing could be recorded is answered UNAVAILABLE (AUDIT_UNAVAILABLE).
     """
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, auditor: Auditor | None = None) -> None:
         self._authenticator = authenticator
+        self._auditor = auditor
         self._handlers: dict[str, _Handler] = {}
 
     def intercept_service(
@@ -83,6 +110,7 @@ class RpcEdgeInterceptor(_ServerInterceptor):
                 handler.request_deserializer,
                 method,
                 self._authenticator if method.startswith(PROTECTED_PREFIX) else None,
+                self._auditor if method.startswith(PROTECTED_PREFIX) else None,
             ),
             request_deserializer=None,  # raw bytes: decoded inside, with errors mapped
             response_serializer=handler.response_serializer,
@@ -104,11 +132,45 @@ def _metadata(pairs: Sequence[tuple[str, str | bytes]]) -> dict[str, str | bytes
     return merged
 
 
+class ReplayedCall(Exception):  # noqa: N818 - a way of answering, not a failure
+    """Raised by a servicer to answer with a recorded error status (an AIP-155 replay)."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
+class _AbortStatus(
+    collections.namedtuple("_AbortStatus", ("code", "details", "trailing_metadata")),
+    grpc.Status,
+):
+    """A status to abort with, carrying our trailing metadata beside the rich details."""
+
+
+def _abort_status(status: status_pb2.Status, event_id: str | None) -> grpc.Status:
+    code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    trailing: list[tuple[str, str | bytes]] = [
+        (GRPC_DETAILS_METADATA_KEY, status.SerializeToString())
+    ]
+    if event_id is not None:
+        trailing.append((AUDIT_EVENT_KEY, event_id))
+    return _AbortStatus(code, status.message, tuple(trailing))
+
+
+def _reason(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
+
+
 def _edge(
     behaviour: _Unary,
     deserialize: _Deserializer,
     method: str,
     authenticator: Authenticator | None,
+    auditor: Auditor | None,
 ) -> _Unary:
     def call(raw: bytes, context: grpc.ServicerContext) -> Any:
         metadata = _metadata(context.invocation_metadata())
@@ -122,47 +184,107 @@ def _edge(
         context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        audit = auditor.begin(method, request_id, context.peer()) if auditor else None
+        event_id = audit.event_id if audit is not None else None
         CURRENT_PRINCIPAL.set(None)
+        CURRENT_AUDIT.set(audit)
+        status: status_pb2.Status | None = None
+        response: Any = None
         try:
-            if authenticator is not None:
-                # grpc-stubs type auth_context() as Mapping[str, bytes]; grpcio returns lists.
-                auth_context = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
-                principal = authenticator.authenticate(metadata, context.peer(), auth_context)
-                CURRENT_PRINCIPAL.set(principal)
-                structlog.contextvars.bind_contextvars(
-                    principal=principal.id, auth=principal.method.value
-                )
             try:
-                request = deserialize(raw) if deserialize is not None else raw
-            except DecodeError as exc:
-                raise MalformedRequestError(
-                    f"the request is not a valid {method.rpartition('/')[2]} request message"
-                ) from exc
-            return behaviour(request, context)
-        except Exception as error:
-            aborted = context.code()  # type: ignore[attr-defined]
-            if aborted not in (None, grpc.StatusCode.OK):
-                code = aborted
-                raise  # the behaviour aborted with its own status
-            rule = rule_for(error)
-            code = rule.code
-            if rule is INTERNAL_RULE:
-                log.exception("rpc.unexpected_error")
-            else:
-                log.info("rpc.error", reason=rule.reason, error=str(error))
-            context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
-            raise  # unreachable: abort_with_status raises
+                if authenticator is not None:
+                    # grpc-stubs type auth_context() as Mapping[str, bytes]; grpcio: lists.
+                    auth_context = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
+                    principal = authenticator.authenticate(metadata, context.peer(), auth_context)
+                    CURRENT_PRINCIPAL.set(principal)
+                    if audit is not None:
+                        audit.principal = principal
+                    structlog.contextvars.bind_contextvars(
+                        principal=principal.id, auth=principal.method.value
+                    )
+                try:
+                    request = deserialize(raw) if deserialize is not None else raw
+                except DecodeError as exc:
+                    raise MalformedRequestError(
+                        f"the request is not a valid {method.rpartition('/')[2]} request message"
+                    ) from exc
+                if audit is not None and isinstance(request, Message):
+                    audit.set_request(_as_dict(request))
+                response = behaviour(request, context)
+            except ReplayedCall as replay:
+                status = replay.status
+            except Exception as error:
+                rule = rule_for(error)
+                if rule is INTERNAL_RULE:
+                    log.exception("rpc.unexpected_error")
+                else:
+                    log.info("rpc.error", reason=rule.reason, error=str(error))
+                extra = {"audit_event_id": event_id} if event_id is not None else None
+                status = to_rpc_status(error, extra)
+            if audit is not None:
+                status = _record(audit, response, status)
+            if status is not None:
+                code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+                context.abort_with_status(_abort_status(status, event_id))
+            if event_id is not None:
+                context.set_trailing_metadata(((AUDIT_EVENT_KEY, event_id),))
+            return response
         finally:
             fields: dict[str, Any] = {"code": code.name}
+            if event_id is not None:
+                fields["audit_event_id"] = event_id
             if not context.is_active():  # the caller went away before the answer
                 gone = (
                     grpc.StatusCode.DEADLINE_EXCEEDED
                     if (context.time_remaining() or 0) <= 0
                     else grpc.StatusCode.CANCELLED
                 )
-                fields = {"code": gone.name, "handler_code": code.name}
+                fields.update(code=gone.name, handler_code=code.name)
             log.info("rpc", duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
             structlog.contextvars.clear_contextvars()
             CURRENT_PRINCIPAL.set(None)
+            CURRENT_AUDIT.set(None)
 
     return call
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _record(
+    audit: AuditCall, response: Any, status: status_pb2.Status | None
+) -> status_pb2.Status | None:
+    """Write the call's outcome; return the status to answer with (None: the response).
+
+    When nothing of the call could be recorded, the answer becomes AUDIT_UNAVAILABLE (fail
+    closed). After a committed intent the true answer stands: the store keeps retrying.
+    """
+    if isinstance(response, Message) and getattr(response, "audit_event_id", None) == "":
+        response.audit_event_id = audit.event_id  # type: ignore[attr-defined]
+    if status is None:
+        code, reason, message, details = "OK", "", "", None
+        recorded = _as_dict(response) if isinstance(response, Message) else None
+        metadata: dict[str, str] = {}
+    else:
+        code = next(c for c in grpc.StatusCode if c.value[0] == status.code).name
+        reason, message, recorded = _reason(status), status.message, None
+        details = base64.b64encode(status.SerializeToString()).decode()
+        metadata = {}
+    try:
+        audit.finish(
+            code=code,
+            reason=reason,
+            message=message,
+            response=recorded,
+            status_details=details,
+            error_metadata=metadata,
+        )
+    except AuditUnavailableError as error:
+        if audit.intent is None:
+            log.error("audit.call_refused", error=error.detail)
+            return to_rpc_status(error, {"audit_event_id": audit.event_id})
+        log.error("audit.outcome_pending", error=error.detail, note="retried until recorded")
+    return status

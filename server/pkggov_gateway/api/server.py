@@ -14,15 +14,27 @@ from grpc_reflection.v1alpha import reflection
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.interceptors import RpcEdgeInterceptor
-from pkggov_gateway.api.servicer import PackageGovernanceServicer
+from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
 from pkggov_gateway.ports import Authenticator
+from pkggov_gateway.service.audit import Auditor
 
-__all__ = ["POLICY_HEALTH_NAME", "SERVICE_NAME", "GrpcServer", "max_request_bytes"]
+__all__ = [
+    "AUDIT_HEALTH_NAME",
+    "AUDIT_SERVICE_NAME",
+    "POLICY_HEALTH_NAME",
+    "SERVICE_NAME",
+    "GrpcServer",
+    "max_request_bytes",
+]
 
 POLICY_HEALTH_NAME = "pkggov.policy"
 """Health service name whose status says whether the last policy reload succeeded."""
 
+AUDIT_HEALTH_NAME = "pkggov.audit"
+"""Health service name whose status says whether the audit store takes writes."""
+
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PackageGovernanceService"].full_name
+AUDIT_SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 # The model's lengths count characters; UTF-8 takes up to 4 bytes for one.
 _VERSION_BYTES = 255 * 4 + 3  # the longest valid version, its tag and its length prefix
@@ -47,12 +59,14 @@ class GrpcServer:
         max_workers: int,
         max_concurrent_rpcs: int,
         max_versions: int,
+        auditor: Auditor | None = None,
+        audit_servicer: AuditServicer | None = None,
     ) -> None:
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pkggov-rpc")
         limit = max_request_bytes(max_versions)
         self._server = grpc.server(
             self._executor,
-            interceptors=[RpcEdgeInterceptor(authenticator)],
+            interceptors=[RpcEdgeInterceptor(authenticator, auditor)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),
@@ -60,10 +74,15 @@ class GrpcServer:
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
         pb_grpc.add_PackageGovernanceServiceServicer_to_server(servicer, self._server)
+        names = [SERVICE_NAME]
+        if audit_servicer is not None:
+            pb_grpc.add_AuditServiceServicer_to_server(audit_servicer, self._server)
+            names.append(AUDIT_SERVICE_NAME)
+        self._names = tuple(names)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         try:
             if credentials is None:
@@ -79,8 +98,15 @@ class GrpcServer:
     def start(self) -> None:
         """Start serving and report SERVING for the service and the server as a whole."""
         self._server.start()
-        for name in ("", SERVICE_NAME, POLICY_HEALTH_NAME):
+        for name in ("", *self._names, POLICY_HEALTH_NAME, AUDIT_HEALTH_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def set_audit_health(self, healthy: bool) -> None:
+        """While the audit store cannot take writes, the gateway cannot serve: report
+        NOT_SERVING for the server, its services and AUDIT_HEALTH_NAME."""
+        status = health_pb2.HealthCheckResponse
+        for name in ("", *self._names, AUDIT_HEALTH_NAME):
+            self.health.set(name, status.SERVING if healthy else status.NOT_SERVING)
 
     def set_policy_health(self, healthy: bool) -> None:
         """Report the last policy reload: NOT_SERVING under POLICY_HEALTH_NAME when it failed

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "FINAL_CODES",
     "GENESIS",
     "SCHEMA_VERSION",
     "AppendGuard",
@@ -40,12 +41,14 @@ __all__ = [
     "EntryKind",
     "NewEntry",
     "QuotaCheck",
+    "RequestIdClaimed",
     "StoredEntry",
     "canonical",
     "chain_hash",
     "columns_of",
     "format_time",
     "parse_time",
+    "replay_verdict",
 ]
 
 SCHEMA_VERSION = 1
@@ -258,5 +261,41 @@ class AppendGuard:
     """Checks made atomically with an append, under the chain's lock (so across replicas)."""
 
     request_id: str | None = None
-    """The AIP-155 request id the entry claims; a second claim fails (DuplicateRequestError)."""
+    """The AIP-155 request id the entry claims for its principal. The claim fails
+    (RequestIdClaimed) while an earlier claim's event is open or was answered with a final
+    status; `claim_allowed` decides."""
     quota: QuotaCheck | None = None
+
+
+class RequestIdClaimed(Exception):  # noqa: N818 - an outcome of a guard, not a failure
+    """An append's guard found its request_id claimed by an event that is open or answered."""
+
+    def __init__(self, event: AuditEventRecord) -> None:
+        super().__init__(f"request_id already claimed by audit event {event.event_id}")
+        self.event = event
+
+
+FINAL_CODES = frozenset(
+    {
+        "OK",
+        "INVALID_ARGUMENT",
+        "PERMISSION_DENIED",
+        "NOT_FOUND",
+        "FAILED_PRECONDITION",
+        "ALREADY_EXISTS",
+        "OUT_OF_RANGE",
+        "UNAUTHENTICATED",
+    }
+)
+"""Statuses a retry with the same request_id gets again from the record (AIP-155). After any
+other status (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ...) the retry runs again."""
+
+
+def replay_verdict(event: AuditEventRecord) -> str:
+    """What a retry with this event's request_id gets: ``replay`` (the recorded answer),
+    ``open`` (the call has not finished: ABORTED), or ``rerun`` (it failed retryably)."""
+    outcome = event.entry(EntryKind.OUTCOME)
+    if outcome is None:
+        return "rerun" if event.entry(EntryKind.RECONCILIATION) is not None else "open"
+    code = (outcome.body.get("status") or {}).get("code")
+    return "replay" if code in FINAL_CODES else "rerun"

@@ -82,10 +82,13 @@ class DeniedVersion:
 class PolicyDeniedError(PkggovError):
     """Raised when policy denies one or more versions and partial deletion was not asked for."""
 
-    def __init__(self, denied: Sequence[DeniedVersion], requested: int) -> None:
+    def __init__(
+        self, denied: Sequence[DeniedVersion], requested: int, *, message: str | None = None
+    ) -> None:
         self.denied = tuple(denied)
         super().__init__(
-            f"policy denies {len(self.denied)} of {requested} version(s); nothing was deleted"
+            message
+            or f"policy denies {len(self.denied)} of {requested} version(s); nothing was deleted"
         )
 
 

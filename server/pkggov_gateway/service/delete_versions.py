@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
@@ -74,7 +75,23 @@ from pkggov_gateway.domain.validation import (
 )
 from pkggov_gateway.ports import CodeArtifactPort, PolicyEngine, PolicyView
 
-__all__ = ["DeleteLimits", "DeletePackageVersions"]
+__all__ = ["CallJournal", "DeleteLimits", "DeletePackageVersions"]
+
+
+class CallJournal(Protocol):
+    """Where the use case reports to the call's audit record (service.audit.AuditCall)."""
+
+    def planned(self, plan: Mapping[str, PlannedVersion]) -> None:
+        """Record the per-version decisions."""
+        ...
+
+    def check_quota(self, groups: Sequence[str], versions: int) -> None:
+        """Dry run: raise QuotaExceededError when the real call would exceed the quota."""
+        ...
+
+    def before_forwarding(self, groups: Sequence[str], versions: Sequence[str]) -> None:
+        """Durably record the intent to delete `versions`; raise to stop (fail closed)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +140,17 @@ class DeletePackageVersions:
         return validate_delete_request(raw, max_versions=self._limits.max_versions)
 
     def execute(
-        self, raw: RawDeleteRequest, principal: Principal, deadline: Deadline
+        self,
+        raw: RawDeleteRequest,
+        principal: Principal,
+        deadline: Deadline,
+        journal: CallJournal | None = None,
     ) -> DeleteOutcome:
-        """Run the steps of the module docstring for `principal` within `deadline`."""
+        """Run the steps of the module docstring for `principal` within `deadline`.
+
+        With a `journal`, the plan is recorded, and the intent is committed to it before
+        anything is sent upstream (no intent, no deletion).
+        """
         request = self.validate(raw)
         policy = self._policy.current()  # one policy set for the whole request
         self._check_version_limit(request, principal, policy)
@@ -135,6 +160,8 @@ class DeletePackageVersions:
             request.package, deadline, published_time_for=published_for
         )
         plan = self._decide(request, principal, state, policy)
+        if journal is not None:
+            journal.planned(plan)
         denied = [
             DeniedVersion(version, p.policy_ids, p.message)
             for version, p in plan.items()
@@ -142,6 +169,13 @@ class DeletePackageVersions:
         ]
         if denied and not request.allow_partial:
             raise PolicyDeniedError(denied, len(request.versions))
+        forward = [v for v, p in plan.items() if p.outcome is PlanOutcome.WOULD_DELETE]
+        if journal is not None and forward:
+            groups = policy.groups_of(principal.id)
+            if request.validate_only:
+                journal.check_quota(groups, len(forward))
+            else:
+                journal.before_forwarding(groups, forward)
         if request.validate_only:
             return DeleteOutcome(plan=plan)
         return self._delete(request, plan, deadline)

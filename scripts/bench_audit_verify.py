@@ -1,0 +1,147 @@
+"""Benchmark audit chain verification: entries per second of verify(store.iter_rows()).
+
+Run: ``.venv/bin/python scripts/bench_audit_verify.py [--entries N]``.
+Goal: at least 50,000 entries per second for realistic bodies (about 1.5 KB of JSON each),
+reading from a SQLite store (the time includes reading the rows).
+
+The store is filled directly with ``executemany`` (hashes and columns computed here, exactly
+as the store's writer does): appending 100,000 entries one at a time through the store's
+writer would take far longer than the verification being measured. The store is then opened
+with `open_audit_store`, so the rows are read the way an operator's verification reads them.
+
+Not a test: timings depend on the machine, and the script always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pkggov_gateway.adapters.audit_sql import COLUMNS, open_audit_store
+from pkggov_gateway.adapters.audit_verify import verify
+from pkggov_gateway.domain.audit import GENESIS, canonical, chain_hash, columns_of, format_time
+
+__all__ = ["main"]
+
+GOAL_PER_SECOND = 50_000
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _body(n: int) -> dict[str, Any]:
+    """An outcome of a CI cleanup deleting a dozen pre-releases: about 1.5 KB canonical."""
+    versions = [f"2.{n % 97}.{i}-rc.{i}+build.{n}" for i in range(12)]
+    return {
+        "event_id": str(uuid.UUID(int=n)),
+        "kind": "outcome",
+        "time": format_time(START + timedelta(milliseconds=n)),
+        "request_id": str(uuid.UUID(int=n + (1 << 64))),
+        "principal": {
+            "id": "spiffe://pkggov.example/ci/builder",
+            "method": "mtls",
+            "peer": f"ipv4:10.0.{n % 250}.7:{40000 + n % 20000}",
+            "groups": ["ci", "release-engineering"],
+        },
+        "request": {
+            "domain": "acme",
+            "repository": "dev-shared",
+            "format": "npm",
+            "namespace": "acme",
+            "package": f"widgets-{n % 400}",
+            "versions": versions,
+            "expected_status": "Unlisted",
+            "allow_partial": False,
+        },
+        "policy": {"decision": "allow", "reasons": ["ci-cleans-prereleases"], "errors": []},
+        "forward": versions,
+        "upstream": {
+            "request_id": str(uuid.UUID(int=n + (2 << 64))),
+            "successful": {v: {"status": "Deleted", "revision": "r1"} for v in versions},
+            "failed": {},
+        },
+        "decision": "allowed",
+        "status": {"code": "OK", "message": f"deleted {len(versions)} versions"},
+        "deleted": len(versions),
+        "duration_ms": 41.7,
+    }
+
+
+def _rows(count: int) -> Iterator[tuple[Any, ...]]:
+    prev = GENESIS
+    for n in range(1, count + 1):
+        body = _body(n)
+        text = canonical(body)
+        digest = chain_hash(prev, text)
+        columns = columns_of(body)
+        yield (n, *(getattr(columns, name) for name in COLUMNS), text, prev, digest)
+        prev = digest
+
+
+def _fill(path: Path, count: int) -> float:
+    """Create the store's schema, then insert `count` chained rows; the mean body size."""
+    open_audit_store(str(path)).close()  # the schema, by the store's own migrations
+    names = ", ".join(("seq", *COLUMNS, "body", "prev_hash", "hash"))
+    marks = ", ".join("?" for _ in range(len(COLUMNS) + 4))
+    total = 0
+    conn = sqlite3.connect(path)
+    try:
+        batch: list[tuple[Any, ...]] = []
+        for row in _rows(count):
+            total += len(row[1 + len(COLUMNS)].encode())
+            batch.append(row)
+            if len(batch) == 10_000:
+                conn.executemany(f"INSERT INTO audit_entries ({names}) VALUES ({marks})", batch)  # noqa: S608
+                batch.clear()
+        if batch:
+            conn.executemany(f"INSERT INTO audit_entries ({names}) VALUES ({marks})", batch)  # noqa: S608
+        conn.commit()
+    finally:
+        conn.close()
+    return total / max(count, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--entries", type=int, default=100_000, help="rows to verify")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs (the best is reported)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="pkggov-bench-") as folder:
+        path = Path(folder) / "audit.db"
+        started = time.perf_counter()
+        size = _fill(path, args.entries)
+        print(
+            f"filled {args.entries:,} entries (mean body {size:,.0f} bytes) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        best = 0.0
+        for run in range(1, args.runs + 1):
+            store = open_audit_store(str(path))
+            try:
+                gc.collect()
+                started = time.perf_counter()
+                report = verify(store.iter_rows())
+                seconds = time.perf_counter() - started
+            finally:
+                store.close()
+            rate = report.entries / seconds if seconds else float("inf")
+            best = max(best, rate)
+            print(
+                f"run {run}: {report.entries:,} entries in {seconds:.2f} s = {rate:,.0f}/s "
+                f"(ok={report.ok})"
+            )
+        verdict = "met" if best >= GOAL_PER_SECOND else "NOT met"
+        print(f"best: {best:,.0f} entries/s; goal >= {GOAL_PER_SECOND:,}/s: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
