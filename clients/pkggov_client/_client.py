@@ -71,6 +71,7 @@ class PkggovClient:
         else:
             self._channel = grpc.secure_channel(target, credentials, options=channel_options)
         self._stub = pb.PackageGovernanceServiceStub(self._channel)
+        self._audit = pb.AuditServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel; calls made afterwards fail."""
@@ -104,6 +105,7 @@ class PkggovClient:
         justification: str | None = None,
         validate_only: bool = False,
         allow_partial: bool = False,
+        request_id: str | None = None,
         timeout: float | None = None,
     ) -> DeleteResult:
         """Delete versions of one package; per-version failures are in `DeleteResult.failed`.
@@ -116,7 +118,8 @@ class PkggovClient:
         the versions policy allows are deleted and denied ones come back in `failed` with
         NOT_ALLOWED; without it one denied version fails the whole call with PkggovError
         (reason POLICY_DENIED, see `PkggovError.denied_versions`). `timeout` overrides the
-        client's default deadline for this call.
+        client's default deadline for this call. `request_id` (a UUID) makes retries safe
+        (AIP-155): the gateway answers a repeated id with the recorded response.
         """
         if isinstance(versions, str):
             raise TypeError("versions must be a collection of version strings, not one string")
@@ -137,6 +140,7 @@ class PkggovClient:
             justification=justification or "",
             validate_only=validate_only,
             allow_partial=allow_partial,
+            request_id=request_id or "",
         )
         try:
             response = self._stub.DeletePackageVersions(
@@ -147,3 +151,29 @@ class PkggovClient:
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err
         return DeleteResult.from_proto(response, order=version_list)
+
+    def list_audit_events(
+        self, request: pb.ListAuditEventsRequest, *, timeout: float | None = None
+    ) -> pb.ListAuditEventsResponse:
+        """One page of audit events, newest first (AuditService.ListAuditEvents)."""
+        try:
+            response: pb.ListAuditEventsResponse = self._audit.ListAuditEvents(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+        return response
+
+    def get_audit_event(self, event_id: str, *, timeout: float | None = None) -> pb.AuditEvent:
+        """One audit event by id (AuditService.GetAuditEvent)."""
+        try:
+            response: pb.GetAuditEventResponse = self._audit.GetAuditEvent(
+                pb.GetAuditEventRequest(event_id=event_id),
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+        return response.event

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from pkggov_client._audit_cli import add_audit_commands
 from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient, check_metadata
 from pkggov_client._errors import PkggovError
 from pkggov_client._model import (
@@ -250,7 +251,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     delete.set_defaults(func=_run_delete)
 
     add_policy_commands(commands)
+    add_audit_commands(
+        commands, common, _connect, lambda err, as_json: _print_error(err, as_json=as_json)
+    )
     return parser
+
+
+def _connect(args: argparse.Namespace) -> PkggovClient:
+    """A client for the connection options of `args` (UsageError for bad TLS options)."""
+    return PkggovClient(
+        args.target,
+        credentials=_credentials(args),
+        metadata=args.headers,
+        timeout=args.timeout,
+    )
 
 
 def _run_delete(args: argparse.Namespace) -> int:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pkggov.v1.package_governance_pb2 import (
+    AuditEntry,
+    AuditEvent,
     DeletePackageVersionsRequest,
     DeletePackageVersionsResponse,
     DeniedVersion,
+    GetAuditEventRequest,
+    GetAuditEventResponse,
+    ListAuditEventsRequest,
+    ListAuditEventsResponse,
     PackageFormat,
     PackageVersionError,
     PackageVersionErrorCode,
@@ -16,15 +22,26 @@ from pkggov.v1.package_governance_pb2 import (
     VersionOutcome,
 )
 from pkggov.v1.package_governance_pb2_grpc import (
+    AuditServiceServicer,
+    AuditServiceStub,
     PackageGovernanceServiceServicer,
     PackageGovernanceServiceStub,
+    add_AuditServiceServicer_to_server,
     add_PackageGovernanceServiceServicer_to_server,
 )
 
 __all__ = [
+    "AuditEntry",
+    "AuditEvent",
+    "AuditServiceServicer",
+    "AuditServiceStub",
     "DeletePackageVersionsRequest",
     "DeletePackageVersionsResponse",
     "DeniedVersion",
+    "GetAuditEventRequest",
+    "GetAuditEventResponse",
+    "ListAuditEventsRequest",
+    "ListAuditEventsResponse",
     "PackageFormat",
     "PackageGovernanceServiceServicer",
     "PackageGovernanceServiceStub",
@@ -35,5 +52,6 @@ __all__ = [
     "SuccessfulPackageVersionInfo",
     "VersionDecision",
     "VersionOutcome",
+    "add_AuditServiceServicer_to_server",
     "add_PackageGovernanceServiceServicer_to_server",
 ]
