@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format, timestamp_pb2
@@ -138,6 +139,11 @@ def _run_verify(args: argparse.Namespace) -> int:
     from pkggov_gateway.adapters.audit_verify import verify  # noqa: PLC0415
     from pkggov_gateway.domain.errors import AuditUnavailableError  # noqa: PLC0415
 
+    if not args.store.startswith(("postgresql://", "postgres://")):
+        path = args.store.removeprefix("sqlite:")
+        if not Path(path[2:] if path.startswith("//") else path).is_file():
+            print(f"pkggov audit verify: error: no such file: {path}", file=sys.stderr)
+            return EXIT_FAILED
     try:
         store = open_audit_store(args.store, replica="pkggov-audit-verify", heartbeat_seconds=3600)
     except AuditUnavailableError as err:

@@ -119,7 +119,9 @@ def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProces
             emulator = re.search(r"emulator \(demo data\) at (\S+)", "\n".join(banner))
             assert address, banner
             assert emulator, banner
-            yield GatewayProcess(proc, address.group(1), emulator.group(1), banner)
+            yield GatewayProcess(
+                proc, address.group(1), emulator.group(1), banner, env["PKGGOV_AUDIT_STORE"]
+            )
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -205,3 +205,5 @@ class GatewayProcess:
     address: str
     emulator_url: str
     banner: list[str]
+    audit_store: str = ""
+    """The audit store the process writes (``sqlite:<temporary folder>/audit.db``)."""

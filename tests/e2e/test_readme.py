@@ -36,8 +36,9 @@ def test_readme_has_examples() -> None:
 def test_every_readme_example_runs(gateway_process: GatewayProcess) -> None:
     """Run each example in order with bash; it exits as the README says (0 unless `# exit N`).
 
-    The only change made to a command is the port: the README's 127.0.0.1:50051 and :50052
-    become the free ports the test gateway and its emulator listen on.
+    The only changes made to a command: the README's 127.0.0.1:50051 and :50052 become the
+    free ports the test gateway and its emulator listen on, and `make run`'s audit file
+    (sqlite:pkggov-audit.db) the test gateway's, in a temporary folder.
     """
     run_commands(readme_commands(), gateway_process)
 
@@ -72,8 +73,10 @@ def run_commands(commands: list[str], gateway_process: GatewayProcess) -> None:
     env["PKGGOV_TARGET"] = gateway_process.address
     env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
     for command in commands:
-        runnable = command.replace("127.0.0.1:50051", gateway_process.address).replace(
-            "127.0.0.1:50052", emulator_address
+        runnable = (
+            command.replace("127.0.0.1:50051", gateway_process.address)
+            .replace("127.0.0.1:50052", emulator_address)
+            .replace("sqlite:pkggov-audit.db", gateway_process.audit_store)
         )
         if command.startswith("export "):
             exports.append(runnable)
