@@ -242,6 +242,7 @@ class PostgresDialect:
             timeout=connect_timeout_seconds,
             open=False,
             name="pkggov-audit-readers",
+            check=ConnectionPool.check_connection,  # drop connections an outage broke
         )
         self._pool.open(wait=False)
 

@@ -56,6 +56,8 @@ from pkggov_gateway.domain.model import (
 )
 from pkggov_gateway.ports import CodeArtifactPort
 
+_NOT_RUN = frozenset({"REQUEST_IN_PROGRESS", "REQUEST_ID_REUSED"})
+
 __all__ = ["AuditCall", "AuditStore", "Auditor", "QuotaLimits", "fingerprint"]
 
 log = structlog.get_logger("pkggov.audit")
@@ -296,7 +298,10 @@ class AuditCall:
         be committed; after an intent, the store keeps retrying it in the background."""
         body = self._base(EntryKind.OUTCOME)
         if self.intent is None:
-            body["request_id"] = self.request_id
+            # Only a call that ran the request claims its request_id; a replay or a refused
+            # retry (in progress, reused id) must not take the id from the call that ran.
+            ran = self.replay_of is None and reason not in _NOT_RUN
+            body["request_id"] = self.request_id if ran else None
             body["fingerprint"] = self.fingerprint() if self.request is not None else None
             body["decisions"] = self._decisions()
         else:
