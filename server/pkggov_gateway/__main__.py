@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     reload = threading.Event()
     wake = threading.Event()
 
+    received: list[str] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("gateway.signal", signal=signal.Signals(signum).name)
+        # No logging here: a second signal arriving while the first handler holds the log
+        # stream's lock would deadlock. The main loop logs what was received.
+        received.append(signal.Signals(signum).name)
         (reload if signum == signal.SIGHUP else stop).set()
         wake.set()
 
@@ -113,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.is_set():
         wake.wait()
         wake.clear()
+        while received:
+            log.info("gateway.signal", signal=received.pop(0))
         if reload.is_set() and not stop.is_set():
             reload.clear()
             gateway.reload_policy()
+    while received:
+        log.info("gateway.signal", signal=received.pop(0))
     gateway.stop()
     return 0
 
