@@ -1,12 +1,19 @@
-"""Chain verification: every kind of tampering is found at its first place and named right."""
+"""Chain verification: every kind of tampering is found at its first place and named right.
+
+Every test runs with the default chunk size and with tiny chunks (so that look-ahead crosses
+chunk boundaries); a few also run with worker processes checking the rows.
+"""
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pytest
 
+from pkggov_gateway.adapters import audit_verify
 from pkggov_gateway.adapters.audit_sql import COLUMNS
 from pkggov_gateway.adapters.audit_verify import Problem, VerifyReport, verify
 from pkggov_gateway.domain.audit import GENESIS, canonical, chain_hash, columns_of
@@ -15,6 +22,14 @@ Row = tuple[Any, ...]
 BODY = 1 + len(COLUMNS)
 PREV, HASH = BODY + 1, BODY + 2
 PRINCIPAL = 1 + COLUMNS.index("principal")
+
+
+@pytest.fixture(autouse=True, params=[2000, 1, 3], ids=["chunk2000", "chunk1", "chunk3"])
+def chunk_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Rows per chunk: the default, and sizes that put rows on both sides of a boundary."""
+    size = int(request.param)
+    monkeypatch.setattr(audit_verify, "_CHUNK", size)
+    return size
 
 
 def body(n: int, **changes: Any) -> dict[str, Any]:
@@ -243,6 +258,27 @@ def test_several_inserted_rows_are_reported_at_the_first() -> None:
     assert "2 entries inserted" in report.first_problem.message
 
 
+def test_inserted_rows_further_back_than_the_window_are_named_by_the_next_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audit_verify, "_WINDOW", 2)
+    rows = chain(10)
+    forged = [row(0, body(97), rows[3][HASH])]
+    for n in (98, 99):
+        forged.append(row(0, body(n), forged[-1][HASH]))
+    rows[4:4] = forged
+    report = verify(renumber(rows))
+    assert ("inserted", 8, "ev-005") == problem(report)
+    assert report.first_problem is not None
+    assert "the 3 entries before it are not part of the chain" in report.first_problem.message
+
+
+def test_a_copy_of_a_later_row_is_inserted() -> None:
+    rows = chain(10)
+    rows.insert(3, rows[7])
+    assert ("inserted", 4, "ev-008") == problem(verify(renumber(rows)))
+
+
 def test_a_copy_of_an_earlier_row_is_inserted() -> None:
     rows = chain(10)
     rows.insert(6, rows[2])
@@ -355,3 +391,131 @@ def test_rows_built_here_match_the_store_layout() -> None:
     r = chain(1)[0]
     assert json.loads(r[BODY]) == body(1)
     assert "alice" == r[PRINCIPAL]
+
+
+# --- bodies that are not entries ----------------------------------------------------------
+
+
+def test_a_body_with_surrounding_whitespace_is_still_an_entry() -> None:
+    rows = chain(3)
+    text = " " + rows[1][BODY] + "\n"
+    rows[1] = (*rows[1][:BODY], text, rows[0][HASH], chain_hash(rows[0][HASH], text))
+    rows[2] = (*rows[2][:PREV], rows[1][HASH], chain_hash(rows[1][HASH], rows[2][BODY]))
+    assert verify(rows).ok
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000, "[]", '{"kind": "outcome"}', '"text"', "", "{"],
+    ids=["deeply-nested", "array", "no-event-id", "string", "empty", "truncated"],
+)
+def test_a_hashed_body_that_is_no_entry_is_modified(text: str) -> None:
+    rows = chain(3)
+    rows[1] = (*rows[1][:BODY], text, rows[0][HASH], chain_hash(rows[0][HASH], text))
+    rows[2] = (*rows[2][:PREV], rows[1][HASH], chain_hash(rows[1][HASH], rows[2][BODY]))
+    assert ("modified", 2, "ev-002") == problem(verify(rows))
+
+
+# --- the fast column check agrees with columns_of -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        body(1),
+        body(2, request_id="r-1", forward=["1.0", "2.0"], deleted=0),
+        body(3, kind="intent", deleted=True, forward=[]),
+        body(4, principal=None, request=None, status=None, decision=""),
+        body(5, principal={}, request={"versions": []}, status={"code": ""}, request_id=""),
+        body(6, request={"domain": "d", "format": "npm", "namespace": "", "versions": [1, 2.5]}),
+        body(7, forward="not a list", deleted="3", time=12),
+        {"event_id": 8, "kind": "outcome", "time": "t"},
+    ],
+    ids=lambda entry: str(entry["event_id"]),
+)
+def test_the_quick_columns_are_columns_of(entry: dict[str, Any]) -> None:
+    expected = tuple(getattr(columns_of(entry), name) for name in COLUMNS)
+    assert expected == audit_verify._quick_columns(entry)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"kind": "outcome", "time": "t"}, {"event_id": "e", "time": "t"}, {"event_id": "e"}],
+)
+def test_the_quick_columns_fail_where_columns_of_fails(entry: dict[str, Any]) -> None:
+    with pytest.raises(KeyError):
+        columns_of(entry)
+    with pytest.raises(KeyError):
+        audit_verify._quick_columns(entry)
+
+
+# --- with worker processes ----------------------------------------------------------------
+
+
+def tampered(kind: str) -> tuple[list[Row], tuple[str, int, str] | None]:
+    """60 rows tampered with past where the workers take over, and the expected problem."""
+    rows = chain(60)
+    if kind == "modified":
+        rows[40] = replace(rows[40], BODY, rows[40][BODY].replace("alice", "bob"))
+        return rows, ("modified", 41, "ev-041")
+    if kind == "columns":
+        rows[33] = replace(rows[33], PRINCIPAL, "mallory")
+        return rows, ("columns", 34, "ev-034")
+    if kind == "deleted":
+        del rows[50]
+        return renumber(rows), ("deleted", 51, "ev-052")
+    if kind == "inserted":
+        rows.insert(45, row(0, body(99), rows[44][HASH]))
+        return renumber(rows), ("inserted", 46, "ev-099")
+    if kind == "reordered":
+        return swap_seqs(rows, 30, 55), ("reordered", 30, "ev-055")
+    return rows, None
+
+
+class TestWorkerProcesses:
+    """Past `_PARALLEL_AFTER` rows, spawned worker processes check the rows."""
+
+    @pytest.fixture(autouse=True)
+    def chunk_size(self, monkeypatch: pytest.MonkeyPatch) -> int:
+        """Overrides the module's: tiny chunks, workers from the tenth row on."""
+        monkeypatch.setattr(audit_verify, "_CHUNK", 3)
+        monkeypatch.setattr(audit_verify, "_PARALLEL_AFTER", 9)
+        return 3
+
+    @pytest.mark.parametrize(
+        "kind", ["untouched", "modified", "columns", "deleted", "inserted", "reordered"]
+    )
+    def test_they_find_the_same_problems(self, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        pools: list[object] = []
+        start_pool = audit_verify._start_pool
+
+        def recording(workers: int) -> Any:
+            pool = start_pool(workers)
+            pools.append(pool)
+            return pool
+
+        monkeypatch.setattr(audit_verify, "_start_pool", recording)
+        rows, expected = tampered(kind)
+        report = verify(rows, workers=2)
+        assert 1 == len(pools)
+        assert pools[0] is not None
+        assert report == verify(rows, workers=0)
+        assert expected == (None if report.ok else problem(report))
+
+    def test_without_a_pool_the_rows_are_checked_here(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(audit_verify, "_start_pool", lambda workers: None)
+        rows, expected = tampered("columns")
+        assert expected == problem(verify(rows, workers=2))
+
+    def test_a_broken_pool_leaves_the_rows_to_be_checked_here(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        class Broken(Executor):
+            def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+                raise BrokenProcessPool("no workers")
+
+        monkeypatch.setattr(audit_verify, "_start_pool", lambda workers: Broken())
+        rows, expected = tampered("modified")
+        assert expected == problem(verify(rows, workers=2))

@@ -450,7 +450,7 @@ class SqlAuditStore:
     def iter_rows(self, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
         """Every stored row in chain order: seq, the indexed columns, body, prev_hash, hash."""
         names = ", ".join(("seq", *COLUMNS, "body", "prev_hash", "hash"))
-        after = -1
+        after = -(2**63)  # every row, even one given a negative seq
         with self._reader() as conn:
             while True:
                 rows = self._fetch(

@@ -13,7 +13,9 @@ renumber it. So a broken link is classified from the hashes alone:
 - *deleted*: the row's prev_hash is the hash of no row in the store: the rows it followed
   are gone (reported at the row after the gap; a seq gap, if any, is named as a hint);
 - *inserted*: the row is skipped by the chain (the next row links to the row before it, or
-  a later row links back past it), or it is a copy of another row (the same hash);
+  a later row links back past it), or it is a copy of another row (the same hash). A skipped
+  row whose own hash does not verify is *inserted* only if neither its hash nor its event id
+  appears in any other row (else *modified*);
 - *reordered*: the row's prev_hash is the hash of a row that comes *later* in seq order
   (rows were swapped or moved; reported at the first row out of place).
 
@@ -27,21 +29,29 @@ Known limits (what a hash chain alone cannot show):
   problem when the chain no longer contains it.
 - Appending forged entries after the head, or rewriting every entry from some point on (each
   re-hashed), also leaves a valid chain: only an anchor recorded earlier shows it.
-- A row whose body was changed *and* re-hashed breaks the link of the row after it exactly
-  as deleting rows before that one does: both are reported as *deleted* at the row after
-  (the message says so).
+- A row whose body was changed *and* re-hashed (its columns updated to match) breaks the link
+  of the row after it exactly as deleting rows before that one does: both are reported as
+  *deleted* at the row after (the message says so).
 
-Memory: the hashes and event ids of the rows read so far (to classify a broken link), and a
-short window of recent rows; rows after the first problem are only compared, not kept.
+Cost: parsing each body (for its columns) is most of the work and holds the GIL, so past the
+first `_PARALLEL_AFTER` rows the per-row checks run in a pool of spawned worker processes
+while the rows are read and linked here, in order. Memory: the hash and event id of every row
+read (to classify a broken link) and a short window of recent rows; rows after the first
+problem are only compared with it, not kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+import pickle
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import chain, islice
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -58,8 +68,18 @@ _HASH = _BODY + 2
 _WIDTH = _BODY + 3
 _EVENT_ID = 1 + COLUMNS.index("event_id")
 _columns = attrgetter(*COLUMNS)
+
 _WINDOW = 4096
 """How many recent rows are kept to name the first of several inserted rows."""
+_CHUNK = 2000
+"""Rows per unit of work (checked here or sent to a worker process)."""
+_PARALLEL_AFTER = 10_000
+"""Rows checked here before worker processes are started (starting them takes ~0.3 s)."""
+
+_HASH_OK, _PARSED, _COLUMNS_OK = 1, 2, 4
+_ALL_OK = _HASH_OK | _PARSED | _COLUMNS_OK
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
+"""What parsing a body that is not an entry raises (from json.loads or `columns_of`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +92,7 @@ class Problem:
     """The row's event id (from its body when it parses, else its column)."""
     kind: ProblemKind
     message: str
+    """For people: names the event id and seq, and what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +101,126 @@ class VerifyReport:
 
     ok: bool
     entries: int
-    """How many rows were read."""
+    """How many rows were read (all of them, also after a problem)."""
     head_seq: int | None
     """The last row's seq (None: the store is empty)."""
     head_hash: str | None
     """The last row's hash: the anchor to record and pass later as ``expect_head``."""
     first_problem: Problem | None
+
+
+def verify(
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    expect_head: str | None = None,
+    workers: int | None = None,
+) -> VerifyReport:
+    """Check the chain in `rows` (seq order, `SqlAuditStore.iter_rows` layout).
+
+    Every row is read (`entries`, `head_seq`, `head_hash` cover them all); the first broken
+    place is reported. `expect_head`: a head hash recorded earlier that must still be in
+    the chain (else a *deleted* problem at the end). `workers`: processes checking rows
+    past the first `_PARALLEL_AFTER` (default: one per core, none on one core; 0: none).
+    """
+    if workers is None:
+        cores = os.cpu_count() or 1
+        workers = min(cores, 4) if cores > 1 else 0
+    return _Verifier(_Source(rows, workers), expect_head).run()
+
+
+# --- checks of one row --------------------------------------------------------------------
+
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _decode(body: str) -> Any:
+    """``json.loads(body)``, a little faster for bodies without surrounding whitespace."""
+    try:
+        value, end = _raw_decode(body)
+    except ValueError:
+        return json.loads(body)  # the same error, or leading whitespace
+    return value if end == len(body) else json.loads(body)
+
+
+def _hashes(row: tuple[Any, ...]) -> bool:
+    """Whether the row's hash is ``chain_hash(prev_hash, body)``."""
+    try:
+        digest = hashlib.sha256((row[_PREV] + row[_BODY]).encode()).hexdigest()
+    except (TypeError, AttributeError, ValueError):  # not (encodable) text: nothing matches
+        return False
+    return bool(digest == row[_HASH])
+
+
+def _quick_columns(body: Any) -> tuple[Any, ...]:
+    """What ``columns_of(body)`` holds, in `COLUMNS` order, without building `AuditColumns`
+    (which costs more than the rest of the check): the fast path of `_check_rows` only.
+
+    A row whose columns differ from this is judged by `columns_of` itself, so a divergence
+    could only let a column that matches this (and not `columns_of`) pass unnoticed;
+    tests/unit/test_audit_verify.py holds the two to the same answers.
+    """
+    request = body.get("request") or {}
+    principal = body.get("principal") or {}
+    status = body.get("status") or {}
+    versions = request.get("versions")
+    forward = body.get("forward")
+    deleted = body.get("deleted")
+    return (
+        str(body["event_id"]),
+        str(body["kind"]),
+        str(body["time"]),
+        body.get("request_id") or None,
+        principal.get("id") or None,
+        request.get("domain") or None,
+        request.get("repository") or None,
+        request.get("format") or None,
+        request.get("namespace") or None,
+        request.get("package") or None,
+        ("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
+        body.get("decision") or None,
+        status.get("code") or None,
+        len(forward) if isinstance(forward, list) else None,
+        int(deleted) if isinstance(deleted, int) else None,
+    )
+
+
+def _check_rows(rows: list[tuple[Any, ...]]) -> bytes:
+    """The checks of each row on its own, one byte of flags per row: its hash verifies
+    (`_HASH_OK`), its body parses (`_PARSED`), its columns are its body's (`_COLUMNS_OK`).
+
+    Needs no other row, so it runs in worker processes for large stores."""
+    flags = bytearray(len(rows))
+    sha256, raw_decode, quick = hashlib.sha256, _raw_decode, _quick_columns
+    for index, row in enumerate(rows):
+        body = row[_BODY]
+        try:
+            digest = sha256((row[_PREV] + body).encode()).hexdigest()
+            value, end = raw_decode(body)
+            if end != len(body):
+                value = json.loads(body)
+            if row[1:_BODY] == quick(value):
+                flags[index] = _ALL_OK if digest == row[_HASH] else _PARSED | _COLUMNS_OK
+                continue
+        except _PARSE_ERRORS:
+            pass
+        flags[index] = _check_row(row)
+    return bytes(flags)
+
+
+def _check_row(row: tuple[Any, ...]) -> int:
+    """`_check_rows` of one row, by `columns_of` itself (the slow path)."""
+    found = _HASH_OK if _hashes(row) else 0
+    try:
+        derived = _columns(columns_of(_decode(row[_BODY])))
+    except _PARSE_ERRORS:
+        return found
+    return found | _PARSED | (_COLUMNS_OK if row[1:_BODY] == derived else 0)
+
+
+def _check_pickled(data: bytes) -> bytes:
+    """`_check_rows` of a pickled chunk (a worker's task)."""
+    rows: list[tuple[Any, ...]] = pickle.loads(data)  # noqa: S301 - pickled by verify
+    return _check_rows(rows)
 
 
 @dataclass(slots=True)
@@ -105,6 +240,154 @@ class _Row:
         return f"entry {self.event_id or '(unknown event)'} (seq {self.seq})"
 
 
+def _examine(row: tuple[Any, ...], position: int) -> _Row:
+    """Check one row on its own, keeping what a problem report names."""
+    event_id: str | None = None if row[_EVENT_ID] is None else str(row[_EVENT_ID])
+    parsed = columns_ok = False
+    try:
+        columns = columns_of(_decode(row[_BODY]))
+    except _PARSE_ERRORS:
+        pass
+    else:
+        parsed = True
+        event_id = columns.event_id
+        columns_ok = tuple(row[1:_BODY]) == _columns(columns)
+    return _Row(
+        position=position,
+        seq=int(row[0]),
+        event_id=event_id,
+        prev_hash=str(row[_PREV]),
+        hash=str(row[_HASH]),
+        hashes_ok=_hashes(row),
+        parsed=parsed,
+        columns_ok=columns_ok,
+    )
+
+
+# --- the rows, checked (in parallel for large stores) -------------------------------------
+
+
+_Chunk = tuple[list[tuple[Any, ...]], bytes]
+"""Consecutive rows and their `_check_rows` flags."""
+
+
+class _Source:
+    """The rows in order, in chunks, each row with its `_check_rows` flags.
+
+    The first `_PARALLEL_AFTER` rows are checked here; after that, with `workers`, chunks
+    are checked by a process pool while the next ones are read. Once `checking` is turned
+    off (the first problem is found), the remaining rows come unchecked (flags 0).
+    """
+
+    def __init__(self, rows: Iterable[tuple[Any, ...]], workers: int) -> None:
+        self.rows: Iterator[tuple[Any, ...]] = iter(rows)
+        self.workers = workers
+        self.checking = True
+
+    def __iter__(self) -> Iterator[_Chunk]:
+        read = 0
+        while not (self.workers > 0 and self.checking and read >= _PARALLEL_AFTER):
+            chunk = self._chunk()
+            if not chunk:
+                return
+            read += len(chunk)
+            yield chunk, self._here(chunk)
+        pool = _start_pool(self.workers)
+        if pool is None:
+            while chunk := self._chunk():
+                yield chunk, self._here(chunk)
+            return
+        try:
+            yield from self._pipelined(pool)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _here(self, chunk: list[tuple[Any, ...]]) -> bytes:
+        """The flags of `chunk`, checked in this process (zeros once `checking` is off)."""
+        return _check_rows(chunk) if self.checking else bytes(len(chunk))
+
+    def _chunk(self) -> list[tuple[Any, ...]]:
+        chunk = list(islice(self.rows, _CHUNK))
+        for row in chunk:
+            if len(row) != _WIDTH:
+                raise ValueError(f"an audit row has {len(row)} values, expected {_WIDTH}")
+        return chunk
+
+    def _pipelined(self, pool: Executor) -> Iterator[_Chunk]:
+        """Keep the workers busy with the next chunks while the oldest one is consumed; while
+        the oldest is not done, check the newest not yet started here rather than wait."""
+        pending: deque[_Pending] = deque()
+        depth = 2 * self.workers + 2
+        while True:
+            while len(pending) < depth and (chunk := self._chunk()):
+                pending.append(self._submit(pool, chunk))
+            if not pending:
+                return
+            oldest = pending[0]
+            if not self.checking:
+                for entry in pending:
+                    entry.cancel()
+                pending.popleft()
+                yield oldest.rows, bytes(len(oldest.rows))
+                continue
+            if not oldest.done() and any(entry.take_back() for entry in reversed(pending)):
+                continue
+            pending.popleft()
+            yield oldest.rows, oldest.result()
+
+    def _submit(self, pool: Executor, chunk: list[tuple[Any, ...]]) -> _Pending:
+        if not self.checking:
+            return _Pending(chunk, None, bytes(len(chunk)))
+        try:  # pickled here: in the pool's feeder thread it would hold the GIL from reading
+            future = pool.submit(_check_pickled, pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
+        except Exception:  # noqa: BLE001 - no worker to take it (a broken pool): check it here
+            return _Pending(chunk, None, _check_rows(chunk))
+        return _Pending(chunk, future)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A chunk sent to the pool: its flags to come (or found here, if taken back)."""
+
+    rows: list[tuple[Any, ...]]
+    future: Future[bytes] | None
+    flags: bytes | None = None
+
+    def done(self) -> bool:
+        return self.future is None or self.future.done()
+
+    def cancel(self) -> None:
+        if self.future is not None:
+            self.future.cancel()
+
+    def take_back(self) -> bool:
+        """Check the chunk here if no worker has started on it; whether it was."""
+        if self.future is None or not self.future.cancel():
+            return False
+        self.future, self.flags = None, _check_rows(self.rows)
+        return True
+
+    def result(self) -> bytes:
+        if self.future is not None:
+            try:
+                self.flags = self.future.result()
+            except Exception:  # noqa: BLE001 - a broken pool: check the chunk here instead
+                self.flags = _check_rows(self.rows)
+            self.future = None
+        return self.flags if self.flags is not None else _check_rows(self.rows)
+
+
+def _start_pool(workers: int) -> Executor | None:
+    """A process pool (spawned: safe beside the store's threads), or None if none starts."""
+    try:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    except (OSError, ValueError, NotImplementedError):
+        return None
+
+
+# --- the chain ----------------------------------------------------------------------------
+
+
 @dataclass(slots=True)
 class _Later:
     """What the rows after a suspect row say about it (found in one pass, nothing kept)."""
@@ -119,41 +402,12 @@ class _Later:
     """Some later row carries the suspect's event id."""
 
 
-def _digest(row: tuple[Any, ...]) -> str:
-    return hashlib.sha256((row[_PREV] + row[_BODY]).encode()).hexdigest()
-
-
-def _examine(row: tuple[Any, ...], position: int) -> _Row:
-    """Check one row on its own: its hash and its columns."""
-    body = row[_BODY]
-    event_id: str | None = None if row[_EVENT_ID] is None else str(row[_EVENT_ID])
-    parsed = columns_ok = False
-    try:
-        decoded = json.loads(body)
-        columns = columns_of(decoded)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        pass
-    else:
-        parsed = True
-        event_id = columns.event_id
-        columns_ok = tuple(row[1:_BODY]) == _columns(columns)
-    return _Row(
-        position=position,
-        seq=int(row[0]),
-        event_id=event_id,
-        prev_hash=str(row[_PREV]),
-        hash=str(row[_HASH]),
-        hashes_ok=_digest(row) == row[_HASH],
-        parsed=parsed,
-        columns_ok=columns_ok,
-    )
-
-
 class _Verifier:
-    """One pass over the rows; state for classifying the first broken place."""
+    """One pass over the rows; what is kept to classify the first broken place."""
 
-    def __init__(self, rows: Iterable[tuple[Any, ...]], expect_head: str | None) -> None:
-        self.rows: Iterator[tuple[Any, ...]] = iter(rows)
+    def __init__(self, source: _Source, expect_head: str | None) -> None:
+        self.source = source
+        self.chunks = iter(source)
         self.expect_head = expect_head
         self.positions: dict[str, int] = {}
         """hash -> position of every row read before the first problem."""
@@ -164,56 +418,26 @@ class _Verifier:
         self.head: tuple[Any, ...] | None = None
         self.head_found = False
 
-    def _next(self) -> tuple[Any, ...] | None:
-        row = next(self.rows, None)
-        if row is not None:
-            if len(row) != _WIDTH:
-                raise ValueError(f"an audit row has {len(row)} values, expected {_WIDTH}")
-            self.entries += 1
-            self.head = row
-            if row[_HASH] == self.expect_head:
-                self.head_found = True
-        return row
+    def _pull(self) -> _Chunk | None:
+        """The next chunk, counted (and searched for `expect_head`)."""
+        chunk = next(self.chunks, None)
+        if chunk is not None:
+            rows = chunk[0]
+            self.entries += len(rows)
+            self.head = rows[-1]
+            if self.expect_head is not None and not self.head_found:
+                self.head_found = any(row[_HASH] == self.expect_head for row in rows)
+        return chunk
+
+    def _rest(self) -> Iterator[tuple[Any, ...]]:
+        """The rows of the chunks not pulled yet."""
+        while (chunk := self._pull()) is not None:
+            yield from chunk[0]
 
     def run(self) -> VerifyReport:
-        problem: Problem | None = None
-        expected = GENESIS
-        position = 0
-        positions, event_ids, recent = self.positions, self.event_ids, self.recent
-        current = self._next()
-        while current is not None:
-            following = self._next()
-            body, prev_hash, digest = current[_BODY], current[_PREV], current[_HASH]
-            try:
-                columns = columns_of(json.loads(body))
-            except (ValueError, TypeError, KeyError, AttributeError):
-                columns = None
-            if (
-                prev_hash == expected
-                and hashlib.sha256((prev_hash + body).encode()).hexdigest() == digest
-                and columns is not None
-                and current[1:_BODY] == _columns(columns)
-                and (following is None or following[_PREV] != expected)
-            ):
-                positions[digest] = position
-                event_ids.add(columns.event_id)
-                recent.append((current[0], columns.event_id))
-                expected = digest
-                position += 1
-                current = following
-                continue
-            row = _examine(current, position)
-            problem = self._classify(row, expected, following)
-            if problem is not None:
-                break
-            positions[digest] = position  # a false alarm: the next row is the broken one
-            if row.event_id is not None:
-                event_ids.add(row.event_id)
-            recent.append((row.seq, row.event_id))
-            expected = digest
-            position += 1
-            current = following
-        while self._next() is not None:
+        problem = self._first_problem()
+        self.source.checking = False
+        for _ in self._rest():
             pass
         if problem is None and self.expect_head is not None and not self.head_found:
             problem = self._head_missing()
@@ -226,11 +450,51 @@ class _Verifier:
             first_problem=problem,
         )
 
-    def _later(self, suspect: _Row, following: tuple[Any, ...] | None) -> _Later:
+    def _first_problem(self) -> Problem | None:
+        expected = GENESIS
+        position = 0
+        positions, event_ids, recent = self.positions, self.event_ids, self.recent
+        current = self._pull()
+        while current is not None:
+            rows, flags = current
+            following_chunk = self._pull()  # for the last row's look-ahead
+            last = len(rows) - 1
+            for index, row in enumerate(rows):
+                if index < last:
+                    following: tuple[Any, ...] | None = rows[index + 1]
+                else:
+                    following = None if following_chunk is None else following_chunk[0][0]
+                digest = row[_HASH]
+                if (
+                    flags[index] == _ALL_OK
+                    and row[_PREV] == expected
+                    and (following is None or following[_PREV] != expected)
+                ):
+                    event_id = row[_EVENT_ID]  # the body's: the columns were checked
+                else:
+                    examined = _examine(row, position)
+                    after = chain(
+                        rows[index + 1 :],
+                        () if following_chunk is None else following_chunk[0],
+                        self._rest(),
+                    )
+                    problem = self._classify(examined, expected, after)
+                    if problem is not None:
+                        return problem
+                    event_id = examined.event_id  # a false alarm: the next row is the broken one
+                positions[digest] = position
+                event_ids.add(event_id)
+                recent.append((row[0], event_id))
+                expected = digest
+                position += 1
+            current = following_chunk
+        return None
+
+    def _later(self, suspect: _Row, after: Iterator[tuple[Any, ...]]) -> _Later:
         """Read every remaining row, noting how each relates to `suspect`."""
+        self.source.checking = False
         later = _Later()
-        row = following
-        while row is not None:
+        for row in after:
             seq, event_id = int(row[0]), row[_EVENT_ID]
             if later.hash_is_prev is None and row[_HASH] == suspect.prev_hash:
                 later.hash_is_prev = (seq, event_id)
@@ -240,19 +504,19 @@ class _Verifier:
                 later.hash_linked = True
             if event_id is not None and event_id == suspect.event_id:
                 later.event_seen = True
-            row = self._next()
         return later
 
     def _classify(
-        self, row: _Row, expected: str, following: tuple[Any, ...] | None
+        self, row: _Row, expected: str, after: Iterator[tuple[Any, ...]]
     ) -> Problem | None:
-        """The problem at `row`, if the chain breaks there (None: it breaks only later)."""
+        """The problem at `row`, if the chain breaks there (None: it breaks only later).
+
+        `after`: the rows after it (read to the end only when the classification needs it).
+        """
+        following = next(after, None)
+        after = chain(() if following is None else (following,), after)
         linked = row.prev_hash == expected
-        skipped = (
-            following is not None
-            and following[_PREV] == expected
-            and _digest(following) == following[_HASH]
-        )
+        skipped = following is not None and following[_PREV] == expected and _hashes(following)
         if linked and row.hashes_ok and row.columns_ok and not skipped:
             return None
 
@@ -261,7 +525,7 @@ class _Verifier:
 
         modified = "its hash does not match its prev_hash and body"
         if row.hashes_ok and not linked:
-            later = self._later(row, following)
+            later = self._later(row, after)
             earlier_copy = self.positions.get(row.hash)
             if earlier_copy is not None or later.same_hash is not None:
                 where = "an earlier entry" if earlier_copy is not None else "a later entry"
@@ -275,7 +539,7 @@ class _Verifier:
                 )
         if skipped:
             if not row.hashes_ok:
-                later = self._later(row, following)
+                later = self._later(row, after)
                 nowhere_else = (
                     row.hash not in self.positions
                     and not later.hash_linked
@@ -328,9 +592,7 @@ class _Verifier:
             where = "the first entries of the chain were deleted"
             return f"its prev_hash is not the genesis hash and names no stored entry: {where}"
         before = self.recent[-1][0]
-        gap = ""
-        if row.seq != before + 1:
-            gap = f" (seq jumps from {before} to {row.seq})"
+        gap = f" (seq jumps from {before} to {row.seq})" if row.seq != before + 1 else ""
         return (
             "its prev_hash names no stored entry: the entries before it were deleted"
             f"{gap} (or the entry before it, seq {before}, was rewritten and re-hashed)"
@@ -347,13 +609,3 @@ class _Verifier:
                 "entries after it were deleted, or the chain was rewritten"
             ),
         )
-
-
-def verify(rows: Iterable[tuple[Any, ...]], *, expect_head: str | None = None) -> VerifyReport:
-    """Check the chain in `rows` (seq order, `SqlAuditStore.iter_rows` layout).
-
-    Every row is read (`entries`, `head_seq`, `head_hash` cover them all); the first broken
-    place is reported. `expect_head`: a head hash recorded earlier that must still be in
-    the chain (else a *deleted* problem at the end).
-    """
-    return _Verifier(rows, expect_head).run()

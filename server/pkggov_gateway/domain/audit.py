@@ -9,7 +9,7 @@ event is stored as one or more *entries*, each appended to one hash chain:
 - ``reconciliation``: written after a crash left an intent without outcome, with the state
   CodeArtifact reports for the intent's versions.
 
-An entry's body is a JSON object; its *canonical form* (sorted keys, no spaces, UTF-8) is what
+An entry's body is a JSON object; its *canonical form* (sorted keys, no spaces, ASCII) is what
 is hashed: ``hash = sha256(prev_hash + canonical)``, where ``prev_hash`` is the hash of the
 entry before it in the chain (``GENESIS`` for the first). Modifying, deleting, inserting or
 reordering an entry breaks the chain at that entry (CloudTrail's digest chain).
@@ -99,7 +99,9 @@ def parse_time(text: str) -> datetime:
 
 def canonical(body: Mapping[str, Any]) -> str:
     """The canonical JSON form of an entry body: the exact text that is hashed and stored."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # ASCII with \u escapes: any string (even a lone surrogate from decoded upstream JSON)
+    # has a form that encodes, so one odd value can never jam the store.
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def chain_hash(prev_hash: str, canonical_body: str) -> str:
@@ -147,19 +149,24 @@ def columns_of(body: Mapping[str, Any]) -> AuditColumns:
         event_id=str(body["event_id"]),
         kind=str(body["kind"]),
         recorded_at=str(body["time"]),
-        request_id=body.get("request_id") or None,
-        principal=principal.get("id") or None,
-        domain=request.get("domain") or None,
-        repository=request.get("repository") or None,
-        format=request.get("format") or None,
-        namespace=request.get("namespace") or None,
-        package=request.get("package") or None,
+        request_id=_text(body.get("request_id")),
+        principal=_text(principal.get("id")),
+        domain=_text(request.get("domain")),
+        repository=_text(request.get("repository")),
+        format=_text(request.get("format")),
+        namespace=_text(request.get("namespace")),
+        package=_text(request.get("package")),
         versions=("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
-        decision=body.get("decision") or None,
-        status_code=status.get("code") or None,
+        decision=_text(body.get("decision")),
+        status_code=_text(status.get("code")),
         versions_planned=len(forward) if isinstance(forward, list) else None,
         versions_deleted=int(deleted) if isinstance(deleted, int) else None,
     )
+
+
+def _text(value: Any) -> str | None:
+    """A text column: None for absent or empty, else the value as a string."""
+    return str(value) if value not in (None, "") else None
 
 
 @dataclass(frozen=True, slots=True)
