@@ -29,9 +29,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pkggov_gateway.adapters.audit_sql import COLUMNS, open_audit_store
+from pkggov_gateway.adapters.audit_sql import open_audit_store
 from pkggov_gateway.adapters.audit_verify import verify
-from pkggov_gateway.domain.audit import GENESIS, canonical, chain_hash, columns_of, format_time
+from pkggov_gateway.domain.audit import (
+    COLUMNS,
+    GENESIS,
+    canonical,
+    chain_hash,
+    column_values,
+    format_time,
+)
 
 __all__ = ["main"]
 
@@ -83,8 +90,7 @@ def _rows(count: int) -> Iterator[tuple[Any, ...]]:
         body = _body(n)
         text = canonical(body)
         digest = chain_hash(prev, text)
-        columns = columns_of(body)
-        yield (n, *(getattr(columns, name) for name in COLUMNS), text, prev, digest)
+        yield (n, *column_values(body), text, prev, digest)
         prev = digest
 
 

@@ -6,12 +6,21 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from pkggov_gateway.domain.audit import (
+    AppendGuard,
+    AuditEventRecord,
+    AuditPage,
+    AuditQuery,
+    NewEntry,
+    QuotaCheck,
+    StoredEntry,
+)
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import DeleteOutcome, PackageRef, PackageState, VersionStatus
 from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
 
-__all__ = ["Authenticator", "CodeArtifactPort", "PolicyEngine", "PolicyView"]
+__all__ = ["AuditStore", "Authenticator", "CodeArtifactPort", "PolicyEngine", "PolicyView"]
 
 
 class CodeArtifactPort(Protocol):
@@ -93,3 +102,30 @@ class PolicyEngine(Protocol):
         """The set in force now, pinned: a request uses one view throughout, so a reload in
         the middle of it cannot mix two sets."""
         ...
+
+
+class AuditStore(Protocol):
+    """The audit record (adapters.audit_sql: SQLite or PostgreSQL).
+
+    `append` commits an entry (AuditUnavailableError when it cannot; a `durable` one is
+    retried until it is), checking its guard atomically (RequestIdClaimed,
+    QuotaExceededError).
+    """
+
+    replica: str
+
+    def append(
+        self, entry: NewEntry, *, guard: AppendGuard | None = None, durable: bool = False
+    ) -> StoredEntry: ...
+
+    def event(self, event_id: str) -> AuditEventRecord | None: ...
+
+    def event_by_request_id(self, principal: str, request_id: str) -> AuditEventRecord | None: ...
+
+    def list_events(self, query: AuditQuery) -> AuditPage: ...
+
+    def open_intents(self) -> list[AuditEventRecord]: ...
+
+    def quota_usage(self, quota: QuotaCheck) -> tuple[int, float]: ...
+
+    def healthy(self) -> bool: ...

@@ -9,9 +9,8 @@ Demo data: demo/dev-shared npm left-pad 1.0.0-1.3.0 (1.3.0 latest).
 from __future__ import annotations
 
 import sqlite3
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ import boto3
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
@@ -44,6 +43,13 @@ from pkggov_gateway.domain.audit import (
     NewEntry,
     format_time,
 )
+from tests.e2e.audit_helpers import (
+    audit_event,
+    audit_health,
+    deletes,
+    kinds,
+    wait_for,
+)
 from tests.e2e.harness import (
     PRINCIPAL_KEY,
     GatewayFactory,
@@ -58,22 +64,7 @@ from tests.e2e.harness import (
 
 Stub = pb_grpc.PackageGovernanceServiceStub
 SHIPPED: dict[str, str] = {}  # empty PolicySettings: the shipped example set
-AUDIT_HEALTH = "pkggov.audit"
 LEFT_PAD = ("demo", "dev-shared", "npm", None, "left-pad")
-
-
-def _deletes(emulator: Emulator) -> int:
-    return len(emulator.calls("DeletePackageVersions"))
-
-
-def _event(gateway: Gateway, event_id: str) -> AuditEventRecord:
-    event = gateway.audit_store.event(event_id)
-    assert event is not None, f"no audit event {event_id}"
-    return event
-
-
-def _kinds(event: AuditEventRecord) -> list[str]:
-    return [entry.kind.value for entry in event.entries]
 
 
 def _outcome(event: AuditEventRecord) -> dict[str, Any]:
@@ -89,29 +80,12 @@ def _trailer(call: Any) -> str | None:
     return None
 
 
-def _audit_health(gateway: Gateway) -> int:
-    with grpc.insecure_channel(gateway.address) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=AUDIT_HEALTH), timeout=5
-        )
-    return int(reply.status)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def _only_outcome(gateway: Gateway, error: RichError) -> dict[str, Any]:
     """The event named by an error's ErrorInfo: exactly one outcome entry, no intent."""
     event_id = error.metadata.get("audit_event_id")
     assert event_id, f"no audit_event_id in ErrorInfo metadata {error.metadata}"
-    event = _event(gateway, event_id)
-    assert ["outcome"] == _kinds(event)
+    event = audit_event(gateway, event_id)
+    assert ["outcome"] == kinds(event)
     return _outcome(event)
 
 
@@ -135,8 +109,8 @@ def test_allowed_delete_has_intent_then_outcome(
     )
     assert response.audit_event_id
     assert response.audit_event_id == _trailer(call)
-    event = _event(gateway, response.audit_event_id)
-    assert ["intent", "outcome"] == _kinds(event)
+    event = audit_event(gateway, response.audit_event_id)
+    assert ["intent", "outcome"] == kinds(event)
     intent, outcome = event.entries
     assert intent.seq < outcome.seq
     assert ["1.0.0", "1.1.0"] == intent.body["forward"]
@@ -168,7 +142,7 @@ def test_denied_call_is_one_outcome(shipped: Gateway, emulator: Emulator) -> Non
         outcome["status"]["reason"],
     )
     assert "bob" == outcome["principal"]["id"]
-    assert 0 == _deletes(emulator)
+    assert 0 == deletes(emulator)
 
 
 def test_invalid_request_is_one_outcome(stub: Stub, gateway: Gateway, emulator: Emulator) -> None:
@@ -199,11 +173,11 @@ def test_dry_run_is_one_outcome(stub: Stub, gateway: Gateway, emulator: Emulator
         request(versions=["1.0.0"], validate_only=True), timeout=10
     )
     assert response.audit_event_id == _trailer(call)
-    event = _event(gateway, response.audit_event_id)
-    assert ["outcome"] == _kinds(event)
+    event = audit_event(gateway, response.audit_event_id)
+    assert ["outcome"] == kinds(event)
     outcome = _outcome(event)
     assert ("dry_run", "OK") == (outcome["decision"], outcome["status"]["code"])
-    assert 0 == _deletes(emulator)
+    assert 0 == deletes(emulator)
     assert "Published" == emulator.version_status(*LEFT_PAD, "1.0.0")
 
 
@@ -231,7 +205,7 @@ def test_fail_closed_when_sqlite_cannot_write(emulator: Emulator) -> None:
     with _gateway_with_short_busy_timeout(emulator, 0.2) as gw:
         dialect = gw.audit_store.dialect
         assert isinstance(dialect, SqliteDialect)
-        assert health_pb2.HealthCheckResponse.SERVING == _audit_health(gw)
+        assert health_pb2.HealthCheckResponse.SERVING == audit_health(gw)
         blocker = sqlite3.connect(dialect.path, timeout=5, isolation_level=None)
         try:
             blocker.execute("BEGIN EXCLUSIVE")
@@ -242,19 +216,17 @@ def test_fail_closed_when_sqlite_cannot_write(emulator: Emulator) -> None:
                 error.reason,
             )
             assert error.metadata.get("audit_event_id")
-            assert 0 == _deletes(emulator)
+            assert 0 == deletes(emulator)
             assert "Published" == emulator.version_status(*LEFT_PAD, "1.0.0")
-            assert _wait_for(
-                lambda: _audit_health(gw) == health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            assert wait_for(lambda: audit_health(gw) == health_pb2.HealthCheckResponse.NOT_SERVING)
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        assert _wait_for(lambda: _audit_health(gw) == health_pb2.HealthCheckResponse.SERVING)
+        assert wait_for(lambda: audit_health(gw) == health_pb2.HealthCheckResponse.SERVING)
         with stub_for(gw) as stub:
             response = stub.DeletePackageVersions(request(), timeout=10)
         assert ["1.0.0"] == list(response.successful_versions)
-        assert 1 == _deletes(emulator)
+        assert 1 == deletes(emulator)
 
 
 @pytest.mark.usefixtures("_logging")
@@ -274,7 +246,7 @@ def test_outcome_is_retried_when_the_store_fails_after_the_intent(emulator: Emul
                 return stub.DeletePackageVersions(request(), timeout=10)
 
         future = pool.submit(delete)
-        assert _wait_for(lambda: len(gw.audit_store.open_intents()) == 1)
+        assert wait_for(lambda: len(gw.audit_store.open_intents()) == 1)
         [open_event] = gw.audit_store.open_intents()
         blocker = sqlite3.connect(dialect.path, timeout=5, isolation_level=None)
         try:
@@ -282,21 +254,19 @@ def test_outcome_is_retried_when_the_store_fails_after_the_intent(emulator: Emul
             response = future.result(timeout=10)
             assert ["1.0.0"] == list(response.successful_versions)
             assert open_event.event_id == response.audit_event_id
-            assert ["intent"] == _kinds(_event(gw, response.audit_event_id))
-            assert _wait_for(
-                lambda: _audit_health(gw) == health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            assert ["intent"] == kinds(audit_event(gw, response.audit_event_id))
+            assert wait_for(lambda: audit_health(gw) == health_pb2.HealthCheckResponse.NOT_SERVING)
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        assert _wait_for(lambda: _audit_health(gw) == health_pb2.HealthCheckResponse.SERVING)
-        event = _event(gw, response.audit_event_id)
-        assert ["intent", "outcome"] == _kinds(event)
+        assert wait_for(lambda: audit_health(gw) == health_pb2.HealthCheckResponse.SERVING)
+        event = audit_event(gw, response.audit_event_id)
+        assert ["intent", "outcome"] == kinds(event)
         assert ("OK", "allowed") == (
             _outcome(event)["status"]["code"],
             _outcome(event)["decision"],
         )
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
 
 
 # --- AIP-155 request_id ---------------------------------------------------------------------
@@ -310,12 +280,12 @@ def test_same_request_id_and_content_replays(
     first = stub.DeletePackageVersions(req, timeout=10)
     second, call = stub.DeletePackageVersions.with_call(req, timeout=10)
     assert first == second
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
     replay_id = _trailer(call)
     assert replay_id
     assert replay_id != first.audit_event_id
-    replay = _event(gateway, replay_id)
-    assert ["outcome"] == _kinds(replay)
+    replay = audit_event(gateway, replay_id)
+    assert ["outcome"] == kinds(replay)
     outcome = _outcome(replay)
     assert ("replayed", first.audit_event_id) == (outcome["decision"], outcome["replay_of"])
 
@@ -326,7 +296,7 @@ def test_same_request_id_other_content_is_rejected(stub: Stub, emulator: Emulato
     stub.DeletePackageVersions(request(versions=["1.0.0"], request_id=request_id), timeout=10)
     error = failed_call(stub, request(versions=["1.1.0"], request_id=request_id))
     assert (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED") == (error.code, error.reason)
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
     assert "Published" == emulator.version_status(*LEFT_PAD, "1.1.0")
 
 
@@ -336,7 +306,7 @@ def test_malformed_request_id_is_invalid(stub: Stub, gateway: Gateway, emulator:
     assert (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST") == (error.code, error.reason)
     assert ["request_id"] == bad_fields(error)
     assert "invalid" == _only_outcome(gateway, error)["decision"]
-    assert 0 == _deletes(emulator)
+    assert 0 == deletes(emulator)
 
 
 def test_request_id_of_a_call_in_flight_is_aborted(
@@ -350,20 +320,12 @@ def test_request_id_of_a_call_in_flight_is_aborted(
     req = request(request_id=str(uuid.uuid4()))
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(stub.DeletePackageVersions, req, timeout=10)
-        assert _wait_for(lambda: len(gateway.audit_store.open_intents()) == 1)
+        assert wait_for(lambda: len(gateway.audit_store.open_intents()) == 1)
         error = failed_call(stub, req)
         assert (grpc.StatusCode.ABORTED, "REQUEST_IN_PROGRESS") == (error.code, error.reason)
         first = future.result(timeout=10)
     assert ["1.0.0"] == list(first.successful_versions)
-    assert 1 == _deletes(emulator)
-
-
-_CLAIM_OVERWRITTEN = (
-    "AuditCall.finish (service/audit.py) writes the top-level request_id on every outcome "
-    "without intent, also of calls that did not execute the request (REQUEST_IN_PROGRESS, "
-    "REQUEST_ID_REUSED, replays); SqlAuditStore._event_by_request_id then takes the latest "
-    "such event as the claim, so the original answer is no longer what a retry gets"
-)
+    assert 1 == deletes(emulator)
 
 
 def test_retry_after_in_progress_gets_the_recorded_answer(
@@ -377,11 +339,11 @@ def test_retry_after_in_progress_gets_the_recorded_answer(
     req = request(request_id=str(uuid.uuid4()))
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(stub.DeletePackageVersions, req, timeout=10)
-        assert _wait_for(lambda: len(gateway.audit_store.open_intents()) == 1)
+        assert wait_for(lambda: len(gateway.audit_store.open_intents()) == 1)
         assert grpc.StatusCode.ABORTED == failed_call(stub, req).code
         first = future.result(timeout=10)
     assert first == stub.DeletePackageVersions(req, timeout=10)
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
 
 
 def test_original_content_still_replays_after_a_reuse_was_rejected(
@@ -395,7 +357,7 @@ def test_original_content_still_replays_after_a_reuse_was_rejected(
     error = failed_call(stub, request(versions=["1.1.0"], request_id=request_id))
     assert "REQUEST_ID_REUSED" == error.reason
     assert first == stub.DeletePackageVersions(req, timeout=10)
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
 
 
 def test_a_final_error_is_replayed(shipped: Gateway, emulator: Emulator) -> None:
@@ -448,7 +410,7 @@ def test_quota_refuses_beyond_the_limit(make_gateway: GatewayFactory, emulator: 
         )
         dry = failed_call(stub, request(versions=["1.2.0"], validate_only=True))
         _quota_failure(dry)
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
     assert "Published" == emulator.version_status(*LEFT_PAD, "1.2.0")
 
 
@@ -465,7 +427,7 @@ def test_dry_run_within_quota_does_not_consume_it(
         response = stub.DeletePackageVersions(request(versions=["1.0.0", "1.1.0"]), timeout=10)
         assert {"1.0.0", "1.1.0"} == set(response.successful_versions)
         _quota_failure(failed_call(stub, request(versions=["1.2.0"], validate_only=True)))
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
 
 
 # --- AuditService ---------------------------------------------------------------------------
@@ -694,8 +656,8 @@ def test_open_intent_is_reconciled_at_start(
         versions=["1.0.0"],
     )
     with make_gateway(audit={"store": url, "replica": "test"}) as gw:
-        event = _event(gw, event_id)
-        assert ["intent", "reconciliation"] == _kinds(event)
+        event = audit_event(gw, event_id)
+        assert ["intent", "reconciliation"] == kinds(event)
         reconciliation = event.entry(EntryKind.RECONCILIATION)
         assert reconciliation is not None
         assert {"1.0.0": "deleted", "1.1.0": "still_present"} == reconciliation.body["versions"]

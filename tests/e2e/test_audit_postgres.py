@@ -10,22 +10,28 @@ import contextlib
 import os
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import psycopg
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator
 from pkggov_gateway.adapters.audit_verify import verify
 from pkggov_gateway.bootstrap import Gateway
-from pkggov_gateway.domain.audit import AuditEventRecord, EntryKind
+from pkggov_gateway.domain.audit import EntryKind
+from tests.e2e.audit_helpers import (
+    audit_event,
+    audit_health,
+    deletes,
+    kinds,
+    wait_for,
+)
 from tests.e2e.harness import PRINCIPAL_KEY, GatewayFactory, failed_call, request, stub_for
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -63,51 +69,20 @@ def schema(postgres: str) -> Iterator[str]:
             conn.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
-def _deletes(emulator: Emulator) -> int:
-    return len(emulator.calls("DeletePackageVersions"))
-
-
-def _event(gateway: Gateway, event_id: str) -> AuditEventRecord:
-    event = gateway.audit_store.event(event_id)
-    assert event is not None, f"no audit event {event_id}"
-    return event
-
-
-def _kinds(event: AuditEventRecord) -> list[str]:
-    return [entry.kind.value for entry in event.entries]
-
-
-def _audit_health(gateway: Gateway) -> int:
-    with grpc.insecure_channel(gateway.address) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="pkggov.audit"), timeout=5
-        )
-    return int(reply.status)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 8.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def test_allowed_delete_is_recorded_in_postgres(
     schema: str, make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
     """An allowed delete: intent then outcome, stored in the test's schema."""
     with make_gateway(audit={"store": _url(schema)}) as gw, stub_for(gw) as stub:
         response = stub.DeletePackageVersions(request(versions=["1.0.0"]), timeout=10)
-        event = _event(gw, response.audit_event_id)
-    assert ["intent", "outcome"] == _kinds(event)
+        event = audit_event(gw, response.audit_event_id)
+    assert ["intent", "outcome"] == kinds(event)
     intent, outcome = event.entries
     assert intent.seq < outcome.seq
     assert ("OK", "allowed") == (outcome.body["status"]["code"], outcome.body["decision"])
     assert ["1.0.0"] == list(outcome.body["response"]["successful_versions"])
     assert outcome.body["upstream"]["aws_request_ids"]
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
     assert ["intent", "outcome"] == _stored_kinds(schema, response.audit_event_id)
 
 
@@ -183,7 +158,7 @@ def test_fail_closed_when_postgres_is_unreachable(
     proxy = _TcpProxy()
     try:
         with make_gateway(audit={"store": _url(schema, proxy.port)}) as gw, stub_for(gw) as stub:
-            assert health_pb2.HealthCheckResponse.SERVING == _audit_health(gw)
+            assert health_pb2.HealthCheckResponse.SERVING == audit_health(gw)
             proxy.cut()
             error = failed_call(stub, request(versions=["1.0.0"]))
             assert (grpc.StatusCode.UNAVAILABLE, "AUDIT_UNAVAILABLE") == (
@@ -191,20 +166,18 @@ def test_fail_closed_when_postgres_is_unreachable(
                 error.reason,
             )
             assert error.metadata.get("audit_event_id")
-            assert 0 == _deletes(emulator)
+            assert 0 == deletes(emulator)
             assert "Published" == emulator.version_status(
                 "demo", "dev-shared", "npm", None, "left-pad", "1.0.0"
             )
-            assert _wait_for(
-                lambda: _audit_health(gw) == health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            assert wait_for(lambda: audit_health(gw) == health_pb2.HealthCheckResponse.NOT_SERVING)
             proxy.resume()
-            assert _wait_for(lambda: _audit_health(gw) == health_pb2.HealthCheckResponse.SERVING)
+            assert wait_for(lambda: audit_health(gw) == health_pb2.HealthCheckResponse.SERVING)
             response = stub.DeletePackageVersions(request(versions=["1.0.0"]), timeout=10)
             assert ["1.0.0"] == list(response.successful_versions)
     finally:
         proxy.cut()
-    assert 1 == _deletes(emulator)
+    assert 1 == deletes(emulator)
     assert ["intent", "outcome"] == _stored_kinds(schema, response.audit_event_id)
     assert [] == _stored_kinds(schema, error.metadata["audit_event_id"])
 
@@ -223,7 +196,7 @@ def test_reads_work_again_once_postgres_is_back(
             proxy.cut()
             failed_call(stub, request(versions=["1.1.0"]))
             proxy.resume()
-            assert _wait_for(lambda: _audit_health(gw) == health_pb2.HealthCheckResponse.SERVING)
+            assert wait_for(lambda: audit_health(gw) == health_pb2.HealthCheckResponse.SERVING)
             again = stub.DeletePackageVersions(
                 request(versions=["1.1.0"], request_id=str(uuid.uuid4())), timeout=10
             )
@@ -237,7 +210,7 @@ def test_reads_work_again_once_postgres_is_back(
             assert first.audit_event_id == got.event.event_id
     finally:
         proxy.cut()
-    assert 2 == _deletes(emulator)
+    assert 2 == deletes(emulator)
 
 
 def _stored_kinds(schema: str, event_id: str) -> list[str]:
@@ -288,9 +261,9 @@ def test_two_gateways_share_one_record_under_load(
         responses = [f.result() for f in futures]
 
         forwarding = [k for k in range(len(requests)) if k % 2 == 0]
-        assert len(forwarding) == _deletes(emulator)
+        assert len(forwarding) == deletes(emulator)
         for k, response in enumerate(responses):
-            event = _event(a, response.audit_event_id)
+            event = audit_event(a, response.audit_event_id)
             outcomes = [e for e in event.entries if e.kind is EntryKind.OUTCOME]
             intents = [e for e in event.entries if e.kind is EntryKind.INTENT]
             assert 1 == len(outcomes), event
@@ -309,7 +282,7 @@ def test_two_gateways_share_one_record_under_load(
         # AIP-155 across replicas: a delete answered by a, retried at b.
         replayed = _call(b, requests[0])
         assert responses[0] == replayed
-        assert len(forwarding) == _deletes(emulator)
+        assert len(forwarding) == deletes(emulator)
         other = pb.DeletePackageVersionsRequest()
         other.CopyFrom(requests[0])
         other.versions[:] = [versions[2]]
@@ -319,4 +292,4 @@ def test_two_gateways_share_one_record_under_load(
             error.code,
             error.reason,
         )
-        assert len(forwarding) == _deletes(emulator)
+        assert len(forwarding) == deletes(emulator)

@@ -23,14 +23,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pkggov_gateway.adapters.audit_sql import COLUMNS, open_audit_store
+from pkggov_gateway.adapters.audit_sql import open_audit_store
 from pkggov_gateway.adapters.audit_verify import VerifyReport, verify
 from pkggov_gateway.domain.audit import (
+    COLUMNS,
     NewEntry,
     StoredEntry,
     canonical,
     chain_hash,
-    columns_of,
+    column_values,
     format_time,
 )
 
@@ -201,10 +202,9 @@ def test_an_inserted_row_with_a_valid_hash_is_found(
     forged = _body(principal={"id": "bob"}, decision="denied", status={"code": "DENIED"})
     text = canonical(forged)
     prev = events[k - 1].hash
-    columns = columns_of(forged)
     names = ", ".join(("seq", *COLUMNS, "body", "prev_hash", "hash"))
     marks = ", ".join("?" for _ in range(len(COLUMNS) + 4))
-    values = (k + 1, *(getattr(columns, n) for n in COLUMNS), text, prev, chain_hash(prev, text))
+    values = (k + 1, *column_values(forged), text, prev, chain_hash(prev, text))
     database.execute(
         *_shift(k, +1),
         (f"INSERT INTO audit_entries ({names}) VALUES ({marks})", values),  # noqa: S608

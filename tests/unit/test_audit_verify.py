@@ -14,9 +14,15 @@ from typing import Any
 import pytest
 
 from pkggov_gateway.adapters import audit_verify
-from pkggov_gateway.adapters.audit_sql import COLUMNS
 from pkggov_gateway.adapters.audit_verify import Problem, VerifyReport, verify
-from pkggov_gateway.domain.audit import GENESIS, canonical, chain_hash, columns_of
+from pkggov_gateway.domain.audit import (
+    COLUMNS,
+    GENESIS,
+    canonical,
+    chain_hash,
+    column_values,
+    columns_of,
+)
 
 Row = tuple[Any, ...]
 BODY = 1 + len(COLUMNS)
@@ -433,20 +439,20 @@ def test_a_hashed_body_that_is_no_entry_is_modified(text: str) -> None:
     ],
     ids=lambda entry: str(entry["event_id"]),
 )
-def test_the_quick_columns_are_columns_of(entry: dict[str, Any]) -> None:
+def test_the_column_values_are_columns_of(entry: dict[str, Any]) -> None:
     expected = tuple(getattr(columns_of(entry), name) for name in COLUMNS)
-    assert expected == audit_verify._quick_columns(entry)
+    assert expected == column_values(entry)
 
 
 @pytest.mark.parametrize(
     "entry",
     [{"kind": "outcome", "time": "t"}, {"event_id": "e", "time": "t"}, {"event_id": "e"}],
 )
-def test_the_quick_columns_fail_where_columns_of_fails(entry: dict[str, Any]) -> None:
+def test_the_column_values_fail_where_columns_of_fails(entry: dict[str, Any]) -> None:
     with pytest.raises(KeyError):
         columns_of(entry)
     with pytest.raises(KeyError):
-        audit_verify._quick_columns(entry)
+        column_values(entry)
 
 
 # --- with worker processes ----------------------------------------------------------------

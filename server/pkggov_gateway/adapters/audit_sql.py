@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from pkggov_gateway.domain.audit import (
+    COLUMNS,
     GENESIS,
     AppendGuard,
     AuditEventRecord,
@@ -46,7 +47,7 @@ from pkggov_gateway.domain.audit import (
     StoredEntry,
     canonical,
     chain_hash,
-    columns_of,
+    column_values,
     format_time,
     parse_time,
     replay_verdict,
@@ -54,7 +55,6 @@ from pkggov_gateway.domain.audit import (
 from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededError
 
 __all__ = [
-    "COLUMNS",
     "PostgresDialect",
     "SqlAuditStore",
     "SqliteDialect",
@@ -63,24 +63,6 @@ __all__ = [
 
 log = structlog.get_logger("pkggov.audit.store")
 
-COLUMNS = (
-    "event_id",
-    "kind",
-    "recorded_at",
-    "request_id",
-    "principal",
-    "domain",
-    "repository",
-    "format",
-    "namespace",
-    "package",
-    "versions",
-    "decision",
-    "status_code",
-    "versions_planned",
-    "versions_deleted",
-)
-"""The indexed columns, in table order (after seq, before body, prev_hash, hash)."""
 
 _SELECT_ENTRY = "SELECT seq, prev_hash, hash, body FROM audit_entries"
 _LISTED = (
@@ -281,6 +263,9 @@ class _Item:
     durable: bool
     future: Future[StoredEntry] = field(default_factory=Future)
     text: str = ""
+    """The body's canonical form."""
+    columns: tuple[Any, ...] = ()
+    """The body's indexed column values."""
 
 
 class SqlAuditStore:
@@ -308,8 +293,6 @@ class SqlAuditStore:
         self._closed = False
         self._writer_conn: Any = None
         self.last_error: str | None = None
-        self.commits = 0
-        self.entries_committed = 0
         try:
             self._migrate()
         except Exception as err:
@@ -331,17 +314,15 @@ class SqlAuditStore:
         """
         if self._closed:
             raise AuditUnavailableError("the audit store is closed")
-        item = _Item(entry, guard, durable, text=canonical(entry.body))
+        item = _Item(
+            entry, guard, durable, text=canonical(entry.body), columns=column_values(entry.body)
+        )
         self._queue.put(item)
         return item.future.result()
 
     def healthy(self) -> bool:
         """False while the last write failed or a durable entry awaits its commit."""
         return self._healthy.is_set()
-
-    def backlog(self) -> int:
-        """Durable entries waiting to be committed."""
-        return len(self._backlog)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the writer after it has committed what is queued (durable entries: tried)."""
@@ -428,23 +409,15 @@ class SqlAuditStore:
         events = tuple(AuditEventRecord(i, tuple(entries[i])) for i in ids)
         return AuditPage(events, int(page[-1][1]) if more and page else None)
 
-    def open_intents(self, *, older_than: datetime | None = None) -> list[AuditEventRecord]:
-        """Events with an intent but neither outcome nor reconciliation (oldest first).
-
-        With `older_than`, only intents recorded before that time.
-        """
+    def open_intents(self) -> list[AuditEventRecord]:
+        """Events with an intent but neither outcome nor reconciliation (oldest first)."""
         sql = (
             "SELECT i.seq, i.prev_hash, i.hash, i.body FROM audit_entries i "
             "WHERE i.kind = 'intent' AND NOT EXISTS (SELECT 1 FROM audit_entries o "
-            "WHERE o.event_id = i.event_id AND o.kind <> 'intent')"
+            "WHERE o.event_id = i.event_id AND o.kind <> 'intent') ORDER BY i.seq"
         )
-        params: list[Any] = []
-        if older_than is not None:
-            sql += " AND i.recorded_at < ?"
-            params.append(format_time(older_than))
-        sql += " ORDER BY i.seq"
         with self._reader() as conn:
-            rows = self._fetch(conn, sql, params)
+            rows = self._fetch(conn, sql, ())
         return [AuditEventRecord(e.event_id, (e,)) for e in map(_entry, rows)]
 
     def iter_rows(self, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
@@ -462,11 +435,6 @@ class SqlAuditStore:
                     return
                 yield from rows
                 after = rows[-1][0]
-
-    def ping(self) -> None:
-        """Raise when the database cannot be read."""
-        with self._reader() as conn:
-            self._fetch(conn, "SELECT 1", ())
 
     # --- internals: connections and queries ------------------------------------------------
 
@@ -653,22 +621,17 @@ class SqlAuditStore:
             self._failed(err)
             failure = AuditUnavailableError(f"{self.dialect.description}: {err}")
             self._backlog = [item for item in batch if item.durable]
-            for item in batch:
-                if not item.durable and not item.future.done():
+            for item in batch:  # a durable entry's caller goes on; the entry is retried
+                if not item.future.done():
                     item.future.set_exception(failure)
-                elif item.durable and not item.future.done():
-                    item.future.set_exception(failure)  # the caller goes on; we retry
             return
         self._backlog = []
-        self.commits += 1
         for item, result in results:
-            if isinstance(result, StoredEntry):
-                self.entries_committed += 1
-                if self._on_commit is not None:
-                    try:
-                        self._on_commit(result)
-                    except Exception:
-                        log.exception("audit.copy_failed", event_id=result.event_id)
+            if isinstance(result, StoredEntry) and self._on_commit is not None:
+                try:
+                    self._on_commit(result)
+                except Exception:  # the copy must never fail the record
+                    log.exception("audit.copy_failed", event_id=result.event_id)
             if item.future.done():
                 continue  # a durable entry retried after its caller was told
             if isinstance(result, BaseException):
@@ -706,9 +669,7 @@ class SqlAuditStore:
                 continue
             seq += 1
             digest = chain_hash(prev, item.text)
-            columns = columns_of(item.entry.body)
-            values = tuple(getattr(columns, name) for name in COLUMNS)
-            conn.execute(insert, (seq, *values, item.text, prev, digest))
+            conn.execute(insert, (seq, *item.columns, item.text, prev, digest))
             stored = StoredEntry(seq, prev, digest, item.entry.body)
             existing[key] = stored
             results.append((item, stored))
@@ -729,7 +690,7 @@ class SqlAuditStore:
         guard = item.guard
         if guard is None:
             return None
-        principal = columns_of(item.entry.body).principal or ""
+        principal = item.columns[COLUMNS.index("principal")] or ""
         if guard.request_id is not None:
             event = self._event_by_request_id(conn, principal, guard.request_id)
             if event is not None and replay_verdict(event) != "rerun":
@@ -780,11 +741,3 @@ def open_audit_store(url: str, *, replica: str = "gateway", **options: Any) -> S
         path = url.removeprefix("sqlite:") if url.startswith("sqlite:") else url
         dialect = SqliteDialect(Path(path[2:] if path.startswith("//") else path))
     return SqlAuditStore(dialect, replica=replica, **options)
-
-
-def event_summary(event: AuditEventRecord) -> Mapping[str, Any]:
-    """The event's entries merged into one mapping (later entries win), for display."""
-    merged: dict[str, Any] = {}
-    for entry in event.entries:
-        merged.update(entry.body)
-    return merged

@@ -4,7 +4,7 @@
 columns, body, prev_hash, hash) and checks, for every row, that
 
 - its hash is ``chain_hash(prev_hash, body)`` (else the row was *modified*);
-- its indexed columns are what `columns_of` derives from its body (else *columns*);
+- its indexed columns are what `column_values` derives from its body (else *columns*);
 - its prev_hash is the hash of the row before it (``GENESIS`` for the first row).
 
 ``seq`` is not hashed: it is only where a row is stored, and whoever can write the table can
@@ -52,11 +52,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, islice
-from operator import attrgetter
 from typing import Any, Literal
 
-from pkggov_gateway.adapters.audit_sql import COLUMNS
-from pkggov_gateway.domain.audit import GENESIS, columns_of
+from pkggov_gateway.domain.audit import COLUMNS, GENESIS, column_values
 
 __all__ = ["Problem", "ProblemKind", "VerifyReport", "verify"]
 
@@ -67,7 +65,6 @@ _PREV = _BODY + 1
 _HASH = _BODY + 2
 _WIDTH = _BODY + 3
 _EVENT_ID = 1 + COLUMNS.index("event_id")
-_columns = attrgetter(*COLUMNS)
 
 _WINDOW = 4096
 """How many recent rows are kept to name the first of several inserted rows."""
@@ -79,7 +76,7 @@ _PARALLEL_AFTER = 10_000
 _HASH_OK, _PARSED, _COLUMNS_OK = 1, 2, 4
 _ALL_OK = _HASH_OK | _PARSED | _COLUMNS_OK
 _PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
-"""What parsing a body that is not an entry raises (from json.loads or `columns_of`)."""
+"""What parsing a body that is not an entry raises (json.loads or `column_values`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,70 +148,21 @@ def _hashes(row: tuple[Any, ...]) -> bool:
     return bool(digest == row[_HASH])
 
 
-def _quick_columns(body: Any) -> tuple[Any, ...]:
-    """What ``columns_of(body)`` holds, in `COLUMNS` order, without building `AuditColumns`
-    (which costs more than the rest of the check): the fast path of `_check_rows` only.
-
-    A row whose columns differ from this is judged by `columns_of` itself, so a divergence
-    could only let a column that matches this (and not `columns_of`) pass unnoticed;
-    tests/unit/test_audit_verify.py holds the two to the same answers.
-    """
-    request = body.get("request") or {}
-    principal = body.get("principal") or {}
-    status = body.get("status") or {}
-    versions = request.get("versions")
-    forward = body.get("forward")
-    deleted = body.get("deleted")
-    return (
-        str(body["event_id"]),
-        str(body["kind"]),
-        str(body["time"]),
-        body.get("request_id") or None,
-        principal.get("id") or None,
-        request.get("domain") or None,
-        request.get("repository") or None,
-        request.get("format") or None,
-        request.get("namespace") or None,
-        request.get("package") or None,
-        ("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
-        body.get("decision") or None,
-        status.get("code") or None,
-        len(forward) if isinstance(forward, list) else None,
-        int(deleted) if isinstance(deleted, int) else None,
-    )
-
-
 def _check_rows(rows: list[tuple[Any, ...]]) -> bytes:
     """The checks of each row on its own, one byte of flags per row: its hash verifies
     (`_HASH_OK`), its body parses (`_PARSED`), its columns are its body's (`_COLUMNS_OK`).
 
     Needs no other row, so it runs in worker processes for large stores."""
     flags = bytearray(len(rows))
-    sha256, raw_decode, quick = hashlib.sha256, _raw_decode, _quick_columns
     for index, row in enumerate(rows):
-        body = row[_BODY]
+        found = _HASH_OK if _hashes(row) else 0
         try:
-            digest = sha256((row[_PREV] + body).encode()).hexdigest()
-            value, end = raw_decode(body)
-            if end != len(body):
-                value = json.loads(body)
-            if row[1:_BODY] == quick(value):
-                flags[index] = _ALL_OK if digest == row[_HASH] else _PARSED | _COLUMNS_OK
-                continue
+            columns = column_values(_decode(row[_BODY]))
         except _PARSE_ERRORS:
-            pass
-        flags[index] = _check_row(row)
+            flags[index] = found
+            continue
+        flags[index] = found | _PARSED | (_COLUMNS_OK if row[1:_BODY] == columns else 0)
     return bytes(flags)
-
-
-def _check_row(row: tuple[Any, ...]) -> int:
-    """`_check_rows` of one row, by `columns_of` itself (the slow path)."""
-    found = _HASH_OK if _hashes(row) else 0
-    try:
-        derived = _columns(columns_of(_decode(row[_BODY])))
-    except _PARSE_ERRORS:
-        return found
-    return found | _PARSED | (_COLUMNS_OK if row[1:_BODY] == derived else 0)
 
 
 def _check_pickled(data: bytes) -> bytes:
@@ -245,13 +193,13 @@ def _examine(row: tuple[Any, ...], position: int) -> _Row:
     event_id: str | None = None if row[_EVENT_ID] is None else str(row[_EVENT_ID])
     parsed = columns_ok = False
     try:
-        columns = columns_of(_decode(row[_BODY]))
+        columns = column_values(_decode(row[_BODY]))
     except _PARSE_ERRORS:
         pass
     else:
         parsed = True
-        event_id = columns.event_id
-        columns_ok = tuple(row[1:_BODY]) == _columns(columns)
+        event_id = columns[0]
+        columns_ok = tuple(row[1:_BODY]) == columns
     return _Row(
         position=position,
         seq=int(row[0]),

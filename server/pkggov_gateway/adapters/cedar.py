@@ -309,19 +309,22 @@ def _authorize_read(
     return _decision(snapshot, "audit", result)
 
 
+def _principal_entity(principal: Principal, groups: Iterable[str]) -> dict[str, Any]:
+    """The principal as a Cedar entity, in its groups."""
+    return {
+        "uid": {"type": PRINCIPAL_TYPE, "id": principal.id},
+        "attrs": {"auth_method": principal.method.value},
+        "parents": [{"type": GROUP_TYPE, "id": group} for group in groups],
+    }
+
+
 def _read_input(
     principal: Principal, groups: Iterable[str], now: datetime
 ) -> tuple[dict[str, Any], str]:
-    principal_uid = {"type": PRINCIPAL_TYPE, "id": principal.id}
+    principal_entity = _principal_entity(principal, groups)
+    principal_uid = principal_entity["uid"]
     method = principal.method.value
-    entities = [
-        {
-            "uid": principal_uid,
-            "attrs": {"auth_method": method},
-            "parents": [{"type": GROUP_TYPE, "id": group} for group in groups],
-        },
-        {"uid": _AUDIT_LOG, "attrs": {}, "parents": []},
-    ]
+    entities = [principal_entity, {"uid": _AUDIT_LOG, "attrs": {}, "parents": []}]
     context = {"now": _epoch(now), "peer": principal.peer, "auth_method": method}
     request = {
         "principal": principal_uid,
@@ -393,14 +396,9 @@ def _cedar_input(
     package = request.package
     context = request.context
     method = principal.method.value
-    principal_uid = {"type": PRINCIPAL_TYPE, "id": principal.id}
-    entities: list[dict[str, Any]] = [
-        {
-            "uid": principal_uid,
-            "attrs": {"auth_method": method},
-            "parents": [{"type": GROUP_TYPE, "id": group} for group in groups],
-        }
-    ]
+    principal_entity = _principal_entity(principal, groups)
+    principal_uid = principal_entity["uid"]
+    entities: list[dict[str, Any]] = [principal_entity]
     wanted = reads.resource
     common = {
         name: value

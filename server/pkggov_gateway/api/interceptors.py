@@ -49,6 +49,7 @@ CURRENT_AUDIT: contextvars.ContextVar[AuditCall | None] = contextvars.ContextVar
 
 GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 AUDIT_EVENT_KEY = "x-pkggov-audit-event-id"
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 """Trailing metadata key carrying the call's audit event id."""
 
 PROTECTED_PREFIX = "/pkggov.v1."
@@ -148,7 +149,7 @@ class _AbortStatus(
 
 
 def _abort_status(status: status_pb2.Status, event_id: str | None) -> grpc.Status:
-    code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    code = _CODE_BY_NUMBER[status.code]
     trailing: list[tuple[str, str | bytes]] = [
         (GRPC_DETAILS_METADATA_KEY, status.SerializeToString())
     ]
@@ -224,7 +225,7 @@ def _edge(
             if audit is not None:
                 status = _record(audit, response, status)
             if status is not None:
-                code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+                code = _CODE_BY_NUMBER[status.code]
                 context.abort_with_status(_abort_status(status, event_id))
             if event_id is not None:
                 context.set_trailing_metadata(((AUDIT_EVENT_KEY, event_id),))
@@ -269,7 +270,7 @@ def _record(
         recorded = _as_dict(response) if isinstance(response, Message) else None
         metadata: dict[str, str] = {}
     else:
-        code = next(c for c in grpc.StatusCode if c.value[0] == status.code).name
+        code = _CODE_BY_NUMBER[status.code].name
         reason, message, recorded = _reason(status), status.message, None
         details = base64.b64encode(status.SerializeToString()).decode()
         metadata = {}

@@ -45,6 +45,7 @@ __all__ = [
     "StoredEntry",
     "canonical",
     "chain_hash",
+    "column_values",
     "columns_of",
     "format_time",
     "parse_time",
@@ -137,31 +138,44 @@ class AuditColumns:
     """Outcome and reconciliation: how many versions were deleted."""
 
 
-def columns_of(body: Mapping[str, Any]) -> AuditColumns:
-    """Derive the indexed columns of an entry from its body (the body is the record)."""
+COLUMNS: tuple[str, ...] = tuple(AuditColumns.__dataclass_fields__)
+"""The indexed columns' names, in table order (AuditColumns' field order)."""
+
+
+def column_values(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The indexed columns of an entry, derived from its body, in `COLUMNS` order.
+
+    The one derivation: the store writes these values and `verify` compares them.
+    Raises KeyError when the body lacks event_id, kind or time.
+    """
     request = body.get("request") or {}
     principal = body.get("principal") or {}
     status = body.get("status") or {}
     versions = request.get("versions")
     forward = body.get("forward")
     deleted = body.get("deleted")
-    return AuditColumns(
-        event_id=str(body["event_id"]),
-        kind=str(body["kind"]),
-        recorded_at=str(body["time"]),
-        request_id=_text(body.get("request_id")),
-        principal=_text(principal.get("id")),
-        domain=_text(request.get("domain")),
-        repository=_text(request.get("repository")),
-        format=_text(request.get("format")),
-        namespace=_text(request.get("namespace")),
-        package=_text(request.get("package")),
-        versions=("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
-        decision=_text(body.get("decision")),
-        status_code=_text(status.get("code")),
-        versions_planned=len(forward) if isinstance(forward, list) else None,
-        versions_deleted=int(deleted) if isinstance(deleted, int) else None,
+    return (
+        str(body["event_id"]),
+        str(body["kind"]),
+        str(body["time"]),
+        _text(body.get("request_id")),
+        _text(principal.get("id")),
+        _text(request.get("domain")),
+        _text(request.get("repository")),
+        _text(request.get("format")),
+        _text(request.get("namespace")),
+        _text(request.get("package")),
+        ("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
+        _text(body.get("decision")),
+        _text(status.get("code")),
+        len(forward) if isinstance(forward, list) else None,
+        int(deleted) if isinstance(deleted, int) else None,
     )
+
+
+def columns_of(body: Mapping[str, Any]) -> AuditColumns:
+    """The indexed columns of an entry, by name (see `column_values`)."""
+    return AuditColumns(*column_values(body))
 
 
 def _text(value: Any) -> str | None:

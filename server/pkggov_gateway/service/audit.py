@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -28,8 +28,6 @@ from pkggov_gateway.domain.audit import (
     SCHEMA_VERSION,
     AppendGuard,
     AuditEventRecord,
-    AuditPage,
-    AuditQuery,
     Decision,
     EntryKind,
     NewEntry,
@@ -41,11 +39,10 @@ from pkggov_gateway.domain.audit import (
 )
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
-    AuditUnavailableError,
     PkggovError,
     QuotaExceededError,
     RequestInProgressError,
-    UpstreamError,
+    UpstreamNotFoundError,
 )
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import (
@@ -54,35 +51,13 @@ from pkggov_gateway.domain.model import (
     PlannedVersion,
     VersionStatus,
 )
-from pkggov_gateway.ports import CodeArtifactPort
+from pkggov_gateway.ports import AuditStore, CodeArtifactPort
 
 _NOT_RUN = frozenset({"REQUEST_IN_PROGRESS", "REQUEST_ID_REUSED"})
 
-__all__ = ["AuditCall", "AuditStore", "Auditor", "QuotaLimits", "fingerprint"]
+__all__ = ["AuditCall", "Auditor", "QuotaLimits", "fingerprint"]
 
 log = structlog.get_logger("pkggov.audit")
-
-
-class AuditStore(Protocol):
-    """The audit store as the service needs it (implemented by adapters.audit_sql)."""
-
-    replica: str
-
-    def append(
-        self, entry: NewEntry, *, guard: AppendGuard | None = None, durable: bool = False
-    ) -> StoredEntry: ...
-
-    def event(self, event_id: str) -> AuditEventRecord | None: ...
-
-    def event_by_request_id(self, principal: str, request_id: str) -> AuditEventRecord | None: ...
-
-    def list_events(self, query: AuditQuery) -> AuditPage: ...
-
-    def open_intents(self, *, older_than: datetime | None = None) -> list[AuditEventRecord]: ...
-
-    def quota_usage(self, quota: QuotaCheck) -> tuple[int, float]: ...
-
-    def healthy(self) -> bool: ...
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:
@@ -178,7 +153,7 @@ class Auditor:
                 states[version] = "deleted" if gone else "still_present"
         except (PkggovError, KeyError, ValueError) as err:
             detail = f"CodeArtifact could not be read: {err}"
-            if isinstance(err, UpstreamError) and type(err).__name__ == "UpstreamNotFoundError":
+            if isinstance(err, UpstreamNotFoundError):
                 states = dict.fromkeys(versions, "deleted")
                 detail = f"the package no longer exists: {err}"
             else:
@@ -217,6 +192,7 @@ class AuditCall:
         self._started = time.perf_counter()
         self.principal: Principal | None = None
         self.request: dict[str, Any] | None = None
+        self._fingerprint: str | None = None
         self.request_id: str | None = None
         self.plan: Mapping[str, PlannedVersion] | None = None
         self.forward: list[str] | None = None
@@ -230,6 +206,7 @@ class AuditCall:
     def set_request(self, request: dict[str, Any]) -> None:
         """The request as received (all fields, proto names)."""
         self.request = request
+        self._fingerprint = None
         self.request_id = str(request.get("request_id") or "") or None
         self.dry_run = bool(request.get("validate_only"))
 
@@ -240,7 +217,10 @@ class AuditCall:
         return self._auditor.store.event_by_request_id(self.principal.id, self.request_id)
 
     def fingerprint(self) -> str:
-        return fingerprint(self.request or {})
+        """The request's fingerprint (computed once: replay check, intent and outcome)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.request or {})
+        return self._fingerprint
 
     # --- the delete use case's journal ---------------------------------------------------
 
@@ -401,8 +381,3 @@ def _upstream_versions(response: Mapping[str, Any] | None) -> dict[str, Any]:
 def default_replica() -> str:
     """The replica name when none is configured: the host name."""
     return socket.gethostname() or "gateway"
-
-
-def audit_unavailable(detail: str) -> AuditUnavailableError:
-    """An AuditUnavailableError (for the edge's fail-closed path)."""
-    return AuditUnavailableError(detail)
