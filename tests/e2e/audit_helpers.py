@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from pkggov_emulator import Emulator
 from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.domain.audit import AuditEventRecord
+from tests.e2e.harness import health_status, wait_for
+
+__all__ = ["AUDIT_HEALTH", "audit_event", "audit_health", "deletes", "kinds", "wait_for"]
 
 AUDIT_HEALTH = "pkggov.audit"
 
@@ -34,18 +31,4 @@ def kinds(record: AuditEventRecord) -> list[str]:
 
 def audit_health(gateway: Gateway) -> int:
     """The gateway's grpc.health.v1 status for the audit store."""
-    with grpc.insecure_channel(gateway.address) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=AUDIT_HEALTH), timeout=5
-        )
-    return int(reply.status)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 8.0) -> bool:
-    """Poll `predicate` until it holds or `timeout` seconds pass; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return health_status(gateway.address, AUDIT_HEALTH)

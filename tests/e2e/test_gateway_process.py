@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -19,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.adapters.cedar import default_policy_files
 from tests.e2e.conftest import spawn_gateway
-from tests.e2e.harness import GatewayProcess, request
+from tests.e2e.harness import GatewayProcess, health_status, request, wait_for
 
 
 def test_banner_prints_ready_to_paste_examples(gateway_process: GatewayProcess) -> None:
@@ -95,20 +94,7 @@ def test_sigterm_drains_in_flight_calls_then_exits(gateway_process: GatewayProce
 
 
 def _policy_health(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="pkggov.policy"), timeout=5
-        )
-    return int(reply.status)
-
-
-def _wait_for(predicate: Callable[[], bool], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+    return health_status(address, "pkggov.policy")
 
 
 def test_sighup_reloads_policy_and_a_bad_set_keeps_the_old(bin_dir: Path, tmp_path: Path) -> None:
@@ -123,10 +109,10 @@ def test_sighup_reloads_policy_and_a_bad_set_keeps_the_old(bin_dir: Path, tmp_pa
             health_pb2.HealthCheckResponse.SERVING,
             health_pb2.HealthCheckResponse.NOT_SERVING,
         )
-        assert _wait_for(lambda: _policy_health(process.address) == not_serving)
+        assert wait_for(lambda: _policy_health(process.address) == not_serving)
         broken.unlink()
         process.proc.send_signal(signal.SIGHUP)
-        assert _wait_for(lambda: _policy_health(process.address) == serving)
+        assert wait_for(lambda: _policy_health(process.address) == serving)
         process.proc.send_signal(signal.SIGTERM)
         assert 0 == process.proc.wait(timeout=20)
 
