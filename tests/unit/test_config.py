@@ -112,10 +112,12 @@ def test_bad_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_shipped_example_is_valid() -> None:
-    """examples/pkggov.toml loads and keeps the emulator off."""
+    """examples/pkggov.toml loads, keeps the emulator off and shows a fleet's audit and quotas."""
     example = Path(__file__).resolve().parents[2] / "examples" / "pkggov.toml"
     settings = load_settings(example, {})
     assert ("0.0.0.0:50051", False) == (settings.server.listen, settings.emulator.enabled)
+    assert settings.audit.store.startswith("postgresql://")
+    assert {"ci": 500, "release-admins": 5000} == settings.quota.max_versions_per_group
 
 
 def test_development_identity_only_on_loopback() -> None:
