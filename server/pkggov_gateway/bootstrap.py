@@ -23,6 +23,7 @@ from pkggov_gateway.adapters.cedar import (
 )
 from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
 from pkggov_gateway.adapters.identity import build_authenticator
+from pkggov_gateway.adapters.rate_limit import RateLimits
 from pkggov_gateway.adapters.tls import server_credentials
 from pkggov_gateway.api.server import GrpcServer
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
@@ -273,6 +274,11 @@ def build_gateway(settings: Settings) -> Gateway:
             read_timeout_seconds=upstream.read_timeout_seconds,
             deadline_margin_seconds=upstream.deadline_margin_seconds,
             min_attempt_seconds=upstream.min_call_seconds,
+        ),
+        rate_limits=RateLimits(
+            write_calls_per_second=upstream.write_calls_per_second,
+            read_calls_per_second=upstream.read_calls_per_second,
+            replicas=upstream.replicas,
         ),
     )
     chunk_executor = ThreadPoolExecutor(upstream.chunk_workers, thread_name_prefix="pkggov-chunk")

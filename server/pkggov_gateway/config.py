@@ -74,6 +74,11 @@ class UpstreamSettings:
     chunk_parallelism: int = 4
     chunk_workers: int = 16
     min_call_seconds: float = 0.2
+    # CodeArtifact's per-account, per-Region request limits, kept under (the fleet's budget):
+    # about 100 writes/s and 200 ListPackageVersions/s. Each replica takes 1/replicas of them.
+    write_calls_per_second: float = 90.0
+    read_calls_per_second: float = 180.0
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +320,11 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"identity.mode = mtls needs {', '.join(missing)}")
     if identity.mode == "proxy" and not identity.trusted_proxies:
         raise ConfigError("identity.mode = proxy needs identity.trusted_proxies")
+    for key in ("write_calls_per_second", "read_calls_per_second"):
+        if getattr(upstream, key) <= 0:
+            raise ConfigError(f"upstream.{key} must be greater than 0")
+    if upstream.replicas < 1:
+        raise ConfigError("upstream.replicas must be at least 1")
     if upstream.min_call_seconds <= upstream.deadline_margin_seconds:
         raise ConfigError(
             "upstream.min_call_seconds must be greater than upstream.deadline_margin_seconds"

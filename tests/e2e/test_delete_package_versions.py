@@ -14,6 +14,7 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator, FaultRule
 from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.config import UpstreamSettings
 from tests.conftest import free_port
 from tests.e2e.harness import (
     PRINCIPAL_KEY,
@@ -278,14 +279,14 @@ def test_transient_500_is_retried(stub: Stub, emulator: Emulator) -> None:
 def test_dropped_connection_is_unavailable_with_unknown_outcome(
     stub: Stub, emulator: Emulator
 ) -> None:
-    """The connection closes after the delete applied: UNAVAILABLE, outcome unknown, no retry."""
-    emulator.add_fault(
-        FaultRule(operation="DeletePackageVersions", kind="drop_after_apply", count=1)
-    )
+    """Every attempt's connection closes after the delete applied: the lost answers are retried
+    (max_attempts in all), then UNAVAILABLE with the outcome unknown."""
+    emulator.add_fault(FaultRule(operation="DeletePackageVersions", kind="drop_after_apply"))
     error = failed_call(stub, request(), 10)
     assert (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE") == (error.code, error.reason)
     assert "outcome is unknown" in error.message
-    assert 1 == _deletes(emulator)
+    assert UpstreamSettings().max_attempts == _deletes(emulator)
+    assert emulator.version_status("demo", "dev-shared", "npm", None, "left-pad", "1.0.0") is None
 
 
 def test_upstream_down_is_unavailable(make_gateway: GatewayFactory) -> None:

@@ -240,32 +240,60 @@ def test_internal_error_forever_raises_after_max_attempts(
     assert RETRY.max_attempts == len(emu.calls(OPERATION))
 
 
-def test_drop_after_apply_is_outcome_unknown_and_not_retried(
+def test_answers_lost_on_every_attempt_end_outcome_unknown(
     emu: Emulator, upstream: Upstream
 ) -> None:
-    """A connection dropped after the delete applied: outcome unknown, not retried, applied."""
+    """Every attempt applied and its connection dropped: each lost answer is retried, then the
+    error says the outcome is unknown; the first attempt deleted the version."""
     emu.add_fault(FaultRule(operation=OPERATION, kind="drop_after_apply"))
 
     with pytest.raises(UpstreamUnavailableError) as caught:
         upstream.delete(["1.0.0"])
 
     assert caught.value.outcome_unknown is True
-    assert 1 == len(emu.calls(OPERATION))
-    assert [] == upstream.sleeps.delays
+    assert RETRY.max_attempts == len(emu.calls(OPERATION))
+    assert RETRY.max_attempts - 1 == len(upstream.sleeps.delays)
     assert status_of(emu, LEFT_PAD, "1.0.0") is None
 
 
-def test_drop_before_apply_is_not_retried(emu: Emulator, upstream: Upstream) -> None:
-    """A connection dropped before applying looks the same to the client: not retried."""
-    emu.add_fault(FaultRule(operation=OPERATION, kind="drop"))
+def test_a_retry_after_a_lost_answer_is_marked(emu: Emulator, upstream: Upstream) -> None:
+    """The first attempt applied, its answer lost: the retry's NOT_FOUND comes back marked
+    after_lost_response, for the use case to read as "deleted by the lost attempt"."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="drop_after_apply", count=1))
+
+    outcome = upstream.delete(["1.0.0"])
+
+    assert outcome.after_lost_response is True
+    assert {"1.0.0": VersionErrorCode.NOT_FOUND} == {v: f.code for v, f in outcome.failed.items()}
+    assert 2 == len(emu.calls(OPERATION))
+
+
+def test_a_drop_before_apply_is_retried_and_applies_once(emu: Emulator, upstream: Upstream) -> None:
+    """A connection dropped before applying looks the same to the client: retried, and the
+    retry deletes the version (still marked, since the client cannot tell)."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="drop", count=1))
+
+    outcome = upstream.delete(["1.0.0"])
+
+    assert ["1.0.0"] == list(outcome.successful)
+    assert outcome.after_lost_response is True
+    assert [False, True] == [call.applied for call in emu.calls(OPERATION)]
+
+
+def test_a_clean_failure_after_a_lost_answer_raises_the_lost_one(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """Applied and dropped, then 500s until the attempts run out: the error raised is the
+    lost answer's (outcome unknown), not the 500 (which would say nothing was applied)."""
+    emu.add_fault(FaultRule(operation=OPERATION, kind="drop_after_apply", count=1))
+    emu.add_fault(FaultRule(operation=OPERATION, kind="internal"))
 
     with pytest.raises(UpstreamUnavailableError) as caught:
         upstream.delete(["1.0.0"])
 
     assert caught.value.outcome_unknown is True
-    assert 1 == len(emu.calls(OPERATION))
-    assert [] == upstream.sleeps.delays
-    assert "Published" == status_of(emu, LEFT_PAD, "1.0.0")
+    assert isinstance(caught.value.__cause__, UpstreamInternalError)
+    assert status_of(emu, LEFT_PAD, "1.0.0") is None
 
 
 def test_deadline_bounds_the_read_without_changing_the_client(
@@ -397,7 +425,7 @@ def test_transport_error_messages_do_not_name_the_endpoint(
     emu: Emulator, make_upstream: MakeUpstream
 ) -> None:
     """Messages of a dropped connection and of an unreachable endpoint never quote the URL."""
-    emu.add_fault(FaultRule(operation=OPERATION, kind="drop", count=1))
+    emu.add_fault(FaultRule(operation=OPERATION, kind="drop"))
     down_url = f"http://127.0.0.1:{free_port()}"
     errors: list[tuple[str, UpstreamError]] = []
     for endpoint_url in (emu.endpoint_url, down_url):

@@ -4,30 +4,38 @@ Every call is bounded by the caller's deadline: a `before-call` hook sets botoco
 per-request `read_timeout` from the time the caller has left, and retries (of throttling,
 internal errors and refused connections only) never sleep past it. botocore's own retries
 are switched off so that this module alone decides what is retried.
+
+Every attempt first takes a send slot from the rate limit of its kind (writes, reads) for the
+account it addresses (rate_limit.py), so a burst queues within its deadline instead of being
+throttled by CodeArtifact.
 """
 
 from __future__ import annotations
 
 import contextvars
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from botocore import exceptions as bce
 
+from pkggov_gateway.adapters.rate_limit import Pacer, RateLimits
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
     GatewayCredentialsError,
+    GatewayDrainingError,
     UpstreamAccessDeniedError,
     UpstreamConflictError,
     UpstreamError,
     UpstreamInternalError,
     UpstreamNotFoundError,
+    UpstreamRateLimitedError,
     UpstreamThrottledError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -59,6 +67,9 @@ log = structlog.get_logger("pkggov.upstream")
 
 _CALL_READ_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "pkggov_call_read_timeout", default=None
+)
+_CALL_SEND_SLOT: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "pkggov_call_send_slot", default=None
 )
 
 
@@ -256,6 +267,15 @@ def _set_read_timeout(context: dict[str, Any], **_: Any) -> None:
         context["read_timeout"] = timeout
 
 
+def _await_send_slot(**_: Any) -> None:
+    """botocore `before-send` hook: wait for the rate limit's send slot right before the
+    request goes on the wire (after signing), so that the limit holds as close as possible to
+    where CodeArtifact counts."""
+    wait = _CALL_SEND_SLOT.get()
+    if wait is not None:
+        wait()
+
+
 def _parse_status(value: Any) -> VersionStatus | None:
     try:
         return VersionStatus(value)
@@ -274,12 +294,19 @@ class BotoCodeArtifact:
         client: CodeArtifactClient,
         retry: RetryPolicy,
         sleep: Callable[[float], None] = time.sleep,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self._client = client
         self._retry = retry
         self._sleep = sleep
+        self._rate_limits = rate_limits or RateLimits()
+        self._limiters: dict[tuple[str, str], Pacer] = {}
+        self._limiters_lock = threading.Lock()
         client.meta.events.register(
             "before-call.codeartifact.*", _set_read_timeout, unique_id="pkggov-read-timeout"
+        )
+        client.meta.events.register(
+            "before-send.codeartifact.*", _await_send_slot, unique_id="pkggov-send-slot"
         )
 
     def delete_package_versions(
@@ -289,12 +316,39 @@ class BotoCodeArtifact:
         expected_status: VersionStatus | None,
         deadline: Deadline,
     ) -> DeleteOutcome:
-        """Delete `versions` (at most 100) of `package`, retrying within `deadline`."""
+        """Delete `versions` (at most 100) of `package`, retrying within `deadline`.
+
+        An attempt whose answer was lost (dropped connection, timeout) is retried too; the
+        outcome is then marked `after_lost_response`, because the retry reports NOT_FOUND for
+        the versions the lost attempt deleted. If a later attempt fails cleanly, the lost
+        attempt's error is raised: the outcome is unknown, not "nothing deleted".
+        """
         params = {**_package_params(package), "versions": list(versions)}
         if expected_status is not None:
             params["expectedStatus"] = expected_status.value
-        response = self._call_with_retries("delete_package_versions", params, deadline)
-        return _to_outcome(response)
+        lost: list[UpstreamError] = []
+        try:
+            response = self._call_with_retries(
+                "delete_package_versions", params, deadline, lost_answers=lost
+            )
+        except UpstreamNotFoundError as error:
+            if not lost:
+                raise
+            if error.resource_type not in {"package", "package-version"}:
+                raise lost[-1] from error
+            # The attempt whose answer was lost deleted the package's last versions, and
+            # the package with them: every version is reported NOT_FOUND, as CodeArtifact
+            # reports a version that is gone.
+            log.info("upstream.package_gone_after_lost_answer", versions=len(versions))
+            return replace(_not_found(versions, error.aws_request_id), after_lost_response=True)
+        except (UpstreamError, GatewayDrainingError) as error:
+            if lost and not getattr(error, "outcome_unknown", False):
+                # A later attempt failed cleanly, but an earlier one may have been applied:
+                # the caller must hear that the outcome is unknown, not that nothing happened.
+                raise lost[-1] from error
+            raise
+        outcome = _to_outcome(response)
+        return replace(outcome, after_lost_response=True) if lost else outcome
 
     def package_state(
         self,
@@ -307,6 +361,7 @@ class BotoCodeArtifact:
         version; DescribePackageVersion for the publication times asked for."""
         params = _package_params(package)
         statuses: dict[str, VersionStatus] = {}
+        revisions: dict[str, str] = {}
         latest: str | None = None
         token: str | None = None
         while True:
@@ -319,6 +374,8 @@ class BotoCodeArtifact:
                     log.warning("upstream.unknown_status", status=summary.get("status"))
                     status = VersionStatus.PUBLISHED  # the most protected reading
                 statuses[str(summary["version"])] = status
+                if summary.get("revision"):
+                    revisions[str(summary["version"])] = str(summary["revision"])
             token = page.get("nextToken")
             if not token:
                 break
@@ -332,11 +389,22 @@ class BotoCodeArtifact:
             when = described.get("packageVersion", {}).get("publishedTime")
             if isinstance(when, datetime):
                 published[version] = when
-        return PackageState(statuses, latest, published)
+        return PackageState(statuses, latest, published, revisions)
 
     def _call_with_retries(
-        self, method: str, params: Mapping[str, Any], deadline: Deadline
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        deadline: Deadline,
+        *,
+        lost_answers: list[UpstreamError] | None = None,
     ) -> Mapping[str, Any]:
+        """Call `method`, retrying what may be retried within `deadline`.
+
+        With `lost_answers` (a delete, whose repetition cannot delete more than the first
+        attempt meant to), an attempt whose answer was lost is retried too, and its error is
+        appended there so that the caller can read NOT_FOUND in the final answer correctly.
+        """
         policy = self._retry
         left = deadline.remaining() - policy.deadline_margin_seconds
         if left < policy.min_attempt_seconds:
@@ -348,6 +416,11 @@ class BotoCodeArtifact:
                 return self._call_once(method, params, deadline)
             except UpstreamError as error:
                 delay = self._retry_delay(error, attempt)
+                if error.outcome_unknown:
+                    if lost_answers is not None:
+                        lost_answers.append(error)
+                    if lost_answers is not None or method not in _WRITE_METHODS:
+                        delay = self._retry.backoff(attempt)  # a read changes nothing
                 left = deadline.remaining() - policy.deadline_margin_seconds
                 if delay is None or attempt >= policy.max_attempts:
                     raise
@@ -379,14 +452,52 @@ class BotoCodeArtifact:
             return self._retry.backoff(attempt)
         return None
 
+    def _limiter(self, method: str, params: Mapping[str, Any]) -> Pacer:
+        """The limiter for `method`'s kind and the account it addresses (the domain owner;
+        "" for the gateway's own account). The Region is the client's, one per gateway."""
+        kind = "write" if method in _WRITE_METHODS else "read"
+        key = (kind, str(params.get("domainOwner", "")))
+        with self._limiters_lock:
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                limits = self._rate_limits
+                per_second = (
+                    limits.write_calls_per_second
+                    if kind == "write"
+                    else limits.read_calls_per_second
+                )
+                limiter = Pacer(limits.share(per_second))
+                self._limiters[key] = limiter
+            return limiter
+
+    def _await_send_slot(self, method: str, params: Mapping[str, Any], deadline: Deadline) -> None:
+        """Wait for this call's turn under the rate limit; refuse when it cannot come in time."""
+        limiter = self._limiter(method, params)
+        policy = self._retry
+        budget = deadline.remaining() - policy.deadline_margin_seconds - policy.min_attempt_seconds
+        waited = limiter.acquire(max(0.0, budget))
+        if waited is None:
+            retry_after = max(limiter.interval, limiter.expected_wait())
+            log.info("upstream.rate_limited", operation=method, retry_after_s=round(retry_after, 3))
+            raise UpstreamRateLimitedError(
+                f"the gateway's limit of {limiter.per_second:g} CodeArtifact calls per second "
+                "has no turn free before the deadline; nothing was sent",
+                retry_after_seconds=retry_after,
+            )
+        if waited > 0 and deadline.is_draining():  # shutting down while queued: send nothing
+            raise GatewayDrainingError
+
     def _call_once(
         self, method: str, params: Mapping[str, Any], deadline: Deadline
     ) -> Mapping[str, Any]:
         left = deadline.remaining() - self._retry.deadline_margin_seconds
         timeout = max(0.001, min(self._retry.read_timeout_seconds, left))
         token = _CALL_READ_TIMEOUT.set(timeout)
+        slot = _CALL_SEND_SLOT.set(lambda: self._await_send_slot(method, params, deadline))
         try:
             result: Mapping[str, Any] = getattr(self._client, method)(**params)
+        except (UpstreamRateLimitedError, GatewayDrainingError):
+            raise  # raised by the send-slot hook: nothing was sent
         except Exception as exc:
             error = translate(exc)
             if not isinstance(exc, bce.ClientError):
@@ -395,8 +506,13 @@ class BotoCodeArtifact:
                 )
             raise error from exc
         finally:
+            _CALL_SEND_SLOT.reset(slot)
             _CALL_READ_TIMEOUT.reset(token)
         return result
+
+
+_WRITE_METHODS = frozenset({"delete_package_versions"})
+"""The operations that count against CodeArtifact's write limit; every other is a read."""
 
 
 def _package_params(package: PackageRef) -> dict[str, Any]:
@@ -412,6 +528,14 @@ def _package_params(package: PackageRef) -> dict[str, Any]:
     if package.namespace:
         params["namespace"] = package.namespace
     return params
+
+
+def _not_found(versions: Sequence[str], request_id: str | None) -> DeleteOutcome:
+    failed = {
+        version: FailedVersion(VersionErrorCode.NOT_FOUND, "the package no longer exists")
+        for version in versions
+    }
+    return DeleteOutcome(failed=failed, aws_request_ids=(request_id,) if request_id else ())
 
 
 def _to_outcome(response: Mapping[str, Any]) -> DeleteOutcome:

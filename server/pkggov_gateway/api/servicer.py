@@ -88,6 +88,7 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         outcome = self._delete_versions.execute(raw, principal, self._deadline(context), audit)
         if audit is not None:
             audit.aws_request_ids = list(outcome.aws_request_ids)
+            audit.inferred = dict(outcome.inferred)
         structlog.contextvars.bind_contextvars(aws_request_ids=list(outcome.aws_request_ids))
         return to_delete_response(outcome, with_plan=raw.validate_only)
 

@@ -37,6 +37,7 @@ from pkggov_gateway.domain.errors import (
     UpstreamError,
     UpstreamInternalError,
     UpstreamNotFoundError,
+    UpstreamRateLimitedError,
     UpstreamThrottledError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -132,7 +133,7 @@ def _retry_delay(delay: float) -> error_details_pb2.RetryInfo:
 
 
 def _retry_info(error: PkggovError) -> Sequence[Message]:
-    assert isinstance(error, UpstreamThrottledError)  # noqa: S101 - the table pairs them
+    assert isinstance(error, UpstreamThrottledError | UpstreamRateLimitedError)  # noqa: S101
     delay = error.retry_after_seconds if error.retry_after_seconds is not None else 1.0
     return [_retry_delay(delay)]
 
@@ -225,6 +226,9 @@ STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
     ),
     UpstreamThrottledError: StatusRule(
         grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_THROTTLED", _retry_info
+    ),
+    UpstreamRateLimitedError: StatusRule(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_RATE_LIMITED", _retry_info
     ),
     UpstreamInternalError: StatusRule(grpc.StatusCode.UNAVAILABLE, "UPSTREAM_INTERNAL_ERROR"),
     UpstreamUnavailableError: StatusRule(grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),

@@ -21,6 +21,8 @@ The hierarchy (the gRPC layer maps each leaf to a status through one table)::
         ├── UpstreamAccessDeniedError    403 AccessDeniedException (the gateway's AWS identity)
         ├── UpstreamConflictError        409 ConflictException
         ├── UpstreamThrottledError       429 ThrottlingException, after bounded retries
+        ├── UpstreamRateLimitedError     the gateway's own rate limit toward CodeArtifact has no
+        │                                slot within the deadline; nothing was sent
         ├── UpstreamInternalError        500 InternalServerException, after bounded retries
         ├── UpstreamUnavailableError     connection refused, endpoint unreachable, dropped
         ├── UpstreamTimeoutError         the deadline ran out while a call was in flight
@@ -253,6 +255,15 @@ class UpstreamThrottledError(UpstreamError):
     def __init__(
         self, message: str, *, retry_after_seconds: float | None = None, **kw: str | None
     ) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class UpstreamRateLimitedError(UpstreamError):
+    """Raised when the gateway's rate limit toward CodeArtifact has no free slot before the
+    caller's deadline; nothing was sent. `retry_after_seconds`: when a slot is next free."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float, **kw: str | None) -> None:
         super().__init__(message, **kw)
         self.retry_after_seconds = retry_after_seconds
 

@@ -102,6 +102,8 @@ class PackageState:
     """The package's default display version, as CodeArtifact chooses it."""
     published_at: Mapping[str, datetime] = field(default_factory=dict)
     """Publication times, for the versions they were asked for."""
+    revisions: Mapping[str, str] = field(default_factory=dict)
+    """Every existing version's revision, when CodeArtifact reported it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +171,9 @@ class DeleteOutcome:
     aws_request_ids: tuple[str, ...] = ()
     plan: Mapping[str, PlannedVersion] = field(default_factory=dict)
     """Every requested version's decision (filled by the governed use case)."""
+    after_lost_response: bool = False
+    """An earlier attempt of this upstream call may have been applied without its answer
+    arriving (a dropped connection or a timeout), so NOT_FOUND may mean "deleted by it"."""
+    inferred: Mapping[str, str] = field(default_factory=dict)
+    """Versions reported deleted although the answer said NOT_FOUND: they existed before the
+    call and an attempt whose answer was lost deleted them. Version -> explanation."""

@@ -198,6 +198,8 @@ class AuditCall:
         self.forward: list[str] | None = None
         self.intent: StoredEntry | None = None
         self.aws_request_ids: list[str] = []
+        self.inferred: dict[str, str] = {}
+        """Versions reported deleted from a NOT_FOUND after a lost answer, with why."""
         self.replay_of: str | None = None
         self.dry_run = False
 
@@ -297,7 +299,7 @@ class AuditCall:
         body["response"] = dict(response) if response is not None else None
         body["upstream"] = {
             "aws_request_ids": self.aws_request_ids,
-            "versions": _upstream_versions(response),
+            "versions": _upstream_versions(response, self.inferred),
         }
         body["deleted"] = len((response or {}).get("successful_versions") or {})
         body["duration_ms"] = round((time.perf_counter() - self._started) * 1000, 3)
@@ -366,13 +368,18 @@ class AuditCall:
         return Decision.FAILED
 
 
-def _upstream_versions(response: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Per version, what CodeArtifact (or the gateway) reported in the response."""
+def _upstream_versions(
+    response: Mapping[str, Any] | None, inferred: Mapping[str, str]
+) -> dict[str, Any]:
+    """Per version, what CodeArtifact (or the gateway) reported in the response; a version
+    reported deleted from a NOT_FOUND after a lost answer says so in `inferred`."""
     if not response:
         return {}
     versions: dict[str, Any] = {}
     for version, info in (response.get("successful_versions") or {}).items():
         versions[version] = {"result": "deleted", **info}
+        if version in inferred:
+            versions[version]["inferred"] = inferred[version]
     for version, info in (response.get("failed_versions") or {}).items():
         versions[version] = {"result": "failed", **info}
     return versions

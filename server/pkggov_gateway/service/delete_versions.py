@@ -15,7 +15,9 @@ Steps, in order, for an authenticated principal:
    the plan; it fails exactly when the real call would.
 6. Delete the allowed versions. Each upstream call carries, as expectedStatus, the status the
    versions were decided on, so a version whose status changed since it was decided is not
-   deleted (MISMATCHED_STATUS) rather than deleted under a stale decision.
+   deleted (MISMATCHED_STATUS) rather than deleted under a stale decision. When an attempt's
+   answer was lost and the retry reports NOT_FOUND for a version that existed when it was
+   decided, the lost attempt deleted it: it is reported deleted (see _LostAnswers).
 
 Chunk rule (also in the README). Allowed versions are grouped by decided status and split, in
 request order, into calls of at most 100 that run with bounded parallelism. Then:
@@ -178,7 +180,7 @@ class DeletePackageVersions:
                 journal.before_forwarding(groups, forward)
         if request.validate_only:
             return DeleteOutcome(plan=plan)
-        return self._delete(request, plan, deadline)
+        return self._delete(request, plan, deadline, state.revisions)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -263,7 +265,11 @@ class DeletePackageVersions:
         return plan
 
     def _delete(
-        self, request: DeleteRequest, plan: Mapping[str, PlannedVersion], deadline: Deadline
+        self,
+        request: DeleteRequest,
+        plan: Mapping[str, PlannedVersion],
+        deadline: Deadline,
+        revisions: Mapping[str, str],
     ) -> DeleteOutcome:
         refused = {
             v: _refusal(p) for v, p in plan.items() if p.outcome is not PlanOutcome.WOULD_DELETE
@@ -271,16 +277,18 @@ class DeletePackageVersions:
         chunks = self._chunks(plan)
         if not chunks:
             return DeleteOutcome(failed=refused, plan=plan)
+        settle = _LostAnswers(plan, revisions)
         if len(chunks) == 1:
-            outcome = self._call(request, chunks[0], deadline)
+            outcome = settle(self._call(request, chunks[0], deadline))
         else:
-            results = self._run_chunks(request, chunks, deadline)
+            results = self._run_chunks(request, chunks, deadline, settle)
             outcome = _merge(results, draining=deadline.is_draining())
         return DeleteOutcome(
             outcome.successful,
             {**refused, **outcome.failed},
             outcome.aws_request_ids,
             plan,
+            inferred=outcome.inferred,
         )
 
     def _chunks(self, plan: Mapping[str, PlannedVersion]) -> list[_Chunk]:
@@ -302,7 +310,11 @@ class DeletePackageVersions:
         )
 
     def _run_chunks(
-        self, request: DeleteRequest, chunks: Sequence[_Chunk], deadline: Deadline
+        self,
+        request: DeleteRequest,
+        chunks: Sequence[_Chunk],
+        deadline: Deadline,
+        settle: Callable[[DeleteOutcome], DeleteOutcome],
     ) -> list[_ChunkResult]:
         results = [_ChunkResult(chunk) for chunk in chunks]
         pending = deque(results)
@@ -316,7 +328,7 @@ class DeletePackageVersions:
                         return
                     result = pending.popleft()
                 try:
-                    result.outcome = self._call(request, result.chunk, deadline)
+                    result.outcome = settle(self._call(request, result.chunk, deadline))
                 except Exception as exc:  # noqa: BLE001 - any failure must not hide other chunks
                     result.error = exc
                     failed.set()
@@ -340,6 +352,48 @@ def _refusal(planned: PlannedVersion) -> FailedVersion:
     return FailedVersion(codes[planned.outcome], planned.message)
 
 
+@dataclass(frozen=True, slots=True)
+class _LostAnswers:
+    """Settles one upstream call's outcome after an attempt whose answer was lost.
+
+    CodeArtifact's answer to the retry says NOT_FOUND for the versions the lost attempt
+    deleted; passing that on would tell the caller (and the audit) that nothing was deleted,
+    when the gateway's own call deleted them. So a version reported NOT_FOUND by such a call,
+    which existed when the call was decided, is reported deleted, with the revision it had
+    before the call and status Deleted, and listed in `inferred` with the reason.
+    """
+
+    plan: Mapping[str, PlannedVersion]
+    revisions: Mapping[str, str]
+
+    def __call__(self, outcome: DeleteOutcome) -> DeleteOutcome:
+        if not outcome.after_lost_response:
+            return outcome
+        successful = dict(outcome.successful)
+        failed = dict(outcome.failed)
+        inferred: dict[str, str] = {}
+        for version, failure in outcome.failed.items():
+            planned = self.plan.get(version)
+            if failure.code is not VersionErrorCode.NOT_FOUND or planned is None:
+                continue
+            if planned.status is None:
+                continue
+            del failed[version]
+            revision = self.revisions.get(version, "")
+            successful[version] = SuccessfulVersion(revision, VersionStatus.DELETED)
+            inferred[version] = (
+                f"deleted by an earlier attempt whose answer was lost: it was {planned.status} "
+                "when the call was decided, and the retry found it NOT_FOUND"
+            )
+        return DeleteOutcome(
+            successful,
+            failed,
+            outcome.aws_request_ids,
+            after_lost_response=True,
+            inferred=inferred,
+        )
+
+
 def _merge(results: list[_ChunkResult], *, draining: bool) -> DeleteOutcome:
     returned = [r for r in results if r.outcome is not None]
     if not returned:
@@ -349,16 +403,18 @@ def _merge(results: list[_ChunkResult], *, draining: bool) -> DeleteOutcome:
     successful: dict[str, SuccessfulVersion] = {}
     failed: dict[str, FailedVersion] = {}
     request_ids: list[str] = []
+    inferred: dict[str, str] = {}
     for index, result in enumerate(results, start=1):
         if result.outcome is not None:
             successful.update(result.outcome.successful)
             failed.update(result.outcome.failed)
             request_ids.extend(result.outcome.aws_request_ids)
+            inferred.update(result.outcome.inferred)
             continue
         message = _skipped_message(index, len(results), result.error, draining=draining)
         for version in result.chunk.versions:
             failed[version] = FailedVersion(VersionErrorCode.SKIPPED, message)
-    return DeleteOutcome(successful, failed, tuple(request_ids))
+    return DeleteOutcome(successful, failed, tuple(request_ids), inferred=inferred)
 
 
 def _skipped_message(index: int, total: int, error: Exception | None, *, draining: bool) -> str:
