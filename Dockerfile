@@ -22,7 +22,7 @@ USER 10001:10001
 # replica): keep it on a volume. A fleet sets audit.store to its shared PostgreSQL instead.
 WORKDIR /var/lib/pkggov
 VOLUME /var/lib/pkggov
-EXPOSE 50051
+EXPOSE 50051 9464
 # SIGTERM drains in-flight calls (server.grace_seconds) before the process exits.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["pkggov-gateway"]

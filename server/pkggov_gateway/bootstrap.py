@@ -23,6 +23,7 @@ from pkggov_gateway.adapters.cedar import (
 )
 from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
 from pkggov_gateway.adapters.identity import build_authenticator
+from pkggov_gateway.adapters.metrics import MetricsServer, PrometheusMetrics
 from pkggov_gateway.adapters.rate_limit import RateLimits
 from pkggov_gateway.adapters.tls import server_credentials
 from pkggov_gateway.api.server import GrpcServer
@@ -55,7 +56,9 @@ class Gateway:
     audit_store: SqlAuditStore
     auditor: Auditor
     upstream: BotoCodeArtifact
+    metrics: PrometheusMetrics
     emulator: Emulator | None = None
+    metrics_server: MetricsServer | None = None
     _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
 
@@ -63,6 +66,11 @@ class Gateway:
     def address(self) -> str:
         """HOST:PORT the gRPC server listens on."""
         return self.server.address
+
+    @property
+    def metrics_address(self) -> str | None:
+        """HOST:PORT of the Prometheus endpoint once started (None when switched off)."""
+        return self.metrics_server.address if self.metrics_server is not None else None
 
     def start(self) -> None:
         """Reconcile intents a crash left open, start serving, and watch the audit store."""
@@ -74,12 +82,16 @@ class Gateway:
         )
         if reconciled:
             log.warning("audit.reconciled_at_start", events=reconciled)
+        if self.settings.metrics.listen:
+            self.metrics_server = MetricsServer(self.metrics, self.settings.metrics.listen)
+        self.metrics.audit_healthy(True)
         self.server.start()
         self._watcher = threading.Thread(target=self._watch, name="pkggov-audit-watch", daemon=True)
         self._watcher.start()
         log.info(
             "gateway.started",
             address=self.address,
+            metrics=self.metrics_address,
             version=__version__,
             audit=self.audit_store.dialect.description,
             replica=self.audit_store.replica,
@@ -95,6 +107,7 @@ class Gateway:
             if now_healthy != healthy:
                 healthy = now_healthy
                 self.server.set_audit_health(healthy=healthy)
+                self.metrics.audit_healthy(healthy)
             if healthy and datetime.now(UTC) >= next_sweep:
                 next_sweep = datetime.now(UTC) + timedelta(seconds=audit.reconcile_interval_seconds)
                 try:
@@ -114,8 +127,10 @@ class Gateway:
         except PolicyLoadError as error:
             log.error("policy.reload_failed", error=str(error), note="previous policy in force")
             self.server.set_policy_health(healthy=False)
+            self.metrics.policy_reload(ok=False)
             return False
         log.info("policy.reloaded", policies=self.policy.policy_ids())
+        self.metrics.policy_reload(ok=True)
         self.server.set_policy_health(healthy=True)
         return True
 
@@ -131,6 +146,8 @@ class Gateway:
         if self._watcher is not None:
             self._watcher.join()
         self.audit_store.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if self.emulator is not None:
             self.emulator.stop()
         log.info("gateway.stopped")
@@ -253,9 +270,11 @@ def build_gateway(settings: Settings) -> Gateway:
         on_commit=audit_stream(audit_settings.log),
     )
     log.info("audit.store_opened", store=audit_store.dialect.description)
+    metrics = PrometheusMetrics()
     auditor = Auditor(
         audit_store,
         quotas=QuotaLimits(quota.window_seconds, quota.max_versions, quota.max_versions_per_group),
+        metrics=metrics,
     )
     emulator = None
     upstream = settings.upstream
@@ -280,6 +299,7 @@ def build_gateway(settings: Settings) -> Gateway:
             read_calls_per_second=upstream.read_calls_per_second,
             replicas=upstream.replicas,
         ),
+        metrics=metrics,
     )
     chunk_executor = ThreadPoolExecutor(upstream.chunk_workers, thread_name_prefix="pkggov-chunk")
     use_case = DeletePackageVersions(
@@ -292,6 +312,7 @@ def build_gateway(settings: Settings) -> Gateway:
             group_max_versions=settings.policy.max_versions_per_group,
         ),
         policy,
+        metrics=metrics,
     )
     drain = DrainSignal()
     servicer = PackageGovernanceServicer(
@@ -311,6 +332,7 @@ def build_gateway(settings: Settings) -> Gateway:
             max_versions=server_settings.max_versions_per_call,
             auditor=auditor,
             audit_servicer=AuditServicer(auditor, policy),
+            metrics=metrics,
         )
     except Exception:
         audit_store.close()
@@ -319,5 +341,14 @@ def build_gateway(settings: Settings) -> Gateway:
             emulator.stop()
         raise
     return Gateway(
-        settings, server, chunk_executor, drain, policy, audit_store, auditor, adapter, emulator
+        settings,
+        server,
+        chunk_executor,
+        drain,
+        policy,
+        audit_store,
+        auditor,
+        adapter,
+        metrics,
+        emulator,
     )

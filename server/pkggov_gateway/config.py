@@ -153,6 +153,14 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The Prometheus endpoint (/metrics over HTTP)."""
+
+    # HOST:PORT to serve metrics on ("" = off). Loopback by default; 0.0.0.0:9464 in a pod.
+    listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """Log level and format (auto = JSON unless stderr is a terminal)."""
 
@@ -171,6 +179,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     quota: QuotaSettings = field(default_factory=QuotaSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
@@ -301,6 +310,7 @@ def _check(settings: Settings) -> None:
     for name, listen in (
         ("server", settings.server.listen),
         ("emulator", settings.emulator.listen),
+        *((("metrics", settings.metrics.listen),) if settings.metrics.listen else ()),
     ):
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:

@@ -20,7 +20,15 @@ from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import DeleteOutcome, PackageRef, PackageState, VersionStatus
 from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
 
-__all__ = ["AuditStore", "Authenticator", "CodeArtifactPort", "PolicyEngine", "PolicyView"]
+__all__ = [
+    "AuditStore",
+    "Authenticator",
+    "CodeArtifactPort",
+    "Metrics",
+    "NullMetrics",
+    "PolicyEngine",
+    "PolicyView",
+]
 
 
 class CodeArtifactPort(Protocol):
@@ -129,3 +137,67 @@ class AuditStore(Protocol):
     def quota_usage(self, quota: QuotaCheck) -> tuple[int, float]: ...
 
     def healthy(self) -> bool: ...
+
+
+class Metrics(Protocol):
+    """What the gateway counts and times (adapters.metrics exports it to Prometheus)."""
+
+    def rpc_started(self, method: str) -> None:
+        """A call of `method` began (in flight until rpc_finished)."""
+        ...
+
+    def rpc_finished(self, method: str, code: str, seconds: float) -> None:
+        """A call ended with gRPC status `code` after `seconds`."""
+        ...
+
+    def decisions(self, outcomes: Mapping[str, int]) -> None:
+        """Per-version decisions of one call, counted by outcome (e.g. allowed, denied)."""
+        ...
+
+    def upstream_call(self, operation: str, outcome: str, seconds: float) -> None:
+        """One attempt of a CodeArtifact operation: "ok" or the error's kind."""
+        ...
+
+    def rate_limit_wait(self, kind: str, seconds: float, *, refused: bool) -> None:
+        """Time an attempt waited for its turn under the `kind` (write, read) rate limit."""
+        ...
+
+    def audit_commit(self, kind: str, seconds: float, *, ok: bool) -> None:
+        """A synchronous audit commit of an entry of `kind` (intent, outcome)."""
+        ...
+
+    def audit_healthy(self, healthy: bool) -> None:
+        """Whether the audit store currently commits."""
+        ...
+
+    def policy_reload(self, *, ok: bool) -> None:
+        """A policy reload was applied (ok) or refused."""
+        ...
+
+
+class NullMetrics:
+    """Metrics that go nowhere: the default when none are configured (and in unit tests)."""
+
+    def rpc_started(self, method: str) -> None:
+        """Ignore."""
+
+    def rpc_finished(self, method: str, code: str, seconds: float) -> None:
+        """Ignore."""
+
+    def decisions(self, outcomes: Mapping[str, int]) -> None:
+        """Ignore."""
+
+    def upstream_call(self, operation: str, outcome: str, seconds: float) -> None:
+        """Ignore."""
+
+    def rate_limit_wait(self, kind: str, seconds: float, *, refused: bool) -> None:
+        """Ignore."""
+
+    def audit_commit(self, kind: str, seconds: float, *, ok: bool) -> None:
+        """Ignore."""
+
+    def audit_healthy(self, healthy: bool) -> None:
+        """Ignore."""
+
+    def policy_reload(self, *, ok: bool) -> None:
+        """Ignore."""

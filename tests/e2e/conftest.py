@@ -83,10 +83,16 @@ def stub(gateway: Gateway) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
         yield identified
 
 
+_OFF = frozenset({"0", "false", "no", "off"})  # how config.py reads a false boolean
+
+
 @contextmanager
 def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProcess]:
     """Start the real binary as `make run` does (--dev), with free ports, JSON logs and
-    `env_overrides`; killed on exit if still running."""
+    `env_overrides`; killed on exit if still running.
+
+    With ``PKGGOV_EMULATOR_ENABLED=false`` in `env_overrides` the gateway embeds no emulator
+    and uses ``PKGGOV_UPSTREAM_ENDPOINT_URL`` (then `emulator_url`) as its upstream."""
     workdir = tempfile.mkdtemp(prefix="pkggov-gateway-")
     env = {
         **os.environ,
@@ -95,9 +101,13 @@ def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProces
         "PKGGOV_LOGGING_FORMAT": "json",
         "PKGGOV_AUDIT_STORE": f"sqlite:{workdir}/audit.db",
         "PKGGOV_AUDIT_LOG": f"{workdir}/audit.jsonl",  # stdout is read only up to the banner
+        "PKGGOV_METRICS_LISTEN": "127.0.0.1:0",
         **env_overrides,
     }
     env.pop("PKGGOV_CONFIG", None)
+    embedded = env.get("PKGGOV_EMULATOR_ENABLED", "true").strip().lower() not in _OFF
+    if not embedded:
+        assert env.get("PKGGOV_UPSTREAM_ENDPOINT_URL"), "no embedded emulator and no upstream"
     with subprocess.Popen(
         [str(bin_dir / "pkggov-gateway"), "--dev"],
         stdout=subprocess.PIPE,
@@ -118,9 +128,10 @@ def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProces
             address = re.search(r"listening on (\S+)", "\n".join(banner))
             emulator = re.search(r"emulator \(demo data\) at (\S+)", "\n".join(banner))
             assert address, banner
-            assert emulator, banner
+            assert embedded == bool(emulator), banner
+            upstream = emulator.group(1) if emulator else env["PKGGOV_UPSTREAM_ENDPOINT_URL"]
             yield GatewayProcess(
-                proc, address.group(1), emulator.group(1), banner, env["PKGGOV_AUDIT_STORE"]
+                proc, address.group(1), upstream, banner, env["PKGGOV_AUDIT_STORE"]
             )
         finally:
             if proc.poll() is None:

@@ -25,6 +25,7 @@ from pkggov_gateway.config import (
     AuditSettings,
     EmulatorSettings,
     IdentitySettings,
+    MetricsSettings,
     PolicySettings,
     QuotaSettings,
     ServerSettings,
@@ -60,6 +61,7 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
         **overrides.pop("audit", {}),
     }
     quota = overrides.pop("quota", {})
+    metrics = {"listen": "127.0.0.1:0", **overrides.pop("metrics", {})}
     assert not overrides, f"unknown sections {overrides}"
     return Settings(
         server=ServerSettings(**server),
@@ -69,6 +71,7 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
         policy=PolicySettings(**policy),
         audit=AuditSettings(**audit),
         quota=QuotaSettings(**quota),
+        metrics=MetricsSettings(**metrics),
     )
 
 
@@ -206,6 +209,7 @@ class GatewayProcess:
     proc: subprocess.Popen[str]
     address: str
     emulator_url: str
+    """The embedded emulator's URL, or (without one) the configured upstream endpoint."""
     banner: list[str]
     audit_store: str = ""
     """The audit store the process writes (``sqlite:<temporary folder>/audit.db``)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +52,7 @@ from pkggov_gateway.domain.model import (
     VersionErrorCode,
     VersionStatus,
 )
+from pkggov_gateway.ports import Metrics, NullMetrics
 
 if TYPE_CHECKING:
     from mypy_boto3_codeartifact import CodeArtifactClient
@@ -295,8 +297,10 @@ class BotoCodeArtifact:
         retry: RetryPolicy,
         sleep: Callable[[float], None] = time.sleep,
         rate_limits: RateLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
+        self._metrics = metrics or NullMetrics()
         self._retry = retry
         self._sleep = sleep
         self._rate_limits = rate_limits or RateLimits()
@@ -455,7 +459,7 @@ class BotoCodeArtifact:
     def _limiter(self, method: str, params: Mapping[str, Any]) -> Pacer:
         """The limiter for `method`'s kind and the account it addresses (the domain owner;
         "" for the gateway's own account). The Region is the client's, one per gateway."""
-        kind = "write" if method in _WRITE_METHODS else "read"
+        kind = _kind_of(method)
         key = (kind, str(params.get("domainOwner", "")))
         with self._limiters_lock:
             limiter = self._limiters.get(key)
@@ -475,7 +479,9 @@ class BotoCodeArtifact:
         limiter = self._limiter(method, params)
         policy = self._retry
         budget = deadline.remaining() - policy.deadline_margin_seconds - policy.min_attempt_seconds
+        kind = _kind_of(method)
         waited = limiter.acquire(max(0.0, budget))
+        self._metrics.rate_limit_wait(kind, waited or 0.0, refused=waited is None)
         if waited is None:
             retry_after = max(limiter.interval, limiter.expected_wait())
             log.info("upstream.rate_limited", operation=method, retry_after_s=round(retry_after, 3))
@@ -494,12 +500,17 @@ class BotoCodeArtifact:
         timeout = max(0.001, min(self._retry.read_timeout_seconds, left))
         token = _CALL_READ_TIMEOUT.set(timeout)
         slot = _CALL_SEND_SLOT.set(lambda: self._await_send_slot(method, params, deadline))
+        operation = _OPERATION_NAMES.get(method, method)
+        started = time.perf_counter()
         try:
             result: Mapping[str, Any] = getattr(self._client, method)(**params)
         except (UpstreamRateLimitedError, GatewayDrainingError):
             raise  # raised by the send-slot hook: nothing was sent
         except Exception as exc:
             error = translate(exc)
+            self._metrics.upstream_call(
+                operation, _error_kind(error), time.perf_counter() - started
+            )
             if not isinstance(exc, bce.ClientError):
                 log.warning(
                     "upstream.transport_error", error=repr(exc), mapped=type(error).__name__
@@ -508,11 +519,30 @@ class BotoCodeArtifact:
         finally:
             _CALL_SEND_SLOT.reset(slot)
             _CALL_READ_TIMEOUT.reset(token)
+        self._metrics.upstream_call(operation, "ok", time.perf_counter() - started)
         return result
 
 
 _WRITE_METHODS = frozenset({"delete_package_versions"})
 """The operations that count against CodeArtifact's write limit; every other is a read."""
+
+_OPERATION_NAMES = {
+    "delete_package_versions": "DeletePackageVersions",
+    "list_package_versions": "ListPackageVersions",
+    "describe_package_version": "DescribePackageVersion",
+}
+"""boto3 method -> CodeArtifact operation name, for metrics."""
+
+
+def _kind_of(method: str) -> str:
+    """Which rate limit a call counts against: write or read."""
+    return "write" if method in _WRITE_METHODS else "read"
+
+
+def _error_kind(error: UpstreamError) -> str:
+    """A metric label for an upstream error: UpstreamThrottledError -> "throttled"."""
+    name = type(error).__name__.removeprefix("Upstream").removesuffix("Error")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _package_params(package: PackageRef) -> dict[str, Any]:

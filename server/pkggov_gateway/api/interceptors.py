@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2, status_pb2
 from pkggov_gateway.api.status import INTERNAL_RULE, rule_for, to_rpc_status
 from pkggov_gateway.domain.errors import AuditUnavailableError, MalformedRequestError
 from pkggov_gateway.domain.identity import Principal
-from pkggov_gateway.ports import Authenticator
+from pkggov_gateway.ports import Authenticator, Metrics, NullMetrics
 from pkggov_gateway.service.audit import AuditCall, Auditor
 
 __all__ = [
@@ -87,9 +87,15 @@ class RpcEdgeInterceptor(_ServerInterceptor):
     A call of which nothing could be recorded is answered UNAVAILABLE (AUDIT_UNAVAILABLE).
     """
 
-    def __init__(self, authenticator: Authenticator, auditor: Auditor | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        auditor: Auditor | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._authenticator = authenticator
         self._auditor = auditor
+        self._metrics = metrics or NullMetrics()
         self._handlers: dict[str, _Handler] = {}
 
     def intercept_service(
@@ -112,6 +118,7 @@ class RpcEdgeInterceptor(_ServerInterceptor):
                 method,
                 self._authenticator if method.startswith(PROTECTED_PREFIX) else None,
                 self._auditor if method.startswith(PROTECTED_PREFIX) else None,
+                metrics=self._metrics,
             ),
             request_deserializer=None,  # raw bytes: decoded inside, with errors mapped
             response_serializer=handler.response_serializer,
@@ -172,6 +179,8 @@ def _edge(
     method: str,
     authenticator: Authenticator | None,
     auditor: Auditor | None,
+    *,
+    metrics: Metrics,
 ) -> _Unary:
     def call(raw: bytes, context: grpc.ServicerContext) -> Any:
         metadata = _metadata(context.invocation_metadata())
@@ -184,6 +193,7 @@ def _edge(
         )
         context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         started = time.perf_counter()
+        metrics.rpc_started(method)
         code = grpc.StatusCode.OK
         audit = auditor.begin(method, request_id, context.peer()) if auditor else None
         event_id = audit.event_id if audit is not None else None
@@ -241,7 +251,9 @@ def _edge(
                     else grpc.StatusCode.CANCELLED
                 )
                 fields.update(code=gone.name, handler_code=code.name)
-            log.info("rpc", duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            seconds = time.perf_counter() - started
+            metrics.rpc_finished(method, fields["code"], seconds)
+            log.info("rpc", duration_ms=round(seconds * 1000, 3), **fields)
             structlog.contextvars.clear_contextvars()
             CURRENT_PRINCIPAL.set(None)
             CURRENT_AUDIT.set(None)

@@ -15,7 +15,7 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.interceptors import RpcEdgeInterceptor
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
-from pkggov_gateway.ports import Authenticator
+from pkggov_gateway.ports import Authenticator, Metrics
 from pkggov_gateway.service.audit import Auditor
 
 __all__ = [
@@ -61,12 +61,13 @@ class GrpcServer:
         max_versions: int,
         auditor: Auditor | None = None,
         audit_servicer: AuditServicer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pkggov-rpc")
         limit = max_request_bytes(max_versions)
         self._server = grpc.server(
             self._executor,
-            interceptors=[RpcEdgeInterceptor(authenticator, auditor)],
+            interceptors=[RpcEdgeInterceptor(authenticator, auditor, metrics)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),

@@ -39,6 +39,7 @@ from pkggov_gateway.domain.audit import (
 )
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
+    AuditUnavailableError,
     PkggovError,
     QuotaExceededError,
     RequestInProgressError,
@@ -51,7 +52,7 @@ from pkggov_gateway.domain.model import (
     PlannedVersion,
     VersionStatus,
 )
-from pkggov_gateway.ports import AuditStore, CodeArtifactPort
+from pkggov_gateway.ports import AuditStore, CodeArtifactPort, Metrics, NullMetrics
 
 _NOT_RUN = frozenset({"REQUEST_IN_PROGRESS", "REQUEST_ID_REUSED"})
 
@@ -97,10 +98,30 @@ class Auditor:
         *,
         quotas: QuotaLimits | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.quotas = quotas or QuotaLimits()
         self._clock = clock
+        self.metrics = metrics or NullMetrics()
+
+    def append(
+        self,
+        entry: NewEntry,
+        *,
+        guard: AppendGuard | None = None,
+        durable: bool = False,
+    ) -> StoredEntry:
+        """Append a call's entry to the store, timing the commit the call waits for."""
+        kind = str(entry.body.get("kind", ""))
+        started = time.perf_counter()
+        try:
+            stored = self.store.append(entry, guard=guard, durable=durable)
+        except AuditUnavailableError:
+            self.metrics.audit_commit(kind, time.perf_counter() - started, ok=False)
+            raise
+        self.metrics.audit_commit(kind, time.perf_counter() - started, ok=True)
+        return stored
 
     def begin(self, method: str, rpc_request_id: str, peer: str) -> AuditCall:
         """A new event for one RPC (nothing is written yet)."""
@@ -258,7 +279,7 @@ class AuditCall:
         body["forward"] = self.forward
         guard = AppendGuard(request_id=self.request_id, quota=quota)
         try:
-            self.intent = self._auditor.store.append(NewEntry(body), guard=guard)
+            self.intent = self._auditor.append(NewEntry(body), guard=guard)
         except RequestIdClaimed as duplicate:
             raise RequestInProgressError(
                 self.request_id or "", duplicate.event.event_id
@@ -305,7 +326,7 @@ class AuditCall:
         body["duration_ms"] = round((time.perf_counter() - self._started) * 1000, 3)
         if self.replay_of is not None:
             body["replay_of"] = self.replay_of
-        return self._auditor.store.append(NewEntry(body), durable=self.intent is not None)
+        return self._auditor.append(NewEntry(body), durable=self.intent is not None)
 
     def _base(self, kind: EntryKind) -> dict[str, Any]:
         principal = self.principal

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
@@ -75,7 +75,7 @@ from pkggov_gateway.domain.validation import (
     RawDeleteRequest,
     validate_delete_request,
 )
-from pkggov_gateway.ports import CodeArtifactPort, PolicyEngine, PolicyView
+from pkggov_gateway.ports import CodeArtifactPort, Metrics, NullMetrics, PolicyEngine, PolicyView
 
 __all__ = ["CallJournal", "DeleteLimits", "DeletePackageVersions"]
 
@@ -129,13 +129,16 @@ class DeletePackageVersions:
         executor: Executor,
         limits: DeleteLimits,
         policy: PolicyEngine,
+        *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
     ) -> None:
         self._upstream = upstream
         self._executor = executor
         self._limits = limits
         self._policy = policy
         self._clock = clock
+        self._metrics = metrics or NullMetrics()
 
     def validate(self, raw: RawDeleteRequest) -> DeleteRequest:
         """Check the request's fields; raise InvalidRequestError naming every bad field."""
@@ -162,6 +165,7 @@ class DeletePackageVersions:
             request.package, deadline, published_time_for=published_for
         )
         plan = self._decide(request, principal, state, policy)
+        self._metrics.decisions(Counter(_DECISION_LABELS[p.outcome] for p in plan.values()))
         if journal is not None:
             journal.planned(plan)
         denied = [
@@ -340,6 +344,15 @@ class DeletePackageVersions:
         for future in futures:
             future.result()
         return results
+
+
+_DECISION_LABELS = {
+    PlanOutcome.WOULD_DELETE: "allowed",
+    PlanOutcome.DENIED: "denied",
+    PlanOutcome.NOT_FOUND: "not_found",
+    PlanOutcome.STATUS_MISMATCH: "status_mismatch",
+}
+"""Each per-version decision's label in metrics."""
 
 
 def _refusal(planned: PlannedVersion) -> FailedVersion:

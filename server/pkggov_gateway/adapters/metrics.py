@@ -1,0 +1,166 @@
+"""Prometheus metrics (prometheus-client): the Metrics port, on a registry of the gateway's own.
+
+Each gateway has its own CollectorRegistry (several gateways can live in one process, as in
+the tests), exported over HTTP at `metrics.listen` with the process collectors (CPU, memory,
+open files) and the Python GC collector. Names follow Prometheus conventions: `_total`
+counters, `_seconds` histograms, base units.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+__all__ = ["MetricsServer", "PrometheusMetrics"]
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+"""Seconds: from sub-millisecond (a denied call, an audit commit) to the longest deadline."""
+
+
+class PrometheusMetrics:
+    """The Metrics port over prometheus-client, on its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        r = self.registry
+        self._rpcs = Counter(
+            "pkggov_rpcs", "RPCs handled, by method and gRPC status code.", ["method", "code"],
+            registry=r,
+        )  # fmt: skip
+        self._rpc_seconds = Histogram(
+            "pkggov_rpc_duration_seconds", "Time to handle an RPC, by method.", ["method"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._in_flight = Gauge(
+            "pkggov_rpcs_in_flight", "RPCs being handled now.", ["method"], registry=r
+        )
+        self._decisions = Counter(
+            "pkggov_decisions",
+            "Per-version decisions: allowed, denied, not_found, status_mismatch.",
+            ["outcome"],
+            registry=r,
+        )
+        self._upstream = Counter(
+            "pkggov_upstream_calls",
+            "Attempts of CodeArtifact operations, by outcome (ok or the error's kind).",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self._upstream_seconds = Histogram(
+            "pkggov_upstream_call_duration_seconds", "Time of one CodeArtifact attempt.",
+            ["operation"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._rate_wait = Histogram(
+            "pkggov_rate_limit_wait_seconds",
+            "Time an attempt waited for its turn under the rate limit toward CodeArtifact.",
+            ["kind"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._rate_refused = Counter(
+            "pkggov_rate_limit_refused",
+            "Attempts refused because their turn would come after the deadline.",
+            ["kind"],
+            registry=r,
+        )
+        self._audit_seconds = Histogram(
+            "pkggov_audit_commit_duration_seconds",
+            "Time to durably commit an audit entry the call waits for, by kind.",
+            ["kind"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._audit_failures = Counter(
+            "pkggov_audit_commit_failures",
+            "Audit commits that failed (an intent: the call was refused).",
+            ["kind"],
+            registry=r,
+        )
+        self._audit_up = Gauge(
+            "pkggov_audit_store_up", "1 while the audit store commits, else 0.", registry=r
+        )
+        self._reloads = Counter(
+            "pkggov_policy_reloads", "Policy reloads, by result (ok, failed).", ["result"],
+            registry=r,
+        )  # fmt: skip
+        for result in ("ok", "failed"):
+            self._reloads.labels(result)  # exported at 0 before the first reload
+
+    def rpc_started(self, method: str) -> None:
+        """Count a call in flight."""
+        self._in_flight.labels(method).inc()
+
+    def rpc_finished(self, method: str, code: str, seconds: float) -> None:
+        """Count the call by code and time it."""
+        self._in_flight.labels(method).dec()
+        self._rpcs.labels(method, code).inc()
+        self._rpc_seconds.labels(method).observe(seconds)
+
+    def decisions(self, outcomes: Mapping[str, int]) -> None:
+        """Count one call's per-version decisions."""
+        for outcome, count in outcomes.items():
+            self._decisions.labels(outcome).inc(count)
+
+    def upstream_call(self, operation: str, outcome: str, seconds: float) -> None:
+        """Count and time one CodeArtifact attempt."""
+        self._upstream.labels(operation, outcome).inc()
+        self._upstream_seconds.labels(operation).observe(seconds)
+
+    def rate_limit_wait(self, kind: str, seconds: float, *, refused: bool) -> None:
+        """Time a wait for a turn, or count a refusal."""
+        if refused:
+            self._rate_refused.labels(kind).inc()
+        else:
+            self._rate_wait.labels(kind).observe(seconds)
+
+    def audit_commit(self, kind: str, seconds: float, *, ok: bool) -> None:
+        """Time a commit, or count a failure."""
+        if ok:
+            self._audit_seconds.labels(kind).observe(seconds)
+        else:
+            self._audit_failures.labels(kind).inc()
+
+    def audit_healthy(self, healthy: bool) -> None:
+        """Set the store's health gauge."""
+        self._audit_up.set(1 if healthy else 0)
+
+    def policy_reload(self, *, ok: bool) -> None:
+        """Count a reload by result."""
+        self._reloads.labels("ok" if ok else "failed").inc()
+
+
+class MetricsServer:
+    """The HTTP endpoint that serves a registry at /metrics (prometheus-client's server)."""
+
+    def __init__(self, metrics: PrometheusMetrics, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self._host = host
+        self._httpd: WSGIServer
+        self._thread: threading.Thread
+        self._httpd, self._thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=metrics.registry
+        )
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT it listens on (the real port when 0 was asked for)."""
+        return f"{self._host}:{self._httpd.server_port}"
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
