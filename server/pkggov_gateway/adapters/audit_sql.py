@@ -220,7 +220,11 @@ class PostgresDialect:
             conninfo,
             min_size=1,
             max_size=readers,
-            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout()},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": self._connect_timeout(),
+                "prepare_threshold": None,
+            },
             timeout=connect_timeout_seconds,
             open=False,
             name="pkggov-audit-readers",
@@ -234,8 +238,16 @@ class PostgresDialect:
     def connect(self) -> Any:
         import psycopg  # noqa: PLC0415 - only PostgreSQL deployments need it loaded
 
+        # No server-side prepared statements: PostgreSQL would keep the generic plan it made
+        # while the table was nearly empty (seen: the request_id lookup scanning the
+        # principal's index, 3 ms at 10k entries instead of 0.004 ms) until the next
+        # ANALYZE; unprepared queries are planned with their values each time. It also lets
+        # the gateway run behind a transaction-pooling PgBouncer.
         return psycopg.connect(
-            self.conninfo, autocommit=True, connect_timeout=self._connect_timeout()
+            self.conninfo,
+            autocommit=True,
+            connect_timeout=self._connect_timeout(),
+            prepare_threshold=None,
         )
 
     def sql(self, text: str) -> str:
