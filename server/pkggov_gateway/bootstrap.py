@@ -26,7 +26,7 @@ from pkggov_gateway.adapters.identity import build_authenticator
 from pkggov_gateway.adapters.metrics import MetricsServer, PrometheusMetrics
 from pkggov_gateway.adapters.rate_limit import RateLimits
 from pkggov_gateway.adapters.tls import server_credentials
-from pkggov_gateway.api.server import GrpcServer
+from pkggov_gateway.api.server import GrpcServer, Keepalive
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
 from pkggov_gateway.config import EmulatorSettings, PolicySettings, Settings, UpstreamSettings
 from pkggov_gateway.domain.deadline import DrainSignal
@@ -329,6 +329,13 @@ def build_gateway(settings: Settings) -> Gateway:
             listen=server_settings.listen,
             max_workers=server_settings.max_workers,
             max_concurrent_rpcs=server_settings.max_concurrent_rpcs,
+            keepalive=Keepalive(
+                time_seconds=server_settings.keepalive_time_seconds,
+                timeout_seconds=server_settings.keepalive_timeout_seconds,
+                min_client_ping_interval_seconds=server_settings.min_client_ping_interval_seconds,
+                max_connection_age_seconds=server_settings.max_connection_age_seconds,
+                max_connection_age_grace_seconds=server_settings.max_connection_age_grace_seconds,
+            ),
             max_versions=server_settings.max_versions_per_call,
             auditor=auditor,
             audit_servicer=AuditServicer(auditor, policy),

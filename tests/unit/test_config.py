@@ -135,3 +135,13 @@ def test_group_limits_from_file_and_environment(tmp_path: Path) -> None:
     assert {"ci": 5, "admins": 500} == load_settings(None, env).policy.max_versions_per_group
     with pytest.raises(ConfigError, match="expected a positive integer"):
         load_settings(None, {**MTLS_FILES, "PKGGOV_POLICY_MAX_VERSIONS_PER_GROUP": "ci=0"})
+
+
+def test_rates_and_connection_age_are_checked() -> None:
+    """A zero rate is refused by name; a zero connection age means "never" and is allowed."""
+    with pytest.raises(ConfigError, match=r"upstream\.write_calls_per_second"):
+        load_settings(None, {"PKGGOV_UPSTREAM_WRITE_CALLS_PER_SECOND": "0"}, dev=True)
+    with pytest.raises(ConfigError, match=r"upstream\.replicas"):
+        load_settings(None, {"PKGGOV_UPSTREAM_REPLICAS": "0"}, dev=True)
+    settings = load_settings(None, {"PKGGOV_SERVER_MAX_CONNECTION_AGE_SECONDS": "0"}, dev=True)
+    assert 0 == settings.server.max_connection_age_seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import grpc
 
@@ -46,6 +47,40 @@ def max_request_bytes(max_versions: int) -> int:
     return max_versions * _VERSION_BYTES + _FIXED_BYTES
 
 
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """HTTP/2 keepalive and connection age (server.keepalive_* settings), as grpc options."""
+
+    time_seconds: float = 60.0
+    timeout_seconds: float = 20.0
+    min_client_ping_interval_seconds: float = 10.0
+    max_connection_age_seconds: float = 300.0
+    max_connection_age_grace_seconds: float = 30.0
+
+    def options(self) -> list[tuple[str, int]]:
+        """The grpc core channel arguments (milliseconds)."""
+
+        def ms(seconds: float) -> int:
+            return round(seconds * 1000)
+
+        options = [
+            ("grpc.keepalive_time_ms", ms(self.time_seconds)),
+            ("grpc.keepalive_timeout_ms", ms(self.timeout_seconds)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                ms(self.min_client_ping_interval_seconds),
+            ),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]
+        if self.max_connection_age_seconds > 0:
+            options += [
+                ("grpc.max_connection_age_ms", ms(self.max_connection_age_seconds)),
+                ("grpc.max_connection_age_grace_ms", ms(self.max_connection_age_grace_seconds)),
+            ]
+        return options
+
+
 class GrpcServer:
     """A started-on-demand grpcio server serving pkggov.v1 plus health and reflection."""
 
@@ -59,6 +94,7 @@ class GrpcServer:
         max_workers: int,
         max_concurrent_rpcs: int,
         max_versions: int,
+        keepalive: Keepalive | None = None,
         auditor: Auditor | None = None,
         audit_servicer: AuditServicer | None = None,
         metrics: Metrics | None = None,
@@ -71,6 +107,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),
+                *(keepalive or Keepalive()).options(),
             ],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
