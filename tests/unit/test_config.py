@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
-from pkggov_gateway.config import ConfigError, load_settings
+from pkggov_gateway.config import ConfigError, Settings, load_settings
 
 MTLS_FILES = {
     "PKGGOV_IDENTITY_SERVER_CERT": "server.pem",
@@ -145,3 +148,16 @@ def test_rates_and_connection_age_are_checked() -> None:
         load_settings(None, {"PKGGOV_UPSTREAM_REPLICAS": "0"}, dev=True)
     settings = load_settings(None, {"PKGGOV_SERVER_MAX_CONNECTION_AGE_SECONDS": "0"}, dev=True)
     assert 0 == settings.server.max_connection_age_seconds
+
+
+def test_shipped_example_shows_every_setting() -> None:
+    """examples/pkggov.toml is complete: every key of every section appears in it."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "pkggov.toml"
+    given = tomllib.loads(example.read_text())
+    missing = {
+        f"{section}.{f.name}"
+        for section, kind in get_type_hints(Settings).items()
+        for f in dataclasses.fields(kind)
+        if f.name not in given.get(section, {})
+    }
+    assert set() == missing
