@@ -52,6 +52,8 @@ def banner(gateway: Gateway) -> str:
     if gateway.emulator is not None:
         lines.append(f"CodeArtifact emulator (demo data) at {gateway.emulator.endpoint_url}")
     lines.append(f"policies: {', '.join(gateway.policy.policy_ids())}")
+    if gateway.server.health_address is not None:
+        lines.append(f"health checks (plaintext, Check only) at {gateway.server.health_address}")
     if gateway.metrics_address is not None:
         lines.append(f"Prometheus metrics at http://{gateway.metrics_address}/metrics")
     if identity.mode == "dev":

@@ -329,6 +329,7 @@ def build_gateway(settings: Settings) -> Gateway:
             listen=server_settings.listen,
             max_workers=server_settings.max_workers,
             max_concurrent_rpcs=server_settings.max_concurrent_rpcs,
+            health_listen=server_settings.health_listen,
             keepalive=Keepalive(
                 time_seconds=server_settings.keepalive_time_seconds,
                 timeout_seconds=server_settings.keepalive_timeout_seconds,

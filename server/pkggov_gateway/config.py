@@ -48,6 +48,9 @@ class ServerSettings:
     """The gRPC listener and its limits."""
 
     listen: str = "127.0.0.1:50051"
+    # A plaintext listener serving only grpc.health.v1 Check, for probes that cannot present a
+    # client certificate (the kubelet's); "" = none. Must differ from listen.
+    health_listen: str = ""
     max_workers: int = 32
     max_concurrent_rpcs: int = 256
     grace_seconds: float = 15.0  # must cover one upstream attempt: connect + read timeout
@@ -324,14 +327,21 @@ def load_settings(
 
 
 def _check(settings: Settings) -> None:
-    for name, listen in (
-        ("server", settings.server.listen),
-        ("emulator", settings.emulator.listen),
-        *((("metrics", settings.metrics.listen),) if settings.metrics.listen else ()),
-    ):
+    listeners = {
+        "server.listen": settings.server.listen,
+        "emulator.listen": settings.emulator.listen,
+        "metrics.listen": settings.metrics.listen,
+        "server.health_listen": settings.server.health_listen,
+    }
+    for name, listen in listeners.items():
+        if not listen and name in {"metrics.listen", "server.health_listen"}:
+            continue  # switched off
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"{name}.listen: expected HOST:PORT, got {listen!r}")
+            raise ConfigError(f"{name}: expected HOST:PORT, got {listen!r}")
+    health = settings.server.health_listen
+    if health and health.rpartition(":")[2] == settings.server.listen.rpartition(":")[2] != "0":
+        raise ConfigError("server.health_listen must use another port than server.listen")
     upstream, server, identity = settings.upstream, settings.server, settings.identity
     if identity.mode == "dev" and not is_loopback(server.listen):
         raise ConfigError(

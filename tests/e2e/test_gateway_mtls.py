@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator
@@ -84,3 +86,40 @@ def test_unknown_group_in_limits_refuses_to_start(emulator: Emulator) -> None:
     )
     with pytest.raises(ValueError, match="does not define: cii"):
         build_gateway(settings)
+
+
+def test_probes_ask_the_health_only_port_without_a_certificate(
+    make_gateway: GatewayFactory, pki: TestPKI
+) -> None:
+    """Under mTLS, a plaintext probe cannot reach health on the main port, but the health-only
+    port answers Check for the server and for pkggov.liveness; it offers nothing else (no Watch,
+    no pkggov service, no reflection) and closes with the gateway."""
+    identity = dataclasses.asdict(pki.identity_settings())
+    with make_gateway(identity=identity, server={"health_listen": "127.0.0.1:0"}) as gw:
+        assert gw.server.health_address is not None
+        with grpc.insecure_channel(gw.address) as main, pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(main).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        with grpc.insecure_channel(gw.server.health_address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "pkggov.liveness", "pkggov.audit"):
+                reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert health_pb2.HealthCheckResponse.SERVING == reply.status, service
+            with pytest.raises(grpc.RpcError) as watch:
+                next(health.Watch(health_pb2.HealthCheckRequest(), timeout=5))
+            assert grpc.StatusCode.UNIMPLEMENTED == watch.value.code()
+            with pytest.raises(grpc.RpcError) as delete:
+                pb_grpc.PackageGovernanceServiceStub(channel).DeletePackageVersions(
+                    request(), timeout=5
+                )
+            assert grpc.StatusCode.UNIMPLEMENTED == delete.value.code()
+            reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+            with pytest.raises(grpc.RpcError) as listing:
+                list(
+                    reflect.ServerReflectionInfo(
+                        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+                    )
+                )
+            assert grpc.StatusCode.UNIMPLEMENTED == listing.value.code()
+        address = gw.server.health_address
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)

@@ -34,6 +34,10 @@ POLICY_HEALTH_NAME = "pkggov.policy"
 AUDIT_HEALTH_NAME = "pkggov.audit"
 """Health service name whose status says whether the audit store takes writes."""
 
+LIVENESS_HEALTH_NAME = "pkggov.liveness"
+"""Health service name that is SERVING while the process runs, whatever the audit store or
+the last policy reload: for liveness probes, since a restart cures neither."""
+
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PackageGovernanceService"].full_name
 AUDIT_SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 
@@ -95,6 +99,7 @@ class GrpcServer:
         max_concurrent_rpcs: int,
         max_versions: int,
         keepalive: Keepalive | None = None,
+        health_listen: str = "",
         auditor: Auditor | None = None,
         audit_servicer: AuditServicer | None = None,
         metrics: Metrics | None = None,
@@ -132,12 +137,27 @@ class GrpcServer:
             raise OSError(f"cannot listen on {listen}: {error}") from error
         host = listen.rpartition(":")[0]
         self.address = f"{host}:{self.port}"
+        self._health_server: HealthOnlyServer | None = None
+        if health_listen:
+            try:
+                self._health_server = HealthOnlyServer(self.health, health_listen)
+            except OSError:
+                self._executor.shutdown(wait=False)
+                raise
+
+    @property
+    def health_address(self) -> str | None:
+        """HOST:PORT of the plaintext health-only listener (None when there is none)."""
+        return self._health_server.address if self._health_server is not None else None
 
     def start(self) -> None:
         """Start serving and report SERVING for the service and the server as a whole."""
         self._server.start()
-        for name in ("", *self._names, POLICY_HEALTH_NAME, AUDIT_HEALTH_NAME):
+        names = ("", *self._names, POLICY_HEALTH_NAME, AUDIT_HEALTH_NAME, LIVENESS_HEALTH_NAME)
+        for name in names:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self._health_server is not None:
+            self._health_server.start()
 
     def set_audit_health(self, healthy: bool) -> None:
         """While the audit store cannot take writes, the gateway cannot serve: report
@@ -156,4 +176,49 @@ class GrpcServer:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish within `grace`."""
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
+        self._executor.shutdown(wait=False)
+        if self._health_server is not None:
+            self._health_server.stop()
+
+
+class _CheckOnly(health_pb2_grpc.HealthServicer):  # type: ignore[misc] # generated: Any
+    """grpc.health.v1 Check answered from the main server's statuses; no Watch (an
+    unauthenticated caller must not be able to hold streams open on this port)."""
+
+    def __init__(self, statuses: health.HealthServicer) -> None:
+        self._statuses = statuses
+
+    def Check(  # noqa: N802 - the generated method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        """The status of `request.service`, as the main server reports it."""
+        return self._statuses.Check(request, context)
+
+
+class HealthOnlyServer:
+    """A plaintext listener serving only grpc.health.v1 Check (server.health_listen).
+
+    The main port requires a client certificate under mTLS, which the kubelet's gRPC probes
+    cannot present; this port lets them ask. It has no pkggov service, no reflection and no
+    Watch, a two-thread executor and a small concurrency limit.
+    """
+
+    def __init__(self, statuses: health.HealthServicer, listen: str) -> None:
+        self._executor = ThreadPoolExecutor(2, thread_name_prefix="pkggov-health")
+        self._server = grpc.server(self._executor, maximum_concurrent_rpcs=8)
+        health_pb2_grpc.add_HealthServicer_to_server(_CheckOnly(statuses), self._server)
+        try:
+            port = self._server.add_insecure_port(listen)
+        except RuntimeError as error:
+            self._executor.shutdown(wait=False)
+            raise OSError(f"cannot listen on {listen}: {error}") from error
+        self.address = f"{listen.rpartition(':')[0]}:{port}"
+
+    def start(self) -> None:
+        """Start answering probes."""
+        self._server.start()
+
+    def stop(self) -> None:
+        """Stop at once (the main server has drained by then)."""
+        self._server.stop(0).wait()
         self._executor.shutdown(wait=False)
