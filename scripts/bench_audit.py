@@ -67,6 +67,7 @@ from pkggov_gateway.adapters.audit_sql import (
     SqliteDialect,
 )
 from pkggov_gateway.api import interceptors
+from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import PlannedVersion, PlanOutcome, VersionStatus
 from pkggov_gateway.logs import configure_logging
@@ -145,7 +146,7 @@ def _audit_one(auditor: Auditor, call: _Call) -> tuple[float, float, float]:
         audit.previous()  # the servicer's replay check (a fresh id: nothing found)
     looked_up = time.perf_counter()
     audit.planned(call.plan)
-    audit.before_forwarding(GROUPS, list(call.plan))
+    audit.before_forwarding(GROUPS, list(call.plan), Deadline.after(30.0))
     intended = time.perf_counter()
     audit.aws_request_ids = [call.aws_request_id]
     # What interceptors._record does for an OK call, calling finish itself so that a failed

@@ -31,7 +31,7 @@ from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
 from pkggov_gateway.config import EmulatorSettings, PolicySettings, Settings, UpstreamSettings
 from pkggov_gateway.domain.deadline import DrainSignal
 from pkggov_gateway.logs import audit_stream
-from pkggov_gateway.service.audit import Auditor, QuotaLimits, default_replica
+from pkggov_gateway.service.audit import Auditor, QuotaLimits, Reconciled, default_replica
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 
 if TYPE_CHECKING:
@@ -74,19 +74,23 @@ class Gateway:
 
     def start(self) -> None:
         """Reconcile intents a crash left open, start serving, and watch the audit store."""
-        audit = self.settings.audit
-        reconciled = self.auditor.reconcile(
-            self.upstream,
-            replica=self.audit_store.replica,
-            older_than=datetime.now(UTC) - timedelta(seconds=audit.orphan_after_seconds),
-        )
-        if reconciled:
-            log.warning("audit.reconciled_at_start", events=reconciled)
+        reconciled = self._reconcile()
+        if reconciled.count or reconciled.next_due:
+            log.warning(
+                "audit.reconciled_at_start",
+                events=reconciled.count,
+                pending_until=reconciled.next_due.isoformat() if reconciled.next_due else None,
+            )
         if self.settings.metrics.listen:
             self.metrics_server = MetricsServer(self.metrics, self.settings.metrics.listen)
         self.metrics.audit_healthy(True)
         self.server.start()
-        self._watcher = threading.Thread(target=self._watch, name="pkggov-audit-watch", daemon=True)
+        self._watcher = threading.Thread(
+            target=self._watch,
+            args=(reconciled.next_due,),
+            name="pkggov-audit-watch",
+            daemon=True,
+        )
         self._watcher.start()
         log.info(
             "gateway.started",
@@ -97,11 +101,24 @@ class Gateway:
             replica=self.audit_store.replica,
         )
 
-    def _watch(self) -> None:
-        """Mirror the audit store's health in gRPC health; reconcile stale intents."""
+    def _reconcile(self) -> Reconciled:
+        """Reconcile this replica's settled open intents and any replica's stale ones."""
         audit = self.settings.audit
+        return self.auditor.reconcile(
+            self.upstream,
+            replica=self.audit_store.replica,
+            older_than=datetime.now(UTC) - timedelta(seconds=audit.orphan_after_seconds),
+            settle_seconds=audit.reconcile_settle_seconds,
+        )
+
+    def _watch(self, first_due: datetime | None = None) -> None:
+        """Mirror the audit store's health in gRPC health; reconcile open intents every
+        interval, and as soon as one left unsettled is due."""
+        interval = timedelta(seconds=self.settings.audit.reconcile_interval_seconds)
         healthy = True
-        next_sweep = datetime.now(UTC) + timedelta(seconds=audit.reconcile_interval_seconds)
+        next_sweep = datetime.now(UTC) + interval
+        if first_due is not None:
+            next_sweep = min(next_sweep, first_due)
         while not self._stopping.wait(0.25):
             now_healthy = self.audit_store.healthy()
             if now_healthy != healthy:
@@ -109,15 +126,14 @@ class Gateway:
                 self.server.set_audit_health(healthy=healthy)
                 self.metrics.audit_healthy(healthy)
             if healthy and datetime.now(UTC) >= next_sweep:
-                next_sweep = datetime.now(UTC) + timedelta(seconds=audit.reconcile_interval_seconds)
+                next_sweep = datetime.now(UTC) + interval
                 try:
-                    self.auditor.reconcile(
-                        self.upstream,
-                        older_than=datetime.now(UTC)
-                        - timedelta(seconds=audit.orphan_after_seconds),
-                    )
+                    due = self._reconcile().next_due
                 except Exception:
                     log.exception("audit.reconcile_failed")
+                    continue
+                if due is not None:
+                    next_sweep = min(next_sweep, due)
 
     def reload_policy(self) -> bool:
         """Reload schema, policies and entities (SIGHUP). A bad new set keeps the old one in

@@ -151,6 +151,9 @@ class AuditSettings:
     orphan_after_seconds: float = 600.0
     # How often open intents are looked for (besides at start-up).
     reconcile_interval_seconds: float = 60.0
+    # This replica's own open intents are reconciled once their call's deadline is this long
+    # past (a delete the dead process sent may still be applied upstream until then).
+    reconcile_settle_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

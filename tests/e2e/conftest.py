@@ -91,8 +91,8 @@ def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProces
     """Start the real binary as `make run` does (--dev), with free ports, JSON logs and
     `env_overrides`; killed on exit if still running.
 
-    With ``PKGGOV_EMULATOR_ENABLED=false`` in `env_overrides` the gateway embeds no emulator
-    and uses ``PKGGOV_UPSTREAM_ENDPOINT_URL`` (then `emulator_url`) as its upstream."""
+    With ``PKGGOV_EMULATOR_ENABLED=false`` in `env_overrides` the gateway embeds no emulator;
+    its upstream is ``PKGGOV_UPSTREAM_ENDPOINT_URL`` (also returned as `emulator_url`)."""
     workdir = tempfile.mkdtemp(prefix="pkggov-gateway-")
     env = {
         **os.environ,

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -665,3 +665,61 @@ def test_open_intent_is_reconciled_at_start(
         assert intent.seq == reconciliation.body["intent_seq"]
         assert [] == gw.audit_store.open_intents()
     assert "Published" == emulator.version_status(*LEFT_PAD, "1.1.0")
+
+
+def test_an_intent_is_reconciled_only_once_its_call_has_settled(
+    tmp_path: Path, make_gateway: GatewayFactory, emulator: Emulator
+) -> None:
+    """A crashed call's intent whose deadline is still ahead is left open at start-up (the
+    dead process's delete may still land upstream); once the deadline and the settle time have
+    passed, the watcher reconciles it with what CodeArtifact then holds: here a delete that
+    landed after the successor started."""
+    url = f"sqlite:{tmp_path}/audit.db"
+    event_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    store = open_audit_store(url, replica="test")
+    try:
+        store.append(
+            NewEntry(
+                {
+                    "schema": SCHEMA_VERSION,
+                    "event_id": event_id,
+                    "kind": EntryKind.INTENT.value,
+                    "time": format_time(now),
+                    "received": format_time(now),
+                    "replica": "test",
+                    "rpc": {"method": "/pkggov.v1.PackageGovernanceService/DeletePackageVersions"},
+                    "principal": {"id": "alice", "auth_method": "dev"},
+                    "request": {
+                        "domain": "demo",
+                        "repository": "dev-shared",
+                        "format": "PACKAGE_FORMAT_NPM",
+                        "package": "left-pad",
+                        "namespace": "",
+                        "domain_owner": "",
+                        "versions": ["1.0.0"],
+                    },
+                    "request_id": None,
+                    "forward": ["1.0.0"],
+                    "deadline": format_time(now + timedelta(seconds=2)),
+                }
+            )
+        )
+    finally:
+        store.close()
+    audit = {"store": url, "replica": "test", "reconcile_settle_seconds": 0.5}
+    with make_gateway(audit=audit) as gw:
+        assert [event_id] == [e.event_id for e in gw.audit_store.open_intents()]
+        _codeartifact(emulator).delete_package_versions(  # the dead call's delete lands late
+            domain="demo",
+            repository="dev-shared",
+            format="npm",
+            package="left-pad",
+            versions=["1.0.0"],
+        )
+        assert wait_for(lambda: not gw.audit_store.open_intents(), timeout=10)
+        settled = datetime.now(UTC)
+        reconciliation = audit_event(gw, event_id).entry(EntryKind.RECONCILIATION)
+    assert reconciliation is not None
+    assert {"1.0.0": "deleted"} == reconciliation.body["versions"]
+    assert settled >= now + timedelta(seconds=2.5)

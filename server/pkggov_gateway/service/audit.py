@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -36,6 +36,7 @@ from pkggov_gateway.domain.audit import (
     StoredEntry,
     canonical,
     format_time,
+    parse_time,
 )
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
@@ -56,7 +57,7 @@ from pkggov_gateway.ports import AuditStore, CodeArtifactPort, Metrics, NullMetr
 
 _NOT_RUN = frozenset({"REQUEST_IN_PROGRESS", "REQUEST_ID_REUSED"})
 
-__all__ = ["AuditCall", "Auditor", "QuotaLimits", "fingerprint"]
+__all__ = ["AuditCall", "Auditor", "QuotaLimits", "Reconciled", "fingerprint"]
 
 log = structlog.get_logger("pkggov.audit")
 
@@ -133,11 +134,21 @@ class Auditor:
         *,
         older_than: datetime | None = None,
         replica: str | None = None,
+        settle_seconds: float = 5.0,
         timeout_seconds: float = 10.0,
-    ) -> int:
-        """Record a reconciliation for each open intent (of `replica`, or older than
-        `older_than`); return how many were reconciled."""
+    ) -> Reconciled:
+        """Record a reconciliation for each open intent that is settled: of `replica` (a
+        process of this replica died with it open) once its call's deadline is `settle_seconds`
+        past, or of any replica when older than `older_than`.
+
+        Waiting for the deadline matters: the dead process may have sent a delete that
+        CodeArtifact applies only after a successor started, and a reading taken before that
+        would record "still_present" for good. After the deadline nothing more was sent, and
+        the settle time covers a request CodeArtifact was still processing.
+        """
         done = 0
+        due: datetime | None = None
+        now = self._clock()
         for event in self.store.open_intents():
             intent = event.entries[0]
             recorded = intent.body.get("time", "")
@@ -145,9 +156,13 @@ class Auditor:
             old = older_than is not None and recorded < format_time(older_than)
             if not (mine or old):
                 continue
+            settled_at = _settled_at(intent, settle_seconds)
+            if not old and settled_at is not None and settled_at > now:
+                due = settled_at if due is None else min(due, settled_at)
+                continue
             self._reconcile_one(upstream, intent, timeout_seconds)
             done += 1
-        return done
+        return Reconciled(done, due)
 
     def _reconcile_one(
         self, upstream: CodeArtifactPort, intent: StoredEntry, timeout_seconds: float
@@ -196,6 +211,27 @@ class Auditor:
         log.warning(
             "audit.reconciled", event_id=intent.event_id, versions=states, detail=body["detail"]
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What a reconciliation pass did: how many intents it closed, and when the earliest one
+    it left for later (this replica's, its call's deadline not yet settled) will be due."""
+
+    count: int
+    next_due: datetime | None = None
+
+
+def _settled_at(intent: StoredEntry, settle_seconds: float) -> datetime | None:
+    """When an intent's call can have sent nothing more (its deadline plus the settle time);
+    None for an intent that recorded no deadline (written by an older gateway)."""
+    deadline = intent.body.get("deadline")
+    if not isinstance(deadline, str):
+        return None
+    try:
+        return parse_time(deadline) + timedelta(seconds=settle_seconds)
+    except ValueError:
+        return None
 
 
 class AuditCall:
@@ -262,7 +298,9 @@ class AuditCall:
         if used + versions > quota.limit:
             raise QuotaExceededError(quota.subject, quota.limit, used, versions, retry)
 
-    def before_forwarding(self, groups: Sequence[str], versions: Sequence[str]) -> None:
+    def before_forwarding(
+        self, groups: Sequence[str], versions: Sequence[str], deadline: Deadline
+    ) -> None:
         """Commit the intent: nothing may be sent upstream before this returns.
 
         Raises AuditUnavailableError (fail closed), QuotaExceededError, RequestInProgressError.
@@ -277,6 +315,11 @@ class AuditCall:
         body["fingerprint"] = self.fingerprint()
         body["decisions"] = self._decisions()
         body["forward"] = self.forward
+        # Nothing of this call is sent upstream after its deadline: reconciliation after a
+        # crash waits for it (plus a settle time), so it reads what the call left behind.
+        body["deadline"] = format_time(
+            datetime.now(UTC) + timedelta(seconds=max(0.0, deadline.remaining()))
+        )
         guard = AppendGuard(request_id=self.request_id, quota=quota)
         try:
             self.intent = self._auditor.append(NewEntry(body), guard=guard)

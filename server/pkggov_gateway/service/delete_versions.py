@@ -91,8 +91,11 @@ class CallJournal(Protocol):
         """Dry run: raise QuotaExceededError when the real call would exceed the quota."""
         ...
 
-    def before_forwarding(self, groups: Sequence[str], versions: Sequence[str]) -> None:
-        """Durably record the intent to delete `versions`; raise to stop (fail closed)."""
+    def before_forwarding(
+        self, groups: Sequence[str], versions: Sequence[str], deadline: Deadline
+    ) -> None:
+        """Durably record the intent to delete `versions` before `deadline`; raise to stop
+        (fail closed)."""
         ...
 
 
@@ -181,7 +184,7 @@ class DeletePackageVersions:
             if request.validate_only:
                 journal.check_quota(groups, len(forward))
             else:
-                journal.before_forwarding(groups, forward)
+                journal.before_forwarding(groups, forward, deadline)
         if request.validate_only:
             return DeleteOutcome(plan=plan)
         return self._delete(request, plan, deadline, state.revisions)
