@@ -6,7 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
-import uuid
+import re
 from datetime import UTC, datetime
 
 import grpc
@@ -104,13 +104,22 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         return Deadline.after(min(remaining, self._max_deadline), self._drain)
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+"""A UUID in its canonical 8-4-4-4-12 text form (uuid.UUID would also take braces, a urn:
+prefix, missing hyphens and other spellings of one id, which would be different retry keys)."""
+
+
 def _check_request_id(request_id: str) -> None:
-    try:
-        uuid.UUID(request_id)
-    except ValueError:
+    if _UUID.fullmatch(request_id) is None:
         raise InvalidRequestError(
-            [FieldViolation("request_id", "must be a UUID (e.g. from uuid4), as AIP-155 asks")]
-        ) from None
+            [
+                FieldViolation(
+                    "request_id",
+                    "must be a UUID in its canonical form (8-4-4-4-12 hex digits, e.g. from "
+                    "uuid4), as AIP-155 asks",
+                )
+            ]
+        )
 
 
 def _replay(audit: AuditCall) -> pb.DeletePackageVersionsResponse | None:

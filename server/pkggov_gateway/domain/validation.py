@@ -44,7 +44,9 @@ class StringRule:
     compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "compiled", re.compile(self.pattern))
+        # ASCII: CodeArtifact's patterns are Java regular expressions, whose \s, \w and \d
+        # are ASCII-only (a no-break space is not \s there, so it may be in a version).
+        object.__setattr__(self, "compiled", re.compile(self.pattern, re.ASCII))
 
     def check(self, field: str, value: str) -> FieldViolation | None:
         """Return the violation of this rule by `value`, or None when it holds."""
@@ -170,7 +172,13 @@ def validate_delete_request(raw: RawDeleteRequest, *, max_versions: int) -> Dele
             )
         )
     elif not justification.isprintable():
-        violations.append(FieldViolation("justification", "must not contain control characters"))
+        violations.append(
+            FieldViolation(
+                "justification",
+                "must be printable text: no control, format or line-separator characters "
+                "and no spaces other than the ASCII space",
+            )
+        )
 
     status = raw.expected_status
     if violations or fmt is None or isinstance(status, UnknownEnumValue):
