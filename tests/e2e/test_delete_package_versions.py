@@ -24,6 +24,7 @@ from tests.e2e.harness import (
     request,
     rich_error,
     stub_for,
+    wait_for,
 )
 
 Stub = pb_grpc.PackageGovernanceServiceStub
@@ -415,7 +416,9 @@ def test_shutdown_lets_the_chunk_in_flight_finish_and_starts_no_other(
 
         worker = threading.Thread(target=call)
         worker.start()
-        time.sleep(0.4)  # chunk 1 is now waiting on the emulator
+        # The intent is committed just before chunk 1 is sent; it then waits 1 s upstream.
+        assert wait_for(lambda: len(gw.audit_store.open_intents()) == 1)
+        time.sleep(0.3)
         started = time.monotonic()
         gw.stop()
         stopped_in = time.monotonic() - started
