@@ -10,7 +10,7 @@ PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 GEN_DIR   := clients
 GEN_PKG   := clients/pkggov
 
-.PHONY: help venv run run-mtls certs test lint format typecheck check-protos protos buf-lint bench bench-policy bench-audit unit integration e2e clean
+.PHONY: help venv run run-mtls certs test lint format typecheck check-protos protos buf-lint bench bench-policy bench-audit bench-gateway unit integration e2e soak clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,13 +38,16 @@ run-mtls: $(STAMP) certs ## The development stack with mTLS identity instead of 
 	PKGGOV_IDENTITY_CLIENT_CA=$(CERTS)/ca.pem \
 	$(BIN)/pkggov-gateway --dev
 
-bench: bench-policy bench-audit ## Run every benchmark (not a test; prints the results).
+bench: bench-policy bench-audit bench-gateway ## Run every benchmark (not a test; prints the results).
 
 bench-policy: $(STAMP) ## Time policy decisions for 1 and 100 versions (not a test).
 	$(BIN)/python scripts/bench_policy.py
 
 bench-audit: $(STAMP) ## Time the audit path (intent + outcome) on SQLite and PostgreSQL (not a test).
 	$(BIN)/python scripts/bench_audit.py
+
+bench-gateway: $(STAMP) ## The whole gateway (A-G, mTLS, emulator upstream) vs its floors, RSS soak (not a test).
+	$(BIN)/python scripts/bench_gateway.py
 
 test: $(STAMP) lint typecheck check-protos ## Run every quality gate and the whole test suite.
 	$(BIN)/pytest
@@ -57,6 +60,9 @@ integration: $(STAMP) ## Integration tests only (emulator, AWS CLI).
 
 e2e: $(STAMP) ## End-to-end tests only (real server, stubs, CLI, grpcurl).
 	$(BIN)/pytest tests/e2e
+
+soak: $(STAMP) ## The load-and-fault soak and the fuzz tests at their large size (PKGGOV_SOAK=1; many minutes).
+	PKGGOV_SOAK=1 $(BIN)/pytest -q tests/e2e/test_soak.py tests/e2e/test_fuzz.py
 
 lint: $(STAMP) ## ruff lint and format check.
 	$(BIN)/ruff check .

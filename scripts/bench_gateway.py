@@ -1,0 +1,1584 @@
+"""Benchmark the whole gateway against its floors: one gRPC hop and one boto3 call.
+
+Run: ``make bench-gateway`` (part of ``make bench``; 6-8 minutes on a 2-CPU machine), or
+``.venv/bin/python scripts/bench_gateway.py [--quick] [--seconds S] [--scenarios ACE]
+[--soak-requests N] [--py-spy]``. Asked for (issue 5): side by side, on this machine, with the
+CodeArtifact emulator as upstream,
+
+- A: a bare grpcio echo server (the floor of one gRPC hop);
+- B: direct boto3 DeletePackageVersions calls to the emulator (the floor of the upstream call);
+- C: the gateway's allow path (mTLS, policy, durable SQLite audit, forward);
+- D: the gateway's deny path; E: a dry run; F: a 1,000-version request;
+- G: C with a PostgreSQL audit store;
+
+each at concurrency 1 and 64: p50/p99 latency, requests/s, server CPU ms per request and peak
+RSS; the ratios C/(A+B) for p50 latency and CPU per request; the gateway's steady RSS after
+100,000 requests; and a verdict per goal (the README keeps the latest numbers): C p50 <= 1.3 x
+(A p50 + B p50) at concurrency 1; C CPU/request <= 1.5 x (A + B); C at concurrency 64 >= 60 %
+of B's requests/s; steady RSS <= 150 MB after 100,000 requests.
+
+Processes. Each scenario gets fresh ones, so that a peak RSS and a CPU time belong to it alone:
+
+- the emulator, ``pkggov-emulator --listen 127.0.0.1:0 --seed FILE``, with a seed written for
+  the scenario (domain ``bench``, repository ``dev-bench``, npm packages ``pkg-NNNNN`` of 21
+  versions ``1.0.0`` ... ``1.0.20``, so 20 that are not the latest may be deleted; 1,001 for
+  F), reset to its seed (``POST /_emulator/reset``) before every cell, so that every delete
+  removes a version that exists. Packages are small on purpose: the gateway reads the whole
+  package state before deciding, and that read grows with the package.
+- the server. A: this script with ``--role echo``, a grpcio server whose generic handler returns
+  the request bytes, with the gateway's thread pool (``server.max_workers`` = 32) and mTLS with
+  the same certificates: C pays for TLS, so a plaintext floor would flatter A. B: this script
+  with ``--role boto``, the client ``bootstrap.build_codeartifact_client`` builds for the
+  gateway (same botocore Config; its pool sized to the 64 calling threads, as the gateway sizes
+  its pool to its threads) calling ``delete_package_versions``, one fresh version per call.
+  C-G: ``pkggov-gateway`` set up by ``PKGGOV_*`` variables: mTLS with certificates from
+  ``scripts/dev_certs.py`` (made afresh in .run/bench_gateway/certs), the shipped policies,
+  audit in a new SQLite file under .run/ (a real disk, not tmpfs) or, for G, a new schema of
+  ``--postgres-url`` (ANALYZEd after the first cell, as autovacuum soon would on a live
+  database; dropped afterwards), ``audit.log`` off, logging at warning, metrics on a free port.
+  The gateway paces its calls to CodeArtifact (``upstream.write_calls_per_second`` 90 and
+  ``read_calls_per_second`` 180 by default: a protection of the real quota); B has no such
+  limit, so both are set to 1,000,000 here (the output says so).
+- the load generator: this process, grpc.aio on one event loop (a few percent of a core per
+  100 calls/s), with requests serialized before they are timed; concurrency 64 is spread over
+  4 channels, each its own connection. Its CPU is reported: at 85 % of a core the row says
+  GENERATOR-BOUND, and an open loop that sends late says so. B's calls are made by B's own
+  process, 64 threads, which is also what B measures.
+
+Calls. C and G: ``alice`` (group release-admins, whom the shipped set lets delete any version
+that is neither the latest nor the last) deletes one version. D: the CI identity (group ci)
+deletes a published release, which no shipped policy permits: PERMISSION_DENIED after the
+package state was read, so the deny path does all but the intent and the forward. E: C with
+``validate_only``. F: ``alice`` deletes 1,000 versions of a package of 1,001 (two list pages,
+ten upstream calls of 100, four at a time). Every answer is checked (C, G: the version is in
+``successful_versions``; D: PERMISSION_DENIED; E: the plan would delete it; F: 1,000 deleted);
+a failed check counts as an error and is left out of the latencies.
+
+Load. Concurrency 1 is a closed loop, one call outstanding. Concurrency 64 runs twice: a closed
+loop, 64 calls outstanding, gives the requests/s at saturation (its latencies are those of a
+saturated server: queueing, by Little's law 64 / throughput); then an open loop at 80 % of that
+throughput with at most 64 outstanding gives the latency a caller sees under a high but
+sustainable load, each call timed from when it was *due*, so a slow answer delays nothing
+else's clock (no coordinated omission). F's calls take 0.1-0.5 s, so a closed loop of 64 would
+need minutes to reach a steady state: F at 64 is one wave of 64 calls sent at once (req/s = 64
+/ time to the last answer), then the open loop. Each cell has a warm-up, then a window
+(``--warmup`` 1 s, ``--seconds`` 3 s: short, so that ``make bench`` stays under 10 minutes; use
+longer windows for decisions). In a window: latencies of the calls that ended in it (closed) or
+were due in it (open); requests/s = calls ended in it / its length; server CPU per request =
+the process's user + system time (/proc, every thread) over the window / those calls. Peak RSS
+is the server's VmHWM after the cell. The emulator's CPU is left out of every "server CPU" (it
+is shown as ``emu ms``), and so is the generator's; B's server CPU is that of the process
+making the boto3 calls: what the gateway pays to make them.
+
+RSS soak. A fresh gateway (SQLite) gets ``--soak-requests`` (100,000) calls at concurrency 64,
+a repeating mix of allow, deny and dry-run calls (``--soak-mix``, default 1:1:2) on their own
+packages, time-boxed by ``--soak-max-seconds``; VmRSS is sampled every second and reported after
+10 % of the calls, half way and at the end (the steady RSS of the goal). It is the long part of
+the run (about 300 s at ~330 calls/s on 2 CPUs); every call is a real gateway call.
+
+Noise. This machine is small (2 CPUs shared by generator, server and emulator) and shared with
+other work: every row shows the CPU other processes took during its window, and rows where it
+is 10 % or more are marked NOISY. Results are written as JSON too (``--json``, default
+.run/bench_gateway.json). ``--py-spy`` records a py-spy profile (``--gil``) of the server during
+each concurrency-64 closed loop into .run/bench_gateway/ (``pip install py-spy`` into the
+virtualenv; it is not a dependency) and summarizes the top frames.
+
+Not a test: timings depend on the machine, and the script exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import grpc.aio
+
+from pkggov.v1 import package_governance_pb2 as pb
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORK = ROOT / ".run" / "bench_gateway"
+DEFAULT_JSON = ROOT / ".run" / "bench_gateway.json"
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+METHOD = "/pkggov.v1.PackageGovernanceService/DeletePackageVersions"
+DOMAIN, REPOSITORY = "bench", "dev-bench"
+SMALL_VERSIONS = 21  # versions per package: 20 deletable ones and the latest
+BIG_VERSIONS = 1001  # F: 1,000 deletable ones and the latest
+F_VERSIONS = BIG_VERSIONS - 1
+MAX_WORKERS = 32  # the gateway's server.max_workers default, given to the echo server too
+HIGH = 64
+CHANNELS = 4  # connections the generator spreads concurrency 64 over
+OPEN_FRACTION = 0.8
+UNLIMITED_RATE = "1000000"
+SCENARIOS = "ABCDEFG"
+TITLES = {
+    "A": "echo (grpcio, mTLS)",
+    "B": "boto3 direct",
+    "C": "allow (sqlite)",
+    "D": "deny",
+    "E": "dry run",
+    "F": "1,000 versions",
+    "G": "allow (postgres)",
+}
+ASSUMED_MAX_RATE = 3000.0  # calls/s no cell should exceed; sizes the seeds
+GOAL_LATENCY, GOAL_CPU, GOAL_THROUGHPUT, GOAL_RSS_MB = 1.3, 1.5, 0.6, 150.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process `pid`, every thread (and ended ones) included."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid`."""
+    return sum(_cpu_times(pid))
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of `pid` in kB."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+def _machine_times() -> tuple[float, float]:
+    """(busy, total) jiffies of every CPU since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    total = sum(values[:8])
+    return total - idle, total
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """CPU counters at one moment of a measurement window."""
+
+    at: float
+    cpu: dict[int, tuple[float, float]]
+    generator: float
+    machine: tuple[float, float]
+
+    @classmethod
+    def take(cls, pids: Sequence[int]) -> _Snapshot:
+        return cls(
+            time.monotonic(),
+            {pid: _cpu_times(pid) for pid in pids},
+            time.process_time(),
+            _machine_times(),
+        )
+
+    def used(self, later: _Snapshot, pid: int) -> tuple[float, float]:
+        """(user, system) CPU seconds `pid` used from this snapshot to `later`."""
+        return (later.cpu[pid][0] - self.cpu[pid][0], later.cpu[pid][1] - self.cpu[pid][1])
+
+
+# --- child roles: the echo server and the boto3 caller -----------------------------------
+
+
+def _read_certs(certs: Path, client: str | None = None) -> tuple[bytes, bytes, bytes]:
+    name = client or "server"
+    return (
+        (certs / "ca.pem").read_bytes(),
+        (certs / f"{name}.key").read_bytes(),
+        (certs / f"{name}.pem").read_bytes(),
+    )
+
+
+def _serve_echo(certs: Path) -> int:
+    """A grpcio server that answers DeletePackageVersions with the request bytes (mTLS)."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - child role only
+
+    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        "pkggov.v1.PackageGovernanceService",
+        {"DeletePackageVersions": grpc.unary_unary_rpc_method_handler(echo)},
+    )
+    server = grpc.server(
+        ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="echo"),
+        handlers=[handler],
+        maximum_concurrent_rpcs=256,
+    )
+    ca, key, cert = _read_certs(certs)
+    credentials = grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"echo listening on 127.0.0.1:{port}", flush=True)
+    stop.wait()
+    server.stop(0).wait()
+    return 0
+
+
+def _fresh_versions(packages: int, deletable: int) -> Iterator[tuple[str, str]]:
+    """(package, version) pairs that exist after a reset, each once, spread over packages."""
+    for version in range(deletable):
+        for package in range(packages):
+            yield f"pkg-{package:05d}", f"1.0.{version}"
+
+
+_Call = tuple[float, float, float, str | None]
+"""One call: (intended send time, actual send time, end time, error or None); monotonic."""
+
+
+class _BotoCell:
+    """One cell of B in the boto3 process: `concurrency` threads calling DeletePackageVersions,
+    each the next call as soon as its previous one ends (closed loop, `rate` None) or the next
+    call due at `start` + k / `rate`, timed from when it was due (open loop)."""
+
+    def __init__(self, client: Any, command: dict[str, Any]) -> None:
+        self._client = client
+        self._pairs = _fresh_versions(command["packages"], command["deletable"])
+        self._lock = threading.Lock()
+        self._slots = itertools.count()
+        self._start = float(command["start"])
+        self._until = float(command["until"])
+        self._rate: float | None = command["rate"]
+        self._concurrency = int(command["concurrency"])
+        self.calls: list[_Call] = []
+        self.exhausted = threading.Event()
+
+    def run(self) -> dict[str, Any]:
+        threads = [threading.Thread(target=self._lane) for _ in range(self._concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return {"calls": self.calls, "exhausted": self.exhausted.is_set()}
+
+    def _lane(self) -> None:
+        time.sleep(max(0.0, self._start - time.monotonic()))
+        while not self.exhausted.is_set():
+            if self._rate is None:
+                intended = time.monotonic()
+            else:
+                with self._lock:
+                    intended = self._start + next(self._slots) / self._rate
+                time.sleep(max(0.0, intended - time.monotonic()))
+            if intended >= self._until:
+                return
+            self.calls.append(self._one(intended))
+
+    def _one(self, intended: float) -> _Call:
+        with self._lock:
+            pair = next(self._pairs, None)
+        if pair is None:
+            self.exhausted.set()
+            return (intended, intended, intended, "out of fresh versions")
+        sent = time.monotonic()
+        error: str | None = None
+        try:
+            answer = self._client.delete_package_versions(
+                domain=DOMAIN, repository=REPOSITORY, format="npm", package=pair[0],
+                versions=[pair[1]],
+            )  # fmt: skip
+            if pair[1] not in answer.get("successfulVersions", {}):
+                error = f"not deleted: {answer.get('failedVersions')}"
+        except Exception as exc:  # noqa: BLE001 - counted and reported, never fatal
+            error = f"{type(exc).__name__}: {exc}"
+        return (intended, sent, time.monotonic(), error)
+
+
+def _boto_worker(endpoint: str) -> int:
+    """Read JSON commands on stdin, run each as a cell of boto3 deletes, answer the calls."""
+    from pkggov_emulator import (  # noqa: PLC0415 - a development dependency
+        DEMO_ACCESS_KEY_ID,
+        DEMO_REGION,
+        DEMO_SECRET_ACCESS_KEY,
+    )
+    from pkggov_gateway.bootstrap import build_codeartifact_client  # noqa: PLC0415
+    from pkggov_gateway.config import UpstreamSettings  # noqa: PLC0415
+
+    upstream = UpstreamSettings(
+        region=DEMO_REGION,
+        endpoint_url=endpoint,
+        access_key_id=DEMO_ACCESS_KEY_ID,
+        secret_access_key=DEMO_SECRET_ACCESS_KEY,
+    )
+    # A pool of one connection per calling thread, as the gateway sizes its own (its RPC
+    # and chunk threads): a smaller pool would open and drop connections all the time.
+    client = build_codeartifact_client(upstream, pool_size=HIGH)
+    client.list_domains()  # connect, load the model's parsers: not part of any cell
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(json.dumps(_BotoCell(client, json.loads(line)).run()), flush=True)
+    return 0
+
+
+# --- managed processes ------------------------------------------------------------------
+
+
+class _Child:
+    """A process this script started; stdout and stderr go to a log file under WORK."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        ready: str,
+        stdin: bool = False,
+        timeout: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.log = WORK / f"{name}.log"
+        self._log_file = self.log.open("w")
+        self._proc = subprocess.Popen(  # noqa: S603 - our own executables, fixed arguments
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            env=env,
+            text=True,
+            cwd=ROOT,
+        )
+        self.pid = self._proc.pid
+        assert self._proc.stdout is not None  # noqa: S101 - PIPE was asked for
+        self.stdout: IO[str] = self._proc.stdout
+        self.match = self._wait_for(re.compile(ready), timeout)
+
+    def _wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        found: list[re.Match[str]] = []
+        done = threading.Event()
+
+        def read() -> None:
+            for line in self.stdout:
+                self._log_file.write(line)
+                self._log_file.flush()
+                match = pattern.search(line)
+                if match:
+                    found.append(match)
+                    break
+            done.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        done.wait(timeout)
+        if not found:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start; see {self.log}")
+        return found[0]
+
+    def send(self, line: str) -> None:
+        assert self._proc.stdin is not None  # noqa: S101 - started with stdin=True
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+
+    def receive(self) -> str:
+        return self.stdout.readline()
+
+    def memory_kb(self) -> dict[str, int]:
+        return _memory_kb(self.pid)
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log_file.close()
+
+
+def _start_emulator(seed: Path, name: str) -> tuple[_Child, str]:
+    child = _Child(
+        name,
+        [str(BIN / "pkggov-emulator"), "--listen", "127.0.0.1:0", "--seed", str(seed)],
+        ready=r"listening on (http://\S+)",
+    )
+    return child, child.match.group(1)
+
+
+def _reset(endpoint: str) -> None:
+    url = f"{endpoint}/_emulator/reset"  # the emulator's control API (http://127.0.0.1:port)
+    request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+        answer.read()
+
+
+def _gateway_env(endpoint: str, certs: Path, store: str) -> dict[str, str]:
+    from pkggov_emulator import (  # noqa: PLC0415 - a development dependency
+        DEMO_ACCESS_KEY_ID,
+        DEMO_REGION,
+        DEMO_SECRET_ACCESS_KEY,
+    )
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PKGGOV_")}
+    env.update(
+        PKGGOV_SERVER_LISTEN="127.0.0.1:0",
+        PKGGOV_EMULATOR_ENABLED="false",
+        PKGGOV_UPSTREAM_ENDPOINT_URL=endpoint,
+        PKGGOV_UPSTREAM_REGION=DEMO_REGION,
+        PKGGOV_UPSTREAM_ACCESS_KEY_ID=DEMO_ACCESS_KEY_ID,
+        PKGGOV_UPSTREAM_SECRET_ACCESS_KEY=DEMO_SECRET_ACCESS_KEY,
+        PKGGOV_UPSTREAM_WRITE_CALLS_PER_SECOND=UNLIMITED_RATE,
+        PKGGOV_UPSTREAM_READ_CALLS_PER_SECOND=UNLIMITED_RATE,
+        PKGGOV_IDENTITY_MODE="mtls",
+        PKGGOV_IDENTITY_SERVER_CERT=str(certs / "server.pem"),
+        PKGGOV_IDENTITY_SERVER_KEY=str(certs / "server.key"),
+        PKGGOV_IDENTITY_CLIENT_CA=str(certs / "ca.pem"),
+        PKGGOV_AUDIT_STORE=store,
+        PKGGOV_AUDIT_LOG="off",
+        PKGGOV_LOGGING_LEVEL="warning",
+        PKGGOV_LOGGING_FORMAT="json",
+        PKGGOV_METRICS_LISTEN="127.0.0.1:0",
+    )
+    return env
+
+
+def _start_gateway(name: str, endpoint: str, certs: Path, store: str) -> tuple[_Child, str]:
+    child = _Child(
+        name,
+        [str(BIN / "pkggov-gateway")],
+        env=_gateway_env(endpoint, certs, store),
+        ready=r"pkggov gateway listening on (\S+)",
+    )
+    return child, child.match.group(1)
+
+
+# --- seeds ------------------------------------------------------------------------------
+
+
+def _write_seed(path: Path, packages: int, versions: int) -> Path:
+    """A seed with `packages` npm packages of `versions` versions each (1.0.0 ...)."""
+    path.write_text(
+        json.dumps(
+            {
+                "comment": "written by scripts/bench_gateway.py",
+                "domains": [
+                    {
+                        "name": DOMAIN,
+                        "createdTime": "2025-01-06T09:00:00Z",
+                        "repositories": [
+                            {
+                                "name": REPOSITORY,
+                                "packages": [
+                                    {
+                                        "format": "npm",
+                                        "name": f"pkg-{i:05d}",
+                                        "versions": [
+                                            {"version": f"1.0.{j}"} for j in range(versions)
+                                        ],
+                                    }
+                                    for i in range(packages)
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+# --- load generation --------------------------------------------------------------------
+
+_Thunk = Callable[[], Awaitable[str | None]]
+"""Makes one call; returns None when the answer is as expected, else what was wrong."""
+_Maker = Callable[[], _Thunk | None]
+"""The next call to make, or None when there is nothing left to send (fresh versions)."""
+
+
+@dataclass(slots=True)
+class _Run:
+    calls: list[_Call] = field(default_factory=list)
+    exhausted: bool = False
+
+
+async def _closed_loop(
+    make: _Maker, concurrency: int, until: float, calls_per_lane: float = math.inf
+) -> _Run:
+    run = _Run()
+
+    async def lane() -> None:
+        made = 0
+        while time.monotonic() < until and made < calls_per_lane:
+            made += 1
+            thunk = make()
+            if thunk is None:
+                run.exhausted = True
+                return
+            sent = time.monotonic()
+            error = await thunk()
+            run.calls.append((sent, sent, time.monotonic(), error))
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return run
+
+
+async def _open_loop(make: _Maker, rate: float, lanes: int, start: float, until: float) -> _Run:
+    """Calls due at `start` + k / `rate`; each of `lanes` lanes takes the next due call when it
+    is free, so at most `lanes` are outstanding and a late call is timed from when it was due."""
+    run = _Run()
+    slots = itertools.count()
+
+    async def lane() -> None:
+        while True:
+            intended = start + next(slots) / rate
+            if intended >= until:
+                return
+            delay = intended - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            thunk = make()
+            if thunk is None:
+                run.exhausted = True
+                return
+            sent = time.monotonic()
+            error = await thunk()
+            run.calls.append((intended, sent, time.monotonic(), error))
+
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+    return run
+
+
+def _channel(target: str, certs: Path, client: str) -> grpc.aio.Channel:
+    ca, key, cert = _read_certs(certs, client)
+    return grpc.aio.secure_channel(
+        target,
+        grpc.ssl_channel_credentials(ca, key, cert),
+        options=[("grpc.use_local_subchannel_pool", 1)],  # one connection per channel
+    )
+
+
+def _request(package: str, versions: Sequence[str], *, dry_run: bool = False) -> bytes:
+    return pb.DeletePackageVersionsRequest(
+        domain=DOMAIN,
+        repository=REPOSITORY,
+        format=pb.PACKAGE_FORMAT_NPM,
+        package=package,
+        versions=list(versions),
+        validate_only=dry_run,
+    ).SerializeToString()
+
+
+_Multi = grpc.aio.UnaryUnaryMultiCallable[bytes, Any]
+
+
+def _stubs(channels: Sequence[grpc.aio.Channel], *, raw: bool) -> Iterator[_Multi]:
+    deserializer = None if raw else pb.DeletePackageVersionsResponse.FromString
+    multis = [
+        ch.unary_unary(METHOD, request_serializer=None, response_deserializer=deserializer)
+        for ch in channels
+    ]
+    return itertools.cycle(multis)
+
+
+def _error_text(error: grpc.aio.AioRpcError) -> str:
+    return f"{error.code().name}: {error.details()}"
+
+
+def _maker(kind: str, stubs: Iterator[_Multi], packages: range) -> _Maker:
+    """The calls of one scenario: kind is echo, allow, deny, dry or bulk, on `packages` (their
+    numbers). allow and bulk delete versions, each once; the others repeat calls on 1.0.0."""
+    fresh: Iterator[tuple[str, str]]
+    if kind == "allow":
+        fresh = ((f"pkg-{i:05d}", f"1.0.{j}") for j in range(SMALL_VERSIONS - 1) for i in packages)
+    elif kind == "bulk":
+        fresh = ((f"pkg-{i:05d}", "") for i in packages)
+    else:
+        fresh = itertools.cycle([(f"pkg-{i:05d}", "1.0.0") for i in packages])
+
+    def make() -> _Thunk | None:
+        pair = next(fresh, None)
+        if pair is None:
+            return None
+        package, version = pair
+        stub = next(stubs)
+        if kind == "bulk":
+            versions = [f"1.0.{j}" for j in range(F_VERSIONS)]
+            body = _request(package, versions)
+        else:
+            body = _request(package, [version], dry_run=kind == "dry")
+
+        async def call() -> str | None:
+            try:
+                answer = await stub(body, timeout=60)
+            except grpc.aio.AioRpcError as error:
+                if kind == "deny" and error.code() is grpc.StatusCode.PERMISSION_DENIED:
+                    return None
+                return _error_text(error)
+            return _check(kind, answer, version)
+
+        return call
+
+    return make
+
+
+def _check(kind: str, answer: Any, version: str) -> str | None:
+    if kind == "echo":
+        return None
+    if kind == "deny":
+        return "answered OK, expected PERMISSION_DENIED"
+    if kind == "dry":
+        decision = answer.decisions.get(version)
+        if decision is None or decision.outcome != pb.VERSION_OUTCOME_WOULD_DELETE:
+            return f"unexpected plan {decision}"
+        return None
+    if kind == "bulk":
+        if len(answer.successful_versions) != F_VERSIONS:
+            return f"{len(answer.successful_versions)} deleted, {len(answer.failed_versions)} not"
+        return None
+    if version not in answer.successful_versions:
+        return f"not deleted: {dict(answer.failed_versions)}"
+    return None
+
+
+# --- cells ------------------------------------------------------------------------------
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+@dataclass
+class Row:
+    """One cell: a scenario at one concurrency, closed or open loop."""
+
+    scenario: str
+    title: str
+    concurrency: int
+    loop: str  # "closed", "open" or "wave" (F: 64 calls sent at once)
+    target_rate: float | None
+    seconds: float
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms: float
+    server_sys_ms: float
+    server_rss_mb: float
+    server_peak_rss_mb: float
+    emulator_cpu_ms: float | None
+    generator_cpu_pct: float
+    machine_busy_pct: float
+    other_busy_pct: float
+    lateness_p50_ms: float | None = None
+    lateness_p99_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if self.loop == "open":
+            return f"{self.concurrency} open@{self.target_rate:.0f}/s"
+        if self.loop == "wave":
+            return f"{self.concurrency} at once"
+        return f"{self.concurrency}"
+
+
+def _summarize(
+    scenario: str,
+    run: _Run,
+    first: _Snapshot,
+    last: _Snapshot,
+    *,
+    concurrency: int,
+    rate: float | None,
+    server: _Child,
+    emulator: _Child | None,
+    generator_is_server: bool = False,
+) -> Row:
+    start, end = first.at, last.at
+    seconds = end - start
+    finished = [c for c in run.calls if start <= c[2] <= end]
+    if rate is None:
+        counted = finished
+        latencies = [(c[2] - c[1]) * 1000 for c in counted if c[3] is None]
+        lateness: list[float] = []
+    else:
+        counted = [c for c in run.calls if start <= c[0] < end]
+        latencies = [(c[2] - c[0]) * 1000 for c in counted if c[3] is None]
+        lateness = [(c[1] - c[0]) * 1000 for c in counted]
+    errors = [c[3] for c in counted if c[3] is not None]
+    n = max(1, len(finished))
+    server_user, server_sys = first.used(last, server.pid)
+    emulator_cpu = sum(first.used(last, emulator.pid)) * 1000 / n if emulator else None
+    generator = 0.0 if generator_is_server else (last.generator - first.generator)
+    busy = (last.machine[0] - first.machine[0]) / max(1.0, last.machine[1] - first.machine[1])
+    ours = sum(sum(first.used(last, pid)) for pid in last.cpu) + last.generator - first.generator
+    capacity = seconds * (os.cpu_count() or 1)
+    others = (last.machine[0] - first.machine[0]) / CLK_TCK - ours
+    memory = server.memory_kb()
+    row = Row(
+        scenario=scenario,
+        title=TITLES[scenario],
+        concurrency=concurrency,
+        loop="closed" if rate is None else "open",
+        target_rate=rate,
+        seconds=seconds,
+        requests=len(finished),
+        errors=len(errors),
+        rps=len(finished) / seconds,
+        p50_ms=_percentile(latencies, 0.5),
+        p99_ms=_percentile(latencies, 0.99),
+        server_cpu_ms=(server_user + server_sys) * 1000 / n,
+        server_sys_ms=server_sys * 1000 / n,
+        server_rss_mb=memory.get("VmRSS", 0) / 1024,
+        server_peak_rss_mb=memory.get("VmHWM", 0) / 1024,
+        emulator_cpu_ms=emulator_cpu,
+        generator_cpu_pct=100 * generator / seconds,
+        machine_busy_pct=100 * busy,
+        other_busy_pct=max(0.0, 100 * others / capacity),
+        lateness_p50_ms=_percentile(lateness, 0.5) if lateness else None,
+        lateness_p99_ms=_percentile(lateness, 0.99) if lateness else None,
+        error_samples=[str(e) for e, _ in Counter(errors).most_common(3)],
+    )
+    if run.exhausted:
+        row.notes.append("RAN OUT of fresh versions (raise ASSUMED_MAX_RATE)")
+    if errors:
+        row.notes.append(f"{len(errors)} ERRORS (see the JSON)")
+    if row.other_busy_pct >= 10:
+        row.notes.append("NOISY (other processes)")
+    if not generator_is_server and row.generator_cpu_pct >= 85:
+        row.notes.append("GENERATOR-BOUND (its CPU ~ a full core)")
+    elif row.machine_busy_pct >= 95 and row.generator_cpu_pct >= 25:
+        row.notes.append("machine CPU-bound, generator competing")
+    if rate is not None and row.rps < 0.95 * rate:
+        row.notes.append(f"only {row.rps:.0f}/s done")
+    if (
+        row.lateness_p99_ms is not None
+        and row.lateness_p99_ms > max(2.0, 0.2 * row.p50_ms)
+        and row.lateness_p50_ms is not None
+    ):
+        row.notes.append(
+            f"sent late: p50 {row.lateness_p50_ms:.1f}, p99 {row.lateness_p99_ms:.1f} ms"
+        )
+    return row
+
+
+@dataclass
+class _Plan:
+    warmup: float
+    seconds: float
+    high: int
+
+
+async def _measure_grpc(
+    scenario: str,
+    plan: _Plan,
+    *,
+    concurrency: int,
+    rate: float | None,
+    make: _Maker,
+    server: _Child,
+    emulator: _Child | None,
+    profile: bool = False,
+    wave: bool = False,
+) -> Row:
+    """One cell: a warm-up, then the measurement window (closed or open loop); or, with
+    `wave`, `concurrency` calls sent at once, the window lasting until the last one ends."""
+    loop_start = time.monotonic() + 0.05
+    begin = loop_start + plan.warmup
+    until = begin + plan.seconds
+    snapshots: list[_Snapshot] = []
+    pids = [server.pid] + ([emulator.pid] if emulator else [])
+
+    async def snap(at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        snapshots.append(_Snapshot.take(pids))
+
+    spy = _start_py_spy(scenario, server, begin, plan.seconds) if profile else None
+    if wave:
+        snapshots.append(_Snapshot.take(pids))
+        run = await _closed_loop(make, concurrency, until=math.inf, calls_per_lane=1)
+        snapshots.append(_Snapshot.take(pids))
+    else:
+        snappers = [asyncio.create_task(snap(begin)), asyncio.create_task(snap(until))]
+        if rate is None:
+            await asyncio.sleep(max(0.0, loop_start - time.monotonic()))
+            run = await _closed_loop(make, concurrency, until)
+        else:
+            run = await _open_loop(make, rate, concurrency, loop_start, until)
+        await asyncio.gather(*snappers)
+    row = _summarize(
+        scenario, run, snapshots[0], snapshots[1],
+        concurrency=concurrency, rate=rate, server=server, emulator=emulator,
+    )  # fmt: skip
+    if wave:
+        row.loop = "wave"
+    if spy is not None:
+        row.notes.append(f"py-spy: {_finish_py_spy(spy)}")
+    return row
+
+
+async def _measure_boto(
+    plan: _Plan,
+    *,
+    concurrency: int,
+    rate: float | None,
+    worker: _Child,
+    emulator: _Child,
+    packages: int,
+) -> Row:
+    loop_start = time.monotonic() + 0.1
+    begin = loop_start + plan.warmup
+    until = begin + plan.seconds
+    command = {
+        "concurrency": concurrency,
+        "rate": rate,
+        "start": loop_start,
+        "until": until,
+        "packages": packages,
+        "deletable": SMALL_VERSIONS - 1,
+    }
+    pids = [worker.pid, emulator.pid]
+    worker.send(json.dumps(command))
+    answer = asyncio.create_task(asyncio.to_thread(worker.receive))
+    await asyncio.sleep(max(0.0, begin - time.monotonic()))
+    first = _Snapshot.take(pids)
+    await asyncio.sleep(max(0.0, until - time.monotonic()))
+    last = _Snapshot.take(pids)
+    result = json.loads(await answer)
+    calls: list[_Call] = [(c[0], c[1], c[2], c[3]) for c in result["calls"]]
+    run = _Run(calls, result["exhausted"])
+    return _summarize(
+        "B", run, first, last, concurrency=concurrency, rate=rate, server=worker,
+        emulator=emulator, generator_is_server=True,
+    )  # fmt: skip
+
+
+# --- py-spy (optional) ------------------------------------------------------------------
+
+
+@dataclass
+class _Spy:
+    proc: subprocess.Popen[bytes]
+    raw: Path
+
+
+def _start_py_spy(scenario: str, server: _Child, begin: float, seconds: float) -> _Spy | None:
+    exe = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if exe is None:
+        print("  (py-spy not installed: .venv/bin/pip install py-spy)", flush=True)
+        return None
+    raw = WORK / f"py-spy-{scenario}.txt"
+    delay = max(0.0, begin - time.monotonic())
+    proc = subprocess.Popen(  # noqa: S603 - fixed arguments
+        [
+            "/bin/sh",
+            "-c",
+            f"sleep {delay:.3f}; exec {exe} record --pid {server.pid} --duration "
+            f"{max(1, int(seconds))} --rate 100 --gil --nonblocking --format raw --output {raw}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return _Spy(proc, raw)
+
+
+def _finish_py_spy(spy: _Spy, top: int = 8) -> str:
+    try:
+        spy.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        spy.proc.kill()
+        return "timed out"
+    if not spy.raw.exists():
+        return "no profile written"
+    return f"{_py_spy_summary(spy.raw, top)} ({spy.raw.name})"
+
+
+_PROFILE_PARTS = (
+    ("ListPackageVersions (boto3)", "BotoCodeArtifact.package_state"),
+    ("DeletePackageVersions (boto3)", "BotoCodeArtifact.delete_package_versions"),
+    ("policy (Cedar)", "adapters/cedar.py"),
+    ("audit intent", "AuditCall.before_forwarding"),
+    ("audit outcome", "AuditCall.finish"),
+    ("audit store writer", "adapters/audit_sql.py"),
+    ("audit, other", "service/audit.py"),
+    ("messages to dicts", "_as_dict (pkggov_gateway"),
+    ("use case, other", "service/delete_versions.py"),
+    ("servicer, other", "api/servicer.py"),
+    ("edge interceptor, other", "api/interceptors.py"),
+    ("grpc server", "grpc/_server.py"),
+)
+"""Parts of the server a py-spy stack is counted in: the first whose marker it contains."""
+
+
+def _py_spy_summary(raw: Path, top: int) -> str:
+    """Where the thread holding the GIL was, by part of the server (% of samples)."""
+    parts: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        part = next((name for name, marker in _PROFILE_PARTS if marker in stack), "other")
+        parts[part] += int(count)
+    if not total:
+        return "no samples"
+    shares = ", ".join(f"{name} {100 * n / total:.0f} %" for name, n in parts.most_common(top))
+    return f"{total} samples: {shares}"
+
+
+# --- scenarios --------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    args: argparse.Namespace
+    plan: _Plan
+    certs: Path
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    soak: dict[str, Any] | None = None
+
+
+def _bulk_packages(ctx: _Context) -> int:
+    """Packages of 1,001 versions F needs per reset: 64 at once, or a window at <= 30/s."""
+    window = ctx.plan.warmup + ctx.plan.seconds * float(ctx.args.bulk_factor)
+    return max(HIGH + 16, math.ceil(30 * window))
+
+
+def _small_packages(plan: _Plan) -> int:
+    needed = ASSUMED_MAX_RATE * (plan.warmup + plan.seconds + 1)
+    return max(HIGH, math.ceil(needed / (SMALL_VERSIONS - 1)))
+
+
+def _print_row(row: Row) -> None:
+    print(f"  {_format_row(row)}", flush=True)
+
+
+CELLS = ((1, False), (HIGH, False), (HIGH, True))
+"""(concurrency, open loop) of each scenario's cells, in order: the open loop runs at
+OPEN_FRACTION of the throughput of the closed loop just before it."""
+
+
+def _nchannels(concurrency: int) -> int:
+    return 1 if concurrency == 1 else CHANNELS
+
+
+async def _close(channels: Sequence[grpc.aio.Channel]) -> None:
+    for channel in channels:
+        await channel.close(None)
+
+
+async def _scenario_b(ctx: _Context) -> None:
+    packages = _small_packages(ctx.plan)
+    seed = _write_seed(WORK / "seed-small.json", packages, SMALL_VERSIONS)
+    with contextlib.ExitStack() as stack:
+        emulator, endpoint = _start_emulator(seed, "emulator-B")
+        stack.callback(emulator.stop)
+        worker = _Child(
+            "boto-B",
+            [sys.executable, __file__, "--role", "boto", "--endpoint", endpoint],
+            ready=r"^ready",
+            stdin=True,
+        )
+        stack.callback(worker.stop)
+        for concurrency, open_loop in CELLS:
+            rate = OPEN_FRACTION * ctx.rows[-1].rps if open_loop else None
+            await asyncio.to_thread(_reset, endpoint)
+            row = await _measure_boto(
+                ctx.plan,
+                concurrency=concurrency,
+                rate=rate,
+                worker=worker,
+                emulator=emulator,
+                packages=packages,
+            )
+            ctx.rows.append(row)
+            _print_row(row)
+
+
+def _remove_sqlite(name: str) -> None:
+    """Remove an SQLite database of WORK with its -wal and -shm files."""
+    for path in WORK.glob(f"{name}*"):
+        path.unlink()
+
+
+@contextlib.contextmanager
+def _postgres_schema(url: str) -> Iterator[str]:
+    """A new schema in `url`'s database (dropped afterwards); yields the store URL."""
+    import psycopg  # noqa: PLC0415 - only for G
+
+    schema = f"pkggov_bench_gw_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        joiner = "&" if "?" in url else "?"
+        yield f"{url}{joiner}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _analyze(store_url: str) -> None:
+    """ANALYZE the gateway's tables (what autovacuum does soon on a live database), so that
+    the plans its connections cache are not made for empty tables."""
+    import psycopg  # noqa: PLC0415 - only for G
+
+    with psycopg.connect(store_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
+KINDS = {"A": "echo", "C": "allow", "D": "deny", "E": "dry", "F": "bulk", "G": "allow"}
+
+
+async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
+    """A (the echo server) or C-G (a gateway in front of an emulator)."""
+    kind = KINDS[scenario]
+    if kind == "bulk":
+        packages = ctx.args.bulk_packages or _bulk_packages(ctx)
+    else:
+        packages = _small_packages(ctx.plan) if kind == "allow" else HIGH
+    client = "ci" if kind == "deny" else "alice"
+    store = ""
+    with contextlib.ExitStack() as stack:
+        emulator: _Child | None = None
+        endpoint = ""
+        if scenario == "A":
+            server = _Child(
+                "echo",
+                [sys.executable, __file__, "--role", "echo", "--certs", str(ctx.certs)],
+                ready=r"listening on (\S+)",
+            )
+            stack.callback(server.stop)
+            target = server.match.group(1)
+        else:
+            if scenario == "G":
+                store = stack.enter_context(_postgres_schema(ctx.args.postgres_url))
+            else:
+                _remove_sqlite(f"audit-{scenario}.db")
+                stack.callback(_remove_sqlite, f"audit-{scenario}.db")  # after the gateway
+                store = f"sqlite:{WORK / f'audit-{scenario}.db'}"
+            versions = BIG_VERSIONS if kind == "bulk" else SMALL_VERSIONS
+            seed = _write_seed(WORK / f"seed-{scenario}.json", packages, versions)
+            emulator, endpoint = _start_emulator(seed, f"emulator-{scenario}")
+            stack.callback(emulator.stop)
+            server, target = _start_gateway(f"gateway-{scenario}", endpoint, ctx.certs, store)
+            stack.callback(server.stop)
+        for index, (concurrency, open_loop) in enumerate(CELLS):
+            rate = OPEN_FRACTION * ctx.rows[-1].rps if open_loop else None
+            if endpoint:
+                await asyncio.to_thread(_reset, endpoint)
+            channels = [_channel(target, ctx.certs, client) for _ in range(_nchannels(concurrency))]
+            plan = ctx.plan
+            if kind == "bulk":  # calls of 0.1-0.5 s: longer windows, and 64 at once
+                plan = _Plan(plan.warmup, plan.seconds * ctx.args.bulk_factor, plan.high)
+            try:
+                row = await _measure_grpc(
+                    scenario,
+                    plan,
+                    concurrency=concurrency,
+                    rate=rate,
+                    make=_maker(kind, _stubs(channels, raw=kind == "echo"), range(packages)),
+                    server=server,
+                    emulator=emulator,
+                    profile=ctx.args.py_spy and concurrency > 1 and not open_loop,
+                    wave=kind == "bulk" and concurrency > 1 and not open_loop,
+                )
+            finally:
+                await _close(channels)
+            if scenario == "G" and index == 0:
+                await asyncio.to_thread(_analyze, store)
+                row.notes.append("tables ANALYZEd after this cell")
+            ctx.rows.append(row)
+            _print_row(row)
+
+
+# --- the RSS soak -----------------------------------------------------------------------
+
+
+def _soak_mix(text: str) -> list[str]:
+    """'allow=1,deny=2,dry=7' -> a repeating pattern of call kinds."""
+    pattern: list[str] = []
+    for part in text.split(","):
+        kind, _, weight = part.partition("=")
+        if kind.strip() not in ("allow", "deny", "dry"):
+            raise argparse.ArgumentTypeError(f"unknown call kind {kind!r} in the soak mix")
+        pattern += [kind.strip()] * int(weight or "1")
+    return pattern
+
+
+async def _soak(ctx: _Context) -> None:
+    total = int(ctx.args.soak_requests)
+    pattern = ctx.args.soak_mix
+    allows = math.ceil(total * pattern.count("allow") / len(pattern))
+    deleted = max(HIGH, math.ceil(allows / (SMALL_VERSIONS - 1)) + HIGH)
+    packages = deleted + HIGH  # the last HIGH packages for deny and dry-run calls
+    seed = _write_seed(WORK / "seed-soak.json", packages, SMALL_VERSIONS)
+    _remove_sqlite("audit-soak.db")
+    with contextlib.ExitStack() as stack:
+        stack.callback(_remove_sqlite, "audit-soak.db")
+        emulator, endpoint = _start_emulator(seed, "emulator-soak")
+        stack.callback(emulator.stop)
+        gateway, target = _start_gateway(
+            "gateway-soak", endpoint, ctx.certs, f"sqlite:{WORK / 'audit-soak.db'}"
+        )
+        stack.callback(gateway.stop)
+        alice = [_channel(target, ctx.certs, "alice") for _ in range(CHANNELS)]
+        ci = [_channel(target, ctx.certs, "ci") for _ in range(CHANNELS)]
+        makers = {
+            "allow": _maker("allow", _stubs(alice, raw=False), range(deleted)),
+            "dry": _maker("dry", _stubs(alice, raw=False), range(deleted, packages)),
+            "deny": _maker("deny", _stubs(ci, raw=False), range(deleted, packages)),
+        }
+        kinds = itertools.cycle(pattern)
+        done = 0
+        errors: Counter[str] = Counter()
+        samples: list[tuple[float, int, int]] = []  # (seconds, requests, VmRSS kB)
+        started = time.monotonic()
+        cpu_start = _cpu_seconds(gateway.pid)
+        deadline = started + float(ctx.args.soak_max_seconds)
+
+        async def lane() -> None:
+            nonlocal done
+            while done < total and time.monotonic() < deadline:
+                thunk = makers[next(kinds)]()
+                if thunk is None:
+                    errors["out of fresh versions"] += 1
+                    return
+                error = await thunk()
+                done += 1
+                if error is not None:
+                    errors[error] += 1
+
+        async def sample() -> None:
+            reported = 0
+            while True:
+                now = time.monotonic() - started
+                rss = gateway.memory_kb().get("VmRSS", 0)
+                samples.append((now, done, rss))
+                if done >= total or time.monotonic() >= deadline:
+                    return
+                if done >= reported + total // 5:
+                    reported = done
+                    print(
+                        f"  {done:>7,} requests in {now:4.0f} s ({done / now:.0f}/s), VmRSS "
+                        f"{rss / 1024:.0f} MB, {sum(errors.values())} errors",
+                        flush=True,
+                    )
+                await asyncio.sleep(1.0)
+
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(lane() for _ in range(ctx.plan.high)))
+        elapsed = time.monotonic() - started
+        cpu = _cpu_seconds(gateway.pid) - cpu_start
+        await sampler
+        samples.append((elapsed, done, gateway.memory_kb().get("VmRSS", 0)))
+        memory = gateway.memory_kb()
+        await _close(alice + ci)
+
+    def rss_at(fraction: float) -> float:
+        goal = fraction * done
+        for _, count, rss in samples:
+            if count >= goal:
+                return rss / 1024
+        return samples[-1][2] / 1024
+
+    ctx.soak = {
+        "requests": done,
+        "target": total,
+        "seconds": elapsed,
+        "rps": done / elapsed,
+        "mix": dict(Counter(pattern)),
+        "cpu_ms_per_request": cpu * 1000 / max(1, done),
+        "rss_mb_after_warmup": rss_at(0.1),
+        "rss_mb_half": rss_at(0.5),
+        "rss_mb_end": memory.get("VmRSS", 0) / 1024,
+        "peak_rss_mb": memory.get("VmHWM", 0) / 1024,
+        "errors": sum(errors.values()),
+        "error_samples": [e for e, _ in errors.most_common(3)],
+        "samples": samples,
+    }
+
+
+# --- report -----------------------------------------------------------------------------
+
+HEADER = (
+    f"{'scenario':<22} {'concurrency':>14} {'calls':>6} {'req/s':>6} {'p50 ms':>8} "
+    f"{'p99 ms':>8} {'cpu ms':>7} {'sys ms':>6} {'peak MB':>7} {'emu ms':>6} {'gen %':>5} "
+    f"{'mach %':>6} {'other %':>7}  notes"
+)
+
+
+def _format_row(row: Row) -> str:
+    emu = "-" if row.emulator_cpu_ms is None else f"{row.emulator_cpu_ms:.2f}"
+    gen = "-" if row.scenario == "B" else f"{row.generator_cpu_pct:.0f}"
+    return (
+        f"{row.scenario + ' ' + row.title:<22} {row.label:>14} {row.requests:>6} "
+        f"{row.rps:>6.0f} {row.p50_ms:>8.2f} {row.p99_ms:>8.2f} {row.server_cpu_ms:>7.2f} "
+        f"{row.server_sys_ms:>6.2f} {row.server_peak_rss_mb:>7.0f} {emu:>6} {gen:>5} "
+        f"{row.machine_busy_pct:>6.0f} {row.other_busy_pct:>7.0f}  " + "; ".join(row.notes)
+    )
+
+
+def _find(rows: Sequence[Row], scenario: str, concurrency: int, loop: str) -> Row | None:
+    for row in rows:
+        if (row.scenario, row.concurrency, row.loop) == (scenario, concurrency, loop):
+            return row
+    return None
+
+
+@dataclass
+class Goal:
+    """One goal of issue 5 and this run's verdict."""
+
+    name: str
+    verdict: str  # MET, MISSED or NOT MEASURED
+    detail: str
+
+
+def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
+    rows, high = ctx.rows, ctx.plan.high
+    lines: list[str] = []
+    goals: list[Goal] = []
+
+    def cells(concurrency: int) -> tuple[Row | None, Row | None, Row | None]:
+        return (
+            _find(rows, "A", concurrency, "closed"),
+            _find(rows, "B", concurrency, "closed"),
+            _find(rows, "C", concurrency, "closed"),
+        )
+
+    a, b, c = cells(1)
+    if a and b and c:
+        lines.append(
+            f"C/(A+B) at concurrency 1: p50 latency {c.p50_ms:.2f} / ({a.p50_ms:.2f} + "
+            f"{b.p50_ms:.2f}) = {c.p50_ms / (a.p50_ms + b.p50_ms):.2f}; CPU per request "
+            f"{c.server_cpu_ms:.2f} / ({a.server_cpu_ms:.2f} + {b.server_cpu_ms:.2f}) = "
+            f"{c.server_cpu_ms / (a.server_cpu_ms + b.server_cpu_ms):.2f}"
+        )
+    a, b, c = cells(high)
+    if a and b and c:
+        lines.append(
+            f"C/(A+B) at concurrency {high} (closed loop): CPU per request "
+            f"{c.server_cpu_ms:.2f} / ({a.server_cpu_ms:.2f} + {b.server_cpu_ms:.2f}) = "
+            f"{c.server_cpu_ms / (a.server_cpu_ms + b.server_cpu_ms):.2f}; requests/s C/B = "
+            f"{c.rps:.0f} / {b.rps:.0f} = {c.rps / b.rps:.2f} (p50 at saturation is queueing: "
+            "see the open-loop rows for latency under load)"
+        )
+    a, b, c = cells(1)
+    if a and b and c:
+        floor = a.p50_ms + b.p50_ms
+        ok = c.p50_ms <= GOAL_LATENCY * floor
+        goals.append(
+            Goal(
+                f"C p50 <= {GOAL_LATENCY} x (A p50 + B p50) at concurrency 1",
+                "MET" if ok else "MISSED",
+                f"{c.p50_ms:.2f} ms vs {GOAL_LATENCY * floor:.2f} ms "
+                f"(ratio {c.p50_ms / floor:.2f})",
+            )
+        )
+    else:
+        goals.append(Goal("C p50 <= 1.3 x (A p50 + B p50)", "NOT MEASURED", "needs A, B, C"))
+    details, all_ok, measured = [], True, False
+    for concurrency in (1, high):
+        a, b, c = cells(concurrency)
+        if a and b and c:
+            measured = True
+            floor = a.server_cpu_ms + b.server_cpu_ms
+            all_ok &= c.server_cpu_ms <= GOAL_CPU * floor
+            details.append(
+                f"c={concurrency}: {c.server_cpu_ms:.2f} vs {GOAL_CPU * floor:.2f} ms "
+                f"(ratio {c.server_cpu_ms / floor:.2f})"
+            )
+    goals.append(
+        Goal(
+            f"C CPU/request <= {GOAL_CPU} x (A + B CPU/request), at concurrency 1 and {high}",
+            ("MET" if all_ok else "MISSED") if measured else "NOT MEASURED",
+            "; ".join(details) or "needs A, B, C",
+        )
+    )
+    b, c = _find(rows, "B", high, "closed"), _find(rows, "C", high, "closed")
+    if b and c:
+        goals.append(
+            Goal(
+                f"C at concurrency {high} >= {GOAL_THROUGHPUT:.0%} of B's requests/s",
+                "MET" if c.rps >= GOAL_THROUGHPUT * b.rps else "MISSED",
+                f"C {c.rps:.0f}/s vs B {b.rps:.0f}/s ({c.rps / b.rps:.0%})",
+            )
+        )
+    else:
+        goals.append(Goal("C at 64 >= 60 % of B's requests/s", "NOT MEASURED", "needs B, C"))
+    soak = ctx.soak
+    if soak is not None:
+        reached = soak["requests"] >= 100_000
+        ok = reached and soak["rss_mb_end"] <= GOAL_RSS_MB
+        goals.append(
+            Goal(
+                f"steady RSS <= {GOAL_RSS_MB:.0f} MB after 100,000 requests",
+                ("MET" if ok else "MISSED") if reached else "NOT MEASURED",
+                f"{soak['rss_mb_end']:.0f} MB after {soak['requests']:,} requests "
+                f"({soak['rss_mb_after_warmup']:.0f} MB after 10 %, "
+                f"{soak['rss_mb_half']:.0f} MB half way, peak {soak['peak_rss_mb']:.0f} MB; "
+                f"{soak['rss_mb_end'] - soak['rss_mb_after_warmup']:+.1f} MB from 10 % to the end"
+                f"{'; ' + str(soak['errors']) + ' ERRORS' if soak['errors'] else ''})",
+            )
+        )
+    else:
+        goals.append(Goal("steady RSS <= 150 MB after 100,000 requests", "NOT MEASURED", ""))
+    return lines, goals
+
+
+def _generator_verdict(rows: Sequence[Row]) -> str:
+    """Whether the load generator was the bottleneck anywhere, in one line."""
+    bound = [f"{r.scenario} {r.label}" for r in rows if any("GENERATOR" in n for n in r.notes)]
+    late = [f"{r.scenario} {r.label}" for r in rows if any("sent late" in n for n in r.notes)]
+    peak = max((r.generator_cpu_pct for r in rows if r.scenario != "B"), default=0.0)
+    text = (
+        f"load generator: the bottleneck in {', '.join(bound)}"
+        if bound
+        else f"load generator: not the bottleneck (at most {peak:.0f} % of a core in a cell)"
+    )
+    if late:
+        text += (
+            f"; open loops sent late in {', '.join(late)} (the machine's CPUs were saturated; "
+            "lateness counts in their latencies)"
+        )
+    return text
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError):
+        memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":")[1].strip()
+    import boto3  # noqa: PLC0415 - only for the versions
+
+    return {
+        "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory": memory,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "boto3": boto3.__version__,
+        "load_average": os.getloadavg(),
+    }
+
+
+def _report(ctx: _Context, machine: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    print()
+    print(HEADER)
+    for row in ctx.rows:
+        print(_format_row(row))
+    print()
+    lines, goals = _ratios_and_goals(ctx)
+    for line in lines:
+        print(line)
+    soak = ctx.soak
+    if soak is not None:
+        print(
+            f"RSS soak: {soak['requests']:,} requests (mix {soak['mix']}) at concurrency "
+            f"{ctx.plan.high} in {soak['seconds']:.0f} s ({soak['rps']:.0f}/s, "
+            f"{soak['cpu_ms_per_request']:.2f} CPU ms/request, {soak['errors']} errors): VmRSS "
+            f"{soak['rss_mb_after_warmup']:.0f} MB after 10 %, {soak['rss_mb_half']:.0f} MB "
+            f"half way, {soak['rss_mb_end']:.0f} MB at the end; peak {soak['peak_rss_mb']:.0f} MB"
+        )
+    if ctx.rows:
+        others = sorted(row.other_busy_pct for row in ctx.rows)
+        noisy = sum(1 for row in ctx.rows if row.other_busy_pct >= 10)
+        print(
+            f"noise: other processes took {others[len(others) // 2]:.0f} % of the machine in the "
+            f"median cell (max {others[-1]:.0f} %); {noisy} of {len(ctx.rows)} rows NOISY"
+        )
+        print(_generator_verdict(ctx.rows))
+    print()
+    print("Goals (issue 5):")
+    for goal in goals:
+        print(f"  {goal.verdict:<12} {goal.name}: {goal.detail}")
+    print()
+    for note in ctx.notes:
+        print(f"note: {note}")
+    print(
+        f"machine: {machine['cpus']} CPUs ({machine['usable_cpus']} usable) "
+        f"{machine['cpu_model']}, {machine['memory']}, {machine['platform']}, Python "
+        f"{machine['python']}, grpcio {machine['grpcio']}, boto3 {machine['boto3']}; "
+        f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average'])}"
+    )
+    print(f"run time: {elapsed:.0f} s")
+    return {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "settings": {
+            "seconds": ctx.plan.seconds,
+            "warmup": ctx.plan.warmup,
+            "high_concurrency": ctx.plan.high,
+            "open_loop_fraction": OPEN_FRACTION,
+            "gateway_rate_limits": UNLIMITED_RATE,
+            "scenarios": ctx.args.scenarios,
+        },
+        "rows": [asdict(row) for row in ctx.rows],
+        "ratios": lines,
+        "goals": [asdict(goal) for goal in goals],
+        "soak": ctx.soak,
+        "notes": ctx.notes,
+        "run_seconds": elapsed,
+    }
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--role", choices=("bench", "echo", "boto"), default="bench",
+                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--certs", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~1 min)")
+    parser.add_argument("--seconds", type=float, help="measurement window per cell (3)")
+    parser.add_argument("--warmup", type=float, help="warm-up per cell (1)")
+    parser.add_argument(
+        "--scenarios", default=SCENARIOS, help=f"which of {SCENARIOS} to run (default all)"
+    )
+    parser.add_argument(
+        "--soak-requests", type=int, help="requests of the RSS soak (100000; 0: no soak)"
+    )
+    parser.add_argument(
+        "--soak-mix",
+        type=_soak_mix,
+        default="allow=1,deny=1,dry=2",
+        help="the soak's calls, by weight (allow=1,deny=1,dry=2)",
+    )
+    parser.add_argument(
+        "--soak-max-seconds", type=float, default=450.0, help="time box of the soak (450)"
+    )
+    parser.add_argument(
+        "--bulk-factor", type=float, default=1.0, help="F's windows, as a multiple of --seconds"
+    )
+    parser.add_argument(
+        "--bulk-packages", type=int, help="F's packages of 1,001 versions (default: enough)"
+    )
+    parser.add_argument(
+        "--postgres-url", default=PG_URL, help=f"G: database to make a schema in ({PG_URL})"
+    )
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="profile the server in the c=64 closed loops (use --seconds 10 or more)",
+    )
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = args.seconds or 1.5
+        args.warmup = args.warmup or 0.5
+        args.soak_requests = 5000 if args.soak_requests is None else args.soak_requests
+    args.seconds = args.seconds or 3.0
+    args.warmup = args.warmup or 1.0
+    args.soak_requests = 100_000 if args.soak_requests is None else args.soak_requests
+    args.scenarios = "".join(s for s in args.scenarios.upper() if s in SCENARIOS)
+    return args
+
+
+async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    WORK.mkdir(parents=True, exist_ok=True)
+    certs = WORK / "certs"
+    subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(ROOT / "scripts" / "dev_certs.py"), "--out", str(certs)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    machine = _machine()
+    ctx = _Context(args, _Plan(args.warmup, args.seconds, HIGH), certs)
+    ctx.notes += [
+        "the gateway's upstream rate limits (upstream.write_calls_per_second 90 and "
+        f"read_calls_per_second 180 by default) are set to {UNLIMITED_RATE} here: B has no "
+        "such limit",
+        "cpu ms / sys ms: the server process's CPU (all of it / the kernel's part) per request "
+        "over the window: A the echo server, B the process making the boto3 calls, C-G the "
+        "gateway; the emulator's CPU is excluded everywhere and shown as 'emu ms'",
+        "concurrency 1: closed loop; 64: closed loop (64 outstanding) for req/s, then "
+        f"'open@R/s', an open loop at {OPEN_FRACTION:.0%} of that rate with at most 64 "
+        "outstanding, latency timed from the intended send time; F '64 at once': 64 "
+        "1,000-version calls sent together, req/s = 64 / time to the last answer",
+        "A's echo server uses mTLS with the same certificates, and 32 threads, like the gateway",
+        "peak MB: the server's VmHWM at the end of the cell (fresh processes per scenario)",
+        f"gen %: the load generator's CPU (of one core); mach %: the machine's ({machine['cpus']} "
+        "CPUs) busy time; other %: the part of it used by processes other than the generator, "
+        "server and emulator (NOISY from 10 %: numbers of such rows are less reliable)",
+    ]
+    print(
+        f"bench-gateway: {args.warmup:g} s warm-up + {args.seconds:g} s per cell, scenarios "
+        f"{args.scenarios}, soak {args.soak_requests:,} requests; logs in {WORK}",
+        flush=True,
+    )
+    print(HEADER, flush=True)
+    for scenario in args.scenarios:
+        try:
+            if scenario == "B":
+                await _scenario_b(ctx)
+            else:
+                await _scenario_grpc(ctx, scenario)
+        except Exception as error:  # noqa: BLE001 - one scenario's failure is reported
+            ctx.notes.append(f"scenario {scenario} failed: {type(error).__name__}: {error}")
+            print(f"  {scenario}: failed: {error}", flush=True)
+    if args.soak_requests > 0:
+        print(f"RSS soak: {args.soak_requests:,} requests at concurrency {HIGH} ...", flush=True)
+        try:
+            await _soak(ctx)
+        except Exception as error:  # noqa: BLE001 - reported
+            ctx.notes.append(f"soak failed: {type(error).__name__}: {error}")
+    return _report(ctx, machine, time.monotonic() - started)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the role asked for; the default role runs the benchmark."""
+    args = _parse(argv)
+    if args.role == "echo":
+        return _serve_echo(args.certs)
+    if args.role == "boto":
+        return _boto_worker(args.endpoint)
+    result = asyncio.run(_bench(args))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
