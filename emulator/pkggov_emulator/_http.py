@@ -41,6 +41,10 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver listens with a backlog of 5: a burst of new connections (a gateway opening
+    # its pool under load) overflows it, the kernel drops the SYNs, and the client's connect
+    # times out after its SYN retries. CodeArtifact accepts such bursts.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], app: App, *, log_requests: bool = False) -> None:
         self.app = app

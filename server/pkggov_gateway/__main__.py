@@ -19,6 +19,9 @@ from pkggov_gateway.logs import LogFormat, configure_logging
 
 log = structlog.get_logger("pkggov.main")
 
+_SIGNAL_POLL_SECONDS = 0.5
+"""How long the main thread sleeps at most before it runs pending signal handlers."""
+
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -119,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     gateway.start()
     print(banner(gateway), flush=True)
     while not stop.is_set():
-        wake.wait()
+        # With a timeout: the kernel may hand the signal to another thread (one that is
+        # creating a thread, say), and then nothing interrupts an untimed wait here, while
+        # Python runs its handler only in this thread, once it runs again.
+        wake.wait(_SIGNAL_POLL_SECONDS)
         wake.clear()
         while received:
             log.info("gateway.signal", signal=received.pop(0))

@@ -71,6 +71,9 @@ def audit_stream(destination: str) -> Callable[[StoredEntry], None] | None:
     )
     logger = structlog.wrap_logger(
         structlog.PrintLogger(file=stream),
+        # Not the configured wrapper, which filters by logging.level: at "warning" it would
+        # drop every line of the copy (logger.msg is info level).
+        wrapper_class=structlog.BoundLogger,
         processors=[structlog.processors.JSONRenderer(sort_keys=True)],
         context_class=dict,
     )
