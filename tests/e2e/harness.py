@@ -75,6 +75,21 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
     )
 
 
+def external_upstream_env(endpoint_url: str, **settings: str) -> dict[str, str]:
+    """Environment for spawn_gateway: no embedded emulator, `endpoint_url` (an emulator of the
+    test's) as CodeArtifact with the demo credentials, warnings only (stderr is a pipe nobody
+    reads while the gateway runs), then `settings` (PKGGOV_* names)."""
+    return {
+        "PKGGOV_EMULATOR_ENABLED": "false",
+        "PKGGOV_UPSTREAM_ENDPOINT_URL": endpoint_url,
+        "PKGGOV_UPSTREAM_REGION": DEMO_REGION,
+        "PKGGOV_UPSTREAM_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
+        "PKGGOV_UPSTREAM_SECRET_ACCESS_KEY": DEMO_SECRET_ACCESS_KEY,
+        "PKGGOV_LOGGING_LEVEL": "warning",
+        **settings,
+    }
+
+
 @contextmanager
 def running_gateway(settings: Settings) -> Iterator[Gateway]:
     """A started gateway that is stopped on exit."""

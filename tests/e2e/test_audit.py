@@ -41,6 +41,7 @@ from pkggov_gateway.domain.audit import (
     AuditQuery,
     EntryKind,
     NewEntry,
+    StoredEntry,
     format_time,
 )
 from tests.e2e.audit_helpers import (
@@ -611,6 +612,44 @@ def _codeartifact(emulator: Emulator) -> Any:
     )
 
 
+def _orphan_intent(
+    url: str, event_id: str, versions: list[str], deadline: datetime | None = None
+) -> StoredEntry:
+    """Write the intent a gateway of replica "test" left open when it died mid-call: deleting
+    `versions` of demo/dev-shared npm left-pad, its call's deadline at `deadline` if given."""
+    now = datetime.now(UTC)
+    body: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "event_id": event_id,
+        "kind": EntryKind.INTENT.value,
+        "time": format_time(now),
+        "received": format_time(now),
+        "replica": "test",
+        "rpc": {"method": "/pkggov.v1.PackageGovernanceService/DeletePackageVersions"},
+        "principal": {"id": "alice", "auth_method": "dev"},
+        "request": {
+            "domain": "demo",
+            "repository": "dev-shared",
+            "format": "PACKAGE_FORMAT_NPM",
+            "package": "left-pad",
+            "namespace": "",
+            "domain_owner": "",
+            "versions": versions,
+        },
+        "request_id": None,
+        "forward": versions,
+    }
+    if deadline is not None:
+        body["deadline"] = format_time(deadline)
+    store = open_audit_store(url, replica="test")
+    try:
+        intent = store.append(NewEntry(body))
+        assert [event_id] == [e.event_id for e in store.open_intents()]
+        return intent
+    finally:
+        store.close()
+
+
 def test_open_intent_is_reconciled_at_start(
     tmp_path: Path, make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
@@ -618,36 +657,7 @@ def test_open_intent_is_reconciled_at_start(
     with the same replica name starts: per version, what CodeArtifact now reports."""
     url = f"sqlite:{tmp_path}/audit.db"
     event_id = str(uuid.uuid4())
-    store = open_audit_store(url, replica="test")
-    try:
-        intent = store.append(
-            NewEntry(
-                {
-                    "schema": SCHEMA_VERSION,
-                    "event_id": event_id,
-                    "kind": EntryKind.INTENT.value,
-                    "time": format_time(datetime.now(UTC)),
-                    "received": format_time(datetime.now(UTC)),
-                    "replica": "test",
-                    "rpc": {"method": "/pkggov.v1.PackageGovernanceService/DeletePackageVersions"},
-                    "principal": {"id": "alice", "auth_method": "dev"},
-                    "request": {
-                        "domain": "demo",
-                        "repository": "dev-shared",
-                        "format": "PACKAGE_FORMAT_NPM",
-                        "package": "left-pad",
-                        "namespace": "",
-                        "domain_owner": "",
-                        "versions": ["1.0.0", "1.1.0"],
-                    },
-                    "request_id": None,
-                    "forward": ["1.0.0", "1.1.0"],
-                }
-            )
-        )
-        assert [event_id] == [e.event_id for e in store.open_intents()]
-    finally:
-        store.close()
+    intent = _orphan_intent(url, event_id, ["1.0.0", "1.1.0"])
     _codeartifact(emulator).delete_package_versions(
         domain="demo",
         repository="dev-shared",
@@ -677,36 +687,7 @@ def test_an_intent_is_reconciled_only_once_its_call_has_settled(
     url = f"sqlite:{tmp_path}/audit.db"
     event_id = str(uuid.uuid4())
     now = datetime.now(UTC)
-    store = open_audit_store(url, replica="test")
-    try:
-        store.append(
-            NewEntry(
-                {
-                    "schema": SCHEMA_VERSION,
-                    "event_id": event_id,
-                    "kind": EntryKind.INTENT.value,
-                    "time": format_time(now),
-                    "received": format_time(now),
-                    "replica": "test",
-                    "rpc": {"method": "/pkggov.v1.PackageGovernanceService/DeletePackageVersions"},
-                    "principal": {"id": "alice", "auth_method": "dev"},
-                    "request": {
-                        "domain": "demo",
-                        "repository": "dev-shared",
-                        "format": "PACKAGE_FORMAT_NPM",
-                        "package": "left-pad",
-                        "namespace": "",
-                        "domain_owner": "",
-                        "versions": ["1.0.0"],
-                    },
-                    "request_id": None,
-                    "forward": ["1.0.0"],
-                    "deadline": format_time(now + timedelta(seconds=2)),
-                }
-            )
-        )
-    finally:
-        store.close()
+    _orphan_intent(url, event_id, ["1.0.0"], deadline=now + timedelta(seconds=2))
     audit = {"store": url, "replica": "test", "reconcile_settle_seconds": 0.5}
     with make_gateway(audit=audit) as gw:
         assert [event_id] == [e.event_id for e in gw.audit_store.open_intents()]

@@ -31,9 +31,6 @@ from grpc_health.v1 import health_pb2
 
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import (
-    DEMO_ACCESS_KEY_ID,
-    DEMO_REGION,
-    DEMO_SECRET_ACCESS_KEY,
     Emulator,
     FaultRule,
 )
@@ -47,6 +44,7 @@ from tests.e2e.harness import (
     PRINCIPAL_KEY,
     TEST_PRINCIPAL,
     GatewayProcess,
+    external_upstream_env,
     health_status,
     request,
     rich_error,
@@ -81,18 +79,13 @@ def _upstream_env(endpoint_url: str, store: str) -> dict[str, str]:
     """spawn_gateway settings: no embedded emulator, `endpoint_url` as CodeArtifact, the
     permit-all test policy, a fixed replica name and `store`; warnings only (stderr is a pipe
     nobody reads while the gateway runs)."""
-    return {
-        "PKGGOV_EMULATOR_ENABLED": "false",
-        "PKGGOV_UPSTREAM_ENDPOINT_URL": endpoint_url,
-        "PKGGOV_UPSTREAM_REGION": DEMO_REGION,
-        "PKGGOV_UPSTREAM_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
-        "PKGGOV_UPSTREAM_SECRET_ACCESS_KEY": DEMO_SECRET_ACCESS_KEY,
-        "PKGGOV_POLICY_POLICIES": str(PERMIT_ALL),
-        "PKGGOV_AUDIT_STORE": store,
-        "PKGGOV_AUDIT_REPLICA": REPLICA,
-        "PKGGOV_AUDIT_RECONCILE_SETTLE_SECONDS": str(SETTLE_SECONDS),
-        "PKGGOV_LOGGING_LEVEL": "warning",
-    }
+    return external_upstream_env(
+        endpoint_url,
+        PKGGOV_POLICY_POLICIES=str(PERMIT_ALL),
+        PKGGOV_AUDIT_STORE=store,
+        PKGGOV_AUDIT_REPLICA=REPLICA,
+        PKGGOV_AUDIT_RECONCILE_SETTLE_SECONDS=str(SETTLE_SECONDS),
+    )
 
 
 def _rows(db: Path) -> list[dict[str, Any]]:

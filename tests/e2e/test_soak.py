@@ -52,9 +52,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import (
-    DEMO_ACCESS_KEY_ID,
-    DEMO_REGION,
-    DEMO_SECRET_ACCESS_KEY,
     Emulator,
     FaultRule,
     RecordedCall,
@@ -64,7 +61,13 @@ from pkggov_gateway.adapters.audit_verify import verify
 from pkggov_gateway.domain.audit import COLUMNS, format_time
 from tests.conftest import REPO
 from tests.e2e.conftest import spawn_gateway
-from tests.e2e.harness import PRINCIPAL_KEY, GatewayProcess, rich_error, wait_for
+from tests.e2e.harness import (
+    PRINCIPAL_KEY,
+    GatewayProcess,
+    external_upstream_env,
+    rich_error,
+    wait_for,
+)
 
 SOAK_ENV = "PKGGOV_SOAK"
 SOAK = os.environ.get(SOAK_ENV, "").strip().lower() not in {"", "0", "false", "no", "off"}
@@ -366,18 +369,13 @@ def invoke(stub: pb_grpc.PackageGovernanceServiceStub, call: PlannedCall) -> Cal
 def upstream_env(endpoint_url: str, **extra: str) -> dict[str, str]:
     """spawn_gateway settings: the session emulator as CodeArtifact, the shipped policies, no
     pacing to speak of (this is not a test of the rate limit), warnings only."""
-    return {
-        "PKGGOV_EMULATOR_ENABLED": "false",
-        "PKGGOV_UPSTREAM_ENDPOINT_URL": endpoint_url,
-        "PKGGOV_UPSTREAM_REGION": DEMO_REGION,
-        "PKGGOV_UPSTREAM_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
-        "PKGGOV_UPSTREAM_SECRET_ACCESS_KEY": DEMO_SECRET_ACCESS_KEY,
-        "PKGGOV_UPSTREAM_WRITE_CALLS_PER_SECOND": "100000",
-        "PKGGOV_UPSTREAM_READ_CALLS_PER_SECOND": "100000",
-        "PKGGOV_AUDIT_REPLICA": "soak",
-        "PKGGOV_LOGGING_LEVEL": "warning",
+    return external_upstream_env(
+        endpoint_url,
+        PKGGOV_UPSTREAM_WRITE_CALLS_PER_SECOND="100000",
+        PKGGOV_UPSTREAM_READ_CALLS_PER_SECOND="100000",
+        PKGGOV_AUDIT_REPLICA="soak",
         **extra,
-    }
+    )
 
 
 class StderrDrain(threading.Thread):
