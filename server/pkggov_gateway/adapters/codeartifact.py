@@ -413,18 +413,17 @@ class BotoCodeArtifact:
         left = deadline.remaining() - policy.deadline_margin_seconds
         if left < policy.min_attempt_seconds:
             raise DeadlineTooShortError(deadline.remaining(), policy.min_attempt_seconds)
+        # A read changes nothing, and a delete that reports its lost answers can be repeated.
+        retry_unknown = lost_answers is not None or method not in _WRITE_METHODS
         attempt = 0
         while True:
             attempt += 1
             try:
                 return self._call_once(method, params, deadline)
             except UpstreamError as error:
-                delay = self._retry_delay(error, attempt)
-                if error.outcome_unknown:
-                    if lost_answers is not None:
-                        lost_answers.append(error)
-                    if lost_answers is not None or method not in _WRITE_METHODS:
-                        delay = self._retry.backoff(attempt)  # a read changes nothing
+                if error.outcome_unknown and lost_answers is not None:
+                    lost_answers.append(error)
+                delay = self._retry_delay(error, attempt, retry_unknown=retry_unknown)
                 left = deadline.remaining() - policy.deadline_margin_seconds
                 if delay is None or attempt >= policy.max_attempts:
                     raise
@@ -446,20 +445,23 @@ class BotoCodeArtifact:
                     log.info("upstream.retry_abandoned", reason="draining", attempt=attempt)
                     raise
 
-    def _retry_delay(self, error: UpstreamError, attempt: int) -> float | None:
-        """Seconds to wait before retrying `error`, or None when it must not be retried."""
+    def _retry_delay(
+        self, error: UpstreamError, attempt: int, *, retry_unknown: bool
+    ) -> float | None:
+        """Seconds to wait before retrying `error`, or None when it must not be retried. An
+        error whose outcome is unknown (the answer was lost) is retried only with
+        `retry_unknown`."""
+        if error.outcome_unknown:
+            return self._retry.backoff(attempt) if retry_unknown else None
         if isinstance(error, UpstreamThrottledError):
             return max(error.retry_after_seconds or 0.0, self._retry.backoff(attempt))
-        if isinstance(error, UpstreamInternalError):
-            return self._retry.backoff(attempt)
-        if isinstance(error, UpstreamUnavailableError) and not error.outcome_unknown:
+        if isinstance(error, UpstreamInternalError | UpstreamUnavailableError):
             return self._retry.backoff(attempt)
         return None
 
-    def _limiter(self, method: str, params: Mapping[str, Any]) -> Pacer:
-        """The limiter for `method`'s kind and the account it addresses (the domain owner;
-        "" for the gateway's own account). The Region is the client's, one per gateway."""
-        kind = _kind_of(method)
+    def _limiter(self, kind: str, params: Mapping[str, Any]) -> Pacer:
+        """The limiter for calls of `kind` (write, read) to the account they address (the
+        domain owner; "" for the gateway's own account). The Region is the client's."""
         key = (kind, str(params.get("domainOwner", "")))
         with self._limiters_lock:
             limiter = self._limiters.get(key)
@@ -476,10 +478,10 @@ class BotoCodeArtifact:
 
     def _await_send_slot(self, method: str, params: Mapping[str, Any], deadline: Deadline) -> None:
         """Wait for this call's turn under the rate limit; refuse when it cannot come in time."""
-        limiter = self._limiter(method, params)
+        kind = _kind_of(method)
+        limiter = self._limiter(kind, params)
         policy = self._retry
         budget = deadline.remaining() - policy.deadline_margin_seconds - policy.min_attempt_seconds
-        kind = _kind_of(method)
         waited = limiter.acquire(max(0.0, budget))
         self._metrics.rate_limit_wait(kind, waited or 0.0, refused=waited is None)
         if waited is None:
