@@ -37,7 +37,7 @@ from pkggov_emulator import (
 from pkggov_gateway.adapters.audit_sql import SqlAuditStore, open_audit_store
 from pkggov_gateway.adapters.audit_verify import verify
 from pkggov_gateway.domain.audit import EntryKind, parse_time
-from tests.e2e.audit_helpers import AUDIT_HEALTH, kinds
+from tests.e2e.audit_helpers import AUDIT_HEALTH, coordinates, kinds
 from tests.e2e.conftest import spawn_gateway
 from tests.e2e.harness import (
     PERMIT_ALL,
@@ -111,22 +111,9 @@ def _reader(url: str) -> SqlAuditStore:
     return open_audit_store(url, replica="crash-test-reader", heartbeat_seconds=3600)
 
 
-def _coordinates(params: Any) -> tuple[str, str, str, str, str]:
-    """domain, repository, format, namespace, package of a request (CodeArtifact names)."""
-    return (
-        str(params.get("domain") or ""),
-        str(params.get("repository") or ""),
-        str(params.get("format") or "").removeprefix("PACKAGE_FORMAT_").lower(),
-        str(params.get("namespace") or ""),
-        str(params.get("package") or ""),
-    )
-
-
-def _covers(intent: dict[str, Any], coordinates: tuple[str, ...], versions: list[str]) -> bool:
-    """Whether `intent` announced deleting every one of `versions` of that package."""
-    return _coordinates(intent["request"]) == coordinates and set(versions) <= set(
-        intent["forward"]
-    )
+def _covers(intent: dict[str, Any], package: tuple[str, ...], versions: list[str]) -> bool:
+    """Whether `intent` announced deleting every one of `versions` of `package`."""
+    return coordinates(intent["request"]) == package and set(versions) <= set(intent["forward"])
 
 
 # --- the tap between gateway and emulator ---------------------------------------------------
@@ -228,7 +215,7 @@ class UpstreamTap:
                     forwarded = not self.hold_requests
                     self.seen.append(
                         SeenDelete(
-                            _coordinates(params),
+                            coordinates(params),
                             [str(v) for v in json.loads(body)["versions"]],
                             [row for row in _rows(self._db) if row["kind"] == "intent"],
                             forwarded,
@@ -452,7 +439,7 @@ def _check_write_ahead(
         intents = [b for b in bodies if b["kind"] == EntryKind.INTENT.value]
         for call in calls:
             versions = sorted(str(v) for v in call.params["versions"])
-            package = _coordinates(call.params)
+            package = coordinates(call.params)
             assert (package, versions) in forwarded, call
             before = [
                 i

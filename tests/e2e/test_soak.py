@@ -60,6 +60,7 @@ from pkggov_gateway.adapters.audit_sql import open_audit_store
 from pkggov_gateway.adapters.audit_verify import verify
 from pkggov_gateway.domain.audit import COLUMNS, format_time
 from tests.conftest import REPO
+from tests.e2e.audit_helpers import coordinates
 from tests.e2e.conftest import spawn_gateway
 from tests.e2e.harness import (
     PRINCIPAL_KEY,
@@ -572,17 +573,6 @@ def own_calls(emulator: Emulator, operation: str, prefix: str) -> list[RecordedC
         for call in emulator.calls(operation)
         if str(call.params.get("package", "")).startswith(prefix)
     ]
-
-
-def coordinates(params: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
-    """domain, repository, format, namespace, package (CodeArtifact's names) of a request."""
-    return (
-        str(params.get("domain") or ""),
-        str(params.get("repository") or ""),
-        str(params.get("format") or "").removeprefix("PACKAGE_FORMAT_").lower(),
-        str(params.get("namespace") or ""),
-        str(params.get("package") or ""),
-    )
 
 
 # --- the checks -------------------------------------------------------------------------------

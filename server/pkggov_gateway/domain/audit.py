@@ -183,10 +183,10 @@ def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-@dataclass(frozen=True, slots=True)
-class NewEntry:
-    """An entry to append: its body (with event_id, kind and time set)."""
+class _EntryBody:
+    """What an entry's body says of it (for the entry dataclasses below)."""
 
+    __slots__ = ()
     body: Mapping[str, Any]
 
     @property
@@ -199,21 +199,20 @@ class NewEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredEntry:
+class NewEntry(_EntryBody):
+    """An entry to append: its body (with event_id, kind and time set)."""
+
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry(_EntryBody):
     """An entry as stored: its place in the chain, hashes and body."""
 
     seq: int
     prev_hash: str
     hash: str
     body: Mapping[str, Any]
-
-    @property
-    def event_id(self) -> str:
-        return str(self.body["event_id"])
-
-    @property
-    def kind(self) -> EntryKind:
-        return EntryKind(self.body["kind"])
 
 
 @dataclass(frozen=True, slots=True)

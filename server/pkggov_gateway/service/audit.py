@@ -114,7 +114,7 @@ class Auditor:
         durable: bool = False,
     ) -> StoredEntry:
         """Append a call's entry to the store, timing the commit the call waits for."""
-        kind = str(entry.body.get("kind", ""))
+        kind = entry.kind.value
         started = time.perf_counter()
         try:
             stored = self.store.append(entry, guard=guard, durable=durable)
