@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pkggov_gateway.adapters.audit_sql import open_audit_store
 from pkggov_gateway.adapters.audit_verify import verify
 from pkggov_gateway.domain.audit import NewEntry, format_time
+from pkggov_gateway.domain.errors import AuditUnavailableError
 
 
 def _body(**extra: Any) -> dict[str, Any]:
@@ -61,3 +64,25 @@ def test_a_row_moved_to_a_negative_seq_is_not_hidden_from_verify(tmp_path: Path)
         store.close()
     assert 3 == report.entries
     assert not report.ok
+
+
+def test_an_entry_appended_again_is_not_recorded_twice(tmp_path: Path) -> None:
+    """A durable entry retried after a commit whose answer was lost finds itself stored: the
+    same body is the stored entry again, another body under its event and kind is refused."""
+    store = open_audit_store(f"sqlite:{tmp_path}/audit.db")
+    try:
+        intent = _body(kind="intent", forward=["1.0.0"])
+        first = store.append(NewEntry(intent), durable=True)
+        outcome = {**_body(kind="outcome", deleted=1), "event_id": first.event_id}
+        stored = store.append(NewEntry(outcome), durable=True)
+        again = store.append(NewEntry(dict(outcome)), durable=True)
+        assert (again.seq, again.hash) == (stored.seq, stored.hash)
+        with pytest.raises(AuditUnavailableError, match="already recorded differently"):
+            store.append(NewEntry({**outcome, "deleted": 0}))
+        event = store.event(first.event_id)
+        assert event is not None
+        assert [e.kind.value for e in event.entries] == ["intent", "outcome"]
+        assert len(list(store.iter_rows())) == 2
+        assert verify(store.iter_rows()).ok
+    finally:
+        store.close()

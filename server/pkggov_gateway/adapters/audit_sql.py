@@ -689,14 +689,24 @@ class SqlAuditStore:
         return results
 
     def _existing(self, conn: Any, batch: list[_Item]) -> dict[tuple[str, str], StoredEntry]:
-        ids = list(dict.fromkeys(item.entry.event_id for item in batch))
+        """The batch's entries that are already stored (a retry after an unclear commit).
+
+        Only those bodies are read: an outcome's event always holds its intent, which is not
+        parsed for nothing on every commit."""
+        keys = {(item.entry.event_id, item.entry.kind.value) for item in batch}
+        ids = list(dict.fromkeys(event_id for event_id, _ in keys))
         marks = ", ".join("?" for _ in ids)
-        rows = self._fetch(conn, f"{_SELECT_ENTRY} WHERE event_id IN ({marks})", ids)
-        found: dict[tuple[str, str], StoredEntry] = {}
-        for row in rows:
-            entry = _entry(row)
-            found[(entry.event_id, entry.kind.value)] = entry
-        return found
+        rows = self._fetch(
+            conn,
+            f"SELECT event_id, kind, seq, prev_hash, hash, body FROM audit_entries "  # noqa: S608 - placeholders only
+            f"WHERE event_id IN ({marks})",
+            ids,
+        )
+        return {
+            (str(event_id), str(kind)): _entry(row)
+            for event_id, kind, *row in rows
+            if (event_id, kind) in keys
+        }
 
     def _check(self, conn: Any, item: _Item) -> BaseException | None:
         guard = item.guard
