@@ -7,6 +7,9 @@ CodeArtifact emulator as upstream,
 
 - A: a bare grpcio echo server (the floor of one gRPC hop);
 - B: direct boto3 DeletePackageVersions calls to the emulator (the floor of the upstream call);
+- H: B's process making, per call, the two upstream calls the gateway's allow path makes for one
+  version (ListPackageVersions, then DeletePackageVersions with expectedStatus): C's upstream
+  floor, the part of C no gateway work can remove while it decides on the package's state;
 - C: the gateway's allow path (mTLS, policy, durable SQLite audit, forward);
 - D: the gateway's deny path; E: a dry run; F: a 1,000-version request;
 - G: C with a PostgreSQL audit store;
@@ -15,7 +18,9 @@ each at concurrency 1 and 64: p50/p99 latency, requests/s, server CPU ms per req
 RSS; the ratios C/(A+B) for p50 latency and CPU per request; the gateway's steady RSS after
 100,000 requests; and a verdict per goal (the README keeps the latest numbers): C p50 <= 1.3 x
 (A p50 + B p50) at concurrency 1; C CPU/request <= 1.5 x (A + B); C at concurrency 64 >= 60 %
-of B's requests/s; steady RSS <= 150 MB after 100,000 requests.
+of B's requests/s; steady RSS <= 150 MB after 100,000 requests. Each goal is also computed
+for A + H, the floor of C's design (no gateway work at all), which says whether the gateway's
+own work or its two upstream calls stand between C and the goal.
 
 Processes. Each scenario gets fresh ones, so that a peak RSS and a CPU time belong to it alone:
 
@@ -30,7 +35,8 @@ Processes. Each scenario gets fresh ones, so that a peak RSS and a CPU time belo
   the same certificates: C pays for TLS, so a plaintext floor would flatter A. B: this script
   with ``--role boto``, the client ``bootstrap.build_codeartifact_client`` builds for the
   gateway (same botocore Config; its pool sized to the 64 calling threads, as the gateway sizes
-  its pool to its threads) calling ``delete_package_versions``, one fresh version per call.
+  its pool to its threads) calling ``delete_package_versions``, one fresh version per call
+  (H: ``list_package_versions`` of the package, then the delete).
   C-G: ``pkggov-gateway`` set up by ``PKGGOV_*`` variables: mTLS with certificates from
   ``scripts/dev_certs.py`` (made afresh in .run/bench_gateway/certs), the shipped policies,
   audit in a new SQLite file under .run/ (a real disk, not tmpfs) or, for G, a new schema of
@@ -67,8 +73,8 @@ longer windows for decisions). In a window: latencies of the calls that ended in
 were due in it (open); requests/s = calls ended in it / its length; server CPU per request =
 the process's user + system time (/proc, every thread) over the window / those calls. Peak RSS
 is the server's VmHWM after the cell. The emulator's CPU is left out of every "server CPU" (it
-is shown as ``emu ms``), and so is the generator's; B's server CPU is that of the process
-making the boto3 calls: what the gateway pays to make them.
+is shown as ``emu ms``), and so is the generator's; B's and H's server CPU is that of the
+process making the boto3 calls: what the gateway pays to make them.
 
 RSS soak. A fresh gateway (SQLite) gets ``--soak-requests`` (100,000) calls at concurrency 64,
 a repeating mix of allow, deny and dry-run calls (``--soak-mix``, default 1:1:2) on their own
@@ -134,10 +140,11 @@ HIGH = 64
 CHANNELS = 4  # connections the generator spreads concurrency 64 over
 OPEN_FRACTION = 0.8
 UNLIMITED_RATE = "1000000"
-SCENARIOS = "ABCDEFG"
+SCENARIOS = "ABHCDEFG"  # the order they run and print in: H beside B
 TITLES = {
     "A": "echo (grpcio, mTLS)",
     "B": "boto3 direct",
+    "H": "boto3 List + Delete",
     "C": "allow (sqlite)",
     "D": "deny",
     "E": "dry run",
@@ -145,6 +152,7 @@ TITLES = {
     "G": "allow (postgres)",
 }
 ASSUMED_MAX_RATE = 3000.0  # calls/s no cell should exceed; sizes the seeds
+BOTO_SCENARIOS = "BH"  # made by this script's boto worker, which is also their "server"
 GOAL_LATENCY, GOAL_CPU, GOAL_THROUGHPUT, GOAL_RSS_MB = 1.3, 1.5, 0.6, 150.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -272,6 +280,7 @@ class _BotoCell:
         self._until = float(command["until"])
         self._rate: float | None = command["rate"]
         self._concurrency = int(command["concurrency"])
+        self._read_first = bool(command.get("read_first"))
         self.calls: list[_Call] = []
         self.exhausted = threading.Event()
 
@@ -305,9 +314,16 @@ class _BotoCell:
         sent = time.monotonic()
         error: str | None = None
         try:
+            status: dict[str, str] = {}
+            if self._read_first:  # H: what the gateway reads before deciding
+                self._client.list_package_versions(
+                    domain=DOMAIN, repository=REPOSITORY, format="npm", package=pair[0],
+                    maxResults=1000,
+                )  # fmt: skip
+                status = {"expectedStatus": "Published"}
             answer = self._client.delete_package_versions(
                 domain=DOMAIN, repository=REPOSITORY, format="npm", package=pair[0],
-                versions=[pair[1]],
+                versions=[pair[1]], **status,
             )  # fmt: skip
             if pair[1] not in answer.get("successfulVersions", {}):
                 error = f"not deleted: {answer.get('failedVersions')}"
@@ -847,6 +863,7 @@ async def _measure_grpc(
 
 
 async def _measure_boto(
+    scenario: str,
     plan: _Plan,
     *,
     concurrency: int,
@@ -865,6 +882,7 @@ async def _measure_boto(
         "until": until,
         "packages": packages,
         "deletable": SMALL_VERSIONS - 1,
+        "read_first": scenario == "H",
     }
     pids = [worker.pid, emulator.pid]
     worker.send(json.dumps(command))
@@ -877,7 +895,7 @@ async def _measure_boto(
     calls: list[_Call] = [(c[0], c[1], c[2], c[3]) for c in result["calls"]]
     run = _Run(calls, result["exhausted"])
     return _summarize(
-        "B", run, first, last, concurrency=concurrency, rate=rate, server=worker,
+        scenario, run, first, last, concurrency=concurrency, rate=rate, server=worker,
         emulator=emulator, generator_is_server=True,
     )  # fmt: skip
 
@@ -998,14 +1016,15 @@ async def _close(channels: Sequence[grpc.aio.Channel]) -> None:
         await channel.close(None)
 
 
-async def _scenario_b(ctx: _Context) -> None:
+async def _scenario_boto(ctx: _Context, scenario: str) -> None:
+    """B or H: boto3 calls from this script's boto worker to an emulator."""
     packages = _small_packages(ctx.plan)
     seed = _write_seed(WORK / "seed-small.json", packages, SMALL_VERSIONS)
     with contextlib.ExitStack() as stack:
-        emulator, endpoint = _start_emulator(seed, "emulator-B")
+        emulator, endpoint = _start_emulator(seed, f"emulator-{scenario}")
         stack.callback(emulator.stop)
         worker = _Child(
-            "boto-B",
+            f"boto-{scenario}",
             [sys.executable, __file__, "--role", "boto", "--endpoint", endpoint],
             ready=r"^ready",
             stdin=True,
@@ -1015,6 +1034,7 @@ async def _scenario_b(ctx: _Context) -> None:
             rate = OPEN_FRACTION * ctx.rows[-1].rps if open_loop else None
             await asyncio.to_thread(_reset, endpoint)
             row = await _measure_boto(
+                scenario,
                 ctx.plan,
                 concurrency=concurrency,
                 rate=rate,
@@ -1240,7 +1260,7 @@ HEADER = (
 
 def _format_row(row: Row) -> str:
     emu = "-" if row.emulator_cpu_ms is None else f"{row.emulator_cpu_ms:.2f}"
-    gen = "-" if row.scenario == "B" else f"{row.generator_cpu_pct:.0f}"
+    gen = "-" if row.scenario in BOTO_SCENARIOS else f"{row.generator_cpu_pct:.0f}"
     return (
         f"{row.scenario + ' ' + row.title:<22} {row.label:>14} {row.requests:>6} "
         f"{row.rps:>6.0f} {row.p50_ms:>8.2f} {row.p99_ms:>8.2f} {row.server_cpu_ms:>7.2f} "
@@ -1263,6 +1283,15 @@ class Goal:
     name: str
     verdict: str  # MET, MISSED or NOT MEASURED
     detail: str
+    floor: str = ""
+    """The same goal for A + H, the floor of C's design: whether it is within reach at all."""
+
+
+def _floor(what: str, *, reachable: bool) -> str:
+    """How C's design floor (A + H: its two upstream calls and one gRPC hop) stands against a
+    goal."""
+    verdict = "within the goal" if reachable else "already outside the goal"
+    return f"floor of the design (A + H, no gateway work): {what}: {verdict}"
 
 
 def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
@@ -1276,6 +1305,9 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
             _find(rows, "B", concurrency, "closed"),
             _find(rows, "C", concurrency, "closed"),
         )
+
+    def floor_cells(concurrency: int) -> tuple[Row | None, Row | None]:
+        return _find(rows, "A", concurrency, "closed"), _find(rows, "H", concurrency, "closed")
 
     a, b, c = cells(1)
     if a and b and c:
@@ -1294,21 +1326,50 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
             f"{c.rps:.0f} / {b.rps:.0f} = {c.rps / b.rps:.2f} (p50 at saturation is queueing: "
             "see the open-loop rows for latency under load)"
         )
+    a, h = floor_cells(1)
+    c = _find(rows, "C", 1, "closed")
+    if a and h and c:
+        lines.append(
+            f"C/(A+H) at concurrency 1 (the gateway's own cost over its design floor): p50 "
+            f"latency {c.p50_ms:.2f} / ({a.p50_ms:.2f} + {h.p50_ms:.2f}) = "
+            f"{c.p50_ms / (a.p50_ms + h.p50_ms):.2f}; CPU per request {c.server_cpu_ms:.2f} / "
+            f"({a.server_cpu_ms:.2f} + {h.server_cpu_ms:.2f}) = "
+            f"{c.server_cpu_ms / (a.server_cpu_ms + h.server_cpu_ms):.2f}"
+        )
+    a, h = floor_cells(high)
+    c = _find(rows, "C", high, "closed")
+    if a and h and c:
+        lines.append(
+            f"C/(A+H) at concurrency {high} (closed loop): CPU per request "
+            f"{c.server_cpu_ms:.2f} / ({a.server_cpu_ms:.2f} + {h.server_cpu_ms:.2f}) = "
+            f"{c.server_cpu_ms / (a.server_cpu_ms + h.server_cpu_ms):.2f}; requests/s C/H = "
+            f"{c.rps:.0f} / {h.rps:.0f} = {c.rps / h.rps:.2f}"
+        )
     a, b, c = cells(1)
     if a and b and c:
         floor = a.p50_ms + b.p50_ms
         ok = c.p50_ms <= GOAL_LATENCY * floor
+        h = _find(rows, "H", 1, "closed")
+        design = ""
+        if h:
+            least = a.p50_ms + h.p50_ms
+            design = _floor(
+                f"{a.p50_ms:.2f} + {h.p50_ms:.2f} = {least:.2f} ms (ratio {least / floor:.2f})",
+                reachable=least <= GOAL_LATENCY * floor,
+            )
         goals.append(
             Goal(
                 f"C p50 <= {GOAL_LATENCY} x (A p50 + B p50) at concurrency 1",
                 "MET" if ok else "MISSED",
                 f"{c.p50_ms:.2f} ms vs {GOAL_LATENCY * floor:.2f} ms "
                 f"(ratio {c.p50_ms / floor:.2f})",
+                design,
             )
         )
     else:
         goals.append(Goal("C p50 <= 1.3 x (A p50 + B p50)", "NOT MEASURED", "needs A, B, C"))
-    details, all_ok, measured = [], True, False
+    details, designs, all_ok, measured = [], [], True, False
+    floor_ok, floor_measured = True, False
     for concurrency in (1, high):
         a, b, c = cells(concurrency)
         if a and b and c:
@@ -1319,20 +1380,35 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
                 f"c={concurrency}: {c.server_cpu_ms:.2f} vs {GOAL_CPU * floor:.2f} ms "
                 f"(ratio {c.server_cpu_ms / floor:.2f})"
             )
+            h = _find(rows, "H", concurrency, "closed")
+            if h:
+                floor_measured = True
+                least = a.server_cpu_ms + h.server_cpu_ms
+                floor_ok &= least <= GOAL_CPU * floor
+                designs.append(f"c={concurrency}: {least:.2f} ms (ratio {least / floor:.2f})")
     goals.append(
         Goal(
             f"C CPU/request <= {GOAL_CPU} x (A + B CPU/request), at concurrency 1 and {high}",
             ("MET" if all_ok else "MISSED") if measured else "NOT MEASURED",
             "; ".join(details) or "needs A, B, C",
+            _floor("; ".join(designs), reachable=floor_ok) if floor_measured else "",
         )
     )
     b, c = _find(rows, "B", high, "closed"), _find(rows, "C", high, "closed")
     if b and c:
+        h = _find(rows, "H", high, "closed")
+        design = ""
+        if h:
+            design = _floor(
+                f"H {h.rps:.0f}/s ({h.rps / b.rps:.0%} of B)",
+                reachable=h.rps >= GOAL_THROUGHPUT * b.rps,
+            )
         goals.append(
             Goal(
                 f"C at concurrency {high} >= {GOAL_THROUGHPUT:.0%} of B's requests/s",
                 "MET" if c.rps >= GOAL_THROUGHPUT * b.rps else "MISSED",
                 f"C {c.rps:.0f}/s vs B {b.rps:.0f}/s ({c.rps / b.rps:.0%})",
+                design,
             )
         )
     else:
@@ -1361,7 +1437,7 @@ def _generator_verdict(rows: Sequence[Row]) -> str:
     """Whether the load generator was the bottleneck anywhere, in one line."""
     bound = [f"{r.scenario} {r.label}" for r in rows if any("GENERATOR" in n for n in r.notes)]
     late = [f"{r.scenario} {r.label}" for r in rows if any("sent late" in n for n in r.notes)]
-    peak = max((r.generator_cpu_pct for r in rows if r.scenario != "B"), default=0.0)
+    peak = max((r.generator_cpu_pct for r in rows if r.scenario not in BOTO_SCENARIOS), default=0.0)
     text = (
         f"load generator: the bottleneck in {', '.join(bound)}"
         if bound
@@ -1430,6 +1506,8 @@ def _report(ctx: _Context, machine: dict[str, Any], elapsed: float) -> dict[str,
     print("Goals (issue 5):")
     for goal in goals:
         print(f"  {goal.verdict:<12} {goal.name}: {goal.detail}")
+        if goal.floor:
+            print(f"  {'':<12} {goal.floor}")
     print()
     for note in ctx.notes:
         print(f"note: {note}")
@@ -1550,8 +1628,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     print(HEADER, flush=True)
     for scenario in args.scenarios:
         try:
-            if scenario == "B":
-                await _scenario_b(ctx)
+            if scenario in BOTO_SCENARIOS:
+                await _scenario_boto(ctx, scenario)
             else:
                 await _scenario_grpc(ctx, scenario)
         except Exception as error:  # noqa: BLE001 - one scenario's failure is reported
