@@ -46,7 +46,7 @@ bench-policy: $(STAMP) ## Time policy decisions for 1 and 100 versions (not a te
 bench-audit: $(STAMP) ## Time the audit path (intent + outcome) on SQLite and PostgreSQL (not a test).
 	$(BIN)/python scripts/bench_audit.py
 
-bench-gateway: $(STAMP) ## The whole gateway (A-G, mTLS, emulator upstream) vs its floors, RSS soak (not a test).
+bench-gateway: $(STAMP) ## The whole gateway (C-G, mTLS, emulator upstream) vs its floors (A, B, H), RSS soak (not a test).
 	$(BIN)/python scripts/bench_gateway.py
 
 test: $(STAMP) lint typecheck check-protos ## Run every quality gate and the whole test suite.
