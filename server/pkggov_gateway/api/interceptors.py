@@ -49,8 +49,10 @@ CURRENT_AUDIT: contextvars.ContextVar[AuditCall | None] = contextvars.ContextVar
 
 GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 AUDIT_EVENT_KEY = "x-pkggov-audit-event-id"
-_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 """Trailing metadata key carrying the call's audit event id."""
+
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+"""grpc.StatusCode by its number (as google.rpc.Status carries it)."""
 
 PROTECTED_PREFIX = "/pkggov.v1."
 """Methods that require an identity; health and reflection do not (TLS still applies)."""
@@ -187,15 +189,14 @@ def _edge(
         sent = metadata.get(REQUEST_ID_KEY)
         request_id = sent if isinstance(sent, str) and _REQUEST_ID.fullmatch(sent) else None
         request_id = request_id or str(uuid.uuid4())
+        peer = context.peer()
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id, method=method, peer=context.peer()
-        )
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=method, peer=peer)
         context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         started = time.perf_counter()
         metrics.rpc_started(method)
         code = grpc.StatusCode.OK
-        audit = auditor.begin(method, request_id, context.peer()) if auditor else None
+        audit = auditor.begin(method, request_id, peer) if auditor else None
         event_id = audit.event_id if audit is not None else None
         CURRENT_PRINCIPAL.set(None)
         CURRENT_AUDIT.set(audit)
@@ -206,7 +207,7 @@ def _edge(
                 if authenticator is not None:
                     # grpc-stubs type auth_context() as Mapping[str, bytes]; grpcio: lists.
                     auth_context = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
-                    principal = authenticator.authenticate(metadata, context.peer(), auth_context)
+                    principal = authenticator.authenticate(metadata, peer, auth_context)
                     CURRENT_PRINCIPAL.set(principal)
                     if audit is not None:
                         audit.principal = principal

@@ -392,7 +392,7 @@ class _LostAnswers:
             planned = self.plan.get(version)
             if failure.code is not VersionErrorCode.NOT_FOUND or planned is None:
                 continue
-            if planned.status is None:
+            if planned.status is None:  # it did not exist when the call was decided
                 continue
             del failed[version]
             revision = self.revisions.get(version, "")
