@@ -21,7 +21,9 @@ temporary directory under ``--dir`` (on the disk; the store sets WAL and synchro
 PostgreSQL in a new schema of ``--postgres-url`` (dropped afterwards; its table is ANALYZEd
 after the warm-up, as autovacuum does on a live database: otherwise the plans the store's
 connections cache are made for an empty table, see ``--no-analyze``). Reported per cell:
-p50/p99 in ms of the intent, the outcome, intent + outcome and the replay lookup of a call;
+p50/p99 in ms of the intent, the outcome, intent + outcome and the replay lookup of a call
+(the intent's time includes `Auditor.begin` and the request's conversion, as the outcome's
+includes the response's; the lookup is shown as "-" when no call made one);
 events per second (an event is one call: its intent and its outcome); entries committed per
 second (counted in the store); and the group commit: the store's transactions (each one
 commit, so one WAL flush) per second and entries per transaction. The transactions are
@@ -45,7 +47,6 @@ import math
 import os
 import platform
 import sqlite3
-import statistics
 import sys
 import tempfile
 import threading
@@ -58,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _bench_common import finite, p50_p99, postgres_schema
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_gateway.adapters.audit_sql import (
@@ -136,12 +138,14 @@ def _call(n: int, with_request_id: bool) -> _Call:
     return _Call(PRINCIPALS[n % len(PRINCIPALS)], request, plan, response, str(uuid.uuid4()))
 
 
-def _audit_one(auditor: Auditor, call: _Call) -> tuple[float, float, float]:
-    """Audit `call` as the interceptor and the use case do; (lookup, intent, outcome) in ms."""
+def _audit_one(auditor: Auditor, call: _Call) -> tuple[float | None, float, float]:
+    """Audit `call` as the interceptor and the use case do; (lookup, intent, outcome) in ms,
+    lookup None when the request has no request_id (no replay check is made)."""
+    started = time.perf_counter()  # the intent: from begin, with the request's conversion
     audit = auditor.begin(METHOD, str(uuid.uuid4()), call.principal.peer)
     audit.principal = call.principal
     audit.set_request(interceptors._as_dict(call.request))
-    started = time.perf_counter()
+    prepared = time.perf_counter()
     if audit.request_id is not None:
         audit.previous()  # the servicer's replay check (a fresh id: nothing found)
     looked_up = time.perf_counter()
@@ -162,8 +166,8 @@ def _audit_one(auditor: Auditor, call: _Call) -> tuple[float, float, float]:
     )
     finished = time.perf_counter()
     return (
-        (looked_up - started) * 1000,
-        (intended - looked_up) * 1000,
+        (looked_up - prepared) * 1000 if audit.request_id is not None else None,
+        ((prepared - started) + (intended - looked_up)) * 1000,
         (finished - intended) * 1000,
     )
 
@@ -225,22 +229,13 @@ def _sqlite_store(folder: Path) -> Iterator[tuple[SqlAuditStore, _CountingDialec
 @contextlib.contextmanager
 def _postgres_store(url: str) -> Iterator[tuple[SqlAuditStore, _CountingDialect]]:
     """A fresh PostgreSQL store in a new schema of `url`'s database, dropped afterwards."""
-    schema = f"pkggov_bench_{uuid.uuid4().hex}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        joiner = "&" if "?" in url else "?"
-        dialect = _CountingDialect(
-            PostgresDialect(f"{url}{joiner}options=-csearch_path%3D{schema}")
-        )
+    with postgres_schema(url, "pkggov_bench") as store_url:
+        dialect = _CountingDialect(PostgresDialect(store_url))
         store = SqlAuditStore(dialect, replica="bench")
         try:
             yield store, dialect
         finally:
             store.close()
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _rows(store: SqlAuditStore) -> int:
@@ -265,14 +260,19 @@ def _postgres_version(url: str) -> str | None:
 
 
 def _filesystem(path: Path) -> str:
-    """The type of the file system holding `path` (from /proc/mounts; "?" elsewhere)."""
+    """The type of the file system holding `path` (from /proc/mounts; "?" elsewhere): that of
+    the longest mount point that is `path` or one of its parents."""
     best, kind = "", "?"
     with contextlib.suppress(OSError):
         resolved = str(path.resolve())
         for line in Path("/proc/mounts").read_text().splitlines():
             parts = line.split()
-            if len(parts) > 2 and resolved.startswith(parts[1]) and len(parts[1]) > len(best):
-                best, kind = parts[1], parts[2]
+            if len(parts) < 3:
+                continue
+            point = parts[1]
+            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+            if inside and len(point) > len(best):
+                best, kind = point, parts[2]
     return kind
 
 
@@ -304,15 +304,6 @@ class Cell:
     p50: dict[str, float]
     p99: dict[str, float]
     first_failure: str = ""
-
-
-def _p50_p99(samples: list[float]) -> tuple[float, float]:
-    if not samples:
-        return math.nan, math.nan
-    if len(samples) == 1:
-        return samples[0], samples[0]
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return statistics.median(samples), cuts[98]
 
 
 def _run_cell(
@@ -356,7 +347,8 @@ def _run_cell(
                 mine.first_failure = mine.first_failure or f"{type(error).__name__}: {error}"
                 return True
             if timed:
-                mine.lookup.append(lookup)
+                if lookup is not None:  # a lookup ran (the request has a request_id)
+                    mine.lookup.append(lookup)
                 mine.intent.append(intent)
                 mine.outcome.append(outcome)
             return True
@@ -390,7 +382,7 @@ def _run_cell(
     both = [x + y for s in samples for x, y in zip(s.intent, s.outcome, strict=True)]
     lookup = [x for s in samples for x in s.lookup]
     cuts = {
-        name: _p50_p99(values)
+        name: p50_p99(values)
         for name, values in zip(PARTS, (intent, outcome, both, lookup), strict=True)
     }
     return Cell(
@@ -421,7 +413,7 @@ def _print_table(cells: list[Cell]) -> None:
     for c in cells:
         row = f"{c.store:<10} {c.concurrency:>4} {c.calls:>7}"
         for name in PARTS:
-            row += f" {c.p50[name]:>8.2f} / {c.p99[name]:>7.2f}"
+            row += f" {_ms(c.p50[name], 8)} / {_ms(c.p99[name], 7)}"
         print(row)
     print("intent, outcome: from the call to the store until its entry is committed (with the")
     print("body's making); lookup: the servicer's replay check (a read, not in intent+outcome)")
@@ -441,6 +433,11 @@ def _print_table(cells: list[Cell]) -> None:
     for c in cells:
         if c.failures:
             print(f"{c.store} x {c.concurrency}: first failure: {c.first_failure}")
+
+
+def _ms(value: float, width: int) -> str:
+    """`value` with two decimals in `width` characters; "-" when there was no sample (NaN)."""
+    return f"{value:>{width}.2f}" if math.isfinite(value) else f"{'-':>{width}}"
 
 
 def _positive_ints(text: str) -> list[int]:
@@ -533,9 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     backends: list[_Backend] = []
     skipped = ""
     postgres = None
+    filesystem = _filesystem(args.dir)
     if "sqlite" in stores:
         folder: Path = args.dir
-        print(f"sqlite: stores under {folder} ({_filesystem(folder)}), WAL, synchronous=FULL")
+        print(f"sqlite: stores under {folder} ({filesystem}), WAL, synchronous=FULL")
         backends.append(_Backend("sqlite", lambda: _sqlite_store(folder)))
     if "postgresql" in stores:
         postgres = _postgres_version(args.postgres_url)
@@ -593,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             "sqlite": sqlite3.sqlite_version,
             "postgresql": postgres,
             "sqlite_dir": str(args.dir),
-            "sqlite_filesystem": _filesystem(args.dir),
+            "sqlite_filesystem": filesystem,
         },
         "note": "one run on a noisy machine; latencies in ms, rates per second",
         "settings": {
@@ -609,20 +607,9 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": total,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
+    args.json.write_text(json.dumps(finite(report), indent=2, allow_nan=False) + "\n")
     print(f"results: {args.json}")
     return 0
-
-
-def _finite(value: Any) -> Any:
-    """`value` with NaN (no sample) as null, so that the JSON is standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

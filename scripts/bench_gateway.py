@@ -31,8 +31,10 @@ Processes. Each scenario gets fresh ones, so that a peak RSS and a CPU time belo
   removes a version that exists. Packages are small on purpose: the gateway reads the whole
   package state before deciding, and that read grows with the package.
 - the server. A: this script with ``--role echo``, a grpcio server whose generic handler returns
-  the request bytes, with the gateway's thread pool (``server.max_workers`` = 32) and mTLS with
-  the same certificates: C pays for TLS, so a plaintext floor would flatter A. B: this script
+  the request bytes, with the gateway's thread pool and RPC limit (``server.max_workers``, 32,
+  and ``server.max_concurrent_rpcs``, 256, by default: taken from ``ServerSettings()``) and
+  its mTLS server credentials (``adapters.tls.server_credentials``) with the same
+  certificates: C pays for TLS, so a plaintext floor would flatter A. B: this script
   with ``--role boto``, the client ``bootstrap.build_codeartifact_client`` builds for the
   gateway (same botocore Config; its pool sized to the 64 calling threads, as the gateway sizes
   its pool to its threads) calling ``delete_package_versions``, one fresh version per call
@@ -110,7 +112,6 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -120,8 +121,10 @@ from typing import IO, Any
 
 import grpc
 import grpc.aio
+from _bench_common import finite, postgres_schema
 
 from pkggov.v1 import package_governance_pb2 as pb
+from pkggov_gateway.config import IdentitySettings, ServerSettings, UpstreamSettings
 
 __all__ = ["main"]
 
@@ -135,8 +138,8 @@ DOMAIN, REPOSITORY = "bench", "dev-bench"
 SMALL_VERSIONS = 21  # versions per package: 20 deletable ones and the latest
 BIG_VERSIONS = 1001  # F: 1,000 deletable ones and the latest
 F_VERSIONS = BIG_VERSIONS - 1
-MAX_WORKERS = 32  # the gateway's server.max_workers default, given to the echo server too
 HIGH = 64
+SOAK_REQUESTS = 100_000  # the soak's default length, and what the RSS goal asks for
 CHANNELS = 4  # connections the generator spreads concurrency 64 over
 OPEN_FRACTION = 0.8
 UNLIMITED_RATE = "1000000"
@@ -216,18 +219,21 @@ class _Snapshot:
 # --- child roles: the echo server and the boto3 caller -----------------------------------
 
 
-def _read_certs(certs: Path, client: str | None = None) -> tuple[bytes, bytes, bytes]:
-    name = client or "server"
+def _read_certs(certs: Path, client: str) -> tuple[bytes, bytes, bytes]:
+    """The CA, key and certificate a client presents (made by scripts/dev_certs.py)."""
     return (
         (certs / "ca.pem").read_bytes(),
-        (certs / f"{name}.key").read_bytes(),
-        (certs / f"{name}.pem").read_bytes(),
+        (certs / f"{client}.key").read_bytes(),
+        (certs / f"{client}.pem").read_bytes(),
     )
 
 
 def _serve_echo(certs: Path) -> int:
-    """A grpcio server that answers DeletePackageVersions with the request bytes (mTLS)."""
+    """A grpcio server that answers DeletePackageVersions with the request bytes (mTLS), with
+    the gateway's default thread pool and RPC limit and its server credentials."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - child role only
+
+    from pkggov_gateway.adapters.tls import server_credentials  # noqa: PLC0415 - child role
 
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
@@ -236,14 +242,19 @@ def _serve_echo(certs: Path) -> int:
         "pkggov.v1.PackageGovernanceService",
         {"DeletePackageVersions": grpc.unary_unary_rpc_method_handler(echo)},
     )
+    settings = ServerSettings()
     server = grpc.server(
-        ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="echo"),
+        ThreadPoolExecutor(settings.max_workers, thread_name_prefix="echo"),
         handlers=[handler],
-        maximum_concurrent_rpcs=256,
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    ca, key, cert = _read_certs(certs)
-    credentials = grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
+    credentials = server_credentials(
+        IdentitySettings(
+            mode="mtls",
+            server_cert=str(certs / "server.pem"),
+            server_key=str(certs / "server.key"),
+            client_ca=str(certs / "ca.pem"),
+        )
     )
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
@@ -340,7 +351,6 @@ def _boto_worker(endpoint: str) -> int:
         DEMO_SECRET_ACCESS_KEY,
     )
     from pkggov_gateway.bootstrap import build_codeartifact_client  # noqa: PLC0415
-    from pkggov_gateway.config import UpstreamSettings  # noqa: PLC0415
 
     upstream = UpstreamSettings(
         region=DEMO_REGION,
@@ -634,6 +644,7 @@ def _maker(kind: str, stubs: Iterator[_Multi], packages: range) -> _Maker:
         fresh = ((f"pkg-{i:05d}", "") for i in packages)
     else:
         fresh = itertools.cycle([(f"pkg-{i:05d}", "1.0.0") for i in packages])
+    bulk = [f"1.0.{j}" for j in range(F_VERSIONS)] if kind == "bulk" else []
 
     def make() -> _Thunk | None:
         pair = next(fresh, None)
@@ -642,8 +653,7 @@ def _maker(kind: str, stubs: Iterator[_Multi], packages: range) -> _Maker:
         package, version = pair
         stub = next(stubs)
         if kind == "bulk":
-            versions = [f"1.0.{j}" for j in range(F_VERSIONS)]
-            body = _request(package, versions)
+            body = _request(package, bulk)
         else:
             body = _request(package, [version], dry_run=kind == "dry")
 
@@ -738,7 +748,10 @@ def _summarize(
     server: _Child,
     emulator: _Child | None,
     generator_is_server: bool = False,
+    loop: str | None = None,
 ) -> Row:
+    """The row of one cell; `loop` "wave" for F's calls sent at once, else (None) "closed"
+    or "open" by `rate`."""
     start, end = first.at, last.at
     seconds = end - start
     finished = [c for c in run.calls if start <= c[2] <= end]
@@ -764,7 +777,7 @@ def _summarize(
         scenario=scenario,
         title=TITLES[scenario],
         concurrency=concurrency,
-        loop="closed" if rate is None else "open",
+        loop=loop or ("closed" if rate is None else "open"),
         target_rate=rate,
         seconds=seconds,
         requests=len(finished),
@@ -811,7 +824,6 @@ def _summarize(
 class _Plan:
     warmup: float
     seconds: float
-    high: int
 
 
 async def _measure_grpc(
@@ -838,7 +850,9 @@ async def _measure_grpc(
         await asyncio.sleep(max(0.0, at - time.monotonic()))
         snapshots.append(_Snapshot.take(pids))
 
-    spy = _start_py_spy(scenario, server, begin, plan.seconds) if profile else None
+    # A wave is sent at once (it does not wait for loop_start and the warm-up).
+    spy_start = time.monotonic() if wave else begin
+    spy = _start_py_spy(scenario, server, spy_start, plan.seconds) if profile else None
     if wave:
         snapshots.append(_Snapshot.take(pids))
         run = await _closed_loop(make, concurrency, until=math.inf, calls_per_lane=1)
@@ -854,9 +868,8 @@ async def _measure_grpc(
     row = _summarize(
         scenario, run, snapshots[0], snapshots[1],
         concurrency=concurrency, rate=rate, server=server, emulator=emulator,
+        loop="wave" if wave else None,
     )  # fmt: skip
-    if wave:
-        row.loop = "wave"
     if spy is not None:
         row.notes.append(f"py-spy: {_finish_py_spy(spy)}")
     return row
@@ -1052,22 +1065,6 @@ def _remove_sqlite(name: str) -> None:
         path.unlink()
 
 
-@contextlib.contextmanager
-def _postgres_schema(url: str) -> Iterator[str]:
-    """A new schema in `url`'s database (dropped afterwards); yields the store URL."""
-    import psycopg  # noqa: PLC0415 - only for G
-
-    schema = f"pkggov_bench_gw_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        joiner = "&" if "?" in url else "?"
-        yield f"{url}{joiner}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
 def _analyze(store_url: str) -> None:
     """ANALYZE the gateway's tables (what autovacuum does soon on a live database), so that
     the plans its connections cache are not made for empty tables."""
@@ -1102,7 +1099,9 @@ async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
             target = server.match.group(1)
         else:
             if scenario == "G":
-                store = stack.enter_context(_postgres_schema(ctx.args.postgres_url))
+                store = stack.enter_context(
+                    postgres_schema(ctx.args.postgres_url, "pkggov_bench_gw")
+                )
             else:
                 _remove_sqlite(f"audit-{scenario}.db")
                 stack.callback(_remove_sqlite, f"audit-{scenario}.db")  # after the gateway
@@ -1120,7 +1119,7 @@ async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
             channels = [_channel(target, ctx.certs, client) for _ in range(_nchannels(concurrency))]
             plan = ctx.plan
             if kind == "bulk":  # calls of 0.1-0.5 s: longer windows, and 64 at once
-                plan = _Plan(plan.warmup, plan.seconds * ctx.args.bulk_factor, plan.high)
+                plan = _Plan(plan.warmup, plan.seconds * ctx.args.bulk_factor)
             try:
                 row = await _measure_grpc(
                     scenario,
@@ -1217,7 +1216,7 @@ async def _soak(ctx: _Context) -> None:
                 await asyncio.sleep(1.0)
 
         sampler = asyncio.create_task(sample())
-        await asyncio.gather(*(lane() for _ in range(ctx.plan.high)))
+        await asyncio.gather(*(lane() for _ in range(HIGH)))
         elapsed = time.monotonic() - started
         cpu = _cpu_seconds(gateway.pid) - cpu_start
         await sampler
@@ -1294,62 +1293,49 @@ def _floor(what: str, *, reachable: bool) -> str:
     return f"floor of the design (A + H, no gateway work): {what}: {verdict}"
 
 
+def _ratio_line(cells: dict[str, Row | None], floor: str, concurrency: int) -> str | None:
+    """C over A + `floor` in the closed loop at `concurrency`, as one line: B, the floors of a
+    gRPC hop and of one boto3 call; H, C's design floor. None when a cell is missing."""
+    a, f, c = cells["A"], cells[floor], cells["C"]
+    if a is None or f is None or c is None:
+        return None
+    cpu = (
+        f"CPU per request {c.server_cpu_ms:.2f} / ({a.server_cpu_ms:.2f} + "
+        f"{f.server_cpu_ms:.2f}) = {c.server_cpu_ms / (a.server_cpu_ms + f.server_cpu_ms):.2f}"
+    )
+    head = f"C/(A+{floor}) at concurrency {concurrency}"
+    if concurrency == 1:
+        aside = " (the gateway's own cost over its design floor)" if floor == "H" else ""
+        return (
+            f"{head}{aside}: p50 latency {c.p50_ms:.2f} / ({a.p50_ms:.2f} + {f.p50_ms:.2f}) = "
+            f"{c.p50_ms / (a.p50_ms + f.p50_ms):.2f}; {cpu}"
+        )
+    aside = (
+        " (p50 at saturation is queueing: see the open-loop rows for latency under load)"
+        if floor == "B"
+        else ""
+    )
+    return (
+        f"{head} (closed loop): {cpu}; requests/s C/{floor} = {c.rps:.0f} / {f.rps:.0f} = "
+        f"{c.rps / f.rps:.2f}{aside}"
+    )
+
+
 def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
-    rows, high = ctx.rows, ctx.plan.high
-    lines: list[str] = []
+    closed = {n: {s: _find(ctx.rows, s, n, "closed") for s in "ABHC"} for n in (1, HIGH)}
+    lines = [
+        line
+        for floor in ("B", "H")
+        for concurrency in (1, HIGH)
+        if (line := _ratio_line(closed[concurrency], floor, concurrency)) is not None
+    ]
     goals: list[Goal] = []
 
-    def cells(concurrency: int) -> tuple[Row | None, Row | None, Row | None]:
-        return (
-            _find(rows, "A", concurrency, "closed"),
-            _find(rows, "B", concurrency, "closed"),
-            _find(rows, "C", concurrency, "closed"),
-        )
-
-    def floor_cells(concurrency: int) -> tuple[Row | None, Row | None]:
-        return _find(rows, "A", concurrency, "closed"), _find(rows, "H", concurrency, "closed")
-
-    a, b, c = cells(1)
-    if a and b and c:
-        lines.append(
-            f"C/(A+B) at concurrency 1: p50 latency {c.p50_ms:.2f} / ({a.p50_ms:.2f} + "
-            f"{b.p50_ms:.2f}) = {c.p50_ms / (a.p50_ms + b.p50_ms):.2f}; CPU per request "
-            f"{c.server_cpu_ms:.2f} / ({a.server_cpu_ms:.2f} + {b.server_cpu_ms:.2f}) = "
-            f"{c.server_cpu_ms / (a.server_cpu_ms + b.server_cpu_ms):.2f}"
-        )
-    a, b, c = cells(high)
-    if a and b and c:
-        lines.append(
-            f"C/(A+B) at concurrency {high} (closed loop): CPU per request "
-            f"{c.server_cpu_ms:.2f} / ({a.server_cpu_ms:.2f} + {b.server_cpu_ms:.2f}) = "
-            f"{c.server_cpu_ms / (a.server_cpu_ms + b.server_cpu_ms):.2f}; requests/s C/B = "
-            f"{c.rps:.0f} / {b.rps:.0f} = {c.rps / b.rps:.2f} (p50 at saturation is queueing: "
-            "see the open-loop rows for latency under load)"
-        )
-    a, h = floor_cells(1)
-    c = _find(rows, "C", 1, "closed")
-    if a and h and c:
-        lines.append(
-            f"C/(A+H) at concurrency 1 (the gateway's own cost over its design floor): p50 "
-            f"latency {c.p50_ms:.2f} / ({a.p50_ms:.2f} + {h.p50_ms:.2f}) = "
-            f"{c.p50_ms / (a.p50_ms + h.p50_ms):.2f}; CPU per request {c.server_cpu_ms:.2f} / "
-            f"({a.server_cpu_ms:.2f} + {h.server_cpu_ms:.2f}) = "
-            f"{c.server_cpu_ms / (a.server_cpu_ms + h.server_cpu_ms):.2f}"
-        )
-    a, h = floor_cells(high)
-    c = _find(rows, "C", high, "closed")
-    if a and h and c:
-        lines.append(
-            f"C/(A+H) at concurrency {high} (closed loop): CPU per request "
-            f"{c.server_cpu_ms:.2f} / ({a.server_cpu_ms:.2f} + {h.server_cpu_ms:.2f}) = "
-            f"{c.server_cpu_ms / (a.server_cpu_ms + h.server_cpu_ms):.2f}; requests/s C/H = "
-            f"{c.rps:.0f} / {h.rps:.0f} = {c.rps / h.rps:.2f}"
-        )
-    a, b, c = cells(1)
+    name = f"C p50 <= {GOAL_LATENCY} x (A p50 + B p50) at concurrency 1"
+    a, b, c, h = (closed[1][s] for s in "ABCH")
     if a and b and c:
         floor = a.p50_ms + b.p50_ms
         ok = c.p50_ms <= GOAL_LATENCY * floor
-        h = _find(rows, "H", 1, "closed")
         design = ""
         if h:
             least = a.p50_ms + h.p50_ms
@@ -1359,7 +1345,7 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
             )
         goals.append(
             Goal(
-                f"C p50 <= {GOAL_LATENCY} x (A p50 + B p50) at concurrency 1",
+                name,
                 "MET" if ok else "MISSED",
                 f"{c.p50_ms:.2f} ms vs {GOAL_LATENCY * floor:.2f} ms "
                 f"(ratio {c.p50_ms / floor:.2f})",
@@ -1367,11 +1353,12 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
             )
         )
     else:
-        goals.append(Goal("C p50 <= 1.3 x (A p50 + B p50)", "NOT MEASURED", "needs A, B, C"))
+        goals.append(Goal(name, "NOT MEASURED", "needs A, B, C"))
+
     details, designs, all_ok, measured = [], [], True, False
     floor_ok, floor_measured = True, False
-    for concurrency in (1, high):
-        a, b, c = cells(concurrency)
+    for concurrency in (1, HIGH):
+        a, b, c, h = (closed[concurrency][s] for s in "ABCH")
         if a and b and c:
             measured = True
             floor = a.server_cpu_ms + b.server_cpu_ms
@@ -1380,7 +1367,6 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
                 f"c={concurrency}: {c.server_cpu_ms:.2f} vs {GOAL_CPU * floor:.2f} ms "
                 f"(ratio {c.server_cpu_ms / floor:.2f})"
             )
-            h = _find(rows, "H", concurrency, "closed")
             if h:
                 floor_measured = True
                 least = a.server_cpu_ms + h.server_cpu_ms
@@ -1388,15 +1374,16 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
                 designs.append(f"c={concurrency}: {least:.2f} ms (ratio {least / floor:.2f})")
     goals.append(
         Goal(
-            f"C CPU/request <= {GOAL_CPU} x (A + B CPU/request), at concurrency 1 and {high}",
+            f"C CPU/request <= {GOAL_CPU} x (A + B CPU/request), at concurrency 1 and {HIGH}",
             ("MET" if all_ok else "MISSED") if measured else "NOT MEASURED",
             "; ".join(details) or "needs A, B, C",
             _floor("; ".join(designs), reachable=floor_ok) if floor_measured else "",
         )
     )
-    b, c = _find(rows, "B", high, "closed"), _find(rows, "C", high, "closed")
+
+    name = f"C at concurrency {HIGH} >= {GOAL_THROUGHPUT:.0%} of B's requests/s"
+    b, c, h = (closed[HIGH][s] for s in "BCH")
     if b and c:
-        h = _find(rows, "H", high, "closed")
         design = ""
         if h:
             design = _floor(
@@ -1405,21 +1392,23 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
             )
         goals.append(
             Goal(
-                f"C at concurrency {high} >= {GOAL_THROUGHPUT:.0%} of B's requests/s",
+                name,
                 "MET" if c.rps >= GOAL_THROUGHPUT * b.rps else "MISSED",
                 f"C {c.rps:.0f}/s vs B {b.rps:.0f}/s ({c.rps / b.rps:.0%})",
                 design,
             )
         )
     else:
-        goals.append(Goal("C at 64 >= 60 % of B's requests/s", "NOT MEASURED", "needs B, C"))
+        goals.append(Goal(name, "NOT MEASURED", "needs B, C"))
+
+    name = f"steady RSS <= {GOAL_RSS_MB:.0f} MB after {SOAK_REQUESTS:,} requests"
     soak = ctx.soak
     if soak is not None:
-        reached = soak["requests"] >= 100_000
+        reached = soak["requests"] >= SOAK_REQUESTS
         ok = reached and soak["rss_mb_end"] <= GOAL_RSS_MB
         goals.append(
             Goal(
-                f"steady RSS <= {GOAL_RSS_MB:.0f} MB after 100,000 requests",
+                name,
                 ("MET" if ok else "MISSED") if reached else "NOT MEASURED",
                 f"{soak['rss_mb_end']:.0f} MB after {soak['requests']:,} requests "
                 f"({soak['rss_mb_after_warmup']:.0f} MB after 10 %, "
@@ -1429,7 +1418,7 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
             )
         )
     else:
-        goals.append(Goal("steady RSS <= 150 MB after 100,000 requests", "NOT MEASURED", ""))
+        goals.append(Goal(name, "NOT MEASURED", ""))
     return lines, goals
 
 
@@ -1489,7 +1478,7 @@ def _report(ctx: _Context, machine: dict[str, Any], elapsed: float) -> dict[str,
     if soak is not None:
         print(
             f"RSS soak: {soak['requests']:,} requests (mix {soak['mix']}) at concurrency "
-            f"{ctx.plan.high} in {soak['seconds']:.0f} s ({soak['rps']:.0f}/s, "
+            f"{HIGH} in {soak['seconds']:.0f} s ({soak['rps']:.0f}/s, "
             f"{soak['cpu_ms_per_request']:.2f} CPU ms/request, {soak['errors']} errors): VmRSS "
             f"{soak['rss_mb_after_warmup']:.0f} MB after 10 %, {soak['rss_mb_half']:.0f} MB "
             f"half way, {soak['rss_mb_end']:.0f} MB at the end; peak {soak['peak_rss_mb']:.0f} MB"
@@ -1524,7 +1513,7 @@ def _report(ctx: _Context, machine: dict[str, Any], elapsed: float) -> dict[str,
         "settings": {
             "seconds": ctx.plan.seconds,
             "warmup": ctx.plan.warmup,
-            "high_concurrency": ctx.plan.high,
+            "high_concurrency": HIGH,
             "open_loop_fraction": OPEN_FRACTION,
             "gateway_rate_limits": UNLIMITED_RATE,
             "scenarios": ctx.args.scenarios,
@@ -1554,7 +1543,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--scenarios", default=SCENARIOS, help=f"which of {SCENARIOS} to run (default all)"
     )
     parser.add_argument(
-        "--soak-requests", type=int, help="requests of the RSS soak (100000; 0: no soak)"
+        "--soak-requests",
+        type=int,
+        help=f"requests of the RSS soak ({SOAK_REQUESTS}; 0: no soak)",
     )
     parser.add_argument(
         "--soak-mix",
@@ -1587,7 +1578,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.soak_requests = 5000 if args.soak_requests is None else args.soak_requests
     args.seconds = args.seconds or 3.0
     args.warmup = args.warmup or 1.0
-    args.soak_requests = 100_000 if args.soak_requests is None else args.soak_requests
+    args.soak_requests = SOAK_REQUESTS if args.soak_requests is None else args.soak_requests
     args.scenarios = "".join(s for s in args.scenarios.upper() if s in SCENARIOS)
     return args
 
@@ -1602,11 +1593,13 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         stdout=subprocess.DEVNULL,
     )
     machine = _machine()
-    ctx = _Context(args, _Plan(args.warmup, args.seconds, HIGH), certs)
+    ctx = _Context(args, _Plan(args.warmup, args.seconds), certs)
+    upstream, server = UpstreamSettings(), ServerSettings()
     ctx.notes += [
-        "the gateway's upstream rate limits (upstream.write_calls_per_second 90 and "
-        f"read_calls_per_second 180 by default) are set to {UNLIMITED_RATE} here: B has no "
-        "such limit",
+        "the gateway's upstream rate limits (upstream.write_calls_per_second "
+        f"{upstream.write_calls_per_second:g} and read_calls_per_second "
+        f"{upstream.read_calls_per_second:g} by default) are set to {UNLIMITED_RATE} here: B "
+        "has no such limit",
         "cpu ms / sys ms: the server process's CPU (all of it / the kernel's part) per request "
         "over the window: A the echo server, B the process making the boto3 calls, C-G the "
         "gateway; the emulator's CPU is excluded everywhere and shown as 'emu ms'",
@@ -1614,7 +1607,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         f"'open@R/s', an open loop at {OPEN_FRACTION:.0%} of that rate with at most 64 "
         "outstanding, latency timed from the intended send time; F '64 at once': 64 "
         "1,000-version calls sent together, req/s = 64 / time to the last answer",
-        "A's echo server uses mTLS with the same certificates, and 32 threads, like the gateway",
+        "A's echo server uses mTLS with the same certificates, and "
+        f"{server.max_workers} threads, like the gateway",
         "peak MB: the server's VmHWM at the end of the cell (fresh processes per scenario)",
         f"gen %: the load generator's CPU (of one core); mach %: the machine's ({machine['cpus']} "
         "CPUs) busy time; other %: the part of it used by processes other than the generator, "
@@ -1653,7 +1647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _boto_worker(args.endpoint)
     result = asyncio.run(_bench(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    text = json.dumps(finite(result), indent=2, default=str, allow_nan=False)
+    args.json.write_text(text + "\n")
     print(f"results written to {args.json}")
     return 0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from itertools import cycle, islice, product
 from pathlib import Path
 
 import cedarpy
+from _bench_common import p50_p99
 
 from pkggov_gateway.adapters import cedar
 from pkggov_gateway.domain.identity import AuthMethod, Principal
@@ -98,8 +98,7 @@ def _percentiles(run: Callable[[], object], iterations: int) -> tuple[float, flo
         start = time.perf_counter()
         run()
         samples.append((time.perf_counter() - start) * 1000)
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return statistics.median(samples), cuts[98]
+    return p50_p99(samples)
 
 
 def _parts(scenario: Scenario) -> dict[str, Callable[[], object]]:
