@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pkggov_emulator import Emulator
+from pkggov_gateway.adapters.audit_sql import SqlAuditStore, open_audit_store
 from pkggov_gateway.bootstrap import Gateway
-from pkggov_gateway.domain.audit import AuditEventRecord
-from tests.e2e.harness import health_status, wait_for
-
-__all__ = [
-    "AUDIT_HEALTH",
-    "audit_event",
-    "audit_health",
-    "coordinates",
-    "deletes",
-    "kinds",
-    "wait_for",
-]
+from pkggov_gateway.domain.audit import COLUMNS, AuditEventRecord
+from tests.e2e.harness import Reachable, health_status
 
 AUDIT_HEALTH = "pkggov.audit"
+
+BODY_COLUMN = 1 + len(COLUMNS)
+"""Where a stored row (seq, *COLUMNS, body, prev_hash, hash) holds the entry's body."""
 
 
 def deletes(emulator: Emulator) -> int:
@@ -40,7 +36,7 @@ def kinds(record: AuditEventRecord) -> list[str]:
     return [entry.kind.value for entry in record.entries]
 
 
-def audit_health(gateway: Gateway) -> int:
+def audit_health(gateway: Reachable) -> int:
     """The gateway's grpc.health.v1 status for the audit store."""
     return health_status(gateway.address, AUDIT_HEALTH)
 
@@ -55,3 +51,20 @@ def coordinates(params: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
         str(params.get("namespace") or ""),
         str(params.get("package") or ""),
     )
+
+
+@contextmanager
+def reopened_store(url: str, replica: str) -> Iterator[SqlAuditStore]:
+    """The audit store at `url` opened as an auditor would (as `pkggov audit verify` does),
+    under the name `replica`; closed on exit."""
+    store = open_audit_store(url, replica=replica, heartbeat_seconds=3600)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def row_body(row: Sequence[Any]) -> dict[str, Any]:
+    """The entry body of a stored row (as `SqlAuditStore.iter_rows` yields them)."""
+    body: dict[str, Any] = json.loads(row[BODY_COLUMN])
+    return body

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import tempfile
@@ -25,9 +24,11 @@ from pkggov_emulator import (
 from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.logs import configure_logging
 from tests.e2e.harness import (
+    OFF_WORDS,
     GatewayFactory,
     GatewayProcess,
     gateway_settings,
+    inherited_environ,
     running_gateway,
     stub_for,
 )
@@ -83,9 +84,6 @@ def stub(gateway: Gateway) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
         yield identified
 
 
-_OFF = frozenset({"0", "false", "no", "off"})  # how config.py reads a false boolean
-
-
 @contextmanager
 def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProcess]:
     """Start the real binary as `make run` does (--dev), with free ports, JSON logs and
@@ -95,7 +93,7 @@ def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProces
     its upstream is ``PKGGOV_UPSTREAM_ENDPOINT_URL`` (also returned as `emulator_url`)."""
     workdir = tempfile.mkdtemp(prefix="pkggov-gateway-")
     env = {
-        **os.environ,
+        **inherited_environ(),  # without the test suite's own switches (PKGGOV_SOAK, ...)
         "PKGGOV_SERVER_LISTEN": "127.0.0.1:0",
         "PKGGOV_EMULATOR_LISTEN": "127.0.0.1:0",
         "PKGGOV_LOGGING_FORMAT": "json",
@@ -105,7 +103,7 @@ def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProces
         **env_overrides,
     }
     env.pop("PKGGOV_CONFIG", None)
-    embedded = env.get("PKGGOV_EMULATOR_ENABLED", "true").strip().lower() not in _OFF
+    embedded = env.get("PKGGOV_EMULATOR_ENABLED", "true").strip().lower() not in OFF_WORDS
     if not embedded:
         assert env.get("PKGGOV_UPSTREAM_ENDPOINT_URL"), "no embedded emulator and no upstream"
     with subprocess.Popen(

@@ -98,9 +98,6 @@ REQUEST_STRING_RULES: dict[str, StringRule] = {
 }
 """Request field (proto name) -> the model's rule; for versions, the rule of each element."""
 
-MAX_VERSIONS_PER_UPSTREAM_CALL = int(_VERSION_LIST.metadata["max"])
-"""The most versions one DeletePackageVersions call may carry (100)."""
-
 
 def _enum_values(member: str) -> list[str]:
     return list(cast(StringShape, _delete_member(member)).enum)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
@@ -38,6 +41,25 @@ PERMIT_ALL = Path(__file__).resolve().parent / "policy" / "permit_all.cedar"
 
 PRINCIPAL_KEY = "x-pkggov-principal"
 TEST_PRINCIPAL = "alice"
+
+DELETE_METHOD = "/pkggov.v1.PackageGovernanceService/DeletePackageVersions"
+"""The gRPC method path of DeletePackageVersions (metrics label it so)."""
+
+OFF_WORDS = frozenset({"0", "false", "no", "off"})  # how config.py reads a false boolean
+
+SOAK_ENV = "PKGGOV_SOAK"
+FUZZ_EXAMPLES_ENV = "PKGGOV_FUZZ_EXAMPLES"
+TEST_SWITCHES = (SOAK_ENV, FUZZ_EXAMPLES_ENV)
+"""The PKGGOV_* variables the test suite reads itself; they are not gateway settings (a gateway
+refuses unknown PKGGOV_* variables), so no spawned gateway inherits them."""
+
+SOAK = os.environ.get(SOAK_ENV, "").strip().lower() not in {"", *OFF_WORDS}
+"""`make soak` (PKGGOV_SOAK=1): the soak and fuzz tests at their large size."""
+
+
+def inherited_environ() -> dict[str, str]:
+    """This process's environment, for a spawned gateway: without the TEST_SWITCHES."""
+    return {k: v for k, v in os.environ.items() if k not in TEST_SWITCHES}
 
 
 def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
@@ -122,9 +144,18 @@ class _Identify(_ClientInterceptor):
         return continuation(details._replace(metadata=metadata), request)
 
 
+class Reachable(Protocol):
+    """A gateway with a gRPC address: an in-process Gateway or a spawned GatewayProcess."""
+
+    @property
+    def address(self) -> str:
+        """host:port of its gRPC server."""
+        ...
+
+
 @contextmanager
 def stub_for(
-    gateway: Gateway, principal: str | None = TEST_PRINCIPAL
+    gateway: Reachable, principal: str | None = TEST_PRINCIPAL
 ) -> Iterator[pb_grpc.PackageGovernanceServiceStub]:
     """A stub on a fresh channel to `gateway`, calling as `principal` (None: anonymous)."""
     with grpc.insecure_channel(gateway.address) as channel:
@@ -237,6 +268,22 @@ def health_status(address: str, service: str) -> int:
             health_pb2.HealthCheckRequest(service=service), timeout=5
         )
     return int(reply.status)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+"""Prometheus samples by name and labels."""
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of the /metrics endpoint at `url`, by name and labels."""
+    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - our loopback gateway
+        assert 200 == answer.status
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:

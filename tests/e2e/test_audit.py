@@ -49,7 +49,6 @@ from tests.e2e.audit_helpers import (
     audit_health,
     deletes,
     kinds,
-    wait_for,
 )
 from tests.e2e.harness import (
     PRINCIPAL_KEY,
@@ -61,6 +60,7 @@ from tests.e2e.harness import (
     request,
     rich_error,
     stub_for,
+    wait_for,
 )
 
 Stub = pb_grpc.PackageGovernanceServiceStub

@@ -29,36 +29,32 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import (
     Emulator,
     FaultRule,
 )
-from pkggov_gateway.adapters.audit_sql import SqlAuditStore, open_audit_store
 from pkggov_gateway.adapters.audit_verify import verify
 from pkggov_gateway.domain.audit import EntryKind, parse_time
-from tests.e2e.audit_helpers import AUDIT_HEALTH, coordinates, kinds
+from tests.e2e.audit_helpers import audit_health, coordinates, kinds, reopened_store, row_body
 from tests.e2e.conftest import spawn_gateway
 from tests.e2e.harness import (
     PERMIT_ALL,
-    PRINCIPAL_KEY,
-    TEST_PRINCIPAL,
     GatewayProcess,
     external_upstream_env,
-    health_status,
     request,
     rich_error,
+    stub_for,
     wait_for,
 )
 
 REPLICA = "crash-test"
 """Every gateway of a test has this replica name, so each reconciles its predecessor's intents."""
 ROUNDS = 20
+"""Gateways killed with SIGKILL in the crash test (one delete in flight each)."""
 CALL_SECONDS = 3.0
 """Each killed call's deadline: its successor reconciles the intent once it has passed (plus
 SETTLE_SECONDS), when nothing the dead process sent can still be on its way."""
 SETTLE_SECONDS = 0.25
-"""Gateways killed with SIGKILL in the crash test (one delete in flight each)."""
 KILL_POINTS = ("before_intent", "request_held", "in_emulator", "answer_held")
 """Where the delete is when its gateway is killed, in turn:
 
@@ -72,7 +68,6 @@ PACKAGE = "crash-pad"
 KEEP = "0.0.1"
 """A version of PACKAGE no round deletes (the package never disappears)."""
 DELETE_PATH = "/v1/package/versions/delete"
-IDENTITY = ((PRINCIPAL_KEY, TEST_PRINCIPAL),)
 
 
 def _upstream_env(endpoint_url: str, store: str) -> dict[str, str]:
@@ -104,11 +99,6 @@ def _open_intents(db: Path) -> list[dict[str, Any]]:
         for row in rows
         if row["kind"] == EntryKind.INTENT.value and row["event_id"] not in closed
     ]
-
-
-def _reader(url: str) -> SqlAuditStore:
-    """The audit store opened as an auditor would (as `pkggov audit verify` does)."""
-    return open_audit_store(url, replica="crash-test-reader", heartbeat_seconds=3600)
 
 
 def _covers(intent: dict[str, Any], package: tuple[str, ...], versions: list[str]) -> bool:
@@ -315,10 +305,9 @@ def _in_flight(
         "in_emulator": lambda: not emulator.faults(),  # the delete is in its latency
         "answer_held": tap.answer_held.is_set,
     }[kill_point]
-    with grpc.insecure_channel(process.address) as channel:
-        stub = pb_grpc.PackageGovernanceServiceStub(channel)
+    with stub_for(process) as stub:
         call = stub.DeletePackageVersions.future(
-            request(package=PACKAGE, versions=[version]), timeout=CALL_SECONDS, metadata=IDENTITY
+            request(package=PACKAGE, versions=[version]), timeout=CALL_SECONDS
         )
         assert wait_for(reached), f"{kill_point} not reached for {version}"
         assert not call.done(), f"the call ended before the kill at {kill_point}"
@@ -361,7 +350,7 @@ def test_kill_9_while_deleting_is_reconciled_and_nothing_is_deleted_without_inte
             _settle(db, emulator, done, before)
         assert [] == tap.failures
         seen = list(tap.seen)
-    _check_write_ahead(url, emulator, seen, rounds)
+    _check_write_ahead(bin_dir, url, emulator, seen, rounds)
 
 
 @dataclass(frozen=True)
@@ -417,7 +406,7 @@ def _check_reconciled(db: Path, done: _Round, emulator: Emulator) -> None:
 
 
 def _check_write_ahead(
-    url: str, emulator: Emulator, seen: list[SeenDelete], rounds: list[_Round]
+    bin_dir: Path, url: str, emulator: Emulator, seen: list[SeenDelete], rounds: list[_Round]
 ) -> None:
     """Every delete that left a gateway had a committed intent for its versions; every one the
     emulator received was one of those; the record is whole and its chain verifies."""
@@ -432,10 +421,9 @@ def _check_write_ahead(
             for intent in request_seen.committed_intents
         ), f"a delete of {request_seen.versions} left the gateway with no intent committed for it"
     forwarded = [(s.coordinates, sorted(s.versions)) for s in seen if s.forwarded]
-    store = _reader(url)
-    try:
+    with reopened_store(url, "crash-test-reader") as store:
         assert [] == store.open_intents()
-        bodies = [json.loads(row[-3]) for row in store.iter_rows()]  # body, prev_hash, hash
+        bodies = [row_body(row) for row in store.iter_rows()]
         intents = [b for b in bodies if b["kind"] == EntryKind.INTENT.value]
         for call in calls:
             versions = sorted(str(v) for v in call.params["versions"])
@@ -457,17 +445,15 @@ def _check_write_ahead(
             assert intent.seq == reconciliation.body["intent_seq"]
             assert {done.version: done.expected} == reconciliation.body["versions"]
         report = verify(store.iter_rows())
-    finally:
-        store.close()
     assert report.ok, report.first_problem
     assert 2 * sum(r.event_id is not None for r in rounds) == report.entries
-    _cli_verifies(url, report.entries)
+    _cli_verifies(bin_dir, url, report.entries)
 
 
-def _cli_verifies(url: str, entries: int) -> None:
+def _cli_verifies(bin_dir: Path, url: str, entries: int) -> None:
     """`pkggov audit verify --store URL --json` agrees: exit 0, chain intact."""
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "pkggov"), "audit", "verify", "--store", url, "--json"],
+        [str(bin_dir / "pkggov"), "audit", "verify", "--store", url, "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -495,10 +481,9 @@ def test_full_disk_fails_closed_and_recovers(
     left_pad = ("demo", "dev-shared", "npm", None, "left-pad")
     with spawn_gateway(bin_dir, **_upstream_env(emulator.endpoint_url, url)) as process:
         pid = process.proc.pid
-        with grpc.insecure_channel(process.address) as channel:
-            stub = pb_grpc.PackageGovernanceServiceStub(channel)
-            stub.DeletePackageVersions(request(versions=["1.0.0"]), timeout=10, metadata=IDENTITY)
-            assert serving == health_status(process.address, AUDIT_HEALTH)
+        with stub_for(process) as stub:
+            stub.DeletePackageVersions(request(versions=["1.0.0"]), timeout=10)
+            assert serving == audit_health(process)
             emulator.clear_calls()
             sizes = {p.name: p.stat().st_size for p in tmp_path.glob("audit.db*")}
             limit = min(sizes["audit.db"], sizes["audit.db-wal"])
@@ -507,9 +492,7 @@ def test_full_disk_fails_closed_and_recovers(
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, original[1]))
             try:
                 with pytest.raises(grpc.RpcError) as caught:
-                    stub.DeletePackageVersions(
-                        request(versions=["1.1.0"]), timeout=10, metadata=IDENTITY
-                    )
+                    stub.DeletePackageVersions(request(versions=["1.1.0"]), timeout=10)
                 error = rich_error(caught.value)
                 assert (grpc.StatusCode.UNAVAILABLE, "AUDIT_UNAVAILABLE") == (
                     error.code,
@@ -519,20 +502,17 @@ def test_full_disk_fails_closed_and_recovers(
                 assert refused
                 assert [] == emulator.calls("DeletePackageVersions")
                 assert "Published" == emulator.version_status(*left_pad, "1.1.0")
-                assert wait_for(lambda: health_status(process.address, AUDIT_HEALTH) == not_serving)
+                assert wait_for(lambda: audit_health(process) == not_serving)
                 assert sizes == {p.name: p.stat().st_size for p in tmp_path.glob("audit.db*")}
             finally:
                 resource.prlimit(pid, resource.RLIMIT_FSIZE, original)
-            assert wait_for(lambda: health_status(process.address, AUDIT_HEALTH) == serving)
-            response = stub.DeletePackageVersions(
-                request(versions=["1.1.0"]), timeout=10, metadata=IDENTITY
-            )
+            assert wait_for(lambda: audit_health(process) == serving)
+            response = stub.DeletePackageVersions(request(versions=["1.1.0"]), timeout=10)
             assert ["1.1.0"] == list(response.successful_versions)
             assert 1 == len(emulator.calls("DeletePackageVersions"))
         process.proc.send_signal(signal.SIGTERM)
         assert 0 == process.proc.wait(timeout=20)
-    store = _reader(url)
-    try:
+    with reopened_store(url, "crash-test-reader") as store:
         event = store.event(response.audit_event_id)
         assert event is not None
         assert ["intent", "outcome"] == kinds(event)
@@ -542,8 +522,6 @@ def test_full_disk_fails_closed_and_recovers(
         assert store.event(refused) is None  # nothing of the refused call could be recorded
         assert [] == store.open_intents()
         report = verify(store.iter_rows())
-    finally:
-        store.close()
     assert report.ok, report.first_problem
     assert 4 == report.entries  # two deletes, intent and outcome each
-    _cli_verifies(url, report.entries)
+    _cli_verifies(bin_dir, url, report.entries)

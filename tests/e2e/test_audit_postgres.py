@@ -7,11 +7,9 @@ is unreachable, unless the CI environment variable is set (then the tests fail).
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -25,55 +23,23 @@ from pkggov_emulator import Emulator
 from pkggov_gateway.adapters.audit_verify import verify
 from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.domain.audit import EntryKind
-from tests.e2e.audit_helpers import (
-    audit_event,
-    audit_health,
-    deletes,
-    kinds,
+from tests.conftest import PG_HOST, PG_PORT, PG_URL, pg_schema_url
+from tests.e2e.audit_helpers import audit_event, audit_health, deletes, kinds
+from tests.e2e.harness import (
+    PRINCIPAL_KEY,
+    GatewayFactory,
+    failed_call,
+    request,
+    stub_for,
     wait_for,
 )
-from tests.e2e.harness import PRINCIPAL_KEY, GatewayFactory, failed_call, request, stub_for
-
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
-
-
-def _url(schema: str, port: int = PG_PORT) -> str:
-    return f"postgresql://postgres@{PG_HOST}:{port}/test?options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> str:
-    """The server's URL; skips (or, under CI, fails) when it cannot be reached."""
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as error:
-        message = f"PostgreSQL is not reachable at {PG_URL}: {error}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return PG_URL
-
-
-@pytest.fixture
-def schema(postgres: str) -> Iterator[str]:
-    """A fresh schema for this test, dropped afterwards."""
-    name = f"pkggov_t_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield name
-    finally:
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
 def test_allowed_delete_is_recorded_in_postgres(
-    schema: str, make_gateway: GatewayFactory, emulator: Emulator
+    pg_schema: str, make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
     """An allowed delete: intent then outcome, stored in the test's schema."""
-    with make_gateway(audit={"store": _url(schema)}) as gw, stub_for(gw) as stub:
+    with make_gateway(audit={"store": pg_schema_url(pg_schema)}) as gw, stub_for(gw) as stub:
         response = stub.DeletePackageVersions(request(versions=["1.0.0"]), timeout=10)
         event = audit_event(gw, response.audit_event_id)
     assert ["intent", "outcome"] == kinds(event)
@@ -83,7 +49,7 @@ def test_allowed_delete_is_recorded_in_postgres(
     assert ["1.0.0"] == list(outcome.body["response"]["successful_versions"])
     assert outcome.body["upstream"]["aws_request_ids"]
     assert 1 == deletes(emulator)
-    assert ["intent", "outcome"] == _stored_kinds(schema, response.audit_event_id)
+    assert ["intent", "outcome"] == _stored_kinds(pg_schema, response.audit_event_id)
 
 
 class _TcpProxy:
@@ -151,13 +117,14 @@ class _TcpProxy:
 
 @pytest.mark.usefixtures("postgres")
 def test_fail_closed_when_postgres_is_unreachable(
-    schema: str, make_gateway: GatewayFactory, emulator: Emulator
+    pg_schema: str, make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
     """PostgreSQL goes away after start: a delete fails UNAVAILABLE (AUDIT_UNAVAILABLE) and
     nothing is deleted; health says NOT_SERVING until it is back."""
     proxy = _TcpProxy()
+    store = pg_schema_url(pg_schema, proxy.port)
     try:
-        with make_gateway(audit={"store": _url(schema, proxy.port)}) as gw, stub_for(gw) as stub:
+        with make_gateway(audit={"store": store}) as gw, stub_for(gw) as stub:
             assert health_pb2.HealthCheckResponse.SERVING == audit_health(gw)
             proxy.cut()
             error = failed_call(stub, request(versions=["1.0.0"]))
@@ -178,18 +145,19 @@ def test_fail_closed_when_postgres_is_unreachable(
     finally:
         proxy.cut()
     assert 1 == deletes(emulator)
-    assert ["intent", "outcome"] == _stored_kinds(schema, response.audit_event_id)
-    assert [] == _stored_kinds(schema, error.metadata["audit_event_id"])
+    assert ["intent", "outcome"] == _stored_kinds(pg_schema, response.audit_event_id)
+    assert [] == _stored_kinds(pg_schema, error.metadata["audit_event_id"])
 
 
 def test_reads_work_again_once_postgres_is_back(
-    schema: str, make_gateway: GatewayFactory, emulator: Emulator
+    pg_schema: str, make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
     """After an outage, once health is SERVING again, a delete with a request_id (which
     reads the record first) and an audit read succeed."""
     proxy = _TcpProxy()
+    store = pg_schema_url(pg_schema, proxy.port)
     try:
-        with make_gateway(audit={"store": _url(schema, proxy.port)}) as gw, stub_for(gw) as stub:
+        with make_gateway(audit={"store": store}) as gw, stub_for(gw) as stub:
             first = stub.DeletePackageVersions(
                 request(versions=["1.0.0"], request_id=str(uuid.uuid4())), timeout=10
             )
@@ -234,7 +202,7 @@ def _call(
 
 
 def test_two_gateways_share_one_record_under_load(
-    schema: str, make_gateway: GatewayFactory, emulator: Emulator
+    pg_schema: str, make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
     """Two replicas on one schema, 2 x 50 concurrent calls (half real deletes, half dry runs):
     every call has exactly one outcome, every forwarding call exactly one intent, the chain
@@ -250,7 +218,7 @@ def test_two_gateways_share_one_record_under_load(
         )
         for k, version in enumerate(versions)
     ]
-    url = _url(schema)
+    url = pg_schema_url(pg_schema)
     with (
         make_gateway(audit={"store": url, "replica": "a"}) as a,
         make_gateway(audit={"store": url, "replica": "b"}) as b,

@@ -66,13 +66,19 @@ from tests.e2e.fuzz_strategies import (
     operation_model,
     raw_messages,
 )
-from tests.e2e.harness import PRINCIPAL_KEY, TEST_PRINCIPAL, RichError, rich_error, stub_for
+from tests.e2e.harness import (
+    DELETE_METHOD,
+    FUZZ_EXAMPLES_ENV,
+    PRINCIPAL_KEY,
+    SOAK,
+    TEST_PRINCIPAL,
+    RichError,
+    rich_error,
+    stub_for,
+)
 
 Stub = pb_grpc.PackageGovernanceServiceStub
 RawCall = Callable[..., bytes]
-
-SOAK = os.environ.get("PKGGOV_SOAK") == "1"
-"""PKGGOV_SOAK=1 (`make soak`) runs SOAK_EXAMPLES instead of DEFAULT_EXAMPLES."""
 
 DEFAULT_EXAMPLES = {"requests": 300, "bytes": 200}
 """Bounded sizes for every test run (6 to 15 s in all on two shared cores)."""
@@ -85,7 +91,7 @@ about 75 a second, bytes at about 150)."""
 def _examples() -> dict[str, int]:
     """The sizes of this run; PKGGOV_FUZZ_EXAMPLES=N runs N examples in all instead, split as
     the soak is (a slice of the soak, or a longer one)."""
-    total = os.environ.get("PKGGOV_FUZZ_EXAMPLES")
+    total = os.environ.get(FUZZ_EXAMPLES_ENV)
     if not total:
         return SOAK_EXAMPLES if SOAK else DEFAULT_EXAMPLES
     whole = sum(SOAK_EXAMPLES.values())
@@ -99,7 +105,6 @@ SOAK_TIMEOUT_SECONDS = 4 * 3600
 MAX_VERSIONS = ServerSettings().max_versions_per_call
 """The session gateway's limit of versions per request (its default)."""
 
-METHOD = "/pkggov.v1.PackageGovernanceService/DeletePackageVersions"
 CALL_TIMEOUT = 60.0
 
 
@@ -130,7 +135,9 @@ def fuzz_stub(gateway: Gateway) -> Iterator[Stub]:
 def raw_call(gateway: Gateway) -> Iterator[RawCall]:
     """DeletePackageVersions on a generic channel: bytes in, bytes out."""
     with grpc.insecure_channel(gateway.address) as channel:
-        yield channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
+        yield channel.unary_unary(
+            DELETE_METHOD, request_serializer=None, response_deserializer=None
+        )
 
 
 class _History:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.adapters.cedar import default_policy_files
 from tests.e2e.conftest import spawn_gateway
-from tests.e2e.harness import GatewayProcess, health_status, request, wait_for
+from tests.e2e.harness import (
+    GatewayProcess,
+    health_status,
+    inherited_environ,
+    request,
+    wait_for,
+)
 
 
 def test_banner_prints_ready_to_paste_examples(gateway_process: GatewayProcess) -> None:
@@ -134,7 +139,7 @@ def test_invalid_policy_at_start_exits_2_naming_file_and_line(
     broken = policies / "zz-broken.cedar"
     broken.write_text('@id("broken")\npermit(principal,\n  action resource);\n')
     env = {
-        **os.environ,
+        **inherited_environ(),
         "PKGGOV_POLICY_POLICIES": str(policies),
         "PKGGOV_SERVER_LISTEN": "127.0.0.1:0",
     }

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pkggov_emulator import Emulator, FaultRule
 from pkggov_gateway.bootstrap import Gateway
-from tests.e2e.harness import GatewayFactory, request, stub_for
-
-DELETE = "/pkggov.v1.PackageGovernanceService/DeletePackageVersions"
+from tests.e2e.harness import DELETE_METHOD, GatewayFactory, Samples, request, scrape, stub_for
 
 
-def scrape(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of /metrics, by name and labels."""
+def metrics(gateway: Gateway) -> Samples:
+    """Every sample of `gateway`'s /metrics, by name and labels."""
     assert gateway.metrics_address is not None
-    url = f"http://{gateway.metrics_address}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        assert 200 == answer.status
-        text = answer.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return scrape(f"http://{gateway.metrics_address}/metrics")
 
 
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value (0 when the series does not exist yet)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -48,11 +33,11 @@ def test_calls_decisions_upstream_and_audit_are_counted(
         stub.DeletePackageVersions(request(versions=["1.1.0"]), timeout=10)
         with pytest.raises(grpc.RpcError):
             stub.DeletePackageVersions(request(domain="Bad Domain"), timeout=10)
-        samples = scrape(gw)
-    assert 2 == value(samples, "pkggov_rpcs_total", method=DELETE, code="OK")
-    assert 1 == value(samples, "pkggov_rpcs_total", method=DELETE, code="INVALID_ARGUMENT")
-    assert 3 == value(samples, "pkggov_rpc_duration_seconds_count", method=DELETE)
-    assert 0 == value(samples, "pkggov_rpcs_in_flight", method=DELETE)
+        samples = metrics(gw)
+    assert 2 == value(samples, "pkggov_rpcs_total", method=DELETE_METHOD, code="OK")
+    assert 1 == value(samples, "pkggov_rpcs_total", method=DELETE_METHOD, code="INVALID_ARGUMENT")
+    assert 3 == value(samples, "pkggov_rpc_duration_seconds_count", method=DELETE_METHOD)
+    assert 0 == value(samples, "pkggov_rpcs_in_flight", method=DELETE_METHOD)
     assert 2 == value(samples, "pkggov_decisions_total", outcome="allowed")
     assert 1 == value(samples, "pkggov_decisions_total", outcome="not_found")
     delete_op = "DeletePackageVersions"
@@ -76,9 +61,9 @@ def test_calls_decisions_upstream_and_audit_are_counted(
 def test_policy_reloads_are_counted_by_result(make_gateway: GatewayFactory) -> None:
     """Reloads start at 0 for both results and count each reload."""
     with make_gateway() as gw:
-        before = scrape(gw)
+        before = metrics(gw)
         assert gw.reload_policy()
-        after = scrape(gw)
+        after = metrics(gw)
     assert (0, 0) == (
         value(before, "pkggov_policy_reloads_total", result="ok"),
         value(before, "pkggov_policy_reloads_total", result="failed"),

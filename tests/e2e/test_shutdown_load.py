@@ -27,12 +27,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator, FaultRule
 from tests.e2e.conftest import spawn_gateway
-from tests.e2e.harness import health_status, wait_for
-from tests.e2e.test_soak import (
+from tests.e2e.harness import health_status, request, wait_for
+from tests.e2e.load_helpers import (
     CLEAN_CODES_EXCLUDED,
     DOMAIN,
     LATEST,
@@ -71,13 +70,7 @@ def _calls(prefix: str, count: int, first: int = 0) -> list[PlannedCall]:
             f"{prefix}-{i:03d}",
             prefix,
             "alice",
-            pb.DeletePackageVersionsRequest(
-                domain=DOMAIN,
-                repository=REPOSITORY,
-                format=pb.PACKAGE_FORMAT_NPM,
-                package=f"drain-{i % PACKAGES}",
-                versions=[f"1.0.{i}"],
-            ),
+            request(package=f"drain-{i % PACKAGES}", versions=[f"1.0.{i}"]),
             30.0,
         )
         for i in range(first, first + count)

@@ -10,10 +10,9 @@ PostgreSQL cases are skipped, unless the CI environment variable is set (then th
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from pkggov_gateway.adapters.audit_sql import open_audit_store
 from pkggov_gateway.adapters.audit_verify import VerifyReport, verify
@@ -34,8 +32,8 @@ from pkggov_gateway.domain.audit import (
     column_values,
     format_time,
 )
+from tests.conftest import pg_schema_url
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 EVENTS = 20
 
 
@@ -75,32 +73,14 @@ class Database:
         return verify(self.rows(), **options)
 
 
-def _postgres_or_skip() -> None:
-    try:
-        psycopg.connect(POSTGRES, connect_timeout=3).close()
-    except psycopg.OperationalError as err:
-        message = f"PostgreSQL is not reachable at {POSTGRES}: {err}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
     """An empty store's database: a SQLite file, or a PostgreSQL schema of its own."""
     if request.param == "sqlite":
         path = tmp_path / "audit.db"
-        yield Database(f"sqlite:///{path}", "sqlite", path)
-        return
-    _postgres_or_skip()
-    schema = f"pkggov_t_{uuid.uuid4().hex}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield Database(f"{POSTGRES}?options=-csearch_path%3D{schema}", "postgresql")
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        return Database(f"sqlite:///{path}", "sqlite", path)
+    schema = request.getfixturevalue("pg_schema")
+    return Database(pg_schema_url(schema), "postgresql")
 
 
 @pytest.fixture

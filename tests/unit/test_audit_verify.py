@@ -1,7 +1,7 @@
 """Chain verification: every kind of tampering is found at its first place and named right.
 
-Every test runs with the default chunk size and with tiny chunks (so that look-ahead crosses
-chunk boundaries); a few also run with worker processes checking the rows.
+Every test of verify runs with the default chunk size and with tiny chunks (so that look-ahead
+crosses chunk boundaries); a few also run with worker processes checking the rows.
 """
 
 from __future__ import annotations
@@ -392,13 +392,6 @@ def test_a_chain_problem_comes_before_a_missing_head() -> None:
     assert ("columns", 2, "ev-002") == problem(verify(rows, expect_head=anchor))
 
 
-def test_rows_built_here_match_the_store_layout() -> None:
-    """The helper's rows hold exactly what columns_of derives (so the tests test verify)."""
-    r = chain(1)[0]
-    assert json.loads(r[BODY]) == body(1)
-    assert "alice" == r[PRINCIPAL]
-
-
 # --- bodies that are not entries ----------------------------------------------------------
 
 
@@ -422,37 +415,52 @@ def test_a_hashed_body_that_is_no_entry_is_modified(text: str) -> None:
     assert ("modified", 2, "ev-002") == problem(verify(rows))
 
 
-# --- the fast column check agrees with columns_of -----------------------------------------
+# --- the test rows, and the fast column check agrees with columns_of ----------------------
 
 
-@pytest.mark.parametrize(
-    "entry",
-    [
-        body(1),
-        body(2, request_id="r-1", forward=["1.0", "2.0"], deleted=0),
-        body(3, kind="intent", deleted=True, forward=[]),
-        body(4, principal=None, request=None, status=None, decision=""),
-        body(5, principal={}, request={"versions": []}, status={"code": ""}, request_id=""),
-        body(6, request={"domain": "d", "format": "npm", "namespace": "", "versions": [1, 2.5]}),
-        body(7, forward="not a list", deleted="3", time=12),
-        {"event_id": 8, "kind": "outcome", "time": "t"},
-    ],
-    ids=lambda entry: str(entry["event_id"]),
-)
-def test_the_column_values_are_columns_of(entry: dict[str, Any]) -> None:
-    expected = tuple(getattr(columns_of(entry), name) for name in COLUMNS)
-    assert expected == column_values(entry)
+class TestWithoutVerify:
+    """Tests that never call verify: the chunk size does not matter, so they run once."""
 
+    @pytest.fixture(autouse=True)
+    def chunk_size(self) -> int:
+        """Overrides the module's: the default chunk size, untouched."""
+        return int(audit_verify._CHUNK)
 
-@pytest.mark.parametrize(
-    "entry",
-    [{"kind": "outcome", "time": "t"}, {"event_id": "e", "time": "t"}, {"event_id": "e"}],
-)
-def test_the_column_values_fail_where_columns_of_fails(entry: dict[str, Any]) -> None:
-    with pytest.raises(KeyError):
-        columns_of(entry)
-    with pytest.raises(KeyError):
-        column_values(entry)
+    def test_rows_built_here_match_the_store_layout(self) -> None:
+        """The helper's rows hold exactly what columns_of derives (so the tests test verify)."""
+        r = chain(1)[0]
+        assert json.loads(r[BODY]) == body(1)
+        assert "alice" == r[PRINCIPAL]
+
+    @pytest.mark.parametrize(
+        "entry",
+        [
+            body(1),
+            body(2, request_id="r-1", forward=["1.0", "2.0"], deleted=0),
+            body(3, kind="intent", deleted=True, forward=[]),
+            body(4, principal=None, request=None, status=None, decision=""),
+            body(5, principal={}, request={"versions": []}, status={"code": ""}, request_id=""),
+            body(
+                6, request={"domain": "d", "format": "npm", "namespace": "", "versions": [1, 2.5]}
+            ),
+            body(7, forward="not a list", deleted="3", time=12),
+            {"event_id": 8, "kind": "outcome", "time": "t"},
+        ],
+        ids=lambda entry: str(entry["event_id"]),
+    )
+    def test_the_column_values_are_columns_of(self, entry: dict[str, Any]) -> None:
+        expected = tuple(getattr(columns_of(entry), name) for name in COLUMNS)
+        assert expected == column_values(entry)
+
+    @pytest.mark.parametrize(
+        "entry",
+        [{"kind": "outcome", "time": "t"}, {"event_id": "e", "time": "t"}, {"event_id": "e"}],
+    )
+    def test_the_column_values_fail_where_columns_of_fails(self, entry: dict[str, Any]) -> None:
+        with pytest.raises(KeyError):
+            columns_of(entry)
+        with pytest.raises(KeyError):
+            column_values(entry)
 
 
 # --- with worker processes ----------------------------------------------------------------

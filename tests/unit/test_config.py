@@ -10,6 +10,9 @@ from typing import get_type_hints
 import pytest
 
 from pkggov_gateway.config import ConfigError, Settings, load_settings
+from tests.conftest import REPO
+
+EXAMPLE = REPO / "examples" / "pkggov.toml"
 
 MTLS_FILES = {
     "PKGGOV_IDENTITY_SERVER_CERT": "server.pem",
@@ -116,8 +119,7 @@ def test_bad_file_is_refused(tmp_path: Path) -> None:
 
 def test_shipped_example_is_valid() -> None:
     """examples/pkggov.toml loads, keeps the emulator off and shows a fleet's audit and quotas."""
-    example = Path(__file__).resolve().parents[2] / "examples" / "pkggov.toml"
-    settings = load_settings(example, {})
+    settings = load_settings(EXAMPLE, {})
     assert ("0.0.0.0:50051", False) == (settings.server.listen, settings.emulator.enabled)
     assert settings.audit.store.startswith("postgresql://")
     assert {"ci": 500, "release-admins": 5000} == settings.quota.max_versions_per_group
@@ -152,8 +154,7 @@ def test_rates_and_connection_age_are_checked() -> None:
 
 def test_shipped_example_shows_every_setting() -> None:
     """examples/pkggov.toml is complete: every key of every section appears in it."""
-    example = Path(__file__).resolve().parents[2] / "examples" / "pkggov.toml"
-    given = tomllib.loads(example.read_text())
+    given = tomllib.loads(EXAMPLE.read_text())
     missing = {
         f"{section}.{f.name}"
         for section, kind in get_type_hints(Settings).items()

@@ -7,6 +7,7 @@ The settings are loaded the way the pod loads them: the file the container gets 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 import tomllib
@@ -40,8 +41,10 @@ RSS_GOAL_BYTES = 150 * 1000 * 1000
 # --- reading the manifests -------------------------------------------------------------------
 
 
-def _docs() -> list[dict[str, Any]]:
-    docs = [doc for doc in yaml.safe_load_all(MANIFEST.read_text()) if doc is not None]
+@functools.cache
+def _docs() -> tuple[dict[str, Any], ...]:
+    """The manifest's documents, parsed once (no test changes them)."""
+    docs = tuple(doc for doc in yaml.safe_load_all(MANIFEST.read_text()) if doc is not None)
     assert all(isinstance(doc, dict) for doc in docs)
     return docs
 
