@@ -550,6 +550,18 @@ class _Run:
     calls: list[_Call] = field(default_factory=list)
     exhausted: bool = False
 
+    async def send(self, make: _Maker, intended: float | None = None) -> bool:
+        """Make the next call and record it, timed from `intended` (None: from when it is
+        sent); False when there is nothing left to send."""
+        thunk = make()
+        if thunk is None:
+            self.exhausted = True
+            return False
+        sent = time.monotonic()
+        error = await thunk()
+        self.calls.append((sent if intended is None else intended, sent, time.monotonic(), error))
+        return True
+
 
 async def _closed_loop(
     make: _Maker, concurrency: int, until: float, calls_per_lane: float = math.inf
@@ -560,13 +572,8 @@ async def _closed_loop(
         made = 0
         while time.monotonic() < until and made < calls_per_lane:
             made += 1
-            thunk = make()
-            if thunk is None:
-                run.exhausted = True
+            if not await run.send(make):
                 return
-            sent = time.monotonic()
-            error = await thunk()
-            run.calls.append((sent, sent, time.monotonic(), error))
 
     await asyncio.gather(*(lane() for _ in range(concurrency)))
     return run
@@ -586,13 +593,8 @@ async def _open_loop(make: _Maker, rate: float, lanes: int, start: float, until:
             delay = intended - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            thunk = make()
-            if thunk is None:
-                run.exhausted = True
+            if not await run.send(make, intended):
                 return
-            sent = time.monotonic()
-            error = await thunk()
-            run.calls.append((intended, sent, time.monotonic(), error))
 
     await asyncio.gather(*(lane() for _ in range(lanes)))
     return run
