@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -12,10 +13,11 @@ from types import FrameType
 
 import structlog
 
-from pkggov_gateway.adapters.cedar import PolicyLoadError
+from pkggov_gateway import preflight
 from pkggov_gateway.bootstrap import Gateway, build_gateway
 from pkggov_gateway.config import ConfigError, Settings, describe, load_settings
 from pkggov_gateway.logs import LogFormat, configure_logging
+from pkggov_gateway.startup import StartupError, one_line
 
 log = structlog.get_logger("pkggov.main")
 
@@ -80,8 +82,27 @@ def banner(gateway: Gateway) -> str:
     return "\n".join(lines)
 
 
+def _check_config(settings: Settings) -> int:
+    """--check-config: warnings, then problems, one line each on stderr (exit 2 if any
+    problem); else the settings (secrets masked) as JSON on stdout."""
+    for warning in preflight.warnings(settings):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    problems = preflight.problems(settings)
+    for problem in problems:
+        print(f"pkggov-gateway: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    print(json.dumps(describe(settings), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run until SIGTERM/SIGINT, then drain in-flight calls and exit 0."""
+    """Run until SIGTERM/SIGINT, then drain in-flight calls and exit 0.
+
+    Exit 2 when a setting, or what it names (a file, a listen address, the audit store), is
+    unusable: one line on stderr, ``pkggov-gateway: <setting> [<value>]: <cause>``; exit 1
+    for any other failure at start-up (one line too; its traceback is logged at debug level).
+    """
     args = _parse(argv)
     try:
         settings: Settings = load_settings(args.config, os.environ, dev=args.dev)
@@ -91,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     fmt: LogFormat = settings.logging.format  # type: ignore[assignment]  # checked by config
     configure_logging(settings.logging.level, fmt)
     if args.check_config:
-        import json  # noqa: PLC0415 - only for this branch
-
-        print(json.dumps(describe(settings), indent=2))
-        return 0
+        return _check_config(settings)
     stop = threading.Event()  # set once by SIGTERM/SIGINT; never cleared
     reload = threading.Event()
     wake = threading.Event()
@@ -113,13 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_signal)
     try:
         gateway = build_gateway(settings)
-    except PolicyLoadError as error:
-        print(f"pkggov-gateway: policy error: {error}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as error:
+        gateway.start()  # both release what they made when they fail
+    except StartupError as error:
         print(f"pkggov-gateway: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug, most likely: one line; the traceback at debug level
+        log.debug("gateway.start_failed", exc_info=True)
+        print(
+            f"pkggov-gateway: unexpected error at start-up: {type(error).__name__}: "
+            f"{one_line(str(error))} (logging.level = debug logs the traceback)",
+            file=sys.stderr,
+        )
         return 1
-    gateway.start()
     print(banner(gateway), flush=True)
     while not stop.is_set():
         # With a timeout: the kernel may hand the signal to another thread (one that is

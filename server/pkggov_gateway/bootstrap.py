@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -10,11 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import grpc
 import structlog
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, InvalidRegionError, ProfileNotFound
 
 from pkggov_gateway import __version__
-from pkggov_gateway.adapters.audit_sql import SqlAuditStore, open_audit_store
+from pkggov_gateway.adapters.audit_sql import SqlAuditStore, open_audit_store, sqlite_path
 from pkggov_gateway.adapters.cedar import (
     CedarPolicyEngine,
     PolicyFiles,
@@ -24,22 +27,54 @@ from pkggov_gateway.adapters.cedar import (
 from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
 from pkggov_gateway.adapters.identity import build_authenticator
 from pkggov_gateway.adapters.metrics import MetricsServer, PrometheusMetrics
+from pkggov_gateway.adapters.package_locks import (
+    LocalPackageLocks,
+    PostgresPackageLocks,
+    open_package_locks,
+)
 from pkggov_gateway.adapters.rate_limit import RateLimits
 from pkggov_gateway.adapters.tls import server_credentials
 from pkggov_gateway.api.server import GrpcServer, Keepalive
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
-from pkggov_gateway.config import EmulatorSettings, PolicySettings, Settings, UpstreamSettings
+from pkggov_gateway.api.streams import StreamLimits
+from pkggov_gateway.config import (
+    EmulatorSettings,
+    PolicySettings,
+    ServerSettings,
+    Settings,
+    UpstreamSettings,
+    describe,
+    store_secrets,
+)
 from pkggov_gateway.domain.deadline import DrainSignal
+from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.logs import audit_stream
 from pkggov_gateway.service.audit import Auditor, QuotaLimits, Reconciled, default_replica
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
+from pkggov_gateway.startup import (
+    StartupError,
+    cause_of,
+    listen_failure,
+    naming,
+    sqlite_problem,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_codeartifact import CodeArtifactClient
 
     from pkggov_emulator import Emulator
 
-__all__ = ["Gateway", "build_codeartifact_client", "build_gateway", "policy_files"]
+__all__ = [
+    "Gateway",
+    "build_codeartifact_client",
+    "build_emulator",
+    "build_gateway",
+    "credentials_of",
+    "load_policy",
+    "policy_files",
+    "shown_store",
+    "store_error",
+]
 
 log = structlog.get_logger("pkggov.bootstrap")
 
@@ -59,6 +94,7 @@ class Gateway:
     metrics: PrometheusMetrics
     emulator: Emulator | None = None
     metrics_server: MetricsServer | None = None
+    package_locks: LocalPackageLocks | PostgresPackageLocks | None = None
     _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
 
@@ -73,16 +109,33 @@ class Gateway:
         return self.metrics_server.address if self.metrics_server is not None else None
 
     def start(self) -> None:
-        """Reconcile intents a crash left open, start serving, and watch the audit store."""
-        reconciled = self._reconcile()
+        """Reconcile intents a crash left open, start serving, and watch the audit store.
+
+        Raises StartupError naming the setting (audit.store, metrics.listen) that prevents
+        it, having released everything (the process can exit).
+        """
+        try:
+            self._start()
+        except BaseException:
+            self.server.stop(0)
+            self._release()
+            raise
+
+    def _start(self) -> None:
+        try:
+            reconciled = self._reconcile()
+        except AuditUnavailableError as error:
+            cause = f"cannot reconcile open intents: {cause_of(error)}"
+            raise store_error(self.settings, cause) from error
         if reconciled.count or reconciled.next_due:
             log.warning(
                 "audit.reconciled_at_start",
                 events=reconciled.count,
                 pending_until=reconciled.next_due.isoformat() if reconciled.next_due else None,
             )
-        if self.settings.metrics.listen:
-            self.metrics_server = MetricsServer(self.metrics, self.settings.metrics.listen)
+        if listen := self.settings.metrics.listen:
+            with naming("metrics.listen", listen, doing="cannot listen"):
+                self.metrics_server = MetricsServer(self.metrics, listen)
         self.metrics.audit_healthy(True)
         self.server.start()
         self._watcher = threading.Thread(
@@ -157,16 +210,23 @@ class Gateway:
         log.info("gateway.stopping", grace_s=seconds)
         self.drain.start()
         self.server.stop(seconds)
+        self._release()
+        log.info("gateway.stopped")
+
+    def _release(self) -> None:
+        """Release all but the gRPC server: threads, the store, the metrics server, the
+        emulator (silently: a failed start reports only its StartupError)."""
         self.chunk_executor.shutdown(wait=True, cancel_futures=True)
         self._stopping.set()
         if self._watcher is not None:
             self._watcher.join()
         self.audit_store.close()
+        if self.package_locks is not None:
+            self.package_locks.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if self.emulator is not None:
             self.emulator.stop()
-        log.info("gateway.stopped")
 
 
 def build_codeartifact_client(upstream: UpstreamSettings, pool_size: int) -> CodeArtifactClient:
@@ -195,34 +255,50 @@ def build_codeartifact_client(upstream: UpstreamSettings, pool_size: int) -> Cod
     return session.client("codeartifact", endpoint_url=upstream.endpoint_url or None, config=config)
 
 
+def build_emulator(settings: EmulatorSettings) -> Emulator:
+    """The embedded emulator (development only) with its seed, not started.
+
+    Raises StartupError naming emulator.enabled (not installed) or emulator.seed.
+    """
+    with naming("emulator.enabled"):
+        from pkggov_emulator import (  # noqa: PLC0415 - a development dependency, loaded on demand
+            DEMO_ACCESS_KEY_ID,
+            DEMO_ACCOUNT_ID,
+            DEMO_SECRET_ACCESS_KEY,
+            Emulator,
+            load_demo_seed,
+            load_seed_file,
+        )
+
+    seed: Any
+    with naming("emulator.seed"):
+        if settings.seed == "demo":
+            seed = load_demo_seed()
+        elif settings.seed in ("", "none"):
+            seed = None
+        else:
+            seed = load_seed_file(settings.seed)
+        host, _, port = settings.listen.rpartition(":")
+        return Emulator(
+            host=host,
+            port=int(port),
+            seed=seed,
+            credentials={DEMO_ACCESS_KEY_ID: DEMO_SECRET_ACCESS_KEY},
+            account_id=DEMO_ACCOUNT_ID,
+        )
+
+
 def _start_emulator(settings: EmulatorSettings) -> tuple[Emulator, dict[str, Any]]:
     """Start the embedded emulator (development only) and return the upstream it stands for."""
     from pkggov_emulator import (  # noqa: PLC0415 - a development dependency, loaded on demand
         DEMO_ACCESS_KEY_ID,
-        DEMO_ACCOUNT_ID,
         DEMO_REGION,
         DEMO_SECRET_ACCESS_KEY,
-        Emulator,
-        load_demo_seed,
-        load_seed_file,
     )
 
-    seed: Any
-    if settings.seed == "demo":
-        seed = load_demo_seed()
-    elif settings.seed in ("", "none"):
-        seed = None
-    else:
-        seed = load_seed_file(settings.seed)
-    host, _, port = settings.listen.rpartition(":")
-    emulator = Emulator(
-        host=host,
-        port=int(port),
-        seed=seed,
-        credentials={DEMO_ACCESS_KEY_ID: DEMO_SECRET_ACCESS_KEY},
-        account_id=DEMO_ACCOUNT_ID,
-    )
-    emulator.start()
+    emulator = build_emulator(settings)
+    with naming("emulator.listen", settings.listen, doing="cannot listen"):
+        emulator.start()
     log.warning(
         "emulator.started",
         endpoint=emulator.endpoint_url,
@@ -248,31 +324,123 @@ def policy_files(settings: PolicySettings) -> PolicyFiles:
     )
 
 
+def load_policy(settings: Settings) -> CedarPolicyEngine:
+    """The policy set the settings name, loaded by the real loader, and checked against the
+    group limits naming its groups. Raises StartupError naming the setting at fault."""
+    files = policy_files(settings.policy)
+    try:
+        policy = CedarPolicyEngine(files)
+    except PolicyLoadError as error:
+        setting = {files.schema: "policy.schema", files.entities: "policy.entities"}.get(
+            error.path, "policy.policies"
+        )
+        raise StartupError(setting, str(error)) from error
+    for setting, limits in (
+        ("policy.max_versions_per_group", settings.policy.max_versions_per_group),
+        ("quota.max_versions_per_group", settings.quota.max_versions_per_group),
+    ):
+        unknown = sorted(set(limits) - set(policy.known_groups()))
+        if unknown:
+            raise StartupError(
+                setting,
+                f"names group(s) the entities file does not define: {', '.join(unknown)}",
+            )
+    return policy
+
+
+def shown_store(settings: Settings) -> str:
+    """audit.store as it may be shown: its password masked (as config.describe does)."""
+    return str(describe(settings)["audit"]["store"])
+
+
+def credentials_of(settings: Settings) -> grpc.ServerCredentials | None:
+    """The mTLS server credentials (None unless identity.mode = mtls): the PEM files read,
+    parsed and matched. Raises StartupError naming the identity.* setting at fault."""
+    if settings.identity.mode != "mtls":
+        return None
+    with naming("identity"):
+        return server_credentials(settings.identity)
+
+
+def _check_listeners(server: ServerSettings) -> None:
+    """StartupError naming the gRPC listener that cannot bind, before grpcio tries (which
+    would log its own multi-line failure first and say only "Failed to bind")."""
+    for setting, listen in (
+        ("server.listen", server.listen),
+        ("server.health_listen", server.health_listen),
+    ):
+        if listen and not listen.endswith(":0"):
+            reason = listen_failure(listen)
+            if reason is not None:
+                raise StartupError(setting, f"cannot listen: {reason}", value=listen)
+
+
+def _listener_error(error: OSError, server: ServerSettings) -> StartupError:
+    """The StartupError for GrpcServer's bind failure: which listener, and the system's reason.
+
+    GrpcServer says ``cannot listen on LISTEN: <grpcio's message>`` for either listener.
+    """
+    text = str(error)
+    setting, listen = next(
+        (
+            (name, listen)
+            for name, listen in (
+                ("server.listen", server.listen),
+                ("server.health_listen", server.health_listen),
+            )
+            if listen and text.startswith(f"cannot listen on {listen}:")
+        ),
+        ("server.listen", server.listen),
+    )
+    reason = listen_failure(listen) or text.removeprefix(f"cannot listen on {listen}: ")
+    return StartupError(setting, f"cannot listen: {reason}", value=listen)
+
+
+def _upstream_setting(error: BotoCoreError | ValueError) -> str:
+    """The upstream.* setting a boto3 session or client refused."""
+    if isinstance(error, ProfileNotFound):
+        return "upstream.profile"
+    if isinstance(error, InvalidRegionError):
+        return "upstream.region"
+    return "upstream.endpoint_url" if "endpoint" in str(error).lower() else "upstream"
+
+
+def _store_error(settings: Settings, error: AuditUnavailableError) -> StartupError:
+    """The StartupError for an audit store that cannot be opened: for SQLite what is wrong
+    with the path if it can be told, else the driver's message (any password masked)."""
+    path = sqlite_path(settings.audit.store)
+    cause = (sqlite_problem(path) if path is not None else None) or cause_of(error)
+    return store_error(settings, f"cannot open: {cause}")
+
+
+def store_error(settings: Settings, cause: str) -> StartupError:
+    """A StartupError about audit.store, shown masked, with any password in `cause` masked."""
+    for secret in store_secrets(settings.audit.store):
+        cause = cause.replace(secret, "***")
+    return StartupError("audit.store", cause, value=shown_store(settings))
+
+
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the gateway from settings; nothing is served until `start()`.
 
-    Raises PolicyLoadError for an invalid policy set, OSError when a file or the listen address
-    cannot be used, ValueError for unusable identity settings.
+    Raises StartupError naming the setting when something it names cannot be used (a policy,
+    certificate or seed file, the audit store or its copy, a listen address), having released
+    what it had made (the emulator, the store's threads).
     """
-    policy = CedarPolicyEngine(policy_files(settings.policy))
+    with contextlib.ExitStack() as undo:
+        gateway = _wire(settings, undo)
+        undo.pop_all()
+    return gateway
+
+
+def _wire(settings: Settings, undo: contextlib.ExitStack) -> Gateway:
+    """build_gateway's work; what must be released on failure is pushed on `undo`."""
+    policy = load_policy(settings)
     log.info("policy.loaded", policies=policy.policy_ids())
-    unknown = sorted(set(settings.policy.max_versions_per_group) - set(policy.known_groups()))
-    if unknown:
-        raise ValueError(
-            f"policy.max_versions_per_group names group(s) the entities file does not define: "
-            f"{', '.join(unknown)}"
-        )
     quota = settings.quota
-    unknown = sorted(set(quota.max_versions_per_group) - set(policy.known_groups()))
-    if unknown:
-        raise ValueError(
-            f"quota.max_versions_per_group names group(s) the entities file does not define: "
-            f"{', '.join(unknown)}"
-        )
-    authenticator = build_authenticator(settings.identity)
-    credentials = (
-        server_credentials(settings.identity) if settings.identity.mode == "mtls" else None
-    )
+    with naming("identity"):
+        authenticator = build_authenticator(settings.identity)
+    credentials = credentials_of(settings)
     if settings.identity.mode == "dev":
         log.warning(
             "identity.development_mode",
@@ -280,11 +448,17 @@ def build_gateway(settings: Settings) -> Gateway:
             f"{settings.identity.dev_metadata_key!r} metadata key; never use this in production",
         )
     audit_settings = settings.audit
-    audit_store = open_audit_store(
-        audit_settings.store,
-        replica=audit_settings.replica or default_replica(),
-        on_commit=audit_stream(audit_settings.log),
-    )
+    with naming("audit.log", audit_settings.log, doing="cannot open"):
+        on_commit = audit_stream(audit_settings.log)
+    try:
+        audit_store = open_audit_store(
+            audit_settings.store,
+            replica=audit_settings.replica or default_replica(),
+            on_commit=on_commit,
+        )
+    except AuditUnavailableError as error:
+        raise _store_error(settings, error) from error
+    undo.callback(audit_store.close)
     log.info("audit.store_opened", store=audit_store.dialect.description)
     metrics = PrometheusMetrics()
     auditor = Auditor(
@@ -296,11 +470,15 @@ def build_gateway(settings: Settings) -> Gateway:
     upstream = settings.upstream
     if settings.emulator.enabled:
         emulator, overrides = _start_emulator(settings.emulator)
+        undo.callback(emulator.stop)
         upstream = dataclasses.replace(upstream, **overrides)
     server_settings = settings.server
-    client = build_codeartifact_client(
-        upstream, pool_size=server_settings.max_workers + upstream.chunk_workers
-    )
+    try:
+        client = build_codeartifact_client(
+            upstream, pool_size=server_settings.max_workers + upstream.chunk_workers
+        )
+    except (BotoCoreError, ValueError) as error:
+        raise StartupError(_upstream_setting(error), cause_of(error)) from error
     adapter = BotoCodeArtifact(
         client,
         RetryPolicy(
@@ -318,6 +496,12 @@ def build_gateway(settings: Settings) -> Gateway:
         metrics=metrics,
     )
     chunk_executor = ThreadPoolExecutor(upstream.chunk_workers, thread_name_prefix="pkggov-chunk")
+    undo.callback(chunk_executor.shutdown)
+    # One connection per package a worker thread holds: max_workers is enough.
+    package_locks = open_package_locks(
+        audit_settings.store, max_connections=server_settings.max_workers
+    )
+    undo.callback(package_locks.close)
     use_case = DeletePackageVersions(
         adapter,
         chunk_executor,
@@ -328,6 +512,7 @@ def build_gateway(settings: Settings) -> Gateway:
             group_max_versions=settings.policy.max_versions_per_group,
         ),
         policy,
+        locks=package_locks,
         metrics=metrics,
     )
     drain = DrainSignal()
@@ -337,6 +522,7 @@ def build_gateway(settings: Settings) -> Gateway:
         max_deadline=server_settings.max_deadline_seconds,
         drain=drain,
     )
+    _check_listeners(server_settings)
     try:
         server = GrpcServer(
             servicer,
@@ -357,13 +543,16 @@ def build_gateway(settings: Settings) -> Gateway:
             auditor=auditor,
             audit_servicer=AuditServicer(auditor, policy),
             metrics=metrics,
+            stream_limits=StreamLimits(
+                max_streams=server_settings.stream_budget,
+                max_per_peer=server_settings.max_streams_per_peer,
+                idle_seconds=server_settings.stream_idle_seconds,
+                max_seconds=server_settings.stream_max_seconds,
+                message_seconds=server_settings.request_message_seconds,
+            ),
         )
-    except Exception:
-        audit_store.close()
-        chunk_executor.shutdown()
-        if emulator is not None:
-            emulator.stop()
-        raise
+    except OSError as error:  # a listener; `undo` releases the rest
+        raise _listener_error(error, server_settings) from error
     return Gateway(
         settings,
         server,
@@ -375,4 +564,5 @@ def build_gateway(settings: Settings) -> Gateway:
         adapter,
         metrics,
         emulator,
+        package_locks=package_locks,
     )

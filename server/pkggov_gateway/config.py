@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "UpstreamSettings",
     "describe",
     "load_settings",
+    "store_secrets",
 ]
 
 ENV_PREFIX = "PKGGOV_"
@@ -66,6 +68,23 @@ class ServerSettings:
     # reconnect and spread over replicas added since; 0 = never.
     max_connection_age_seconds: float = 300.0
     max_connection_age_grace_seconds: float = 30.0
+    # Streaming calls (server reflection, Health/Watch): at most max_streams open at once
+    # (0 = a quarter of max_workers, at least 1; must be below max_workers, so that unary calls
+    # always keep threads) and max_streams_per_peer from one host. A stream waiting on its
+    # client longer than stream_idle_seconds, or open longer than stream_max_seconds, is ended.
+    max_streams: int = 0
+    max_streams_per_peer: int = 4
+    stream_idle_seconds: float = 10.0
+    stream_max_seconds: float = 300.0
+    # A unary call still waiting for its request message after 0.25 s counts, with the
+    # streams, against max_streams and max_streams_per_peer (beyond them the newest are ended);
+    # one waiting longer than this is ended.
+    request_message_seconds: float = 5.0
+
+    @property
+    def stream_budget(self) -> int:
+        """max_streams, or (when 0) a quarter of max_workers, at least 1."""
+        return self.max_streams or max(1, self.max_workers // 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +224,7 @@ _MAY_BE_ZERO = frozenset(
         "max_versions",
         "max_connection_age_seconds",
         "max_connection_age_grace_seconds",
+        "max_streams",
     }
 )
 
@@ -290,6 +310,8 @@ def load_settings(
             raw = tomllib.loads(path.read_text())
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text: {exc.reason}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     sections: dict[str, Any] = {}
@@ -368,6 +390,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             "server.default_deadline_seconds must not exceed server.max_deadline_seconds"
         )
+    for limit in ("max_workers", "max_concurrent_rpcs"):
+        if server.stream_budget >= getattr(server, limit):
+            raise ConfigError(
+                f"server.max_streams ({server.stream_budget}) must be less than server.{limit} "
+                f"({getattr(server, limit)}): streams must leave room for unary calls"
+            )
     attempt = upstream.connect_timeout_seconds + upstream.read_timeout_seconds
     if server.grace_seconds < attempt:
         raise ConfigError(
@@ -397,4 +425,15 @@ def describe(settings: Settings) -> dict[str, Any]:
     store = urlsplit(settings.audit.store)
     if store.password:
         shown["audit"]["store"] = settings.audit.store.replace(f":{store.password}@", ":***@")
+    shown["audit"]["store"] = _QUERY_PASSWORD.sub(r"\1***", shown["audit"]["store"])
     return shown
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
+def store_secrets(store: str) -> list[str]:
+    """The passwords an audit.store URL holds (user info, ``password=``), as written: what
+    a message quoting the URL must mask."""
+    found = [urlsplit(store).password, *(m.group(2) for m in _QUERY_PASSWORD.finditer(store))]
+    return [secret for secret in found if secret]

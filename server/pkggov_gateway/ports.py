@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -26,6 +27,7 @@ __all__ = [
     "CodeArtifactPort",
     "Metrics",
     "NullMetrics",
+    "PackageLocks",
     "PolicyEngine",
     "PolicyView",
 ]
@@ -61,6 +63,25 @@ class CodeArtifactPort(Protocol):
 
         Raises the same errors as `delete_package_versions` (e.g. UpstreamNotFoundError when
         the package does not exist).
+        """
+        ...
+
+
+class PackageLocks(Protocol):
+    """One package at a time: calls that decide on a package as a whole and then change it
+    take turns, across threads and (with a shared database) across replicas.
+
+    Adapters (adapters.package_locks): an in-process lock table, and PostgreSQL advisory locks
+    for a fleet. Keys come from `domain.package_key`, so every spelling of one package shares
+    one lock.
+    """
+
+    def hold(self, package: PackageRef, deadline: Deadline) -> AbstractContextManager[None]:
+        """Hold `package`'s lock for the block; wait for it at most until `deadline`.
+
+        Raises `PackageBusyError` when another holder keeps it past `deadline`, and
+        `AuditUnavailableError` when the lock's database cannot be reached (fail closed).
+        The lock is released when the block ends, however it ends.
         """
         ...
 
@@ -121,6 +142,8 @@ class AuditStore(Protocol):
     """
 
     replica: str
+    page_token_key: bytes
+    """A secret shared by the replicas of one deployment, for signing page tokens."""
 
     def append(
         self, entry: NewEntry, *, guard: AppendGuard | None = None, durable: bool = False
@@ -174,6 +197,12 @@ class Metrics(Protocol):
         """A policy reload was applied (ok) or refused."""
         ...
 
+    def stream_limited(self, reason: str) -> None:
+        """A streaming call was refused (budget, peer) or ended (idle, max_age) by its limits,
+        or a unary call waiting for its message was ended (message_peer, message_budget,
+        message_late)."""
+        ...
+
 
 class NullMetrics:
     """Metrics that go nowhere: the default when none are configured (and in unit tests)."""
@@ -200,4 +229,7 @@ class NullMetrics:
         """Ignore."""
 
     def policy_reload(self, *, ok: bool) -> None:
+        """Ignore."""
+
+    def stream_limited(self, reason: str) -> None:
         """Ignore."""

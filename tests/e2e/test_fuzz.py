@@ -49,7 +49,7 @@ import pytest
 from botocore.validate import ParamValidator
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from pkggov.v1 import package_governance_pb2 as pb
@@ -73,6 +73,7 @@ from tests.e2e.harness import (
     SOAK,
     TEST_PRINCIPAL,
     RichError,
+    fuzz_settings,
     rich_error,
     stub_for,
 )
@@ -108,16 +109,6 @@ MAX_VERSIONS = ServerSettings().max_versions_per_call
 CALL_TIMEOUT = 60.0
 
 
-def _settings(name: str) -> settings:
-    return settings(
-        max_examples=EXAMPLES[name],
-        deadline=None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
 _timeout = pytest.mark.timeout(SOAK_TIMEOUT_SECONDS if LONG_RUN else 120)
 
 
@@ -151,7 +142,7 @@ class _History:
         return f"<{len(self.request_ids)} request ids sent>"
 
     def sent(self, request_id: str) -> None:
-        self.request_ids.add(request_id)
+        self.request_ids.add(request_id.lower())  # the retry key: a UUID in any case
         if request_id:
             self.last_request_id = request_id
 
@@ -162,7 +153,7 @@ class _History:
         replaced by random ones (same spelling, same validity, same length in bytes)."""
         if reuse and self.last_request_id:
             return self.last_request_id
-        if request_id not in self.request_ids:
+        if request_id.lower() not in self.request_ids:
             return request_id
         digits = iter(uuid.uuid4().hex * (len(request_id) // 32 + 1))
         return "".join(
@@ -448,7 +439,7 @@ def _check(
         assert not calls
         return
     request_id = request.request_id
-    reused = bool(request_id) and request_id in history.request_ids
+    reused = bool(request_id) and request_id.lower() in history.request_ids
     history.sent(request_id)
     verdict = _judge(request)
     fields = [*verdict.must, *verdict.may]
@@ -496,7 +487,7 @@ _RETRY = st.sampled_from([False] * 4 + [True])
 
 
 @_timeout
-@_settings("requests")
+@fuzz_settings(EXAMPLES["requests"])
 @given(request=delete_requests(MAX_VERSIONS), reuse=_REUSE, retry=_RETRY)
 def test_fuzzed_requests(
     fuzz_stub: Stub,
@@ -528,7 +519,7 @@ def test_fuzzed_requests(
 
 
 @_timeout
-@_settings("bytes")
+@fuzz_settings(EXAMPLES["bytes"])
 @given(data=raw_messages(MAX_VERSIONS))
 def test_fuzzed_bytes(
     raw_call: RawCall, emulator: Emulator, history: _History, data: bytes

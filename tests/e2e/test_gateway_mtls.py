@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator
 from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.startup import StartupError
 from tests.certs import CertFiles, TestPKI, make_test_pki
 from tests.e2e.harness import GatewayFactory, failed_call, gateway_settings, request
 
@@ -84,7 +85,9 @@ def test_unknown_group_in_limits_refuses_to_start(emulator: Emulator) -> None:
     settings = gateway_settings(
         emulator.endpoint_url, policy={"max_versions_per_group": {"cii": 2}}
     )
-    with pytest.raises(ValueError, match="does not define: cii"):
+    with pytest.raises(
+        StartupError, match=r"^policy\.max_versions_per_group: .*does not define: cii"
+    ):
         build_gateway(settings)
 
 

@@ -22,6 +22,7 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import Emulator
 from pkggov_gateway.adapters.cedar import PolicyLoadError, default_policy_files
 from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.startup import StartupError
 from tests.e2e.harness import (
     GatewayFactory,
     bad_fields,
@@ -274,9 +275,11 @@ def test_bad_policy_at_start_refuses_with_file_and_line(tmp_path: Path, emulator
         '@id("broken")\npermit(principal,\n  action resource);\n'
     )
     settings = gateway_settings(emulator.endpoint_url, policy={"policies": str(policies)})
-    with pytest.raises(PolicyLoadError) as caught:
+    with pytest.raises(StartupError) as caught:
         build_gateway(settings)
-    assert f"{policies / 'zz-broken.cedar'}:" in str(caught.value)
+    assert "policy.policies" == caught.value.setting
+    assert isinstance(caught.value.__cause__, PolicyLoadError)
+    assert f"{policies / 'zz-broken.cedar'}:3: " in str(caught.value)
 
 
 def test_bad_reload_keeps_the_old_policy(

@@ -26,9 +26,13 @@ def test_calls_beyond_the_concurrency_limit_are_resource_exhausted(
         stub_for(gw) as stub,
         ThreadPoolExecutor(2) as pool,
     ):
+        # two packages: calls on one package take turns (its lock), so they would not overlap
         slow = [
-            pool.submit(stub.DeletePackageVersions, request(versions=[v]), timeout=10)
-            for v in ("1.0.0", "1.1.0")
+            pool.submit(stub.DeletePackageVersions, slow_request, timeout=10)
+            for slow_request in (
+                request(versions=["1.0.0"]),
+                request(namespace="acme", package="widgets", versions=["2.0.0"]),
+            )
         ]
         assert wait_for(lambda: len(gw.audit_store.open_intents()) == 2)
         started = time.monotonic()
@@ -40,7 +44,7 @@ def test_calls_beyond_the_concurrency_limit_are_resource_exhausted(
         after = stub.DeletePackageVersions(request(versions=["1.2.0"]), timeout=10)
     assert ["1.2.0"] == list(after.successful_versions)
     deleted = [c.params["versions"] for c in emulator.calls("DeletePackageVersions")]
-    assert sorted(deleted) == [["1.0.0"], ["1.1.0"], ["1.2.0"]]
+    assert sorted(deleted) == [["1.0.0"], ["1.2.0"], ["2.0.0"]]
 
 
 def test_a_call_without_deadline_gets_the_default_one(

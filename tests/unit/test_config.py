@@ -152,6 +152,25 @@ def test_rates_and_connection_age_are_checked() -> None:
     assert 0 == settings.server.max_connection_age_seconds
 
 
+def test_streams_leave_threads_for_unary_calls() -> None:
+    """server.max_streams defaults (0) to a quarter of max_workers, at least 1; set or derived,
+    it must stay below max_workers and max_concurrent_rpcs."""
+    derived = load_settings(None, {"PKGGOV_SERVER_MAX_WORKERS": "10"}, dev=True).server
+    assert (0, 2) == (derived.max_streams, derived.stream_budget)
+    two = load_settings(None, {"PKGGOV_SERVER_MAX_WORKERS": "2"}, dev=True).server
+    assert 1 == two.stream_budget
+    refused = r"server\.max_streams \(1\) .* server\.max_workers \(1\)"
+    with pytest.raises(ConfigError, match=refused):
+        load_settings(None, {"PKGGOV_SERVER_MAX_WORKERS": "1"}, dev=True)
+    env = {"PKGGOV_SERVER_MAX_STREAMS": "16", "PKGGOV_SERVER_MAX_CONCURRENT_RPCS": "16"}
+    with pytest.raises(ConfigError, match=r"less than server\.max_concurrent_rpcs \(16\)"):
+        load_settings(None, env, dev=True)
+    with pytest.raises(ConfigError, match=r"server\.stream_idle_seconds"):
+        load_settings(None, {"PKGGOV_SERVER_STREAM_IDLE_SECONDS": "0"}, dev=True)
+    with pytest.raises(ConfigError, match=r"server\.request_message_seconds"):
+        load_settings(None, {"PKGGOV_SERVER_REQUEST_MESSAGE_SECONDS": "0"}, dev=True)
+
+
 def test_shipped_example_shows_every_setting() -> None:
     """examples/pkggov.toml is complete: every key of every section appears in it."""
     given = tomllib.loads(EXAMPLE.read_text())

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import pytest
 
+from pkggov_gateway.adapters.package_locks import LocalPackageLocks
 from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
     DeniedVersion,
     GatewayDrainingError,
     InvalidRequestError,
+    PackageBusyError,
     PolicyDeniedError,
     UpstreamError,
     UpstreamNotFoundError,
@@ -32,6 +35,7 @@ from pkggov_gateway.domain.model import (
     PackageFormat,
     PackageRef,
     PackageState,
+    PlannedVersion,
     PlanOutcome,
     SuccessfulVersion,
     VersionErrorCode,
@@ -122,6 +126,30 @@ class FakePolicy:
         ]
 
 
+@dataclass
+class FakePackageLocks:
+    """A PackageLocks port that records each hold (package and wait deadline) into `log`,
+    and refuses with PackageBusyError while `busy`."""
+
+    busy: bool = False
+    log: list[str] = field(default_factory=list)
+    held: list[tuple[PackageRef, Deadline]] = field(default_factory=list)
+    holding: bool = False
+
+    @contextlib.contextmanager
+    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
+        if self.busy:
+            raise PackageBusyError(package.package, deadline.remaining())
+        self.held.append((package, deadline))
+        self.log.append("lock")
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+            self.log.append("unlock")
+
+
 ALICE = Principal("alice", AuthMethod.DEV, "ipv4:127.0.0.1:1")
 
 
@@ -165,6 +193,7 @@ def _use_case(
             executor,
             DeleteLimits(max_versions=1000, chunk_parallelism=parallelism),
             policy or FakePolicy(),
+            locks=FakePackageLocks(),
         )
     )
 
@@ -381,6 +410,171 @@ def test_group_limit(executor: ThreadPoolExecutor) -> None:
         executor,
         DeleteLimits(group_max_versions={"ci": 2}),
         FakePolicy(groups=("ci",)),
+        locks=FakePackageLocks(),
     )
     with pytest.raises(VersionLimitError):
         use_case.execute(_raw(3), ALICE, Deadline.after(5))
+
+
+# --- one package at a time -------------------------------------------------------------------
+
+
+@dataclass
+class _Steps(FakeCodeArtifact):
+    """A FakeCodeArtifact logging reads and deletes into its lock's log, and whether the
+    package lock was held at each; also the call journal (plan and intent)."""
+
+    locks: FakePackageLocks = field(default_factory=FakePackageLocks)
+
+    def _step(self, name: str) -> None:
+        self.locks.log.append(f"{name}{'' if self.locks.holding else ' (unlocked)'}")
+
+    def package_state(
+        self,
+        package: PackageRef,
+        deadline: Deadline,
+        *,
+        published_time_for: Sequence[str] = (),
+    ) -> PackageState:
+        self._step("read")
+        return super().package_state(package, deadline, published_time_for=published_time_for)
+
+    def delete_package_versions(
+        self,
+        package: PackageRef,
+        versions: Sequence[str],
+        expected_status: VersionStatus | None,
+        deadline: Deadline,
+    ) -> DeleteOutcome:
+        self._step("delete")
+        return super().delete_package_versions(package, versions, expected_status, deadline)
+
+    def planned(self, plan: Mapping[str, PlannedVersion]) -> None:
+        self._step("plan")
+
+    def check_quota(self, groups: Sequence[str], versions: int) -> None:
+        self._step("quota")
+
+    def before_forwarding(
+        self, groups: Sequence[str], versions: Sequence[str], deadline: Deadline
+    ) -> None:
+        self._step("intent")
+
+
+def _locked_use_case(steps: _Steps, executor: ThreadPoolExecutor) -> DeletePackageVersions:
+    return DeletePackageVersions(
+        steps,
+        executor,
+        DeleteLimits(max_versions=1000, chunk_parallelism=2, min_upstream_seconds=0.2),
+        FakePolicy(),
+        locks=steps.locks,
+    )
+
+
+def test_real_call_holds_the_package_lock_from_read_to_last_chunk(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """The lock is taken before the state is read and released after the last of three
+    chunks returned; the plan and the intent are recorded under it, in that order."""
+    steps = _Steps()
+    deadline = Deadline.after(5)
+    _locked_use_case(steps, executor).execute(_raw(250), ALICE, deadline, steps)
+    assert ["lock", "read", "plan", "intent", "delete", "delete", "delete", "unlock"] == (
+        steps.locks.log
+    )
+    [(package, wait)] = steps.locks.held
+    assert ("demo", "bulk", "artifact") == (package.domain, package.namespace, package.package)
+    assert pytest.approx(deadline.expires_at - 0.4) == wait.expires_at  # read + delete left
+
+
+def test_busy_package_reads_records_and_sends_nothing(executor: ThreadPoolExecutor) -> None:
+    """The lock not had before the deadline: PackageBusyError; no read, no plan, no intent,
+    no delete."""
+    steps = _Steps(locks=FakePackageLocks(busy=True))
+    with pytest.raises(PackageBusyError):
+        _locked_use_case(steps, executor).execute(_raw(3), ALICE, Deadline.after(5), steps)
+    assert [] == steps.locks.log
+    assert [] == steps.calls
+
+
+def test_lock_is_released_when_the_delete_fails(executor: ThreadPoolExecutor) -> None:
+    """An upstream error inside the lock still releases it."""
+    steps = _Steps(failures={0: UpstreamThrottledError("slow down")})
+    with pytest.raises(UpstreamThrottledError):
+        _locked_use_case(steps, executor).execute(_raw(3), ALICE, Deadline.after(5), steps)
+    assert ["lock", "read", "plan", "intent", "delete", "unlock"] == steps.locks.log
+
+
+def test_dry_run_takes_no_lock(executor: ThreadPoolExecutor) -> None:
+    """validate_only changes nothing, so it reads and decides without waiting for a turn."""
+    steps = _Steps()
+    raw = dataclasses.replace(_raw(3), validate_only=True)
+    _locked_use_case(steps, executor).execute(raw, ALICE, Deadline.after(5), steps)
+    assert ["read (unlocked)", "plan (unlocked)", "quota (unlocked)"] == steps.locks.log
+
+
+@dataclass
+class _TwoVersions(FakeCodeArtifact):
+    """A package with two Unlisted versions whose reads are slow, so that two calls read it
+    at the same time unless something makes them take turns; deletes apply to the state."""
+
+    state: dict[str, VersionStatus] = field(
+        default_factory=lambda: dict.fromkeys(("1.0.0", "1.0.1"), VersionStatus.UNLISTED)
+    )
+
+    def package_state(
+        self,
+        package: PackageRef,
+        deadline: Deadline,
+        *,
+        published_time_for: Sequence[str] = (),
+    ) -> PackageState:
+        with self.lock:
+            read = PackageState(dict(self.state))
+        time.sleep(0.05)  # the answer travels back while the other call may be reading
+        return read
+
+    def delete_package_versions(
+        self,
+        package: PackageRef,
+        versions: Sequence[str],
+        expected_status: VersionStatus | None,
+        deadline: Deadline,
+    ) -> DeleteOutcome:
+        with self.lock:
+            for version in versions:
+                del self.state[version]
+        return DeleteOutcome({v: SuccessfulVersion("rev", VersionStatus.DELETED) for v in versions})
+
+
+class _NeverTheLastVersion(FakePolicy):
+    """never-delete-only-remaining-version, as a fake."""
+
+    def decide(self, request: PolicyRequest) -> list[VersionDecision]:
+        last = request.version_count <= 1 or request.remaining_after_request == 0
+        return [VersionDecision(f.version, not last, ("only-one",)) for f in request.versions]
+
+
+def test_concurrent_deletes_of_the_last_two_versions_leave_one(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Two threads delete one each of a package's two versions at once, through the in-process
+    lock table: every round one is deleted and the other denied, as the package has one left."""
+    for _ in range(10):
+        upstream = _TwoVersions()
+        use_case = DeletePackageVersions(
+            upstream,
+            executor,
+            DeleteLimits(),
+            _NeverTheLastVersion(),
+            locks=LocalPackageLocks(),
+        )
+        raws = [dataclasses.replace(_raw(0), versions=[v]) for v in ("1.0.0", "1.0.1")]
+        with ThreadPoolExecutor(2) as callers:
+            futures = [
+                callers.submit(use_case.execute, raw, ALICE, Deadline.after(5)) for raw in raws
+            ]
+            errors = [f.exception() for f in futures]
+        assert 1 == sum(isinstance(e, PolicyDeniedError) for e in errors), errors
+        assert 1 == errors.count(None)
+        assert 1 == len(upstream.state)

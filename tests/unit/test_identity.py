@@ -8,6 +8,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pkggov_gateway.adapters.identity import (
     CertFacts,
@@ -459,3 +461,32 @@ def test_no_certificate_name_can_stand_for_a_development_name() -> None:
         cn_only.principal_id(("spiffe", "dns", "cn")),
         dns_only.principal_id(("spiffe", "dns", "cn")),
     )
+
+
+_FUZZ_PROXY = ProxyAuthenticator(
+    "x-forwarded-client-cert", parse_trusted_proxies("127.0.0.1/32"), ("spiffe", "dns", "cn")
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    header=st.one_of(
+        st.text(max_size=300),
+        st.binary(max_size=300).map(lambda b: f'Cert="{quote(b, safe="")}"'),
+        st.binary(max_size=300).map(
+            lambda b: (
+                'Cert="'
+                + quote(b"-----BEGIN CERTIFICATE-----\n" + b + b"\n-----END CERTIFICATE-----\n")
+                + '"'
+            )
+        ),
+    )
+)
+def test_any_forwarded_header_is_a_principal_or_unauthenticated(header: str) -> None:
+    """Whatever a trusted proxy forwards, the answer is a principal or UnauthenticatedError
+    (never another exception, which the edge would report as INTERNAL)."""
+    try:
+        principal = _FUZZ_PROXY.authenticate({"x-forwarded-client-cert": header}, PEER, {})
+    except UnauthenticatedError:
+        return
+    assert principal.id

@@ -62,7 +62,8 @@ class PackageGovernanceServiceStub:
     (reason AUDIT_UNAVAILABLE) when the audit store cannot record the call, in which case
     nothing was done; INVALID_ARGUMENT (reason REQUEST_ID_REUSED) when request_id names an
     earlier call with different content; ABORTED (reason REQUEST_IN_PROGRESS) when it names a
-    call that has not finished.
+    call that has not finished; ABORTED (reason PACKAGE_BUSY) when another call kept the
+    package until this call's deadline, in which case nothing was read or sent.
 
     Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
     ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
@@ -102,7 +103,8 @@ class PackageGovernanceServiceAsyncStub(PackageGovernanceServiceStub):
     (reason AUDIT_UNAVAILABLE) when the audit store cannot record the call, in which case
     nothing was done; INVALID_ARGUMENT (reason REQUEST_ID_REUSED) when request_id names an
     earlier call with different content; ABORTED (reason REQUEST_IN_PROGRESS) when it names a
-    call that has not finished.
+    call that has not finished; ABORTED (reason PACKAGE_BUSY) when another call kept the
+    package until this call's deadline, in which case nothing was read or sent.
 
     Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
     ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
@@ -145,7 +147,8 @@ class PackageGovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
         (reason AUDIT_UNAVAILABLE) when the audit store cannot record the call, in which case
         nothing was done; INVALID_ARGUMENT (reason REQUEST_ID_REUSED) when request_id names an
         earlier call with different content; ABORTED (reason REQUEST_IN_PROGRESS) when it names a
-        call that has not finished.
+        call that has not finished; ABORTED (reason PACKAGE_BUSY) when another call kept the
+        package until this call's deadline, in which case nothing was read or sent.
 
         Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
         ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import secrets
 import sqlite3
 import threading
 import time
@@ -59,6 +60,7 @@ __all__ = [
     "SqlAuditStore",
     "SqliteDialect",
     "open_audit_store",
+    "sqlite_path",
 ]
 
 log = structlog.get_logger("pkggov.audit.store")
@@ -109,7 +111,22 @@ def _migrations(big: str) -> list[tuple[int, list[str]]]:
                 )""",
             ],
         ),
+        (
+            2,
+            [
+                # Keys shared by the replicas of one deployment (the page-token key), made
+                # once by whichever replica migrates first.
+                """CREATE TABLE pkggov_secrets (
+                    name TEXT PRIMARY KEY,
+                    value TEXT NOT NULL
+                )""",
+            ],
+        ),
     ]
+
+
+PAGE_TOKEN_KEY = "page_token_key"  # noqa: S105 - the name of a row, not a secret
+"""The pkggov_secrets row holding the deployment's page-token signing key (hex)."""
 
 
 class Dialect(Protocol):
@@ -305,6 +322,7 @@ class SqlAuditStore:
         self._closed = False
         self._writer_conn: Any = None
         self.last_error: str | None = None
+        self.page_token_key = b""  # set by _migrate
         try:
             self._migrate()
         except Exception as err:
@@ -419,7 +437,8 @@ class SqlAuditStore:
                     stored = _entry(row)
                     entries[stored.event_id].append(stored)
         events = tuple(AuditEventRecord(i, tuple(entries[i])) for i in ids)
-        return AuditPage(events, int(page[-1][1]) if more and page else None)
+        positions = tuple(int(row[1]) for row in page)
+        return AuditPage(events, positions[-1] if more and page else None, positions)
 
     def open_intents(self) -> list[AuditEventRecord]:
         """Events with an intent but neither outcome nor reconciliation (oldest first)."""
@@ -511,6 +530,7 @@ class SqlAuditStore:
                         (version, format_time(datetime.now(UTC))),
                     )
                     log.info("audit.migrated", store=self.dialect.description, version=version)
+                self.page_token_key = self._secret(conn, PAGE_TOKEN_KEY)
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -518,6 +538,17 @@ class SqlAuditStore:
                 raise
         finally:
             conn.close()
+
+    def _secret(self, conn: Any, name: str) -> bytes:
+        """The deployment's secret `name`, made (32 random bytes) if this store has none."""
+        conn.execute(
+            self.dialect.sql(
+                "INSERT INTO pkggov_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
+            ),
+            (name, secrets.token_hex(32)),
+        )
+        rows = self._fetch(conn, "SELECT value FROM pkggov_secrets WHERE name = ?", (name,))
+        return bytes.fromhex(str(rows[0][0]))
 
     # --- internals: the writer -------------------------------------------------------------
 
@@ -757,9 +788,18 @@ def open_audit_store(url: str, *, replica: str = "gateway", **options: Any) -> S
     (or a plain path), or
     ``postgresql://user@host:port/database`` (libpq URL). Raises AuditUnavailableError."""
     dialect: Dialect
+    path = sqlite_path(url)
+    dialect = PostgresDialect(url) if path is None else SqliteDialect(path)
+    try:
+        return SqlAuditStore(dialect, replica=replica, **options)
+    except BaseException:
+        dialect.close()  # the PostgreSQL pool would keep trying to connect
+        raise
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The SQLite file `url` names (see open_audit_store); None for a PostgreSQL URL."""
     if url.startswith(("postgresql://", "postgres://")):
-        dialect = PostgresDialect(url)
-    else:
-        path = url.removeprefix("sqlite:") if url.startswith("sqlite:") else url
-        dialect = SqliteDialect(Path(path[2:] if path.startswith("//") else path))
-    return SqlAuditStore(dialect, replica=replica, **options)
+        return None
+    path = url.removeprefix("sqlite:") if url.startswith("sqlite:") else url
+    return Path(path[2:] if path.startswith("//") else path)

@@ -104,9 +104,15 @@ class CertFacts:
         return None
 
     def describe(self) -> str:
-        """A short account of the names seen, for error messages."""
-        shown = [f"URI {u!r}" for u in self.uris] + [f"DNS {d!r}" for d in self.dns_names]
-        shown += [f"CN {c!r}" for c in self.common_names]
+        """A short account of the names seen, for error messages: at most six, each quoted
+        to at most 100 characters."""
+
+        def quoted(name: str) -> str:
+            return repr(name) if len(name) <= 100 else f"{name[:100]!r}… ({len(name)} chars)"
+
+        shown = [f"URI {quoted(u)}" for u in self.uris]
+        shown += [f"DNS {quoted(d)}" for d in self.dns_names]
+        shown += [f"CN {quoted(c)}" for c in self.common_names]
         return ", ".join(shown[:6]) or "no names at all"
 
 
@@ -129,8 +135,12 @@ def _facts_from_pem(pem: bytes) -> CertFacts:
             dns_names=tuple(san.get_values_for_type(x509.DNSName)),
             common_names=common_names,
         )
-    except ValueError as error:
-        raise UnauthenticatedError(f"the client certificate cannot be parsed: {error}") from error
+    # cryptography raises ValueError, DuplicateExtension, UnsupportedGeneralNameType and more
+    # for a certificate it cannot read: to the caller all mean one thing, no identity.
+    except Exception as error:
+        raise UnauthenticatedError(
+            f"the client certificate cannot be parsed: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _metadata_text(metadata: Mapping[str, str | bytes], key: str) -> str | None:
@@ -301,7 +311,7 @@ def parse_xfcc(header: str) -> list[dict[str, list[str]]]:
 def _subject_common_names(subject: str) -> tuple[str, ...]:
     try:
         return _common_names(x509.Name.from_rfc4514_string(subject))
-    except ValueError:
+    except Exception:  # noqa: BLE001 - an unreadable subject names no one, whatever raised
         return ()
 
 

@@ -98,6 +98,24 @@ class PrometheusMetrics:
         )  # fmt: skip
         for result in ("ok", "failed"):
             self._reloads.labels(result)  # exported at 0 before the first reload
+        self._stream_limits = Counter(
+            "pkggov_stream_limits",
+            "Streaming calls refused (budget, peer) or ended (idle, max_age) by their limits; "
+            "unary calls ended waiting for their message (message_peer, message_budget, "
+            "message_late).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in (
+            "budget",
+            "peer",
+            "idle",
+            "max_age",
+            "message_peer",
+            "message_budget",
+            "message_late",
+        ):
+            self._stream_limits.labels(reason)
 
     def rpc_started(self, method: str) -> None:
         """Count a call in flight."""
@@ -140,6 +158,10 @@ class PrometheusMetrics:
     def policy_reload(self, *, ok: bool) -> None:
         """Count a reload by result."""
         self._reloads.labels("ok" if ok else "failed").inc()
+
+    def stream_limited(self, reason: str) -> None:
+        """Count a stream refused or ended, or a unary call ended, by its limits."""
+        self._stream_limits.labels(reason).inc()
 
 
 class MetricsServer:

@@ -22,7 +22,13 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from pkggov_gateway.api.status import INTERNAL_RULE, rule_for, to_rpc_status
-from pkggov_gateway.domain.errors import AuditUnavailableError, MalformedRequestError
+from pkggov_gateway.api.status_budget import fit_status
+from pkggov_gateway.domain.errors import (
+    AuditUnavailableError,
+    FieldViolation,
+    InvalidRequestError,
+    MalformedRequestError,
+)
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.ports import Authenticator, Metrics, NullMetrics
 from pkggov_gateway.service.audit import AuditCall, Auditor
@@ -158,6 +164,10 @@ class _AbortStatus(
 
 
 def _abort_status(status: status_pb2.Status, event_id: str | None) -> grpc.Status:
+    """The status as sent: every status the gateway answers with (mapped errors, INTERNAL,
+    AUDIT_UNAVAILABLE, AIP-155 replays) passes here and is cut to the trailer budget, its
+    ``grpc-message`` the same text as the sent Status.message. The audit keeps it whole."""
+    status = fit_status(status)
     code = _CODE_BY_NUMBER[status.code]
     trailing: list[tuple[str, str | bytes]] = [
         (GRPC_DETAILS_METADATA_KEY, status.SerializeToString())
@@ -221,7 +231,10 @@ def _edge(
                         f"the request is not a valid {method.rpartition('/')[2]} request message"
                     ) from exc
                 if audit is not None and isinstance(request, Message):
-                    audit.set_request(_as_dict(request))
+                    rendered, unrenderable = _render(request)
+                    audit.set_request(rendered)
+                    if unrenderable:
+                        raise InvalidRequestError(unrenderable)
                 response = behaviour(request, context)
             except ReplayedCall as replay:
                 status = replay.status
@@ -268,6 +281,63 @@ def _as_dict(message: Message) -> dict[str, Any]:
     )
 
 
+TIMESTAMP_RULE = (
+    "must be a valid Timestamp: seconds within 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, "
+    "nanos within 0 and 999,999,999"
+)
+
+_UNRENDERABLE = {"google.protobuf.Timestamp": TIMESTAMP_RULE}
+"""What a field of this message type that JSON cannot show breaks, by type."""
+
+
+def _render(message: Message) -> tuple[dict[str, Any], list[FieldViolation]]:
+    """The request as the audit records it, and the fields JSON cannot show (a Timestamp out
+    of its range, say): those are recorded as unrenderable and make the call invalid, so the
+    edge never fails while recording a request, whatever it holds."""
+    try:
+        return _as_dict(message), []
+    except Exception:  # noqa: BLE001, S110 - json_format raises several types; found below
+        pass
+    bad: dict[str, str] = {}
+    for descriptor, _ in message.ListFields():
+        alone = type(message)()
+        alone.MergeFrom(message)
+        for other, _ in message.ListFields():
+            if other.name != descriptor.name:
+                alone.ClearField(other.name)
+        try:
+            json_format.MessageToDict(alone)
+        except Exception as error:  # noqa: BLE001 - any failure makes the field unrenderable
+            kind = descriptor.message_type.full_name if descriptor.message_type else ""
+            bad[descriptor.name] = _UNRENDERABLE.get(kind) or (
+                f"cannot be recorded: {str(error).partition(' field: ')[2] or error}"
+            )
+    rest = type(message)()
+    rest.MergeFrom(message)
+    for name in bad:
+        rest.ClearField(name)
+    rendered = _as_dict(rest)
+    rendered.update({name: {"unrenderable": text} for name, text in bad.items()})
+    return rendered, [FieldViolation(name, text) for name, text in bad.items()]
+
+
+_SUMMARIES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "pkggov.v1.ListAuditEventsResponse": lambda r: {
+        "event_ids": [e.event_id for e in r.events],
+        "next_page": bool(r.next_page_token),
+    },
+    "pkggov.v1.GetAuditEventResponse": lambda r: {"event_id": r.event.event_id},
+}
+"""Responses recorded by what they name, not whole: an audit read's answer holds recorded
+bodies, which would nest (and grow) with every read of a read."""
+
+
+def _recorded(response: Message) -> dict[str, Any]:
+    """What the outcome records of an OK response."""
+    summary = _SUMMARIES.get(response.DESCRIPTOR.full_name)
+    return summary(response) if summary is not None else _as_dict(response)
+
+
 def _record(
     audit: AuditCall, response: Any, status: status_pb2.Status | None
 ) -> status_pb2.Status | None:
@@ -275,12 +345,13 @@ def _record(
 
     When nothing of the call could be recorded, the answer becomes AUDIT_UNAVAILABLE (fail
     closed). After a committed intent the true answer stands: the store keeps retrying.
+    The status is recorded whole (message and details): only the copy sent is cut to fit.
     """
     if isinstance(response, Message) and getattr(response, "audit_event_id", None) == "":
         response.audit_event_id = audit.event_id  # type: ignore[attr-defined]
     if status is None:
         code, reason, message, details = "OK", "", "", None
-        recorded = _as_dict(response) if isinstance(response, Message) else None
+        recorded = _recorded(response) if isinstance(response, Message) else None
         metadata: dict[str, str] = {}
     else:
         code = _CODE_BY_NUMBER[status.code].name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -16,6 +17,7 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.interceptors import RpcEdgeInterceptor
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
+from pkggov_gateway.api.streams import StreamLimitInterceptor, StreamLimits
 from pkggov_gateway.ports import Authenticator, Metrics
 from pkggov_gateway.service.audit import Auditor
 
@@ -103,12 +105,18 @@ class GrpcServer:
         auditor: Auditor | None = None,
         audit_servicer: AuditServicer | None = None,
         metrics: Metrics | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pkggov-rpc")
         limit = max_request_bytes(max_versions)
+        default_limits = StreamLimits(
+            max_streams=max(1, max_workers // 4), max_per_peer=4, idle_seconds=10, max_seconds=300
+        )
+        self._streams = StreamLimitInterceptor(stream_limits or default_limits, metrics)
         self._server = grpc.server(
             self._executor,
-            interceptors=[RpcEdgeInterceptor(authenticator, auditor, metrics)],
+            # streams first: the edge interceptor must stay innermost (it caches its handlers)
+            interceptors=[self._streams, RpcEdgeInterceptor(authenticator, auditor, metrics)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),
@@ -140,7 +148,7 @@ class GrpcServer:
         self._health_server: HealthOnlyServer | None = None
         if health_listen:
             try:
-                self._health_server = HealthOnlyServer(self.health, health_listen)
+                self._health_server = HealthOnlyServer(self.health, health_listen, metrics)
             except OSError:
                 self._executor.shutdown(wait=False)
                 raise
@@ -150,9 +158,20 @@ class GrpcServer:
         """HOST:PORT of the plaintext health-only listener (None when there is none)."""
         return self._health_server.address if self._health_server is not None else None
 
+    @property
+    def open_streams(self) -> int:
+        """Streaming calls now admitted under server.max_streams."""
+        return self._streams.budget.open
+
+    @property
+    def waiting_calls(self) -> int:
+        """Unary calls now waiting for their request message (on the main port)."""
+        return self._streams.budget.waiting
+
     def start(self) -> None:
         """Start serving and report SERVING for the service and the server as a whole."""
         self._server.start()
+        self._streams.start()
         names = ("", *self._names, POLICY_HEALTH_NAME, AUDIT_HEALTH_NAME, LIVENESS_HEALTH_NAME)
         for name in names:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -176,23 +195,32 @@ class GrpcServer:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish within `grace`."""
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
+        self._streams.stop()
         self._executor.shutdown(wait=False)
         if self._health_server is not None:
             self._health_server.stop()
 
 
-class _CheckOnly(health_pb2_grpc.HealthServicer):  # type: ignore[misc] # generated: Any
-    """grpc.health.v1 Check answered from the main server's statuses; no Watch (an
-    unauthenticated caller must not be able to hold streams open on this port)."""
+def _check_only(statuses: health.HealthServicer) -> grpc.GenericRpcHandler[Any, Any]:
+    """grpc.health.v1 Check answered from the main server's statuses, and no other method.
 
-    def __init__(self, statuses: health.HealthServicer) -> None:
-        self._statuses = statuses
+    Watch is not registered at all (UNIMPLEMENTED before any thread is taken): registered but
+    unimplemented, as the generated servicer has it, grpcio would hold one of the two threads
+    while waiting for its request message, which an unauthenticated caller need never send.
+    """
+    check = grpc.unary_unary_rpc_method_handler(
+        statuses.Check,
+        request_deserializer=health_pb2.HealthCheckRequest.FromString,
+        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(health.SERVICE_NAME, {"Check": check})
 
-    def Check(  # noqa: N802 - the generated method name
-        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
-    ) -> health_pb2.HealthCheckResponse:
-        """The status of `request.service`, as the main server reports it."""
-        return self._statuses.Check(request, context)
+
+_HEALTH_ONLY_LIMITS = StreamLimits(
+    max_streams=0, max_per_peer=0, idle_seconds=10.0, max_seconds=300.0
+)
+"""The health-only port's limits: it serves no stream and keeps no call slow to send its
+message (a probe's is there at once): each ends RESOURCE_EXHAUSTED after MESSAGE_GRACE."""
 
 
 class HealthOnlyServer:
@@ -200,13 +228,19 @@ class HealthOnlyServer:
 
     The main port requires a client certificate under mTLS, which the kubelet's gRPC probes
     cannot present; this port lets them ask. It has no pkggov service, no reflection and no
-    Watch, a two-thread executor and a small concurrency limit.
+    Watch, a two-thread executor, a small concurrency limit, and its own `StreamLimitInterceptor`
+    so that Check calls that never send their message cannot hold both threads.
     """
 
-    def __init__(self, statuses: health.HealthServicer, listen: str) -> None:
+    def __init__(
+        self, statuses: health.HealthServicer, listen: str, metrics: Metrics | None = None
+    ) -> None:
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="pkggov-health")
-        self._server = grpc.server(self._executor, maximum_concurrent_rpcs=8)
-        health_pb2_grpc.add_HealthServicer_to_server(_CheckOnly(statuses), self._server)
+        self._limits = StreamLimitInterceptor(_HEALTH_ONLY_LIMITS, metrics)
+        self._server = grpc.server(
+            self._executor, interceptors=[self._limits], maximum_concurrent_rpcs=8
+        )
+        self._server.add_generic_rpc_handlers((_check_only(statuses),))
         try:
             port = self._server.add_insecure_port(listen)
         except RuntimeError as error:
@@ -217,8 +251,10 @@ class HealthOnlyServer:
     def start(self) -> None:
         """Start answering probes."""
         self._server.start()
+        self._limits.start()
 
     def stop(self) -> None:
         """Stop at once (the main server has drained by then)."""
         self._server.stop(0).wait()
+        self._limits.stop()
         self._executor.shutdown(wait=False)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import json
 import re
 from datetime import UTC, datetime
+from typing import Literal
 
 import grpc
 import structlog
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import DecodeError, EncodeError
 from google.rpc import status_pb2
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.convert import FORMATS, from_delete_request, to_delete_response
-from pkggov_gateway.api.interceptors import CURRENT_AUDIT, CURRENT_PRINCIPAL, ReplayedCall
+from pkggov_gateway.api.interceptors import (
+    CURRENT_AUDIT,
+    CURRENT_PRINCIPAL,
+    TIMESTAMP_RULE,
+    ReplayedCall,
+)
 from pkggov_gateway.domain.audit import (
     AuditEventRecord,
     AuditQuery,
@@ -38,6 +43,7 @@ from pkggov_gateway.domain.errors import (
     UnauthenticatedError,
 )
 from pkggov_gateway.domain.identity import Principal
+from pkggov_gateway.domain.page_token import PageTokens
 from pkggov_gateway.ports import PolicyEngine
 from pkggov_gateway.service.audit import AuditCall, Auditor
 from pkggov_gateway.service.delete_versions import DeletePackageVersions
@@ -109,6 +115,17 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 prefix, missing hyphens and other spellings of one id, which would be different retry keys)."""
 
 
+def _event_id(event_id: str) -> str:
+    """An audit event id (a UUID the gateway made, in lower case); any case is accepted."""
+    if not event_id:
+        raise InvalidRequestError([FieldViolation("event_id", "is required")])
+    if _UUID.fullmatch(event_id) is None:
+        raise InvalidRequestError(
+            [FieldViolation("event_id", "must be an audit event id (a UUID, 8-4-4-4-12 hex)")]
+        )
+    return event_id.lower()
+
+
 def _check_request_id(request_id: str) -> None:
     if _UUID.fullmatch(request_id) is None:
         raise InvalidRequestError(
@@ -153,6 +170,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
     def __init__(self, auditor: Auditor, policy: PolicyEngine) -> None:
         self._auditor = auditor
         self._policy = policy
+        self._tokens = PageTokens(auditor.store.page_token_key)
 
     def _authorize(self) -> None:
         principal = _principal()
@@ -174,30 +192,58 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
     ) -> pb.ListAuditEventsResponse:
         """One page of events, newest first."""
         self._authorize()
-        query = _query(request)
+        query = _query(request, self._tokens)
         page = self._auditor.store.list_events(query)
-        token = ""
-        if page.next_before_seq is not None:
-            token = _token(request, page.next_before_seq)
-        return pb.ListAuditEventsResponse(
-            events=[to_audit_event(event) for event in page.events], next_page_token=token
-        )
+        response = pb.ListAuditEventsResponse()
+        size = 0
+        next_before = page.next_before_seq
+        for i, event in enumerate(page.events):
+            shown = to_audit_event(event)
+            size += shown.ByteSize()
+            if i and size > MAX_PAGE_BYTES:  # the rest on the next page
+                next_before = page.positions[i - 1]
+                break
+            response.events.append(shown)
+        if next_before is not None:
+            response.next_page_token = self._tokens.issue(next_before, _filters(request))
+        return response
 
     def GetAuditEvent(  # noqa: N802 - the generated method name
         self, request: pb.GetAuditEventRequest, context: grpc.ServicerContext
     ) -> pb.GetAuditEventResponse:
         """One event by id."""
         self._authorize()
-        if not request.event_id:
-            raise InvalidRequestError([FieldViolation("event_id", "is required")])
-        event = self._auditor.store.event(request.event_id)
+        event_id = _event_id(request.event_id)
+        event = self._auditor.store.event(event_id)
         if event is None:
-            raise AuditEventNotFoundError(request.event_id)
+            raise AuditEventNotFoundError(event_id)
         return pb.GetAuditEventResponse(event=to_audit_event(event))
 
 
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+"""A listing page ends early rather than grow past this (gRPC clients accept 4 MiB by
+default; an event of a 1,000-version call with its decisions can take a megabyte)."""
+
 _DECISIONS = frozenset(d.value for d in Decision)
 _CODES = frozenset(code.name for code in grpc.StatusCode)
+
+_FILTER_LENGTHS = {
+    "principal": 2048,
+    "domain": 50,
+    "repository": 100,
+    "namespace": 255,
+    "package": 255,
+    "version": 255,
+}
+"""The longest value each text filter takes: CodeArtifact's own maxima for its names (see
+domain.validation), 2,048 for a principal (a SPIFFE ID's limit). Longer never matches."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""Control characters: no name the gateway records holds one (and PostgreSQL's text refuses
+NUL), so a filter with one is a caller's mistake, not a search."""
+
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+"""google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z."""
 
 
 def _filters(request: pb.ListAuditEventsRequest) -> str:
@@ -205,29 +251,47 @@ def _filters(request: pb.ListAuditEventsRequest) -> str:
     copy.CopyFrom(request)
     copy.ClearField("page_token")
     copy.ClearField("page_size")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:16]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
-def _token(request: pb.ListAuditEventsRequest, before_seq: int) -> str:
-    data = json.dumps({"before": before_seq, "filters": _filters(request)})
-    return base64.urlsafe_b64encode(data.encode()).decode()
+def _text_violations(request: pb.ListAuditEventsRequest) -> list[FieldViolation]:
+    violations = []
+    for name, longest in _FILTER_LENGTHS.items():
+        value: str = getattr(request, name)
+        if len(value) > longest:
+            violations.append(
+                FieldViolation(name, f"must be at most {longest} characters, got {len(value)}")
+            )
+        elif _CONTROL.search(value):
+            violations.append(FieldViolation(name, "must not contain control characters"))
+    return violations
 
 
-def _query(request: pb.ListAuditEventsRequest) -> AuditQuery:
-    violations: list[FieldViolation] = []
+def _time(
+    request: pb.ListAuditEventsRequest,
+    name: Literal["start_time", "end_time"],
+    violations: list[FieldViolation],
+) -> datetime | None:
+    """The timestamp field `name` (None: unset); out of Timestamp's range: a violation."""
+    if not request.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(request, name)
+    low, high = _TIMESTAMP_SECONDS
+    if low <= stamp.seconds <= high and 0 <= stamp.nanos <= 999_999_999:
+        return stamp.ToDatetime(UTC)
+    violations.append(FieldViolation(name, TIMESTAMP_RULE))
+    return None
+
+
+def _query(request: pb.ListAuditEventsRequest, tokens: PageTokens) -> AuditQuery:
+    """The store query for `request`; InvalidRequestError naming every bad field."""
+    violations = _text_violations(request)
     before: int | None = None
     if request.page_token:
         try:
-            data = json.loads(base64.urlsafe_b64decode(request.page_token.encode()))
-            before = int(data["before"])
-            same = data["filters"] == _filters(request)
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            violations.append(FieldViolation("page_token", "is not a token this service issued"))
-        else:
-            if not same:
-                violations.append(
-                    FieldViolation("page_token", "was issued for other filters; keep them equal")
-                )
+            before = tokens.read(request.page_token, _filters(request))
+        except InvalidRequestError as error:
+            violations += error.violations
     if request.page_size < 0:
         violations.append(FieldViolation("page_size", "must not be negative"))
     if request.decision and request.decision not in _DECISIONS:
@@ -239,9 +303,22 @@ def _query(request: pb.ListAuditEventsRequest) -> AuditQuery:
     package_format = None
     if request.format:
         if request.format not in FORMATS:
-            violations.append(FieldViolation("format", f"unknown value {request.format}"))
+            violations.append(FieldViolation("format", "is not a PackageFormat value"))
         else:
             package_format = pb.PackageFormat.Name(request.format)
+    since = _time(request, "start_time", violations)
+    until = _time(request, "end_time", violations)
+    start, end = request.start_time, request.end_time
+    if (
+        since is not None
+        and until is not None
+        and (end.seconds, end.nanos)
+        < (
+            start.seconds,
+            start.nanos,
+        )
+    ):
+        violations.append(FieldViolation("end_time", "must not be before start_time"))
     if violations:
         raise InvalidRequestError(violations)
     size = request.page_size or _DEFAULT_PAGE
@@ -255,8 +332,8 @@ def _query(request: pb.ListAuditEventsRequest) -> AuditQuery:
         version=request.version or None,
         decision=request.decision or None,
         status_code=request.status_code or None,
-        since=request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
-        until=request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
+        since=since,
+        until=until,
         before_seq=before,
         limit=min(size, _MAX_PAGE),
     )
@@ -268,6 +345,12 @@ def _timestamp(text: str) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+_TOO_DEEP = (
+    "this entry's body nests deeper than a protobuf Struct may (an audit read recorded by an "
+    "earlier gateway, which kept the events it returned); the store holds it whole"
+)
+
+
 def to_audit_event(event: AuditEventRecord) -> pb.AuditEvent:
     """The proto view of an event: a summary and every entry as recorded."""
     first = event.entries[0].body
@@ -275,18 +358,20 @@ def to_audit_event(event: AuditEventRecord) -> pb.AuditEvent:
     status = (outcome.body.get("status") or {}) if outcome is not None else {}
     entries = []
     for entry in event.entries:
-        body = struct_pb2.Struct()
-        json_format.ParseDict(dict(entry.body), body)
-        entries.append(
-            pb.AuditEntry(
-                seq=entry.seq,
-                kind=entry.kind.value,
-                time=_timestamp(str(entry.body["time"])),
-                hash=entry.hash,
-                prev_hash=entry.prev_hash,
-                body=body,
-            )
+        shown = pb.AuditEntry(
+            seq=entry.seq,
+            kind=entry.kind.value,
+            time=_timestamp(str(entry.body["time"])),
+            hash=entry.hash,
+            prev_hash=entry.prev_hash,
         )
+        try:
+            json_format.ParseDict(dict(entry.body), shown.body)
+            shown.body.SerializeToString()  # within protobuf's nesting limit?
+        except (json_format.ParseError, DecodeError, EncodeError, RecursionError):
+            shown.body.Clear()
+            shown.body.update({"body_not_shown": _TOO_DEEP})
+        entries.append(shown)
     return pb.AuditEvent(
         event_id=event.event_id,
         time=_timestamp(str(first.get("received") or first["time"])),

@@ -3,6 +3,9 @@
 Every status carries exactly one google.rpc.ErrorInfo (domain ``pkggov.internal``, a stable
 UPPER_SNAKE reason, metadata with the AWS request id when there is one), plus
 BadRequest, ResourceInfo or RetryInfo where they help the caller.
+
+`to_rpc_status` builds the whole status, which the audit record keeps; where a status is sent,
+the edge cuts it to the trailer budget with `status_budget.fit_status`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from pkggov.v1 import package_governance_pb2 as pb
+from pkggov_gateway.api.status_budget import MAX_DENIED_LISTED
 from pkggov_gateway.domain.errors import (
     AuditEventNotFoundError,
     AuditUnavailableError,
@@ -26,6 +30,7 @@ from pkggov_gateway.domain.errors import (
     GatewayDrainingError,
     InvalidRequestError,
     MalformedRequestError,
+    PackageBusyError,
     PkggovError,
     PolicyDeniedError,
     QuotaExceededError,
@@ -63,27 +68,14 @@ class StatusRule:
     message: Callable[[PkggovError], str] = lambda error: error.message
 
 
-MAX_FIELD_VIOLATIONS = 20
-"""BadRequest lists at most this many violations (plus one that counts the rest), so that the
-status fits in gRPC's default 8 KiB metadata limit whatever the request held."""
-
-
 def _bad_request(error: PkggovError) -> Sequence[Message]:
+    """Every violation (the audit record keeps them all); `fit_status` cuts the list that is
+    sent to MAX_FIELD_VIOLATIONS, or fewer by bytes, and counts the rest."""
     assert isinstance(error, InvalidRequestError)  # noqa: S101 - the table pairs them
-    shown = error.violations[:MAX_FIELD_VIOLATIONS]
     violations = [
         error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-        for v in shown
+        for v in error.violations
     ]
-    hidden = error.violations[MAX_FIELD_VIOLATIONS:]
-    if hidden:
-        fields = sorted({v.field.partition("[")[0] for v in hidden})
-        violations.append(
-            error_details_pb2.BadRequest.FieldViolation(
-                field=fields[0] if len(fields) == 1 else "request",
-                description=f"and {len(hidden)} more violation(s) of the same rules",
-            )
-        )
     return [error_details_pb2.BadRequest(field_violations=violations)]
 
 
@@ -138,11 +130,9 @@ def _retry_info(error: PkggovError) -> Sequence[Message]:
     return [_retry_delay(delay)]
 
 
-MAX_DENIED_LISTED = 50
-"""PolicyDenial lists at most this many versions (and counts the rest), to fit in metadata."""
-
-
 def _policy_denial(error: PkggovError) -> Sequence[Message]:
+    """The first MAX_DENIED_LISTED denied versions, whole, and the count of the rest (the
+    audit outcome's decisions hold every one); `fit_status` cuts what is sent by bytes."""
     assert isinstance(error, PolicyDeniedError)  # noqa: S101 - the table pairs them
     listed = error.denied[:MAX_DENIED_LISTED]
     return [
@@ -211,6 +201,7 @@ STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
     ),
     RequestIdConflictError: StatusRule(grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED"),
     RequestInProgressError: StatusRule(grpc.StatusCode.ABORTED, "REQUEST_IN_PROGRESS"),
+    PackageBusyError: StatusRule(grpc.StatusCode.ABORTED, "PACKAGE_BUSY"),
     AuditEventNotFoundError: StatusRule(grpc.StatusCode.NOT_FOUND, "AUDIT_EVENT_NOT_FOUND"),
     UpstreamValidationError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_VALIDATION", _upstream_bad_request
@@ -262,8 +253,8 @@ def rule_for(error: BaseException) -> StatusRule:
 def to_rpc_status(
     error: BaseException, extra_metadata: Mapping[str, str] | None = None
 ) -> status_pb2.Status:
-    """Build the google.rpc.Status for `error`, with exactly one ErrorInfo first (its metadata
-    plus `extra_metadata`, e.g. the audit event id)."""
+    """Build the whole google.rpc.Status for `error`, with exactly one ErrorInfo first (its
+    metadata plus `extra_metadata`, e.g. the audit event id); send it through `fit_status`."""
     rule = rule_for(error)
     if isinstance(error, PkggovError) and rule is not INTERNAL_RULE:
         message = rule.message(error)

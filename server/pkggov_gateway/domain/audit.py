@@ -165,7 +165,7 @@ def column_values(body: Mapping[str, Any]) -> tuple[Any, ...]:
         _text(request.get("format")),
         _text(request.get("namespace")),
         _text(request.get("package")),
-        ("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
+        _no_nul("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
         _text(body.get("decision")),
         _text(status.get("code")),
         len(forward) if isinstance(forward, list) else None,
@@ -180,7 +180,13 @@ def columns_of(body: Mapping[str, Any]) -> AuditColumns:
 
 def _text(value: Any) -> str | None:
     """A text column: None for absent or empty, else the value as a string."""
-    return str(value) if value not in (None, "") else None
+    return _no_nul(str(value)) if value not in (None, "") else None
+
+
+def _no_nul(text: str) -> str:
+    """`text` with each NUL replaced by U+FFFD: PostgreSQL's text cannot hold NUL, and a
+    caller's request must not make its own record unwritable (the body keeps the NUL)."""
+    return text.replace("\x00", "\ufffd")
 
 
 class _EntryBody:
@@ -263,6 +269,9 @@ class AuditPage:
 
     events: tuple[AuditEventRecord, ...]
     next_before_seq: int | None
+    positions: tuple[int, ...] = ()
+    """Each event's place in the listing: a page cut short after event i continues with
+    ``before_seq = positions[i]``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ The hierarchy (the gRPC layer maps each leaf to a status through one table)::
     ├── QuotaExceededError           the caller's deletion quota for the window is used up
     ├── RequestIdConflictError       a request_id reused with different content
     ├── RequestInProgressError       a request_id whose first call has not finished
+    ├── PackageBusyError             another call holds the package until past the deadline
     ├── AuditEventNotFoundError      no audit event has the id asked for
     └── UpstreamError                CodeArtifact (or the way to it) failed the call
         ├── UpstreamValidationError      400 ValidationException
@@ -157,11 +158,29 @@ class RequestInProgressError(PkggovError):
         self.event_id = event_id
 
 
+class PackageBusyError(PkggovError):
+    """Raised when another call is deciding on or changing the same package and does not let
+    go of it before this call's deadline; nothing was read, recorded as intent or sent."""
+
+    def __init__(self, package: str, waited_seconds: float) -> None:
+        super().__init__(
+            f"another call is changing package {package} and did not finish within this "
+            f"call's deadline ({waited_seconds:.3f}s waited); nothing was sent: retry"
+        )
+        self.package = package
+        self.waited_seconds = waited_seconds
+
+
 class AuditEventNotFoundError(PkggovError):
     """Raised when an audit event id names no event."""
 
+    _QUOTED = 64  # characters of the id the message quotes; the audited request has it whole
+
     def __init__(self, event_id: str) -> None:
-        super().__init__(f"no audit event has id {event_id!r}")
+        shown = repr(event_id[: self._QUOTED])
+        if len(event_id) > self._QUOTED:
+            shown += f"… ({len(event_id)} characters)"
+        super().__init__(f"no audit event has id {shown}")
         self.event_id = event_id
 
 

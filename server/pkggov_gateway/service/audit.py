@@ -266,7 +266,9 @@ class AuditCall:
         """The request as received (all fields, proto names)."""
         self.request = request
         self._fingerprint = None
-        self.request_id = str(request.get("request_id") or "") or None
+        # AIP-155 retry key: a UUID, so any case names the same one (the servicer refuses
+        # other spellings); kept in lower case so that a retry in another case replays.
+        self.request_id = str(request.get("request_id") or "").lower() or None
         self.dry_run = bool(request.get("validate_only"))
 
     def previous(self) -> AuditEventRecord | None:

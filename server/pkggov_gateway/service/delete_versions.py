@@ -19,6 +19,17 @@ Steps, in order, for an authenticated principal:
    answer was lost and the retry reports NOT_FOUND for a version that existed when it was
    decided, the lost attempt deleted it: it is reported deleted (see _LostAnswers).
 
+One package at a time. Policies decide on facts about the package as a whole (its latest
+version, its version count, what would remain after the request), which another call's delete
+would change between this call's reading and its delete; expectedStatus guards only each
+version's own status. So a real call runs steps 3 to 6 holding the package's lock
+(PackageLocks: in-process, or a PostgreSQL advisory lock for a fleet), from reading the state
+until its last chunk has returned: the facts it decided on stay true until it is done. It waits
+for the lock no longer than leaves time for the read and one delete (twice
+min_upstream_seconds before the deadline), else it fails with PackageBusyError having read,
+recorded and sent nothing. A dry run takes no lock: it changes nothing, and what it reports is
+a snapshot the real call will decide again, under the lock.
+
 Chunk rule (also in the README). Allowed versions are grouped by decided status and split, in
 request order, into calls of at most 100 that run with bounded parallelism. Then:
 
@@ -75,7 +86,14 @@ from pkggov_gateway.domain.validation import (
     RawDeleteRequest,
     validate_delete_request,
 )
-from pkggov_gateway.ports import CodeArtifactPort, Metrics, NullMetrics, PolicyEngine, PolicyView
+from pkggov_gateway.ports import (
+    CodeArtifactPort,
+    Metrics,
+    NullMetrics,
+    PackageLocks,
+    PolicyEngine,
+    PolicyView,
+)
 
 __all__ = ["CallJournal", "DeleteLimits", "DeletePackageVersions"]
 
@@ -133,10 +151,12 @@ class DeletePackageVersions:
         limits: DeleteLimits,
         policy: PolicyEngine,
         *,
+        locks: PackageLocks,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
     ) -> None:
         self._upstream = upstream
+        self._locks = locks
         self._executor = executor
         self._limits = limits
         self._policy = policy
@@ -163,6 +183,23 @@ class DeletePackageVersions:
         policy = self._policy.current()  # one policy set for the whole request
         self._check_version_limit(request, principal, policy)
         self._check_time(deadline)
+        if request.validate_only:  # changes nothing, so needs no turn (see the docstring)
+            return self._decide_and_delete(request, principal, policy, deadline, journal)
+        # Wait for the package no longer than leaves time to read its state and delete.
+        wait = Deadline(deadline.expires_at - 2 * self._limits.min_upstream_seconds)
+        with self._locks.hold(request.package, wait):
+            self._check_time(deadline)
+            return self._decide_and_delete(request, principal, policy, deadline, journal)
+
+    def _decide_and_delete(
+        self,
+        request: DeleteRequest,
+        principal: Principal,
+        policy: PolicyView,
+        deadline: Deadline,
+        journal: CallJournal | None,
+    ) -> DeleteOutcome:
+        """Steps 3 to 6: read the state, decide, record the intent, delete."""
         published_for = request.versions if policy.uses_published_time() else ()
         state = self._upstream.package_state(
             request.package, deadline, published_time_for=published_for

@@ -1,0 +1,229 @@
+"""The PackageLocks port: an in-process lock table, and PostgreSQL advisory locks for a fleet.
+
+`LocalPackageLocks` serializes the threads of one process: one `threading.Lock` per package
+key, created on first use and dropped as soon as no thread holds or waits for it (so the table
+holds only the packages in use). It is the whole story for a single replica (SQLite audit).
+
+`PostgresPackageLocks` serializes a fleet sharing one PostgreSQL database. A call first takes
+the in-process lock (so a process queues its own calls locally and uses at most one database
+connection per package), then, on a pooled connection of its own, begins a transaction and
+takes ``pg_advisory_xact_lock(key)`` with ``lock_timeout`` set to the time it may wait. The
+transaction stays open while the caller works and is rolled back when the block ends, which
+releases the lock. Because the lock belongs to the transaction, every way the holder can end
+releases it: an exception (the rollback runs in ``finally``), the gateway process dying (its
+connection closes), the connection breaking (the server ends the session: server-side TCP
+keepalives are set short), or a holder that hangs (``idle_in_transaction_session_timeout``,
+set to the caller's deadline plus a grace, ends the session).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.errors import AuditUnavailableError, PackageBusyError
+from pkggov_gateway.domain.model import PackageRef
+from pkggov_gateway.domain.package_key import package_key, package_key_id
+
+__all__ = ["LocalPackageLocks", "PostgresPackageLocks", "describe_package", "open_package_locks"]
+
+log = structlog.get_logger("pkggov.package_locks")
+
+
+def describe_package(package: PackageRef) -> str:
+    """`package` as messages name it: domain/repository/format/[namespace/]name."""
+    namespace = f"{package.namespace}/" if package.namespace else ""
+    return (
+        f"{package.domain}/{package.repository}/{package.format.value}/{namespace}{package.package}"
+    )
+
+
+@dataclass(slots=True)
+class _Slot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+    """Threads holding or waiting for `lock`; the slot leaves the table at zero."""
+
+
+class LocalPackageLocks:
+    """One lock per package for the threads of this process (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._slots: dict[str, _Slot] = {}
+
+    def __len__(self) -> int:
+        """The packages currently held or waited for."""
+        with self._guard:
+            return len(self._slots)
+
+    @contextlib.contextmanager
+    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
+        """Hold `package`'s lock for the block; PackageBusyError when it is not free before
+        `deadline` (with no time left, one try without waiting)."""
+        key = package_key(package)
+        with self._guard:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = _Slot()
+            slot.users += 1
+        try:
+            started = time.monotonic()
+            if not slot.lock.acquire(timeout=deadline.remaining()):
+                raise PackageBusyError(describe_package(package), time.monotonic() - started)
+            try:
+                yield
+            finally:
+                slot.lock.release()
+        finally:
+            with self._guard:
+                slot.users -= 1
+                if slot.users == 0:
+                    del self._slots[key]
+
+    def close(self) -> None:
+        """Nothing to release: the locks live and die with the process."""
+
+
+_KEEPALIVE_SETTINGS = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+)
+"""Server side of each lock connection: a holder whose host vanishes is noticed (and its lock
+released) within about 25 s, not after the operating system's two hours."""
+
+
+class PostgresPackageLocks:
+    """Advisory locks on a PostgreSQL database shared by the fleet (see the module docstring).
+
+    `max_connections` bounds the pool: one connection per package a call of this process
+    holds, so the number of threads that run calls (server.max_workers) is enough.
+    `hold_grace_seconds` is how long past its deadline a holder may keep the lock before the
+    server ends its session.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        max_connections: int,
+        connect_timeout_seconds: float = 5.0,
+        hold_grace_seconds: float = 30.0,
+        local: LocalPackageLocks | None = None,
+    ) -> None:
+        from psycopg_pool import ConnectionPool  # noqa: PLC0415 - only fleets need it loaded
+
+        self._local = local or LocalPackageLocks()
+        self._connect_timeout = connect_timeout_seconds
+        self._hold_grace = hold_grace_seconds
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max(1, max_connections),
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(connect_timeout_seconds)),
+                "prepare_threshold": None,
+                "application_name": "pkggov-package-locks",
+                # Client side: a dead server is noticed while the lock is held, and a request
+                # the server never acknowledges fails instead of waiting for TCP's timeout.
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": round(connect_timeout_seconds * 1000),
+            },
+            configure=_configure,
+            check=ConnectionPool.check_connection,  # drop connections an outage broke
+            timeout=connect_timeout_seconds,
+            open=False,
+            name="pkggov-package-locks",
+        )
+        self._pool.open(wait=False)
+
+    @contextlib.contextmanager
+    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
+        """Hold `package`'s lock for the block, in this process and in the fleet.
+
+        PackageBusyError when another holder keeps it past `deadline`; AuditUnavailableError
+        when the database cannot be reached in time (fail closed: nothing proceeds unlocked).
+        """
+        started = time.monotonic()
+        with self._local.hold(package, deadline):
+            conn = self._connection(deadline)
+            try:
+                self._lock(conn, package, deadline, started)
+                yield
+            finally:
+                self._release(conn)
+
+    def close(self) -> None:
+        """Close the pool (every lock is released with its connection)."""
+        self._pool.close()
+
+    def _connection(self, deadline: Deadline) -> Any:
+        from psycopg_pool import PoolTimeout  # noqa: PLC0415 - see __init__
+
+        # At least a moment: a caller whose wait budget is spent still gets its one try.
+        wait = min(self._connect_timeout, max(deadline.remaining(), 0.05))
+        try:
+            return self._pool.getconn(timeout=wait)
+        except PoolTimeout as err:
+            raise AuditUnavailableError(
+                f"the package lock's database gave no connection within {wait:.3f}s"
+            ) from err
+
+    def _lock(self, conn: Any, package: PackageRef, deadline: Deadline, started: float) -> None:
+        import psycopg  # noqa: PLC0415 - see __init__
+
+        key = package_key_id(package)
+        wait_ms = int(deadline.remaining() * 1000)
+        hold_ms = wait_ms + round(self._hold_grace * 1000)
+        try:
+            if wait_ms < 1:  # lock_timeout 0 would mean "wait forever": try once instead
+                conn.execute("BEGIN")
+                row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,)).fetchone()
+                if row is None or not row[0]:
+                    raise PackageBusyError(describe_package(package), time.monotonic() - started)
+                return
+            # Integers formatted by us: one round trip for the transaction and its limits.
+            conn.execute(
+                f"BEGIN; SET LOCAL lock_timeout = {wait_ms};"
+                f" SET LOCAL idle_in_transaction_session_timeout = {hold_ms}"
+            )
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        except psycopg.errors.LockNotAvailable as err:
+            raise PackageBusyError(describe_package(package), time.monotonic() - started) from err
+        except psycopg.Error as err:
+            raise AuditUnavailableError(f"the package lock's database failed: {err}") from err
+
+    def _release(self, conn: Any) -> None:
+        """Roll back (releasing the lock) and return the connection; a broken connection is
+        discarded by the pool, and the server released its lock when the session ended."""
+        try:
+            conn.execute("ROLLBACK")
+        except Exception as err:  # noqa: BLE001 - the lock is gone with the session anyway
+            log.warning("package_lock.release_failed", error=str(err))
+        finally:
+            self._pool.putconn(conn)
+
+
+def _configure(conn: Any) -> None:
+    conn.execute(_KEEPALIVE_SETTINGS)
+
+
+def open_package_locks(
+    audit_store: str, *, max_connections: int
+) -> LocalPackageLocks | PostgresPackageLocks:
+    """The locks that fit the audit store's reach: PostgreSQL advisory locks on its database
+    when it is ``postgresql://`` (a fleet may share it), else in-process locks (SQLite: one
+    replica)."""
+    if audit_store.startswith(("postgresql://", "postgres://")):
+        return PostgresPackageLocks(audit_store, max_connections=max_connections)
+    return LocalPackageLocks()

@@ -1,0 +1,40 @@
+"""The key that names one package for locking: equal for every spelling CodeArtifact merges.
+
+Two calls about the same package must get the same key, or they would not exclude each
+other. The key is therefore deliberately coarse: it starts from `canonical_package` (PyPI's
+PEP 503 names, Swift's lower case), then folds the case of every part (CodeArtifact also treats
+NuGet names case-insensitively, and a coarser key only ever makes two packages share a lock),
+and leaves the domain owner out (a call may name it or leave it to default to the gateway's
+own account: both are the same package). Two packages sharing a key merely take turns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pkggov_gateway.domain.model import PackageRef, canonical_package
+
+__all__ = ["package_key", "package_key_id"]
+
+_SEPARATOR = "\x1f"  # no part of a valid name can hold it (the patterns exclude \s)
+
+
+def package_key(package: PackageRef) -> str:
+    """The package's lock key: domain, repository, format, namespace and name, case-folded."""
+    named = canonical_package(package)
+    parts = (
+        named.domain,
+        named.repository,
+        named.format.value,
+        named.namespace or "",
+        named.package,
+    )
+    return _SEPARATOR.join(part.casefold() for part in parts)
+
+
+def package_key_id(package: PackageRef) -> int:
+    """`package_key` hashed to a negative signed 64-bit integer (a PostgreSQL advisory lock
+    key): 63 bits of BLAKE2b with the sign bit set, so it never equals a non-negative key
+    such as the audit chain's."""
+    digest = hashlib.blake2b(package_key(package).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=False) % (1 << 63) - (1 << 63)
