@@ -4,13 +4,13 @@ Run: ``make bench-audit`` (or ``.venv/bin/python scripts/bench_audit.py [--secon
 Asked for: the added latency of the audit path (intent + outcome) for SQLite and PostgreSQL
 at concurrency 1 and 64, and the audit events committed per second.
 
-Each call is driven as the gateway drives it, through the service-layer objects the RPC edge
-interceptor and the delete use case use: `Auditor.begin`, the principal, `set_request` (the
-request converted as the interceptor converts it), `previous()` (the servicer's AIP-155
-replay check: every request carries a request_id unless ``--no-request-id``), `planned`, then
-`before_forwarding` (the *intent*: committed durably, guarded by the request_id claim and the
-quota) and `finish` with the response as the interceptor's ``_record`` passes it for an OK
-call (the *outcome*). The requests are typical DeletePackageVersions calls: 1 to 3
+Each call is driven as the gateway drives it, through the governed call the RPC edge and the
+delete use case use: `Auditor.begin`, `identified`, `received` (the request rendered as the
+edge renders it), `replayed()` (the servicer's AIP-155 replay check: every request carries a
+request_id unless ``--no-request-id``), `planned`, then `before_forwarding` (the *intent*:
+committed durably, guarded by the request_id claim and the quota), `delivered` and
+`succeeded` with the response as the edge records it for an OK call (the *outcome*).
+The requests are typical DeletePackageVersions calls: 1 to 3
 pre-release versions of one npm package by one of a few CI principals, every version allowed
 by policy and deleted. Nothing else of an RPC runs (gRPC, policy, CodeArtifact): the numbers
 are what the audit adds to one call.
@@ -62,16 +62,16 @@ import psycopg
 from _bench_common import finite, p50_p99, postgres_schema
 
 from pkggov.v1 import package_governance_pb2 as pb
-from pkggov_gateway.adapters.audit_sql import (
+from pkggov_gateway.adapters.sql import (
     Dialect,
     PostgresDialect,
     SqlAuditStore,
     SqliteDialect,
 )
-from pkggov_gateway.api import interceptors
+from pkggov_gateway.api import convert
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.identity import AuthMethod, Principal
-from pkggov_gateway.domain.model import PlannedVersion, PlanOutcome, VersionStatus
+from pkggov_gateway.domain.model import DeleteOutcome, PlannedVersion, PlanOutcome, VersionStatus
 from pkggov_gateway.logs import configure_logging
 from pkggov_gateway.service.audit import Auditor, QuotaLimits
 
@@ -143,27 +143,20 @@ def _audit_one(auditor: Auditor, call: _Call) -> tuple[float | None, float, floa
     lookup None when the request has no request_id (no replay check is made)."""
     started = time.perf_counter()  # the intent: from begin, with the request's conversion
     audit = auditor.begin(METHOD, str(uuid.uuid4()), call.principal.peer)
-    audit.principal = call.principal
-    audit.set_request(interceptors._as_dict(call.request))
+    audit.identified(call.principal)
+    audit.received(convert.render_request(call.request)[0])
     prepared = time.perf_counter()
     if audit.request_id is not None:
-        audit.previous()  # the servicer's replay check (a fresh id: nothing found)
+        audit.replayed()  # the servicer's replay check (a fresh id: nothing found)
     looked_up = time.perf_counter()
     audit.planned(call.plan)
     audit.before_forwarding(GROUPS, list(call.plan), Deadline.after(30.0))
     intended = time.perf_counter()
-    audit.aws_request_ids = [call.aws_request_id]
-    # What interceptors._record does for an OK call, calling finish itself so that a failed
-    # outcome is counted as a failure instead of being logged and retried in the background.
+    audit.delivered(DeleteOutcome(aws_request_ids=(call.aws_request_id,)))
+    # What the edge does for an OK call, calling succeeded itself so that a failed outcome
+    # is counted as a failure instead of being logged and retried in the background.
     call.response.audit_event_id = audit.event_id
-    audit.finish(
-        code="OK",
-        reason="",
-        message="",
-        response=interceptors._as_dict(call.response),
-        status_details=None,
-        error_metadata={},
-    )
+    audit.succeeded(convert.recorded_response(call.response))
     finished = time.perf_counter()
     return (
         (looked_up - prepared) * 1000 if audit.request_id is not None else None,

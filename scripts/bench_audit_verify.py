@@ -30,8 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pkggov_gateway.adapters.audit_sql import open_audit_store
-from pkggov_gateway.adapters.audit_verify import verify
+from pkggov_gateway.adapters.sql import open_audit_store
 from pkggov_gateway.domain.audit import (
     COLUMNS,
     GENESIS,
@@ -40,6 +39,7 @@ from pkggov_gateway.domain.audit import (
     column_values,
     format_time,
 )
+from pkggov_gateway.tools.audit_verify import verify
 
 __all__ = ["main"]
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import cedarpy
 from _bench_common import p50_p99
 
-from pkggov_gateway.adapters import cedar
+from pkggov_gateway.adapters import cedar, cedar_input
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
 from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts
@@ -105,17 +105,15 @@ def _parts(scenario: Scenario) -> dict[str, Callable[[], object]]:
     """The parts of one decision, timed on the same snapshot."""
     snapshot = scenario.engine._snapshot
     request = scenario.request
-    cedar_input = cedar._cedar_input(request, ("ci",), snapshot.reads)
-    entities = snapshot.base.with_added_json_str(cedar_input.entities)
+    batch = cedar_input.delete_input(request, ("ci",), snapshot.reads)
+    entities = snapshot.base.with_added_json_str(batch.entities)
     return {
-        "  python: Cedar input (requests, entity JSON)": lambda: cedar._cedar_input(
+        "  python: Cedar input (requests, entity JSON)": lambda: cedar_input.delete_input(
             request, ("ci",), snapshot.reads
         ),
-        "  cedar: parse the entities": lambda: snapshot.base.with_added_json_str(
-            cedar_input.entities
-        ),
+        "  cedar: parse the entities": lambda: snapshot.base.with_added_json_str(batch.entities),
         "  cedar: is_authorized_batch": lambda: cedarpy.is_authorized_batch(
-            cedar_input.requests, snapshot.policy_set, entities
+            batch.requests, snapshot.policy_set, entities
         ),
     }
 
@@ -123,7 +121,7 @@ def _parts(scenario: Scenario) -> dict[str, Callable[[], object]]:
 def _run(scenario: Scenario, iterations: int) -> None:
     size = len(scenario.request.versions)
     snapshot = scenario.engine._snapshot
-    kinds = len(cedar._cedar_input(scenario.request, ("ci",), snapshot.reads).requests)
+    kinds = len(cedar_input.delete_input(scenario.request, ("ci",), snapshot.reads).requests)
     p50, p99 = _percentiles(lambda: scenario.engine.decide(scenario.request), iterations)
     verdict = ""
     if scenario.goal_ms is not None:

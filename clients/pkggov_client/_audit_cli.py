@@ -135,9 +135,9 @@ def add_audit_commands(
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from pkggov_gateway.adapters.audit_sql import open_audit_store  # noqa: PLC0415
-    from pkggov_gateway.adapters.audit_verify import verify  # noqa: PLC0415
+    from pkggov_gateway.adapters.sql import open_audit_store  # noqa: PLC0415
     from pkggov_gateway.domain.errors import AuditUnavailableError  # noqa: PLC0415
+    from pkggov_gateway.tools.audit_verify import verify  # noqa: PLC0415
 
     if not args.store.startswith(("postgresql://", "postgres://")):
         path = args.store.removeprefix("sqlite:")

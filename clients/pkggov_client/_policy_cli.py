@@ -2,8 +2,8 @@
 
 Both work on files only (no gateway is contacted) and default to the example set shipped
 with the gateway. Exit status: 0 when the set is valid (and every case passes), 1 otherwise.
-The gateway's Cedar adapter is imported inside the handlers (hence the PLC0415 waivers), so
-the other subcommands never load cedarpy.
+The gateway's Cedar adapter and policy-test tool are imported inside the handlers (hence the
+PLC0415 waivers), so the other subcommands never load cedarpy.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pkggov_gateway.adapters.cedar import PolicyFiles
-    from pkggov_gateway.adapters.cedar_testing import CaseResult
+    from pkggov_gateway.tools.policy_test import CaseResult
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "add_policy_commands", "render_results"]
 
@@ -98,7 +98,7 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_test(args: argparse.Namespace) -> int:
     """Handle `pkggov policy test FILE`."""
     from pkggov_gateway.adapters.cedar import PolicyLoadError  # noqa: PLC0415
-    from pkggov_gateway.adapters.cedar_testing import run_policy_tests  # noqa: PLC0415
+    from pkggov_gateway.tools.policy_test import run_policy_tests  # noqa: PLC0415
 
     try:
         results = run_policy_tests(_files(args), args.file)

@@ -14,9 +14,10 @@ from types import FrameType
 import structlog
 
 from pkggov_gateway import preflight
-from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.bootstrap import build_gateway
 from pkggov_gateway.config import ConfigError, Settings, describe, load_settings
 from pkggov_gateway.logs import LogFormat, configure_logging
+from pkggov_gateway.runtime import Gateway
 from pkggov_gateway.startup import StartupError, one_line
 
 log = structlog.get_logger("pkggov.main")

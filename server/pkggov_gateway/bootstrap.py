@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
+import functools
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, InvalidRegionError, ProfileNotFound
 
 from pkggov_gateway import __version__
-from pkggov_gateway.adapters.audit_sql import SqlAuditStore, open_audit_store, sqlite_path
 from pkggov_gateway.adapters.cedar import (
     CedarPolicyEngine,
     PolicyFiles,
@@ -27,29 +25,25 @@ from pkggov_gateway.adapters.cedar import (
 from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact, RetryPolicy
 from pkggov_gateway.adapters.identity import build_authenticator
 from pkggov_gateway.adapters.metrics import MetricsServer, PrometheusMetrics
-from pkggov_gateway.adapters.package_locks import (
-    LocalPackageLocks,
-    PostgresPackageLocks,
-    open_package_locks,
-)
+from pkggov_gateway.adapters.package_locks import open_package_locks
 from pkggov_gateway.adapters.rate_limit import RateLimits
+from pkggov_gateway.adapters.sql import open_audit_store, sqlite_path
 from pkggov_gateway.adapters.tls import server_credentials
 from pkggov_gateway.api.server import GrpcServer, Keepalive
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
-from pkggov_gateway.api.streams import StreamLimits
+from pkggov_gateway.api.stream_budget import StreamLimits
 from pkggov_gateway.config import (
     EmulatorSettings,
     PolicySettings,
     ServerSettings,
     Settings,
     UpstreamSettings,
-    describe,
-    store_secrets,
 )
 from pkggov_gateway.domain.deadline import DrainSignal
 from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.logs import audit_stream
-from pkggov_gateway.service.audit import Auditor, QuotaLimits, Reconciled, default_replica
+from pkggov_gateway.runtime import Gateway
+from pkggov_gateway.service.audit import Auditor, QuotaLimits, default_replica
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 from pkggov_gateway.startup import (
     StartupError,
@@ -57,6 +51,7 @@ from pkggov_gateway.startup import (
     listen_failure,
     naming,
     sqlite_problem,
+    store_error,
 )
 
 if TYPE_CHECKING:
@@ -65,168 +60,15 @@ if TYPE_CHECKING:
     from pkggov_emulator import Emulator
 
 __all__ = [
-    "Gateway",
     "build_codeartifact_client",
     "build_emulator",
     "build_gateway",
     "credentials_of",
     "load_policy",
     "policy_files",
-    "shown_store",
-    "store_error",
 ]
 
 log = structlog.get_logger("pkggov.bootstrap")
-
-
-@dataclasses.dataclass
-class Gateway:
-    """A wired gateway: its gRPC server and what must be closed with it."""
-
-    settings: Settings
-    server: GrpcServer
-    chunk_executor: ThreadPoolExecutor
-    drain: DrainSignal
-    policy: CedarPolicyEngine
-    audit_store: SqlAuditStore
-    auditor: Auditor
-    upstream: BotoCodeArtifact
-    metrics: PrometheusMetrics
-    emulator: Emulator | None = None
-    metrics_server: MetricsServer | None = None
-    package_locks: LocalPackageLocks | PostgresPackageLocks | None = None
-    _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
-    _watcher: threading.Thread | None = None
-
-    @property
-    def address(self) -> str:
-        """HOST:PORT the gRPC server listens on."""
-        return self.server.address
-
-    @property
-    def metrics_address(self) -> str | None:
-        """HOST:PORT of the Prometheus endpoint once started (None when switched off)."""
-        return self.metrics_server.address if self.metrics_server is not None else None
-
-    def start(self) -> None:
-        """Reconcile intents a crash left open, start serving, and watch the audit store.
-
-        Raises StartupError naming the setting (audit.store, metrics.listen) that prevents
-        it, having released everything (the process can exit).
-        """
-        try:
-            self._start()
-        except BaseException:
-            self.server.stop(0)
-            self._release()
-            raise
-
-    def _start(self) -> None:
-        try:
-            reconciled = self._reconcile()
-        except AuditUnavailableError as error:
-            cause = f"cannot reconcile open intents: {cause_of(error)}"
-            raise store_error(self.settings, cause) from error
-        if reconciled.count or reconciled.next_due:
-            log.warning(
-                "audit.reconciled_at_start",
-                events=reconciled.count,
-                pending_until=reconciled.next_due.isoformat() if reconciled.next_due else None,
-            )
-        if listen := self.settings.metrics.listen:
-            with naming("metrics.listen", listen, doing="cannot listen"):
-                self.metrics_server = MetricsServer(self.metrics, listen)
-        self.metrics.audit_healthy(True)
-        self.server.start()
-        self._watcher = threading.Thread(
-            target=self._watch,
-            args=(reconciled.next_due,),
-            name="pkggov-audit-watch",
-            daemon=True,
-        )
-        self._watcher.start()
-        log.info(
-            "gateway.started",
-            address=self.address,
-            metrics=self.metrics_address,
-            version=__version__,
-            audit=self.audit_store.dialect.description,
-            replica=self.audit_store.replica,
-        )
-
-    def _reconcile(self) -> Reconciled:
-        """Reconcile this replica's settled open intents and any replica's stale ones."""
-        audit = self.settings.audit
-        return self.auditor.reconcile(
-            self.upstream,
-            replica=self.audit_store.replica,
-            older_than=datetime.now(UTC) - timedelta(seconds=audit.orphan_after_seconds),
-            settle_seconds=audit.reconcile_settle_seconds,
-        )
-
-    def _watch(self, first_due: datetime | None = None) -> None:
-        """Mirror the audit store's health in gRPC health; reconcile open intents every
-        interval, and as soon as one left unsettled is due."""
-        interval = timedelta(seconds=self.settings.audit.reconcile_interval_seconds)
-        healthy = True
-        next_sweep = datetime.now(UTC) + interval
-        if first_due is not None:
-            next_sweep = min(next_sweep, first_due)
-        while not self._stopping.wait(0.25):
-            now_healthy = self.audit_store.healthy()
-            if now_healthy != healthy:
-                healthy = now_healthy
-                self.server.set_audit_health(healthy=healthy)
-                self.metrics.audit_healthy(healthy)
-            if healthy and datetime.now(UTC) >= next_sweep:
-                next_sweep = datetime.now(UTC) + interval
-                try:
-                    due = self._reconcile().next_due
-                except Exception:
-                    log.exception("audit.reconcile_failed")
-                    continue
-                if due is not None:
-                    next_sweep = min(next_sweep, due)
-
-    def reload_policy(self) -> bool:
-        """Reload schema, policies and entities (SIGHUP). A bad new set keeps the old one in
-        force, is logged, and turns the `pkggov.policy` health status NOT_SERVING."""
-        try:
-            self.policy.reload()
-        except PolicyLoadError as error:
-            log.error("policy.reload_failed", error=str(error), note="previous policy in force")
-            self.server.set_policy_health(healthy=False)
-            self.metrics.policy_reload(ok=False)
-            return False
-        log.info("policy.reloaded", policies=self.policy.policy_ids())
-        self.metrics.policy_reload(ok=True)
-        self.server.set_policy_health(healthy=True)
-        return True
-
-    def stop(self, grace: float | None = None) -> None:
-        """Stop gracefully: start no new upstream call, report NOT_SERVING, refuse new calls,
-        let in-flight calls finish (their current upstream attempt at most), then release."""
-        seconds = self.settings.server.grace_seconds if grace is None else grace
-        log.info("gateway.stopping", grace_s=seconds)
-        self.drain.start()
-        self.server.stop(seconds)
-        self._release()
-        log.info("gateway.stopped")
-
-    def _release(self) -> None:
-        """Release all but the gRPC server: threads, the store, the metrics server, the
-        emulator (silently: a failed start reports only its StartupError)."""
-        self.chunk_executor.shutdown(wait=True, cancel_futures=True)
-        self._stopping.set()
-        if self._watcher is not None:
-            self._watcher.join()
-        self.audit_store.close()
-        if self.package_locks is not None:
-            self.package_locks.close()
-        if self.metrics_server is not None:
-            self.metrics_server.stop()
-        if self.emulator is not None:
-            self.emulator.stop()
 
 
 def build_codeartifact_client(upstream: UpstreamSettings, pool_size: int) -> CodeArtifactClient:
@@ -348,11 +190,6 @@ def load_policy(settings: Settings) -> CedarPolicyEngine:
     return policy
 
 
-def shown_store(settings: Settings) -> str:
-    """audit.store as it may be shown: its password masked (as config.describe does)."""
-    return str(describe(settings)["audit"]["store"])
-
-
 def credentials_of(settings: Settings) -> grpc.ServerCredentials | None:
     """The mTLS server credentials (None unless identity.mode = mtls): the PEM files read,
     parsed and matched. Raises StartupError naming the identity.* setting at fault."""
@@ -396,6 +233,15 @@ def _listener_error(error: OSError, server: ServerSettings) -> StartupError:
     return StartupError(setting, f"cannot listen: {reason}", value=listen)
 
 
+def _serve_metrics(listen: str, metrics: PrometheusMetrics) -> MetricsServer | None:
+    """The Prometheus endpoint on metrics.listen, serving (None when it is empty): what
+    Gateway.start calls. Raises StartupError naming metrics.listen when it cannot listen."""
+    if not listen:
+        return None
+    with naming("metrics.listen", listen, doing="cannot listen"):
+        return MetricsServer(metrics, listen)
+
+
 def _upstream_setting(error: BotoCoreError | ValueError) -> str:
     """The upstream.* setting a boto3 session or client refused."""
     if isinstance(error, ProfileNotFound):
@@ -411,13 +257,6 @@ def _store_error(settings: Settings, error: AuditUnavailableError) -> StartupErr
     path = sqlite_path(settings.audit.store)
     cause = (sqlite_problem(path) if path is not None else None) or cause_of(error)
     return store_error(settings, f"cannot open: {cause}")
-
-
-def store_error(settings: Settings, cause: str) -> StartupError:
-    """A StartupError about audit.store, shown masked, with any password in `cause` masked."""
-    for secret in store_secrets(settings.audit.store):
-        cause = cause.replace(secret, "***")
-    return StartupError("audit.store", cause, value=shown_store(settings))
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -563,6 +402,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack) -> Gateway:
         auditor,
         adapter,
         metrics,
+        functools.partial(_serve_metrics, settings.metrics.listen, metrics),
         emulator,
         package_locks=package_locks,
     )

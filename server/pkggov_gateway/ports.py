@@ -134,7 +134,7 @@ class PolicyEngine(Protocol):
 
 
 class AuditStore(Protocol):
-    """The audit record (adapters.audit_sql: SQLite or PostgreSQL).
+    """The audit record (adapters.sql: SQLite or PostgreSQL).
 
     `append` commits an entry (AuditUnavailableError when it cannot; a `durable` one is
     retried until it is), checking its guard atomically (RequestIdClaimed,

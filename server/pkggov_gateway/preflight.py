@@ -15,12 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pkggov_gateway.adapters.audit_sql import sqlite_path
 from pkggov_gateway.adapters.identity import build_authenticator
-from pkggov_gateway.bootstrap import build_emulator, credentials_of, load_policy, store_error
+from pkggov_gateway.adapters.sql import sqlite_path
+from pkggov_gateway.bootstrap import build_emulator, credentials_of, load_policy
 from pkggov_gateway.config import Settings
 from pkggov_gateway.netaddr import is_loopback
-from pkggov_gateway.startup import StartupError, file_problem, naming, sqlite_problem
+from pkggov_gateway.startup import (
+    StartupError,
+    file_problem,
+    naming,
+    sqlite_problem,
+    store_error,
+)
 
 __all__ = ["listeners", "problems", "warnings"]
 

@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 
 from pkggov_gateway.adapters.cedar_source import PolicyLoadError
+from pkggov_gateway.config import Settings, describe, store_secrets
 from pkggov_gateway.domain.errors import AuditUnavailableError
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "one_line",
     "os_reason",
     "sqlite_problem",
+    "store_error",
 ]
 
 
@@ -163,3 +165,15 @@ def sqlite_problem(path: Path) -> str | None:
     ``-wal`` and ``-shm`` files next to it.
     """
     return file_problem(path, create=True)
+
+
+def store_error(settings: Settings, cause: str) -> StartupError:
+    """A StartupError about audit.store, shown masked, with any password in `cause` masked."""
+    for secret in store_secrets(settings.audit.store):
+        cause = cause.replace(secret, "***")
+    return StartupError("audit.store", cause, value=_shown_store(settings))
+
+
+def _shown_store(settings: Settings) -> str:
+    """audit.store as it may be shown: its password masked (as config.describe does)."""
+    return str(describe(settings)["audit"]["store"])

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from pkggov_emulator import Emulator
-from pkggov_gateway.adapters.audit_sql import SqlAuditStore, open_audit_store
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.adapters.sql import SqlAuditStore, open_audit_store
 from pkggov_gateway.domain.audit import COLUMNS, AuditEventRecord
+from pkggov_gateway.runtime import Gateway
 from tests.e2e.harness import Reachable, health_status
 
 AUDIT_HEALTH = "pkggov.audit"

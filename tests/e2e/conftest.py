@@ -21,8 +21,8 @@ from pkggov_emulator import (
     Emulator,
     load_demo_seed,
 )
-from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.logs import configure_logging
+from pkggov_gateway.runtime import Gateway
 from tests.e2e.harness import (
     OFF_WORDS,
     GatewayFactory,

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_KEY
-from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.bootstrap import build_gateway
 from pkggov_gateway.config import (
     AuditSettings,
     EmulatorSettings,
@@ -36,6 +36,7 @@ from pkggov_gateway.config import (
     Settings,
     UpstreamSettings,
 )
+from pkggov_gateway.runtime import Gateway
 
 PERMIT_ALL = Path(__file__).resolve().parent / "policy" / "permit_all.cedar"
 """A policy that permits every authenticated call (the spine tests are not about policy)."""

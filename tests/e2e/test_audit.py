@@ -32,9 +32,8 @@ from pkggov_emulator import (
     Emulator,
     FaultRule,
 )
-from pkggov_gateway.adapters.audit_sql import SqliteDialect, open_audit_store
-from pkggov_gateway.adapters.audit_verify import verify
-from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.adapters.sql import SqliteDialect, open_audit_store
+from pkggov_gateway.bootstrap import build_gateway
 from pkggov_gateway.domain.audit import (
     SCHEMA_VERSION,
     AuditEventRecord,
@@ -44,6 +43,8 @@ from pkggov_gateway.domain.audit import (
     StoredEntry,
     format_time,
 )
+from pkggov_gateway.runtime import Gateway
+from pkggov_gateway.tools.audit_verify import verify
 from tests.e2e.audit_helpers import (
     audit_event,
     audit_health,
@@ -144,6 +145,21 @@ def test_denied_call_is_one_outcome(shipped: Gateway, emulator: Emulator) -> Non
     )
     assert "bob" == outcome["principal"]["id"]
     assert 0 == deletes(emulator)
+
+
+def test_a_partial_delete_is_recorded_partial(shipped: Gateway, emulator: Emulator) -> None:
+    """allow_partial with the latest version, which policy protects: the rest is deleted and
+    the event's decision is partial (not allowed)."""
+    with stub_for(shipped, "alice") as stub:
+        response = stub.DeletePackageVersions(
+            request(versions=["1.0.0", "1.3.0"], allow_partial=True), timeout=10
+        )
+    assert (["1.0.0"], ["1.3.0"]) == (
+        list(response.successful_versions),
+        list(response.failed_versions),
+    )
+    event = audit_event(shipped, response.audit_event_id)
+    assert "partial" == event.head.body["decision"]
 
 
 def test_invalid_request_is_one_outcome(stub: Stub, gateway: Gateway, emulator: Emulator) -> None:

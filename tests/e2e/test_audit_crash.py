@@ -33,8 +33,8 @@ from pkggov_emulator import (
     Emulator,
     FaultRule,
 )
-from pkggov_gateway.adapters.audit_verify import verify
 from pkggov_gateway.domain.audit import EntryKind, parse_time
+from pkggov_gateway.tools.audit_verify import verify
 from tests.e2e.audit_helpers import audit_health, coordinates, kinds, reopened_store, row_body
 from tests.e2e.conftest import spawn_gateway
 from tests.e2e.harness import (

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.runtime import Gateway
 from tests.certs import make_ca
 from tests.conftest import pg_schema_url
 from tests.e2e.audit_helpers import audit_event

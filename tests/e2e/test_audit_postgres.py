@@ -20,9 +20,9 @@ from grpc_health.v1 import health_pb2
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator
-from pkggov_gateway.adapters.audit_verify import verify
-from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.domain.audit import EntryKind
+from pkggov_gateway.runtime import Gateway
+from pkggov_gateway.tools.audit_verify import verify
 from tests.conftest import PG_HOST, PG_PORT, PG_URL, pg_schema_url
 from tests.e2e.audit_helpers import audit_event, audit_health, deletes, kinds
 from tests.e2e.harness import (

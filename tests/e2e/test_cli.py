@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from pkggov_emulator import Emulator
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.runtime import Gateway
 
 
 def pkggov(bin_dir: Path, gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ import pytest
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import Emulator, FaultRule
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.runtime import Gateway
 from tests.conftest import pg_schema_url
 from tests.e2e.audit_helpers import audit_event, deletes, kinds
 from tests.e2e.harness import (

@@ -13,8 +13,8 @@ from google.rpc import error_details_pb2
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator, FaultRule
-from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.config import UpstreamSettings
+from pkggov_gateway.runtime import Gateway
 from tests.conftest import free_port
 from tests.e2e.harness import (
     PRINCIPAL_KEY,

@@ -32,7 +32,7 @@ from pkggov_gateway.api.status_budget import (
     entry_bytes,
     percent_encoded_bytes,
 )
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.runtime import Gateway
 from tests.e2e.harness import (
     PRINCIPAL_KEY,
     GatewayFactory,

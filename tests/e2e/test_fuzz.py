@@ -55,8 +55,8 @@ from hypothesis import strategies as st
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import DEMO_ACCOUNT_ID, Emulator, RecordedCall
-from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.config import ServerSettings
+from pkggov_gateway.runtime import Gateway
 from tests.e2e.fuzz_strategies import (
     FORMAT_NAMES,
     NAMESPACE_RULES,

@@ -35,7 +35,7 @@ from psycopg import sql
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.runtime import Gateway
 from tests.conftest import pg_schema_url
 from tests.e2e.harness import (
     PRINCIPAL_KEY,

@@ -12,7 +12,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator
-from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.bootstrap import build_gateway
+from pkggov_gateway.runtime import Gateway
 from pkggov_gateway.startup import StartupError
 from tests.certs import CertFiles, TestPKI, make_test_pki
 from tests.e2e.harness import GatewayFactory, failed_call, gateway_settings, request

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from pkggov_emulator import Emulator
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.runtime import Gateway
 
 SERVICE = "pkggov.v1.PackageGovernanceService"
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from pkggov_emulator import Emulator, FaultRule
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.runtime import Gateway
 from tests.e2e.harness import DELETE_METHOD, GatewayFactory, Samples, request, scrape, stub_for
 
 

@@ -21,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import Emulator
 from pkggov_gateway.adapters.cedar import PolicyLoadError, default_policy_files
-from pkggov_gateway.bootstrap import Gateway, build_gateway
+from pkggov_gateway.bootstrap import build_gateway
+from pkggov_gateway.runtime import Gateway
 from pkggov_gateway.startup import StartupError
 from tests.e2e.harness import (
     GatewayFactory,

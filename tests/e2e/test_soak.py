@@ -50,7 +50,7 @@ from pkggov_emulator import (
     FaultRule,
     RecordedCall,
 )
-from pkggov_gateway.adapters.audit_verify import verify
+from pkggov_gateway.tools.audit_verify import verify
 from tests.e2e.conftest import spawn_gateway
 from tests.e2e.harness import (
     DELETE_METHOD,

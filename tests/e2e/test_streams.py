@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import Emulator
-from pkggov_gateway.bootstrap import Gateway
+from pkggov_gateway.runtime import Gateway
 from tests.e2e.harness import (
     DELETE_METHOD,
     GatewayFactory,

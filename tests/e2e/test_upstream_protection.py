@@ -12,8 +12,8 @@ from google.rpc import error_details_pb2
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import Emulator, FaultRule
 from pkggov_gateway.adapters.rate_limit import JITTER_GUARD
-from pkggov_gateway.bootstrap import Gateway
 from pkggov_gateway.domain.audit import EntryKind
+from pkggov_gateway.runtime import Gateway
 from tests.e2e.audit_helpers import audit_event
 from tests.e2e.harness import GatewayFactory, failed_call, request, rich_error, stub_for
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pkggov_gateway.adapters.audit_sql import open_audit_store
-from pkggov_gateway.adapters.audit_verify import verify
+from pkggov_gateway.adapters.sql import open_audit_store
 from pkggov_gateway.domain.audit import NewEntry, format_time
 from pkggov_gateway.domain.errors import AuditUnavailableError
+from pkggov_gateway.tools.audit_verify import verify
 
 
 def _body(**extra: Any) -> dict[str, Any]:

@@ -21,8 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pkggov_gateway.adapters.audit_sql import open_audit_store
-from pkggov_gateway.adapters.audit_verify import VerifyReport, verify
+from pkggov_gateway.adapters.sql import open_audit_store
 from pkggov_gateway.domain.audit import (
     COLUMNS,
     NewEntry,
@@ -32,6 +31,7 @@ from pkggov_gateway.domain.audit import (
     column_values,
     format_time,
 )
+from pkggov_gateway.tools.audit_verify import VerifyReport, verify
 from tests.conftest import pg_schema_url
 
 EVENTS = 20

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from botocore import exceptions as bce
 
-from pkggov_gateway.adapters.codeartifact import (
+from pkggov_gateway.adapters import codeartifact_errors
+from pkggov_gateway.adapters.codeartifact_errors import (
     _CREDENTIAL_ERROR_CODES,
     _TRANSIENT_SERVER_CODES,
     TRANSPORT_ERROR_TABLE,
@@ -52,7 +53,7 @@ EXPECTED: dict[type[Exception], tuple[type[UpstreamError], bool]] = {
 }
 """botocore class -> (domain class, outcome_unknown): what each table row must produce."""
 
-TABLE_CLASSES = [exc_type for exc_type, _ in TRANSPORT_ERROR_TABLE]
+TABLE_CLASSES = list(TRANSPORT_ERROR_TABLE)
 
 
 def botocore_error(exc_type: type[Exception]) -> Exception:
@@ -98,11 +99,19 @@ def test_transport_error_message_does_not_quote_the_endpoint(exc_type: type[Exce
     assert "codeartifact.invalid" not in error.message
 
 
-def test_no_table_row_is_shadowed_by_an_earlier_one() -> None:
-    """Subclasses come before their bases, so every row can be the first match."""
-    for index, exc_type in enumerate(TABLE_CLASSES):
-        earlier = TABLE_CLASSES[:index]
-        assert [] == [base.__name__ for base in earlier if issubclass(exc_type, base)]
+def test_the_most_specific_row_wins_whatever_the_order_of_the_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the rows reversed (every base before its subclasses), each class still gets its
+    own row: the lookup walks the exception's MRO, it does not take the first isinstance."""
+    reversed_table = dict(reversed(TRANSPORT_ERROR_TABLE.items()))
+    order = list(reversed_table)
+    assert order.index(bce.HTTPClientError) < order.index(bce.ReadTimeoutError)
+    monkeypatch.setattr(codeartifact_errors, "TRANSPORT_ERROR_TABLE", reversed_table)
+
+    errors = {exc_type: translate(botocore_error(exc_type)) for exc_type in EXPECTED}
+
+    assert EXPECTED == {t: (type(e), e.outcome_unknown) for t, e in errors.items()}
 
 
 def test_read_timeout_is_a_timeout_although_it_is_an_http_client_error() -> None:

@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from pkggov_gateway.adapters import audit_verify
-from pkggov_gateway.adapters.audit_verify import Problem, VerifyReport, verify
 from pkggov_gateway.domain.audit import (
     COLUMNS,
     GENESIS,
@@ -23,6 +21,8 @@ from pkggov_gateway.domain.audit import (
     column_values,
     columns_of,
 )
+from pkggov_gateway.tools import audit_verify
+from pkggov_gateway.tools.audit_verify import Problem, VerifyReport, verify
 
 Row = tuple[Any, ...]
 BODY = 1 + len(COLUMNS)

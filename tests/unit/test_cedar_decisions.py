@@ -9,9 +9,8 @@ from pathlib import Path
 import cedarpy
 import pytest
 
-from pkggov_gateway.adapters import cedar
+from pkggov_gateway.adapters import cedar, cedar_input
 from pkggov_gateway.adapters.cedar import CedarPolicyEngine, PolicyFiles, default_policy_files
-from pkggov_gateway.adapters.cedar_testing import load_policy_cases
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
 from pkggov_gateway.domain.policy import (
@@ -20,6 +19,7 @@ from pkggov_gateway.domain.policy import (
     VersionDecision,
     VersionFacts,
 )
+from pkggov_gateway.tools.policy_test import load_policy_cases
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 RC = VersionFacts("1.0.0-rc.1", VersionStatus.UNLISTED, False)
@@ -202,12 +202,12 @@ def test_decisions_equal_those_made_with_every_attribute_and_the_schema() -> Non
     snapshot = engine._snapshot
     schema = cedarpy.Schema.from_str(files.schema.read_text())
     cases = load_policy_cases(files.schema.parent / "tests.yaml")
-    assert snapshot.reads != cedar._ALL  # the shipped set reads only some attributes
+    assert snapshot.reads != cedar_input.ALL_READS  # the shipped set reads only some attributes
     for case in cases:
         groups = (
             case.groups if case.groups is not None else engine.groups_of(case.request.principal.id)
         )
-        full_input = cedar._cedar_input(case.request, groups, cedar._ALL)
+        full_input = cedar_input.delete_input(case.request, groups, cedar_input.ALL_READS)
         entities = snapshot.base.with_added_json_str(full_input.entities, schema)
         (full,) = cedarpy.is_authorized_batch(
             full_input.requests, snapshot.policy_set, entities, schema
@@ -275,8 +275,8 @@ def test_versions_that_look_alike_share_one_cedar_request(
     snapshot = engine._snapshot
     versions = _every_kind_of_version()
     batch = request("ci-bot", "dev-x", *versions, justification="why")
-    shared = cedar._cedar_input(batch, ("ci",), snapshot.reads)
-    alone = cedar._cedar_input(batch, ("ci",), snapshot.reads, shared=False)
+    shared = cedar_input.delete_input(batch, ("ci",), snapshot.reads)
+    alone = cedar_input.delete_input(batch, ("ci",), snapshot.reads, shared=False)
     assert len(alone.requests) == len(versions)
     if "by-age" in extra:  # the time is read too: the two copies of each kind still share
         kinds = len(versions) // 2

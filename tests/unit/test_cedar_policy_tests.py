@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from pkggov_gateway.adapters.cedar import CedarPolicyEngine, PolicyLoadError, default_policy_files
-from pkggov_gateway.adapters.cedar_testing import load_policy_cases, run_policy_tests
 from pkggov_gateway.domain.identity import AuthMethod
 from pkggov_gateway.domain.model import PackageFormat, VersionStatus
+from pkggov_gateway.tools.policy_test import load_policy_cases, run_policy_tests
 
 SHIPPED_TESTS = default_policy_files().schema.parent / "tests.yaml"
 

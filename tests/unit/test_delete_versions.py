@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
@@ -22,7 +19,6 @@ from pkggov_gateway.domain.errors import (
     InvalidRequestError,
     PackageBusyError,
     PolicyDeniedError,
-    UpstreamError,
     UpstreamNotFoundError,
     UpstreamThrottledError,
     UpstreamTimeoutError,
@@ -37,117 +33,24 @@ from pkggov_gateway.domain.model import (
     PackageState,
     PlannedVersion,
     PlanOutcome,
-    SuccessfulVersion,
     VersionErrorCode,
     VersionStatus,
 )
 from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
 from pkggov_gateway.domain.validation import RawDeleteRequest
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
+from pkggov_gateway.testing import DELETE, FakeCodeArtifact, FakePackageLocks, FakePolicy
+
+PACKAGE = PackageRef("demo", "dev-shared", PackageFormat.GENERIC, "artifact", "bulk")
+"""The package every request of these tests names (see _raw)."""
+
+_Fake = TypeVar("_Fake", bound=FakeCodeArtifact)
 
 
-@dataclass
-class FakeCodeArtifact:
-    """A CodeArtifactPort that deletes everything, except chunks told to fail."""
-
-    failures: dict[int, UpstreamError] = field(default_factory=dict)  # call index -> error
-    delay: float = 0.0
-    calls: list[tuple[str, ...]] = field(default_factory=list)
-    active: int = 0
-    peak: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    existing: int = 1001  # versions 1.0.0 ... 1.0.1000 exist, all Published
-
-    def package_state(
-        self,
-        package: PackageRef,
-        deadline: Deadline,
-        *,
-        published_time_for: Sequence[str] = (),
-    ) -> PackageState:
-        statuses = {f"1.0.{i}": VersionStatus.PUBLISHED for i in range(self.existing)}
-        return PackageState(statuses, f"1.0.{self.existing - 1}")
-
-    def delete_package_versions(
-        self,
-        package: PackageRef,
-        versions: Sequence[str],
-        expected_status: VersionStatus | None,
-        deadline: Deadline,
-    ) -> DeleteOutcome:
-        with self.lock:
-            index = len(self.calls)
-            self.calls.append(tuple(versions))
-            self.active += 1
-            self.peak = max(self.peak, self.active)
-        try:
-            time.sleep(self.delay)
-            error = self.failures.get(index)
-            if error is not None:
-                raise error
-            return DeleteOutcome(
-                {v: SuccessfulVersion("rev", VersionStatus.DELETED) for v in versions},
-                {},
-                (f"req-{index}",),
-            )
-        finally:
-            with self.lock:
-                self.active -= 1
-
-
-@dataclass
-class FakePolicy:
-    """A PolicyEngine that permits everything except the versions it is told to deny."""
-
-    deny: frozenset[str] = frozenset()
-    groups: tuple[str, ...] = ()
-    requests: list[PolicyRequest] = field(default_factory=list)
-
-    def current(self) -> FakePolicy:
-        return self
-
-    def groups_of(self, principal_id: str) -> tuple[str, ...]:
-        return self.groups
-
-    def uses_published_time(self) -> bool:
-        return False
-
-    def authorize_read(self, principal: Principal, now: datetime) -> VersionDecision:
-        return VersionDecision("audit", True, ("permit",))
-
-    def decide(self, request: PolicyRequest) -> list[VersionDecision]:
-        self.requests.append(request)
-        return [
-            VersionDecision(f.version, False, ("deny-listed",))
-            if f.version in self.deny
-            else VersionDecision(f.version, True, ("permit",))
-            for f in request.versions
-        ]
-
-
-@dataclass
-class FakePackageLocks:
-    """A PackageLocks port that records each hold (package and wait deadline) into `log`,
-    and refuses with PackageBusyError while `busy`."""
-
-    busy: bool = False
-    log: list[str] = field(default_factory=list)
-    held: list[tuple[PackageRef, Deadline]] = field(default_factory=list)
-    holding: bool = False
-
-    @contextlib.contextmanager
-    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
-        if self.busy:
-            raise PackageBusyError(package.package, deadline.remaining())
-        self.held.append((package, deadline))
-        self.log.append("lock")
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-            self.log.append("unlock")
+def _seeded(fake: _Fake, existing: int = 1001) -> _Fake:
+    """`fake` holding versions 1.0.0 ... 1.0.<existing - 1> of PACKAGE, all Published."""
+    fake.add_package(PACKAGE, [f"1.0.{i}" for i in range(existing)])
+    return fake
 
 
 ALICE = Principal("alice", AuthMethod.DEV, "ipv4:127.0.0.1:1")
@@ -200,42 +103,42 @@ def _use_case(
 
 def test_invalid_request_is_not_forwarded(executor: ThreadPoolExecutor) -> None:
     """A request that breaks a rule raises InvalidRequestError and calls nothing."""
-    fake = FakeCodeArtifact()
+    fake = _seeded(FakeCodeArtifact())
     with pytest.raises(InvalidRequestError):
         _use_case(fake, executor).execute(_raw(0), Deadline.after(5))
-    assert [] == fake.calls
+    assert [] == fake.sent()
 
 
 def test_short_deadline_is_refused_before_calling(executor: ThreadPoolExecutor) -> None:
     """Less time than min_upstream_seconds left: DeadlineTooShortError, nothing sent."""
-    fake = FakeCodeArtifact()
+    fake = _seeded(FakeCodeArtifact())
     with pytest.raises(DeadlineTooShortError):
         _use_case(fake, executor).execute(_raw(3), Deadline.after(0.05))
-    assert [] == fake.calls
+    assert [] == fake.sent()
 
 
 def test_up_to_100_versions_is_one_call(executor: ThreadPoolExecutor) -> None:
     """100 distinct versions go upstream in one call."""
-    fake = FakeCodeArtifact()
+    fake = _seeded(FakeCodeArtifact())
     outcome = _use_case(fake, executor).execute(_raw(100), Deadline.after(5))
-    assert [100] == [len(c) for c in fake.calls]
+    assert [100] == [len(c) for c in fake.sent()]
     assert 100 == len(outcome.successful)
 
 
 def test_single_call_error_propagates(executor: ThreadPoolExecutor) -> None:
     """With one chunk, the upstream error is the call's error."""
-    error = UpstreamNotFoundError("no such package", resource_type="package")
-    fake = FakeCodeArtifact(failures={0: error})
+    fake = _seeded(FakeCodeArtifact())
+    fake.fail_next(DELETE, UpstreamNotFoundError("no such package", resource_type="package"))
     with pytest.raises(UpstreamNotFoundError):
         _use_case(fake, executor).execute(_raw(5), Deadline.after(5))
 
 
 def test_large_request_is_split_in_order_and_merged(executor: ThreadPoolExecutor) -> None:
     """1,000 versions become ten calls of 100 in request order, merged into one outcome."""
-    fake = FakeCodeArtifact(delay=0.01)
+    fake = _seeded(FakeCodeArtifact(delete_delay=0.01))
     outcome = _use_case(fake, executor, parallelism=3).execute(_raw(1000), Deadline.after(5))
-    assert [100] * 10 == [len(c) for c in fake.calls]
-    assert {f"1.0.{i}" for i in range(1000)} == {v for c in fake.calls for v in c}
+    assert [100] * 10 == [len(c) for c in fake.sent()]
+    assert {f"1.0.{i}" for i in range(1000)} == {v for c in fake.sent() for v in c}
     assert 1000 == len(outcome.successful)
     assert {} == dict(outcome.failed)
     assert 10 == len(outcome.aws_request_ids)
@@ -246,9 +149,10 @@ def test_failed_chunk_after_successes_does_not_hide_deletions(
     executor: ThreadPoolExecutor,
 ) -> None:
     """Chunk 2 throttled: chunk 1 reported deleted, chunk 2 SKIPPED, chunk 3 not attempted."""
-    fake = FakeCodeArtifact(failures={1: UpstreamThrottledError("slow down")})
+    fake = _seeded(FakeCodeArtifact())
+    fake.fail_next(DELETE, UpstreamThrottledError("slow down"), after=1)
     outcome = _use_case(fake, executor, parallelism=1).execute(_raw(250), Deadline.after(5))
-    assert 2 == len(fake.calls)
+    assert 2 == len(fake.sent())
     assert {f"1.0.{i}" for i in range(100)} == set(outcome.successful)
     assert (
         FailedVersion(VersionErrorCode.SKIPPED, "not deleted: chunk 2 of 3 failed (slow down)")
@@ -266,7 +170,8 @@ def test_failed_chunk_after_successes_does_not_hide_deletions(
 
 def test_timed_out_chunk_is_reported_as_outcome_unknown(executor: ThreadPoolExecutor) -> None:
     """A chunk whose outcome is unknown says so in its SKIPPED message."""
-    fake = FakeCodeArtifact(failures={1: UpstreamTimeoutError("no answer")})
+    fake = _seeded(FakeCodeArtifact())
+    fake.fail_next(DELETE, UpstreamTimeoutError("no answer"), after=1)
     outcome = _use_case(fake, executor, parallelism=1).execute(_raw(200), Deadline.after(5))
     message = outcome.failed["1.0.100"].message
     assert message.startswith("outcome unknown: chunk 2 of 2 may have been applied (no answer)")
@@ -274,37 +179,28 @@ def test_timed_out_chunk_is_reported_as_outcome_unknown(executor: ThreadPoolExec
 
 def test_all_chunks_failing_is_the_first_error(executor: ThreadPoolExecutor) -> None:
     """No chunk returned: the call fails with the first chunk's error, not an OK."""
-    fake = FakeCodeArtifact(failures={0: UpstreamNotFoundError("gone")})
+    fake = _seeded(FakeCodeArtifact())
+    fake.fail_next(DELETE, UpstreamNotFoundError("gone"))
     with pytest.raises(UpstreamNotFoundError):
         _use_case(fake, executor, parallelism=1).execute(_raw(300), Deadline.after(5))
-    assert 1 == len(fake.calls)
+    assert 1 == len(fake.sent())
 
 
 def test_no_result_but_an_unknown_outcome_reports_the_unknown_outcome(
     executor: ThreadPoolExecutor,
 ) -> None:
     """Chunk 1 throttled, chunk 2 timed out: the caller hears of the timeout, not the 429."""
-    failures: dict[str, UpstreamError] = {
-        "1.0.0": UpstreamThrottledError("slow down"),
-        "1.0.100": UpstreamTimeoutError("no answer"),
-    }
-
-    class ByChunk(FakeCodeArtifact):
-        def delete_package_versions(
-            self,
-            package: PackageRef,
-            versions: Sequence[str],
-            expected_status: VersionStatus | None,
-            deadline: Deadline,
-        ) -> DeleteOutcome:
-            self.calls.append(tuple(versions))
-            time.sleep(0.05)  # both lanes have taken their chunk before either fails
-            raise failures[versions[0]]
-
-    fake = ByChunk()
+    # In flight for 0.05 s: both lanes have taken their chunk before either fails.
+    fake = _seeded(FakeCodeArtifact(delete_delay=0.05))
+    fake.fail_next(
+        DELETE, UpstreamThrottledError("slow down"), when=lambda c: "1.0.0" in c.versions
+    )
+    fake.fail_next(
+        DELETE, UpstreamTimeoutError("no answer"), when=lambda c: "1.0.100" in c.versions
+    )
     with pytest.raises(UpstreamTimeoutError):
         _use_case(fake, executor, parallelism=2).execute(_raw(200), Deadline.after(5))
-    assert 2 == len(fake.calls)
+    assert 2 == len(fake.sent())
 
 
 def test_draining_starts_no_new_chunk(executor: ThreadPoolExecutor) -> None:
@@ -322,9 +218,9 @@ def test_draining_starts_no_new_chunk(executor: ThreadPoolExecutor) -> None:
             drain.start()
             return super().delete_package_versions(package, versions, expected_status, deadline)
 
-    fake = DrainingDuringFirstCall()
+    fake = _seeded(DrainingDuringFirstCall())
     outcome = _use_case(fake, executor, parallelism=1).execute(_raw(250), Deadline.after(5, drain))
-    assert 1 == len(fake.calls)
+    assert 1 == len(fake.sent())
     assert 100 == len(outcome.successful)
     assert (
         FailedVersion(
@@ -339,33 +235,33 @@ def test_draining_before_any_call_is_gateway_draining(executor: ThreadPoolExecut
     """A call that reaches the use case after shutdown began sends nothing."""
     drain = DrainSignal()
     drain.start()
-    fake = FakeCodeArtifact()
+    fake = _seeded(FakeCodeArtifact())
     with pytest.raises(GatewayDrainingError):
         _use_case(fake, executor).execute(_raw(3), Deadline.after(5, drain))
-    assert [] == fake.calls
+    assert [] == fake.sent()
 
 
 def test_denied_version_fails_the_whole_call_by_default(executor: ThreadPoolExecutor) -> None:
     """All-or-nothing: one denied version is PolicyDeniedError and nothing is sent."""
-    fake = FakeCodeArtifact()
+    fake = _seeded(FakeCodeArtifact())
     policy = FakePolicy(deny=frozenset({"1.0.1"}))
     with pytest.raises(PolicyDeniedError) as caught:
         _use_case(fake, executor, policy=policy).execute(_raw(3), Deadline.after(5))
     assert [DeniedVersion("1.0.1", ("deny-listed",), "denied by deny-listed")] == list(
         caught.value.denied
     )
-    assert [] == fake.calls
+    assert [] == fake.sent()
 
 
 def test_partial_mode_deletes_the_allowed_and_reports_the_denied(
     executor: ThreadPoolExecutor,
 ) -> None:
     """allow_partial: allowed versions go upstream, denied ones are NOT_ALLOWED with the ids."""
-    fake = FakeCodeArtifact()
+    fake = _seeded(FakeCodeArtifact())
     policy = FakePolicy(deny=frozenset({"1.0.1"}))
     raw = dataclasses.replace(_raw(3), allow_partial=True)
     outcome = _use_case(fake, executor, policy=policy).execute(raw, Deadline.after(5))
-    assert [("1.0.0", "1.0.2")] == fake.calls
+    assert [("1.0.0", "1.0.2")] == fake.sent()
     assert (
         FailedVersion(VersionErrorCode.NOT_ALLOWED, "denied by deny-listed")
         == (outcome.failed["1.0.1"])
@@ -374,17 +270,17 @@ def test_partial_mode_deletes_the_allowed_and_reports_the_denied(
 
 def test_missing_versions_are_not_evaluated_nor_sent(executor: ThreadPoolExecutor) -> None:
     """A version that does not exist upstream is NOT_FOUND, not decided, not forwarded."""
-    fake = FakeCodeArtifact(existing=2)
+    fake = _seeded(FakeCodeArtifact(), existing=2)
     policy = FakePolicy()
     outcome = _use_case(fake, executor, policy=policy).execute(_raw(3), Deadline.after(5))
     assert ["1.0.0", "1.0.1"] == [f.version for f in policy.requests[0].versions]
     assert VersionErrorCode.NOT_FOUND == outcome.failed["1.0.2"].code
-    assert [("1.0.0", "1.0.1")] == fake.calls
+    assert [("1.0.0", "1.0.1")] == fake.sent()
 
 
 def test_policy_sees_counts_and_latest(executor: ThreadPoolExecutor) -> None:
     """version_count, remaining_after_request and is_latest come from the package state."""
-    fake = FakeCodeArtifact(existing=3)
+    fake = _seeded(FakeCodeArtifact(), existing=3)
     policy = FakePolicy()
     _use_case(fake, executor, policy=policy).execute(_raw(3), Deadline.after(5))
     [request] = policy.requests
@@ -394,22 +290,22 @@ def test_policy_sees_counts_and_latest(executor: ThreadPoolExecutor) -> None:
 
 def test_dry_run_returns_the_plan_and_sends_nothing(executor: ThreadPoolExecutor) -> None:
     """validate_only: the plan for every version, no delete."""
-    fake = FakeCodeArtifact(existing=2)
+    fake = _seeded(FakeCodeArtifact(), existing=2)
     raw = dataclasses.replace(_raw(3), validate_only=True)
     outcome = _use_case(fake, executor).execute(raw, Deadline.after(5))
     assert [PlanOutcome.WOULD_DELETE, PlanOutcome.WOULD_DELETE, PlanOutcome.NOT_FOUND] == [
         p.outcome for p in outcome.plan.values()
     ]
-    assert [] == fake.calls
+    assert [] == fake.sent()
 
 
 def test_group_limit(executor: ThreadPoolExecutor) -> None:
     """A principal whose groups allow 2 versions may not name 3."""
     use_case = DeletePackageVersions(
-        FakeCodeArtifact(),
+        _seeded(FakeCodeArtifact()),
         executor,
         DeleteLimits(group_max_versions={"ci": 2}),
-        FakePolicy(groups=("ci",)),
+        FakePolicy(groups={"alice": ("ci",)}),
         locks=FakePackageLocks(),
     )
     with pytest.raises(VersionLimitError):
@@ -419,12 +315,14 @@ def test_group_limit(executor: ThreadPoolExecutor) -> None:
 # --- one package at a time -------------------------------------------------------------------
 
 
-@dataclass
 class _Steps(FakeCodeArtifact):
-    """A FakeCodeArtifact logging reads and deletes into its lock's log, and whether the
-    package lock was held at each; also the call journal (plan and intent)."""
+    """A FakeCodeArtifact (of PACKAGE) logging reads and deletes into its lock's log, and
+    whether the package lock was held at each; also the call journal (plan and intent)."""
 
-    locks: FakePackageLocks = field(default_factory=FakePackageLocks)
+    def __init__(self, locks: FakePackageLocks | None = None) -> None:
+        super().__init__()
+        self.locks = locks or FakePackageLocks()
+        _seeded(self)
 
     def _step(self, name: str) -> None:
         self.locks.log.append(f"{name}{'' if self.locks.holding else ' (unlocked)'}")
@@ -460,6 +358,9 @@ class _Steps(FakeCodeArtifact):
     ) -> None:
         self._step("intent")
 
+    def delivered(self, outcome: DeleteOutcome) -> None:
+        self._step("delivered")
+
 
 def _locked_use_case(steps: _Steps, executor: ThreadPoolExecutor) -> DeletePackageVersions:
     return DeletePackageVersions(
@@ -479,9 +380,17 @@ def test_real_call_holds_the_package_lock_from_read_to_last_chunk(
     steps = _Steps()
     deadline = Deadline.after(5)
     _locked_use_case(steps, executor).execute(_raw(250), ALICE, deadline, steps)
-    assert ["lock", "read", "plan", "intent", "delete", "delete", "delete", "unlock"] == (
-        steps.locks.log
-    )
+    assert [
+        "lock",
+        "read",
+        "plan",
+        "intent",
+        "delete",
+        "delete",
+        "delete",
+        "delivered",
+        "unlock",
+    ] == (steps.locks.log)
     [(package, wait)] = steps.locks.held
     assert ("demo", "bulk", "artifact") == (package.domain, package.namespace, package.package)
     assert pytest.approx(deadline.expires_at - 0.4) == wait.expires_at  # read + delete left
@@ -499,7 +408,8 @@ def test_busy_package_reads_records_and_sends_nothing(executor: ThreadPoolExecut
 
 def test_lock_is_released_when_the_delete_fails(executor: ThreadPoolExecutor) -> None:
     """An upstream error inside the lock still releases it."""
-    steps = _Steps(failures={0: UpstreamThrottledError("slow down")})
+    steps = _Steps()
+    steps.fail_next(DELETE, UpstreamThrottledError("slow down"))
     with pytest.raises(UpstreamThrottledError):
         _locked_use_case(steps, executor).execute(_raw(3), ALICE, Deadline.after(5), steps)
     assert ["lock", "read", "plan", "intent", "delete", "unlock"] == steps.locks.log
@@ -511,40 +421,6 @@ def test_dry_run_takes_no_lock(executor: ThreadPoolExecutor) -> None:
     raw = dataclasses.replace(_raw(3), validate_only=True)
     _locked_use_case(steps, executor).execute(raw, ALICE, Deadline.after(5), steps)
     assert ["read (unlocked)", "plan (unlocked)", "quota (unlocked)"] == steps.locks.log
-
-
-@dataclass
-class _TwoVersions(FakeCodeArtifact):
-    """A package with two Unlisted versions whose reads are slow, so that two calls read it
-    at the same time unless something makes them take turns; deletes apply to the state."""
-
-    state: dict[str, VersionStatus] = field(
-        default_factory=lambda: dict.fromkeys(("1.0.0", "1.0.1"), VersionStatus.UNLISTED)
-    )
-
-    def package_state(
-        self,
-        package: PackageRef,
-        deadline: Deadline,
-        *,
-        published_time_for: Sequence[str] = (),
-    ) -> PackageState:
-        with self.lock:
-            read = PackageState(dict(self.state))
-        time.sleep(0.05)  # the answer travels back while the other call may be reading
-        return read
-
-    def delete_package_versions(
-        self,
-        package: PackageRef,
-        versions: Sequence[str],
-        expected_status: VersionStatus | None,
-        deadline: Deadline,
-    ) -> DeleteOutcome:
-        with self.lock:
-            for version in versions:
-                del self.state[version]
-        return DeleteOutcome({v: SuccessfulVersion("rev", VersionStatus.DELETED) for v in versions})
 
 
 class _NeverTheLastVersion(FakePolicy):
@@ -561,7 +437,10 @@ def test_concurrent_deletes_of_the_last_two_versions_leave_one(
     """Two threads delete one each of a package's two versions at once, through the in-process
     lock table: every round one is deleted and the other denied, as the package has one left."""
     for _ in range(10):
-        upstream = _TwoVersions()
+        # Two Unlisted versions whose reads are slow (the answer travels back while the
+        # other call may be reading), so two calls read at once unless they take turns.
+        upstream = FakeCodeArtifact(read_delay=0.05)
+        upstream.add_package(PACKAGE, dict.fromkeys(("1.0.0", "1.0.1"), VersionStatus.UNLISTED))
         use_case = DeletePackageVersions(
             upstream,
             executor,
@@ -577,4 +456,4 @@ def test_concurrent_deletes_of_the_last_two_versions_leave_one(
             errors = [f.exception() for f in futures]
         assert 1 == sum(isinstance(e, PolicyDeniedError) for e in errors), errors
         assert 1 == errors.count(None)
-        assert 1 == len(upstream.state)
+        assert 1 == len(upstream.statuses(PACKAGE))

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from pkggov_gateway.adapters.audit_sql import SqlAuditStore
 from pkggov_gateway.adapters.cedar import CedarPolicyEngine
+from pkggov_gateway.adapters.sql import SqlAuditStore
 from pkggov_gateway.api.server import (
     AUDIT_HEALTH_NAME,
     AUDIT_SERVICE_NAME,

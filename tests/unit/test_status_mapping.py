@@ -15,7 +15,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from pkggov.v1 import package_governance_pb2 as pb
-from pkggov_gateway.adapters.codeartifact import CLIENT_ERROR_TABLE, translate
+from pkggov_gateway.adapters.codeartifact_errors import CLIENT_ERROR_TABLE, translate
 from pkggov_gateway.api.status import ERROR_DOMAIN, STATUS_TABLE, rule_for, to_rpc_status
 from pkggov_gateway.api.status_budget import (
     ELLIPSIS,

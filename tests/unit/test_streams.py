@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from pkggov_gateway.api.streams import (
+from pkggov_gateway.api.stream_budget import (
     BUDGET,
     IDLE,
     MAX_AGE,
@@ -20,11 +20,11 @@ from pkggov_gateway.api.streams import (
     MESSAGE_PEER,
     PEER,
     StreamBudget,
-    StreamLimitInterceptor,
     StreamLimits,
     StreamRefusedError,
     peer_host,
 )
+from pkggov_gateway.api.streams import StreamLimitInterceptor
 
 LIMITS = StreamLimits(
     max_streams=3, max_per_peer=2, idle_seconds=10.0, max_seconds=300.0, message_seconds=5.0

@@ -1,4 +1,4 @@
-"""The CodeArtifact port over one shared boto3 client, with botocore errors translated by table.
+"""The CodeArtifact port over one shared boto3 client, retrying within the caller's deadline.
 
 Every call is bounded by the caller's deadline: a `before-call` hook sets botocore's
 per-request `read_timeout` from the time the caller has left, and retries (of throttling,
@@ -8,6 +8,8 @@ are switched off so that this module alone decides what is retried.
 Every attempt first takes a send slot from the rate limit of its kind (writes, reads) for the
 account it addresses (rate_limit.py), so a burst queues within its deadline instead of being
 throttled by CodeArtifact.
+
+botocore errors become domain errors by the tables of codeartifact_errors.py.
 """
 
 from __future__ import annotations
@@ -25,23 +27,18 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from botocore import exceptions as bce
 
+from pkggov_gateway.adapters.codeartifact_errors import translate
 from pkggov_gateway.adapters.rate_limit import Pacer, RateLimits
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
-    GatewayCredentialsError,
     GatewayDrainingError,
-    UpstreamAccessDeniedError,
-    UpstreamConflictError,
     UpstreamError,
     UpstreamInternalError,
     UpstreamNotFoundError,
     UpstreamRateLimitedError,
     UpstreamThrottledError,
-    UpstreamTimeoutError,
     UpstreamUnavailableError,
-    UpstreamUnknownError,
-    UpstreamValidationError,
 )
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
@@ -57,13 +54,7 @@ from pkggov_gateway.ports import Metrics, NullMetrics
 if TYPE_CHECKING:
     from mypy_boto3_codeartifact import CodeArtifactClient
 
-__all__ = [
-    "CLIENT_ERROR_TABLE",
-    "TRANSPORT_ERROR_TABLE",
-    "BotoCodeArtifact",
-    "RetryPolicy",
-    "translate",
-]
+__all__ = ["BotoCodeArtifact", "RetryPolicy"]
 
 log = structlog.get_logger("pkggov.upstream")
 
@@ -96,170 +87,6 @@ class RetryPolicy:
         """The delay before retry number `attempt` (1-based), with full jitter."""
         ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
-
-
-# --- translation tables ---------------------------------------------------------------------
-
-_ErrorFields = Mapping[str, Any]
-_ClientErrorFactory = Callable[[str, _ErrorFields, dict[str, str | None]], UpstreamError]
-
-
-def _retry_after(fields: _ErrorFields, headers: Mapping[str, str]) -> float | None:
-    value = fields.get("retryAfterSeconds") or headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-CLIENT_ERROR_TABLE: dict[str, _ClientErrorFactory] = {
-    "ValidationException": lambda msg, f, kw: UpstreamValidationError(
-        msg, reason=f.get("reason"), **kw
-    ),
-    "ResourceNotFoundException": lambda msg, f, kw: UpstreamNotFoundError(
-        msg, resource_type=f.get("resourceType"), resource_id=f.get("resourceId"), **kw
-    ),
-    "AccessDeniedException": lambda msg, f, kw: UpstreamAccessDeniedError(msg, **kw),
-    "ConflictException": lambda msg, f, kw: UpstreamConflictError(
-        msg, resource_type=f.get("resourceType"), resource_id=f.get("resourceId"), **kw
-    ),
-    "ThrottlingException": lambda msg, f, kw: UpstreamThrottledError(
-        msg, retry_after_seconds=_retry_after(f, f.get("_headers", {})), **kw
-    ),
-    "InternalServerException": lambda msg, f, kw: UpstreamInternalError(msg, **kw),
-}
-"""AWS error code -> domain error. A code not listed becomes UpstreamUnknownError."""
-
-_CREDENTIAL_ERROR_CODES = (
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-    "MissingAuthenticationToken",
-    "MissingAuthenticationTokenException",
-    "IncompleteSignatureException",
-    "ExpiredTokenException",
-    "ExpiredToken",
-)
-"""AWS's answers to a request signed with bad, unknown or expired credentials of the gateway."""
-
-for _code in _CREDENTIAL_ERROR_CODES:
-    CLIENT_ERROR_TABLE[_code] = lambda msg, f, kw: GatewayCredentialsError(msg, **kw)
-
-_TRANSIENT_SERVER_CODES = (
-    "500",
-    "502",
-    "503",
-    "504",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-)
-"""Server-side failures without a modeled shape (a load balancer's 5xx page has only the HTTP
-status as its code): handled like InternalServerException, so retried within the deadline."""
-
-for _code in _TRANSIENT_SERVER_CODES:
-    CLIENT_ERROR_TABLE[_code] = lambda msg, f, kw: UpstreamInternalError(msg, **kw)
-
-_TransportFactory = Callable[[Exception], UpstreamError]
-
-TRANSPORT_ERROR_TABLE: tuple[tuple[type[Exception], _TransportFactory], ...] = (
-    # Order matters: the first isinstance match wins (subclasses before their bases).
-    # Messages go to the caller, so they never quote the exception (it names the endpoint);
-    # the adapter logs the exception itself.
-    (
-        bce.ReadTimeoutError,
-        lambda e: UpstreamTimeoutError(
-            "CodeArtifact did not answer in time; the deletion's outcome is unknown"
-        ),
-    ),
-    (
-        bce.ConnectTimeoutError,
-        lambda e: UpstreamUnavailableError("could not connect to CodeArtifact in time"),
-    ),
-    (
-        bce.EndpointConnectionError,
-        lambda e: UpstreamUnavailableError("CodeArtifact is unreachable (connection failed)"),
-    ),
-    (
-        bce.ConnectionClosedError,
-        lambda e: UpstreamUnavailableError(
-            "the connection to CodeArtifact closed before it answered; the deletion's "
-            "outcome is unknown",
-            outcome_unknown=True,
-        ),
-    ),
-    (
-        # urllib3 raises SSLError while reading a response too, so the request may have
-        # been applied: not retried.
-        bce.SSLError,
-        lambda e: UpstreamUnavailableError(
-            "TLS with CodeArtifact failed; the deletion's outcome is unknown",
-            outcome_unknown=True,
-        ),
-    ),
-    (
-        bce.ConnectionError,
-        lambda e: UpstreamUnavailableError("CodeArtifact is unreachable (connection failed)"),
-    ),
-    (
-        bce.HTTPClientError,
-        lambda e: UpstreamUnavailableError(
-            "the HTTP exchange with CodeArtifact failed; the deletion's outcome is unknown",
-            outcome_unknown=True,
-        ),
-    ),
-    (
-        bce.NoCredentialsError,
-        lambda e: GatewayCredentialsError("the gateway has no AWS credentials"),
-    ),
-    (
-        bce.PartialCredentialsError,
-        lambda e: GatewayCredentialsError("the gateway's AWS credentials are incomplete"),
-    ),
-    (
-        bce.CredentialRetrievalError,
-        lambda e: GatewayCredentialsError("the gateway could not obtain AWS credentials"),
-    ),
-    (
-        bce.ParamValidationError,
-        lambda e: UpstreamValidationError(f"botocore rejected the request: {e}", reason="OTHER"),
-    ),
-    (
-        bce.BotoCoreError,
-        lambda e: UpstreamUnknownError(
-            f"unexpected botocore error {type(e).__name__}", aws_error_code=type(e).__name__
-        ),
-    ),
-)
-"""botocore exception class -> domain error, for failures without an AWS error code."""
-
-
-def translate(exc: Exception) -> UpstreamError:
-    """Translate any botocore exception into the domain's UpstreamError."""
-    if isinstance(exc, bce.ClientError):
-        response: Mapping[str, Any] = exc.response
-        error: Mapping[str, Any] = response.get("Error", {})
-        meta: Mapping[str, Any] = response.get("ResponseMetadata", {})
-        code = str(error.get("Code", "Unknown"))
-        message = str(error.get("Message") or error.get("message") or code)
-        headers = {k.lower(): v for k, v in meta.get("HTTPHeaders", {}).items()}
-        fields = {**response, **error, "_headers": headers}
-        kw: dict[str, str | None] = {
-            "aws_request_id": meta.get("RequestId"),
-            "aws_error_code": code,
-        }
-        factory = CLIENT_ERROR_TABLE.get(code)
-        if factory is None:
-            return UpstreamUnknownError(f"CodeArtifact returned {code}: {message}", **kw)
-        return factory(message, fields, kw)
-    for exc_type, make in TRANSPORT_ERROR_TABLE:
-        if isinstance(exc, exc_type):
-            return make(exc)
-    return UpstreamUnknownError(
-        f"unexpected error {type(exc).__name__}", aws_error_code=type(exc).__name__
-    )
 
 
 def _set_read_timeout(context: dict[str, Any], **_: Any) -> None:

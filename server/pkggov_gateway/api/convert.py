@@ -1,11 +1,16 @@
-"""Proto <-> domain conversion for the pkggov.v1 messages, by table."""
+"""Proto <-> domain conversion for the pkggov.v1 messages, by table; and what the audit
+record holds of a request or response (its proto JSON, or a summary)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from pkggov.v1 import package_governance_pb2 as pb
+from pkggov_gateway.domain.errors import FieldViolation
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
     PackageFormat,
@@ -15,7 +20,15 @@ from pkggov_gateway.domain.model import (
 )
 from pkggov_gateway.domain.validation import RawDeleteRequest, UnknownEnumValue
 
-__all__ = ["FORMATS", "STATUSES", "from_delete_request", "to_delete_response"]
+__all__ = [
+    "FORMATS",
+    "STATUSES",
+    "TIMESTAMP_RULE",
+    "from_delete_request",
+    "recorded_response",
+    "render_request",
+    "to_delete_response",
+]
 
 FORMATS: dict[int, PackageFormat] = {
     pb.PACKAGE_FORMAT_NPM: PackageFormat.NPM,
@@ -111,3 +124,69 @@ def to_delete_response(
         error.error_code = _ERROR_CODE_NUMBERS.get(failure.code, 0) if failure.code else 0  # type: ignore[assignment]
         error.error_message = failure.message
     return response
+
+
+# --- what the audit record holds of a request and a response ------------------------------
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+TIMESTAMP_RULE = (
+    "must be a valid Timestamp: seconds within 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, "
+    "nanos within 0 and 999,999,999"
+)
+
+_UNRENDERABLE = {"google.protobuf.Timestamp": TIMESTAMP_RULE}
+"""What a field of this message type that JSON cannot show breaks, by type."""
+
+
+def render_request(message: Message) -> tuple[dict[str, Any], list[FieldViolation]]:
+    """The request as the audit records it, and the fields JSON cannot show (a Timestamp out
+    of its range, say): those are recorded as unrenderable and make the call invalid, so the
+    edge never fails while recording a request, whatever it holds."""
+    try:
+        return _as_dict(message), []
+    except Exception:  # noqa: BLE001, S110 - json_format raises several types; found below
+        pass
+    bad: dict[str, str] = {}
+    for descriptor, _ in message.ListFields():
+        alone = type(message)()
+        alone.MergeFrom(message)
+        for other, _ in message.ListFields():
+            if other.name != descriptor.name:
+                alone.ClearField(other.name)
+        try:
+            json_format.MessageToDict(alone)
+        except Exception as error:  # noqa: BLE001 - any failure makes the field unrenderable
+            kind = descriptor.message_type.full_name if descriptor.message_type else ""
+            bad[descriptor.name] = _UNRENDERABLE.get(kind) or (
+                f"cannot be recorded: {str(error).partition(' field: ')[2] or error}"
+            )
+    rest = type(message)()
+    rest.MergeFrom(message)
+    for name in bad:
+        rest.ClearField(name)
+    rendered = _as_dict(rest)
+    rendered.update({name: {"unrenderable": text} for name, text in bad.items()})
+    return rendered, [FieldViolation(name, text) for name, text in bad.items()]
+
+
+_SUMMARIES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "pkggov.v1.ListAuditEventsResponse": lambda r: {
+        "event_ids": [e.event_id for e in r.events],
+        "next_page": bool(r.next_page_token),
+    },
+    "pkggov.v1.GetAuditEventResponse": lambda r: {"event_id": r.event.event_id},
+}
+"""Responses recorded by what they name, not whole: an audit read's answer holds recorded
+bodies, which would nest (and grow) with every read of a read."""
+
+
+def recorded_response(response: Message) -> dict[str, Any]:
+    """What the outcome records of an OK response."""
+    summary = _SUMMARIES.get(response.DESCRIPTOR.full_name)
+    return summary(response) if summary is not None else _as_dict(response)

@@ -1,57 +1,49 @@
-"""The RPC edge interceptor: request id, caller identity, decoding, error mapping, one log line.
+"""The RPC edge: request id, caller identity, decoding, the governed call, status mapping, one
+log line and the metrics of every unary call.
 
 It must stay the innermost interceptor because it builds each method's handler once and reuses
-it. The authenticated principal of the current call is in `CURRENT_PRINCIPAL`.
+it. It hands the servicer a `CallContext`: the caller and the governed call, explicitly.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
-import contextvars
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
+from pkggov_gateway.api.convert import recorded_response, render_request
 from pkggov_gateway.api.status import INTERNAL_RULE, rule_for, to_rpc_status
 from pkggov_gateway.api.status_budget import fit_status
 from pkggov_gateway.domain.errors import (
     AuditUnavailableError,
-    FieldViolation,
     InvalidRequestError,
     MalformedRequestError,
+    UnauthenticatedError,
 )
 from pkggov_gateway.domain.identity import Principal
+from pkggov_gateway.domain.records import RecordedFailure, RecordedStatus
 from pkggov_gateway.ports import Authenticator, Metrics, NullMetrics
-from pkggov_gateway.service.audit import AuditCall, Auditor
+from pkggov_gateway.service.audit import Auditor
+from pkggov_gateway.service.governed_call import GovernedCall
 
 __all__ = [
     "AUDIT_EVENT_KEY",
-    "CURRENT_AUDIT",
-    "CURRENT_PRINCIPAL",
     "PROTECTED_PREFIX",
     "REQUEST_ID_KEY",
-    "ReplayedCall",
+    "CallContext",
     "RpcEdgeInterceptor",
+    "governed",
 ]
-
-CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "pkggov_principal", default=None
-)
-"""The authenticated caller of the RPC being served on this thread."""
-
-CURRENT_AUDIT: contextvars.ContextVar[AuditCall | None] = contextvars.ContextVar(
-    "pkggov_audit", default=None
-)
-"""The audit event of the pkggov RPC being served on this thread."""
 
 GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 AUDIT_EVENT_KEY = "x-pkggov-audit-event-id"
@@ -120,7 +112,7 @@ class RpcEdgeInterceptor(_ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(
-            _edge(
+            _Edge(
                 handler.unary_unary,
                 handler.request_deserializer,
                 method,
@@ -146,14 +138,6 @@ def _metadata(pairs: Sequence[tuple[str, str | bytes]]) -> dict[str, str | bytes
         else:
             merged[key] = value
     return merged
-
-
-class ReplayedCall(Exception):  # noqa: N818 - a way of answering, not a failure
-    """Raised by a servicer to answer with a recorded error status (an AIP-155 replay)."""
-
-    def __init__(self, status: status_pb2.Status) -> None:
-        super().__init__(status.message)
-        self.status = status
 
 
 class _AbortStatus(
@@ -185,161 +169,189 @@ def _reason(status: status_pb2.Status) -> str:
     return ""
 
 
-def _edge(
-    behaviour: _Unary,
-    deserialize: _Deserializer,
-    method: str,
-    authenticator: Authenticator | None,
-    auditor: Auditor | None,
-    *,
-    metrics: Metrics,
-) -> _Unary:
-    def call(raw: bytes, context: grpc.ServicerContext) -> Any:
-        metadata = _metadata(context.invocation_metadata())
-        sent = metadata.get(REQUEST_ID_KEY)
+class CallContext:
+    """The grpc context of a pkggov call, with what the edge established: the caller and the
+    governed call (None without an auditor). The edge hands it to the servicer in place of
+    grpc's context, which it wraps (every other attribute is grpc's); see `governed`."""
+
+    __slots__ = ("_context", "call", "principal")
+
+    def __init__(
+        self,
+        context: grpc.ServicerContext,
+        principal: Principal | None,
+        call: GovernedCall | None,
+    ) -> None:
+        self._context = context
+        self.principal = principal
+        self.call = call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+def governed(context: grpc.ServicerContext) -> CallContext:
+    """The CallContext the edge passed for `context`; UNAUTHENTICATED if there is none (a
+    method served without the edge has no identity)."""
+    if not isinstance(context, CallContext) or context.principal is None:
+        raise UnauthenticatedError("the call carries no identity")
+    return context
+
+
+@dataclass(slots=True)
+class _Rpc:
+    """One call as the edge sees it, from arrival to the log line."""
+
+    request_id: str
+    peer: str
+    started: float
+    call: GovernedCall | None
+    code: grpc.StatusCode = grpc.StatusCode.OK
+
+    @property
+    def event_id(self) -> str | None:
+        return self.call.event_id if self.call is not None else None
+
+
+class _Edge:
+    """The edge of one unary method; each step of a call is one method, in order:
+    `_arrive` (request id, log context, metrics, the governed call), `_identify`, `_decode`,
+    the servicer, `_status_for` (the status table), `_record`, `_answer` and `_leave` (the
+    log line)."""
+
+    def __init__(
+        self,
+        behaviour: _Unary,
+        deserialize: _Deserializer,
+        method: str,
+        authenticator: Authenticator | None,
+        auditor: Auditor | None,
+        *,
+        metrics: Metrics,
+    ) -> None:
+        self._behaviour = behaviour
+        self._deserialize = deserialize
+        self._method = method
+        self._message_name = method.rpartition("/")[2]
+        self._authenticator = authenticator
+        self._auditor = auditor
+        self._metrics = metrics
+
+    def __call__(self, raw: bytes, context: grpc.ServicerContext) -> Any:
+        rpc = self._arrive(context)
+        try:
+            response: Any = None
+            status: status_pb2.Status | None = None
+            error: BaseException | None = None
+            try:
+                principal = self._identify(rpc, context)
+                request = self._decode(rpc, raw)
+                edge = CallContext(context, principal, rpc.call)
+                response = self._behaviour(request, cast("grpc.ServicerContext", edge))
+            except RecordedFailure as replay:
+                error = replay
+                status = status_pb2.Status.FromString(base64.b64decode(replay.status.details or ""))
+            except Exception as failure:  # noqa: BLE001 - the status table maps any error
+                error = failure
+                status = self._status_for(failure, rpc)
+            if rpc.call is not None:
+                status = _record(rpc.call, response, status, error)
+            return self._answer(context, rpc, response, status)
+        finally:
+            self._leave(context, rpc)
+
+    def _arrive(self, context: grpc.ServicerContext) -> _Rpc:
+        sent = _metadata(context.invocation_metadata()).get(REQUEST_ID_KEY)
         request_id = sent if isinstance(sent, str) and _REQUEST_ID.fullmatch(sent) else None
         request_id = request_id or str(uuid.uuid4())
         peer = context.peer()
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id, method=method, peer=peer)
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, method=self._method, peer=peer
+        )
         context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-        started = time.perf_counter()
-        metrics.rpc_started(method)
-        code = grpc.StatusCode.OK
-        audit = auditor.begin(method, request_id, peer) if auditor else None
-        event_id = audit.event_id if audit is not None else None
-        CURRENT_PRINCIPAL.set(None)
-        CURRENT_AUDIT.set(audit)
-        status: status_pb2.Status | None = None
-        response: Any = None
+        self._metrics.rpc_started(self._method)
+        call = self._auditor.begin(self._method, request_id, peer) if self._auditor else None
+        return _Rpc(request_id, peer, time.perf_counter(), call)
+
+    def _identify(self, rpc: _Rpc, context: grpc.ServicerContext) -> Principal | None:
+        """The caller of a pkggov method (UNAUTHENTICATED before anything else is done)."""
+        if self._authenticator is None:
+            return None
+        # grpc-stubs type auth_context() as Mapping[str, bytes]; grpcio: lists.
+        auth_context = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
+        metadata = _metadata(context.invocation_metadata())
+        principal = self._authenticator.authenticate(metadata, rpc.peer, auth_context)
+        if rpc.call is not None:
+            rpc.call.identified(principal)
+        structlog.contextvars.bind_contextvars(principal=principal.id, auth=principal.method.value)
+        return principal
+
+    def _decode(self, rpc: _Rpc, raw: bytes) -> Any:
+        """The request message: undecodable bytes are MALFORMED_REQUEST (grpc would say
+        INTERNAL); a request the record cannot show is recorded as such, and invalid."""
         try:
-            try:
-                if authenticator is not None:
-                    # grpc-stubs type auth_context() as Mapping[str, bytes]; grpcio: lists.
-                    auth_context = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
-                    principal = authenticator.authenticate(metadata, peer, auth_context)
-                    CURRENT_PRINCIPAL.set(principal)
-                    if audit is not None:
-                        audit.principal = principal
-                    structlog.contextvars.bind_contextvars(
-                        principal=principal.id, auth=principal.method.value
-                    )
-                try:
-                    request = deserialize(raw) if deserialize is not None else raw
-                except DecodeError as exc:
-                    raise MalformedRequestError(
-                        f"the request is not a valid {method.rpartition('/')[2]} request message"
-                    ) from exc
-                if audit is not None and isinstance(request, Message):
-                    rendered, unrenderable = _render(request)
-                    audit.set_request(rendered)
-                    if unrenderable:
-                        raise InvalidRequestError(unrenderable)
-                response = behaviour(request, context)
-            except ReplayedCall as replay:
-                status = replay.status
-            except Exception as error:
-                rule = rule_for(error)
-                if rule is INTERNAL_RULE:
-                    log.exception("rpc.unexpected_error")
-                else:
-                    log.info("rpc.error", reason=rule.reason, error=str(error))
-                extra = {"audit_event_id": event_id} if event_id is not None else None
-                status = to_rpc_status(error, extra)
-            if audit is not None:
-                status = _record(audit, response, status)
-            if status is not None:
-                code = _CODE_BY_NUMBER[status.code]
-                context.abort_with_status(_abort_status(status, event_id))
-            if event_id is not None:
-                context.set_trailing_metadata(((AUDIT_EVENT_KEY, event_id),))
-            return response
-        finally:
-            fields: dict[str, Any] = {"code": code.name}
-            if event_id is not None:
-                fields["audit_event_id"] = event_id
-            if not context.is_active():  # the caller went away before the answer
-                gone = (
-                    grpc.StatusCode.DEADLINE_EXCEEDED
-                    if (context.time_remaining() or 0) <= 0
-                    else grpc.StatusCode.CANCELLED
-                )
-                fields.update(code=gone.name, handler_code=code.name)
-            seconds = time.perf_counter() - started
-            metrics.rpc_finished(method, fields["code"], seconds)
-            log.info("rpc", duration_ms=round(seconds * 1000, 3), **fields)
-            structlog.contextvars.clear_contextvars()
-            CURRENT_PRINCIPAL.set(None)
-            CURRENT_AUDIT.set(None)
+            request = self._deserialize(raw) if self._deserialize is not None else raw
+        except DecodeError as exc:
+            raise MalformedRequestError(
+                f"the request is not a valid {self._message_name} request message"
+            ) from exc
+        if rpc.call is not None and isinstance(request, Message):
+            rendered, unrenderable = render_request(request)
+            rpc.call.received(rendered)
+            if unrenderable:
+                raise InvalidRequestError(unrenderable)
+        return request
 
-    return call
+    def _status_for(self, error: Exception, rpc: _Rpc) -> status_pb2.Status:
+        rule = rule_for(error)
+        if rule is INTERNAL_RULE:
+            log.exception("rpc.unexpected_error")
+        else:
+            log.info("rpc.error", reason=rule.reason, error=str(error))
+        extra = {"audit_event_id": rpc.event_id} if rpc.event_id is not None else None
+        return to_rpc_status(error, extra)
 
+    def _answer(
+        self,
+        context: grpc.ServicerContext,
+        rpc: _Rpc,
+        response: Any,
+        status: status_pb2.Status | None,
+    ) -> Any:
+        if status is not None:
+            rpc.code = _CODE_BY_NUMBER[status.code]
+            context.abort_with_status(_abort_status(status, rpc.event_id))
+        if rpc.event_id is not None:
+            context.set_trailing_metadata(((AUDIT_EVENT_KEY, rpc.event_id),))
+        return response
 
-def _as_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-TIMESTAMP_RULE = (
-    "must be a valid Timestamp: seconds within 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, "
-    "nanos within 0 and 999,999,999"
-)
-
-_UNRENDERABLE = {"google.protobuf.Timestamp": TIMESTAMP_RULE}
-"""What a field of this message type that JSON cannot show breaks, by type."""
-
-
-def _render(message: Message) -> tuple[dict[str, Any], list[FieldViolation]]:
-    """The request as the audit records it, and the fields JSON cannot show (a Timestamp out
-    of its range, say): those are recorded as unrenderable and make the call invalid, so the
-    edge never fails while recording a request, whatever it holds."""
-    try:
-        return _as_dict(message), []
-    except Exception:  # noqa: BLE001, S110 - json_format raises several types; found below
-        pass
-    bad: dict[str, str] = {}
-    for descriptor, _ in message.ListFields():
-        alone = type(message)()
-        alone.MergeFrom(message)
-        for other, _ in message.ListFields():
-            if other.name != descriptor.name:
-                alone.ClearField(other.name)
-        try:
-            json_format.MessageToDict(alone)
-        except Exception as error:  # noqa: BLE001 - any failure makes the field unrenderable
-            kind = descriptor.message_type.full_name if descriptor.message_type else ""
-            bad[descriptor.name] = _UNRENDERABLE.get(kind) or (
-                f"cannot be recorded: {str(error).partition(' field: ')[2] or error}"
+    def _leave(self, context: grpc.ServicerContext, rpc: _Rpc) -> None:
+        """One ``rpc`` log line and the metrics, with the code the caller saw (CANCELLED or
+        DEADLINE_EXCEEDED when it went away before the answer)."""
+        fields: dict[str, Any] = {"code": rpc.code.name}
+        if rpc.call is not None:
+            fields["audit_event_id"] = rpc.call.event_id
+            if rpc.call.aws_request_ids:
+                fields["aws_request_ids"] = list(rpc.call.aws_request_ids)
+        if not context.is_active():
+            gone = (
+                grpc.StatusCode.DEADLINE_EXCEEDED
+                if (context.time_remaining() or 0) <= 0
+                else grpc.StatusCode.CANCELLED
             )
-    rest = type(message)()
-    rest.MergeFrom(message)
-    for name in bad:
-        rest.ClearField(name)
-    rendered = _as_dict(rest)
-    rendered.update({name: {"unrenderable": text} for name, text in bad.items()})
-    return rendered, [FieldViolation(name, text) for name, text in bad.items()]
-
-
-_SUMMARIES: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "pkggov.v1.ListAuditEventsResponse": lambda r: {
-        "event_ids": [e.event_id for e in r.events],
-        "next_page": bool(r.next_page_token),
-    },
-    "pkggov.v1.GetAuditEventResponse": lambda r: {"event_id": r.event.event_id},
-}
-"""Responses recorded by what they name, not whole: an audit read's answer holds recorded
-bodies, which would nest (and grow) with every read of a read."""
-
-
-def _recorded(response: Message) -> dict[str, Any]:
-    """What the outcome records of an OK response."""
-    summary = _SUMMARIES.get(response.DESCRIPTOR.full_name)
-    return summary(response) if summary is not None else _as_dict(response)
+            fields.update(code=gone.name, handler_code=rpc.code.name)
+        seconds = time.perf_counter() - rpc.started
+        self._metrics.rpc_finished(self._method, fields["code"], seconds)
+        log.info("rpc", duration_ms=round(seconds * 1000, 3), **fields)
+        structlog.contextvars.clear_contextvars()
 
 
 def _record(
-    audit: AuditCall, response: Any, status: status_pb2.Status | None
+    call: GovernedCall,
+    response: Any,
+    status: status_pb2.Status | None,
+    error: BaseException | None,
 ) -> status_pb2.Status | None:
     """Write the call's outcome; return the status to answer with (None: the response).
 
@@ -348,28 +360,24 @@ def _record(
     The status is recorded whole (message and details): only the copy sent is cut to fit.
     """
     if isinstance(response, Message) and getattr(response, "audit_event_id", None) == "":
-        response.audit_event_id = audit.event_id  # type: ignore[attr-defined]
-    if status is None:
-        code, reason, message, details = "OK", "", "", None
-        recorded = _recorded(response) if isinstance(response, Message) else None
-        metadata: dict[str, str] = {}
-    else:
-        code = _CODE_BY_NUMBER[status.code].name
-        reason, message, recorded = _reason(status), status.message, None
-        details = base64.b64encode(status.SerializeToString()).decode()
-        metadata = {}
+        response.audit_event_id = call.event_id  # type: ignore[attr-defined]
     try:
-        audit.finish(
-            code=code,
-            reason=reason,
-            message=message,
-            response=recorded,
-            status_details=details,
-            error_metadata=metadata,
-        )
-    except AuditUnavailableError as error:
-        if audit.intent is None:
-            log.error("audit.call_refused", error=error.detail)
-            return to_rpc_status(error, {"audit_event_id": audit.event_id})
-        log.error("audit.outcome_pending", error=error.detail, note="retried until recorded")
+        if status is None or error is None:  # no error: the response
+            call.succeeded(recorded_response(response) if isinstance(response, Message) else None)
+        else:
+            call.failed(error, _recorded_status(status))
+    except AuditUnavailableError as unavailable:
+        if call.intent is None:
+            log.error("audit.call_refused", error=unavailable.detail)
+            return to_rpc_status(unavailable, {"audit_event_id": call.event_id})
+        log.error("audit.outcome_pending", error=unavailable.detail, note="retried until recorded")
     return status
+
+
+def _recorded_status(status: status_pb2.Status) -> RecordedStatus:
+    return RecordedStatus(
+        code=_CODE_BY_NUMBER[status.code].name,
+        reason=_reason(status),
+        message=status.message,
+        details=base64.b64encode(status.SerializeToString()).decode(),
+    )

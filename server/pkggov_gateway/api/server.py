@@ -17,7 +17,8 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.interceptors import RpcEdgeInterceptor
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
-from pkggov_gateway.api.streams import StreamLimitInterceptor, StreamLimits
+from pkggov_gateway.api.stream_budget import StreamLimits
+from pkggov_gateway.api.streams import StreamLimitInterceptor
 from pkggov_gateway.ports import Authenticator, Metrics
 from pkggov_gateway.service.audit import Auditor
 

@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from datetime import UTC, datetime
 from typing import Literal
 
 import grpc
-import structlog
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import DecodeError, EncodeError
-from google.rpc import status_pb2
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
-from pkggov_gateway.api.convert import FORMATS, from_delete_request, to_delete_response
-from pkggov_gateway.api.interceptors import (
-    CURRENT_AUDIT,
-    CURRENT_PRINCIPAL,
+from pkggov_gateway.api.convert import (
+    FORMATS,
     TIMESTAMP_RULE,
-    ReplayedCall,
+    from_delete_request,
+    to_delete_response,
 )
-from pkggov_gateway.domain.audit import (
-    AuditEventRecord,
-    AuditQuery,
-    Decision,
-    EntryKind,
-    parse_time,
-    replay_verdict,
-)
+from pkggov_gateway.api.interceptors import governed
+from pkggov_gateway.domain.audit import AuditEventRecord, AuditQuery, Decision, parse_time
 from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
     AuditEventNotFoundError,
@@ -38,14 +28,11 @@ from pkggov_gateway.domain.errors import (
     FieldViolation,
     InvalidRequestError,
     PolicyDeniedError,
-    RequestIdConflictError,
-    RequestInProgressError,
-    UnauthenticatedError,
 )
-from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.page_token import PageTokens
+from pkggov_gateway.domain.records import EventSummary
 from pkggov_gateway.ports import PolicyEngine
-from pkggov_gateway.service.audit import AuditCall, Auditor
+from pkggov_gateway.service.audit import Auditor
 from pkggov_gateway.service.delete_versions import DeletePackageVersions
 
 __all__ = ["AuditServicer", "PackageGovernanceServicer"]
@@ -53,13 +40,6 @@ __all__ = ["AuditServicer", "PackageGovernanceServicer"]
 _NO_DEADLINE = 86_400.0
 _DEFAULT_PAGE = 50
 _MAX_PAGE = 500
-
-
-def _principal() -> Principal:
-    principal = CURRENT_PRINCIPAL.get()
-    if principal is None:  # the edge interceptor authenticates every pkggov method
-        raise UnauthenticatedError("the call carries no identity")
-    return principal
 
 
 class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
@@ -82,20 +62,18 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         self, request: pb.DeletePackageVersionsRequest, context: grpc.ServicerContext
     ) -> pb.DeletePackageVersionsResponse:
         """Decide and delete the requested versions and report each one's outcome."""
-        principal = _principal()
-        audit = CURRENT_AUDIT.get()
+        edge = governed(context)
         if request.request_id:
             _check_request_id(request.request_id)
-            if audit is not None:
-                replayed = _replay(audit)
-                if replayed is not None:
-                    return replayed
+            if edge.call is not None:
+                recorded = edge.call.replayed()
+                if recorded is not None:
+                    return json_format.ParseDict(dict(recorded), pb.DeletePackageVersionsResponse())
         raw = from_delete_request(request)
-        outcome = self._delete_versions.execute(raw, principal, self._deadline(context), audit)
-        if audit is not None:
-            audit.aws_request_ids = list(outcome.aws_request_ids)
-            audit.inferred = dict(outcome.inferred)
-        structlog.contextvars.bind_contextvars(aws_request_ids=list(outcome.aws_request_ids))
+        assert edge.principal is not None  # noqa: S101 - governed() says so
+        outcome = self._delete_versions.execute(
+            raw, edge.principal, self._deadline(context), edge.call
+        )
         return to_delete_response(outcome, with_plan=raw.validate_only)
 
     def _deadline(self, context: grpc.ServicerContext) -> Deadline:
@@ -139,31 +117,6 @@ def _check_request_id(request_id: str) -> None:
         )
 
 
-def _replay(audit: AuditCall) -> pb.DeletePackageVersionsResponse | None:
-    """The recorded answer when this request_id was answered before (AIP-155); raises for a
-    reused id with other content or a call still in progress; None: run the call."""
-    previous = audit.previous()
-    if previous is None:
-        return None
-    claimed = previous.entries[0].body.get("fingerprint")
-    if claimed != audit.fingerprint():
-        raise RequestIdConflictError(audit.request_id or "", previous.event_id)
-    verdict = replay_verdict(previous)
-    if verdict == "open":
-        raise RequestInProgressError(audit.request_id or "", previous.event_id)
-    if verdict == "rerun":
-        return None
-    outcome = previous.entry(EntryKind.OUTCOME)
-    assert outcome is not None  # noqa: S101 - replay_verdict says so
-    audit.replay_of = previous.event_id
-    status = outcome.body.get("status") or {}
-    if status.get("code") == "OK":
-        response = pb.DeletePackageVersionsResponse()
-        json_format.ParseDict(outcome.body.get("response") or {}, response)
-        return response
-    raise ReplayedCall(status_pb2.Status.FromString(base64.b64decode(status["details"])))
-
-
 class AuditServicer(pb_grpc.AuditServiceServicer):
     """Serves pkggov.v1.AuditService: reads of the audit record, authorized by policy."""
 
@@ -172,8 +125,9 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         self._policy = policy
         self._tokens = PageTokens(auditor.store.page_token_key)
 
-    def _authorize(self) -> None:
-        principal = _principal()
+    def _authorize(self, context: grpc.ServicerContext) -> None:
+        principal = governed(context).principal
+        assert principal is not None  # noqa: S101 - governed() says so
         decision = self._policy.current().authorize_read(principal, datetime.now(UTC))
         if not decision.allowed:
             reason = "; ".join(decision.errors) or (
@@ -191,7 +145,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         self, request: pb.ListAuditEventsRequest, context: grpc.ServicerContext
     ) -> pb.ListAuditEventsResponse:
         """One page of events, newest first."""
-        self._authorize()
+        self._authorize(context)
         query = _query(request, self._tokens)
         page = self._auditor.store.list_events(query)
         response = pb.ListAuditEventsResponse()
@@ -212,7 +166,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         self, request: pb.GetAuditEventRequest, context: grpc.ServicerContext
     ) -> pb.GetAuditEventResponse:
         """One event by id."""
-        self._authorize()
+        self._authorize(context)
         event_id = _event_id(request.event_id)
         event = self._auditor.store.event(event_id)
         if event is None:
@@ -353,15 +307,13 @@ _TOO_DEEP = (
 
 def to_audit_event(event: AuditEventRecord) -> pb.AuditEvent:
     """The proto view of an event: a summary and every entry as recorded."""
-    first = event.entries[0].body
-    outcome = event.entry(EntryKind.OUTCOME)
-    status = (outcome.body.get("status") or {}) if outcome is not None else {}
+    summary = EventSummary.of(event)
     entries = []
     for entry in event.entries:
         shown = pb.AuditEntry(
             seq=entry.seq,
             kind=entry.kind.value,
-            time=_timestamp(str(entry.body["time"])),
+            time=_timestamp(entry.time),
             hash=entry.hash,
             prev_hash=entry.prev_hash,
         )
@@ -373,12 +325,12 @@ def to_audit_event(event: AuditEventRecord) -> pb.AuditEvent:
             shown.body.update({"body_not_shown": _TOO_DEEP})
         entries.append(shown)
     return pb.AuditEvent(
-        event_id=event.event_id,
-        time=_timestamp(str(first.get("received") or first["time"])),
-        principal=str((first.get("principal") or {}).get("id") or ""),
-        method=str((first.get("rpc") or {}).get("method") or ""),
-        decision=str(outcome.body.get("decision") or "") if outcome is not None else "",
-        status_code=str(status.get("code") or ""),
-        reason=str(status.get("reason") or ""),
+        event_id=summary.event_id,
+        time=_timestamp(summary.received),
+        principal=summary.principal,
+        method=summary.method,
+        decision=summary.decision,
+        status_code=summary.status_code,
+        reason=summary.reason,
         entries=entries,
     )

@@ -168,7 +168,7 @@ def column_values(body: Mapping[str, Any]) -> tuple[Any, ...]:
         _no_nul("\n" + "\n".join(map(str, versions)) + "\n") if versions else None,
         _text(body.get("decision")),
         _text(status.get("code")),
-        len(forward) if isinstance(forward, list) else None,
+        len(forward) if isinstance(forward, list | tuple) else None,
         int(deleted) if isinstance(deleted, int) else None,
     )
 
@@ -202,6 +202,11 @@ class _EntryBody:
     @property
     def kind(self) -> EntryKind:
         return EntryKind(self.body["kind"])
+
+    @property
+    def time(self) -> str:
+        """When the entry was written (`format_time`'s form)."""
+        return str(self.body["time"])
 
 
 @dataclass(frozen=True, slots=True)

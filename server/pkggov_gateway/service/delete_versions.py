@@ -99,7 +99,7 @@ __all__ = ["CallJournal", "DeleteLimits", "DeletePackageVersions"]
 
 
 class CallJournal(Protocol):
-    """Where the use case reports to the call's audit record (service.audit.AuditCall)."""
+    """Where the use case reports to the call's record (service.governed_call.GovernedCall)."""
 
     def planned(self, plan: Mapping[str, PlannedVersion]) -> None:
         """Record the per-version decisions."""
@@ -114,6 +114,10 @@ class CallJournal(Protocol):
     ) -> None:
         """Durably record the intent to delete `versions` before `deadline`; raise to stop
         (fail closed)."""
+        ...
+
+    def delivered(self, outcome: DeleteOutcome) -> None:
+        """What CodeArtifact answered (request ids, versions inferred deleted)."""
         ...
 
 
@@ -224,7 +228,10 @@ class DeletePackageVersions:
                 journal.before_forwarding(groups, forward, deadline)
         if request.validate_only:
             return DeleteOutcome(plan=plan)
-        return self._delete(request, plan, deadline, state.revisions)
+        outcome = self._delete(request, plan, deadline, state.revisions)
+        if journal is not None:
+            journal.delivered(outcome)
+        return outcome
 
     # --- steps ------------------------------------------------------------------------------
 

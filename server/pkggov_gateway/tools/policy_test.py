@@ -33,16 +33,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pkggov_gateway.adapters.cedar import (
+from pkggov_gateway.adapters.cedar import CedarPolicyEngine
+from pkggov_gateway.adapters.cedar_entities import Document, read_document
+from pkggov_gateway.adapters.cedar_input import (
     CONTEXT_ATTRIBUTES,
     DERIVED_RESOURCE_ATTRIBUTES,
     READ_AUDIT_ACTION,
     RESOURCE_ATTRIBUTES,
-    CedarPolicyEngine,
-    PolicyFiles,
 )
-from pkggov_gateway.adapters.cedar_entities import Document, read_document
-from pkggov_gateway.adapters.cedar_source import PolicyLoadError
+from pkggov_gateway.adapters.cedar_loading import PolicyFiles, PolicyLoadError
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
 from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts

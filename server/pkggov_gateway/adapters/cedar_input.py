@@ -1,0 +1,263 @@
+"""What pkggov sends Cedar: the entity types and attributes, and the requests built from them.
+
+A deletion is one Cedar batch: one request per version (or per kind of version, see `Reads`),
+the principal in its groups and one resource entity per request. A read of the audit record
+is one request on the ``Pkggov::AuditLog`` entity. Only the attributes some policy reads are
+sent; the loader checks with the schema, once, that everything could be (see `cedar_loading`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pkggov_gateway.adapters.cedar_entities import GROUP_TYPE
+from pkggov_gateway.domain.identity import Principal
+from pkggov_gateway.domain.policy import PolicyRequest
+from pkggov_gateway.domain.versions import is_prerelease
+
+__all__ = [
+    "ALL_READS",
+    "CONTEXT_ATTRIBUTES",
+    "DERIVED_RESOURCE_ATTRIBUTES",
+    "PRINCIPAL_TYPE",
+    "READ_AUDIT_ACTION",
+    "RESOURCE_ATTRIBUTES",
+    "RESOURCE_TYPE",
+    "SENT",
+    "CedarInput",
+    "Reads",
+    "delete_input",
+    "read_input",
+]
+
+PRINCIPAL_TYPE = "Pkggov::Principal"
+RESOURCE_TYPE = "Pkggov::PackageVersion"
+_ACTION = {"type": "Pkggov::Action", "id": "DeletePackageVersion"}
+READ_AUDIT_ACTION = "ReadAuditLog"
+_READ_ACTION = {"type": "Pkggov::Action", "id": READ_AUDIT_ACTION}
+_AUDIT_LOG = {"type": "Pkggov::AuditLog", "id": "audit"}
+RESOURCE_ATTRIBUTES = frozenset(
+    {
+        "domain",
+        "domain_owner",
+        "repository",
+        "format",
+        "namespace",
+        "package",
+        "version",
+        "prerelease",
+        "status",
+        "is_latest",
+        "version_count",
+        "remaining_after_request",
+        "published_at",
+    }
+)
+DERIVED_RESOURCE_ATTRIBUTES = frozenset({"prerelease"})
+"""Attributes pkggov computes (from format and version) rather than reads from CodeArtifact."""
+CONTEXT_ATTRIBUTES = frozenset(
+    {"justification", "dry_run", "request_size", "now", "peer", "auth_method"}
+)
+SENT = (
+    "pkggov sends Pkggov::Principal {auth_method: String} in Pkggov::Group; "
+    "Pkggov::PackageVersion {domain, domain_owner, repository, format, namespace, package, "
+    "version, status: String, prerelease, is_latest: Bool, version_count, "
+    "remaining_after_request: Long, "
+    'published_at?: Long}; action Pkggov::Action::"DeletePackageVersion" with context '
+    "{justification: String, dry_run: Bool, request_size: Long, now: Long, peer: String, "
+    'auth_method: String}; entity Pkggov::AuditLog; action Pkggov::Action::"ReadAuditLog" '
+    "(principal Principal, resource AuditLog) with context {now: Long, peer: String, "
+    "auth_method: String}"
+)
+"""What pkggov sends, in words (for an error saying the schema does not describe it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What the policies can observe of a decision's input (everything, for the probe).
+
+    Only the attributes some policy reads are sent: cedarpy spends most of a decision parsing
+    attribute values, and a decision cannot change when no policy can see the difference.
+    For the same reason, versions that look the same to every policy (same values of the
+    per-version attributes read) are decided by one Cedar request, unless a policy looks at
+    the resource itself (``resource == ...``, ``resource in ...``, a scope on the resource).
+    Their decision is the same, errors included: an evaluation error can only show values
+    the policy read, as the schema rules out reading an attribute an entity lacks.
+    """
+
+    resource: frozenset[str]
+    context: frozenset[str]
+    resource_identity: bool
+    """True when some policy uses the resource entity other than to read an attribute."""
+
+    @staticmethod
+    def of(policies: Iterable[Any]) -> Reads:
+        """What the EST (Cedar JSON) `policies` read; the whole context if one uses it whole."""
+        names: set[str] = set()
+        whole_context = False
+        resource_identity = False
+
+        def walk(node: Any) -> None:
+            nonlocal whole_context, resource_identity
+            if isinstance(node, dict):
+                if node == {"Var": "context"}:
+                    whole_context = True  # e.g. `context == {...}`: send it all
+                    return
+                if node == {"Var": "resource"}:
+                    resource_identity = True  # e.g. `resource == ...`, `resource in ...`
+                    return
+                for key, value in node.items():
+                    if key in {".", "has"} and isinstance(value, dict):
+                        names.add(str(value.get("attr")))
+                        if value.get("left") not in ({"Var": "context"}, {"Var": "resource"}):
+                            walk(value.get("left"))
+                    else:
+                        walk(value)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        for policy in policies:
+            if policy.get("resource", {}).get("op") != "All":
+                resource_identity = True
+            walk(policy.get("conditions", []))
+        context = CONTEXT_ATTRIBUTES if whole_context else CONTEXT_ATTRIBUTES & names
+        return Reads(RESOURCE_ATTRIBUTES & names, context, resource_identity)
+
+
+ALL_READS = Reads(RESOURCE_ATTRIBUTES, CONTEXT_ATTRIBUTES, resource_identity=True)
+"""Every attribute, each version its own request: what the schema probe sends."""
+
+
+@dataclass(frozen=True, slots=True)
+class CedarInput:
+    """One Cedar batch for a PolicyRequest."""
+
+    requests: list[dict[str, Any]]
+    """The Cedar requests, one per distinct version (or kind of version: see Reads)."""
+    entities: str
+    """The entities to add to the base set as JSON: the principal and the resources."""
+    slots: list[int]
+    """For each version of the PolicyRequest, in order, the index of its Cedar request."""
+
+
+def _epoch(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _principal_entity(principal: Principal, groups: Iterable[str]) -> dict[str, Any]:
+    """The principal as a Cedar entity, in its groups."""
+    return {
+        "uid": {"type": PRINCIPAL_TYPE, "id": principal.id},
+        "attrs": {"auth_method": principal.method.value},
+        "parents": [{"type": GROUP_TYPE, "id": group} for group in groups],
+    }
+
+
+def read_input(
+    principal: Principal, groups: Iterable[str], now: datetime
+) -> tuple[dict[str, Any], str]:
+    """The Cedar request for `principal` reading the audit record, and its entities as JSON."""
+    principal_entity = _principal_entity(principal, groups)
+    principal_uid = principal_entity["uid"]
+    method = principal.method.value
+    entities = [principal_entity, {"uid": _AUDIT_LOG, "attrs": {}, "parents": []}]
+    context = {"now": _epoch(now), "peer": principal.peer, "auth_method": method}
+    request = {
+        "principal": principal_uid,
+        "action": _READ_ACTION,
+        "resource": _AUDIT_LOG,
+        "context": json.dumps(context),
+    }
+    return request, json.dumps(entities)
+
+
+def delete_input(
+    request: PolicyRequest, groups: Iterable[str], reads: Reads, *, shared: bool = True
+) -> CedarInput:
+    """The Cedar batch deciding `request`, sending only the attributes in `reads`.
+
+    With `shared` (and when no policy looks at the resource itself), versions whose read
+    per-version attributes are equal share one Cedar request; the first of them names it.
+    All JSON is made by one `json.dumps` each.
+    """
+    principal = request.principal
+    package = request.package
+    context = request.context
+    method = principal.method.value
+    principal_entity = _principal_entity(principal, groups)
+    principal_uid = principal_entity["uid"]
+    entities: list[dict[str, Any]] = [principal_entity]
+    wanted = reads.resource
+    common = {
+        name: value
+        for name, value in (
+            ("domain", package.domain),
+            ("domain_owner", package.domain_owner or ""),
+            ("repository", package.repository),
+            ("format", package.format.value),
+            ("namespace", package.namespace or ""),
+            ("package", package.package),
+            ("version_count", request.version_count),
+            ("remaining_after_request", request.remaining_after_request),
+        )
+        if name in wanted
+    }
+    send_version = "version" in wanted
+    send_prerelease = "prerelease" in wanted
+    send_status = "status" in wanted
+    send_latest = "is_latest" in wanted
+    send_published = "published_at" in wanted
+    context_json = json.dumps(
+        {
+            name: value
+            for name, value in (
+                ("justification", context.justification),
+                ("dry_run", context.dry_run),
+                ("request_size", context.request_size),
+                ("now", _epoch(context.now)),
+                ("peer", context.peer),
+                ("auth_method", method),
+            )
+            if name in reads.context
+        }
+    )
+    by_identity = not shared or reads.resource_identity or send_version
+    requests: list[dict[str, Any]] = []
+    slots: list[int] = []
+    seen: dict[object, int] = {}
+    for facts in request.versions:
+        version = facts.version
+        attrs: dict[str, Any] = {}
+        if send_version:
+            attrs["version"] = version
+        if send_prerelease:
+            attrs["prerelease"] = is_prerelease(package.format, version)
+        if send_status:
+            attrs["status"] = facts.status.value
+        if send_latest:
+            attrs["is_latest"] = facts.is_latest
+        if send_published and facts.published_at is not None:
+            attrs["published_at"] = _epoch(facts.published_at)
+        key: object = version if by_identity else tuple(attrs.items())
+        slot = seen.get(key)
+        if slot is None:  # a new version (or kind of version): one more Cedar request
+            slot = seen[key] = len(requests)
+            resource = {"type": RESOURCE_TYPE, "id": version}
+            requests.append(
+                {
+                    "principal": principal_uid,
+                    "action": _ACTION,
+                    "resource": resource,
+                    "context": context_json,
+                }
+            )
+            entities.append({"uid": resource, "attrs": common | attrs, "parents": []})
+        slots.append(slot)
+    return CedarInput(requests, json.dumps(entities), slots)

@@ -1,0 +1,153 @@
+"""The store's schema, as versioned migrations, and the step that brings a database up to it.
+
+This is THE place where durable state is added beside the audit chain (pending purges,
+approval requests, cleanup jobs, ...). To add a table:
+
+1. Append a migration with the next version number to `migrations` (after 2 comes 3). Never
+   edit, reorder or renumber one that has shipped: a database records the versions it has
+   applied and skips them.
+2. Write statements that both SQLite and PostgreSQL accept: ``{big}`` for a 64-bit integer,
+   TEXT for times (`format_time`) and JSON bodies, ``ON CONFLICT`` rather than dialect
+   upserts.
+3. Read and write the table in a module of its own beside `queries`, through the dialect
+   (``?`` placeholders, rewritten by `Dialect.sql`).
+
+`migrate` runs when a store opens, in one transaction holding the chain's lock, so replicas
+starting together apply each migration once; a database newer than this gateway knows stops
+it from starting. It also reads (or makes) the deployment's shared secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import structlog
+
+from pkggov_gateway.adapters.sql.queries import fetch
+from pkggov_gateway.domain.audit import format_time
+
+if TYPE_CHECKING:
+    from pkggov_gateway.adapters.sql.dialects import Dialect
+
+__all__ = ["PAGE_TOKEN_KEY", "Migration", "migrate", "migrations"]
+
+log = structlog.get_logger("pkggov.audit.store")
+
+Migration: TypeAlias = tuple[int, list[str]]
+"""A schema version and the statements that bring the previous version to it."""
+
+
+def migrations(big: str) -> list[Migration]:
+    """Versioned schema migrations; `big` is the 64-bit integer type's name."""
+    return [
+        (
+            1,
+            [
+                f"""CREATE TABLE audit_entries (
+                    seq {big} PRIMARY KEY,
+                    event_id TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    recorded_at TEXT NOT NULL,
+                    request_id TEXT,
+                    principal TEXT,
+                    domain TEXT,
+                    repository TEXT,
+                    format TEXT,
+                    namespace TEXT,
+                    package TEXT,
+                    versions TEXT,
+                    decision TEXT,
+                    status_code TEXT,
+                    versions_planned INTEGER,
+                    versions_deleted INTEGER,
+                    body TEXT NOT NULL,
+                    prev_hash TEXT NOT NULL,
+                    hash TEXT NOT NULL
+                )""",
+                "CREATE UNIQUE INDEX audit_entries_event_kind ON audit_entries (event_id, kind)",
+                "CREATE INDEX audit_entries_request_id ON audit_entries (request_id, principal)",
+                "CREATE INDEX audit_entries_principal_time"
+                " ON audit_entries (principal, kind, recorded_at)",
+                "CREATE INDEX audit_entries_kind_time ON audit_entries (kind, recorded_at)",
+                """CREATE TABLE audit_heartbeat (
+                    replica TEXT PRIMARY KEY,
+                    beat_at TEXT NOT NULL
+                )""",
+            ],
+        ),
+        (
+            2,
+            [
+                # Keys shared by the replicas of one deployment (the page-token key), made
+                # once by whichever replica migrates first.
+                """CREATE TABLE pkggov_secrets (
+                    name TEXT PRIMARY KEY,
+                    value TEXT NOT NULL
+                )""",
+            ],
+        ),
+    ]
+
+
+PAGE_TOKEN_KEY = "page_token_key"  # noqa: S105 - the name of a row, not a secret
+"""The pkggov_secrets row holding the deployment's page-token signing key (hex)."""
+
+
+def migrate(dialect: Dialect) -> bytes:
+    """Apply the migrations `dialect`'s database lacks; return the page-token key.
+
+    Raises RuntimeError when the database is newer than this gateway, or the database's own
+    error."""
+    conn = dialect.connect()
+    try:
+        dialect.begin_locked(conn)
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS pkggov_schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            rows = fetch(dialect, conn, "SELECT version FROM pkggov_schema_migrations", ())
+            applied = {int(row[0]) for row in rows}
+            known = dialect.migrations()
+            newest = max(version for version, _ in known)
+            if applied and max(applied) > newest:
+                raise RuntimeError(
+                    f"the audit schema is at version {max(applied)}, newer than this "
+                    f"gateway knows ({newest}): upgrade the gateway"
+                )
+            for version, statements in known:
+                if version in applied:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(
+                    dialect.sql(
+                        "INSERT INTO pkggov_schema_migrations (version, applied_at) VALUES (?, ?)"
+                    ),
+                    (version, format_time(datetime.now(UTC))),
+                )
+                log.info("audit.migrated", store=dialect.description, version=version)
+            page_token_key = _secret(dialect, conn, PAGE_TOKEN_KEY)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return page_token_key
+
+
+def _secret(dialect: Dialect, conn: Any, name: str) -> bytes:
+    """The deployment's secret `name`, made (32 random bytes) if this store has none."""
+    conn.execute(
+        dialect.sql(
+            "INSERT INTO pkggov_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
+        ),
+        (name, secrets.token_hex(32)),
+    )
+    rows = fetch(dialect, conn, "SELECT value FROM pkggov_secrets WHERE name = ?", (name,))
+    return bytes.fromhex(str(rows[0][0]))

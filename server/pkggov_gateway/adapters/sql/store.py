@@ -1,0 +1,249 @@
+"""SqlAuditStore: the AuditStore port on one SQL database, and `open_audit_store`.
+
+The store migrates its database when it opens (`migrations`), appends through its
+group-commit writer (`writer`) and answers the port's reads on the dialect's pooled reader
+connections; any database failure of a read is AuditUnavailableError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pkggov_gateway.adapters.sql.dialects import (
+    Dialect,
+    PostgresDialect,
+    SqliteDialect,
+    sqlite_path,
+)
+from pkggov_gateway.adapters.sql.migrations import migrate
+from pkggov_gateway.adapters.sql.queries import (
+    SELECT_ENTRY,
+    event_by_request_id,
+    fetch,
+    quota_usage,
+    stored_entry,
+)
+from pkggov_gateway.adapters.sql.writer import GroupCommitWriter
+from pkggov_gateway.domain.audit import (
+    COLUMNS,
+    AppendGuard,
+    AuditEventRecord,
+    AuditPage,
+    AuditQuery,
+    NewEntry,
+    QuotaCheck,
+    StoredEntry,
+    column_values,
+    format_time,
+)
+from pkggov_gateway.domain.errors import AuditUnavailableError
+
+__all__ = ["SqlAuditStore", "open_audit_store"]
+
+
+_LISTED = (
+    "(e.kind = 'outcome' OR (e.kind = 'intent' AND NOT EXISTS ("
+    "SELECT 1 FROM audit_entries o WHERE o.event_id = e.event_id AND o.kind = 'outcome')))"
+)
+
+
+class SqlAuditStore:
+    """The audit store on one SQL database (see the package docstring)."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        replica: str = "gateway",
+        max_batch: int = 256,
+        retry_seconds: float = 0.5,
+        heartbeat_seconds: float = 2.0,
+        on_commit: Callable[[StoredEntry], None] | None = None,
+    ) -> None:
+        self.dialect = dialect
+        self.replica = replica
+        self._closed = False
+        self.page_token_key = b""
+        try:
+            self.page_token_key = migrate(dialect)
+        except Exception as err:
+            raise AuditUnavailableError(f"{dialect.description}: {err}") from err
+        self._writer = GroupCommitWriter(
+            dialect,
+            replica=replica,
+            max_batch=max_batch,
+            retry_seconds=retry_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            on_commit=on_commit,
+        )
+
+    # --- port: writing ---------------------------------------------------------------------
+
+    def append(
+        self, entry: NewEntry, *, guard: AppendGuard | None = None, durable: bool = False
+    ) -> StoredEntry:
+        """Append `entry` and return it once committed.
+
+        Raises AuditUnavailableError when it could not be committed (a `durable` entry is
+        still retried in the background until it is), RequestIdClaimed when the guard's
+        request_id is already claimed, QuotaExceededError when the guard's quota refuses;
+        KeyError or ValueError, before anything is queued, for a body without a known kind,
+        an event_id or a time (it would jam the writer's batch).
+        """
+        if self._closed:
+            raise AuditUnavailableError("the audit store is closed")
+        column_values(entry.body)  # raises for a body the writer could not store
+        _ = entry.kind
+        return self._writer.write(entry, guard, durable)
+
+    def healthy(self) -> bool:
+        """False while the last write failed or a durable entry awaits its commit."""
+        return self._writer.healthy()
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last write failed, while the store is unhealthy."""
+        return self._writer.last_error
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the writer after it has committed what is queued (durable entries: tried)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.stop(timeout)
+        with contextlib.suppress(Exception):
+            self.dialect.close()
+
+    # --- port: reading ---------------------------------------------------------------------
+
+    def event(self, event_id: str) -> AuditEventRecord | None:
+        """The event named `event_id`, or None."""
+        with self._reader() as conn:
+            rows = fetch(
+                self.dialect, conn, f"{SELECT_ENTRY} WHERE event_id = ? ORDER BY seq", (event_id,)
+            )
+        entries = tuple(stored_entry(row) for row in rows)
+        return AuditEventRecord(event_id, entries) if entries else None
+
+    def event_by_request_id(self, principal: str, request_id: str) -> AuditEventRecord | None:
+        """The latest event in which `principal` claimed AIP-155 `request_id`, or None."""
+        with self._reader() as conn:
+            return event_by_request_id(self.dialect, conn, principal, request_id)
+
+    def quota_usage(self, quota: QuotaCheck) -> tuple[int, float]:
+        """Versions `quota.principal` deleted (or is deleting) in the window, and the seconds
+        until the oldest of them leaves it."""
+        with self._reader() as conn:
+            return quota_usage(self.dialect, conn, quota)
+
+    def list_events(self, query: AuditQuery) -> AuditPage:
+        """Events matching `query`, newest first, one page."""
+        where = [_LISTED]
+        params: list[Any] = []
+        for name in (
+            "principal",
+            "domain",
+            "repository",
+            "format",
+            "namespace",
+            "package",
+            "decision",
+            "status_code",
+        ):
+            value = getattr(query, name)
+            if value is not None:
+                where.append(f"e.{name} = ?")
+                params.append(value)
+        if query.version is not None:
+            where.append("e.versions LIKE ?")
+            escaped = query.version.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(f"%\n{escaped}\n%")
+            where[-1] += " ESCAPE '\\'"
+        if query.since is not None:
+            where.append("e.recorded_at >= ?")
+            params.append(format_time(query.since))
+        if query.until is not None:
+            where.append("e.recorded_at < ?")
+            params.append(format_time(query.until))
+        if query.before_seq is not None:
+            where.append("e.seq < ?")
+            params.append(query.before_seq)
+        sql = (
+            f"SELECT e.event_id, e.seq FROM audit_entries e WHERE {' AND '.join(where)} "  # noqa: S608 - fixed column names, values bound
+            "ORDER BY e.seq DESC LIMIT ?"
+        )
+        params.append(query.limit + 1)
+        with self._reader() as conn:
+            heads = fetch(self.dialect, conn, sql, params)
+            page, more = heads[: query.limit], len(heads) > query.limit
+            ids = [row[0] for row in page]
+            entries: dict[str, list[StoredEntry]] = {event_id: [] for event_id in ids}
+            if ids:
+                marks = ", ".join("?" for _ in ids)
+                rows = fetch(
+                    self.dialect,
+                    conn,
+                    f"{SELECT_ENTRY} WHERE event_id IN ({marks}) ORDER BY seq",
+                    ids,
+                )
+                for row in rows:
+                    stored = stored_entry(row)
+                    entries[stored.event_id].append(stored)
+        events = tuple(AuditEventRecord(i, tuple(entries[i])) for i in ids)
+        positions = tuple(int(row[1]) for row in page)
+        return AuditPage(events, positions[-1] if more and page else None, positions)
+
+    def open_intents(self) -> list[AuditEventRecord]:
+        """Events with an intent but neither outcome nor reconciliation (oldest first)."""
+        sql = (
+            "SELECT i.seq, i.prev_hash, i.hash, i.body FROM audit_entries i "
+            "WHERE i.kind = 'intent' AND NOT EXISTS (SELECT 1 FROM audit_entries o "
+            "WHERE o.event_id = i.event_id AND o.kind <> 'intent') ORDER BY i.seq"
+        )
+        with self._reader() as conn:
+            rows = fetch(self.dialect, conn, sql, ())
+        return [AuditEventRecord(e.event_id, (e,)) for e in map(stored_entry, rows)]
+
+    def iter_rows(self, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
+        """Every stored row in chain order: seq, the indexed columns, body, prev_hash, hash."""
+        names = ", ".join(("seq", *COLUMNS, "body", "prev_hash", "hash"))
+        after = -(2**63)  # every row, even one given a negative seq
+        with self._reader() as conn:
+            while True:
+                rows = fetch(
+                    self.dialect,
+                    conn,
+                    f"SELECT {names} FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+                    (after, batch),
+                )
+                if not rows:
+                    return
+                yield from rows
+                after = rows[-1][0]
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[Any]:
+        """A pooled connection; any database failure is AuditUnavailableError."""
+        try:
+            with self.dialect.reader() as conn:
+                yield conn
+        except AuditUnavailableError:
+            raise
+        except Exception as err:
+            raise AuditUnavailableError(f"{self.dialect.description}: {err}") from err
+
+
+def open_audit_store(url: str, *, replica: str = "gateway", **options: Any) -> SqlAuditStore:
+    """Open the store named by `url`: ``sqlite:relative/file.db``, ``sqlite:///abs/file.db``
+    (or a plain path), or
+    ``postgresql://user@host:port/database`` (libpq URL). Raises AuditUnavailableError."""
+    dialect: Dialect
+    path = sqlite_path(url)
+    dialect = PostgresDialect(url) if path is None else SqliteDialect(path)
+    try:
+        return SqlAuditStore(dialect, replica=replica, **options)
+    except BaseException:
+        dialect.close()  # the PostgreSQL pool would keep trying to connect
+        raise

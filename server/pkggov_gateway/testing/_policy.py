@@ -1,0 +1,100 @@
+"""A policy engine with simple rules, and package locks that record their holds."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from pkggov_gateway.adapters.package_locks import LocalPackageLocks, describe_package
+from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.errors import PackageBusyError
+from pkggov_gateway.domain.identity import Principal
+from pkggov_gateway.domain.model import PackageRef
+from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
+
+__all__ = ["FakePackageLocks", "FakePolicy"]
+
+
+@dataclass
+class FakePolicy:
+    """A PolicyEngine that is its own PolicyView: everything is allowed (by policy
+    ``permit``) except the versions in `deny` and every call or read of `deny_principals`
+    (denied by ``deny-listed``). Change the fields between calls to "reload" it."""
+
+    ALLOW: ClassVar[str] = "permit"
+    DENY: ClassVar[str] = "deny-listed"
+
+    deny: frozenset[str] = frozenset()
+    deny_principals: frozenset[str] = frozenset()
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Principal id -> its groups."""
+    published_time: bool = False
+    """What `uses_published_time` answers."""
+    requests: list[PolicyRequest] = field(default_factory=list)
+    """Every batch `decide` was asked, in order."""
+    reads: list[Principal] = field(default_factory=list)
+    """Every principal `authorize_read` was asked about, in order."""
+
+    def current(self) -> FakePolicy:
+        return self
+
+    def groups_of(self, principal_id: str) -> tuple[str, ...]:
+        return tuple(self.groups.get(principal_id, ()))
+
+    def uses_published_time(self) -> bool:
+        return self.published_time
+
+    def decide(self, request: PolicyRequest) -> list[VersionDecision]:
+        self.requests.append(request)
+        refused = request.principal.id in self.deny_principals
+        return [
+            self._decision(facts.version, refused or facts.version in self.deny)
+            for facts in request.versions
+        ]
+
+    def authorize_read(self, principal: Principal, now: datetime) -> VersionDecision:
+        self.reads.append(principal)
+        return self._decision("audit", principal.id in self.deny_principals)
+
+    def _decision(self, subject: str, denied: bool) -> VersionDecision:
+        return VersionDecision(subject, not denied, (self.DENY if denied else self.ALLOW,))
+
+
+class FakePackageLocks:
+    """PackageLocks that take turns for real (`LocalPackageLocks`) and record each hold in
+    `held` (package, wait deadline) and `log` ("lock", "unlock"); while `busy`, every hold
+    fails with PackageBusyError at once."""
+
+    def __init__(self, *, busy: bool = False) -> None:
+        self.busy = busy
+        self.held: list[tuple[PackageRef, Deadline]] = []
+        self.log: list[str] = []
+        self._locks = LocalPackageLocks()
+        self._holding = 0
+        self._count = threading.Lock()
+
+    @property
+    def holding(self) -> bool:
+        """Whether some call holds a package now."""
+        return self._holding > 0
+
+    @contextlib.contextmanager
+    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
+        """Hold `package` for the block (see the PackageLocks port)."""
+        if self.busy:
+            raise PackageBusyError(describe_package(package), deadline.remaining())
+        with self._locks.hold(package, deadline):
+            with self._count:
+                self.held.append((package, deadline))
+                self.log.append("lock")
+                self._holding += 1
+            try:
+                yield
+            finally:
+                with self._count:
+                    self._holding -= 1
+                    self.log.append("unlock")

@@ -1,0 +1,427 @@
+"""One suite, three audit stores: the in-memory fake answers as SQLite and PostgreSQL do.
+
+Every test runs on `pkggov_gateway.testing.InMemoryAuditStore`, on a SQLite file and on a
+PostgreSQL schema of its own (skipped when PostgreSQL cannot be reached, unless CI is set), and
+uses the AuditStore port only (plus `iter_rows`, which verify reads). What passes here is what
+unit tests may rely on when they use the fake instead of a database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from pkggov_gateway.adapters.sql import open_audit_store
+from pkggov_gateway.domain.audit import (
+    GENESIS,
+    AppendGuard,
+    AuditQuery,
+    NewEntry,
+    QuotaCheck,
+    RequestIdClaimed,
+    StoredEntry,
+    canonical,
+    chain_hash,
+    format_time,
+)
+from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededError
+from pkggov_gateway.ports import AuditStore
+from pkggov_gateway.testing import InMemoryAuditStore
+from pkggov_gateway.tools.audit_verify import verify
+from tests.conftest import pg_schema_url
+
+HOUR = QuotaCheck("alice", limit=10, window_seconds=3600, subject="10 versions per hour")
+"""The quota most tests check: 10 versions per hour for alice."""
+
+
+class ContractStore(AuditStore, Protocol):
+    """The port, and the rows verify reads."""
+
+    def iter_rows(self, batch: int = 5000) -> Iterator[tuple[Any, ...]]: ...
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which store the test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContractStore]:
+    """An empty store of `backend`."""
+    if backend == "memory":
+        yield InMemoryAuditStore()
+        return
+    if backend == "sqlite":
+        url = f"sqlite:{tmp_path}/audit.db"
+    else:
+        url = pg_schema_url(request.getfixturevalue("pg_schema"))
+    sql = open_audit_store(url, heartbeat_seconds=3600)
+    try:
+        yield sql
+    finally:
+        sql.close()
+
+
+def body(
+    event: str,
+    kind: str = "outcome",
+    *,
+    ago: float = 0.0,
+    at: datetime | None = None,
+    principal: str = "alice",
+    **fields: Any,
+) -> dict[str, Any]:
+    """An entry body of `event`, recorded `at` (default: `ago` seconds before now)."""
+    return {
+        "event_id": event,
+        "kind": kind,
+        "time": format_time(at or datetime.now(UTC) - timedelta(seconds=ago)),
+        "principal": {"id": principal},
+        **fields,
+    }
+
+
+def add(store: AuditStore, event: str, kind: str = "outcome", **fields: Any) -> StoredEntry:
+    return store.append(NewEntry(body(event, kind, **fields)))
+
+
+def kinds(entries: Sequence[StoredEntry]) -> list[str]:
+    return [entry.kind.value for entry in entries]
+
+
+# --- the chain ---------------------------------------------------------------------------------
+
+
+def test_entries_are_chained_in_order_and_read_back_as_stored(store: ContractStore) -> None:
+    """seq 1, 2, 3; each hash chains the canonical body to the one before (GENESIS first);
+    an event reads back its entries in chain order, with the bodies as JSON gives them."""
+    bodies = [
+        body("e1", "intent", forward=["1.0"]),
+        body("e1", "outcome", deleted=1),
+        body("e2", request={"versions": ("1.0",)}),
+    ]
+    stored = [store.append(NewEntry(b), durable=i == 1) for i, b in enumerate(bodies)]
+    assert [1, 2, 3] == [s.seq for s in stored]
+    prev = GENESIS
+    for entry, sent in zip(stored, bodies, strict=True):
+        assert (prev, chain_hash(prev, canonical(sent))) == (entry.prev_hash, entry.hash)
+        assert sent == entry.body  # the caller's own body
+        prev = entry.hash
+    event = store.event("e1")
+    assert event is not None
+    assert ["intent", "outcome"] == kinds(event.entries)
+    assert [(s.seq, s.hash) for s in stored[:2]] == [(e.seq, e.hash) for e in event.entries]
+    assert bodies[0] == event.entries[0].body
+    other = store.event("e2")
+    assert other is not None
+    assert json.loads(canonical(bodies[2])) == other.entries[0].body  # the tuple is a list
+    assert None is store.event("e3")
+    assert verify(store.iter_rows()).ok
+    assert store.healthy()
+
+
+def test_a_plan_given_as_a_tuple_is_counted_and_verifies(store: ContractStore) -> None:
+    """The columns are derived from the body as stored (JSON), whatever sequence built it."""
+    add(store, "e1", "intent", forward=("1.0", "2.0"))
+    assert 2 == store.quota_usage(HOUR)[0]
+    assert verify(store.iter_rows()).ok
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_body_of_an_unknown_kind_is_refused_and_jams_nothing(
+    store: ContractStore, durable: bool
+) -> None:
+    """An unknown kind is the caller's error, raised at once: the store stays healthy and
+    the next entry is written (the SQL writer would otherwise fail, and retry, its batch)."""
+    with pytest.raises(ValueError, match="bogus"):
+        store.append(NewEntry(body("e1", "bogus")), durable=durable)
+    assert "outcome" == add(store, "e2").kind.value
+    assert store.healthy()
+    assert [1] == [entry.seq for entry in store.event("e2").entries]  # type: ignore[union-attr]
+
+
+def test_a_body_without_its_keys_is_refused_before_anything_is_written(
+    store: ContractStore,
+) -> None:
+    """event_id, kind and time are what every entry must have."""
+    incomplete = body("e1")
+    del incomplete["time"]
+    with pytest.raises(KeyError):
+        store.append(NewEntry(incomplete))
+    assert 1 == add(store, "e2").seq
+
+
+def test_the_store_names_its_replica_and_has_a_page_token_key(store: ContractStore) -> None:
+    assert "gateway" == store.replica
+    assert 32 == len(store.page_token_key)
+
+
+# --- an entry appended again -------------------------------------------------------------------
+
+
+def test_an_entry_appended_again_is_the_stored_one_and_another_body_is_refused(
+    store: ContractStore,
+) -> None:
+    """A retry after an unclear commit finds itself stored: the same body is that entry
+    (even when its guard would now refuse it); another body under its event and kind is
+    AuditUnavailableError. Nothing is appended twice."""
+    claim = AppendGuard(request_id="r1")
+    intent = body("e1", "intent", request_id="r1", forward=["1.0"])
+    first = store.append(NewEntry(intent), guard=claim, durable=True)
+    again = store.append(NewEntry(dict(intent)), guard=claim, durable=True)
+    assert (first.seq, first.hash) == (again.seq, again.hash)
+    with pytest.raises(AuditUnavailableError, match="already recorded differently"):
+        store.append(NewEntry({**intent, "forward": ["2.0"]}))
+    assert 2 == add(store, "e1", deleted=1).seq
+    event = store.event("e1")
+    assert event is not None
+    assert ["intent", "outcome"] == kinds(event.entries)
+
+
+# --- request ids (AIP-155) ---------------------------------------------------------------------
+
+
+def test_a_request_id_is_claimed_per_principal_while_its_event_is_open(
+    store: ContractStore,
+) -> None:
+    """An open event keeps its request id: another claim by the same principal is
+    RequestIdClaimed naming it and writes nothing; another principal's claim is its own."""
+    claim = AppendGuard(request_id="r1")
+    store.append(NewEntry(body("e1", "intent", request_id="r1")), guard=claim)
+    with pytest.raises(RequestIdClaimed) as caught:
+        store.append(NewEntry(body("e2", "intent", request_id="r1")), guard=claim)
+    assert "e1" == caught.value.event.event_id
+    assert ["intent"] == kinds(caught.value.event.entries)
+    assert None is store.event("e2")
+    store.append(NewEntry(body("b1", "intent", principal="bob", request_id="r1")), guard=claim)
+    found = store.event_by_request_id("bob", "r1")
+    assert found is not None
+    assert "b1" == found.event_id
+    assert None is store.event_by_request_id("alice", "r2")
+    assert None is store.event_by_request_id("carol", "r1")
+
+
+@pytest.mark.parametrize(
+    ("code", "claimed"),
+    [
+        ("OK", True),
+        ("PERMISSION_DENIED", True),
+        ("INVALID_ARGUMENT", True),
+        ("UNAVAILABLE", False),
+        ("DEADLINE_EXCEEDED", False),
+        ("RESOURCE_EXHAUSTED", False),
+    ],
+)
+def test_an_answered_request_id_stays_claimed_only_after_a_final_status(
+    store: ContractStore, code: str, claimed: bool
+) -> None:
+    """After a final status the retry is answered from the record (claimed); after any other
+    the retry runs again, and its event is the one the request id now names."""
+    claim = AppendGuard(request_id="r1")
+    store.append(NewEntry(body("e1", "intent", request_id="r1")), guard=claim)
+    add(store, "e1", status={"code": code})
+    retry = NewEntry(body("e2", "intent", request_id="r1"))
+    if claimed:
+        with pytest.raises(RequestIdClaimed) as caught:
+            store.append(retry, guard=claim)
+        assert ["intent", "outcome"] == kinds(caught.value.event.entries)
+    else:
+        store.append(retry, guard=claim)
+    latest = store.event_by_request_id("alice", "r1")
+    assert latest is not None
+    assert ("e1" if claimed else "e2") == latest.event_id
+
+
+def test_a_reconciled_intent_lets_its_request_id_run_again(store: ContractStore) -> None:
+    """An intent closed by reconciliation (a crash) has no answer: the retry runs."""
+    claim = AppendGuard(request_id="r1")
+    store.append(NewEntry(body("e1", "intent", request_id="r1")), guard=claim)
+    add(store, "e1", "reconciliation", deleted=0)
+    store.append(NewEntry(body("e2", "intent", request_id="r1")), guard=claim)
+    with pytest.raises(RequestIdClaimed) as caught:  # now e2 is open
+        store.append(NewEntry(body("e3", "intent", request_id="r1")), guard=claim)
+    assert "e2" == caught.value.event.event_id
+
+
+# --- quotas ------------------------------------------------------------------------------------
+
+
+def test_quota_usage_counts_deleted_versions_else_planned_ones_in_the_window(
+    store: ContractStore,
+) -> None:
+    """Per intent of the principal in the window: what its latest later entry deleted, else
+    what it planned; the retry time is when the oldest counted intent leaves the window."""
+    assert (0, 1.0) == store.quota_usage(HOUR)
+    add(store, "old", "intent", ago=7200, forward=["a"] * 5)  # outside the window
+    add(store, "e0", "intent", ago=3000, forward=["a"])  # deleted nothing: not counted
+    add(store, "e0", deleted=0)
+    add(store, "e1", "intent", ago=1800, forward=["a", "b", "c"])  # open: 3 planned
+    add(store, "e2", "intent", ago=600, forward=["a"] * 4)
+    add(store, "e2", deleted=1)
+    add(store, "e3", "intent", ago=300, forward=["a", "b"])
+    add(store, "e3", "reconciliation", deleted=2)
+    add(store, "e4", "intent", ago=60, forward=["a"])
+    add(store, "e4", status={"code": "UNAVAILABLE"})  # no count of deleted: its plan counts
+    add(store, "b1", "intent", principal="bob", forward=["a"] * 5)
+    used, retry = store.quota_usage(HOUR)
+    assert 3 + 1 + 2 + 1 == used
+    assert 1790 < retry <= 1800
+
+
+def test_a_quota_guard_refuses_an_intent_past_the_limit_and_writes_nothing(
+    store: ContractStore,
+) -> None:
+    """used + asked > limit is QuotaExceededError (with used, asked, limit, subject); exactly
+    the limit is allowed. A claimed request id is reported before the quota."""
+    five = AppendGuard(quota=QuotaCheck("alice", 5, 3600, "five"))
+    store.append(NewEntry(body("e1", "intent", forward=["a"] * 4)), guard=five)
+    with pytest.raises(QuotaExceededError) as caught:
+        store.append(NewEntry(body("e2", "intent", forward=["a", "b"])), guard=five)
+    refused = caught.value
+    assert ("five", 5, 4, 2) == (refused.subject, refused.limit, refused.used, refused.asked)
+    assert 3590 < refused.retry_after_seconds <= 3600
+    assert None is store.event("e2")
+    store.append(NewEntry(body("e2", "intent", request_id="r1", forward=["a"])), guard=five)
+    both = AppendGuard(request_id="r1", quota=five.quota)
+    with pytest.raises(RequestIdClaimed):
+        store.append(NewEntry(body("e3", "intent", request_id="r1", forward=["a"])), guard=both)
+
+
+# --- listing -----------------------------------------------------------------------------------
+
+
+def _request(package: str, versions: list[str], **more: str) -> dict[str, Any]:
+    return {
+        "domain": "demo",
+        "repository": "dev",
+        "format": "generic",
+        "package": package,
+        "versions": versions,
+        **more,
+    }
+
+
+def _listed(store: AuditStore, **filters: Any) -> list[str]:
+    return [event.event_id for event in store.list_events(AuditQuery(**filters)).events]
+
+
+@pytest.fixture
+def events(store: ContractStore) -> datetime:
+    """a1 (seq 1, outcome only), b1 (2, open intent), a2 (3 intent, 4 outcome), a3 (5 intent,
+    6 reconciliation), a4 (7, outcome only), a minute apart; returns a2's outcome time."""
+    start = datetime.now(UTC) - timedelta(minutes=10)
+
+    def at(minute: int) -> datetime:
+        return start + timedelta(minutes=minute)
+
+    a1 = _request("p", ["1.0", "2.0"], namespace="ns")
+    add(store, "a1", at=at(1), request=a1, decision="denied", status={"code": "PERMISSION_DENIED"})
+    add(store, "b1", "intent", at=at(2), principal="bob", request=_request("q", ["1.0"]))
+    add(store, "a2", "intent", at=at(3), request=_request("p", ["3.0"]), forward=["3.0"])
+    add(store, "a2", at=at(4), request=_request("p", ["3.0"]), decision="allowed", deleted=1)
+    add(store, "a3", "intent", at=at(5), request=_request("p", ["1.0"]), forward=["1.0"])
+    add(store, "a3", "reconciliation", at=at(6), deleted=0)
+    odd = ["x%y", "a_b", "c\\d"]
+    add(store, "a4", at=at(7), request=_request("p", odd), status={"code": "OK"})
+    return start + timedelta(minutes=4)
+
+
+def test_events_are_listed_newest_first_at_their_outcome_or_open_intent(
+    store: ContractStore, events: datetime
+) -> None:
+    """Each event once, at its outcome or (without one) its intent, with every entry."""
+    page = store.list_events(AuditQuery())
+    assert ["a4", "a3", "a2", "b1", "a1"] == [e.event_id for e in page.events]
+    assert (7, 5, 4, 2, 1) == page.positions
+    assert None is page.next_before_seq
+    assert [["outcome"], ["intent", "reconciliation"], ["intent", "outcome"]] == [
+        kinds(e.entries) for e in page.events[:3]
+    ]
+    add(store, "b1", principal="bob", deleted=0)  # b1 now listed at its outcome
+    page = store.list_events(AuditQuery(limit=2))
+    assert (["b1", "a4"], (8, 7)) == ([e.event_id for e in page.events], page.positions)
+    assert ["intent", "outcome"] == kinds(page.events[0].entries)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"principal": "alice"}, ["a4", "a3", "a2", "a1"]),
+        ({"principal": "bob"}, ["b1"]),
+        ({"package": "q"}, ["b1"]),
+        (
+            {"domain": "demo", "repository": "dev", "format": "generic"},
+            ["a4", "a3", "a2", "b1", "a1"],
+        ),
+        ({"namespace": "ns"}, ["a1"]),
+        ({"decision": "allowed"}, ["a2"]),
+        ({"status_code": "PERMISSION_DENIED"}, ["a1"]),
+        ({"version": "1.0"}, ["a3", "b1", "a1"]),
+        ({"version": "2.0", "principal": "alice"}, ["a1"]),
+        ({"version": "1"}, []),
+        ({"version": "x%y"}, ["a4"]),
+        ({"version": "x_y"}, []),
+        ({"version": "a%"}, []),
+        ({"version": "c\\d"}, ["a4"]),
+        ({"package": "nothing"}, []),
+    ],
+)
+def test_filters_select_on_the_listing_entry(
+    store: ContractStore, events: datetime, filters: dict[str, Any], expected: list[str]
+) -> None:
+    """Exact matches of the columns; a version is one of the requested ones, literally."""
+    assert expected == _listed(store, **filters)
+
+
+def test_since_is_inclusive_and_until_exclusive_on_the_listing_entry_time(
+    store: ContractStore, events: datetime
+) -> None:
+    """a2 is listed at its outcome's time: since it includes a2, until it excludes a2."""
+    assert ["a4", "a3", "a2"] == _listed(store, since=events)
+    assert ["b1", "a1"] == _listed(store, until=events)
+    assert ["a2"] == _listed(store, since=events, until=events + timedelta(seconds=1))
+
+
+def test_pages_continue_before_the_last_position(store: ContractStore, events: datetime) -> None:
+    """A full page says where the next starts; the last says None; any position continues."""
+    first = store.list_events(AuditQuery(limit=2))
+    assert (["a4", "a3"], 5) == ([e.event_id for e in first.events], first.next_before_seq)
+    second = store.list_events(AuditQuery(limit=2, before_seq=first.next_before_seq))
+    assert (["a2", "b1"], 2) == ([e.event_id for e in second.events], second.next_before_seq)
+    third = store.list_events(AuditQuery(limit=2, before_seq=second.next_before_seq))
+    assert (["a1"], None) == ([e.event_id for e in third.events], third.next_before_seq)
+    exact = store.list_events(AuditQuery(limit=5))
+    assert (5, None) == (len(exact.events), exact.next_before_seq)
+    rest = store.list_events(AuditQuery(principal="alice", before_seq=exact.positions[1]))
+    assert ["a2", "a1"] == [e.event_id for e in rest.events]
+
+
+def test_a_version_filter_is_case_sensitive(
+    store: ContractStore, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Versions are compared as written: 1.0.0-RC1 is not 1.0.0-rc1."""
+    add(store, "a1", request=_request("p", ["1.0.0-RC1"]))
+    assert [] == _listed(store, version="1.0.0-rc1")
+
+
+# --- open intents ------------------------------------------------------------------------------
+
+
+def test_open_intents_are_those_without_outcome_or_reconciliation(store: ContractStore) -> None:
+    """Oldest first, each as its intent alone."""
+    add(store, "e1", "intent")
+    add(store, "e2", "intent")
+    add(store, "e2", deleted=0)
+    add(store, "e3", "intent")
+    add(store, "e3", "reconciliation", deleted=0)
+    add(store, "e4", "intent")
+    add(store, "e5")
+    found = store.open_intents()
+    assert ["e1", "e4"] == [event.event_id for event in found]
+    assert [["intent"], ["intent"]] == [kinds(event.entries) for event in found]
