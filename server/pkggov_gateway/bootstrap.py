@@ -44,6 +44,7 @@ from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.logs import audit_stream
 from pkggov_gateway.runtime import Gateway
 from pkggov_gateway.service.audit import Auditor, QuotaLimits, default_replica
+from pkggov_gateway.service.audit_reads import AuditReads
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 from pkggov_gateway.startup import (
     StartupError,
@@ -380,7 +381,9 @@ def _wire(settings: Settings, undo: contextlib.ExitStack) -> Gateway:
             ),
             max_versions=server_settings.max_versions_per_call,
             auditor=auditor,
-            audit_servicer=AuditServicer(auditor, policy),
+            audit_servicer=AuditServicer(
+                AuditReads(audit_store, policy), audit_store.page_token_key
+            ),
             metrics=metrics,
             stream_limits=StreamLimits(
                 max_streams=server_settings.stream_budget,

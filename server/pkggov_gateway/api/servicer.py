@@ -23,16 +23,13 @@ from pkggov_gateway.api.interceptors import governed
 from pkggov_gateway.domain.audit import AuditEventRecord, AuditQuery, Decision, parse_time
 from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
-    AuditEventNotFoundError,
-    DeniedVersion,
     FieldViolation,
     InvalidRequestError,
-    PolicyDeniedError,
 )
+from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.page_token import PageTokens
 from pkggov_gateway.domain.records import EventSummary
-from pkggov_gateway.ports import PolicyEngine
-from pkggov_gateway.service.audit import Auditor
+from pkggov_gateway.service.audit_reads import AuditReads
 from pkggov_gateway.service.delete_versions import DeletePackageVersions
 
 __all__ = ["AuditServicer", "PackageGovernanceServicer"]
@@ -118,36 +115,17 @@ def _check_request_id(request_id: str) -> None:
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):
-    """Serves pkggov.v1.AuditService: reads of the audit record, authorized by policy."""
+    """Serves pkggov.v1.AuditService: reads of the audit record (authorized by the use case)."""
 
-    def __init__(self, auditor: Auditor, policy: PolicyEngine) -> None:
-        self._auditor = auditor
-        self._policy = policy
-        self._tokens = PageTokens(auditor.store.page_token_key)
-
-    def _authorize(self, context: grpc.ServicerContext) -> None:
-        principal = governed(context).principal
-        assert principal is not None  # noqa: S101 - governed() says so
-        decision = self._policy.current().authorize_read(principal, datetime.now(UTC))
-        if not decision.allowed:
-            reason = "; ".join(decision.errors) or (
-                f"denied by {', '.join(decision.policy_ids)}"
-                if decision.policy_ids
-                else "no policy permits ReadAuditLog"
-            )
-            raise PolicyDeniedError(
-                [DeniedVersion("audit", decision.policy_ids, reason)],
-                1,
-                message=f"policy does not let {principal.id} read the audit record: {reason}",
-            )
+    def __init__(self, reads: AuditReads, page_token_key: bytes) -> None:
+        self._reads = reads
+        self._tokens = PageTokens(page_token_key)
 
     def ListAuditEvents(  # noqa: N802 - the generated method name
         self, request: pb.ListAuditEventsRequest, context: grpc.ServicerContext
     ) -> pb.ListAuditEventsResponse:
         """One page of events, newest first."""
-        self._authorize(context)
-        query = _query(request, self._tokens)
-        page = self._auditor.store.list_events(query)
+        page = self._reads.list_events(_reader(context), lambda: _query(request, self._tokens))
         response = pb.ListAuditEventsResponse()
         size = 0
         next_before = page.next_before_seq
@@ -166,12 +144,14 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         self, request: pb.GetAuditEventRequest, context: grpc.ServicerContext
     ) -> pb.GetAuditEventResponse:
         """One event by id."""
-        self._authorize(context)
-        event_id = _event_id(request.event_id)
-        event = self._auditor.store.event(event_id)
-        if event is None:
-            raise AuditEventNotFoundError(event_id)
+        event = self._reads.event(_reader(context), lambda: _event_id(request.event_id))
         return pb.GetAuditEventResponse(event=to_audit_event(event))
+
+
+def _reader(context: grpc.ServicerContext) -> Principal:
+    principal = governed(context).principal
+    assert principal is not None  # noqa: S101 - governed() says so
+    return principal
 
 
 MAX_PAGE_BYTES = 3 * 1024 * 1024
