@@ -21,15 +21,26 @@ def test_an_idle_pacer_lets_a_call_go_at_once() -> None:
 
 def test_concurrent_callers_leave_an_interval_apart_in_arrival_order() -> None:
     """Twenty callers at once: they leave one by one, each at least 1/R (plus the guard) after
-    the one before, in the order they arrived."""
-    pacer = Pacer(200.0)
+    the one before, in the order they arrived.
+
+    A caller's departure is the pacer's own reading of the clock when it let the caller go
+    (its thread's last reading), not a reading taken after `acquire` returned, which a busy
+    machine can delay past the next caller's."""
+    readings: dict[int, float] = {}
+
+    def clock() -> float:
+        now = time.monotonic()
+        readings[threading.get_ident()] = now
+        return now
+
+    pacer = Pacer(200.0, clock=clock)
     left: list[tuple[int, float]] = []
     lock = threading.Lock()
 
     def call(index: int) -> None:
         assert pacer.acquire(5.0) is not None
         with lock:
-            left.append((index, time.monotonic()))
+            left.append((index, readings[threading.get_ident()]))
 
     threads = []
     for index in range(20):
@@ -39,6 +50,7 @@ def test_concurrent_callers_leave_an_interval_apart_in_arrival_order() -> None:
         time.sleep(0.001)  # arrive in index order
     for thread in threads:
         thread.join()
+    left.sort(key=lambda departure: departure[1])
     times = [when for _, when in left]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= pacer.interval - 0.0005
