@@ -1,14 +1,22 @@
-# pkggov gateway image: built in one stage, run from a slim stage without compilers as non-root.
+# pkggov gateway image: what production runs and nothing else. The build stage makes two wheels,
+# pkggov-client (the pkggov.v1 stubs the gateway serves) and pkggov (the gateway, with the
+# operator tools `pkggov-admin`), and installs them with their pinned runtime dependencies into
+# a virtualenv without pip; the slim run stage copies only that virtualenv and runs as non-root.
+# Not in the image: the CodeArtifact emulator with its demo seed and demo access key (emulator/,
+# development only; `--dev` fails at start-up naming emulator.enabled), tests, scripts and dev
+# tools (.dockerignore lets in only what the build reads).
 # Build: docker build -t pkggov .   Run: docker run -v $PWD/pkggov.toml:/etc/pkggov/pkggov.toml pkggov
 
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
-RUN python -m venv /opt/pkggov
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt ./
 COPY clients ./clients
 COPY server ./server
-COPY emulator ./emulator
-RUN /opt/pkggov/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt .
+RUN python -m pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /wheels \
+        ./clients . \
+ && python -m venv --without-pip /opt/pkggov \
+ && python -m pip --python /opt/pkggov/bin/python install --no-cache-dir \
+        --disable-pip-version-check -c constraints.txt /wheels/*.whl
 
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pkggov \
@@ -22,7 +30,15 @@ USER 10001:10001
 # replica): keep it on a volume. A fleet sets audit.store to its shared PostgreSQL instead.
 WORKDIR /var/lib/pkggov
 VOLUME /var/lib/pkggov
-EXPOSE 50051 9464
+# The ports of examples/pkggov.toml: server.listen (gRPC, mTLS), server.health_listen (plaintext,
+# grpc.health.v1 Check only) and metrics.listen (Prometheus).
+EXPOSE 50051 50060 9464
+# No HEALTHCHECK: the orchestrator probes health itself. Kubernetes ignores an image's
+# HEALTHCHECK and runs gRPC liveness, readiness and startup probes against server.health_listen
+# (deploy/k8s/pkggov.yaml: service names pkggov.liveness and ""), which see what a HEALTHCHECK
+# command would (NOT_SERVING while the audit store is down or the gateway drains) without
+# starting a Python process in the container every interval. Elsewhere, probe that port with
+# any grpc.health.v1 client, e.g. `grpcurl -plaintext HOST:50060 grpc.health.v1.Health/Check`.
 # SIGTERM drains in-flight calls (server.grace_seconds) before the process exits.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["pkggov-gateway"]

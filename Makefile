@@ -10,18 +10,27 @@ PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 GEN_DIR   := clients
 GEN_PKG   := clients/pkggov
 
-.PHONY: help venv run run-mtls certs test lint format typecheck check-protos protos buf-lint bench bench-policy bench-audit bench-gateway unit integration e2e soak clean
+.PHONY: help venv run run-mtls certs test lint format typecheck check-protos protos buf-lint ts-client bench bench-policy bench-audit bench-gateway unit integration e2e soak clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
+# Three local distributions, installed editable in one pip command: pkggov-client (./clients:
+# stubs, typed client, `pkggov`), pkggov-emulator (./emulator, development only) and the gateway
+# pkggov (.: `pkggov-gateway`, `pkggov-admin`) with its dev tools. pip resolves the gateway's
+# pkggov-client and pkggov-emulator requirements to these paths, never to a package index.
+$(STAMP): pyproject.toml clients/pyproject.toml emulator/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# Uninstall the local distributions first: a virtualenv made before the split holds one
+	@# pkggov owning the pkggov and pkggov-emulator commands, and replacing it after installing
+	@# pkggov-client and pkggov-emulator would delete their commands again.
+	$(BIN)/python -m pip uninstall --quiet --quiet --yes pkggov pkggov-client pkggov-emulator
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+		-e ./clients -e ./emulator -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP) ## Create the virtualenv and install pkggov with its dev tools.
+venv: $(STAMP) ## Create the virtualenv and install the client, the emulator and the gateway with its dev tools.
 
 run: $(STAMP) ## Start the gateway on its development defaults (emulator with demo data, loopback).
 	$(BIN)/pkggov-gateway --dev
@@ -84,6 +93,9 @@ check-protos: $(STAMP) ## Fail when the committed stubs differ from what the pro
 BUF_VERSION ?= 1.75.0
 buf-lint: ## Lint the protos with buf (STANDARD + COMMENTS); needs npm, not part of `make test`.
 	cd protos && npx --yes @bufbuild/buf@$(BUF_VERSION) lint
+
+ts-client: ## Install, regenerate (buf + protoc-gen-es) and build clients/typescript; needs npm.
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run generate && npm run build
 
 clean: ## Remove the virtualenv and caches.
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

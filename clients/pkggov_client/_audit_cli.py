@@ -1,9 +1,13 @@
-"""`pkggov audit list | show | verify`: read the audit record and check its hash chain.
+"""`pkggov audit list | show`: read the audit record through the gateway.
 
-``list`` and ``show`` ask the gateway (AuditService, authorized by its policy); ``verify``
-reads the store itself (a SQLite file or a PostgreSQL URL), as an auditor checking the
-record should not have to trust the gateway. Exit status: 0 ok, 1 the call failed or the
-chain is broken, 2 usage error.
+``list`` and ``show`` ask the gateway (AuditService, authorized by its policy). Verifying a
+store's hash chain reads the store itself and moved to `pkggov-admin audit verify`, installed
+with the gateway. Exit status: 0 ok, 1 the call failed, 2 usage error.
+
+Who calls and whose events are listed are separate flags: ``--as NAME`` calls as NAME (the
+development identity, as for every command) and ``audit list --by NAME`` lists NAME's events.
+``--principal`` (the identity elsewhere, the filter's field name in the API) and the older
+``--caller`` are refused here with a message naming both.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format, timestamp_pb2
 
 from pkggov_client import pb
+from pkggov_client._cli_base import UsageError, emit, emit_json, integral_numbers, message_to_dict
 from pkggov_client._errors import PkggovError
+from pkggov_client._moved import add_moved_command
 
 if TYPE_CHECKING:
     from pkggov_client._client import PkggovClient
@@ -28,28 +33,65 @@ __all__ = ["add_audit_commands"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_AMBIGUOUS_PRINCIPAL = (
+    "--principal is ambiguous in `pkggov audit`: use --as NAME to call as NAME, "
+    "or `audit list --by NAME` to list NAME's events"
+)
+
+
+class _Refuse(argparse.Action):
+    """An option that is not one here: using it is a usage error that says what to use."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, message: str) -> None:
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS)
+        self.message = message
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(self.message)
 
 
 def add_audit_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     common: argparse.ArgumentParser,
     connect: Callable[[argparse.Namespace], PkggovClient],
-    print_error: Callable[[PkggovError, bool], None],
+    report_error: Callable[[PkggovError, argparse.Namespace], None],
 ) -> None:
-    """Add ``audit list``, ``audit show`` and ``audit verify`` to the `pkggov` subcommands."""
+    """Add ``audit list`` and ``audit show`` to the `pkggov` subcommands; `common` holds the
+    connection options (``--as`` among them), `connect` opens a client for them (UsageError for
+    bad TLS options) and `report_error` prints a failed call."""
     audit = subparsers.add_parser(
         "audit",
-        help="read the audit record and verify its hash chain",
-        description="Read the audit record (through the gateway) or verify a store's chain.",
+        help="read the audit record",
+        description="Read the audit record through the gateway.",
     )
     commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
 
     listing = commands.add_parser("list", parents=[common], help="list audit events, newest first")
     listing.add_argument(
-        "--caller", metavar="PRINCIPAL", help="only events of this principal (as identified)"
+        "--by",
+        metavar="PRINCIPAL",
+        help="only events of this principal, as the gateway identified it (e.g. bob, or "
+        "spiffe://... under mTLS); to call as someone, use --as",
     )
-    for name in ("domain", "repository", "namespace", "package", "version"):
+    listing.add_argument(
+        "--caller",
+        action=_Refuse,
+        message="--caller is now --by PRINCIPAL (events of PRINCIPAL); --as NAME calls as NAME",
+    )
+    listing.add_argument("--principal", action=_Refuse, message=_AMBIGUOUS_PRINCIPAL)
+    for name in ("domain", "repository", "namespace", "package"):
         listing.add_argument(f"--{name}", help=f"only events for this {name}")
+    listing.add_argument(  # not --version, which prints the client's version on every command
+        "--package-version", metavar="VERSION", help="only events for this package version"
+    )
     listing.add_argument("--format", help="only events for this package format (e.g. npm)")
     listing.add_argument(
         "--decision",
@@ -63,12 +105,12 @@ def add_audit_commands(
 
     def run_list(args: argparse.Namespace) -> int:
         request = pb.ListAuditEventsRequest(
-            principal=args.caller or "",
+            principal=args.by or "",
             domain=args.domain or "",
             repository=args.repository or "",
             namespace=args.namespace or "",
             package=args.package or "",
-            version=args.version or "",
+            version=args.package_version or "",
             decision=args.decision or "",
             status_code=(args.status_code or "").upper(),
             page_size=args.limit,
@@ -88,101 +130,45 @@ def add_audit_commands(
         try:
             with connect(args) as client:
                 page = client.list_audit_events(request)
+        except UsageError as error:
+            print(f"pkggov audit list: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
         except PkggovError as err:
-            print_error(err, args.json)
+            report_error(err, args)
             return EXIT_FAILED
         if args.json:
-            print(json.dumps(_to_dict(page), indent=2))
+            emit_json(message_to_dict(page))
         else:
-            print(render_events(page.events))
+            emit(render_events(page.events))
             if page.next_page_token:
-                print(f"more: --page-token {page.next_page_token}")
+                emit(f"more: --page-token {page.next_page_token}")
         return EXIT_OK
 
     listing.set_defaults(func=run_list)
 
     show = commands.add_parser("show", parents=[common], help="show one audit event")
     show.add_argument("event_id", metavar="EVENT_ID", help="the event id (audit_event_id)")
+    show.add_argument("--principal", action=_Refuse, message=_AMBIGUOUS_PRINCIPAL)
 
     def run_show(args: argparse.Namespace) -> int:
         try:
             with connect(args) as client:
                 event = client.get_audit_event(args.event_id)
+        except UsageError as error:
+            print(f"pkggov audit show: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
         except PkggovError as err:
-            print_error(err, args.json)
+            report_error(err, args)
             return EXIT_FAILED
         if args.json:
-            print(json.dumps(_to_dict(event), indent=2))
+            emit_json(message_to_dict(event))
         else:
-            print(render_event(event))
+            emit(render_event(event))
         return EXIT_OK
 
     show.set_defaults(func=run_show)
 
-    verify = commands.add_parser(
-        "verify",
-        help="verify a store's hash chain (reads the store directly)",
-        description="Check every entry's hash and link; report the first broken place.",
-    )
-    verify.add_argument(
-        "--store",
-        required=True,
-        help="sqlite:PATH (or a file path) or postgresql://user@host:port/database",
-    )
-    verify.add_argument("--expect-head", metavar="HASH", help="a head hash recorded earlier")
-    verify.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    verify.set_defaults(func=_run_verify)
-
-
-def _run_verify(args: argparse.Namespace) -> int:
-    from pkggov_gateway.adapters.sql import open_audit_store  # noqa: PLC0415
-    from pkggov_gateway.domain.errors import AuditUnavailableError  # noqa: PLC0415
-    from pkggov_gateway.tools.audit_verify import verify  # noqa: PLC0415
-
-    if not args.store.startswith(("postgresql://", "postgres://")):
-        path = args.store.removeprefix("sqlite:")
-        if not Path(path[2:] if path.startswith("//") else path).is_file():
-            print(f"pkggov audit verify: error: no such file: {path}", file=sys.stderr)
-            return EXIT_FAILED
-    try:
-        store = open_audit_store(args.store, replica="pkggov-audit-verify", heartbeat_seconds=3600)
-    except AuditUnavailableError as err:
-        print(f"pkggov audit verify: error: {err.detail}", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        report = verify(store.iter_rows(), expect_head=args.expect_head)
-    finally:
-        store.close()
-    problem = report.first_problem
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "entries": report.entries,
-                    "head_seq": report.head_seq,
-                    "head_hash": report.head_hash,
-                    "first_problem": None
-                    if problem is None
-                    else {
-                        "kind": problem.kind,
-                        "seq": problem.seq,
-                        "event_id": problem.event_id,
-                        "message": problem.message,
-                    },
-                },
-                indent=2,
-            )
-        )
-    elif report.ok:
-        print(
-            f"ok: {report.entries} entries, chain intact; head seq {report.head_seq} "
-            f"hash {report.head_hash}"
-        )
-    else:
-        assert problem is not None  # noqa: S101 - not ok means a problem
-        print(f"BROKEN: {problem.kind} at seq {problem.seq}: {problem.message}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    add_moved_command(commands, "verify", "pkggov-admin audit verify")
 
 
 def _time_arg(text: str) -> datetime:
@@ -191,11 +177,6 @@ def _time_arg(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
     return moment if moment.tzinfo else moment.astimezone()
-
-
-def _to_dict(message: Any) -> dict[str, Any]:
-    result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return result
 
 
 def _versions(event: pb.AuditEvent) -> str:
@@ -256,5 +237,6 @@ def render_event(event: pb.AuditEvent) -> str:
     ]
     for entry in event.entries:
         lines.append(f"\n{entry.kind} (seq {entry.seq}, hash {entry.hash})")
-        lines.append(json.dumps(json_format.MessageToDict(entry.body), indent=2, sort_keys=True))
+        body = integral_numbers(json_format.MessageToDict(entry.body))
+        lines.append(json.dumps(body, indent=2, sort_keys=True))
     return "\n".join(lines)

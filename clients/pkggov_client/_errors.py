@@ -129,6 +129,12 @@ class PkggovError(Exception):
         self.status = status
 
     @property
+    def audit_event_id(self) -> str | None:
+        """The id of the audit event that recorded the failed call (ErrorInfo metadata
+        "audit_event_id"), or None when the error did not come from the gateway's record."""
+        return self.metadata.get("audit_event_id") or None
+
+    @property
     def headline(self) -> str:
         """The first line of the error: ``<CODE> <reason>: <message>``."""
         head = self.code.name if self.reason is None else f"{self.code.name} {self.reason}"

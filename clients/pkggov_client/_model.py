@@ -203,6 +203,11 @@ class DeleteResult:
         )
 
     @property
+    def audit_event_id(self) -> str | None:
+        """The id of the audit event that recorded the call, or None if the gateway sent none."""
+        return self.raw.audit_event_id or None
+
+    @property
     def all_deleted(self) -> bool:
         """True when no version failed."""
         return not self.failed

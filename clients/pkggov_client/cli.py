@@ -1,26 +1,45 @@
-"""The `pkggov` command line: governed package-version deletion through the gateway, and
-offline checks of a Cedar policy set (`pkggov policy validate|test`, in `_policy_cli`).
+"""The `pkggov` command line: governed package-version deletion through the gateway and
+reading its audit record (`pkggov audit list|show`, in `_audit_cli`). The operator tools that
+need the gateway's own code (`policy validate|test`, `audit verify`) are `pkggov-admin`,
+installed with the gateway; `pkggov policy` only says so (`_moved`).
 
 Exit statuses: 0 when every version was deleted, 3 when the call succeeded but some versions
 failed, 1 when the call itself failed (an RPC error), 2 for a usage error. A dry run
-(`pkggov delete --dry-run`) exits 0 when every version would be deleted, 3 when some would not
-and 1 when the call failed, which it does exactly when the real call would.
+(`pkggov delete --dry-run`) prints the plan for every version and exits 0 when every version
+would be deleted, 3 when some would not (not found, another status, or denied with
+--allow-partial), and 1 when the real call would fail: a version is denied and --allow-partial
+is not given (the plan is still printed), or the dry run itself failed. A reader of stdout that
+goes away (``pkggov delete ... | head -1``) changes none of these.
+
+Environment: ``PKGGOV_CLI_TARGET`` (or the older ``PKGGOV_TARGET``) and
+``PKGGOV_CLI_PRINCIPAL_KEY``; the gateway ignores every ``PKGGOV_CLI_*`` variable, so both can
+be set in the shell that runs it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import sys
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from pkggov_client._audit_cli import add_audit_commands
+from pkggov_client._cli_base import (
+    ArgumentParser,
+    UsageError,
+    connection_hint,
+    emit,
+    emit_json,
+    error_to_dict,
+    finish_stdout,
+    message_to_dict,
+)
 from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient, check_metadata
 from pkggov_client._errors import PkggovError
 from pkggov_client._model import (
@@ -30,7 +49,7 @@ from pkggov_client._model import (
     VersionDecision,
     ordered_keys,
 )
-from pkggov_client._policy_cli import add_policy_commands
+from pkggov_client._moved import add_moved_command
 
 __all__ = [
     "EXIT_OK",
@@ -50,9 +69,14 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-TARGET_ENV = "PKGGOV_TARGET"
+TARGET_ENV = "PKGGOV_CLI_TARGET"
+LEGACY_TARGET_ENV = "PKGGOV_TARGET"
+"""The older name of TARGET_ENV, still read (the gateway ignores it too)."""
 DEV_PRINCIPAL_KEY = "x-pkggov-principal"
-DEV_PRINCIPAL_KEY_ENV = "PKGGOV_DEV_PRINCIPAL_KEY"
+DEV_PRINCIPAL_KEY_ENV = "PKGGOV_CLI_PRINCIPAL_KEY"
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_ASCII_SPACE = " \t\r\f\v"
+"""The whitespace a version may not hold (the gateway's rule reads \\s as ASCII only)."""
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -101,6 +125,15 @@ def _principal_arg(key: str) -> Callable[[str], tuple[str, str]]:
     return parse
 
 
+def _request_id_arg(text: str) -> str:
+    """Read an AIP-155 request id: a UUID in its 8-4-4-4-12 form, as the gateway requires."""
+    if _UUID.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid request id {text!r}: expected a UUID (8-4-4-4-12 hex digits)"
+        )
+    return text
+
+
 def _seconds_arg(text: str) -> float:
     """Read a positive number of seconds."""
     try:
@@ -112,8 +145,48 @@ def _seconds_arg(text: str) -> float:
     return seconds
 
 
-class UsageError(Exception):
-    """Raised for a bad combination of options that argparse cannot express."""
+def parse_versions(text: str, source: str) -> list[str]:
+    """The versions in `text`, one per line: surrounding spaces, blank lines and everything
+    after a ``#`` are ignored (a version holds neither whitespace nor ``#``). Only "\\n" (and
+    "\\r\\n") end a line. Raises UsageError naming `source` and the line of a line that holds
+    more than one word."""
+    versions = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        version = line.split("#", 1)[0].strip(_ASCII_SPACE)
+        if not version:
+            continue
+        if any(space in version for space in _ASCII_SPACE):
+            raise UsageError(f"{source}:{number}: expected one version per line, got {version!r}")
+        versions.append(version)
+    return versions
+
+
+def _read_versions(source: str) -> list[str]:
+    """The versions of --versions-from SOURCE: a UTF-8 file, or standard input for "-"."""
+    if source == "-":
+        return parse_versions(sys.stdin.read(), "<stdin>")
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot read {source}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{source}: not UTF-8 text ({error.reason})") from error
+    return parse_versions(text, source)
+
+
+def _versions(args: argparse.Namespace) -> list[str]:
+    """The VERSION arguments, then those of each --versions-from in order."""
+    if "-" in args.versions:
+        raise UsageError(
+            "'-' is not read as standard input here; use --versions-from - to read versions "
+            "from standard input (a version named '-' can be listed in a --versions-from file)"
+        )
+    versions = list(args.versions)
+    for source in args.versions_from:
+        versions.extend(_read_versions(source))
+    if not versions:
+        raise UsageError("no versions given: name them as arguments or with --versions-from")
+    return versions
 
 
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
@@ -134,16 +207,24 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
         raise UsageError(f"cannot read {error.filename}: {error.strerror}") from error
 
 
+def _principal_key(environ: Mapping[str, str]) -> str:
+    """The metadata key that --as NAME sets."""
+    return (environ.get(DEV_PRINCIPAL_KEY_ENV) or DEV_PRINCIPAL_KEY).strip().lower()
+
+
 def _connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """Options every subcommand shares: where the gateway is, call metadata, output form."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = ArgumentParser(add_help=False)
     group = parent.add_argument_group("connection and output")
-    default_target = environ.get(TARGET_ENV) or DEFAULT_TARGET
+    default_target = environ.get(TARGET_ENV) or environ.get(LEGACY_TARGET_ENV) or DEFAULT_TARGET
     group.add_argument(
         "--target",
         default=default_target,
         metavar="HOST:PORT",
-        help=f"gateway address (default: ${TARGET_ENV} or {DEFAULT_TARGET}; now {default_target})",
+        help=(
+            f"gateway address (default: ${TARGET_ENV}, ${LEGACY_TARGET_ENV} or {DEFAULT_TARGET}; "
+            f"now {default_target})"
+        ),
     )
     group.add_argument(
         "--header",
@@ -165,14 +246,14 @@ def _connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--cert", type=Path, metavar="FILE", help="client certificate (PEM) for mTLS"
     )
     group.add_argument("--key", type=Path, metavar="FILE", help="client private key (PEM) for mTLS")
-    principal_key = (environ.get(DEV_PRINCIPAL_KEY_ENV) or DEV_PRINCIPAL_KEY).strip().lower()
     group.add_argument(
-        "--principal",
-        type=_principal_arg(principal_key),
+        "--as",
+        dest="as_principal",
+        type=_principal_arg(_principal_key(environ)),
         metavar="NAME",
         help=(
             "development mode only: call as NAME by sending the header "
-            f"{principal_key}=NAME (key from ${DEV_PRINCIPAL_KEY_ENV}, default "
+            f"{_principal_key(environ)}=NAME (key from ${DEV_PRINCIPAL_KEY_ENV}, default "
             f"{DEV_PRINCIPAL_KEY}); a gateway not in development mode does not trust it"
         ),
     )
@@ -183,19 +264,27 @@ def _connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"deadline of the call (default: {DEFAULT_TIMEOUT:g})",
     )
-    group.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    group.add_argument(
+        "--json",
+        action="store_true",
+        help=(
+            "print JSON on stdout: the response in the proto3 JSON mapping (lowerCamelCase "
+            'names, as grpcurl prints it), or {"error": google.rpc.Status} when the call fails'
+        ),
+    )
     return parent
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    """Build the `pkggov` argument parser; `environ` supplies defaults such as PKGGOV_TARGET."""
-    parser = argparse.ArgumentParser(
+    """Build the `pkggov` argument parser; `environ` supplies defaults such as
+    PKGGOV_CLI_TARGET."""
+    parser: argparse.ArgumentParser = ArgumentParser(
         prog="pkggov",
         description="Talk to the pkggov package governance gateway.",
         epilog=(
             f"exit status: {EXIT_OK} all deleted (or, for --dry-run, all would be), "
             f"{EXIT_PARTIAL} some versions failed (would not be deleted), "
-            f"{EXIT_RPC_ERROR} the call failed, {EXIT_USAGE} usage error"
+            f"{EXIT_RPC_ERROR} the call failed (or, for --dry-run, would), {EXIT_USAGE} usage error"
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -206,6 +295,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         parents=[common],
         help="delete versions of one package",
         description="Delete versions of one package, as CodeArtifact's DeletePackageVersions.",
+        epilog=(
+            "Without --request-id a new one is made for each call and printed (on stderr, or as "
+            "requestId with --json): pass it to --request-id to retry a call safely. "
+            f"exit status: {EXIT_OK} all deleted (would be), {EXIT_PARTIAL} some not, "
+            f"{EXIT_RPC_ERROR} the call failed (a dry run: the real call would fail), "
+            f"{EXIT_USAGE} usage error"
+        ),
+    )
+    delete.add_argument(
+        "--principal",
+        dest="as_principal",
+        type=_principal_arg(_principal_key(environ)),
+        metavar="NAME",
+        help="the same as --as NAME",
     )
     delete.add_argument("--domain", required=True, help="CodeArtifact domain")
     delete.add_argument("--domain-owner", metavar="ACCOUNT_ID", help="12-digit domain owner")
@@ -243,17 +346,41 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         action="store_true",
         help=(
             "check and decide everything as the real call would, delete nothing, and print "
-            f"the plan (exit {EXIT_OK} if every version would be deleted, {EXIT_PARTIAL} if "
-            f"not, {EXIT_RPC_ERROR} if the real call would fail)"
+            "the plan for every version, denied ones included (exit "
+            f"{EXIT_OK} if every version would be deleted, {EXIT_PARTIAL} if not, "
+            f"{EXIT_RPC_ERROR} if the real call would fail: a version is denied and "
+            "--allow-partial is not given)"
         ),
     )
-    delete.add_argument("versions", nargs="+", metavar="VERSION", help="versions to delete")
+    delete.add_argument(
+        "--request-id",
+        type=_request_id_arg,
+        metavar="UUID",
+        help=(
+            "name the call for safe retries (AIP-155): a retry with the same id and request "
+            "gets the recorded answer instead of deleting again (default: a new UUID, printed)"
+        ),
+    )
+    delete.add_argument(
+        "--versions-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=(
+            "also delete the versions listed in FILE, one per line (blank lines and text after "
+            "# are ignored); - reads standard input; repeatable"
+        ),
+    )
+    delete.add_argument(
+        "versions",
+        nargs="*",
+        metavar="VERSION",
+        help="versions to delete (at least one here or in --versions-from)",
+    )
     delete.set_defaults(func=_run_delete)
 
-    add_policy_commands(commands)
-    add_audit_commands(
-        commands, common, _connect, lambda err, as_json: _print_error(err, as_json=as_json)
-    )
+    add_moved_command(commands, "policy", "pkggov-admin policy")
+    add_audit_commands(commands, common, _connect, _report_error)
     return parser
 
 
@@ -268,12 +395,26 @@ def _connect(args: argparse.Namespace) -> PkggovClient:
 
 
 def _run_delete(args: argparse.Namespace) -> int:
-    """Handle `pkggov delete`."""
+    """Handle `pkggov delete`.
+
+    A dry run asks the gateway for the whole plan (allow_partial, so that denied versions do
+    not hide the others' decisions) and then exits as the real call would end: 1 when a version
+    is denied and --allow-partial is not given.
+    """
     try:
         credentials = _credentials(args)
+        versions = _versions(args)
     except UsageError as error:
         print(f"pkggov delete: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    request_id: str | None = args.request_id
+    if request_id is None and not args.dry_run:
+        request_id = str(uuid.uuid4())
+        if not args.json:  # before the call: a call cut short is the one to retry
+            print(
+                f"request id {request_id} (to retry this call safely: --request-id {request_id})",
+                file=sys.stderr,
+            )
     try:
         with PkggovClient(
             args.target,
@@ -288,25 +429,48 @@ def _run_delete(args: argparse.Namespace) -> int:
                 format=args.format,
                 namespace=args.namespace,
                 package=args.package,
-                versions=args.versions,
+                versions=versions,
                 expected_status=args.expected_status,
                 justification=args.justification,
                 validate_only=args.dry_run,
-                allow_partial=args.allow_partial,
+                allow_partial=args.allow_partial or args.dry_run,
+                request_id=request_id,
             )
     except PkggovError as err:
-        _print_error(err, as_json=args.json)
+        _report_error(err, args, request_id=request_id)
         return EXIT_RPC_ERROR
     if args.dry_run:
-        return _report_plan(result, args)
-    if args.json:
-        print(json.dumps(result.to_codeartifact_dict(), indent=2))
-    else:
-        print(render_table(result, order=args.versions))
+        return _report_plan(result, args, versions, request_id)
+    _print_result(result, args, versions, request_id)
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
 
-def _report_plan(result: DeleteResult, args: argparse.Namespace) -> int:
+def _print_result(
+    result: DeleteResult, args: argparse.Namespace, versions: list[str], request_id: str | None
+) -> None:
+    """Print a response: as proto3 JSON with the request id, or as a table (a dry run's as a
+    plan) with the audit event id on stderr."""
+    if args.json:
+        output = message_to_dict(result.raw)
+        for name in ("successfulVersions", "failedVersions", "decisions"):  # in request order
+            by_version = output[name]
+            output[name] = {v: by_version[v] for v in ordered_keys(by_version, versions)}
+        if request_id is not None:
+            output["requestId"] = request_id
+        emit_json(output)
+        return
+    emit(
+        render_plan(result, order=versions)
+        if result.decisions
+        else render_table(result, order=versions)
+    )
+    if result.audit_event_id is not None:
+        print(f"audit event {result.audit_event_id}", file=sys.stderr)
+
+
+def _report_plan(
+    result: DeleteResult, args: argparse.Namespace, versions: list[str], request_id: str | None
+) -> int:
     """Print a dry run's plan and return its exit status."""
     if not result.decisions:
         # A gateway that predates validate_only ignores it and really deletes: say so loudly.
@@ -316,15 +480,20 @@ def _report_plan(result: DeleteResult, args: argparse.Namespace) -> int:
             "(it may be too old to support --dry-run)",
             file=sys.stderr,
         )
-        if args.json:
-            print(json.dumps(result.to_codeartifact_dict(), indent=2))
-        else:
-            print(render_table(result, order=args.versions))
+        _print_result(result, args, versions, request_id)
         return EXIT_RPC_ERROR
-    if args.json:
-        print(json.dumps(result.to_plan_dict(), indent=2))
-    else:
-        print(render_plan(result, order=args.versions))
+    _print_result(result, args, versions, request_id)
+    denied = [version for version, d in result.decisions.items() if d.outcome == "DENIED"]
+    if denied and not args.allow_partial:
+        if not args.json:
+            print(
+                f"error: the real call would fail with PERMISSION_DENIED (POLICY_DENIED): policy "
+                f"denies {len(denied)} of {len(result.decisions)} version(s) "
+                f"({', '.join(denied[:3])}{', ...' if len(denied) > 3 else ''}); with "
+                "--allow-partial it would delete the allowed ones and report these NOT_ALLOWED",
+                file=sys.stderr,
+            )
+        return EXIT_RPC_ERROR
     return EXIT_OK if result.all_would_delete else EXIT_PARTIAL
 
 
@@ -412,59 +581,33 @@ def render_table(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
     return "\n".join([*_columns(rows), summary])
 
 
-def error_to_dict(err: PkggovError) -> dict[str, Any]:
-    """Return the JSON form of an error: ``{"error": {"code": ..., "reason": ..., ...}}``."""
-    return {
-        "error": {
-            "code": err.code.name,
-            "reason": err.reason,
-            "domain": err.domain,
-            "message": err.message,
-            "details": {
-                "metadata": dict(err.metadata),
-                "fieldViolations": [
-                    {"field": field, "description": description}
-                    for field, description in err.field_violations
-                ],
-                "resource": (
-                    None
-                    if err.resource is None
-                    else {
-                        "resourceType": err.resource.type,
-                        "resourceName": err.resource.name,
-                        "description": err.resource.description,
-                    }
-                ),
-                "retryDelaySeconds": err.retry_after,
-                "deniedVersions": [
-                    {"version": version, "policyIds": list(policy_ids), "reason": reason}
-                    for version, policy_ids, reason in err.denied_versions
-                ],
-                "deniedOmitted": err.denied_omitted,
-                "quotaViolations": [
-                    {"subject": subject, "description": description}
-                    for subject, description in err.quota_violations
-                ],
-            },
-        }
-    }
-
-
-def _print_error(err: PkggovError, *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(error_to_dict(err), indent=2))
-    else:
-        print(f"error: {err}", file=sys.stderr)
+def _report_error(
+    err: PkggovError, args: argparse.Namespace, *, request_id: str | None = None
+) -> None:
+    """Print a failed call: as JSON on stdout with --json, else on stderr; a connection that
+    failed gets its cause in words when gRPC tells it (which side refused TLS, and why)."""
+    hint = connection_hint(
+        err, tls=args.cacert is not None, client_certificate=args.cert is not None
+    )
+    if args.json:
+        output = error_to_dict(err, hint=hint)
+        if request_id is not None:
+            output["requestId"] = request_id
+        emit_json(output)
+        return
+    print(f"error: {hint}" if hint else f"error: {err}", file=sys.stderr)
+    if hint:
+        print(f"  {err.headline}", file=sys.stderr)
 
 
 def _add_principal_header(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Append --principal's pair to the call metadata; refuse it next to a --header of its key."""
-    principal: tuple[str, str] | None = getattr(args, "principal", None)
+    """Append --as's pair to the call metadata; refuse it next to a --header of its key."""
+    principal: tuple[str, str] | None = getattr(args, "as_principal", None)
     if principal is None:
         return
     key = principal[0]
     if any(header_key == key for header_key, _ in args.headers):
-        parser.error(f"--principal and --header {key}=... both set the principal; use one")
+        parser.error(f"--as and --header {key}=... both set the principal; use one")
     args.headers = [*args.headers, principal]
 
 
@@ -472,16 +615,20 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     """Run the CLI and return its exit status; `environ` defaults to the process environment.
 
     Every subcommand's parser sets ``func``, an ``(args) -> int`` handler that `main` calls.
+    The status is the command's own even when the reader of stdout has gone (EPIPE).
     """
     parser = build_parser(os.environ if environ is None else environ)
     try:
         args = parser.parse_args(argv)
         _add_principal_header(parser, args)
-    except SystemExit as exit_:  # argparse exits for --help and for usage errors.
+    except SystemExit as exit_:  # argparse exits for --help, --version and usage errors.
+        finish_stdout()
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     handler: Handler = args.func
     try:
-        return handler(args)
+        status = handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        status = 130
+    finish_stdout()
+    return status

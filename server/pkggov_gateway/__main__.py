@@ -73,10 +73,11 @@ def banner(gateway: Gateway) -> str:
             '"repository": "dev-shared", "format": "PACKAGE_FORMAT_NPM", "package": "left-pad", '
             f'"versions": ["1.0.0"]}}\' {target} '
             "pkggov.v1.PackageGovernanceService/DeletePackageVersions",
-            f"  pkggov delete --target {target} --principal alice --dry-run --domain demo "
+            f"  pkggov delete --target {target} --as alice --dry-run --domain demo "
             "--repository dev-shared --format npm --package left-pad 1.1.0 1.3.0 9.9.9",
-            f"  pkggov delete --target {target} --principal alice --domain demo "
+            f"  pkggov delete --target {target} --as alice --domain demo "
             "--repository dev-shared --format pypi --package requests-lite 0.1.0 0.2.0 9.9.9",
+            f"  pkggov audit list --target {target} --as carol --by alice --limit 5",
             f"  grpcurl -plaintext {target} grpc.health.v1.Health/Check",
         ]
     lines += ["", "Reload policies with SIGHUP; stop with Ctrl-C."]

@@ -132,14 +132,16 @@ def build_emulator(settings: EmulatorSettings) -> Emulator:
 
 
 def _start_emulator(settings: EmulatorSettings) -> tuple[Emulator, dict[str, Any]]:
-    """Start the embedded emulator (development only) and return the upstream it stands for."""
+    """Start the embedded emulator (development only) and return the upstream it stands for.
+
+    Raises StartupError naming emulator.enabled when pkggov-emulator is not installed."""
+    emulator = build_emulator(settings)  # first: it names emulator.enabled when not installed
     from pkggov_emulator import (  # noqa: PLC0415 - a development dependency, loaded on demand
         DEMO_ACCESS_KEY_ID,
         DEMO_REGION,
         DEMO_SECRET_ACCESS_KEY,
     )
 
-    emulator = build_emulator(settings)
     with naming("emulator.listen", settings.listen, doing="cannot listen"):
         emulator.start()
     log.warning(

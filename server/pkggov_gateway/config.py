@@ -1,7 +1,8 @@
 """Settings: frozen dataclasses built from defaults, a TOML file and an environment mapping.
 
 Precedence: environment > file > defaults. Every key can be overridden by
-``PKGGOV_<SECTION>_<KEY>`` (e.g. ``PKGGOV_SERVER_LISTEN=0.0.0.0:50051``). There are two sets of
+``PKGGOV_<SECTION>_<KEY>`` (e.g. ``PKGGOV_SERVER_LISTEN=0.0.0.0:50051``); ``PKGGOV_CONFIG``,
+``PKGGOV_TARGET`` and the client CLI's ``PKGGOV_CLI_*`` are not settings. There are two sets of
 defaults: the production defaults (the dataclass defaults: loopback, the real CodeArtifact
 through the standard AWS chain) and the development profile (``dev=True``, what ``make run``
 uses: the same plus the embedded CodeArtifact emulator with demo data). The emulator is never
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "PKGGOV_"
+CLIENT_ENV_PREFIX = "PKGGOV_CLI_"
+"""The `pkggov` client CLI's variables (PKGGOV_CLI_TARGET, PKGGOV_CLI_PRINCIPAL_KEY): never
+settings, so that the shell that runs the gateway may set them. No section is named "cli"."""
 _NOT_SETTINGS = frozenset({"PKGGOV_CONFIG", "PKGGOV_TARGET"})  # read by the entry points
 
 
@@ -322,7 +326,9 @@ def load_settings(
     env = {
         k: v
         for k, v in (environ or {}).items()
-        if k.startswith(ENV_PREFIX) and k not in _NOT_SETTINGS
+        if k.startswith(ENV_PREFIX)
+        and k not in _NOT_SETTINGS
+        and not k.startswith(CLIENT_ENV_PREFIX)
     }
     for section, section_type in hints.items():
         given = raw.get(section, {})

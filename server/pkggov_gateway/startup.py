@@ -78,8 +78,14 @@ def _audit_cause(error: AuditUnavailableError) -> str:
     return str(error.__cause__) if error.__cause__ is not None else error.detail
 
 
+_DEVELOPMENT_INSTALLS = {"pkggov_emulator": "make venv installs pkggov-emulator from ./emulator"}
+"""Modules the gateway imports only for development, and how each is installed."""
+
+
 def _missing_module(error: ImportError) -> str:
-    return f"{error.name or error} is not installed (a development dependency)"
+    module = error.name or str(error)
+    how = _DEVELOPMENT_INSTALLS.get(module.partition(".")[0])
+    return f"{module} is not installed (a development dependency{f'; {how}' if how else ''})"
 
 
 _CAUSES: tuple[tuple[type[BaseException], Callable[[Any], str]], ...] = (

@@ -55,7 +55,7 @@ def coordinates(params: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
 
 @contextmanager
 def reopened_store(url: str, replica: str) -> Iterator[SqlAuditStore]:
-    """The audit store at `url` opened as an auditor would (as `pkggov audit verify` does),
+    """The audit store at `url` opened as an auditor would (as `pkggov-admin audit verify` does),
     under the name `replica`; closed on exit."""
     store = open_audit_store(url, replica=replica, heartbeat_seconds=3600)
     try:

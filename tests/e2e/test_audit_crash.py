@@ -451,9 +451,9 @@ def _check_write_ahead(
 
 
 def _cli_verifies(bin_dir: Path, url: str, entries: int) -> None:
-    """`pkggov audit verify --store URL --json` agrees: exit 0, chain intact."""
+    """`pkggov-admin audit verify --store URL --json` agrees: exit 0, chain intact."""
     result = subprocess.run(
-        [str(bin_dir / "pkggov"), "audit", "verify", "--store", url, "--json"],
+        [str(bin_dir / "pkggov-admin"), "audit", "verify", "--store", url, "--json"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,6 +13,8 @@ from tests.e2e.harness import GatewayProcess
 
 _BLOCK = re.compile(r"```console( mtls)?\n(.*?)```", re.DOTALL)
 _EXIT = re.compile(r"#\s*exit\s+(\d+)\s*$")
+# A ```python block, one line of prose, then the ```text block holding what it prints.
+_PYTHON = re.compile(r"```python\n(.*?)```\n\n[^\n]+\n\n```text\n(.*?)```", re.DOTALL)
 
 
 def readme_commands(*, mtls: bool = False) -> list[str]:
@@ -63,6 +65,30 @@ def test_every_mtls_readme_example_runs(bin_dir: Path, tmp_path: Path) -> None:
     assert commands, "the README has an mTLS block"
     with spawn_gateway(bin_dir, **env) as process:
         run_commands(commands, process)
+
+
+def test_every_python_example_prints_what_the_readme_says(
+    bin_dir: Path, gateway_process: GatewayProcess, tmp_path: Path
+) -> None:
+    """Each ```python block, run with the virtualenv's Python against a freshly started gateway
+    (as `make run` starts it; 127.0.0.1:50051 becomes its port), exits 0 and prints exactly the
+    ```text block that follows it."""
+    examples = _PYTHON.findall((REPO / "README.md").read_text())
+    assert examples, "the README has a Python example with its output"
+    for code, expected in examples:
+        result = subprocess.run(
+            [
+                str(bin_dir / "python"),
+                "-c",
+                code.replace("127.0.0.1:50051", gateway_process.address),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (0, expected) == (result.returncode, result.stdout), result.stderr
 
 
 def run_commands(commands: list[str], gateway_process: GatewayProcess) -> None:

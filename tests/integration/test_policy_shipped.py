@@ -1,4 +1,4 @@
-"""The installed `pkggov policy` console script validates and tests the shipped policy set."""
+"""The installed `pkggov-admin policy` console script validates and tests the shipped policy set."""
 
 from __future__ import annotations
 
@@ -9,26 +9,26 @@ from pathlib import Path
 
 from pkggov_gateway.adapters.cedar import default_policy_files
 
-PKGGOV = Path(sys.executable).with_name("pkggov")
+PKGGOV_ADMIN = Path(sys.executable).with_name("pkggov-admin")
 SHIPPED = default_policy_files()
 
 
-def pkggov(*argv: str) -> subprocess.CompletedProcess[str]:
+def pkggov_admin(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(PKGGOV), *argv], capture_output=True, text=True, timeout=60, check=False
+        [str(PKGGOV_ADMIN), *argv], capture_output=True, text=True, timeout=60, check=False
     )
 
 
 def test_policy_test_passes_on_the_shipped_tests() -> None:
-    """`pkggov policy test tests.yaml` on the shipped set: every case passes, exit 0."""
-    result = pkggov("policy", "test", str(SHIPPED.schema.parent / "tests.yaml"))
+    """`pkggov-admin policy test tests.yaml` on the shipped set: every case passes, exit 0."""
+    result = pkggov_admin("policy", "test", str(SHIPPED.schema.parent / "tests.yaml"))
     assert (0, "") == (result.returncode, result.stderr)
     assert result.stdout.splitlines()[-1].endswith(" passed, 0 failed")
 
 
 def test_policy_validate_accepts_the_shipped_set() -> None:
-    """`pkggov policy validate` with the defaults: ok and the five ids, exit 0."""
-    result = pkggov("policy", "validate")
+    """`pkggov-admin policy validate` with the defaults: ok and the five ids, exit 0."""
+    result = pkggov_admin("policy", "validate")
     assert 0 == result.returncode
     assert result.stdout.startswith("ok: 7 policies: ")
 
@@ -39,6 +39,6 @@ def test_policy_validate_refuses_a_syntax_error_with_file_and_line(tmp_path: Pat
     shutil.copytree(SHIPPED.policies, policies)
     bad = policies / "zz-bad.cedar"
     bad.write_text('// broken\n@id("bad")\npermit (principal, action action, resource);\n')
-    result = pkggov("policy", "validate", "--policies", str(policies))
+    result = pkggov_admin("policy", "validate", "--policies", str(policies))
     assert 1 == result.returncode
     assert result.stderr.startswith(f"{bad}:3: unexpected token")

@@ -1,4 +1,4 @@
-"""`pkggov policy validate|test` handlers: output, errors as file:line on stderr, exit codes."""
+"""`pkggov-admin policy validate|test`: output, errors as file:line on stderr, exit codes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pkggov_client._policy_cli import EXIT_FAILED, EXIT_OK, add_policy_commands
 from pkggov_gateway.adapters.cedar import default_policy_files
+from pkggov_gateway.tools.cli import EXIT_FAILED, EXIT_OK, add_policy_commands
 
 SHIPPED = default_policy_files()
 SHIPPED_TESTS = SHIPPED.schema.parent / "tests.yaml"
@@ -18,7 +18,7 @@ SHIPPED_TESTS = SHIPPED.schema.parent / "tests.yaml"
 
 def run(*argv: str) -> int:
     """Parse `argv` with a parser holding only the policy commands and run the handler."""
-    parser = argparse.ArgumentParser(prog="pkggov")
+    parser = argparse.ArgumentParser(prog="pkggov-admin")
     add_policy_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     code: int = args.func(args)
@@ -124,7 +124,7 @@ def test_test_with_an_invalid_policy_set_or_file_exits_1(
 
 
 def test_policy_without_subcommand_is_a_usage_error() -> None:
-    """`pkggov policy` alone: argparse exits 2."""
+    """`pkggov-admin policy` alone: argparse exits 2."""
     with pytest.raises(SystemExit) as caught:
         run("policy")
     assert 2 == caught.value.code

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,6 +15,18 @@ import pytest
 from pkggov_client import pb
 from pkggov_client.cli import main
 from pkggov_client.testing import FakeGateway, add_decision, plain_status, rich_status, serve
+
+_REQUEST_ID_LINE = re.compile(
+    r"request id ([0-9a-f-]{36}) \(to retry this call safely: --request-id \1\)"
+)
+
+
+def _after_request_id(err: str) -> str:
+    """stderr without its first line, which must name the generated request id."""
+    first, _, rest = err.partition("\n")
+    assert _REQUEST_ID_LINE.fullmatch(first), err
+    return rest
+
 
 _DELETED = pb.PackageVersionStatus.PACKAGE_VERSION_STATUS_DELETED
 _NOT_FOUND = pb.PackageVersionErrorCode.PACKAGE_VERSION_ERROR_CODE_NOT_FOUND
@@ -65,7 +81,7 @@ def test_all_deleted_prints_table_and_exits_0(
     status = main(_delete_args(target, "1.0.1", "1.0.0"))
 
     out, err = capsys.readouterr()
-    assert (status, err) == (0, "")
+    assert (status, _after_request_id(err)) == (0, "")
     assert out == (
         "VERSION  RESULT   STATUS/ERROR  REVISION/MESSAGE\n"
         "1.0.1    deleted  Deleted       REV2\n"
@@ -92,19 +108,91 @@ def test_partial_failure_lists_failures_in_request_order_and_exits_3(
     )
 
 
-def test_json_uses_codeartifact_keys(
+def test_json_is_the_response_in_proto3_json_with_the_request_id(
     fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """--json: every response field in the proto3 JSON mapping (lowerCamelCase, enum names,
+    empty maps too), the audit event id, and the request id sent; nothing on stderr."""
     _succeed(fake, "1.0.0")
     _fail(fake, "9.9.9", "not found")
+    fake.response.audit_event_id = "0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13"
 
     status = main(_delete_args(target, "--json", "1.0.0", "9.9.9"))
 
-    assert status == 3
-    assert json.loads(capsys.readouterr().out) == {
-        "successfulVersions": {"1.0.0": {"revision": "REV1", "status": "Deleted"}},
-        "failedVersions": {"9.9.9": {"errorCode": "NOT_FOUND", "errorMessage": "not found"}},
+    out, err = capsys.readouterr()
+    assert (status, err) == (3, "")
+    assert json.loads(out) == {
+        "successfulVersions": {
+            "1.0.0": {"revision": "REV1", "status": "PACKAGE_VERSION_STATUS_DELETED"}
+        },
+        "failedVersions": {
+            "9.9.9": {
+                "errorCode": "PACKAGE_VERSION_ERROR_CODE_NOT_FOUND",
+                "errorMessage": "not found",
+            }
+        },
+        "decisions": {},
+        "auditEventId": "0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13",
+        "requestId": fake.calls[0].request.request_id,
     }
+
+
+def test_text_output_names_the_audit_event_on_stderr(
+    fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _succeed(fake, "1.0.0")
+    fake.response.audit_event_id = "0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13"
+
+    assert 0 == main(_delete_args(target, "1.0.0"))
+
+    err = _after_request_id(capsys.readouterr().err)
+    assert "audit event 0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13\n" == err
+
+
+def test_a_request_id_is_made_printed_first_and_sent(
+    fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --request-id: a new UUID4 for each call, printed on stderr before the call."""
+    main(_delete_args(target, "1.0.0"))
+    main(_delete_args(target, "1.0.0"))
+
+    printed = [match.group(1) for match in _REQUEST_ID_LINE.finditer(capsys.readouterr().err)]
+    sent = [call.request.request_id for call in fake.calls]
+    assert sent == printed
+    assert sent[0] != sent[1]
+    assert all(uuid.UUID(request_id).version == 4 for request_id in sent)
+
+
+def test_a_given_request_id_is_sent_as_is_and_not_printed(
+    fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = "0F8E6A1C-3B1E-4D2A-9C61-5D2F7E9A0B13"
+
+    status = main(_delete_args(target, "--request-id", request_id, "1.0.0"))
+
+    assert (status, capsys.readouterr().err) == (0, "")
+    assert request_id == fake.calls[0].request.request_id
+
+
+def test_a_request_id_that_is_no_uuid_is_a_usage_error(
+    fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(_delete_args(target, "--request-id", "retry-1", "1.0.0"))
+
+    assert (status, fake.calls) == (2, [])
+    assert "invalid request id 'retry-1': expected a UUID" in capsys.readouterr().err
+
+
+def test_the_request_id_of_a_failed_call_is_in_its_json(
+    fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A call that failed (a deadline, say) is the one to retry: --json names its id."""
+    fake.error = plain_status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    status = main(_delete_args(target, "--json", "1.0.0"))
+
+    assert status == 1
+    assert fake.calls[0].request.request_id == json.loads(capsys.readouterr().out)["requestId"]
 
 
 def test_every_option_reaches_the_request(fake: FakeGateway, target: str) -> None:
@@ -123,6 +211,7 @@ def test_every_option_reaches_the_request(fake: FakeGateway, target: str) -> Non
     assert status == 0
     assert [call.request for call in fake.calls] == [
         pb.DeletePackageVersionsRequest(
+            request_id=fake.calls[0].request.request_id,
             domain="demo",
             domain_owner="111122223333",
             repository="dev-shared",
@@ -145,11 +234,21 @@ def test_headers_are_sent_as_call_metadata(fake: FakeGateway, target: str) -> No
     ]
 
 
-def test_target_defaults_to_the_environment(fake: FakeGateway, target: str) -> None:
+@pytest.mark.parametrize("variable", ["PKGGOV_CLI_TARGET", "PKGGOV_TARGET"])
+def test_target_defaults_to_the_environment(fake: FakeGateway, target: str, variable: str) -> None:
     args = _delete_args(target, "1.0.0")
     del args[1:3]  # drop --target
 
-    status = main(args, environ={"PKGGOV_TARGET": target})
+    status = main(args, environ={variable: target})
+
+    assert (status, len(fake.calls)) == (0, 1)
+
+
+def test_pkggov_cli_target_wins_over_the_older_name(fake: FakeGateway, target: str) -> None:
+    args = _delete_args(target, "1.0.0")
+    del args[1:3]  # drop --target
+
+    status = main(args, environ={"PKGGOV_CLI_TARGET": target, "PKGGOV_TARGET": "127.0.0.1:1"})
 
     assert (status, len(fake.calls)) == (0, 1)
 
@@ -169,7 +268,7 @@ def test_rpc_error_prints_code_reason_message_and_details(
 
     out, err = capsys.readouterr()
     assert (status, out) == (1, "")
-    assert err == (
+    assert _after_request_id(err) == (
         "error: INVALID_ARGUMENT INVALID_REQUEST: the request breaks field rules\n"
         "  domain: must be 2 to 50 characters\n"
         "  versions[0]: empty\n"
@@ -191,7 +290,7 @@ def test_rpc_error_with_resource_and_retry_lines(
     status = main(_delete_args(target, "1.0.0"))
 
     assert status == 1
-    assert capsys.readouterr().err == (
+    assert _after_request_id(capsys.readouterr().err) == (
         "error: RESOURCE_EXHAUSTED UPSTREAM_THROTTLED: CodeArtifact keeps throttling\n"
         "  resource: repository dev-shared: in domain demo\n"
         "  retry after: 2.5s\n"
@@ -215,25 +314,45 @@ def test_rpc_error_as_json_goes_to_stdout(
     assert (status, err) == (1, "")
     assert json.loads(out) == {
         "error": {
-            "code": "NOT_FOUND",
-            "reason": "UPSTREAM_NOT_FOUND",
-            "domain": "pkggov.internal",
+            "code": 5,
+            "status": "NOT_FOUND",
             "message": "package widgets not found",
-            "details": {
-                "metadata": {"aws_request_id": "req-1"},
-                "fieldViolations": [],
-                "resource": {
+            "reason": "UPSTREAM_NOT_FOUND",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "UPSTREAM_NOT_FOUND",
+                    "domain": "pkggov.internal",
+                    "metadata": {"aws_request_id": "req-1"},
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.ResourceInfo",
                     "resourceType": "package",
                     "resourceName": "widgets",
+                    "owner": "",
                     "description": "",
                 },
-                "retryDelaySeconds": None,
-                "deniedVersions": [],
-                "deniedOmitted": 0,
-                "quotaViolations": [],
-            },
-        }
+            ],
+        },
+        "requestId": fake.calls[0].request.request_id,
     }
+
+
+def test_error_json_keeps_a_detail_of_a_type_it_does_not_know(
+    fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from google.protobuf import any_pb2
+    from google.rpc import status_pb2
+    from grpc_status import rpc_status
+
+    status = status_pb2.Status(code=grpc.StatusCode.INTERNAL.value[0], message="odd")
+    status.details.append(any_pb2.Any(type_url="type.example.com/acme.Unknown", value=b"\x08\x01"))
+    fake.error = rpc_status.to_status(status)
+
+    assert 1 == main(_delete_args(target, "--json", "1.0.0"))
+
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert [{"@type": "type.example.com/acme.Unknown", "value": "CAE="}] == error["details"]
 
 
 def test_error_without_details_prints_one_line(
@@ -243,7 +362,7 @@ def test_error_without_details_prints_one_line(
 
     status = main(_delete_args(target, "1.0.0"))
 
-    assert (status, capsys.readouterr().err) == (
+    assert (status, _after_request_id(capsys.readouterr().err)) == (
         1,
         "error: RESOURCE_EXHAUSTED: message too large\n",
     )
@@ -255,8 +374,31 @@ def test_unreachable_gateway_is_an_rpc_error(capsys: pytest.CaptureFixture[str])
 
     status = main(_delete_args(target, "--timeout", "5", "1.0.0"))
 
+    err = _after_request_id(capsys.readouterr().err)
     assert status == 1
-    assert capsys.readouterr().err.startswith("error: UNAVAILABLE: ")
+    assert err.startswith(
+        "error: nothing accepts connections at --target: is the gateway running there?\n"
+        "  UNAVAILABLE: "
+    ), err
+
+
+def test_unreachable_gateway_as_json_has_the_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(FakeGateway()) as target:
+        pass  # The server is stopped again, so nothing listens on its port.
+
+    status = main(_delete_args(target, "--timeout", "5", "--json", "1.0.0"))
+
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert (status, error["code"], error["status"], error["reason"], error["details"]) == (
+        1,
+        14,
+        "UNAVAILABLE",
+        None,
+        [],
+    )
+    assert (
+        "nothing accepts connections at --target: is the gateway running there?" == (error["hint"])
+    )
 
 
 @pytest.mark.parametrize(
@@ -267,7 +409,13 @@ def test_unreachable_gateway_is_an_rpc_error(capsys: pytest.CaptureFixture[str])
         (["--header", "novalue", "1.0"], "expected KEY=VALUE"),
         (["--header", "grpc-timeout=1", "1.0"], "invalid metadata key"),
         (["--timeout", "0", "1.0"], "invalid timeout"),
-        ([], "required: VERSION"),
+        ([], "no versions given: name them as arguments or with --versions-from"),
+        (["-"], "use --versions-from - to read versions from standard input"),
+        (["--versions-from", "/nonexistent/versions"], "cannot read /nonexistent/versions"),
+        (["--dryrun", "1.0"], "error: unknown option --dryrun; did you mean --dry-run?"),
+        (["--dry", "1.0"], "error: unknown option --dry; did you mean --dry-run?"),
+        (["--dry-run=1", "--jsn", "1.0"], "unknown option --jsn; did you mean --json?"),
+        (["--zzz", "1.0"], "error: unknown option --zzz (see pkggov delete --help)"),
     ],
 )
 def test_bad_input_is_a_usage_error(
@@ -335,7 +483,11 @@ def test_dry_run_sends_validate_only_and_prints_the_plan_and_exits_3(
 
     out, err = capsys.readouterr()
     assert (status, err) == (3, "")
-    assert fake.calls[0].request.validate_only
+    assert (True, True, "") == (
+        fake.calls[0].request.validate_only,
+        fake.calls[0].request.allow_partial,
+        fake.calls[0].request.request_id,
+    )
     assert out == (
         "VERSION  DECISION         STATUS     LATEST  POLICIES / MESSAGE\n"
         "1.3.0    denied           Published  yes     denied by never-delete-latest\n"
@@ -364,48 +516,86 @@ def test_dry_run_where_every_version_would_be_deleted_exits_0(
     )
 
 
+def test_dry_run_with_a_denied_version_prints_the_whole_plan_and_exits_1(
+    fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --allow-partial the real call would fail on 1.3.0: the plan still shows every
+    version (the dry run is sent with allow_partial), stderr says why, and the exit is 1."""
+    _plan(fake)
+
+    status = main(_delete_args(target, "--dry-run", "1.3.0", "1.0.0", "9.9.9", "0.9.0"))
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert fake.calls[0].request.allow_partial
+    assert 4 + 2 == len(out.splitlines())
+    assert out.splitlines()[1].split()[:2] == ["1.3.0", "denied"]
+    assert err == (
+        "error: the real call would fail with PERMISSION_DENIED (POLICY_DENIED): policy denies "
+        "1 of 4 version(s) (1.3.0); with --allow-partial it would delete the allowed ones and "
+        "report these NOT_ALLOWED\n"
+    )
+
+
 def test_dry_run_json_prints_the_decisions(
     fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The plan in proto3 JSON, in request order; exit 1 as 1.3.0 is denied."""
     _plan(fake)
 
     status = main(_delete_args(target, "--dry-run", "--json", "1.3.0", "1.0.0", "9.9.9", "0.9.0"))
 
-    out = capsys.readouterr().out
-    assert status == 3
+    out, err = capsys.readouterr()
+    assert (status, err) == (1, "")
     assert ["1.3.0", "1.0.0", "9.9.9", "0.9.0"] == list(json.loads(out)["decisions"])
     assert json.loads(out) == {
+        "successfulVersions": {},
+        "failedVersions": {},
+        "auditEventId": "",
         "decisions": {
             "1.3.0": {
-                "outcome": "DENIED",
+                "outcome": "VERSION_OUTCOME_DENIED",
                 "policyIds": ["never-delete-latest"],
                 "message": "denied by never-delete-latest",
-                "status": "Published",
+                "status": "PACKAGE_VERSION_STATUS_PUBLISHED",
                 "isLatest": True,
             },
             "1.0.0": {
-                "outcome": "WOULD_DELETE",
+                "outcome": "VERSION_OUTCOME_WOULD_DELETE",
                 "policyIds": ["ci-may-delete-prerelease"],
                 "message": "allowed by ci-may-delete-prerelease",
-                "status": "Unlisted",
+                "status": "PACKAGE_VERSION_STATUS_UNLISTED",
                 "isLatest": False,
             },
             "9.9.9": {
-                "outcome": "NOT_FOUND",
+                "outcome": "VERSION_OUTCOME_NOT_FOUND",
                 "policyIds": [],
                 "message": "version 9.9.9 does not exist",
-                "status": None,
+                "status": "PACKAGE_VERSION_STATUS_UNSPECIFIED",
                 "isLatest": False,
             },
             "0.9.0": {
-                "outcome": "STATUS_MISMATCH",
+                "outcome": "VERSION_OUTCOME_STATUS_MISMATCH",
                 "policyIds": [],
                 "message": "status is Archived,\nnot Unlisted",
-                "status": "Archived",
+                "status": "PACKAGE_VERSION_STATUS_ARCHIVED",
                 "isLatest": False,
             },
-        }
+        },
     }
+
+
+def test_dry_run_with_a_request_id_sends_and_prints_it(
+    fake: FakeGateway, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dry run makes no request id of its own (it changes nothing), but sends a given one."""
+    add_decision(fake.response, "1.0.0", "WOULD_DELETE")
+    request_id = str(uuid.uuid4())
+
+    status = main(_delete_args(target, "--dry-run", "--json", "--request-id", request_id, "1"))
+
+    assert (status, fake.calls[0].request.request_id) == (0, request_id)
+    assert request_id == json.loads(capsys.readouterr().out)["requestId"]
 
 
 def test_dry_run_json_where_every_version_would_be_deleted_exits_0(
@@ -441,7 +631,7 @@ def test_policy_denial_lists_the_denied_versions_and_exits_1(
 
     out, err = capsys.readouterr()
     assert (status, out) == (1, "")
-    assert err == (
+    assert (err if dry_run else _after_request_id(err)) == (
         "error: PERMISSION_DENIED POLICY_DENIED: policy denies 2 of 3 versions\n"
         "  denied 1.3.0: denied by never-delete-latest\n"
         "  denied 2.0.0: denied: no policy permits it\n"
@@ -454,12 +644,13 @@ def test_policy_denial_as_json_has_the_denied_versions(
 ) -> None:
     fake.error = _POLICY_DENIED
 
-    status = main(_delete_args(target, "--dry-run", "--json", "1.3.0"))
+    status = main(_delete_args(target, "--json", "1.3.0"))
 
-    details = json.loads(capsys.readouterr().out)["error"]["details"]
-    assert status == 1
-    assert (details["deniedVersions"], details["deniedOmitted"], details["quotaViolations"]) == (
-        [
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert (status, error["status"], error["reason"]) == (1, "PERMISSION_DENIED", "POLICY_DENIED")
+    assert error["details"][1] == {
+        "@type": "type.googleapis.com/pkggov.v1.PolicyDenial",
+        "deniedVersions": [
             {
                 "version": "1.3.0",
                 "policyIds": ["never-delete-latest"],
@@ -467,9 +658,8 @@ def test_policy_denial_as_json_has_the_denied_versions(
             },
             {"version": "2.0.0", "policyIds": [], "reason": "denied: no policy permits it"},
         ],
-        12,
-        [],
-    )
+        "omittedCount": 12,
+    }
 
 
 def test_version_limit_prints_the_quota_violation(
@@ -484,7 +674,7 @@ def test_version_limit_prints_the_quota_violation(
 
     status = main(_delete_args(target, "1", "2", "3"))
 
-    assert (status, capsys.readouterr().err) == (
+    assert (status, _after_request_id(capsys.readouterr().err)) == (
         1,
         "error: PERMISSION_DENIED VERSION_LIMIT_EXCEEDED: 3 versions requested, at most 2 "
         "allowed\n"
@@ -533,10 +723,12 @@ def test_new_request_fields_default_to_unset(fake: FakeGateway, target: str) -> 
     )
 
 
+@pytest.mark.parametrize("flag", ["--as", "--principal"])
 def test_principal_is_sent_as_the_development_identity_header(
-    fake: FakeGateway, target: str
+    fake: FakeGateway, target: str, flag: str
 ) -> None:
-    main(_delete_args(target, "--principal", "alice", "--header", "x-team=a", "1.0.0"))
+    """--as NAME (and on delete its older spelling --principal NAME) sends the dev header."""
+    main(_delete_args(target, flag, "alice", "--header", "x-team=a", "1.0.0"))
 
     sent = fake.calls[0].metadata
     assert [("x-team", "a"), ("x-pkggov-principal", "alice")] == [
@@ -547,7 +739,7 @@ def test_principal_is_sent_as_the_development_identity_header(
 def test_principal_key_comes_from_the_environment(fake: FakeGateway, target: str) -> None:
     main(
         _delete_args(target, "--principal", "alice", "1.0.0"),
-        environ={"PKGGOV_DEV_PRINCIPAL_KEY": "X-Dev-User"},
+        environ={"PKGGOV_CLI_PRINCIPAL_KEY": "X-Dev-User"},
     )
 
     assert [("x-dev-user", "alice")] == [
@@ -559,6 +751,7 @@ def test_principal_key_comes_from_the_environment(fake: FakeGateway, target: str
     ("extra", "complaint"),
     [
         (["--principal", "a", "--header", "x-pkggov-principal=b"], "use one"),
+        (["--as", "a", "--header", "x-pkggov-principal=b"], "use one"),
         (["--principal", ""], "invalid principal"),
         (["--principal", "a\tb"], "invalid metadata value"),
     ],
@@ -581,32 +774,360 @@ def test_bad_principal_key_in_the_environment_is_a_usage_error(
 ) -> None:
     status = main(
         _delete_args(target, "--principal", "alice", "1.0.0"),
-        environ={"PKGGOV_DEV_PRINCIPAL_KEY": "bad key"},
+        environ={"PKGGOV_CLI_PRINCIPAL_KEY": "bad key"},
     )
 
     assert (status, fake.calls) == (2, [])
-    assert "$PKGGOV_DEV_PRINCIPAL_KEY" in capsys.readouterr().err
+    assert "$PKGGOV_CLI_PRINCIPAL_KEY" in capsys.readouterr().err
 
 
 def test_delete_help_documents_the_new_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["delete", "--help"]) == 0
 
     text = " ".join(capsys.readouterr().out.split())
-    for option in ("--dry-run", "--allow-partial", "--justification TEXT", "--principal NAME"):
+    for option in (
+        "--dry-run",
+        "--allow-partial",
+        "--justification TEXT",
+        "--as NAME",
+        "--principal NAME",
+        "--request-id UUID",
+        "--versions-from FILE",
+        "$PKGGOV_CLI_TARGET",
+        "$PKGGOV_CLI_PRINCIPAL_KEY",
+    ):
         assert option in text
     assert "development mode only" in text
 
 
-def test_policy_subcommands_are_wired_and_dispatched_through_func(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["policy"], "policy"),
+        (["policy", "--policies", "p", "test", "cases.yaml"], "policy"),
+        (["policy", "--help"], "policy"),
+        (["audit", "verify", "--store", "sqlite:a.db", "--json"], "audit verify"),
+    ],
+)
+def test_operator_commands_say_they_moved_to_pkggov_admin(
+    capsys: pytest.CaptureFixture[str], argv: list[str], command: str
 ) -> None:
-    from pkggov_client._policy_cli import run_test, run_validate
-    from pkggov_client.cli import build_parser
+    """`pkggov policy ...` and `pkggov audit verify ...` (now `pkggov-admin`, installed with the
+    gateway): exit 2 and one line on stderr naming the new command, whatever the arguments."""
+    assert 2 == main(argv)
+    output = capsys.readouterr()
+    moved = (
+        f"pkggov {command}: moved to `pkggov-admin {command}`, which is installed with the "
+        "gateway (the pkggov distribution), not with pkggov-client"
+    )
+    assert ("", [moved]) == (output.out, output.err.splitlines())
 
-    parser = build_parser({})
 
-    assert run_validate is parser.parse_args(["policy", "validate"]).func
-    assert run_test is parser.parse_args(["policy", "test", "cases.yaml"]).func
-    assert main(["policy", "--help"]) == 0
-    assert {"validate", "test"} <= set(capsys.readouterr().out.split())
-    assert main(["policy"]) == 2
+def test_versions_come_from_arguments_then_files_then_standard_input(
+    fake: FakeGateway,
+    target: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--versions-from FILE and --versions-from - (standard input) add to the VERSION
+    arguments, in order; blank lines and text after # are left out."""
+    listed = tmp_path / "versions.txt"
+    listed.write_text("# stale pre-releases\n2.0.0-rc.1\n\n  2.0.0-rc.2  # the last rc\r\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("3.0.0\n#3.0.1\n"))
+
+    status = main(
+        _delete_args(target, "1.0.0", "--versions-from", str(listed), "--versions-from", "-")
+    )
+
+    assert status == 0
+    assert ["1.0.0", "2.0.0-rc.1", "2.0.0-rc.2", "3.0.0"] == list(fake.calls[0].request.versions)
+
+
+def test_versions_from_standard_input_alone(
+    fake: FakeGateway, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("1.0.0\n1.0.1"))
+
+    assert 0 == main(_delete_args(target, "--versions-from", "-"))
+    assert ["1.0.0", "1.0.1"] == list(fake.calls[0].request.versions)
+
+
+@pytest.mark.parametrize(
+    ("text", "versions"),
+    [
+        ("1.0.0\n\n1.0.1\n", ["1.0.0", "1.0.1"]),
+        ("  1.0.0\t\r\n# all\n#\n", ["1.0.0"]),
+        ("1.0.0#comment\n", ["1.0.0"]),
+        ("-\n", ["-"]),  # a version named "-" (CodeArtifact allows it) from a file
+        ("1.0\u00a0beta\n", ["1.0\u00a0beta"]),  # not ASCII whitespace: part of the version
+        ("1.0\u2028\n", ["1.0\u2028"]),  # not a line break here: only \n ends a line
+        ("", []),
+    ],
+)
+def test_parse_versions_reads_one_version_per_line(text: str, versions: list[str]) -> None:
+    from pkggov_client.cli import parse_versions
+
+    assert versions == parse_versions(text, "f")
+
+
+def test_parse_versions_refuses_two_words_on_a_line() -> None:
+    from pkggov_client._cli_base import UsageError
+    from pkggov_client.cli import parse_versions
+
+    with pytest.raises(UsageError, match=r"^f:2: expected one version per line, got '1.0 2.0'$"):
+        parse_versions("0.9\n1.0 2.0\n", "f")
+
+
+def test_a_versions_file_with_two_words_on_a_line_is_a_usage_error(
+    fake: FakeGateway, target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listed = tmp_path / "v.txt"
+    listed.write_text("1.0 2.0\n")
+
+    status = main(_delete_args(target, "--versions-from", str(listed)))
+
+    assert (status, fake.calls) == (2, [])
+    assert f"{listed}:1: expected one version per line" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--version"],
+        ["delete", "--version"],
+        ["audit", "--version"],
+        ["audit", "list", "--version"],
+        ["audit", "show", "--version"],
+    ],
+)
+def test_every_command_prints_the_client_version(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pkggov_client._cli_base import client_version
+
+    assert 0 == main(argv)
+    assert f"{client_version()}\n" == capsys.readouterr().out
+    assert re.fullmatch(r"pkggov(-client)? \d+\.\d+\.\d+\S*", client_version())
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["audit", "list", "--limt", "5"], "unknown option --limt; did you mean --limit?"),
+        (["audit", "list", "--principal", "carol"], "--principal is ambiguous in `pkggov audit`"),
+        (["audit", "show", "--principal", "carol", "x"], "use --as NAME to call as NAME"),
+        (["audit", "list", "--caller", "bob"], "--caller is now --by PRINCIPAL"),
+        (["audit", "list", "--version", "1.0.0"], None),  # --version: the client's, exit 0
+        (["--dryrun"], "unknown option --dryrun (see pkggov --help)"),
+    ],
+)
+def test_audit_flags_that_could_be_confused_are_refused(
+    argv: list[str], complaint: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(argv)
+
+    assert (0 if complaint is None else 2) == status
+    assert complaint is None or complaint in capsys.readouterr().err
+
+
+class _BrokenPipe(io.StringIO):
+    """A stdout whose reader has gone: every write fails with EPIPE."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]], ids=["table", "json"])
+def test_a_reader_that_went_away_does_not_change_the_exit_status(
+    fake: FakeGateway, target: str, monkeypatch: pytest.MonkeyPatch, extra: list[str]
+) -> None:
+    """`pkggov delete ... | head -0`: the call's own status (3 here), not a failure."""
+    _succeed(fake, "1.0.0")
+    _fail(fake, "9.9.9", "not found")
+    monkeypatch.setattr("sys.stdout", _BrokenPipe())
+
+    assert 3 == main(_delete_args(target, *extra, "1.0.0", "9.9.9"))
+    assert 1 == len(fake.calls)
+
+
+_UNAVAILABLE = "failed to connect to all addresses; last error: "
+
+
+@pytest.mark.parametrize(
+    ("message", "tls", "client_certificate", "hint"),
+    [
+        (
+            _UNAVAILABLE + "UNKNOWN: ipv4:127.0.0.1:1: Tls handshake failed (TSI_PROTOCOL_FAILURE)"
+            ": SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:"
+            "CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate: OK",
+            True,
+            True,
+            "we do not trust the gateway's certificate (unable to get local issuer certificate): "
+            "--cacert must hold the CA that issued it",
+        ),
+        (
+            _UNAVAILABLE + "UNAVAILABLE: ipv4:127.0.0.1:1: Socket closed",
+            True,
+            True,
+            "the gateway closed the connection after the TLS handshake: it most likely refused "
+            "our client certificate (expired, not yet valid, or not issued by a CA it trusts)",
+        ),
+        (
+            _UNAVAILABLE + "UNAVAILABLE: ipv4:127.0.0.1:1: Socket closed",
+            True,
+            False,
+            "the gateway closed the connection after the TLS handshake: it most likely "
+            "requires a client certificate (--cert, --key)",
+        ),
+        (
+            _UNAVAILABLE + "UNAVAILABLE: ipv4:127.0.0.1:1: Socket closed",
+            False,
+            False,
+            "the gateway closed the connection before answering: if it serves TLS, pass "
+            "--cacert (and --cert, --key for mTLS)",
+        ),
+        (
+            "Ssl handshake failed: SSL_ERROR_SSL: error:10000410:SSL routines:"
+            "OPENSSL_internal:SSLV3_ALERT_HANDSHAKE_FAILURE: tlsv13 alert certificate required",
+            True,
+            False,
+            "the gateway refused the connection: it requires a client certificate (--cert, --key)",
+        ),
+        (
+            "Ssl handshake failed: SSL_ERROR_SSL: error:10000415: sslv3 alert certificate expired",
+            True,
+            True,
+            "the gateway refused our client certificate (certificate expired)",
+        ),
+        (
+            _UNAVAILABLE + "UNKNOWN: ipv4:127.0.0.1:1: Tls handshake failed (TSI_PROTOCOL_FAILURE)"
+            ": SSL_ERROR_SSL: error:100000f7:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER",
+            True,
+            False,
+            "the gateway did not answer in TLS: it probably serves plaintext (drop --cacert)",
+        ),
+        (
+            _UNAVAILABLE + "UNKNOWN: ipv4:127.0.0.1:1: Custom verification check failed with "
+            "error: UNAUTHENTICATED: Hostname Verification Check failed.",
+            True,
+            False,
+            "the gateway's certificate does not name the host in --target: connect by a name or "
+            "address the certificate lists",
+        ),
+        (
+            _UNAVAILABLE + "UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: "
+            "Connection refused",
+            False,
+            False,
+            "nothing accepts connections at --target: is the gateway running there?",
+        ),
+        ("the gateway is draining", False, False, None),
+    ],
+)
+def test_connection_hint_says_which_side_refused_and_why(
+    message: str, tls: bool, client_certificate: bool, hint: str | None
+) -> None:
+    from pkggov_client import PkggovError
+    from pkggov_client._cli_base import connection_hint
+
+    error = PkggovError(grpc.StatusCode.UNAVAILABLE, message)
+
+    assert hint == connection_hint(error, tls=tls, client_certificate=client_certificate)
+
+
+def test_connection_hint_leaves_gateway_errors_alone() -> None:
+    """An UNAVAILABLE the gateway sent (it has a reason) is not a failed connection."""
+    from pkggov_client import PkggovError
+    from pkggov_client._cli_base import connection_hint
+
+    error = PkggovError(grpc.StatusCode.UNAVAILABLE, "Socket closed", reason="AUDIT_UNAVAILABLE")
+
+    assert None is connection_hint(error, tls=True, client_certificate=True)
+
+
+class _FakeAudit(pb.AuditServiceServicer):
+    """An AuditService that answers one scripted event and records the list requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[pb.ListAuditEventsRequest] = []
+        self.metadata: list[tuple[tuple[str, str | bytes], ...]] = []
+        self.event = pb.AuditEvent(
+            event_id="0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13",
+            principal="alice",
+            method="/pkggov.v1.PackageGovernanceService/DeletePackageVersions",
+            decision="allowed",
+            status_code="OK",
+        )
+        entry = self.event.entries.add(seq=3, kind="outcome", hash="ab", prev_hash="cd")
+        entry.body.update({"versions_deleted": 3, "duration_ms": 12.5, "nested": {"count": [1]}})
+
+    def ListAuditEvents(  # noqa: N802 - the generated servicer's name
+        self, request: pb.ListAuditEventsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAuditEventsResponse:
+        self.requests.append(request)
+        self.metadata.append(tuple(context.invocation_metadata()))
+        return pb.ListAuditEventsResponse(events=[self.event], next_page_token="")
+
+    def GetAuditEvent(  # noqa: N802 - the generated servicer's name
+        self, request: pb.GetAuditEventRequest, context: grpc.ServicerContext
+    ) -> pb.GetAuditEventResponse:
+        return pb.GetAuditEventResponse(event=self.event)
+
+
+@pytest.fixture
+def audit() -> Iterator[tuple[_FakeAudit, str]]:
+    from concurrent import futures
+
+    fake = _FakeAudit()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb.add_AuditServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield fake, f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None).wait()
+
+
+def test_audit_list_calls_as_one_principal_and_filters_by_another(
+    audit: tuple[_FakeAudit, str],
+) -> None:
+    """--as carol is who calls (the development header); --by bob whose events are listed."""
+    fake, address = audit
+
+    status = main(["audit", "list", "--target", address, "--as", "carol", "--by", "bob"])
+
+    assert status == 0
+    assert "bob" == fake.requests[0].principal
+    assert ("x-pkggov-principal", "carol") in fake.metadata[0]
+
+
+def test_audit_list_json_is_proto3_json(
+    audit: tuple[_FakeAudit, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, address = audit
+
+    assert 0 == main(["audit", "list", "--target", address, "--json"])
+
+    page = json.loads(capsys.readouterr().out)
+    assert "" == page["nextPageToken"]
+    event = page["events"][0]
+    assert ("0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13", "OK") == (event["eventId"], event["statusCode"])
+    assert {"versions_deleted": 3, "duration_ms": 12.5, "nested": {"count": [1]}} == (
+        event["entries"][0]["body"]
+    )
+
+
+def test_audit_show_prints_integers_as_integers(
+    audit: tuple[_FakeAudit, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Struct holds every number as a double: 3 is shown as 3, not 3.0; 12.5 stays."""
+    _, address = audit
+
+    assert 0 == main(["audit", "show", "--target", address, "0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13"])
+
+    out = capsys.readouterr().out
+    assert '"versions_deleted": 3\n' in out
+    assert '"duration_ms": 12.5,' in out
+    assert '"count": [\n      1\n    ]' in out
+    assert ".0" not in out

@@ -252,3 +252,20 @@ def test_rpc_error_that_is_not_a_call_is_unknown() -> None:
     error = error_from_rpc_error(grpc.RpcError("odd"))
 
     assert (error.code, error.message, error.reason) == (grpc.StatusCode.UNKNOWN, "odd", None)
+
+
+def test_error_names_the_audit_event_from_its_error_info_or_none() -> None:
+    """The gateway puts the event id in ErrorInfo metadata "audit_event_id"; gRPC's own errors
+    (and ErrorInfo without it) have none."""
+    recorded = _error_for(
+        rich_status(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "denied",
+            reason="POLICY_DENIED",
+            metadata={"audit_event_id": "0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13"},
+        )
+    )
+    plain = _error_for(plain_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "too large"))
+
+    assert "0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13" == recorded.audit_event_id
+    assert None is plain.audit_event_id

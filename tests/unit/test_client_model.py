@@ -225,3 +225,14 @@ def test_plan_renders_as_json() -> None:
             },
         }
     }
+
+
+def test_result_names_the_audit_event_or_none() -> None:
+    response = pb.DeletePackageVersionsResponse(
+        audit_event_id="0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13"
+    )
+
+    assert (
+        "0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13" == DeleteResult.from_proto(response).audit_event_id
+    )
+    assert None is DeleteResult.from_proto(pb.DeletePackageVersionsResponse()).audit_event_id

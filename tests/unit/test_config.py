@@ -60,6 +60,19 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert 12 == settings.server.max_workers
 
 
+def test_the_client_cli_variables_are_not_settings() -> None:
+    """PKGGOV_CLI_* belong to the `pkggov` CLI (and PKGGOV_TARGET, its older name): the gateway
+    starts with them set, and no section could ever read them."""
+    env = {
+        "PKGGOV_CLI_TARGET": "127.0.0.1:50051",
+        "PKGGOV_CLI_PRINCIPAL_KEY": "x-dev-user",
+        "PKGGOV_CLI_ANYTHING_LATER": "1",
+        "PKGGOV_TARGET": "127.0.0.1:50051",
+    }
+    assert load_settings(None, {}, dev=True) == load_settings(None, env, dev=True)
+    assert "cli" not in {field.name for field in dataclasses.fields(Settings)}
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,4 +116,22 @@ def test_main_reports_an_unexpected_error_in_one_line(
     assert [
         "pkggov-gateway: unexpected error at start-up: RuntimeError: boom second line "
         "(logging.level = debug logs the traceback)"
+    ] == capsys.readouterr().err.splitlines()
+
+
+def test_dev_without_the_emulator_installed_fails_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--dev` where pkggov-emulator (a development distribution) is not installed, as in the
+    production image: exit 1, one line naming emulator.enabled and what to install."""
+    for name in [name for name in os.environ if name.startswith("PKGGOV_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # leave pytest's handlers alone
+    monkeypatch.setattr(entry, "configure_logging", lambda *_: None)
+    monkeypatch.setitem(sys.modules, "pkggov_emulator", None)  # makes its import fail
+    assert 2 == entry.main(["--dev"])
+    assert [
+        "pkggov-gateway: emulator.enabled: pkggov_emulator is not installed (a development "
+        "dependency; make venv installs pkggov-emulator from ./emulator)"
     ] == capsys.readouterr().err.splitlines()
