@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.logging.level, fmt)
     if args.check_config:
         return _check_config(settings)
+    for warning in preflight.warnings(settings):  # the same warnings --check-config prints
+        log.warning("config.suspicious", detail=warning)
     stop = threading.Event()  # set once by SIGTERM/SIGINT; never cleared
     reload = threading.Event()
     wake = threading.Event()

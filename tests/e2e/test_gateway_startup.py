@@ -321,3 +321,20 @@ def test_check_config_without_the_emulator_does_not_warn(bin_dir: Path, tmp_path
         PKGGOV_SERVER_LISTEN="0.0.0.0:50051",
     )
     assert (0, "") == (run.returncode, run.stderr)
+
+
+def test_the_emulator_beside_a_non_loopback_listener_is_logged_at_start_up(
+    bin_dir: Path, tmp_path: Path, taken: str
+) -> None:
+    """What --check-config warns about is also logged when the gateway starts (here it then
+    stops at once, on a taken port, so the test needs no running gateway)."""
+    run = _run(
+        bin_dir,
+        tmp_path,
+        PKGGOV_EMULATOR_LISTEN="0.0.0.0:0",
+        PKGGOV_SERVER_LISTEN=taken,
+    )
+    warned = [line for line in run.stderr.splitlines() if '"config.suspicious"' in line]
+    assert 1 == len(warned), run.stderr
+    assert "emulator.listen 0.0.0.0:0" in warned[0]
+    assert run.last_line.startswith("pkggov-gateway: server.listen ")
