@@ -1,7 +1,8 @@
 """The `pkggov` command line: governed package-version deletion through the gateway and
 reading its audit record (`pkggov audit list|show`, in `_audit_cli`). The operator tools that
 need the gateway's own code (`policy validate|test`, `audit verify`) are `pkggov-admin`,
-installed with the gateway; `pkggov policy` only says so (`_moved`).
+installed with the gateway; `pkggov policy` only says so (`_moved`). The options every command
+shares to reach the gateway are in `_connection`; results are laid out as text in `_render`.
 
 Exit statuses: 0 when every version was deleted, 3 when the call succeeded but some versions
 failed, 1 when the call itself failed (an RPC error), 2 for a usage error. A dry run
@@ -23,33 +24,33 @@ import os
 import re
 import sys
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-
-import grpc
 
 from pkggov_client._audit_cli import add_audit_commands
 from pkggov_client._cli_base import (
     ArgumentParser,
     UsageError,
-    connection_hint,
     emit,
     emit_json,
     error_to_dict,
     finish_stdout,
     message_to_dict,
 )
-from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient, check_metadata
-from pkggov_client._errors import PkggovError
-from pkggov_client._model import (
-    DeleteResult,
-    PackageFormat,
-    PackageVersionStatus,
-    VersionDecision,
-    ordered_keys,
+from pkggov_client._client import PkggovClient
+from pkggov_client._connection import (
+    add_principal_header,
+    channel_credentials,
+    connect,
+    connection_parser,
+    principal_arg,
+    principal_key,
+    report_error,
 )
+from pkggov_client._errors import PkggovError
+from pkggov_client._model import DeleteResult, PackageFormat, PackageVersionStatus, ordered_keys
 from pkggov_client._moved import add_moved_command
+from pkggov_client._render import render_plan, render_table
 
 __all__ = [
     "EXIT_OK",
@@ -68,12 +69,6 @@ EXIT_RPC_ERROR = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-TARGET_ENV = "PKGGOV_CLI_TARGET"
-LEGACY_TARGET_ENV = "PKGGOV_TARGET"
-"""The older name of TARGET_ENV, still read (the gateway ignores it too)."""
-DEV_PRINCIPAL_KEY = "x-pkggov-principal"
-DEV_PRINCIPAL_KEY_ENV = "PKGGOV_CLI_PRINCIPAL_KEY"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ASCII_SPACE = " \t\r\f\v"
 """The whitespace a version may not hold (the gateway's rule reads \\s as ASCII only)."""
@@ -94,33 +89,6 @@ def _enum_arg(
             raise argparse.ArgumentTypeError(
                 f"invalid {what} {text!r} (choose from {choices})"
             ) from None
-
-    return parse
-
-
-def _header_arg(text: str) -> tuple[str, str]:
-    """Read `KEY=VALUE` as one call-metadata pair; the key is lower-cased."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"invalid header {text!r}: expected KEY=VALUE")
-    try:
-        (pair,) = check_metadata([(key.strip().lower(), value)])
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return pair
-
-
-def _principal_arg(key: str) -> Callable[[str], tuple[str, str]]:
-    """Return an argparse type that reads a principal name as the pair (`key`, NAME)."""
-
-    def parse(text: str) -> tuple[str, str]:
-        if not text:
-            raise argparse.ArgumentTypeError("invalid principal '': expected a name")
-        try:
-            (pair,) = check_metadata([(key, text)])
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"{err} (key from ${DEV_PRINCIPAL_KEY_ENV})") from None
-        return pair
 
     return parse
 
@@ -189,92 +157,6 @@ def _versions(args: argparse.Namespace) -> list[str]:
     return versions
 
 
-def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
-    """TLS channel credentials from --cacert/--cert/--key, or None for plaintext."""
-    if args.cacert is None:
-        if args.cert is not None or args.key is not None:
-            raise UsageError("--cert and --key need --cacert (TLS)")
-        return None
-    if (args.cert is None) != (args.key is None):
-        raise UsageError("--cert and --key go together")
-    try:
-        return grpc.ssl_channel_credentials(
-            root_certificates=args.cacert.read_bytes(),
-            private_key=args.key.read_bytes() if args.key else None,
-            certificate_chain=args.cert.read_bytes() if args.cert else None,
-        )
-    except OSError as error:
-        raise UsageError(f"cannot read {error.filename}: {error.strerror}") from error
-
-
-def _principal_key(environ: Mapping[str, str]) -> str:
-    """The metadata key that --as NAME sets."""
-    return (environ.get(DEV_PRINCIPAL_KEY_ENV) or DEV_PRINCIPAL_KEY).strip().lower()
-
-
-def _connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    """Options every subcommand shares: where the gateway is, call metadata, output form."""
-    parent = ArgumentParser(add_help=False)
-    group = parent.add_argument_group("connection and output")
-    default_target = environ.get(TARGET_ENV) or environ.get(LEGACY_TARGET_ENV) or DEFAULT_TARGET
-    group.add_argument(
-        "--target",
-        default=default_target,
-        metavar="HOST:PORT",
-        help=(
-            f"gateway address (default: ${TARGET_ENV}, ${LEGACY_TARGET_ENV} or {DEFAULT_TARGET}; "
-            f"now {default_target})"
-        ),
-    )
-    group.add_argument(
-        "--header",
-        dest="headers",
-        action="append",
-        type=_header_arg,
-        default=[],
-        metavar="KEY=VALUE",
-        help="call metadata to send; repeat for several",
-    )
-    group.add_argument(
-        "--cacert",
-        type=Path,
-        metavar="FILE",
-        help="use TLS, trusting the gateway certificate's CA in FILE (PEM); without it the "
-        "connection is plaintext",
-    )
-    group.add_argument(
-        "--cert", type=Path, metavar="FILE", help="client certificate (PEM) for mTLS"
-    )
-    group.add_argument("--key", type=Path, metavar="FILE", help="client private key (PEM) for mTLS")
-    group.add_argument(
-        "--as",
-        dest="as_principal",
-        type=_principal_arg(_principal_key(environ)),
-        metavar="NAME",
-        help=(
-            "development mode only: call as NAME by sending the header "
-            f"{_principal_key(environ)}=NAME (key from ${DEV_PRINCIPAL_KEY_ENV}, default "
-            f"{DEV_PRINCIPAL_KEY}); a gateway not in development mode does not trust it"
-        ),
-    )
-    group.add_argument(
-        "--timeout",
-        type=_seconds_arg,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"deadline of the call (default: {DEFAULT_TIMEOUT:g})",
-    )
-    group.add_argument(
-        "--json",
-        action="store_true",
-        help=(
-            "print JSON on stdout: the response in the proto3 JSON mapping (lowerCamelCase "
-            'names, as grpcurl prints it), or {"error": google.rpc.Status} when the call fails'
-        ),
-    )
-    return parent
-
-
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """Build the `pkggov` argument parser; `environ` supplies defaults such as
     PKGGOV_CLI_TARGET."""
@@ -288,7 +170,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _connection_parser(environ)
+    common = connection_parser(environ)
 
     delete = commands.add_parser(
         "delete",
@@ -306,7 +188,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     delete.add_argument(
         "--principal",
         dest="as_principal",
-        type=_principal_arg(_principal_key(environ)),
+        type=principal_arg(principal_key(environ)),
         metavar="NAME",
         help="the same as --as NAME",
     )
@@ -380,18 +262,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     delete.set_defaults(func=_run_delete)
 
     add_moved_command(commands, "policy", "pkggov-admin policy")
-    add_audit_commands(commands, common, _connect, _report_error)
+    add_audit_commands(commands, common, connect, report_error)
     return parser
-
-
-def _connect(args: argparse.Namespace) -> PkggovClient:
-    """A client for the connection options of `args` (UsageError for bad TLS options)."""
-    return PkggovClient(
-        args.target,
-        credentials=_credentials(args),
-        metadata=args.headers,
-        timeout=args.timeout,
-    )
 
 
 def _run_delete(args: argparse.Namespace) -> int:
@@ -402,7 +274,7 @@ def _run_delete(args: argparse.Namespace) -> int:
     is denied and --allow-partial is not given.
     """
     try:
-        credentials = _credentials(args)
+        credentials = channel_credentials(args)
         versions = _versions(args)
     except UsageError as error:
         print(f"pkggov delete: error: {error}", file=sys.stderr)
@@ -437,7 +309,7 @@ def _run_delete(args: argparse.Namespace) -> int:
                 request_id=request_id,
             )
     except PkggovError as err:
-        _report_error(err, args, request_id=request_id)
+        report_error(err, args, request_id=request_id)
         return EXIT_RPC_ERROR
     if args.dry_run:
         return _report_plan(result, args, versions, request_id)
@@ -497,120 +369,6 @@ def _report_plan(
     return EXIT_OK if result.all_would_delete else EXIT_PARTIAL
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _outcome_label(outcome: str) -> str:
-    """Return an outcome in words: "WOULD_DELETE" becomes "would delete"."""
-    return outcome.lower().replace("_", " ")
-
-
-def _decision_detail(decision: VersionDecision) -> str:
-    """The POLICIES / MESSAGE cell: the message, preceded by any policy id it does not name."""
-    message = _one_line(decision.message)
-    unnamed = [policy for policy in decision.policy_ids if policy not in message]
-    parts = [", ".join(unnamed)] if unnamed else []
-    if message:
-        parts.append(message)
-    return ": ".join(parts) or "-"
-
-
-_PLAN_SUMMARY_ORDER = ("DENIED", "NOT_FOUND", "STATUS_MISMATCH")
-"""The outcomes other than WOULD_DELETE that a plan's summary counts, in this order."""
-_KNOWN_OUTCOMES = frozenset({"WOULD_DELETE", *_PLAN_SUMMARY_ORDER})
-
-
-def render_plan(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
-    """Render a dry run's plan, one row per version, and a closing summary such as
-    "dry run: 2 would be deleted, 1 denied; nothing was deleted".
-
-    Versions listed in `order` (the request's order) come first, then any others sorted.
-    """
-    rows = [("VERSION", "DECISION", "STATUS", "LATEST", "POLICIES / MESSAGE")]
-    for version in ordered_keys(result.decisions, order):
-        decision = result.decisions[version]
-        rows.append(
-            (
-                version,
-                _outcome_label(decision.outcome),
-                "-" if decision.status is None else decision.status.value,
-                "yes" if decision.is_latest else "no",
-                _decision_detail(decision),
-            )
-        )
-    counts = Counter(decision.outcome for decision in result.decisions.values())
-    summary = [f"{counts['WOULD_DELETE']} would be deleted"]
-    summary.extend(
-        f"{counts[outcome]} {_outcome_label(outcome)}"
-        for outcome in _PLAN_SUMMARY_ORDER
-        if counts[outcome]
-    )
-    other = sum(count for outcome, count in counts.items() if outcome not in _KNOWN_OUTCOMES)
-    if other:
-        summary.append(f"{other} other")
-    return "\n".join([*_columns(rows), f"dry run: {', '.join(summary)}; nothing was deleted"])
-
-
-def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Lay rows out in columns two spaces apart; the last column is not padded."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
-    return [
-        "  ".join(
-            [*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]
-        ).rstrip()
-        for row in rows
-    ]
-
-
-def render_table(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
-    """Render one row per version and a closing summary such as "2 deleted, 1 failed".
-
-    Versions listed in `order` (the request's order) come first, then any others sorted.
-    """
-    rows = [("VERSION", "RESULT", "STATUS/ERROR", "REVISION/MESSAGE")]
-    for version in ordered_keys([*result.successful, *result.failed], order):
-        if version in result.successful:
-            done = result.successful[version]
-            status = "-" if done.status is None else done.status.value
-            rows.append((version, "deleted", status, done.revision))
-        else:
-            failed = result.failed[version]
-            rows.append((version, "failed", failed.error_code, _one_line(failed.message)))
-    summary = f"{len(result.successful)} deleted, {len(result.failed)} failed"
-    return "\n".join([*_columns(rows), summary])
-
-
-def _report_error(
-    err: PkggovError, args: argparse.Namespace, *, request_id: str | None = None
-) -> None:
-    """Print a failed call: as JSON on stdout with --json, else on stderr; a connection that
-    failed gets its cause in words when gRPC tells it (which side refused TLS, and why)."""
-    hint = connection_hint(
-        err, tls=args.cacert is not None, client_certificate=args.cert is not None
-    )
-    if args.json:
-        output = error_to_dict(err, hint=hint)
-        if request_id is not None:
-            output["requestId"] = request_id
-        emit_json(output)
-        return
-    print(f"error: {hint}" if hint else f"error: {err}", file=sys.stderr)
-    if hint:
-        print(f"  {err.headline}", file=sys.stderr)
-
-
-def _add_principal_header(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Append --as's pair to the call metadata; refuse it next to a --header of its key."""
-    principal: tuple[str, str] | None = getattr(args, "as_principal", None)
-    if principal is None:
-        return
-    key = principal[0]
-    if any(header_key == key for header_key, _ in args.headers):
-        parser.error(f"--as and --header {key}=... both set the principal; use one")
-    args.headers = [*args.headers, principal]
-
-
 def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
     """Run the CLI and return its exit status; `environ` defaults to the process environment.
 
@@ -620,7 +378,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     parser = build_parser(os.environ if environ is None else environ)
     try:
         args = parser.parse_args(argv)
-        _add_principal_header(parser, args)
+        add_principal_header(parser, args)
     except SystemExit as exit_:  # argparse exits for --help, --version and usage errors.
         finish_stdout()
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE

@@ -21,7 +21,7 @@ from pkggov_gateway.domain.audit import (
     column_values,
     columns_of,
 )
-from pkggov_gateway.tools import audit_verify
+from pkggov_gateway.tools import _verify_source, audit_verify
 from pkggov_gateway.tools.audit_verify import Problem, VerifyReport, verify
 
 Row = tuple[Any, ...]
@@ -34,7 +34,7 @@ PRINCIPAL = 1 + COLUMNS.index("principal")
 def chunk_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Rows per chunk: the default, and sizes that put rows on both sides of a boundary."""
     size = int(request.param)
-    monkeypatch.setattr(audit_verify, "_CHUNK", size)
+    monkeypatch.setattr(_verify_source, "_CHUNK", size)
     return size
 
 
@@ -424,7 +424,7 @@ class TestWithoutVerify:
     @pytest.fixture(autouse=True)
     def chunk_size(self) -> int:
         """Overrides the module's: the default chunk size, untouched."""
-        return int(audit_verify._CHUNK)
+        return int(_verify_source._CHUNK)
 
     def test_rows_built_here_match_the_store_layout(self) -> None:
         """The helper's rows hold exactly what columns_of derives (so the tests test verify)."""
@@ -492,8 +492,8 @@ class TestWorkerProcesses:
     @pytest.fixture(autouse=True)
     def chunk_size(self, monkeypatch: pytest.MonkeyPatch) -> int:
         """Overrides the module's: tiny chunks, workers from the tenth row on."""
-        monkeypatch.setattr(audit_verify, "_CHUNK", 3)
-        monkeypatch.setattr(audit_verify, "_PARALLEL_AFTER", 9)
+        monkeypatch.setattr(_verify_source, "_CHUNK", 3)
+        monkeypatch.setattr(_verify_source, "_PARALLEL_AFTER", 9)
         return 3
 
     @pytest.mark.parametrize(
@@ -501,14 +501,14 @@ class TestWorkerProcesses:
     )
     def test_they_find_the_same_problems(self, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
         pools: list[object] = []
-        start_pool = audit_verify._start_pool
+        start_pool = _verify_source._start_pool
 
         def recording(workers: int) -> Any:
             pool = start_pool(workers)
             pools.append(pool)
             return pool
 
-        monkeypatch.setattr(audit_verify, "_start_pool", recording)
+        monkeypatch.setattr(_verify_source, "_start_pool", recording)
         rows, expected = tampered(kind)
         report = verify(rows, workers=2)
         assert 1 == len(pools)
@@ -519,7 +519,7 @@ class TestWorkerProcesses:
     def test_without_a_pool_the_rows_are_checked_here(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(audit_verify, "_start_pool", lambda workers: None)
+        monkeypatch.setattr(_verify_source, "_start_pool", lambda workers: None)
         rows, expected = tampered("columns")
         assert expected == problem(verify(rows, workers=2))
 
@@ -530,6 +530,6 @@ class TestWorkerProcesses:
             def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
                 raise BrokenProcessPool("no workers")
 
-        monkeypatch.setattr(audit_verify, "_start_pool", lambda workers: Broken())
+        monkeypatch.setattr(_verify_source, "_start_pool", lambda workers: Broken())
         rows, expected = tampered("modified")
         assert expected == problem(verify(rows, workers=2))

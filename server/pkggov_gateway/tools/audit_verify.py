@@ -34,49 +34,39 @@ Known limits (what a hash chain alone cannot show):
   *deleted* at the row after (the message says so).
 
 Cost: parsing each body (for its columns) is most of the work and holds the GIL, so past the
-first `_PARALLEL_AFTER` rows the per-row checks run in a pool of spawned worker processes
-while the rows are read and linked here, in order. Memory: the hash and event id of every row
-read (to classify a broken link) and a short window of recent rows; rows after the first
-problem are only compared with it, not kept.
+first `_PARALLEL_AFTER` rows the per-row checks (`_verify_rows`) run in a pool of spawned worker
+processes while the rows are read (`_verify_source`) and linked here, in order. Memory: the
+hash and event id of every row read (to classify a broken link) and a short window of recent
+rows; rows after the first problem are only compared with it, not kept.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
 import os
-import pickle
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, Literal
 
-from pkggov_gateway.domain.audit import COLUMNS, GENESIS, column_values
+from pkggov_gateway.domain.audit import GENESIS
+from pkggov_gateway.tools._verify_rows import (
+    ALL_OK,
+    EVENT_ID,
+    HASH,
+    PREV,
+    Row,
+    examine,
+    hashes,
+)
+from pkggov_gateway.tools._verify_source import Chunk, Source
 
 __all__ = ["Problem", "ProblemKind", "VerifyReport", "verify"]
 
 ProblemKind = Literal["modified", "deleted", "inserted", "reordered", "columns"]
 
-_BODY = 1 + len(COLUMNS)
-_PREV = _BODY + 1
-_HASH = _BODY + 2
-_WIDTH = _BODY + 3
-_EVENT_ID = 1 + COLUMNS.index("event_id")
-
 _WINDOW = 4096
 """How many recent rows are kept to name the first of several inserted rows."""
-_CHUNK = 2000
-"""Rows per unit of work (checked here or sent to a worker process)."""
-_PARALLEL_AFTER = 10_000
-"""Rows checked here before worker processes are started (starting them takes ~0.3 s)."""
-
-_HASH_OK, _PARSED, _COLUMNS_OK = 1, 2, 4
-_ALL_OK = _HASH_OK | _PARSED | _COLUMNS_OK
-_PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
-"""What parsing a body that is not an entry raises (json.loads or `column_values`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,215 +112,7 @@ def verify(
     if workers is None:
         cores = os.cpu_count() or 1
         workers = min(cores, 4) if cores > 1 else 0
-    return _Verifier(_Source(rows, workers), expect_head).run()
-
-
-# --- checks of one row --------------------------------------------------------------------
-
-_raw_decode = json.JSONDecoder().raw_decode
-
-
-def _decode(body: str) -> Any:
-    """``json.loads(body)``, a little faster for bodies without surrounding whitespace."""
-    try:
-        value, end = _raw_decode(body)
-    except ValueError:
-        return json.loads(body)  # the same error, or leading whitespace
-    return value if end == len(body) else json.loads(body)
-
-
-def _hashes(row: tuple[Any, ...]) -> bool:
-    """Whether the row's hash is ``chain_hash(prev_hash, body)``."""
-    try:
-        digest = hashlib.sha256((row[_PREV] + row[_BODY]).encode()).hexdigest()
-    except (TypeError, AttributeError, ValueError):  # not (encodable) text: nothing matches
-        return False
-    return bool(digest == row[_HASH])
-
-
-def _check_rows(rows: list[tuple[Any, ...]]) -> bytes:
-    """The checks of each row on its own, one byte of flags per row: its hash verifies
-    (`_HASH_OK`), its body parses (`_PARSED`), its columns are its body's (`_COLUMNS_OK`).
-
-    Needs no other row, so it runs in worker processes for large stores."""
-    flags = bytearray(len(rows))
-    for index, row in enumerate(rows):
-        found = _HASH_OK if _hashes(row) else 0
-        try:
-            columns = column_values(_decode(row[_BODY]))
-        except _PARSE_ERRORS:
-            flags[index] = found
-            continue
-        flags[index] = found | _PARSED | (_COLUMNS_OK if row[1:_BODY] == columns else 0)
-    return bytes(flags)
-
-
-def _check_pickled(data: bytes) -> bytes:
-    """`_check_rows` of a pickled chunk (a worker's task)."""
-    rows: list[tuple[Any, ...]] = pickle.loads(data)  # noqa: S301 - pickled by verify
-    return _check_rows(rows)
-
-
-@dataclass(slots=True)
-class _Row:
-    """A row being classified (the happy path never builds one)."""
-
-    position: int
-    seq: int
-    event_id: str | None
-    prev_hash: str
-    hash: str
-    hashes_ok: bool
-    parsed: bool
-    columns_ok: bool
-
-    def name(self) -> str:
-        return f"entry {self.event_id or '(unknown event)'} (seq {self.seq})"
-
-
-def _examine(row: tuple[Any, ...], position: int) -> _Row:
-    """Check one row on its own, keeping what a problem report names."""
-    event_id: str | None = None if row[_EVENT_ID] is None else str(row[_EVENT_ID])
-    parsed = columns_ok = False
-    try:
-        columns = column_values(_decode(row[_BODY]))
-    except _PARSE_ERRORS:
-        pass
-    else:
-        parsed = True
-        event_id = columns[0]
-        columns_ok = tuple(row[1:_BODY]) == columns
-    return _Row(
-        position=position,
-        seq=int(row[0]),
-        event_id=event_id,
-        prev_hash=str(row[_PREV]),
-        hash=str(row[_HASH]),
-        hashes_ok=_hashes(row),
-        parsed=parsed,
-        columns_ok=columns_ok,
-    )
-
-
-# --- the rows, checked (in parallel for large stores) -------------------------------------
-
-
-_Chunk = tuple[list[tuple[Any, ...]], bytes]
-"""Consecutive rows and their `_check_rows` flags."""
-
-
-class _Source:
-    """The rows in order, in chunks, each row with its `_check_rows` flags.
-
-    The first `_PARALLEL_AFTER` rows are checked here; after that, with `workers`, chunks
-    are checked by a process pool while the next ones are read. Once `checking` is turned
-    off (the first problem is found), the remaining rows come unchecked (flags 0).
-    """
-
-    def __init__(self, rows: Iterable[tuple[Any, ...]], workers: int) -> None:
-        self.rows: Iterator[tuple[Any, ...]] = iter(rows)
-        self.workers = workers
-        self.checking = True
-
-    def __iter__(self) -> Iterator[_Chunk]:
-        read = 0
-        while not (self.workers > 0 and self.checking and read >= _PARALLEL_AFTER):
-            chunk = self._chunk()
-            if not chunk:
-                return
-            read += len(chunk)
-            yield chunk, self._here(chunk)
-        pool = _start_pool(self.workers)
-        if pool is None:
-            while chunk := self._chunk():
-                yield chunk, self._here(chunk)
-            return
-        try:
-            yield from self._pipelined(pool)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _here(self, chunk: list[tuple[Any, ...]]) -> bytes:
-        """The flags of `chunk`, checked in this process (zeros once `checking` is off)."""
-        return _check_rows(chunk) if self.checking else bytes(len(chunk))
-
-    def _chunk(self) -> list[tuple[Any, ...]]:
-        chunk = list(islice(self.rows, _CHUNK))
-        for row in chunk:
-            if len(row) != _WIDTH:
-                raise ValueError(f"an audit row has {len(row)} values, expected {_WIDTH}")
-        return chunk
-
-    def _pipelined(self, pool: Executor) -> Iterator[_Chunk]:
-        """Keep the workers busy with the next chunks while the oldest one is consumed; while
-        the oldest is not done, check the newest not yet started here rather than wait."""
-        pending: deque[_Pending] = deque()
-        depth = 2 * self.workers + 2
-        while True:
-            while len(pending) < depth and (chunk := self._chunk()):
-                pending.append(self._submit(pool, chunk))
-            if not pending:
-                return
-            oldest = pending[0]
-            if not self.checking:
-                for entry in pending:
-                    entry.cancel()
-                pending.popleft()
-                yield oldest.rows, bytes(len(oldest.rows))
-                continue
-            if not oldest.done() and any(entry.take_back() for entry in reversed(pending)):
-                continue
-            pending.popleft()
-            yield oldest.rows, oldest.result()
-
-    def _submit(self, pool: Executor, chunk: list[tuple[Any, ...]]) -> _Pending:
-        if not self.checking:
-            return _Pending(chunk, None, bytes(len(chunk)))
-        try:  # pickled here: in the pool's feeder thread it would hold the GIL from reading
-            future = pool.submit(_check_pickled, pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
-        except Exception:  # noqa: BLE001 - no worker to take it (a broken pool): check it here
-            return _Pending(chunk, None, _check_rows(chunk))
-        return _Pending(chunk, future)
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A chunk sent to the pool: its flags to come (or found here, if taken back)."""
-
-    rows: list[tuple[Any, ...]]
-    future: Future[bytes] | None
-    flags: bytes | None = None
-
-    def done(self) -> bool:
-        return self.future is None or self.future.done()
-
-    def cancel(self) -> None:
-        if self.future is not None:
-            self.future.cancel()
-
-    def take_back(self) -> bool:
-        """Check the chunk here if no worker has started on it; whether it was."""
-        if self.future is None or not self.future.cancel():
-            return False
-        self.future, self.flags = None, _check_rows(self.rows)
-        return True
-
-    def result(self) -> bytes:
-        if self.future is not None:
-            try:
-                self.flags = self.future.result()
-            except Exception:  # noqa: BLE001 - a broken pool: check the chunk here instead
-                self.flags = _check_rows(self.rows)
-            self.future = None
-        return self.flags if self.flags is not None else _check_rows(self.rows)
-
-
-def _start_pool(workers: int) -> Executor | None:
-    """A process pool (spawned: safe beside the store's threads), or None if none starts."""
-    try:
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    except (OSError, ValueError, NotImplementedError):
-        return None
+    return _Verifier(Source(rows, workers), expect_head).run()
 
 
 # --- the chain ----------------------------------------------------------------------------
@@ -353,7 +135,7 @@ class _Later:
 class _Verifier:
     """One pass over the rows; what is kept to classify the first broken place."""
 
-    def __init__(self, source: _Source, expect_head: str | None) -> None:
+    def __init__(self, source: Source, expect_head: str | None) -> None:
         self.source = source
         self.chunks = iter(source)
         self.expect_head = expect_head
@@ -366,7 +148,7 @@ class _Verifier:
         self.head: tuple[Any, ...] | None = None
         self.head_found = False
 
-    def _pull(self) -> _Chunk | None:
+    def _pull(self) -> Chunk | None:
         """The next chunk, counted (and searched for `expect_head`)."""
         chunk = next(self.chunks, None)
         if chunk is not None:
@@ -374,7 +156,7 @@ class _Verifier:
             self.entries += len(rows)
             self.head = rows[-1]
             if self.expect_head is not None and not self.head_found:
-                self.head_found = any(row[_HASH] == self.expect_head for row in rows)
+                self.head_found = any(row[HASH] == self.expect_head for row in rows)
         return chunk
 
     def _rest(self) -> Iterator[tuple[Any, ...]]:
@@ -394,7 +176,7 @@ class _Verifier:
             ok=problem is None,
             entries=self.entries,
             head_seq=None if head is None else int(head[0]),
-            head_hash=None if head is None else str(head[_HASH]),
+            head_hash=None if head is None else str(head[HASH]),
             first_problem=problem,
         )
 
@@ -412,15 +194,15 @@ class _Verifier:
                     following: tuple[Any, ...] | None = rows[index + 1]
                 else:
                     following = None if following_chunk is None else following_chunk[0][0]
-                digest = row[_HASH]
+                digest = row[HASH]
                 if (
-                    flags[index] == _ALL_OK
-                    and row[_PREV] == expected
-                    and (following is None or following[_PREV] != expected)
+                    flags[index] == ALL_OK
+                    and row[PREV] == expected
+                    and (following is None or following[PREV] != expected)
                 ):
-                    event_id = row[_EVENT_ID]  # the body's: the columns were checked
+                    event_id = row[EVENT_ID]  # the body's: the columns were checked
                 else:
-                    examined = _examine(row, position)
+                    examined = examine(row, position)
                     after = chain(
                         rows[index + 1 :],
                         () if following_chunk is None else following_chunk[0],
@@ -438,24 +220,24 @@ class _Verifier:
             current = following_chunk
         return None
 
-    def _later(self, suspect: _Row, after: Iterator[tuple[Any, ...]]) -> _Later:
+    def _later(self, suspect: Row, after: Iterator[tuple[Any, ...]]) -> _Later:
         """Read every remaining row, noting how each relates to `suspect`."""
         self.source.checking = False
         later = _Later()
         for row in after:
-            seq, event_id = int(row[0]), row[_EVENT_ID]
-            if later.hash_is_prev is None and row[_HASH] == suspect.prev_hash:
+            seq, event_id = int(row[0]), row[EVENT_ID]
+            if later.hash_is_prev is None and row[HASH] == suspect.prev_hash:
                 later.hash_is_prev = (seq, event_id)
-            if later.same_hash is None and row[_HASH] == suspect.hash:
+            if later.same_hash is None and row[HASH] == suspect.hash:
                 later.same_hash = (seq, event_id)
-            if row[_PREV] == suspect.hash:
+            if row[PREV] == suspect.hash:
                 later.hash_linked = True
             if event_id is not None and event_id == suspect.event_id:
                 later.event_seen = True
         return later
 
     def _classify(
-        self, row: _Row, expected: str, after: Iterator[tuple[Any, ...]]
+        self, row: Row, expected: str, after: Iterator[tuple[Any, ...]]
     ) -> Problem | None:
         """The problem at `row`, if the chain breaks there (None: it breaks only later).
 
@@ -464,7 +246,7 @@ class _Verifier:
         following = next(after, None)
         after = chain(() if following is None else (following,), after)
         linked = row.prev_hash == expected
-        skipped = following is not None and following[_PREV] == expected and _hashes(following)
+        skipped = following is not None and following[PREV] == expected and hashes(following)
         if linked and row.hashes_ok and row.columns_ok and not skipped:
             return None
 
@@ -512,7 +294,7 @@ class _Verifier:
             return problem("modified", "its body is not a valid audit entry")
         return problem("columns", "an indexed column disagrees with the body")
 
-    def _branch(self, row: _Row) -> Problem:
+    def _branch(self, row: Row) -> Problem:
         """`row` links to an earlier row than the one before it: the rows between are extra."""
         start = self.positions.get(row.prev_hash, -1) + 1
         count = row.position - start
@@ -535,7 +317,7 @@ class _Verifier:
             f"{row.name()} links to the entry before this one ({entries} inserted here)",
         )
 
-    def _deleted_message(self, row: _Row) -> str:
+    def _deleted_message(self, row: Row) -> str:
         if row.position == 0 or not self.recent:
             where = "the first entries of the chain were deleted"
             return f"its prev_hash is not the genesis hash and names no stored entry: {where}"
@@ -550,7 +332,7 @@ class _Verifier:
         head = self.head
         return Problem(
             seq=None if head is None else int(head[0]),
-            event_id=None if head is None or head[_EVENT_ID] is None else str(head[_EVENT_ID]),
+            event_id=None if head is None or head[EVENT_ID] is None else str(head[EVENT_ID]),
             kind="deleted",
             message=(
                 f"the chain no longer contains the recorded head {self.expect_head}: "

@@ -1,0 +1,204 @@
+"""What every `pkggov` command that calls the gateway shares: the connection and output options
+(where the gateway is, call metadata, TLS files, ``--as``, the deadline, ``--json``), the client
+they open, and how a failed call is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import grpc
+
+from pkggov_client._cli_base import (
+    ArgumentParser,
+    UsageError,
+    connection_hint,
+    emit_json,
+    error_to_dict,
+)
+from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient, check_metadata
+from pkggov_client._errors import PkggovError
+
+__all__ = [
+    "add_principal_header",
+    "channel_credentials",
+    "connect",
+    "connection_parser",
+    "principal_arg",
+    "principal_key",
+    "report_error",
+]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_ENV = "PKGGOV_CLI_TARGET"
+LEGACY_TARGET_ENV = "PKGGOV_TARGET"
+"""The older name of TARGET_ENV, still read (the gateway ignores it too)."""
+DEV_PRINCIPAL_KEY = "x-pkggov-principal"
+DEV_PRINCIPAL_KEY_ENV = "PKGGOV_CLI_PRINCIPAL_KEY"
+
+
+def _header_arg(text: str) -> tuple[str, str]:
+    """Read `KEY=VALUE` as one call-metadata pair; the key is lower-cased."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"invalid header {text!r}: expected KEY=VALUE")
+    try:
+        (pair,) = check_metadata([(key.strip().lower(), value)])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return pair
+
+
+def principal_arg(key: str) -> Callable[[str], tuple[str, str]]:
+    """Return an argparse type that reads a principal name as the pair (`key`, NAME)."""
+
+    def parse(text: str) -> tuple[str, str]:
+        if not text:
+            raise argparse.ArgumentTypeError("invalid principal '': expected a name")
+        try:
+            (pair,) = check_metadata([(key, text)])
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{err} (key from ${DEV_PRINCIPAL_KEY_ENV})") from None
+        return pair
+
+    return parse
+
+
+def _seconds_arg(text: str) -> float:
+    """Read a positive number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: expected positive seconds")
+    return seconds
+
+
+def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials from --cacert/--cert/--key, or None for plaintext."""
+    if args.cacert is None:
+        if args.cert is not None or args.key is not None:
+            raise UsageError("--cert and --key need --cacert (TLS)")
+        return None
+    if (args.cert is None) != (args.key is None):
+        raise UsageError("--cert and --key go together")
+    try:
+        return grpc.ssl_channel_credentials(
+            root_certificates=args.cacert.read_bytes(),
+            private_key=args.key.read_bytes() if args.key else None,
+            certificate_chain=args.cert.read_bytes() if args.cert else None,
+        )
+    except OSError as error:
+        raise UsageError(f"cannot read {error.filename}: {error.strerror}") from error
+
+
+def principal_key(environ: Mapping[str, str]) -> str:
+    """The metadata key that --as NAME sets."""
+    return (environ.get(DEV_PRINCIPAL_KEY_ENV) or DEV_PRINCIPAL_KEY).strip().lower()
+
+
+def connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Options every subcommand shares: where the gateway is, call metadata, output form."""
+    parent = ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection and output")
+    default_target = environ.get(TARGET_ENV) or environ.get(LEGACY_TARGET_ENV) or DEFAULT_TARGET
+    group.add_argument(
+        "--target",
+        default=default_target,
+        metavar="HOST:PORT",
+        help=(
+            f"gateway address (default: ${TARGET_ENV}, ${LEGACY_TARGET_ENV} or {DEFAULT_TARGET}; "
+            f"now {default_target})"
+        ),
+    )
+    group.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header_arg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="call metadata to send; repeat for several",
+    )
+    group.add_argument(
+        "--cacert",
+        type=Path,
+        metavar="FILE",
+        help="use TLS, trusting the gateway certificate's CA in FILE (PEM); without it the "
+        "connection is plaintext",
+    )
+    group.add_argument(
+        "--cert", type=Path, metavar="FILE", help="client certificate (PEM) for mTLS"
+    )
+    group.add_argument("--key", type=Path, metavar="FILE", help="client private key (PEM) for mTLS")
+    group.add_argument(
+        "--as",
+        dest="as_principal",
+        type=principal_arg(principal_key(environ)),
+        metavar="NAME",
+        help=(
+            "development mode only: call as NAME by sending the header "
+            f"{principal_key(environ)}=NAME (key from ${DEV_PRINCIPAL_KEY_ENV}, default "
+            f"{DEV_PRINCIPAL_KEY}); a gateway not in development mode does not trust it"
+        ),
+    )
+    group.add_argument(
+        "--timeout",
+        type=_seconds_arg,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"deadline of the call (default: {DEFAULT_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        help=(
+            "print JSON on stdout: the response in the proto3 JSON mapping (lowerCamelCase "
+            'names, as grpcurl prints it), or {"error": google.rpc.Status} when the call fails'
+        ),
+    )
+    return parent
+
+
+def connect(args: argparse.Namespace) -> PkggovClient:
+    """A client for the connection options of `args` (UsageError for bad TLS options)."""
+    return PkggovClient(
+        args.target,
+        credentials=channel_credentials(args),
+        metadata=args.headers,
+        timeout=args.timeout,
+    )
+
+
+def report_error(
+    err: PkggovError, args: argparse.Namespace, *, request_id: str | None = None
+) -> None:
+    """Print a failed call: as JSON on stdout with --json, else on stderr; a connection that
+    failed gets its cause in words when gRPC tells it (which side refused TLS, and why)."""
+    hint = connection_hint(
+        err, tls=args.cacert is not None, client_certificate=args.cert is not None
+    )
+    if args.json:
+        output = error_to_dict(err, hint=hint)
+        if request_id is not None:
+            output["requestId"] = request_id
+        emit_json(output)
+        return
+    print(f"error: {hint}" if hint else f"error: {err}", file=sys.stderr)
+    if hint:
+        print(f"  {err.headline}", file=sys.stderr)
+
+
+def add_principal_header(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Append --as's pair to the call metadata; refuse it next to a --header of its key."""
+    principal: tuple[str, str] | None = getattr(args, "as_principal", None)
+    if principal is None:
+        return
+    key = principal[0]
+    if any(header_key == key for header_key, _ in args.headers):
+        parser.error(f"--as and --header {key}=... both set the principal; use one")
+    args.headers = [*args.headers, principal]
