@@ -332,7 +332,8 @@ def test_a_crowd_of_waiting_calls_wakes_the_sweeper(budget: StreamBudget) -> Non
 
 def test_streaming_handlers_are_wrapped_once_per_method() -> None:
     """Stream-stream and unary-stream methods become stream-stream under the limits (their
-    serializers and grpcio's non-blocking flag kept); stream-unary stays stream-unary."""
+    response serializer and grpcio's non-blocking flag kept; requests taken as bytes, which the
+    wrapper decodes); stream-unary stays stream-unary."""
     interceptor = StreamLimitInterceptor(LIMITS)
 
     def watch(request: bytes, context: Any, send: Any = None) -> None:
@@ -343,7 +344,7 @@ def test_streaming_handlers_are_wrapped_once_per_method() -> None:
     wrapped = interceptor.intercept_service(lambda _: unary_stream, _details("/a.S/Watch"))
     assert wrapped is not None
     assert (True, True) == (wrapped.request_streaming, wrapped.response_streaming)
-    assert (bytes, bytes) == (wrapped.request_deserializer, wrapped.response_serializer)
+    assert (None, bytes) == (wrapped.request_deserializer, wrapped.response_serializer)
     assert wrapped.stream_stream is not None
     assert wrapped.stream_stream.experimental_non_blocking  # type: ignore[attr-defined]
     again = interceptor.intercept_service(lambda _: unary_stream, _details("/a.S/Watch"))

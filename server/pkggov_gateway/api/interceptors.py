@@ -28,6 +28,7 @@ from pkggov_gateway.domain.errors import (
     AuditUnavailableError,
     InvalidRequestError,
     MalformedRequestError,
+    MethodNotImplementedError,
     UnauthenticatedError,
 )
 from pkggov_gateway.domain.identity import Principal
@@ -42,6 +43,7 @@ __all__ = [
     "REQUEST_ID_KEY",
     "CallContext",
     "RpcEdgeInterceptor",
+    "abort_status",
     "governed",
 ]
 
@@ -147,10 +149,11 @@ class _AbortStatus(
     """A status to abort with, carrying our trailing metadata beside the rich details."""
 
 
-def _abort_status(status: status_pb2.Status, event_id: str | None) -> grpc.Status:
+def abort_status(status: status_pb2.Status, event_id: str | None = None) -> grpc.Status:
     """The status as sent: every status the gateway answers with (mapped errors, INTERNAL,
-    AUDIT_UNAVAILABLE, AIP-155 replays) passes here and is cut to the trailer budget, its
-    ``grpc-message`` the same text as the sent Status.message. The audit keeps it whole."""
+    AUDIT_UNAVAILABLE, AIP-155 replays, the streams' errors) passes here and is cut to the
+    trailer budget, its ``grpc-message`` the same text as the sent Status.message. The audit
+    keeps it whole."""
     status = fit_status(status)
     code = _CODE_BY_NUMBER[status.code]
     trailing: list[tuple[str, str | bytes]] = [
@@ -216,8 +219,8 @@ class _Rpc:
 class _Edge:
     """The edge of one unary method; each step of a call is one method, in order:
     `_arrive` (request id, log context, metrics, the governed call), `_identify`, `_decode`,
-    the servicer, `_status_for` (the status table), `_record`, `_answer` and `_leave` (the
-    log line)."""
+    `_serve` (the servicer), `_status_for` (the status table), `_record`, `_answer` and
+    `_leave` (the log line)."""
 
     def __init__(
         self,
@@ -247,7 +250,7 @@ class _Edge:
                 principal = self._identify(rpc, context)
                 request = self._decode(rpc, raw)
                 edge = CallContext(context, principal, rpc.call)
-                response = self._behaviour(request, cast("grpc.ServicerContext", edge))
+                response = self._serve(request, cast("grpc.ServicerContext", edge))
             except RecordedFailure as replay:
                 error = replay
                 status = status_pb2.Status.FromString(base64.b64decode(replay.status.details or ""))
@@ -303,6 +306,16 @@ class _Edge:
                 raise InvalidRequestError(unrenderable)
         return request
 
+    def _serve(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """The servicer's answer. A method it does not implement (the generated base class
+        raises NotImplementedError) is UNIMPLEMENTED, logged at info: not a bug to trace."""
+        try:
+            return self._behaviour(request, context)
+        except NotImplementedError as missing:
+            raise MethodNotImplementedError(
+                f"{self._method} is not implemented by this gateway"
+            ) from missing
+
     def _status_for(self, error: Exception, rpc: _Rpc) -> status_pb2.Status:
         rule = rule_for(error)
         if rule is INTERNAL_RULE:
@@ -321,7 +334,7 @@ class _Edge:
     ) -> Any:
         if status is not None:
             rpc.code = _CODE_BY_NUMBER[status.code]
-            context.abort_with_status(_abort_status(status, rpc.event_id))
+            context.abort_with_status(abort_status(status, rpc.event_id))
         if rpc.event_id is not None:
             context.set_trailing_metadata(((AUDIT_EVENT_KEY, rpc.event_id),))
         return response

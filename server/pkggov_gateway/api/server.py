@@ -88,6 +88,24 @@ class Keepalive:
         return options
 
 
+class _Health(health.HealthServicer):
+    """grpcio's HealthServicer with grpc.health.v1 List, which grpcio-health-checking leaves
+    to the generated base class (NotImplementedError): every status it holds, at once."""
+
+    def List(  # noqa: N802 - the generated servicer's method name
+        self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        """A snapshot of every status set (under the servicer's own lock, as Check reads)."""
+        with self._lock:
+            statuses = dict(self._server_status)
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in statuses.items()
+            }
+        )
+
+
 class GrpcServer:
     """A started-on-demand grpcio server serving pkggov.v1 plus health and reflection."""
 
@@ -131,7 +149,7 @@ class GrpcServer:
             pb_grpc.add_AuditServiceServicer_to_server(audit_servicer, self._server)
             names.append(AUDIT_SERVICE_NAME)
         self._names = tuple(names)
-        self.health = health.HealthServicer()
+        self.health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

@@ -30,6 +30,7 @@ from pkggov_gateway.domain.errors import (
     GatewayDrainingError,
     InvalidRequestError,
     MalformedRequestError,
+    MethodNotImplementedError,
     PackageBusyError,
     PkggovError,
     PolicyDeniedError,
@@ -190,6 +191,7 @@ STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
         grpc.StatusCode.PERMISSION_DENIED, "VERSION_LIMIT_EXCEEDED", _quota_failure
     ),
     MalformedRequestError: StatusRule(grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST"),
+    MethodNotImplementedError: StatusRule(grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED"),
     InvalidRequestError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", _bad_request
     ),

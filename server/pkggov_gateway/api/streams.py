@@ -27,6 +27,13 @@ slow ones are ended at once with RESOURCE_EXHAUSTED; any call waiting longer tha
 ``message_seconds`` is ended with DEADLINE_EXCEEDED. A call whose client closes without a
 message is answered UNIMPLEMENTED, as grpcio answers it.
 
+Every wrapper takes its request messages as bytes and decodes them itself: bytes that are not
+a request message end the call INVALID_ARGUMENT (MALFORMED_REQUEST), as the unary edge answers
+(`RpcEdgeInterceptor`, which decodes the main port's unary requests; the wrapper decodes the
+others), where grpcio would answer INTERNAL and log a traceback. A streaming method its
+servicer does not implement (the generated base class raises NotImplementedError) is answered
+UNIMPLEMENTED, where grpcio would answer UNKNOWN and log a traceback. Both are logged at info.
+
 The bookkeeping, without grpc, is `stream_budget.StreamBudget`.
 """
 
@@ -36,11 +43,14 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
+from pkggov_gateway.api.interceptors import abort_status
+from pkggov_gateway.api.status import rule_for, to_rpc_status
 from pkggov_gateway.api.stream_budget import (
     IDLE,
     MAX_AGE,
@@ -53,6 +63,11 @@ from pkggov_gateway.api.stream_budget import (
     StreamLimits,
     StreamRefusedError,
     peer_host,
+)
+from pkggov_gateway.domain.errors import (
+    MalformedRequestError,
+    MethodNotImplementedError,
+    PkggovError,
 )
 from pkggov_gateway.ports import Metrics, NullMetrics
 
@@ -105,6 +120,41 @@ def _end_call(context: grpc.ServicerContext, code: grpc.StatusCode, details: str
         call.cancel(code.value[0], details)
     except (AttributeError, TypeError):
         context.cancel()  # type: ignore[no-untyped-call] # grpc-stubs leaves it untyped
+
+
+def _fail(context: grpc.ServicerContext, error: PkggovError) -> NoReturn:
+    """End the call, from its handler's thread, with the status table's answer for `error`
+    (a caller's mistake, or a method not served: logged at info, without a traceback)."""
+    log.info("stream.error", reason=rule_for(error).reason, error=error.message)
+    context.abort_with_status(abort_status(to_rpc_status(error)))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover - grpcio raises
+
+
+def _unimplemented(context: grpc.ServicerContext, method: str) -> NoReturn:
+    _fail(context, MethodNotImplementedError(f"{method} is not implemented by this gateway"))
+
+
+class _Decoder:
+    """A method's request deserializer, run by the wrapper rather than by grpcio: bytes that
+    are not a request message end the call INVALID_ARGUMENT (MALFORMED_REQUEST). Without a
+    deserializer (the unary edge decodes), the bytes pass as they are."""
+
+    def __init__(self, deserialize: Callable[[bytes], Any] | None, method: str) -> None:
+        self._deserialize = deserialize
+        self._message_name = method.rpartition("/")[2]
+
+    def __call__(self, raw: Any, context: grpc.ServicerContext) -> Any:
+        if self._deserialize is None:
+            return raw
+        try:
+            return self._deserialize(raw)
+        except DecodeError:
+            _fail(
+                context,
+                MalformedRequestError(
+                    f"the request is not a valid {self._message_name} request message"
+                ),
+            )
 
 
 _MISSING = object()
@@ -184,16 +234,19 @@ class StreamLimitInterceptor(_ServerInterceptor):
             self._wake.set()
 
     def _wrap(self, method: str, handler: _Handler) -> _Handler:
+        """The handler in its wrapper, which takes raw bytes (request_deserializer None) and
+        decodes them itself (`_Decoder`)."""
+        decode = _Decoder(handler.request_deserializer, method)
         if handler.unary_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _UnaryRequest(self, handler.unary_unary, method),
-                handler.request_deserializer,
+                _UnaryRequest(self, handler.unary_unary, method, decode),
+                None,
                 handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _StreamRequests(self, handler.stream_unary),
-                handler.request_deserializer,
+                _StreamRequests(self, handler.stream_unary, method, decode),
+                None,
                 handler.response_serializer,
             )
         behaviour = handler.stream_stream or handler.unary_stream
@@ -201,9 +254,9 @@ class StreamLimitInterceptor(_ServerInterceptor):
             return handler
         return grpc.stream_stream_rpc_method_handler(
             _StreamResponses(
-                self, behaviour, method, unary_request=handler.unary_stream is not None
+                self, behaviour, method, decode, unary_request=handler.unary_stream is not None
             ),
-            handler.request_deserializer,
+            None,
             handler.response_serializer,
         )
 
@@ -242,17 +295,19 @@ class StreamLimitInterceptor(_ServerInterceptor):
         )
 
 
-def _requests(lease: Lease, requests: Iterator[Any]) -> Iterator[Any]:
-    """`requests`, timing each wait for the next message as a wait on the client."""
+def _requests(
+    lease: Lease, requests: Iterator[Any], decode: _Decoder, context: grpc.ServicerContext
+) -> Iterator[Any]:
+    """`requests`, decoded, timing each wait for the next message as a wait on the client."""
     while True:
         lease.wait_begins()
         try:
-            message = next(requests)
+            raw = next(requests)
         except StopIteration:
             return
         finally:
             lease.wait_ends()
-        yield message
+        yield decode(raw, context)
 
 
 class _UnaryRequest:
@@ -260,11 +315,16 @@ class _UnaryRequest:
     wait noted in the budget, and passes the first message to the behaviour."""
 
     def __init__(
-        self, limiter: StreamLimitInterceptor, behaviour: Callable[..., Any], method: str
+        self,
+        limiter: StreamLimitInterceptor,
+        behaviour: Callable[..., Any],
+        method: str,
+        decode: _Decoder,
     ) -> None:
         self._limiter = limiter
         self._budget = limiter.budget
         self._behaviour = behaviour
+        self._decode = decode
         self._missing = f'"{method}" requires exactly one request message.'  # grpcio's answer
         # grpcio reads this attribute from the behaviour it is given
         self.experimental_thread_pool = getattr(behaviour, "experimental_thread_pool", None)
@@ -280,22 +340,32 @@ class _UnaryRequest:
             context.abort(*self._limiter.ending(context, ended))
         if request is _MISSING:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, self._missing)
-        return self._behaviour(request, context)
+        return self._behaviour(self._decode(request, context), context)
 
 
 class _StreamRequests:
     """A stream-unary behaviour under the limits."""
 
-    def __init__(self, limiter: StreamLimitInterceptor, behaviour: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        limiter: StreamLimitInterceptor,
+        behaviour: Callable[..., Any],
+        method: str,
+        decode: _Decoder,
+    ) -> None:
         self._limiter = limiter
         self._behaviour = behaviour
+        self._method = method
+        self._decode = decode
 
     def __call__(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         lease = self._limiter.admit(context)
         if lease is None:
             return None
         try:
-            return self._behaviour(_requests(lease, requests), context)
+            return self._behaviour(_requests(lease, requests, self._decode, context), context)
+        except NotImplementedError:
+            _unimplemented(context, self._method)
         finally:
             lease.release()
 
@@ -313,12 +383,14 @@ class _StreamResponses:
         limiter: StreamLimitInterceptor,
         behaviour: Callable[..., Any],
         method: str,
+        decode: _Decoder,
         *,
         unary_request: bool,
     ) -> None:
         self._limiter = limiter
         self._behaviour = behaviour
         self._method = method
+        self._decode = decode
         self._unary_request = unary_request
         # grpcio reads these attributes from the behaviour it is given
         self.experimental_non_blocking = bool(
@@ -342,7 +414,7 @@ class _StreamResponses:
     ) -> Any:
         """What the behaviour takes: the guarded requests, or the one request (_MISSING when
         the stream ended without it)."""
-        guarded = _requests(lease, requests)
+        guarded = _requests(lease, requests, self._decode, context)
         if not self._unary_request:
             return guarded
         request = next(guarded, _MISSING)
@@ -362,7 +434,11 @@ class _StreamResponses:
             argument = self._argument(lease, requests, context)
             if argument is _MISSING or not context.is_active():
                 return
-            for response in self._behaviour(argument, context):
+            try:
+                responses = iter(self._behaviour(argument, context))
+            except NotImplementedError:
+                _unimplemented(context, self._method)
+            for response in responses:
                 lease.wait_begins()  # until grpcio has sent it and asks for the next one
                 try:
                     yield response
@@ -390,4 +466,7 @@ class _StreamResponses:
             finally:
                 lease.wait_ends()
 
-        self._behaviour(argument, context, guarded_send)
+        try:
+            self._behaviour(argument, context, guarded_send)
+        except NotImplementedError:
+            _unimplemented(context, self._method)

@@ -5,6 +5,7 @@ The hierarchy (the gRPC layer maps each leaf to a status through one table)::
     PkggovError
     ├── UnauthenticatedError         no acceptable identity; nothing is evaluated or forwarded
     ├── MalformedRequestError        the request bytes are not a valid message; nothing is read
+    ├── MethodNotImplementedError    the method is declared but the gateway does not serve it
     ├── InvalidRequestError          the request breaks field rules; nothing is forwarded
     ├── DeadlineTooShortError        too little time is left to call CodeArtifact at all
     ├── GatewayDrainingError         the gateway is shutting down; nothing more is sent
@@ -59,6 +60,10 @@ class UnauthenticatedError(PkggovError):
 
 class MalformedRequestError(PkggovError):
     """Raised when the request's bytes cannot be decoded as the method's request message."""
+
+
+class MethodNotImplementedError(PkggovError):
+    """Raised when a called method is declared (its service is served) but not implemented."""
 
 
 class InvalidRequestError(PkggovError):
