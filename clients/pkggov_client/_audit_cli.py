@@ -8,6 +8,9 @@ Who calls and whose events are listed are separate flags: ``--as NAME`` calls as
 development identity, as for every command) and ``audit list --by NAME`` lists NAME's events.
 ``--principal`` (the identity elsewhere, the filter's field name in the API) and the older
 ``--caller`` are refused here with a message naming both.
+
+The text forms (`render_events`, `render_event`) show every recorded value `printable`: a
+caller's version or justification holding a terminal escape cannot hide or forge a row.
 """
 
 from __future__ import annotations
@@ -22,9 +25,17 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format, timestamp_pb2
 
 from pkggov_client import pb
-from pkggov_client._cli_base import UsageError, emit, emit_json, integral_numbers, message_to_dict
+from pkggov_client._cli_base import (
+    UsageError,
+    emit,
+    emit_json,
+    integral_numbers,
+    message_to_dict,
+    text_arg,
+)
 from pkggov_client._errors import PkggovError
 from pkggov_client._moved import add_moved_command
+from pkggov_client._text import printable
 
 if TYPE_CHECKING:
     from pkggov_client._client import PkggovClient
@@ -77,6 +88,7 @@ def add_audit_commands(
     listing = commands.add_parser("list", parents=[common], help="list audit events, newest first")
     listing.add_argument(
         "--by",
+        type=text_arg,
         metavar="PRINCIPAL",
         help="only events of this principal, as the gateway identified it (e.g. bob, or "
         "spiffe://... under mTLS); to call as someone, use --as",
@@ -88,20 +100,30 @@ def add_audit_commands(
     )
     listing.add_argument("--principal", action=_Refuse, message=_AMBIGUOUS_PRINCIPAL)
     for name in ("domain", "repository", "namespace", "package"):
-        listing.add_argument(f"--{name}", help=f"only events for this {name}")
+        listing.add_argument(f"--{name}", type=text_arg, help=f"only events for this {name}")
     listing.add_argument(  # not --version, which prints the client's version on every command
-        "--package-version", metavar="VERSION", help="only events for this package version"
+        "--package-version",
+        type=text_arg,
+        metavar="VERSION",
+        help="only events for this package version",
     )
-    listing.add_argument("--format", help="only events for this package format (e.g. npm)")
+    listing.add_argument(
+        "--format", type=text_arg, help="only events for this package format (e.g. npm)"
+    )
     listing.add_argument(
         "--decision",
+        type=text_arg,
         help="allowed, partial, denied, dry_run, invalid, unauthenticated, failed, read, replayed",
     )
-    listing.add_argument("--status-code", help="gRPC status code name, e.g. PERMISSION_DENIED")
+    listing.add_argument(
+        "--status-code", type=text_arg, help="gRPC status code name, e.g. PERMISSION_DENIED"
+    )
     listing.add_argument("--since", type=_time_arg, help="ISO 8601 time: events at or after")
     listing.add_argument("--until", type=_time_arg, help="ISO 8601 time: events before")
     listing.add_argument("--limit", type=int, default=20, help="events per page (default 20)")
-    listing.add_argument("--page-token", default="", help="next_page_token of a previous page")
+    listing.add_argument(
+        "--page-token", type=text_arg, default="", help="next_page_token of a previous page"
+    )
 
     def run_list(args: argparse.Namespace) -> int:
         request = pb.ListAuditEventsRequest(
@@ -141,13 +163,15 @@ def add_audit_commands(
         else:
             emit(render_events(page.events))
             if page.next_page_token:
-                emit(f"more: --page-token {page.next_page_token}")
+                emit(f"more: --page-token {printable(page.next_page_token)}")
         return EXIT_OK
 
     listing.set_defaults(func=run_list)
 
     show = commands.add_parser("show", parents=[common], help="show one audit event")
-    show.add_argument("event_id", metavar="EVENT_ID", help="the event id (audit_event_id)")
+    show.add_argument(
+        "event_id", type=text_arg, metavar="EVENT_ID", help="the event id (audit_event_id)"
+    )
     show.add_argument("--principal", action=_Refuse, message=_AMBIGUOUS_PRINCIPAL)
 
     def run_show(args: argparse.Namespace) -> int:
@@ -206,18 +230,17 @@ def render_events(events: Any) -> str:
     """A table: time, event id, principal, method, decision, status, package, versions."""
     rows = [("TIME", "EVENT", "PRINCIPAL", "METHOD", "DECISION", "STATUS", "PACKAGE", "VERSIONS")]
     for event in events:
-        rows.append(
-            (
-                event.time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                event.event_id,
-                event.principal or "-",
-                event.method.rpartition("/")[2],
-                event.decision or "(open)",
-                event.status_code or "-",
-                _package(event) or "-",
-                _versions(event) or "-",
-            )
+        cells = (
+            event.event_id,
+            event.principal or "-",
+            event.method.rpartition("/")[2],
+            event.decision or "(open)",
+            event.status_code or "-",
+            _package(event) or "-",
+            _versions(event) or "-",
         )
+        time = event.time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows.append((time, *(printable(cell) for cell in cells)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -226,17 +249,19 @@ def render_events(events: Any) -> str:
 
 
 def render_event(event: pb.AuditEvent) -> str:
-    """The summary, then each entry's header and body as JSON."""
+    """The summary, then each entry's header and body as JSON (which escapes every character
+    that is not ASCII, so controls too)."""
+    p = printable
     lines = [
-        f"event     {event.event_id}",
+        f"event     {p(event.event_id)}",
         f"time      {event.time.ToDatetime().isoformat()}Z",
-        f"principal {event.principal or '-'}",
-        f"method    {event.method}",
-        f"decision  {event.decision or '(open)'}",
-        f"status    {event.status_code or '-'} {event.reason}".rstrip(),
+        f"principal {p(event.principal or '-')}",
+        f"method    {p(event.method)}",
+        f"decision  {p(event.decision or '(open)')}",
+        f"status    {p(event.status_code or '-')} {p(event.reason)}".rstrip(),
     ]
     for entry in event.entries:
-        lines.append(f"\n{entry.kind} (seq {entry.seq}, hash {entry.hash})")
+        lines.append(f"\n{p(entry.kind)} (seq {entry.seq}, hash {p(entry.hash)})")
         body = integral_numbers(json_format.MessageToDict(entry.body))
-        lines.append(json.dumps(body, indent=2, sort_keys=True))
+        lines.append(json.dumps(body, indent=2, sort_keys=True, ensure_ascii=True))
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from pkggov_client._errors import PkggovError
+from pkggov_client._text import printable
 
 __all__ = [
     "ArgumentParser",
@@ -35,11 +36,23 @@ __all__ = [
     "finish_stdout",
     "integral_numbers",
     "message_to_dict",
+    "text_arg",
 ]
 
 
 class UsageError(Exception):
     """Raised for a bad combination of options, or input, that argparse cannot check."""
+
+
+def text_arg(text: str) -> str:
+    """An argparse type for text sent to the gateway: refuse an argument that is not UTF-8
+    (Python keeps its bytes as surrogates, which protobuf cannot encode), so that argparse
+    names the argument and exits 2."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: '{printable(text)}'") from None
+    return text
 
 
 _NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")

@@ -6,6 +6,8 @@ they open, and how a failed call is reported.
 from __future__ import annotations
 
 import argparse
+import math
+import ssl
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,9 +20,11 @@ from pkggov_client._cli_base import (
     connection_hint,
     emit_json,
     error_to_dict,
+    text_arg,
 )
 from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient, check_metadata
 from pkggov_client._errors import PkggovError
+from pkggov_client._text import printable
 
 __all__ = [
     "add_principal_header",
@@ -38,6 +42,10 @@ LEGACY_TARGET_ENV = "PKGGOV_TARGET"
 """The older name of TARGET_ENV, still read (the gateway ignores it too)."""
 DEV_PRINCIPAL_KEY = "x-pkggov-principal"
 DEV_PRINCIPAL_KEY_ENV = "PKGGOV_CLI_PRINCIPAL_KEY"
+MAX_TIMEOUT = 86400.0
+"""The longest --timeout taken: a day (the gateway caps a call's deadline far lower, at
+server.max_deadline_seconds, 300 by default); gRPC fails a call at once with
+DEADLINE_EXCEEDED when the deadline overflows."""
 
 
 def _header_arg(text: str) -> tuple[str, str]:
@@ -68,18 +76,61 @@ def principal_arg(key: str) -> Callable[[str], tuple[str, str]]:
 
 
 def _seconds_arg(text: str) -> float:
-    """Read a positive number of seconds."""
+    """Read a deadline: a finite number of seconds, more than 0 and at most MAX_TIMEOUT."""
     try:
         seconds = float(text)
     except ValueError:
-        seconds = 0.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: expected positive seconds")
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT:  # NaN too
+        raise argparse.ArgumentTypeError(
+            f"invalid timeout '{printable(text)}': expected seconds, more than 0 and at most "
+            f"{MAX_TIMEOUT:g} (a day)"
+        )
     return seconds
 
 
+class _EncryptedKeyError(Exception):
+    """Raised (to `ssl`, which passes it on) when --key needs a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    """Refuse to ask for a passphrase: gRPC takes no encrypted key (and must not prompt)."""
+    raise _EncryptedKeyError
+
+
+def _check_tls_files(cacert: Path, cert: Path | None, key: Path | None) -> None:
+    """Raise UsageError unless --cacert holds a PEM certificate and --cert and --key (when
+    given) are a PEM certificate and its unencrypted private key: gRPC itself only logs
+    "Failed to create security handshaker" for any of these, and fails the call."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for option, path in (("--cacert", cacert), ("--cert", cert)):
+        if path is None:
+            continue
+        try:
+            context.load_verify_locations(cafile=path)
+        except ssl.SSLError:
+            raise UsageError(
+                f"{option} {printable(str(path))} holds no certificate (PEM)"
+            ) from None
+    if cert is None or key is None:
+        return
+    try:
+        context.load_cert_chain(cert, key, password=_no_passphrase)
+    except _EncryptedKeyError:
+        raise UsageError(
+            f"--key {printable(str(key))} is encrypted: gRPC needs an unencrypted key"
+        ) from None
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise UsageError(
+                f"--key {printable(str(key))} is not the key of --cert {printable(str(cert))}"
+            ) from None
+        raise UsageError(f"--key {printable(str(key))} holds no private key (PEM)") from None
+
+
 def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
-    """TLS channel credentials from --cacert/--cert/--key, or None for plaintext."""
+    """TLS channel credentials from --cacert/--cert/--key, or None for plaintext; UsageError
+    for a file that cannot be read or does not hold what its option needs."""
     if args.cacert is None:
         if args.cert is not None or args.key is not None:
             raise UsageError("--cert and --key need --cacert (TLS)")
@@ -87,13 +138,18 @@ def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
     if (args.cert is None) != (args.key is None):
         raise UsageError("--cert and --key go together")
     try:
-        return grpc.ssl_channel_credentials(
-            root_certificates=args.cacert.read_bytes(),
-            private_key=args.key.read_bytes() if args.key else None,
-            certificate_chain=args.cert.read_bytes() if args.cert else None,
-        )
+        root_certificates = args.cacert.read_bytes()
+        private_key = args.key.read_bytes() if args.key else None
+        certificate_chain = args.cert.read_bytes() if args.cert else None
+        _check_tls_files(args.cacert, args.cert, args.key)
     except OSError as error:
-        raise UsageError(f"cannot read {error.filename}: {error.strerror}") from error
+        name = printable(str(error.filename))
+        raise UsageError(f"cannot read {name}: {error.strerror}") from error
+    return grpc.ssl_channel_credentials(
+        root_certificates=root_certificates,
+        private_key=private_key,
+        certificate_chain=certificate_chain,
+    )
 
 
 def principal_key(environ: Mapping[str, str]) -> str:
@@ -108,6 +164,7 @@ def connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     default_target = environ.get(TARGET_ENV) or environ.get(LEGACY_TARGET_ENV) or DEFAULT_TARGET
     group.add_argument(
         "--target",
+        type=text_arg,
         default=default_target,
         metavar="HOST:PORT",
         help=(
@@ -151,7 +208,7 @@ def connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_seconds_arg,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"deadline of the call (default: {DEFAULT_TIMEOUT:g})",
+        help=f"deadline of the call (default: {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})",
     )
     group.add_argument(
         "--json",
@@ -178,7 +235,8 @@ def report_error(
     err: PkggovError, args: argparse.Namespace, *, request_id: str | None = None
 ) -> None:
     """Print a failed call: as JSON on stdout with --json, else on stderr; a connection that
-    failed gets its cause in words when gRPC tells it (which side refused TLS, and why)."""
+    failed gets its cause in words when gRPC tells it (which side refused TLS, and why). The
+    text form is `printable`: nothing the gateway sent reaches the terminal as a control."""
     hint = connection_hint(
         err, tls=args.cacert is not None, client_certificate=args.cert is not None
     )
@@ -188,7 +246,7 @@ def report_error(
             output["requestId"] = request_id
         emit_json(output)
         return
-    print(f"error: {hint}" if hint else f"error: {err}", file=sys.stderr)
+    print(f"error: {printable(hint)}" if hint else f"error: {err}", file=sys.stderr)
     if hint:
         print(f"  {err.headline}", file=sys.stderr)
 

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from pkggov_client import pb
+from pkggov_client._text import printable
 
 __all__ = [
     "DeniedVersion",
@@ -136,31 +137,37 @@ class PkggovError(Exception):
 
     @property
     def headline(self) -> str:
-        """The first line of the error: ``<CODE> <reason>: <message>``."""
+        """The first line of the error: ``<CODE> <reason>: <message>``, each value that came
+        from the gateway made `printable` (a newline or a terminal escape in it shows as
+        ``\\n``, ``\\x1b``)."""
         head = self.code.name if self.reason is None else f"{self.code.name} {self.reason}"
-        return f"{head}: {self.message}" if self.message else head
+        head = printable(head)
+        return f"{head}: {printable(self.message)}" if self.message else head
 
     def detail_lines(self) -> list[str]:
         """One indented line per detail: field violations, denied versions, quota violations,
-        resource, retry delay, metadata."""
-        lines = [f"  {field}: {description}" for field, description in self.field_violations]
+        resource, retry delay, metadata; every value `printable`, as in `headline`."""
+        p = printable
+        lines = [f"  {p(field)}: {p(description)}" for field, description in self.field_violations]
         lines.extend(
-            f"  denied {denied.version}: {_denial_reason(denied)}"
+            f"  denied {p(denied.version)}: {p(_denial_reason(denied))}"
             for denied in self.denied_versions
         )
         if self.denied_omitted:
             lines.append(f"  \u2026 and {self.denied_omitted} more denied")
         lines.extend(
-            f"  quota: {subject}: {description}" if description else f"  quota: {subject}"
+            f"  quota: {p(subject)}: {p(description)}" if description else f"  quota: {p(subject)}"
             for subject, description in self.quota_violations
         )
         if self.resource is not None:
             kind, name, description = self.resource
-            lines.append(f"  resource: {kind} {name}" + (f": {description}" if description else ""))
+            lines.append(
+                f"  resource: {p(kind)} {p(name)}" + (f": {p(description)}" if description else "")
+            )
         if self.retry_after is not None:
             lines.append(f"  retry after: {self.retry_after:g}s")
         if self.metadata:
-            pairs = ", ".join(f"{key}={self.metadata[key]}" for key in sorted(self.metadata))
+            pairs = ", ".join(f"{p(key)}={p(self.metadata[key])}" for key in sorted(self.metadata))
             lines.append(f"  metadata: {pairs}")
         return lines
 

@@ -1,5 +1,6 @@
 """The `pkggov delete` result as text: a table of what was deleted (`render_table`) and a dry
-run's plan (`render_plan`), each closing with a summary; the request's versions come first."""
+run's plan (`render_plan`), each closing with a summary; the request's versions come first.
+Every cell is `printable`: a version or message cannot reach the terminal as a control."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from pkggov_client._model import DeleteResult, VersionDecision, ordered_keys
+from pkggov_client._text import printable
 
 __all__ = ["render_plan", "render_table"]
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """`text` on one line, its runs of whitespace as one space, and `printable`."""
+    return printable(" ".join(text.split()))
 
 
 def _outcome_label(outcome: str) -> str:
@@ -23,7 +26,7 @@ def _outcome_label(outcome: str) -> str:
 def _decision_detail(decision: VersionDecision) -> str:
     """The POLICIES / MESSAGE cell: the message, preceded by any policy id it does not name."""
     message = _one_line(decision.message)
-    unnamed = [policy for policy in decision.policy_ids if policy not in message]
+    unnamed = [printable(p) for p in decision.policy_ids if printable(p) not in message]
     parts = [", ".join(unnamed)] if unnamed else []
     if message:
         parts.append(message)
@@ -46,8 +49,8 @@ def render_plan(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
         decision = result.decisions[version]
         rows.append(
             (
-                version,
-                _outcome_label(decision.outcome),
+                printable(version),
+                printable(_outcome_label(decision.outcome)),
                 "-" if decision.status is None else decision.status.value,
                 "yes" if decision.is_latest else "no",
                 _decision_detail(decision),
@@ -87,9 +90,16 @@ def render_table(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
         if version in result.successful:
             done = result.successful[version]
             status = "-" if done.status is None else done.status.value
-            rows.append((version, "deleted", status, done.revision))
+            rows.append((printable(version), "deleted", status, printable(done.revision)))
         else:
             failed = result.failed[version]
-            rows.append((version, "failed", failed.error_code, _one_line(failed.message)))
+            rows.append(
+                (
+                    printable(version),
+                    "failed",
+                    printable(failed.error_code),
+                    _one_line(failed.message),
+                )
+            )
     summary = f"{len(result.successful)} deleted, {len(result.failed)} failed"
     return "\n".join([*_columns(rows), summary])

@@ -36,6 +36,7 @@ from pkggov_client._cli_base import (
     error_to_dict,
     finish_stdout,
     message_to_dict,
+    text_arg,
 )
 from pkggov_client._client import PkggovClient
 from pkggov_client._connection import (
@@ -51,6 +52,7 @@ from pkggov_client._errors import PkggovError
 from pkggov_client._model import DeleteResult, PackageFormat, PackageVersionStatus, ordered_keys
 from pkggov_client._moved import add_moved_command
 from pkggov_client._render import render_plan, render_table
+from pkggov_client._text import printable
 
 __all__ = [
     "EXIT_OK",
@@ -102,44 +104,42 @@ def _request_id_arg(text: str) -> str:
     return text
 
 
-def _seconds_arg(text: str) -> float:
-    """Read a positive number of seconds."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: expected positive seconds")
-    return seconds
-
-
 def parse_versions(text: str, source: str) -> list[str]:
     """The versions in `text`, one per line: surrounding spaces, blank lines and everything
     after a ``#`` are ignored (a version holds neither whitespace nor ``#``). Only "\\n" (and
     "\\r\\n") end a line. Raises UsageError naming `source` and the line of a line that holds
-    more than one word."""
+    more than one word, or that is not UTF-8 (a byte kept as a surrogate by surrogateescape)."""
     versions = []
     for number, line in enumerate(text.split("\n"), start=1):
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{source}:{number}: not UTF-8 text: '{printable(line)}'") from None
         version = line.split("#", 1)[0].strip(_ASCII_SPACE)
         if not version:
             continue
         if any(space in version for space in _ASCII_SPACE):
-            raise UsageError(f"{source}:{number}: expected one version per line, got {version!r}")
+            raise UsageError(
+                f"{source}:{number}: expected one version per line, got '{printable(version)}'"
+            )
         versions.append(version)
     return versions
 
 
 def _read_versions(source: str) -> list[str]:
-    """The versions of --versions-from SOURCE: a UTF-8 file, or standard input for "-"."""
+    """The versions of --versions-from SOURCE: a UTF-8 file, or standard input for "-". The
+    bytes are read as they are (no newline translation), and `parse_versions` names a line
+    that is not UTF-8."""
     if source == "-":
-        return parse_versions(sys.stdin.read(), "<stdin>")
+        stdin = getattr(sys.stdin, "buffer", None)  # a test's text stream has none
+        data = sys.stdin.read() if stdin is None else stdin.read()
+        text = data if isinstance(data, str) else data.decode("utf-8", "surrogateescape")
+        return parse_versions(text, "<stdin>")
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        data = Path(source).read_bytes()
     except OSError as error:
-        raise UsageError(f"cannot read {source}: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise UsageError(f"{source}: not UTF-8 text ({error.reason})") from error
-    return parse_versions(text, source)
+        raise UsageError(f"cannot read {printable(source)}: {error.strerror}") from error
+    return parse_versions(data.decode("utf-8", "surrogateescape"), printable(source))
 
 
 def _versions(args: argparse.Namespace) -> list[str]:
@@ -192,9 +192,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="NAME",
         help="the same as --as NAME",
     )
-    delete.add_argument("--domain", required=True, help="CodeArtifact domain")
-    delete.add_argument("--domain-owner", metavar="ACCOUNT_ID", help="12-digit domain owner")
-    delete.add_argument("--repository", required=True, help="repository holding the package")
+    delete.add_argument("--domain", required=True, type=text_arg, help="CodeArtifact domain")
+    delete.add_argument(
+        "--domain-owner", type=text_arg, metavar="ACCOUNT_ID", help="12-digit domain owner"
+    )
+    delete.add_argument(
+        "--repository", required=True, type=text_arg, help="repository holding the package"
+    )
     delete.add_argument(
         "--format",
         required=True,
@@ -202,8 +206,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="{" + ",".join(PackageFormat) + "}",
         help="package format (any letter case)",
     )
-    delete.add_argument("--namespace", help="package namespace (npm scope without @, groupId)")
-    delete.add_argument("--package", required=True, help="package name")
+    delete.add_argument(
+        "--namespace", type=text_arg, help="package namespace (npm scope without @, groupId)"
+    )
+    delete.add_argument("--package", required=True, type=text_arg, help="package name")
     delete.add_argument(
         "--expected-status",
         type=_enum_arg(PackageVersionStatus, "status"),
@@ -212,6 +218,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     delete.add_argument(
         "--justification",
+        type=text_arg,
         metavar="TEXT",
         help="why the versions are deleted, for policy and audit (at most 1024 characters)",
     )
@@ -256,6 +263,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     delete.add_argument(
         "versions",
         nargs="*",
+        type=text_arg,
         metavar="VERSION",
         help="versions to delete (at least one here or in --versions-from)",
     )
@@ -337,7 +345,7 @@ def _print_result(
         else render_table(result, order=versions)
     )
     if result.audit_event_id is not None:
-        print(f"audit event {result.audit_event_id}", file=sys.stderr)
+        print(f"audit event {printable(result.audit_event_id)}", file=sys.stderr)
 
 
 def _report_plan(
@@ -355,7 +363,7 @@ def _report_plan(
         _print_result(result, args, versions, request_id)
         return EXIT_RPC_ERROR
     _print_result(result, args, versions, request_id)
-    denied = [version for version, d in result.decisions.items() if d.outcome == "DENIED"]
+    denied = [printable(v) for v, d in result.decisions.items() if d.outcome == "DENIED"]
     if denied and not args.allow_partial:
         if not args.json:
             print(

@@ -333,3 +333,30 @@ def test_a_good_client_certificate_still_works(
         "1.0.0",
     )
     assert 0 == result.returncode, result.stderr
+
+
+def test_recorded_terminal_escapes_are_shown_escaped(bin_dir: Path, gateway: Gateway) -> None:
+    """A caller's version holding terminal escapes (CodeArtifact's pattern allows them) is
+    recorded as sent, and the delete's output and `audit list` show it escaped: nothing
+    reaches the operator's terminal that clears it, retitles it or reorders a line."""
+    version = "9.9.9\x1b[2J\x1b]0;pwned\x07\u202e"
+    shown = r"9.9.9\x1b[2J\x1b]0;pwned\x07\u202e"
+    package = ("--package", "requests-lite")
+    deleted = pkggov(bin_dir, gateway, "delete", *PYPI, *package, version)
+    listed = pkggov(bin_dir, gateway, "audit", "list", "--as", "alice", *package, "--limit", "1")
+    assert 3 == deleted.returncode, deleted.stderr  # valid for CodeArtifact: NOT_FOUND
+    assert 0 == listed.returncode, listed.stderr
+    for output in (deleted.stdout, deleted.stderr, listed.stdout, listed.stderr):
+        assert [] == [char for char in output if char != "\n" and not char.isprintable()]
+    assert shown in deleted.stdout + deleted.stderr
+    row = listed.stdout.splitlines()[1]  # the newest event (then "more: --page-token ...")
+    assert row.endswith(shown), listed.stdout
+
+
+def test_an_argument_that_is_not_utf8_is_a_usage_error(bin_dir: Path, gateway: Gateway) -> None:
+    """$'\\xff' as a version (Python hands it over as a surrogate): exit 2 naming the
+    argument, no traceback."""
+    result = pkggov(bin_dir, gateway, "delete", *PYPI, "--package", "requests-lite", "1.0\udcff")
+    assert 2 == result.returncode
+    assert "error: argument VERSION: not UTF-8 text: '1.0\\xff'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -409,6 +411,10 @@ def test_unreachable_gateway_as_json_has_the_hint(capsys: pytest.CaptureFixture[
         (["--header", "novalue", "1.0"], "expected KEY=VALUE"),
         (["--header", "grpc-timeout=1", "1.0"], "invalid metadata key"),
         (["--timeout", "0", "1.0"], "invalid timeout"),
+        (["--timeout", "1e300", "1.0"], "argument --timeout: invalid timeout '1e300'"),
+        (["--timeout", "86401", "1.0"], "at most 86400 (a day)"),
+        (["--timeout", "nan", "1.0"], "invalid timeout 'nan'"),
+        (["--timeout", "inf", "1.0"], "invalid timeout 'inf'"),
         ([], "no versions given: name them as arguments or with --versions-from"),
         (["-"], "use --versions-from - to read versions from standard input"),
         (["--versions-from", "/nonexistent/versions"], "cannot read /nonexistent/versions"),
@@ -1131,3 +1137,160 @@ def test_audit_show_prints_integers_as_integers(
     assert '"duration_ms": 12.5,' in out
     assert '"count": [\n      1\n    ]' in out
     assert ".0" not in out
+
+
+# --- input that is not UTF-8, and TLS files that cannot work ---------------------------------
+
+
+def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """`parser` and every subcommand parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                yield from _commands(command)
+
+
+def test_every_argument_that_takes_text_has_a_type_that_checks_it() -> None:
+    """Without a type, argparse takes any argument, and protobuf fails on one that is not
+    UTF-8 with a traceback; a Path (a local file's name) may hold any bytes."""
+    from pkggov_client._cli_base import text_arg
+    from pkggov_client.cli import build_parser
+
+    untyped = [
+        f"{command.prog} {action.dest}"
+        for command in _commands(build_parser({}))
+        for action in command._actions
+        if action.nargs != 0
+        and action.type in (None, str)
+        and not isinstance(action, argparse._SubParsersAction)
+        and action.help != argparse.SUPPRESS  # refused options
+        and action.dest != "versions_from"  # a local file's name, which may hold any bytes
+    ]
+    assert [] == untyped
+    assert "1.0-\u03b2" == text_arg("1.0-\u03b2")
+
+
+_NOT_UTF8 = "1.0\udcff"
+"""An argument holding the byte 0xff, as Python hands over argv (surrogateescape)."""
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["delete", "--domain", "demo", _NOT_UTF8], "argument VERSION: not UTF-8 text: '1.0\\xff'"),
+        (["delete", "--domain", _NOT_UTF8, "1.0"], "argument --domain: not UTF-8 text"),
+        (["delete", "--domain", "d", "--justification", _NOT_UTF8, "1.0"], "--justification"),
+        (["audit", "list", "--by", _NOT_UTF8], "argument --by: not UTF-8 text: '1.0\\xff'"),
+        (["audit", "list", "--page-token", _NOT_UTF8], "argument --page-token: not UTF-8"),
+        (["audit", "show", _NOT_UTF8], "argument EVENT_ID: not UTF-8 text"),
+        (["audit", "show", "--target", _NOT_UTF8, "e"], "argument --target: not UTF-8 text"),
+    ],
+    ids=["version", "domain", "justification", "by", "page-token", "event-id", "target"],
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if argv[0] == "delete":
+        argv = [*argv[:1], "--repository", "r", "--format", "npm", "--package", "p", *argv[1:]]
+
+    status = main(argv, environ={"PKGGOV_CLI_TARGET": "127.0.0.1:1"})
+
+    err = capsys.readouterr().err
+    assert 2 == status, err
+    assert complaint in err
+    assert "Traceback" not in err
+
+
+def test_a_versions_file_that_is_not_utf8_is_a_usage_error_naming_the_line(
+    fake: FakeGateway,
+    target: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    listed = tmp_path / "v.txt"
+    listed.write_bytes(b"1.0\n# caf\xc3\xa9\n2.0\xff\n")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"1.0\n\xff\xfe\n")))
+
+    from_file = main(_delete_args(target, "--versions-from", str(listed)))
+    from_file_err = capsys.readouterr().err
+    from_stdin = main(_delete_args(target, "--versions-from", "-"))
+    from_stdin_err = capsys.readouterr().err
+
+    assert (from_file, from_stdin, fake.calls) == (2, 2, [])
+    assert f"{listed}:3: not UTF-8 text: '2.0\\xff'" in from_file_err
+    assert "<stdin>:2: not UTF-8 text: '\\xff\\xfe'" in from_stdin_err
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.certs import make_test_pki
+
+    directory = tmp_path_factory.mktemp("pki")
+    (directory / "garbage.pem").write_text("not a certificate\n")
+    return make_test_pki(directory)
+
+
+@pytest.mark.parametrize(
+    ("tls", "complaint"),
+    [
+        (["--cacert", "garbage.pem"], "--cacert {dir}/garbage.pem holds no certificate (PEM)"),
+        (["--cacert", "alice.key"], "--cacert {dir}/alice.key holds no certificate (PEM)"),
+        (["--cacert", "missing.pem"], "cannot read {dir}/missing.pem: No such file or directory"),
+        (
+            ["--cacert", "ca.pem", "--cert", "garbage.pem", "--key", "alice.key"],
+            "--cert {dir}/garbage.pem holds no certificate (PEM)",
+        ),
+        (
+            ["--cacert", "ca.pem", "--cert", "alice.pem", "--key", "expired.key"],
+            "--key {dir}/expired.key is not the key of --cert {dir}/alice.pem",
+        ),
+        (
+            ["--cacert", "ca.pem", "--cert", "alice.pem", "--key", "alice.pem"],
+            "--key {dir}/alice.pem holds no private key (PEM)",
+        ),
+    ],
+    ids=["garbage-ca", "key-as-ca", "missing-ca", "garbage-cert", "mismatch", "cert-as-key"],
+)
+def test_tls_files_that_cannot_work_are_a_usage_error_before_connecting(
+    fake: FakeGateway,
+    target: str,
+    pki: Any,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    tls: list[str],
+    complaint: str,
+) -> None:
+    """gRPC itself would only log "Failed to create security handshaker" and fail the call."""
+    files = [str(pki.directory / arg) if not arg.startswith("--") else arg for arg in tls]
+
+    deleting = main(_delete_args(target, *files, "1.0"))
+    delete_err = capsys.readouterr().err
+    showing = main(["audit", "show", "--target", target, *files, "e"])
+    show_err = capsys.readouterr().err
+
+    assert (deleting, showing, fake.calls) == (2, 2, [])
+    expected = complaint.format(dir=pki.directory)
+    assert f"pkggov delete: error: {expected}\n" == delete_err
+    assert f"pkggov audit show: error: {expected}\n" == show_err
+
+
+def test_an_encrypted_key_is_refused_before_it_is_asked_for(
+    fake: FakeGateway, target: str, pki: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pki.alice.key_pem, password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    tls = ["--cacert", str(pki.ca_pem), "--cert", str(pki.alice.cert), "--key", str(encrypted)]
+
+    assert 2 == main(_delete_args(target, *tls, "1.0"))
+    assert f"--key {encrypted} is encrypted" in capsys.readouterr().err
