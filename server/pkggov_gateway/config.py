@@ -19,8 +19,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
-from urllib.parse import urlsplit
+from typing import Any, TypeVar, get_type_hints
+from urllib.parse import unquote, urlsplit
 
 from pkggov_gateway.netaddr import is_loopback
 
@@ -35,6 +35,9 @@ __all__ = [
     "UpstreamSettings",
     "describe",
     "load_settings",
+    "mask_store",
+    "masked_store",
+    "metadata_key_problem",
     "store_secrets",
 ]
 
@@ -232,6 +235,26 @@ _MAY_BE_ZERO = frozenset(
     }
 )
 
+_Number = TypeVar("_Number", int, float)
+
+_MOST_INT = 2**31 - 1
+"""Any integer setting: what grpc's options and the databases' integers hold."""
+_MOST_SECONDS = 2_000_000.0
+"""Any number setting (seconds, rates): grpc and libpq take milliseconds as 32-bit integers."""
+_MOST: dict[tuple[str, str], float] = {
+    ("server", "max_workers"): 10_000,  # threads
+    ("server", "max_concurrent_rpcs"): 10_000,
+    ("server", "max_streams"): 10_000,
+    ("server", "max_streams_per_peer"): 10_000,
+    ("upstream", "chunk_workers"): 10_000,  # threads
+    ("upstream", "chunk_parallelism"): 10_000,
+    ("upstream", "max_attempts"): 100,
+    ("upstream", "replicas"): 10_000,
+    ("quota", "window_seconds"): 366 * 86_400.0,
+}
+"""Sane upper bounds, so that an absurd value is refused by its own name (not by the check of
+another setting derived from it, nor by an overflow deep in grpc at start-up)."""
+
 _CHOICES = {
     ("logging", "level"): {"debug", "info", "warning", "error"},
     ("logging", "format"): {"auto", "json", "console"},
@@ -262,7 +285,7 @@ def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
             return result
         if result is None or result <= 0:
             raise ConfigError(f"{where}: expected a positive integer, got {value!r}")
-        return result
+        return _at_most(section, key, result, where, _MOST_INT)
     if kind is float:
         try:
             number = float(value) if not isinstance(value, bool) else None
@@ -274,13 +297,21 @@ def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
             return number
         if number == 0:
             raise ConfigError(f"{where}: must be greater than 0")
-        return number
+        return _at_most(section, key, number, where, _MOST_SECONDS)
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     choices = _CHOICES.get((section, key))
     if choices is not None and value not in choices:
         raise ConfigError(f"{where}: expected one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def _at_most(section: str, key: str, number: _Number, where: str, most: float) -> _Number:
+    most = _MOST.get((section, key), most)
+    if number > most:
+        shown = f"{int(most):,}" if most == int(most) else f"{most:,}"
+        raise ConfigError(f"{where}: must be at most {shown}, got {number!r}")
+    return number
 
 
 def _coerce_limits(where: str, value: Any) -> dict[str, int]:
@@ -300,6 +331,8 @@ def _coerce_limits(where: str, value: Any) -> dict[str, int]:
             limits[str(name)] = 0
         if limits[str(name)] <= 0 or isinstance(number, bool):
             raise ConfigError(f"{where}.{name}: expected a positive integer, got {number!r}")
+        if limits[str(name)] > _MOST_INT:
+            raise ConfigError(f"{where}.{name}: must be at most {_MOST_INT:,}, got {number!r}")
     return limits
 
 
@@ -388,6 +421,10 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"identity.mode = mtls needs {', '.join(missing)}")
     if identity.mode == "proxy" and not identity.trusted_proxies:
         raise ConfigError("identity.mode = proxy needs identity.trusted_proxies")
+    for key in ("proxy_header", "dev_metadata_key"):
+        problem = metadata_key_problem(getattr(identity, key))
+        if problem:
+            raise ConfigError(f"identity.{key}: {problem}")
     if upstream.min_call_seconds <= upstream.deadline_margin_seconds:
         raise ConfigError(
             "upstream.min_call_seconds must be greater than upstream.deadline_margin_seconds"
@@ -416,10 +453,72 @@ def _check(settings: Settings) -> None:
         )
     if audit.store.startswith("sqlite:") and not audit.store.removeprefix("sqlite:").strip("/"):
         raise ConfigError("audit.store: sqlite: needs a file path")
+    if not audit.store.startswith("sqlite:"):
+        _check_postgres_url(audit.store)
     if bool(upstream.access_key_id) != bool(upstream.secret_access_key):
         raise ConfigError(
             "upstream.access_key_id and upstream.secret_access_key must be set together"
         )
+
+
+_METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
+_RESERVED_KEYS = frozenset({"content-type", "te", "host", "connection", "user-agent"})
+
+
+def metadata_key_problem(key: str) -> str | None:
+    """Why `key` (any case) cannot be the gRPC metadata key of a text value every client can
+    send; None when it can."""
+    lowered = key.lower()
+    if not _METADATA_KEY.fullmatch(lowered):
+        return f"{key!r} is not a gRPC metadata key (expected letters, digits, '_', '.' and '-')"
+    if lowered.startswith("grpc-") or lowered in _RESERVED_KEYS:
+        return f"{key!r} is reserved by gRPC and HTTP/2"
+    if lowered.endswith("-bin"):
+        return f"{key!r} names a binary value (the -bin suffix), not text"
+    return None
+
+
+def _check_postgres_url(store: str) -> None:
+    """Parse a PostgreSQL audit.store as the gateway (urlsplit) and libpq will, so that start-up
+    never meets a URL it cannot read. The ConfigError shows the URL and causes masked."""
+
+    def invalid(reason: str) -> ConfigError:
+        reason = " ".join(mask_store(reason, store).split())  # libpq's end with a line break
+        return ConfigError(f"audit.store {masked_store(store)}: invalid PostgreSQL URL: {reason}")
+
+    try:
+        parts = urlsplit(store)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as error:
+        # Not the message itself: "Port could not be cast to integer value as 'pa'" quotes what
+        # follows a ':' (a password holding '/' ends up there), too short to be masked.
+        text = str(error)
+        if text.startswith("Port out of range"):
+            reason = "the port must be a number from 0 to 65535"
+        elif text.startswith("Port"):
+            reason = (
+                "the port is not a number (a user name or password holding ':', '/', '?', "
+                "'#' or '@' must percent-encode it)"
+            )
+        elif text == "Invalid IPv6 URL":
+            reason = "unbalanced '[' or ']' around the host"
+        else:
+            reason = f"the host is malformed ({text})"
+        raise invalid(reason) from None
+    # libpq's user info ends at the first '@' before any '/', urlsplit's at the last '@' before
+    # any '/', '?' or '#': where they could differ, they would disagree on the host.
+    libpq_authority = store.partition("://")[2].partition("/")[0]
+    if parts.netloc.count("@") > 1 or ("@" in libpq_authority) != ("@" in parts.netloc):
+        raise invalid(
+            "ambiguous user info: percent-encode '@', '?' and '#' in a user name or password"
+        )
+    from psycopg import Error  # noqa: PLC0415 - only PostgreSQL deployments need it loaded
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - as above
+
+    try:
+        conninfo_to_dict(store)  # libpq's parser (it may quote the URL: masked by `invalid`)
+    except Error as error:
+        raise invalid(str(error)) from None
 
 
 def describe(settings: Settings) -> dict[str, Any]:
@@ -428,18 +527,48 @@ def describe(settings: Settings) -> dict[str, Any]:
     for key in ("secret_access_key", "session_token"):
         if shown["upstream"][key]:
             shown["upstream"][key] = "***"
-    store = urlsplit(settings.audit.store)
-    if store.password:
-        shown["audit"]["store"] = settings.audit.store.replace(f":{store.password}@", ":***@")
-    shown["audit"]["store"] = _QUERY_PASSWORD.sub(r"\1***", shown["audit"]["store"])
+    shown["audit"]["store"] = masked_store(settings.audit.store)
     return shown
 
 
 _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+_USERINFO_PASSWORD = re.compile(r"(://[^:@/?#\s]*:)\S*@")
+"""``scheme://user:PASSWORD@`` in any text, up to the last '@' of the run (a password may
+hold one), without parsing the URL: a malformed one is masked too."""
+
+
+def _userinfo_password(store: str) -> str:
+    """The password in ``scheme://user:password@`` as written ("" when none), found without
+    parsing the URL: everything between the user's ':' and the last '@'."""
+    _, scheme, rest = store.partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    return userinfo.partition(":")[2] if scheme and at else ""
+
+
+def masked_store(store: str) -> str:
+    """audit.store as it may be shown: its passwords (user info, ``password=``) masked,
+    whether or not the URL parses."""
+    password = _userinfo_password(store)
+    if password:
+        head, _, tail = store.partition("://")
+        store = f"{head}://{tail.partition(':')[0]}:***@{tail.rpartition('@')[2]}"
+    return _QUERY_PASSWORD.sub(r"\1***", store)
+
+
+def mask_store(text: str, store: str) -> str:
+    """`text` (a message that may quote audit.store, a driver's included) with every password
+    the store URL holds masked: as written, percent-decoded, and any ``user:PASSWORD@``."""
+    text = _USERINFO_PASSWORD.sub(r"\1***@", text)
+    text = _QUERY_PASSWORD.sub(r"\1***", text)
+    for secret in store_secrets(store):
+        text = text.replace(secret, "***")
+    return text
 
 
 def store_secrets(store: str) -> list[str]:
-    """The passwords an audit.store URL holds (user info, ``password=``), as written: what
-    a message quoting the URL must mask."""
-    found = [urlsplit(store).password, *(m.group(2) for m in _QUERY_PASSWORD.finditer(store))]
-    return [secret for secret in found if secret]
+    """The passwords an audit.store URL holds (user info, ``password=``), as written and
+    percent-decoded, longest first: what a message quoting the URL must mask. Found without
+    parsing the URL, so that a malformed one gives them up too."""
+    written = [_userinfo_password(store), *(m.group(2) for m in _QUERY_PASSWORD.finditer(store))]
+    found = {secret for secret in (*written, *map(unquote, written)) if secret}
+    return sorted(found, key=len, reverse=True)

@@ -4,16 +4,15 @@ Risky combinations are warned about (`warnings`). The checks reuse what build_ga
 (the Cedar loader, the TLS credential loader, the emulator's seed loader), so they find what
 start-up would, with the same StartupError text.
 They change nothing and open no connection and no port: the audit store is checked on paper
-(a SQLite file's directory exists and is writable; a PostgreSQL URL parses), so that the check
-can run where the database is not reachable (an image build, CI). A listener that is taken, or
-a database that is down, is found only at start-up.
+(a SQLite file's directory exists and is writable; load_settings has parsed a PostgreSQL URL),
+so that the check can run where the database is not reachable (an image build, CI). A
+listener that is taken, or a database that is down, is found only at start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pkggov_gateway.adapters.identity import build_authenticator
 from pkggov_gateway.adapters.sql import sqlite_path
@@ -91,20 +90,12 @@ def _certificates(settings: Settings) -> None:
 
 
 def _audit_store(settings: Settings) -> None:
+    # A PostgreSQL URL was parsed by load_settings (as urlsplit and libpq read it).
     path = sqlite_path(settings.audit.store)
     if path is not None:
         problem = sqlite_problem(path)
         if problem:
             raise store_error(settings, f"cannot open: {problem}")
-        return
-    from psycopg import Error  # noqa: PLC0415 - only PostgreSQL deployments need it loaded
-    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - as above
-
-    try:
-        conninfo_to_dict(settings.audit.store)
-        urlsplit(settings.audit.store).port  # noqa: B018 - raises ValueError for a bad port
-    except (Error, ValueError) as error:
-        raise store_error(settings, f"invalid PostgreSQL URL: {error}") from error
 
 
 def _audit_log(settings: Settings) -> None:

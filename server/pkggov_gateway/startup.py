@@ -25,7 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 
 from pkggov_gateway.adapters.cedar_source import PolicyLoadError
-from pkggov_gateway.config import Settings, describe, store_secrets
+from pkggov_gateway.config import Settings, mask_store, masked_store
 from pkggov_gateway.domain.errors import AuditUnavailableError
 
 __all__ = [
@@ -174,12 +174,7 @@ def sqlite_problem(path: Path) -> str | None:
 
 
 def store_error(settings: Settings, cause: str) -> StartupError:
-    """A StartupError about audit.store, shown masked, with any password in `cause` masked."""
-    for secret in store_secrets(settings.audit.store):
-        cause = cause.replace(secret, "***")
-    return StartupError("audit.store", cause, value=_shown_store(settings))
-
-
-def _shown_store(settings: Settings) -> str:
-    """audit.store as it may be shown: its password masked (as config.describe does)."""
-    return str(describe(settings)["audit"]["store"])
+    """A StartupError about audit.store, shown masked, with any password in `cause` (a driver
+    may quote the URL) masked."""
+    store = settings.audit.store
+    return StartupError("audit.store", mask_store(cause, store), value=masked_store(store))

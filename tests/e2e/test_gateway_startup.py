@@ -269,14 +269,52 @@ def test_check_config_reports_every_problem_one_per_line(bin_dir: Path, tmp_path
     ] == run.stderr.splitlines()
 
 
-def test_check_config_refuses_a_malformed_postgres_url(bin_dir: Path, tmp_path: Path) -> None:
-    """A PostgreSQL URL that does not parse (no connection is tried): named, password masked."""
-    line = _refused(
-        bin_dir, tmp_path, "--check-config", PKGGOV_AUDIT_STORE="postgresql://u:pw@db:port/x"
-    )
-    assert line.startswith(
-        "pkggov-gateway: audit.store postgresql://u:***@db:port/x: invalid PostgreSQL URL: "
-    )
+_PASSWORD = "s3cretpw"
+
+
+@pytest.mark.parametrize("mode", ["--check-config", "start"])
+@pytest.mark.parametrize(
+    ("store", "reason"),
+    [
+        (f"postgresql://u:{_PASSWORD}@[::1/db", "unbalanced '[' or ']' around the host"),
+        (f"postgresql://u:{_PASSWORD}@db:port/x", "the port is not a number"),
+        ("postgresql://u:s3cret/pw@db/x", "the port is not a number"),
+        ("postgresql://u:s3cr@tpw@127.0.0.1:1/db", "ambiguous user info"),
+        (f"postgresql://u:{_PASSWORD}@[::1]x/db", "unexpected character"),
+    ],
+)
+def test_a_malformed_postgres_url_is_one_line_without_the_password(
+    bin_dir: Path, tmp_path: Path, mode: str, store: str, reason: str
+) -> None:
+    """A PostgreSQL URL that does not parse (no connection is tried): the same one line, exit
+    2, with --check-config and at start-up; no part of the password anywhere."""
+    run = _run(bin_dir, tmp_path, *([mode] if mode != "start" else []), PKGGOV_AUDIT_STORE=store)
+    assert (2, "", False) == (run.returncode, run.stdout, "Traceback" in run.stderr), run.stderr
+    assert run.last_line.startswith("pkggov-gateway: configuration error: audit.store postgres")
+    assert f": invalid PostgreSQL URL: {reason}" in run.last_line
+    for part in ("s3cr", "tpw", "pw@"):
+        assert part not in run.stderr
+
+
+@pytest.mark.parametrize("mode", ["--check-config", "start"])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PKGGOV_IDENTITY_DEV_METADATA_KEY": "Bad Key"}, "identity.dev_metadata_key: "),
+        ({"PKGGOV_IDENTITY_DEV_METADATA_KEY": "grpc-timeout"}, "identity.dev_metadata_key: "),
+        ({"PKGGOV_IDENTITY_PROXY_HEADER": "x-p-bin"}, "identity.proxy_header: "),
+        (
+            {"PKGGOV_SERVER_MAX_WORKERS": "100000000000000000000"},
+            "$PKGGOV_SERVER_MAX_WORKERS: server.max_workers: must be at most 10,000",
+        ),
+    ],
+)
+def test_settings_no_client_could_use_are_refused_by_name(
+    bin_dir: Path, tmp_path: Path, mode: str, env: dict[str, str], expected: str
+) -> None:
+    """A metadata key no client can send, an absurd thread count: refused, naming the setting."""
+    line = _refused(bin_dir, tmp_path, *([mode] if mode != "start" else []), **env)
+    assert line.startswith(f"pkggov-gateway: configuration error: {expected}"), line
 
 
 def test_check_config_warns_of_the_emulator_with_mtls(

@@ -28,7 +28,7 @@ from pkggov_gateway.adapters.tls import server_credentials
 from pkggov_gateway.config import IdentitySettings
 from pkggov_gateway.domain.errors import UnauthenticatedError
 from pkggov_gateway.ports import Authenticator
-from tests.certs import ALICE_ID, CertFiles, TestPKI, make_test_pki
+from tests.certs import ALICE_ID, CertFiles, TestPKI, issue_cert, make_test_pki
 
 GRPCURL = Path(sys.executable).with_name("grpcurl")
 REPO = Path(__file__).resolve().parents[2]
@@ -151,6 +151,23 @@ def test_bad_client_certificate_fails_the_handshake(
     with pytest.raises(grpc.RpcError) as caught:
         whoami(mtls_server, credentials)
     assert grpc.StatusCode.UNAVAILABLE == cast(grpc.Call, caught.value).code()
+
+
+@pytest.mark.parametrize(
+    "uris", [["spiffe://evil.test/x", ALICE_ID], [ALICE_ID, "spiffe://evil.test/x"]]
+)
+def test_a_certificate_with_two_spiffe_ids_is_unauthenticated(
+    pki: TestPKI, mtls_server: str, uris: list[str]
+) -> None:
+    """The handshake accepts it (the CA signed it), but an X.509-SVID has one SPIFFE ID: which
+    SAN comes first must not choose the caller."""
+    cert, key = issue_cert(pki.ca, uri_sans=uris, dns_sans=["alice.pkggov.test"])
+    credentials = grpc.ssl_channel_credentials(pki.ca_pem.read_bytes(), key, cert)
+    with pytest.raises(grpc.RpcError) as caught:
+        whoami(mtls_server, credentials)
+    call = cast(grpc.Call, caught.value)
+    assert grpc.StatusCode.UNAUTHENTICATED == call.code()
+    assert "2 SPIFFE URI SANs" in (call.details() or "")
 
 
 def test_plaintext_client_fails_against_the_tls_port(mtls_server: str) -> None:

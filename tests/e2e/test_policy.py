@@ -105,6 +105,38 @@ def test_proxy_header_from_trusted_peer_identifies(
     assert ["1.0.0"] == list(response.successful_versions)
 
 
+def test_a_repeated_dev_header_is_unauthenticated(shipped: Gateway, emulator: Emulator) -> None:
+    """Two development headers are not the principal "alice, bob": UNAUTHENTICATED."""
+    repeated = (("x-pkggov-principal", "alice"), ("x-pkggov-principal", "bob"))
+    with stub_for(shipped, None) as stub, pytest.raises(grpc.RpcError) as caught:
+        stub.DeletePackageVersions(request(), timeout=10, metadata=repeated)
+    assert grpc.StatusCode.UNAUTHENTICATED == caught.value.code()
+    assert "repeated" in (caught.value.details() or "")
+    assert 0 == _calls(emulator)
+
+
+def test_a_repeated_proxy_header_is_unauthenticated(
+    make_gateway: GatewayFactory, emulator: Emulator
+) -> None:
+    """Two XFCC headers from the trusted proxy: something else added one, so neither counts."""
+    settings = {"mode": "proxy", "trusted_proxies": "127.0.0.1/32"}
+    repeated = (
+        ("x-forwarded-client-cert", "By=spiffe://pkggov.test/gw;URI=spiffe://pkggov.test/ops/bob"),
+        (
+            "x-forwarded-client-cert",
+            "By=spiffe://pkggov.test/gw;URI=spiffe://pkggov.test/ops/alice",
+        ),
+    )
+    with (
+        make_gateway(identity=settings, policy=SHIPPED) as gw,
+        stub_for(gw, None) as stub,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
+        stub.DeletePackageVersions(request(), timeout=10, metadata=repeated)
+    assert grpc.StatusCode.UNAUTHENTICATED == caught.value.code()
+    assert 0 == _calls(emulator)
+
+
 def test_principal_in_no_group_is_denied(shipped: Gateway, emulator: Emulator) -> None:
     """bob is in no group: PERMISSION_DENIED, POLICY_DENIED, "no policy permits", no delete."""
     with stub_for(shipped, "bob") as stub:

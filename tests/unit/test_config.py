@@ -6,10 +6,18 @@ import dataclasses
 import tomllib
 from pathlib import Path
 from typing import get_type_hints
+from urllib.parse import unquote
 
 import pytest
 
-from pkggov_gateway.config import ConfigError, Settings, load_settings
+from pkggov_gateway.config import (
+    ConfigError,
+    Settings,
+    describe,
+    load_settings,
+    mask_store,
+    masked_store,
+)
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "pkggov.toml"
@@ -107,6 +115,35 @@ def test_the_client_cli_variables_are_not_settings() -> None:
             "must be set together",
         ),
         ({"PKGGOV_LOGGING_LEVEL": "loud"}, "logging.level: expected one of"),
+        (
+            {"PKGGOV_SERVER_MAX_WORKERS": "100000000000000000000"},
+            "server.max_workers: must be at most 10,000, got 100000000000000000000",
+        ),
+        (
+            {"PKGGOV_SERVER_MAX_CONCURRENT_RPCS": "20000"},
+            "server.max_concurrent_rpcs: must be at most 10,000",
+        ),
+        ({"PKGGOV_UPSTREAM_CHUNK_WORKERS": "99999"}, "upstream.chunk_workers: must be at most"),
+        (
+            {"PKGGOV_SERVER_MAX_VERSIONS_PER_CALL": str(2**31)},
+            "server.max_versions_per_call: must be at most 2,147,483,647",
+        ),
+        (
+            {"PKGGOV_SERVER_KEEPALIVE_TIME_SECONDS": "1e12"},
+            "server.keepalive_time_seconds: must be at most 2,000,000",
+        ),
+        (
+            {"PKGGOV_QUOTA_MAX_VERSIONS_PER_GROUP": f"ci={2**40}"},
+            "quota.max_versions_per_group.ci: must be at most",
+        ),
+        ({"PKGGOV_IDENTITY_DEV_METADATA_KEY": "Bad Key"}, "identity.dev_metadata_key: 'Bad Key'"),
+        ({"PKGGOV_IDENTITY_DEV_METADATA_KEY": "grpc-timeout"}, "identity.dev_metadata_key: "),
+        ({"PKGGOV_IDENTITY_DEV_METADATA_KEY": "x-p-bin"}, "identity.dev_metadata_key: "),
+        ({"PKGGOV_IDENTITY_DEV_METADATA_KEY": ""}, "identity.dev_metadata_key: "),
+        ({"PKGGOV_IDENTITY_PROXY_HEADER": "x-fcc\n"}, "identity.proxy_header: "),
+        ({"PKGGOV_IDENTITY_PROXY_HEADER": "grpc-status"}, "identity.proxy_header: "),
+        ({"PKGGOV_IDENTITY_PROXY_HEADER": "xfcc-bin"}, "identity.proxy_header: "),
+        ({"PKGGOV_IDENTITY_PROXY_HEADER": "content-type"}, "identity.proxy_header: "),
     ],
 )
 def test_bad_values_are_refused_with_their_name(environ: dict[str, str], message: str) -> None:
@@ -114,6 +151,75 @@ def test_bad_values_are_refused_with_their_name(environ: dict[str, str], message
     with pytest.raises(ConfigError) as caught:
         load_settings(None, {**MTLS_FILES, **environ})
     assert message in str(caught.value)
+
+
+def test_metadata_keys_are_case_insensitive() -> None:
+    """grpc sends keys in lower case: a key written in any case is the same key."""
+    env = {**MTLS_FILES, "PKGGOV_IDENTITY_PROXY_HEADER": "X-Client-Identity"}
+    assert "X-Client-Identity" == load_settings(None, env).identity.proxy_header
+
+
+_PASSWORD = "s3cret-pw"
+
+
+@pytest.mark.parametrize(
+    ("store", "reason"),
+    [
+        (f"postgresql://u:{_PASSWORD}@[::1/db", "unbalanced '[' or ']' around the host"),
+        (f"postgresql://u:{_PASSWORD}@host:notaport/db", "the port is not a number"),
+        (f"postgresql://u:{_PASSWORD}@host:99999/db", "the port must be a number from 0 to"),
+        ("postgresql://u:s3cret/pw@host/db", "the port is not a number"),
+        ("postgresql://u:s3cret?pw@host/db", "the port is not a number"),
+        ("postgresql://u:s3cret@pw@host/db", "ambiguous user info"),
+        ("postgresql://u:5432?s3cret=pw@host/db", "ambiguous user info"),
+        (f"postgresql://u:{_PASSWORD}@[zz]/db", "the host is malformed"),
+        (f"postgresql://u:{_PASSWORD}@ho\uff03st/db", "the host is malformed"),
+        (f"postgresql://u:{_PASSWORD}@[::1]x/db", "unexpected character"),  # libpq's words
+        (f"postgres://u:{_PASSWORD}@host/db?a=%zz", "invalid percent-encoded token"),
+        (f"postgresql://u@host/db?password={_PASSWORD}&a=%zz", "invalid percent-encoded"),
+    ],
+)
+def test_a_malformed_postgres_url_is_refused_with_the_password_masked(
+    store: str, reason: str
+) -> None:
+    """audit.store is parsed as urlsplit and libpq read it, once, at load time: a URL either
+    cannot read is one ConfigError naming audit.store, holding no part of the password."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"PKGGOV_AUDIT_STORE": store}, dev=True)
+    message = str(caught.value)
+    assert message.startswith("audit.store postgres"), message
+    assert f"invalid PostgreSQL URL: {reason}" in message
+    assert "\n" not in message
+    for part in ("s3cret", "pw@"):
+        assert part not in message
+
+
+def test_describe_masks_the_store_password() -> None:
+    """The user-info and query passwords are masked; the rest of the URL is shown."""
+    store = f"postgresql://pkggov:{_PASSWORD}@db.internal:5432/audit?sslmode=require"
+    settings = load_settings(None, {"PKGGOV_AUDIT_STORE": store}, dev=True)
+    shown = "postgresql://pkggov:***@db.internal:5432/audit?sslmode=require"
+    assert shown == describe(settings)["audit"]["store"]
+    query = f"postgresql://pkggov@db/audit?password={_PASSWORD}"
+    assert "postgresql://pkggov@db/audit?password=***" == masked_store(query)
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "postgresql://u:s3cret@pw@[::1/db",
+        "postgresql://u:s3cret/pw@host/db",
+        "postgresql://u:s3cret%2Fpw@host/db",
+        "postgresql://u:s3cret pw@host/db",
+    ],
+)
+def test_masking_needs_no_parse(store: str) -> None:
+    """Whether or not the URL parses, the store and any message quoting it (as written, or
+    percent-decoded) lose the password."""
+    password = unquote(store.partition("://u:")[2].rpartition("@")[0])
+    message = f'cannot open: missing "=" after "{store}"; password "{password}" refused'
+    for shown in (masked_store(store), mask_store(message, store)):
+        assert "s3cret" not in shown, shown
 
 
 def test_bad_file_is_refused(tmp_path: Path) -> None:

@@ -84,9 +84,9 @@ def test_mtls_falls_back_along_the_sources(ca: CA, cert: dict[str, Any], expecte
     assert expected == mtls_principal(ca, **cert)
 
 
-def test_mtls_skips_invalid_spiffe_uris(ca: CA) -> None:
-    """URI SANs that are not valid SPIFFE IDs are passed over for the first valid one."""
-    bad = [
+@pytest.mark.parametrize(
+    "bad",
+    [
         "spiffe://Upper.Case/x",
         "spiffe://pkggov.test",
         "spiffe://pkggov.test/",
@@ -95,10 +95,38 @@ def test_mtls_skips_invalid_spiffe_uris(ca: CA) -> None:
         "spiffe://user@pkggov.test/a",
         "spiffe://pkggov.test:443/a",
         "SPIFFE://pkggov.test/a",
-    ]
-    assert "spiffe://pkggov.test/ok" == mtls_principal(
-        ca, uri_sans=[*bad, "spiffe://pkggov.test/ok", ALICE]
+    ],
+)
+def test_mtls_passes_over_an_invalid_spiffe_uri(ca: CA, bad: str) -> None:
+    """A SPIFFE URI SAN that is not a valid SPIFFE ID names no one: the next source counts."""
+    cert = {"uri_sans": ["https://pkggov.test/x", bad], "dns_sans": ["alice.pkggov.test"]}
+    assert "dns:alice.pkggov.test" == mtls_principal(ca, **cert)
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        ["spiffe://evil.test/x", ALICE],
+        [ALICE, "spiffe://evil.test/x"],
+        [ALICE, "SPIFFE://pkggov.test/ops/root"],
+        ["spiffe://Upper.Case/x", ALICE],
+    ],
+)
+def test_mtls_refuses_more_than_one_spiffe_uri(ca: CA, uris: list[str]) -> None:
+    """An X.509-SVID has exactly one SPIFFE URI SAN: with two, whichever the order, no one is
+    named (the principal must not depend on the SANs' order)."""
+    with pytest.raises(UnauthenticatedError, match="2 SPIFFE URI SANs"):
+        mtls_principal(ca, uri_sans=uris, dns_sans=["alice.pkggov.test"])
+
+
+def test_two_spiffe_uris_matter_only_when_spiffe_is_consulted(ca: CA) -> None:
+    """An earlier source that names the caller decides; a non-SPIFFE URI SAN beside one
+    SPIFFE ID is no second one."""
+    uris = ["spiffe://evil.test/x", ALICE]
+    assert "dns:alice.pkggov.test" == mtls_principal(
+        ca, ("dns", "spiffe"), uri_sans=uris, dns_sans=["alice.pkggov.test"]
     )
+    assert ALICE == mtls_principal(ca, uri_sans=["https://pkggov.test/x", ALICE])
 
 
 @pytest.mark.parametrize(
@@ -304,12 +332,50 @@ def test_proxy_uses_the_last_element() -> None:
             "cn:alice, the admin",
         ),
         (("cn",), 'Subject="OU=ops,CN=alice"', "cn:alice"),
-        (("spiffe", "dns"), "URI=spiffe://BAD/x;URI=spiffe://good.test/x", "spiffe://good.test/x"),
+        (("spiffe", "dns"), "URI=https://x/y;URI=spiffe://good.test/x", "spiffe://good.test/x"),
+        (("spiffe", "dns"), "URI=spiffe://BAD/x;DNS=a.test", "dns:a.test"),
     ],
 )
 def test_proxy_source_order(sources: tuple[str, ...], header: str, expected: str) -> None:
     """URI gives spiffe, DNS gives dns, the Subject's CN gives cn, in the configured order."""
     assert expected == proxy(sources).authenticate({XFCC: header}, "ipv4:10.0.0.1:1", {}).id
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "URI=spiffe://evil.test/x;URI=spiffe://pkggov.test/ops/alice",
+        "URI=spiffe://pkggov.test/ops/alice;URI=spiffe://evil.test/x",
+    ],
+)
+def test_proxy_refuses_more_than_one_spiffe_uri(header: str) -> None:
+    """As for mTLS: an element with two SPIFFE URIs names no one, whichever comes first."""
+    with pytest.raises(UnauthenticatedError, match="2 SPIFFE URI SANs"):
+        proxy().authenticate({XFCC: header}, "ipv4:10.0.0.1:1", {})
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # What the edge makes of two headers (their values joined with ", "), either order.
+        f"By=x;URI=spiffe://evil.test/x, By=y;URI={ALICE}",
+        f"By=y;URI={ALICE}, By=x;URI=spiffe://evil.test/x",
+        # A quote cannot hide the join: Envoy's own value is balanced, so one stays open.
+        f'URI=spiffe://evil.test/x;By=", By=y;URI={ALICE}',
+        f'By=y;URI={ALICE}, URI=spiffe://evil.test/x;By="',
+    ],
+)
+def test_proxy_refuses_a_repeated_header(header: str) -> None:
+    """Two XFCC headers mean something besides the trusted proxy added one: unauthenticated,
+    rather than trusting whichever element ends up last."""
+    with pytest.raises(UnauthenticatedError, match=r"repeated|malformed"):
+        proxy().authenticate({XFCC: header}, "ipv4:10.0.0.1:1", {})
+
+
+def test_proxy_accepts_a_comma_and_blank_inside_quotes() -> None:
+    """Envoy's own elements are joined by a bare ','; ", " inside a quoted subject is data."""
+    header = f'By=a;URI=spiffe://t/x,By=b;Subject="CN=alice\\, the admin";URI={ALICE}'
+    assert ALICE == proxy().authenticate({XFCC: header}, "ipv4:10.0.0.1:1", {}).id
 
 
 def test_proxy_reads_the_cert_when_no_names_are_forwarded(ca: CA) -> None:
@@ -366,10 +432,17 @@ def test_dev_takes_the_trimmed_header(value: str, expected: str) -> None:
         {"x-pkggov-principal": "ali\x07ce"},
         {"x-pkggov-principal": "ali\nce"},
         {"x-other": "alice"},
+        {"x-pkggov-principal": "alice, bob"},  # the edge's join of a repeated header
+        {"x-pkggov-principal": "alice,bob"},
+        {"x-pkggov-principal": "al\u00e9"},  # grpcio's Latin-1 reading of b"al\xe9", too
+        {"x-pkggov-principal": "ali\u00a0ce"},
+        {"x-pkggov-principal": "\uff41lice"},
+        {"x-pkggov-principal": b"al\xe9"},
     ],
 )
 def test_dev_refuses_missing_or_bad_values(metadata: Mapping[str, str | bytes]) -> None:
-    """Absent, empty, too long or non-printable values are unauthenticated."""
+    """Absent, empty, too long, repeated, non-printable or non-ASCII values (one principal must
+    have one spelling) are unauthenticated."""
     with pytest.raises(UnauthenticatedError, match="x-pkggov-principal"):
         DevAuthenticator("x-pkggov-principal").authenticate(metadata, PEER, {})
 
@@ -445,6 +518,11 @@ def test_trusted_proxies_parse() -> None:
         (IdentitySettings(principal_sources="upn"), r"identity\.principal_sources"),
         (IdentitySettings(mode="proxy", proxy_header=" ", trusted_proxies="::1"), "proxy_header"),
         (IdentitySettings(mode="dev", dev_metadata_key=""), "dev_metadata_key"),
+        (IdentitySettings(mode="dev", dev_metadata_key="Bad Key"), "dev_metadata_key"),
+        (
+            IdentitySettings(mode="proxy", proxy_header="x-xfcc-bin", trusted_proxies="::1"),
+            "proxy_header",
+        ),
     ],
 )
 def test_build_authenticator_refuses_bad_settings(settings: IdentitySettings, message: str) -> None:

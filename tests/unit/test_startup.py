@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ProfileNotFound
 
 from pkggov_gateway import __main__ as entry
 from pkggov_gateway.adapters.cedar import PolicyLoadError
+from pkggov_gateway.config import load_settings
 from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.startup import (
     KNOWN,
@@ -22,6 +23,7 @@ from pkggov_gateway.startup import (
     listen_failure,
     naming,
     sqlite_problem,
+    store_error,
 )
 
 
@@ -72,6 +74,18 @@ def test_audit_unavailable_gives_the_drivers_words_not_the_per_call_text() -> No
     with pytest.raises(StartupError) as caught, naming("audit.store", "sqlite:x"):
         raise error
     assert "audit.store sqlite:x: unable to open database file" == str(caught.value)
+
+
+def test_store_error_masks_the_password_wherever_a_driver_quotes_it() -> None:
+    """The driver may echo the URL, or the password percent-decoded: neither is shown."""
+    store = "postgresql://pkggov:s3cret%40pw@127.0.0.1:1/audit"
+    settings = load_settings(None, {"PKGGOV_AUDIT_STORE": store}, dev=True)
+    cause = f'cannot open: bad "{store}"; password "s3cret@pw" refused'
+    error = store_error(settings, cause)
+    assert (
+        "audit.store postgresql://pkggov:***@127.0.0.1:1/audit: cannot open: bad "
+        '"postgresql://pkggov:***@127.0.0.1:1/audit"; password "***" refused'
+    ) == str(error)
 
 
 def test_an_unknown_exception_passes_through() -> None:

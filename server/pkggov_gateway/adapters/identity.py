@@ -3,9 +3,19 @@
 Each implements the `Authenticator` port and raises `UnauthenticatedError` when the call carries
 no identity it accepts. The principal is chosen by an ordered list of sources:
 
-- ``spiffe``: the first URI SAN that is a valid SPIFFE ID (``spiffe://trust-domain/path``);
+- ``spiffe``: the URI SAN that is a valid SPIFFE ID (``spiffe://trust-domain/path``); a
+  certificate with more than one ``spiffe:`` URI SAN is refused (an X.509-SVID has exactly one,
+  and the principal must not depend on the SANs' order);
 - ``dns``: the first DNS SAN that is a valid host name (wildcards name no one, so are skipped);
 - ``cn``: the subject's common name, when it has exactly one.
+
+Repeated headers: the gRPC edge joins a repeated text metadata key's values with ", " (as HTTP
+does). Two identity headers mean something besides the trusted proxy (or the developer) added
+one, so both header authenticators refuse them: a development principal may hold no ',' at
+all; an XFCC value is refused when it holds ", " outside quotes, which Envoy never writes (it
+joins elements with a bare ',' and quotes any value holding ','). Joined values cannot hide
+the join inside quotes: Envoy's own value is balanced, so that would leave a quote unclosed,
+and an unterminated value is refused as malformed.
 
 Certificate verification (chain to the configured CA, validity period) is the TLS handshake's
 job (see `adapters.tls`); `MtlsAuthenticator` only reads the certificate grpc verified.
@@ -24,7 +34,7 @@ from urllib.parse import unquote, unquote_to_bytes
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from pkggov_gateway.config import IdentitySettings
+from pkggov_gateway.config import IdentitySettings, metadata_key_problem
 from pkggov_gateway.domain.errors import UnauthenticatedError
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.ports import Authenticator
@@ -52,6 +62,9 @@ PEM_CERT_KEY: Final = "x509_pem_cert"  # where grpc puts the verified client cer
 _CACHE_SIZE: Final = 256
 _MAX_ID_CHARS: Final = 2048  # SPIFFE's limit on an ID's length; longer values name no one
 _MAX_DEV_CHARS: Final = 256
+_DEV_PRINCIPAL = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+"""Printable ASCII, no blank at either end (and then no ',', see DevAuthenticator)."""
+_REPEATED: Final = ", "  # how the edge joins a repeated text metadata key's values
 
 # SPIFFE ID spec: lower-case trust domain of [a-z0-9._-]; path segments of [A-Za-z0-9._-].
 _SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(?:/[A-Za-z0-9._-]+)+")
@@ -84,7 +97,9 @@ class CertFacts:
     common_names: tuple[str, ...] = ()
 
     def principal_id(self, sources: Sequence[str]) -> str | None:
-        """The first acceptable name by `sources`, or None when there is none.
+        """The first acceptable name by `sources`, or None when there is none; raises
+        UnauthenticatedError for a certificate with more than one SPIFFE URI SAN when the
+        spiffe source is consulted.
 
         Each source has its own namespace, so that no certificate can take another source's
         name (nor a development-mode name): a SPIFFE ID is itself (``spiffe://...``), a DNS
@@ -92,7 +107,13 @@ class CertFacts:
         """
         for source in sources:
             if source == "spiffe":
-                found = next((u for u in self.uris if is_spiffe_id(u)), None)
+                spiffe = [u for u in self.uris if u[:7].lower() == "spiffe:"]
+                if len(spiffe) > 1:
+                    raise UnauthenticatedError(
+                        f"the certificate has {len(spiffe)} SPIFFE URI SANs; an X.509-SVID has "
+                        f"exactly one (found {self.describe()})"
+                    )
+                found = next((u for u in spiffe if is_spiffe_id(u)), None)
             elif source == "dns":
                 dns = next((d for d in self.dns_names if _is_host_name(d)), None)
                 found = f"dns:{dns}" if dns is not None else None
@@ -320,7 +341,8 @@ class ProxyAuthenticator:
 
     The header is honoured only when the call's peer address lies in a trusted network; from
     any other peer (including unix sockets) it is ignored and the call is unauthenticated.
-    The LAST element counts: it is the one the nearest proxy (the trusted one) appended. Its
+    The LAST element counts: it is the one the nearest proxy (the trusted one) appended. A
+    repeated header (", " outside quotes, see the module docstring) is refused. Its
     URI, DNS and Subject (CN) fields are read; when it has none of them, its URL-encoded Cert.
     """
 
@@ -332,9 +354,10 @@ class ProxyAuthenticator:
         *,
         cache_size: int = _CACHE_SIZE,
     ) -> None:
-        if not header.strip():
-            raise ValueError("identity.proxy_header: must not be empty")
-        self._header = header.strip().lower()
+        problem = metadata_key_problem(header)
+        if problem:
+            raise ValueError(f"identity.proxy_header: {problem}")
+        self._header = header.lower()
         self._trusted = tuple(trusted)
         self._sources = parse_sources(sources)
         self._facts = functools.lru_cache(maxsize=cache_size)(_facts_from_pem)
@@ -360,9 +383,15 @@ class ProxyAuthenticator:
         if not header:
             raise UnauthenticatedError(f"the trusted proxy sent no {self._header} header")
         try:
+            repeated = any(e.startswith(" ") for e in _split_unquoted(header, ",")[1:])
             element = parse_xfcc(header)[-1]
         except ValueError as error:
             raise UnauthenticatedError(f"malformed {self._header} header: {error}") from error
+        if repeated:
+            raise UnauthenticatedError(
+                f"the {self._header} header is repeated (', ' between elements, which the "
+                "trusted proxy never writes): something besides the proxy added one"
+            )
         facts = self._element_facts(element)
         principal = facts.principal_id(self._sources)
         if principal is None:
@@ -389,12 +418,19 @@ class ProxyAuthenticator:
 
 
 class DevAuthenticator:
-    """Development only: the principal is whatever the caller puts in a metadata key."""
+    """Development only: the principal is whatever the caller puts in a metadata key, if it is
+    a plain name: 1 to 256 printable ASCII characters, trimmed, without ','.
+
+    ASCII only: grpcio reads a text value that is not UTF-8 as Latin-1, so b"al\\xe9" and the
+    UTF-8 "alé" would be one principal. No ',': the edge joins a repeated key's values with
+    ", ", so a repeated header is refused rather than read as the principal "alice, bob".
+    """
 
     def __init__(self, metadata_key: str) -> None:
-        if not metadata_key.strip():
-            raise ValueError("identity.dev_metadata_key: must not be empty")
-        self._key = metadata_key.strip().lower()
+        problem = metadata_key_problem(metadata_key)
+        if problem:
+            raise ValueError(f"identity.dev_metadata_key: {problem}")
+        self._key = metadata_key.lower()
 
     def authenticate(
         self,
@@ -402,17 +438,21 @@ class DevAuthenticator:
         peer: str,
         auth_context: Mapping[str, Sequence[bytes]],
     ) -> Principal:
-        """The trimmed metadata value: 1 to 256 printable characters."""
+        """The trimmed metadata value: 1 to 256 printable ASCII characters, no ','."""
         value = _metadata_text(metadata, self._key)
         if value is None:
             raise UnauthenticatedError(
                 f"development identity: send the principal in the {self._key} metadata key"
             )
         value = value.strip()
-        if not 0 < len(value) <= _MAX_DEV_CHARS or not value.isprintable():
+        if _REPEATED in value:
+            raise UnauthenticatedError(
+                f"development identity: the {self._key} metadata key is repeated; send it once"
+            )
+        if len(value) > _MAX_DEV_CHARS or not _DEV_PRINCIPAL.fullmatch(value) or "," in value:
             raise UnauthenticatedError(
                 f"development identity: {self._key} must be 1 to {_MAX_DEV_CHARS} printable "
-                "characters"
+                "ASCII characters, without ','"
             )
         return Principal(id=value, method=AuthMethod.DEV, peer=peer)
 
