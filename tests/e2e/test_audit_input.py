@@ -261,6 +261,20 @@ def test_bad_filters_are_invalid(shipped: Gateway, field: str, value: str) -> No
     assert_invalid(error, field)
 
 
+@pytest.mark.parametrize("field", ["namespace", "package", "version"])
+def test_names_with_control_characters_codeartifact_allows_can_be_searched(
+    shipped: Gateway, field: str
+) -> None:
+    """CodeArtifact's names allow ESC and other non-space control characters, and the
+    gateway records them: a filter for one is a search (here: nothing found), not an error."""
+    filters: dict[str, Any] = {field: "1.0\x1b[2J"}
+    with audit_stub(shipped) as audit:
+        page = audit.ListAuditEvents(
+            pb.ListAuditEventsRequest(**filters), timeout=10, metadata=READER
+        )
+    assert [] == list(page.events)
+
+
 def test_every_bad_field_is_named_at_once(shipped: Gateway) -> None:
     """Every broken rule is named in one answer, except that a value the record cannot hold
     at all (a Timestamp out of its range) is refused first, before anything reads the rest."""

@@ -172,9 +172,20 @@ _FILTER_LENGTHS = {
 """The longest value each text filter takes: CodeArtifact's own maxima for its names (see
 domain.validation), 2,048 for a principal (a SPIFFE ID's limit). Longer never matches."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-"""Control characters: no name the gateway records holds one (and PostgreSQL's text refuses
-NUL), so a filter with one is a caller's mistake, not a search."""
+_NEVER_IN = {
+    "principal": re.compile(r"[\x00-\x1f\x7f]"),
+    "domain": re.compile(r"[\x00-\x1f\x7f]"),
+    "repository": re.compile(r"[\x00-\x1f\x7f]"),
+    "namespace": re.compile(r"[\x00\s]", re.ASCII),
+    "package": re.compile(r"[\x00\s]", re.ASCII),
+    "version": re.compile(r"[\x00\s]", re.ASCII),
+}
+"""Characters no recorded value of the filter can hold, so a filter with one is a caller's
+mistake, not a search: control characters in principals, domains and repositories; NUL and
+whitespace in namespaces, packages and versions (CodeArtifact's names allow other control
+characters, such as ESC, so they can be searched for; NUL is stored as U+FFFD)."""
+
+_CONTROL_FREE = frozenset({"principal", "domain", "repository"})
 
 _TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 """google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z."""
@@ -196,8 +207,9 @@ def _text_violations(request: pb.ListAuditEventsRequest) -> list[FieldViolation]
             violations.append(
                 FieldViolation(name, f"must be at most {longest} characters, got {len(value)}")
             )
-        elif _CONTROL.search(value):
-            violations.append(FieldViolation(name, "must not contain control characters"))
+        elif _NEVER_IN[name].search(value):
+            what = "control characters" if name in _CONTROL_FREE else "NUL or whitespace"
+            violations.append(FieldViolation(name, f"must not contain {what}"))
     return violations
 
 
