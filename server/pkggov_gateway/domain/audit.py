@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "EXACT_FILTERS",
     "FINAL_CODES",
     "GENESIS",
     "SCHEMA_VERSION",
@@ -246,6 +247,20 @@ class AuditQuery:
     before_seq: int | None = None
     """Only events listed after the page that ended at this position (pagination)."""
     limit: int = 50
+
+
+EXACT_FILTERS: tuple[str, ...] = (
+    "principal",
+    "domain",
+    "repository",
+    "format",
+    "namespace",
+    "package",
+    "decision",
+    "status_code",
+)
+"""The AuditQuery filters that match an indexed column of the same name exactly (`version`
+matches one of the versions; the times and `before_seq` are bounds)."""
 
 
 @dataclass(frozen=True, slots=True)

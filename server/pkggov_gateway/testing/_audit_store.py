@@ -31,6 +31,7 @@ from typing import Any
 
 from pkggov_gateway.domain.audit import (
     COLUMNS,
+    EXACT_FILTERS,
     GENESIS,
     AppendGuard,
     AuditEventRecord,
@@ -53,16 +54,6 @@ from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededErr
 __all__ = ["InMemoryAuditStore"]
 
 _AT = {name: index for index, name in enumerate(COLUMNS)}
-_FILTERS = (
-    "principal",
-    "domain",
-    "repository",
-    "format",
-    "namespace",
-    "package",
-    "decision",
-    "status_code",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +338,7 @@ class InMemoryAuditStore:
 
 def _matches(row: _Row, query: AuditQuery) -> bool:
     """Whether a listing row passes `query`'s filters, as the SQL WHERE clause decides."""
-    for name in _FILTERS:
+    for name in EXACT_FILTERS:
         wanted = getattr(query, name)
         if wanted is not None and row.column(name) != wanted:
             return False

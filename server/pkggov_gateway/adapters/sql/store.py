@@ -28,6 +28,7 @@ from pkggov_gateway.adapters.sql.queries import (
 from pkggov_gateway.adapters.sql.writer import GroupCommitWriter
 from pkggov_gateway.domain.audit import (
     COLUMNS,
+    EXACT_FILTERS,
     AppendGuard,
     AuditEventRecord,
     AuditPage,
@@ -142,16 +143,7 @@ class SqlAuditStore:
         """Events matching `query`, newest first, one page."""
         where = [_LISTED]
         params: list[Any] = []
-        for name in (
-            "principal",
-            "domain",
-            "repository",
-            "format",
-            "namespace",
-            "package",
-            "decision",
-            "status_code",
-        ):
+        for name in EXACT_FILTERS:
             value = getattr(query, name)
             if value is not None:
                 where.append(f"e.{name} = ?")
