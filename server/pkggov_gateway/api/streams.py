@@ -325,7 +325,7 @@ class _UnaryRequest:
         self._budget = limiter.budget
         self._behaviour = behaviour
         self._decode = decode
-        self._missing = f'"{method}" requires exactly one request message.'  # grpcio's answer
+        self._missing = _missing_message(method)
         # grpcio reads this attribute from the behaviour it is given
         self.experimental_thread_pool = getattr(behaviour, "experimental_thread_pool", None)
 
@@ -343,8 +343,13 @@ class _UnaryRequest:
         return self._behaviour(self._decode(request, context), context)
 
 
-class _StreamRequests:
-    """A stream-unary behaviour under the limits."""
+def _missing_message(method: str) -> str:
+    """What grpcio answers (UNIMPLEMENTED) for a unary request that came without a message."""
+    return f'"{method}" requires exactly one request message.'
+
+
+class _Guarded:
+    """A streaming behaviour under the limits: what both stream wrappers hold."""
 
     def __init__(
         self,
@@ -358,6 +363,10 @@ class _StreamRequests:
         self._method = method
         self._decode = decode
 
+
+class _StreamRequests(_Guarded):
+    """A stream-unary behaviour under the limits."""
+
     def __call__(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         lease = self._limiter.admit(context)
         if lease is None:
@@ -370,7 +379,7 @@ class _StreamRequests:
             lease.release()
 
 
-class _StreamResponses:
+class _StreamResponses(_Guarded):
     """A stream-stream or unary-stream behaviour under the limits, in stream-stream form.
 
     Blocking behaviours hold their thread until the stream ends; non-blocking ones
@@ -387,10 +396,7 @@ class _StreamResponses:
         *,
         unary_request: bool,
     ) -> None:
-        self._limiter = limiter
-        self._behaviour = behaviour
-        self._method = method
-        self._decode = decode
+        super().__init__(limiter, behaviour, method, decode)
         self._unary_request = unary_request
         # grpcio reads these attributes from the behaviour it is given
         self.experimental_non_blocking = bool(
@@ -420,10 +426,7 @@ class _StreamResponses:
         request = next(guarded, _MISSING)
         if request is _MISSING and lease.ended is None and context.is_active():
             # what grpcio answers for a unary request without a message
-            context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f'"{self._method}" requires exactly one request message.',
-            )
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, _missing_message(self._method))
         return request
 
     def _blocking(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
