@@ -113,13 +113,14 @@ class RpcEdgeInterceptor(_ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        protected = method.startswith(PROTECTED_PREFIX)
         wrapped = grpc.unary_unary_rpc_method_handler(
             _Edge(
                 handler.unary_unary,
                 handler.request_deserializer,
                 method,
-                self._authenticator if method.startswith(PROTECTED_PREFIX) else None,
-                self._auditor if method.startswith(PROTECTED_PREFIX) else None,
+                self._authenticator if protected else None,
+                self._auditor if protected else None,
                 metrics=self._metrics,
             ),
             request_deserializer=None,  # raw bytes: decoded inside, with errors mapped
@@ -207,6 +208,7 @@ class _Rpc:
 
     request_id: str
     peer: str
+    metadata: dict[str, str | bytes]
     started: float
     call: GovernedCall | None
     code: grpc.StatusCode = grpc.StatusCode.OK
@@ -264,7 +266,8 @@ class _Edge:
             self._leave(context, rpc)
 
     def _arrive(self, context: grpc.ServicerContext) -> _Rpc:
-        sent = _metadata(context.invocation_metadata()).get(REQUEST_ID_KEY)
+        metadata = _metadata(context.invocation_metadata())
+        sent = metadata.get(REQUEST_ID_KEY)
         request_id = sent if isinstance(sent, str) and _REQUEST_ID.fullmatch(sent) else None
         request_id = request_id or str(uuid.uuid4())
         peer = context.peer()
@@ -275,7 +278,7 @@ class _Edge:
         context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         self._metrics.rpc_started(self._method)
         call = self._auditor.begin(self._method, request_id, peer) if self._auditor else None
-        return _Rpc(request_id, peer, time.perf_counter(), call)
+        return _Rpc(request_id, peer, metadata, time.perf_counter(), call)
 
     def _identify(self, rpc: _Rpc, context: grpc.ServicerContext) -> Principal | None:
         """The caller of a pkggov method (UNAUTHENTICATED before anything else is done)."""
@@ -283,8 +286,7 @@ class _Edge:
             return None
         # grpc-stubs type auth_context() as Mapping[str, bytes]; grpcio: lists.
         auth_context = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
-        metadata = _metadata(context.invocation_metadata())
-        principal = self._authenticator.authenticate(metadata, rpc.peer, auth_context)
+        principal = self._authenticator.authenticate(rpc.metadata, rpc.peer, auth_context)
         if rpc.call is not None:
             rpc.call.identified(principal)
         structlog.contextvars.bind_contextvars(principal=principal.id, auth=principal.method.value)

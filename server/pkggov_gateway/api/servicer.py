@@ -172,20 +172,20 @@ _FILTER_LENGTHS = {
 """The longest value each text filter takes: CodeArtifact's own maxima for its names (see
 domain.validation), 2,048 for a principal (a SPIFFE ID's limit). Longer never matches."""
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BLANK = re.compile(r"[\x00\s]", re.ASCII)
 _NEVER_IN = {
-    "principal": re.compile(r"[\x00-\x1f\x7f]"),
-    "domain": re.compile(r"[\x00-\x1f\x7f]"),
-    "repository": re.compile(r"[\x00-\x1f\x7f]"),
-    "namespace": re.compile(r"[\x00\s]", re.ASCII),
-    "package": re.compile(r"[\x00\s]", re.ASCII),
-    "version": re.compile(r"[\x00\s]", re.ASCII),
+    "principal": _CONTROL,
+    "domain": _CONTROL,
+    "repository": _CONTROL,
+    "namespace": _BLANK,
+    "package": _BLANK,
+    "version": _BLANK,
 }
 """Characters no recorded value of the filter can hold, so a filter with one is a caller's
 mistake, not a search: control characters in principals, domains and repositories; NUL and
 whitespace in namespaces, packages and versions (CodeArtifact's names allow other control
 characters, such as ESC, so they can be searched for; NUL is stored as U+FFFD)."""
-
-_CONTROL_FREE = frozenset({"principal", "domain", "repository"})
 
 _TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 """google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z."""
@@ -208,7 +208,7 @@ def _text_violations(request: pb.ListAuditEventsRequest) -> list[FieldViolation]
                 FieldViolation(name, f"must be at most {longest} characters, got {len(value)}")
             )
         elif _NEVER_IN[name].search(value):
-            what = "control characters" if name in _CONTROL_FREE else "NUL or whitespace"
+            what = "control characters" if _NEVER_IN[name] is _CONTROL else "NUL or whitespace"
             violations.append(FieldViolation(name, f"must not contain {what}"))
     return violations
 
