@@ -20,6 +20,7 @@ from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import DeleteOutcome, PackageRef, PackageState, VersionStatus
 from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
+from pkggov_gateway.domain.recovery import PendingPurge, PurgePage, PurgeQuery, PurgeStats
 
 __all__ = [
     "AuditStore",
@@ -30,6 +31,7 @@ __all__ = [
     "PackageLocks",
     "PolicyEngine",
     "PolicyView",
+    "PurgeStore",
 ]
 
 
@@ -49,6 +51,35 @@ class CodeArtifactPort(Protocol):
         `UpstreamError` subclass (see `domain.errors`) when the call as a whole fails, or
         `DeadlineTooShortError` when too little time is left to send it.
         """
+        ...
+
+    def update_package_versions_status(
+        self,
+        package: PackageRef,
+        versions: Sequence[str],
+        target_status: VersionStatus,
+        deadline: Deadline,
+        *,
+        expected_status: VersionStatus | None = None,
+        revisions: Mapping[str, str] | None = None,
+    ) -> DeleteOutcome:
+        """UpdatePackageVersionsStatus: move `versions` (at most 100) to `target_status`
+        (Archived, Published or Unlisted), each guarded by its revision in `revisions` (when
+        given) and by `expected_status`. Per-version results and errors as for a delete; the
+        successful versions carry their new revision and status."""
+        ...
+
+    def dispose_package_versions(
+        self,
+        package: PackageRef,
+        versions: Sequence[str],
+        deadline: Deadline,
+        *,
+        expected_status: VersionStatus | None = None,
+        revisions: Mapping[str, str] | None = None,
+    ) -> DeleteOutcome:
+        """DisposePackageVersions: delete the assets of `versions` (at most 100) and keep their
+        records as Disposed; guards, results and errors as for a status update."""
         ...
 
     def package_state(
@@ -162,6 +193,40 @@ class AuditStore(Protocol):
     def healthy(self) -> bool: ...
 
 
+class PurgeStore(Protocol):
+    """Pending purges (domain.recovery), kept in the audit store's database.
+
+    They are scheduled and closed only by the `PurgeEffects` of an appended audit entry;
+    these methods read them and lease them to a worker.
+    """
+
+    def pending_for(self, package: PackageRef, versions: Sequence[str]) -> dict[str, PendingPurge]:
+        """The pending purges of `versions` of `package` (by `package_key`), by version."""
+        ...
+
+    def pending_purges(self, query: PurgeQuery) -> PurgePage:
+        """One page of pending purges, soonest due first (then by purge id)."""
+        ...
+
+    def claim_due_purges(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[PendingPurge]:
+        """Lease up to `limit` pending purges that are due at `now` (their next attempt, or
+        else their due time, is not after it) and not leased to anyone until after `now`, to
+        this replica until `lease_until`; soonest due first. Across replicas a purge is leased
+        to one at a time (PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+        ...
+
+    def release_purge(self, purge_id: str, *, retry_at: datetime, error: str) -> None:
+        """A leased purge failed: count the attempt, record `error`, end the lease, and make
+        it due again at `retry_at` (a no-op if it is no longer pending)."""
+        ...
+
+    def purge_stats(self, now: datetime) -> PurgeStats:
+        """How many purges are pending and due at `now`, and the oldest due time."""
+        ...
+
+
 class Metrics(Protocol):
     """What the gateway counts and times (adapters.metrics exports it to Prometheus)."""
 
@@ -197,6 +262,14 @@ class Metrics(Protocol):
         """A policy reload was applied (ok) or refused."""
         ...
 
+    def purges_done(self, purged: int, cancelled: int, failed: int) -> None:
+        """A purge worker pass purged, cancelled and failed (to retry later) these many."""
+        ...
+
+    def purges_pending(self, stats: PurgeStats, now: datetime) -> None:
+        """The pending purges as of `now` (pending, due, the oldest due one's overdue age)."""
+        ...
+
     def stream_limited(self, reason: str) -> None:
         """A streaming call was refused (budget, peer) or ended (idle, max_age) by its limits,
         or a unary call waiting for its message was ended (message_peer, message_budget,
@@ -229,6 +302,12 @@ class NullMetrics:
         """Ignore."""
 
     def policy_reload(self, *, ok: bool) -> None:
+        """Ignore."""
+
+    def purges_done(self, purged: int, cancelled: int, failed: int) -> None:
+        """Ignore."""
+
+    def purges_pending(self, stats: PurgeStats, now: datetime) -> None:
         """Ignore."""
 
     def stream_limited(self, reason: str) -> None:

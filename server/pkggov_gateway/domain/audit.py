@@ -23,10 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from pkggov_gateway.domain.recovery import PurgeEffects
 
 __all__ = [
     "EXACT_FILTERS",
@@ -212,9 +214,11 @@ class _EntryBody:
 
 @dataclass(frozen=True, slots=True)
 class NewEntry(_EntryBody):
-    """An entry to append: its body (with event_id, kind and time set)."""
+    """An entry to append: its body (with event_id, kind and time set), and the changes to
+    pending purges that commit with it (in its transaction, or not at all)."""
 
     body: Mapping[str, Any]
+    effects: PurgeEffects = field(default_factory=PurgeEffects)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ class AuthMethod(StrEnum):
     MTLS = "mtls"
     PROXY = "proxy"
     DEV = "dev"
+    INTERNAL = "internal"
+    """The gateway itself (the purge worker); never a caller's."""
 
 
 @dataclass(frozen=True, slots=True)

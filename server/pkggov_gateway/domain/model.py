@@ -117,6 +117,7 @@ class DeleteRequest:
     justification: str = ""
     validate_only: bool = False
     allow_partial: bool = False
+    purge_now: bool = False
 
 
 class PlanOutcome(StrEnum):
@@ -126,6 +127,19 @@ class PlanOutcome(StrEnum):
     DENIED = "DENIED"
     NOT_FOUND = "NOT_FOUND"
     STATUS_MISMATCH = "STATUS_MISMATCH"
+    WOULD_ARCHIVE = "WOULD_ARCHIVE"
+    """A recovery window applies: the version is archived and its purge scheduled."""
+    WOULD_RESTORE = "WOULD_RESTORE"
+    NOT_PENDING_PURGE = "NOT_PENDING_PURGE"
+    """A restore of a version that has no pending purge."""
+    REVISION_MISMATCH = "REVISION_MISMATCH"
+    """A restore of a version changed since it was archived."""
+
+
+FORWARDED = frozenset(
+    {PlanOutcome.WOULD_DELETE, PlanOutcome.WOULD_ARCHIVE, PlanOutcome.WOULD_RESTORE}
+)
+"""The outcomes whose versions are sent upstream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,8 @@ class PlannedVersion:
     policy_ids: tuple[str, ...] = ()
     status: VersionStatus | None = None
     is_latest: bool = False
+    purge_at: datetime | None = None
+    """WOULD_ARCHIVE: when the archived version is purged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +164,8 @@ class SuccessfulVersion:
 
     revision: str
     status: VersionStatus | None
+    purge_at: datetime | None = None
+    """An archived version's scheduled purge (None: not archived under a window)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ MAX_PAGE_TOKEN_LENGTH = 512
 """Tokens this service issues are about 150 characters; anything longer is refused unread."""
 
 _MAC_BYTES = 32
+_FOREIGN = "is not a page token this service issued (forged, truncated or foreign)"
 
 
 def _b64(data: bytes) -> str:
@@ -63,8 +64,38 @@ class PageTokens:
             raise InvalidRequestError([FieldViolation(self._field, position)])
         return position
 
+    def issue_after(self, cursor: tuple[str, str], filters: str) -> str:
+        """A token for the page that starts after the keyset `cursor` (e.g. a time and an id),
+        valid for `filters` only."""
+        payload = json.dumps({"v": 1, "after": list(cursor), "filters": filters}).encode()
+        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
+
+    def read_after(self, token: str, filters: str) -> tuple[str, str]:
+        """The keyset cursor in `token` (see `issue_after`); InvalidRequestError as `read`."""
+        data = self._payload(token, filters)
+        if isinstance(data, dict):
+            after = data.get("after")
+            if (
+                isinstance(after, list)
+                and len(after) == 2
+                and all(isinstance(part, str) and len(part) <= 64 for part in after)
+            ):
+                return str(after[0]), str(after[1])
+            data = _FOREIGN
+        raise InvalidRequestError([FieldViolation(self._field, data)])
+
     def _position(self, token: str, filters: str) -> int | str:
-        foreign = "is not a page token this service issued (forged, truncated or foreign)"
+        data = self._payload(token, filters)
+        if isinstance(data, str):
+            return data
+        position = data.get("before")
+        if type(position) is not int or not 0 < position <= MAX_POSITION:
+            return _FOREIGN
+        return position
+
+    def _payload(self, token: str, filters: str) -> dict[str, object] | str:
+        """The signed payload of `token` issued for `filters`, or why it is refused."""
+        foreign = _FOREIGN
         if len(token) > MAX_PAGE_TOKEN_LENGTH or token.count(".") != 1:
             return foreign
         encoded_payload, _, encoded_mac = token.partition(".")
@@ -80,9 +111,6 @@ class PageTokens:
             return foreign
         if not isinstance(data, dict) or data.get("v") != 1:
             return foreign
-        position = data.get("before")
-        if type(position) is not int or not 0 < position <= MAX_POSITION:
-            return foreign
         if data.get("filters") != filters:
             return "was issued for other filters; keep every filter as it was for the first page"
-        return position
+        return data

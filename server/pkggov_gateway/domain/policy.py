@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import PackageRef, VersionStatus
 
-__all__ = ["PolicyContext", "PolicyRequest", "VersionDecision", "VersionFacts"]
+__all__ = ["PolicyAction", "PolicyContext", "PolicyRequest", "VersionDecision", "VersionFacts"]
+
+
+class PolicyAction(StrEnum):
+    """The Cedar action a per-version decision is about (its id in Pkggov::Action)."""
+
+    DELETE = "DeletePackageVersion"
+    """Deleting a version, or archiving it under a recovery window (the same rules)."""
+    RESTORE = "RestorePackageVersion"
+    """Restoring a version archived under a recovery window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +29,9 @@ class VersionFacts:
     status: VersionStatus
     is_latest: bool
     published_at: datetime | None = None
+    archived_by: str | None = None
+    """For a restore: the principal whose request archived the version (its pending purge's
+    requester); None otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +43,10 @@ class PolicyContext:
     request_size: int
     now: datetime
     peer: str
+    purge_now: bool = False
+    """The caller asked to delete at once where a recovery window would archive."""
+    recovery_window: bool = False
+    """A recovery window applies to the package's repository."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +61,7 @@ class PolicyRequest:
     remaining_after_request: int
     """How many would remain if every existing requested version were deleted."""
     context: PolicyContext
+    action: PolicyAction = PolicyAction.DELETE
 
 
 @dataclass(frozen=True, slots=True)

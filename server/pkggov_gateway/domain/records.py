@@ -27,9 +27,10 @@ from pkggov_gateway.domain.audit import (
     StoredEntry,
     canonical,
     format_time,
+    parse_time,
 )
 from pkggov_gateway.domain.identity import Principal
-from pkggov_gateway.domain.model import PlannedVersion
+from pkggov_gateway.domain.model import PlannedVersion, VersionStatus
 
 __all__ = [
     "OK",
@@ -112,6 +113,7 @@ def _decisions(plan: Mapping[str, PlannedVersion] | None) -> dict[str, Any] | No
             "message": planned.message,
             "status": planned.status.value if planned.status is not None else None,
             "is_latest": planned.is_latest,
+            **({"purge_at": format_time(planned.purge_at)} if planned.purge_at else {}),
         }
         for version, planned in plan.items()
     }
@@ -186,6 +188,11 @@ class RecordedFailure(Exception):  # noqa: N818 - a way of answering, not a fail
         self.status = status
 
 
+_RESULTS = {"DELETED": "deleted", "ARCHIVED": "archived", "DISPOSED": "disposed"}
+"""What happened to a version, by the status CodeArtifact reported after the call; a version
+in any other status was restored."""
+
+
 def _upstream_versions(
     response: Mapping[str, Any] | None, inferred: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -195,7 +202,9 @@ def _upstream_versions(
         return {}
     versions: dict[str, Any] = {}
     for version, info in (response.get("successful_versions") or {}).items():
-        versions[version] = {"result": "deleted", **info}
+        status = str(info.get("status") or "").removeprefix("PACKAGE_VERSION_STATUS_")
+        result = _RESULTS.get(status, "restored")
+        versions[version] = {"result": result, **info}
         if version in inferred:
             versions[version]["inferred"] = inferred[version]
     for version, info in (response.get("failed_versions") or {}).items():
@@ -276,6 +285,23 @@ class IntentFacts:
             request=body.get("request") or {},
             forward=tuple(str(v) for v in body.get("forward") or ()),
         )
+
+    @property
+    def principal(self) -> str:
+        """The id of the principal whose call this was ("" when none)."""
+        return str((self.entry.body.get("principal") or {}).get("id") or "")
+
+    def decision(self, version: str) -> str | None:
+        """The plan's outcome for `version` (e.g. "WOULD_ARCHIVE"), None when not planned."""
+        planned = (self.entry.body.get("decisions") or {}).get(version) or {}
+        outcome = planned.get("outcome")
+        return str(outcome) if outcome else None
+
+    def archived(self, version: str) -> tuple[VersionStatus, datetime]:
+        """For a version the intent archives: its status before, and when it is purged."""
+        planned = (self.entry.body.get("decisions") or {}).get(version) or {}
+        previous = VersionStatus(planned.get("status") or VersionStatus.PUBLISHED.value)
+        return previous, parse_time(str(planned["purge_at"]))
 
     def package_fields(self) -> dict[str, str | None]:
         """The package the intent named, as recorded (proto JSON values); KeyError when the

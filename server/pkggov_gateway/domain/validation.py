@@ -103,6 +103,7 @@ class RawDeleteRequest:
     justification: str = ""
     validate_only: bool = False
     allow_partial: bool = False
+    purge_now: bool = False
 
 
 def validate_delete_request(raw: RawDeleteRequest, *, max_versions: int) -> DeleteRequest:
@@ -197,6 +198,7 @@ def validate_delete_request(raw: RawDeleteRequest, *, max_versions: int) -> Dele
         justification=justification,
         validate_only=raw.validate_only,
         allow_partial=raw.allow_partial,
+        purge_now=raw.purge_now,
     )
 
 
