@@ -306,8 +306,10 @@ def _by_published_time(record: PackageVersion) -> _Key:
 
 
 def list_package_versions(store: Store, params: Mapping[str, Any]) -> dict[str, Any]:
-    """ListPackageVersions: every status unless ``status`` filters; sorted by version, or by
-    published time (newest first) with ``sortBy=PUBLISHED_TIME``."""
+    """ListPackageVersions: every status (Archived and Disposed included) unless ``status``
+    filters; sorted by version, or by published time (newest first) with
+    ``sortBy=PUBLISHED_TIME``. The default display version is the most recently published
+    version whose status is Published (none when no version is)."""
     ref = package_ref(params)
     package = store.package(ref)
     status = params.get("status")
@@ -340,7 +342,8 @@ def list_package_versions(store: Store, params: Mapping[str, Any]) -> dict[str, 
 
 
 def describe_package_version(store: Store, params: Mapping[str, Any]) -> dict[str, Any]:
-    """DescribePackageVersion (Disposed versions are described; deleted ones are gone)."""
+    """DescribePackageVersion (Archived, Unlisted and Disposed versions are described; deleted
+    ones are gone)."""
     ref = package_ref(params)
     package = store.package(ref)
     record = store.version(ref, params["packageVersion"])

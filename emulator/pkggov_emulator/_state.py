@@ -466,7 +466,9 @@ class Store:
     def delete_versions(
         self, ref: PackageRef, versions: Iterable[str], *, expected_status: str | None
     ) -> BatchResult:
-        """DeletePackageVersions: remove each version (NOT_FOUND / MISMATCHED_STATUS otherwise)."""
+        """DeletePackageVersions: remove each version in any status, Archived and Disposed
+        included (NOT_FOUND / MISMATCHED_STATUS otherwise); the version string is then free to
+        be published again, with a new revision."""
         result = BatchResult()
         with self.lock:
             for version, record, package in self._guarded(
@@ -485,7 +487,14 @@ class Store:
         expected_status: str | None,
         version_revisions: Mapping[str, str] | None,
     ) -> BatchResult:
-        """UpdatePackageVersionsStatus: move versions to Archived, Published or Unlisted."""
+        """UpdatePackageVersionsStatus: move versions to Archived, Published or Unlisted.
+
+        Each version must exist (NOT_FOUND) and pass the guards (MISMATCHED_STATUS, then
+        MISMATCHED_REVISION); a Disposed version cannot move (NOT_ALLOWED). A change issues a
+        new revision; a version already in `target_status` succeeds with its revision kept
+        (AWS does not document either; pkggov pins on the revision a change reports). Another
+        target status is a ValidationException for the whole call.
+        """
         if target_status not in UPDATE_TARGET_STATUSES:
             raise ValidationError(
                 f"targetStatus must be one of {', '.join(UPDATE_TARGET_STATUSES)}; "
@@ -517,7 +526,10 @@ class Store:
         expected_status: str | None,
         version_revisions: Mapping[str, str] | None,
     ) -> BatchResult:
-        """DisposePackageVersions: delete the assets and set the status to Disposed."""
+        """DisposePackageVersions: delete the assets and set the status to Disposed, with a new
+        revision (guards as for a status update); a Disposed version succeeds again with its
+        revision kept. The record stays, so the version string cannot be published again
+        until it is deleted."""
         result = BatchResult()
         with self.lock:
             for version, record, _ in self._guarded(

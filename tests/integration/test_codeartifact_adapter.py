@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from pkggov_gateway.domain.errors import (
     UpstreamThrottledError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    UpstreamValidationError,
 )
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
@@ -41,6 +42,7 @@ from pkggov_gateway.domain.model import (
     VersionErrorCode,
     VersionStatus,
 )
+from pkggov_gateway.ports import NullMetrics
 from tests.conftest import free_port
 
 if TYPE_CHECKING:
@@ -98,6 +100,73 @@ class Upstream:
             package, versions, expected_status, Deadline.after(seconds)
         )
 
+    def update(
+        self,
+        versions: list[str],
+        target_status: VersionStatus,
+        *,
+        package: PackageRef = LEFT_PAD,
+        expected_status: VersionStatus | None = None,
+        revisions: Mapping[str, str] | None = None,
+        seconds: float = 10.0,
+    ) -> DeleteOutcome:
+        """Move `versions` of `package` to `target_status` within `seconds` from now."""
+        return self.adapter.update_package_versions_status(
+            package,
+            versions,
+            target_status,
+            Deadline.after(seconds),
+            expected_status=expected_status,
+            revisions=revisions,
+        )
+
+    def dispose(
+        self,
+        versions: list[str],
+        *,
+        package: PackageRef = LEFT_PAD,
+        expected_status: VersionStatus | None = None,
+        revisions: Mapping[str, str] | None = None,
+        seconds: float = 10.0,
+    ) -> DeleteOutcome:
+        """Dispose of `versions` of `package` within `seconds` from now."""
+        return self.adapter.dispose_package_versions(
+            package,
+            versions,
+            Deadline.after(seconds),
+            expected_status=expected_status,
+            revisions=revisions,
+        )
+
+    def archive_or_dispose(
+        self,
+        operation: str,
+        versions: list[str],
+        *,
+        package: PackageRef = LEFT_PAD,
+        seconds: float = 10.0,
+    ) -> DeleteOutcome:
+        """UpdatePackageVersionsStatus to Archived, or DisposePackageVersions, unguarded."""
+        if operation == "UpdatePackageVersionsStatus":
+            return self.update(versions, VersionStatus.ARCHIVED, package=package, seconds=seconds)
+        return self.dispose(versions, package=package, seconds=seconds)
+
+
+@dataclass
+class RecordingMetrics(NullMetrics):
+    """Metrics that keep the upstream attempts and rate-limit waits they were told of."""
+
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+    waits: list[str] = field(default_factory=list)
+
+    def upstream_call(self, operation: str, outcome: str, seconds: float) -> None:
+        """Keep (operation, outcome)."""
+        self.attempts.append((operation, outcome))
+
+    def rate_limit_wait(self, kind: str, seconds: float, *, refused: bool) -> None:
+        """Keep the limit's kind."""
+        self.waits.append(kind)
+
 
 MakeUpstream = Callable[..., Upstream]
 
@@ -119,6 +188,7 @@ def make_upstream(emu: Emulator) -> Iterator[MakeUpstream]:
         *,
         access_key_id: str = DEMO_ACCESS_KEY_ID,
         secret_access_key: str = DEMO_SECRET_ACCESS_KEY,
+        metrics: RecordingMetrics | None = None,
     ) -> Upstream:
         settings = UpstreamSettings(
             endpoint_url=endpoint_url or emu.endpoint_url,
@@ -131,7 +201,8 @@ def make_upstream(emu: Emulator) -> Iterator[MakeUpstream]:
         client = build_codeartifact_client(settings, pool_size=4)
         clients.append(client)
         sleeps = SleepRecorder()
-        return Upstream(BotoCodeArtifact(client, RETRY, sleep=sleeps), client, sleeps)
+        adapter = BotoCodeArtifact(client, RETRY, sleep=sleeps, metrics=metrics)
+        return Upstream(adapter, client, sleeps)
 
     yield make
     for client in clients:
@@ -443,3 +514,286 @@ def test_no_attempt_starts_without_time_left(emu: Emulator, upstream: Upstream) 
     with pytest.raises(DeadlineTooShortError):
         upstream.adapter.delete_package_versions(LEFT_PAD, ["1.0.0"], None, Deadline.after(0.0))
     assert [] == emu.calls("DeletePackageVersions")
+
+
+# --- UpdatePackageVersionsStatus and DisposePackageVersions ---------------------------------
+
+UPDATE = "UpdatePackageVersionsStatus"
+DISPOSE = "DisposePackageVersions"
+LEFT_PAD_1_0_0 = "QuRIg163sWPQbywhzq6TW6jWiJ3fnyGc+MM7RYE4rfw="
+"""The demo seed's revision of left-pad 1.0.0."""
+
+
+def revision_of(upstream: Upstream, package: PackageRef, version: str) -> str:
+    """The revision CodeArtifact lists now for one version of `package`."""
+    return upstream.adapter.package_state(package, Deadline.after(10)).revisions[version]
+
+
+def test_archive_pinned_to_revisions_reports_each_version(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """An archive sends targetStatus, expectedStatus and versionRevisions; a pinned version
+    comes back Archived with a new revision, a stale pin MISMATCHED_REVISION, a missing one
+    NOT_FOUND, each with the request id."""
+    outcome = upstream.update(
+        ["1.0.0", "1.1.0", "9.9.9"],
+        VersionStatus.ARCHIVED,
+        expected_status=VersionStatus.PUBLISHED,
+        revisions={"1.0.0": LEFT_PAD_1_0_0, "1.1.0": "stale-revision"},
+    )
+
+    [call] = emu.calls(UPDATE)
+    assert "Archived" == call.params["targetStatus"]
+    assert "Published" == call.params["expectedStatus"]
+    assert {"1.0.0": LEFT_PAD_1_0_0, "1.1.0": "stale-revision"} == call.params["versionRevisions"]
+    archived = outcome.successful["1.0.0"]
+    assert VersionStatus.ARCHIVED == archived.status
+    assert archived.revision not in ("", LEFT_PAD_1_0_0)
+    assert archived.revision == revision_of(upstream, LEFT_PAD, "1.0.0")
+    assert {
+        "1.1.0": VersionErrorCode.MISMATCHED_REVISION,
+        "9.9.9": VersionErrorCode.NOT_FOUND,
+    } == {v: f.code for v, f in outcome.failed.items()}
+    assert (call.request_id,) == outcome.aws_request_ids
+    assert outcome.after_lost_response is False
+    assert ("Archived", "Published") == (
+        status_of(emu, LEFT_PAD, "1.0.0"),
+        status_of(emu, LEFT_PAD, "1.1.0"),
+    )
+
+
+def test_restore_pinned_to_the_archived_revision(emu: Emulator, upstream: Upstream) -> None:
+    """A restore pinned to the revision the archive reported moves the version back; pinned to
+    the revision from before the archive it fails MISMATCHED_REVISION. No guard is sent when
+    none is given."""
+    archived = upstream.update(["1.0.0", "1.1.0"], VersionStatus.ARCHIVED).successful
+    [first] = emu.calls(UPDATE)
+
+    outcome = upstream.update(
+        ["1.0.0", "1.1.0"],
+        VersionStatus.PUBLISHED,
+        expected_status=VersionStatus.ARCHIVED,
+        revisions={"1.0.0": archived["1.0.0"].revision, "1.1.0": "3bqiF2ipBlErHj3d6yViwSU="},
+    )
+
+    assert {"versions", "targetStatus"} <= set(first.params)
+    assert not {"expectedStatus", "versionRevisions"} & set(first.params)
+    assert VersionStatus.PUBLISHED == outcome.successful["1.0.0"].status
+    assert outcome.successful["1.0.0"].revision != archived["1.0.0"].revision
+    assert VersionErrorCode.MISMATCHED_REVISION == outcome.failed["1.1.0"].code
+    assert ("Published", "Archived") == (
+        status_of(emu, LEFT_PAD, "1.0.0"),
+        status_of(emu, LEFT_PAD, "1.1.0"),
+    )
+
+
+def test_dispose_reports_disposed_and_guards(emu: Emulator, upstream: Upstream) -> None:
+    """A disposal pinned to the current revision reports Disposed; another status than the
+    expected one is MISMATCHED_STATUS; a Disposed version cannot be restored (NOT_ALLOWED)."""
+    outcome = upstream.dispose(
+        ["1.0.0", "1.1.0"],
+        expected_status=VersionStatus.PUBLISHED,
+        revisions={"1.0.0": LEFT_PAD_1_0_0},
+    )
+    mismatched = upstream.dispose(["1.0.0"], expected_status=VersionStatus.ARCHIVED)
+    restore = upstream.update(["1.0.0"], VersionStatus.PUBLISHED)
+
+    assert {VersionStatus.DISPOSED} == {v.status for v in outcome.successful.values()}
+    assert ["1.0.0", "1.1.0"] == sorted(outcome.successful)
+    assert VersionErrorCode.MISMATCHED_STATUS == mismatched.failed["1.0.0"].code
+    assert VersionErrorCode.NOT_ALLOWED == restore.failed["1.0.0"].code
+    assert LEFT_PAD_1_0_0 == emu.calls(DISPOSE)[0].params["versionRevisions"]["1.0.0"]
+    assert "Disposed" == status_of(emu, LEFT_PAD, "1.0.0")
+
+
+def test_an_invalid_target_status_is_a_validation_error(emu: Emulator, upstream: Upstream) -> None:
+    """Disposed is not a target of UpdatePackageVersionsStatus: UpstreamValidationError, sent
+    once (not retried), nothing changed."""
+    with pytest.raises(UpstreamValidationError) as caught:
+        upstream.update(["1.0.0"], VersionStatus.DISPOSED)
+
+    assert ("ValidationException", "FIELD_VALIDATION_FAILED") == (
+        caught.value.aws_error_code,
+        caught.value.reason,
+    )
+    assert 1 == len(emu.calls(UPDATE))
+    assert "Published" == status_of(emu, LEFT_PAD, "1.0.0")
+
+
+@pytest.mark.parametrize("operation", [UPDATE, DISPOSE])
+def test_a_missing_package_is_named(upstream: Upstream, operation: str) -> None:
+    """A status update or disposal of a package that does not exist raises
+    UpstreamNotFoundError naming it."""
+    missing = PackageRef("demo", "dev-shared", PackageFormat.NPM, "no-such-package")
+    with pytest.raises(UpstreamNotFoundError) as caught:
+        upstream.archive_or_dispose(operation, ["1.0.0"], package=missing)
+
+    assert ("package", "no-such-package") == (
+        caught.value.resource_type,
+        caught.value.resource_id,
+    )
+
+
+@pytest.mark.parametrize("operation", [UPDATE, DISPOSE])
+def test_new_writes_are_throttled_and_retried_like_deletes(
+    emu: Emulator, make_upstream: MakeUpstream, operation: str
+) -> None:
+    """Two 429s with Retry-After 1 are waited out (at least 1 s each) and the third attempt
+    applies; every attempt took a turn of the write rate limit and is counted under its
+    operation's name."""
+    metrics = RecordingMetrics()
+    upstream = make_upstream(metrics=metrics)
+    emu.add_fault(FaultRule(operation=operation, kind="throttle", count=2, retry_after_seconds=1))
+
+    outcome = upstream.archive_or_dispose(operation, ["1.0.0"])
+
+    assert ["1.0.0"] == list(outcome.successful)
+    assert outcome.after_lost_response is False
+    assert [429, 429, 200] == [call.status for call in emu.calls(operation)]
+    assert 2 == len(upstream.sleeps.delays)
+    assert min(upstream.sleeps.delays) >= 1.0
+    assert [(operation, "throttled"), (operation, "throttled"), (operation, "ok")] == (
+        metrics.attempts
+    )
+    assert ["write", "write", "write"] == metrics.waits
+
+
+@pytest.mark.parametrize("operation", [UPDATE, DISPOSE])
+def test_new_writes_retry_internal_errors_until_max_attempts(
+    emu: Emulator, upstream: Upstream, operation: str
+) -> None:
+    """A 500 on every attempt raises UpstreamInternalError after max_attempts calls."""
+    emu.add_fault(FaultRule(operation=operation, kind="internal"))
+
+    with pytest.raises(UpstreamInternalError):
+        upstream.archive_or_dispose(operation, ["1.0.0"])
+
+    assert RETRY.max_attempts == len(emu.calls(operation))
+
+
+def test_a_pinned_archive_retried_after_a_lost_answer_is_marked(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """The first attempt archived the version and its answer was lost: the retry's
+    MISMATCHED_REVISION (the pin is now stale) comes back marked after_lost_response, for the
+    caller to check the version's state rather than read it as a failure."""
+    emu.add_fault(FaultRule(operation=UPDATE, kind="drop_after_apply", count=1))
+
+    outcome = upstream.update(
+        ["1.0.0"], VersionStatus.ARCHIVED, revisions={"1.0.0": LEFT_PAD_1_0_0}
+    )
+
+    assert outcome.after_lost_response is True
+    assert {"1.0.0": VersionErrorCode.MISMATCHED_REVISION} == {
+        v: f.code for v, f in outcome.failed.items()
+    }
+    assert [True, True] == [call.applied for call in emu.calls(UPDATE)]
+    assert "Archived" == status_of(emu, LEFT_PAD, "1.0.0")
+
+
+def test_an_unguarded_archive_retried_after_a_lost_answer_succeeds_again(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """Without guards the retry of an applied archive is a no-op: the version is reported
+    Archived with the revision the lost attempt issued, and the outcome is marked."""
+    emu.add_fault(FaultRule(operation=UPDATE, kind="drop_after_apply", count=1))
+
+    outcome = upstream.update(["1.0.0"], VersionStatus.ARCHIVED)
+
+    revision = revision_of(upstream, LEFT_PAD, "1.0.0")
+    assert outcome.after_lost_response is True
+    assert {"1.0.0": SuccessfulVersion(revision, VersionStatus.ARCHIVED)} == outcome.successful
+
+
+def test_a_dispose_dropped_before_applying_is_retried_and_marked(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """A connection dropped before applying looks like a lost answer: retried, the retry
+    disposes the version, and the outcome is marked since the client cannot tell."""
+    emu.add_fault(FaultRule(operation=DISPOSE, kind="drop", count=1))
+
+    outcome = upstream.dispose(["1.0.0"], revisions={"1.0.0": LEFT_PAD_1_0_0})
+
+    assert VersionStatus.DISPOSED == outcome.successful["1.0.0"].status
+    assert outcome.after_lost_response is True
+    assert [False, True] == [call.applied for call in emu.calls(DISPOSE)]
+
+
+@pytest.mark.parametrize("operation", [UPDATE, DISPOSE])
+def test_a_clean_failure_after_a_lost_answer_of_a_new_write_raises_the_lost_one(
+    emu: Emulator, upstream: Upstream, operation: str
+) -> None:
+    """Applied and dropped, then 500s: the error raised says the outcome is unknown."""
+    emu.add_fault(FaultRule(operation=operation, kind="drop_after_apply", count=1))
+    emu.add_fault(FaultRule(operation=operation, kind="internal"))
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        upstream.archive_or_dispose(operation, ["1.0.0"])
+
+    assert caught.value.outcome_unknown is True
+    assert "outcome is unknown" in caught.value.message
+    assert isinstance(caught.value.__cause__, UpstreamInternalError)
+
+
+def test_a_missing_package_after_a_lost_status_update_is_outcome_unknown(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """A status update cannot remove a package (unlike a delete of its last versions), so a
+    package missing on the retry is a clean failure after a lost answer: outcome unknown."""
+    emu.add_fault(FaultRule(operation=UPDATE, kind="drop", count=1))
+    missing = PackageRef("demo", "dev-shared", PackageFormat.NPM, "no-such-package")
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        upstream.update(["1.0.0"], VersionStatus.ARCHIVED, package=missing)
+
+    assert caught.value.outcome_unknown is True
+    assert isinstance(caught.value.__cause__, UpstreamNotFoundError)
+
+
+@pytest.mark.parametrize("operation", [UPDATE, DISPOSE])
+def test_new_writes_start_no_attempt_without_time_left(
+    emu: Emulator, upstream: Upstream, operation: str
+) -> None:
+    """With less than min_attempt_seconds left, nothing is sent: DeadlineTooShortError."""
+    with pytest.raises(DeadlineTooShortError):
+        upstream.archive_or_dispose(operation, ["1.0.0"], seconds=0.0)
+    assert [] == emu.calls(operation)
+
+
+def test_the_deadline_bounds_a_status_update(emu: Emulator, upstream: Upstream) -> None:
+    """A 1 s deadline cuts a 3 s answer short: UpstreamTimeoutError, outcome unknown."""
+    emu.add_fault(FaultRule(operation=UPDATE, kind="latency", latency_seconds=3.0, count=1))
+
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeoutError) as caught:
+        upstream.update(["1.0.0"], VersionStatus.ARCHIVED, seconds=1.0)
+
+    assert time.monotonic() - started < 2.0
+    assert caught.value.outcome_unknown is True
+
+
+def test_package_state_has_every_versions_revision_in_every_status(
+    emu: Emulator, upstream: Upstream
+) -> None:
+    """package_state reads all pages: a revision and a status for each of 1,003 versions,
+    Archived and Disposed included, matching what the emulator holds."""
+    package = PackageRef("demo", "dev-shared", PackageFormat.NPM, "many")
+    statuses = ("Published", "Unlisted", "Archived", "Disposed")
+    expected = {
+        f"1.0.{n}": (
+            statuses[n % 4],
+            emu.put_version(
+                "demo", "dev-shared", "npm", None, "many", f"1.0.{n}", status=statuses[n % 4]
+            ),
+        )
+        for n in range(1003)
+    }
+
+    state = upstream.adapter.package_state(package, Deadline.after(30))
+
+    assert 2 == len(emu.calls("ListPackageVersions"))
+    assert {v: status for v, (status, _) in expected.items()} == {
+        v: s.value for v, s in state.statuses.items()
+    }
+    assert {v: revision for v, (_, revision) in expected.items()} == dict(state.revisions)
+    assert "1.0.1000" == state.latest  # the newest Published version

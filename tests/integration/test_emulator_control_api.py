@@ -114,3 +114,44 @@ def test_version_status_needs_coordinates(control: Callable[..., Any]) -> None:
 
 def test_unknown_control_route(control: Callable[..., Any]) -> None:
     assert 404 == control("GET", "nothing-here").status
+
+
+def test_throttle_update_status_through_the_control_api(
+    control: Callable[..., Any], codeartifact: Any
+) -> None:
+    """A process without the Emulator object (e.g. a gateway test) throttles
+    UpdatePackageVersionsStatus twice and DeletePackageVersions once by posting rules; the call
+    log shows which calls met them."""
+    control(
+        "POST",
+        "faults",
+        {
+            "faults": [
+                {
+                    "operation": "UpdatePackageVersionsStatus",
+                    "kind": "throttle",
+                    "count": 2,
+                    "retry_after_seconds": 0,
+                },
+                {"operation": "DeletePackageVersions", "kind": "throttle", "count": 1},
+            ]
+        },
+    )
+    codes = []
+    for _ in range(3):
+        try:
+            codeartifact.update_package_versions_status(
+                **LEFT_PAD, versions=["1.0.0"], targetStatus="Archived"
+            )
+            codes.append("ok")
+        except ClientError as error:
+            codes.append(error.response["Error"]["Code"])
+    with pytest.raises(ClientError):
+        codeartifact.delete_package_versions(**LEFT_PAD, versions=["1.1.0"])
+    calls = control("GET", "calls", query={"operation": "UpdatePackageVersionsStatus"}).json()
+    assert ["ThrottlingException", "ThrottlingException", "ok"] == codes
+    assert [("throttle", 429), ("throttle", 429), (None, 200)] == [
+        (call["fault"], call["status"]) for call in calls["calls"]
+    ]
+    assert "Archived" == calls["calls"][2]["params"]["targetStatus"]
+    assert {"faults": []} == control("GET", "faults").json()

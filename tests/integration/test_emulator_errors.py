@@ -234,16 +234,69 @@ def test_npm_namespace_is_optional(codeartifact: Any) -> None:
     assert ("acme", None) == (scoped.get("namespace"), unscoped.get("namespace"))
 
 
-def test_update_status_target_must_be_archived_published_or_unlisted(codeartifact: Any) -> None:
+@pytest.mark.parametrize("target", ["Disposed", "Deleted", "Unfinished"])
+def test_update_status_target_must_be_archived_published_or_unlisted(
+    codeartifact: Any, emulator: Emulator, target: str
+) -> None:
+    """A modeled status that is no target of UpdatePackageVersionsStatus is refused whole:
+    ValidationException FIELD_VALIDATION_FAILED, nothing changed."""
     response = _error(
         codeartifact.update_package_versions_status,
         **LEFT_PAD,
         versions=["1.0.0"],
-        targetStatus="Disposed",
+        targetStatus=target,
     )
-    assert ("ValidationException", "FIELD_VALIDATION_FAILED") == (
+    assert ("ValidationException", "FIELD_VALIDATION_FAILED", 400) == (
         response["Error"]["Code"],
         response["reason"],
+        response["ResponseMetadata"]["HTTPStatusCode"],
+    )
+    assert "Published" == emulator.version_status(
+        "demo", "dev-shared", "npm", None, "left-pad", "1.0.0"
+    )
+
+
+def test_update_status_target_outside_the_model_enum(codeartifact: Any) -> None:
+    response = _error(
+        codeartifact.update_package_versions_status,
+        **LEFT_PAD,
+        versions=["1.0.0"],
+        targetStatus="Restored",
+    )
+    assert (
+        "Value 'Restored' at 'targetStatus' failed to satisfy constraint: Member must satisfy "
+        "enum value set: [Published, Unfinished, Unlisted, Archived, Disposed, Deleted]"
+    ) in response["Error"]["Message"]
+
+
+@pytest.mark.parametrize(
+    "operation", ["update_package_versions_status", "dispose_package_versions"]
+)
+def test_version_revisions_and_versions_are_validated(
+    make_codeartifact: Callable[..., Any], emulator: Emulator, operation: str
+) -> None:
+    """versionRevisions is a map of version (pattern) -> revision (at most 50 characters);
+    versions at most 100: each breach is reported, and nothing is applied."""
+    client = make_codeartifact(config=UNVALIDATED)
+    target = {"targetStatus": "Archived"} if operation.startswith("update") else {}
+    response = _error(
+        getattr(client, operation),
+        **LEFT_PAD,
+        versions=[f"1.0.{i}" for i in range(101)],
+        versionRevisions={"1.0.0": "r" * 51, "bad/one": "r"},
+        **target,
+    )
+    message = response["Error"]["Message"]
+    assert message.startswith("3 validation errors detected: "), message
+    assert "at 'versionRevisions.1.value' failed to satisfy constraint: Member must have " in (
+        message
+    )
+    assert "Value 'bad/one' at 'versionRevisions.2.key' failed to satisfy constraint" in message
+    assert "at 'versions' failed to satisfy constraint: Member must have length less than or " in (
+        message
+    )
+    assert "Published" == emulator.version_status(
+        "demo", "dev-shared", "npm", None, "left-pad", "1.0.0"
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
-from pkggov_emulator import Emulator, FaultRule
+from pkggov_emulator import Emulator, FaultKind, FaultRule
 
 LEFT_PAD = {"domain": "demo", "repository": "dev-shared", "format": "npm", "package": "left-pad"}
 
@@ -177,3 +177,97 @@ def test_reset_restores_seed_and_clears_faults_and_calls(
     emulator.add_fault(FaultRule(kind="internal"))
     emulator.reset()
     assert ("Published", [], []) == (_status(emulator), emulator.faults(), emulator.calls())
+
+
+# --- the writes of recoverable deletion --------------------------------------------------------
+
+
+def _archive(client: Any, version: str = "1.0.0", **guards: Any) -> dict[str, Any]:
+    result: dict[str, Any] = client.update_package_versions_status(
+        **LEFT_PAD, versions=[version], targetStatus="Archived", **guards
+    )
+    return result
+
+
+def test_throttle_update_status_n_times_then_recovers(
+    codeartifact: Any, emulator: Emulator
+) -> None:
+    """A rule by operation name throttles UpdatePackageVersionsStatus (and only it) N times,
+    each with Retry-After, before the call applies."""
+    emulator.add_fault(
+        FaultRule(
+            operation="UpdatePackageVersionsStatus",
+            kind="throttle",
+            count=3,
+            retry_after_seconds=2,
+        )
+    )
+    errors = []
+    for _ in range(3):
+        with pytest.raises(ClientError) as caught:
+            _archive(codeartifact)
+        errors.append(caught.value.response)
+    deleted = _delete(codeartifact, "1.1.0")
+    archived = _archive(codeartifact)
+    calls = emulator.calls("UpdatePackageVersionsStatus")
+    assert {("ThrottlingException", 429, "2")} == {
+        (
+            error["Error"]["Code"],
+            error["ResponseMetadata"]["HTTPStatusCode"],
+            error["ResponseMetadata"]["HTTPHeaders"]["retry-after"],
+        )
+        for error in errors
+    }
+    assert ["1.1.0"] == list(deleted["successfulVersions"])
+    assert "Archived" == archived["successfulVersions"]["1.0.0"]["status"]
+    assert [(False, "throttle")] * 3 + [(True, None)] == [(c.applied, c.fault) for c in calls]
+    assert [] == emulator.faults()
+
+
+@pytest.mark.parametrize("kind", ["internal", "throttle", "access_denied"])
+def test_dispose_faults_by_operation_name(
+    codeartifact: Any, emulator: Emulator, kind: FaultKind
+) -> None:
+    """DisposePackageVersions takes every error fault kind by its own name."""
+    emulator.add_fault(FaultRule(operation="DisposePackageVersions", kind=kind, count=1))
+    with pytest.raises(ClientError) as caught:
+        codeartifact.dispose_package_versions(**LEFT_PAD, versions=["1.0.0"])
+    result = codeartifact.dispose_package_versions(**LEFT_PAD, versions=["1.0.0"])
+    expected = {
+        "internal": "InternalServerException",
+        "throttle": "ThrottlingException",
+        "access_denied": "AccessDeniedException",
+    }[kind]
+    assert expected == caught.value.response["Error"]["Code"]
+    assert "Disposed" == result["successfulVersions"]["1.0.0"]["status"]
+
+
+def test_a_pinned_archive_whose_answer_was_dropped_fails_its_retry(
+    codeartifact: Any, emulator: Emulator
+) -> None:
+    """drop_after_apply on UpdatePackageVersionsStatus: the version is archived, and the same
+    pinned call repeated reports MISMATCHED_REVISION (the archive issued a new revision)."""
+    emulator.add_fault(
+        FaultRule(operation="UpdatePackageVersionsStatus", kind="drop_after_apply", count=1)
+    )
+    revision = codeartifact.describe_package_version(**LEFT_PAD, packageVersion="1.0.0")[
+        "packageVersion"
+    ]["revision"]
+    with pytest.raises(ConnectionClosedError):
+        _archive(codeartifact, versionRevisions={"1.0.0": revision})
+    retried = _archive(codeartifact, versionRevisions={"1.0.0": revision})
+    assert "Archived" == _status(emulator)
+    assert "MISMATCHED_REVISION" == retried["failedVersions"]["1.0.0"]["errorCode"]
+
+
+def test_latency_on_update_status_only(codeartifact: Any, emulator: Emulator) -> None:
+    """A latency rule for UpdatePackageVersionsStatus delays it and nothing else."""
+    emulator.add_fault(
+        FaultRule(operation="UpdatePackageVersionsStatus", kind="latency", latency_seconds=0.3)
+    )
+    started = time.monotonic()
+    _delete(codeartifact, "1.1.0")
+    deleted_after = time.monotonic() - started
+    _archive(codeartifact)
+    archived_after = time.monotonic() - started - deleted_after
+    assert deleted_after < 0.3 <= archived_after

@@ -99,6 +99,89 @@ def test_dispose_sets_disposed_and_drops_assets(store: Store) -> None:
     assert {} == store.version(REF, "1").assets
 
 
+def test_dispose_guards(store: Store) -> None:
+    """Status, then revision, as for a status update; a missing version is NOT_FOUND."""
+    result = store.dispose_versions(
+        REF,
+        ["1", "2", "9"],
+        expected_status="Published",
+        version_revisions={"1": "stale"},
+    )
+    codes = {version: code for version, (code, _) in result.failed.items()}
+    assert {"1": "MISMATCHED_REVISION", "2": "MISMATCHED_STATUS", "9": "NOT_FOUND"} == codes
+    assert ("Published", "Archived") == (
+        store.version_status(REF, "1"),
+        store.version_status(REF, "2"),
+    )
+
+
+def test_disposing_a_disposed_version_again_keeps_its_revision(store: Store) -> None:
+    result = store.dispose_versions(
+        REF, ["3"], expected_status="Disposed", version_revisions={"3": "rev-3"}
+    )
+    assert {"3": ("rev-3", "Disposed")} == result.successful
+
+
+def test_archive_then_restore_pinned_to_the_archived_revision(store: Store) -> None:
+    """The archive's new revision is what a restore pins to; the pre-archive one is stale."""
+    archived = store.update_versions_status(
+        REF,
+        ["1"],
+        target_status="Archived",
+        expected_status="Published",
+        version_revisions={"1": "rev-1"},
+    )
+    stale = store.update_versions_status(
+        REF,
+        ["1"],
+        target_status="Published",
+        expected_status="Archived",
+        version_revisions={"1": "rev-1"},
+    )
+    restored = store.update_versions_status(
+        REF,
+        ["1"],
+        target_status="Published",
+        expected_status="Archived",
+        version_revisions={"1": "rev-4"},
+    )
+    assert {"1": ("rev-4", "Archived")} == archived.successful
+    assert "MISMATCHED_REVISION" == stale.failed["1"][0]
+    assert {"1": ("rev-5", "Published")} == restored.successful
+
+
+def test_update_status_ignores_revisions_of_versions_not_requested(store: Store) -> None:
+    result = store.update_versions_status(
+        REF,
+        ["1"],
+        target_status="Unlisted",
+        expected_status=None,
+        version_revisions={"2": "stale"},
+    )
+    assert {"1": ("rev-4", "Unlisted")} == result.successful
+
+
+def test_a_deleted_version_published_again_gets_a_new_revision(store: Store) -> None:
+    ref = PackageRef("d1", "r1", "generic", "ns", "tool")
+    content = b"payload"
+    digest = hashlib.sha256(content).hexdigest()
+    first, _ = store.publish(
+        ref, "1.0", asset_name="a", content=content, sha256=digest, unfinished=False
+    )
+    first_revision = first.revision
+    store.update_versions_status(
+        ref, ["1.0"], target_status="Archived", expected_status=None, version_revisions=None
+    )
+    with pytest.raises(ConflictError):
+        store.publish(ref, "1.0", asset_name="a", content=content, sha256=digest, unfinished=False)
+    deleted = store.delete_versions(ref, ["1.0"], expected_status="Archived")
+    again, _ = store.publish(
+        ref, "1.0", asset_name="a", content=content, sha256=digest, unfinished=False
+    )
+    assert 3 == len({first_revision, deleted.successful["1.0"][0], again.revision})
+    assert "Published" == again.status
+
+
 @pytest.mark.parametrize(
     ("ref", "resource_type", "resource_id"),
     [

@@ -34,9 +34,12 @@ from pkggov_gateway.domain.model import (
     VersionStatus,
 )
 from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts
+from pkggov_gateway.ports import CodeArtifactPort
 from pkggov_gateway.testing import (
     DELETE,
+    DISPOSE,
     READ,
+    UPDATE_STATUS,
     FakeCodeArtifact,
     FakePackageLocks,
     FakePolicy,
@@ -212,6 +215,154 @@ def test_a_lost_answer_is_the_retry_answer() -> None:
     assert outcome.after_lost_response
     assert ({}, VersionErrorCode.NOT_FOUND) == (dict(outcome.successful), outcome.failed["1"].code)
     assert ["2"] == list(upstream.statuses(PKG))
+
+
+def test_the_fake_is_a_codeartifact_port() -> None:
+    """mypy checks this assignment against the port's signatures."""
+    port: CodeArtifactPort = FakeCodeArtifact()
+    assert isinstance(port, FakeCodeArtifact)
+
+
+def test_status_updates_behave_as_codeartifact() -> None:
+    """Guards in order (missing, status, revision); a change issues a new revision, a no-op
+    keeps it; Disposed cannot move; the call records its target and revisions."""
+    upstream = FakeCodeArtifact()
+    upstream.add_package(
+        PKG,
+        {
+            "1": VersionStatus.PUBLISHED,
+            "2": VersionStatus.PUBLISHED,
+            "3": VersionStatus.UNLISTED,
+            "4": VersionStatus.DISPOSED,
+            "5": VersionStatus.ARCHIVED,
+        },
+    )
+    before = upstream.revisions(PKG)
+    pins = {"1": before["1"], "2": "stale"}
+    outcome = upstream.update_package_versions_status(
+        PKG,
+        ["1", "2", "3", "9"],
+        VersionStatus.ARCHIVED,
+        SOON,
+        expected_status=VersionStatus.PUBLISHED,
+        revisions=pins,
+    )
+    after = upstream.revisions(PKG)
+    assert {"1": SuccessfulVersion(after["1"], VersionStatus.ARCHIVED)} == outcome.successful
+    assert after["1"] != before["1"]
+    assert {
+        "2": VersionErrorCode.MISMATCHED_REVISION,
+        "3": VersionErrorCode.MISMATCHED_STATUS,
+        "9": VersionErrorCode.NOT_FOUND,
+    } == {v: f.code for v, f in outcome.failed.items()}
+    no_op = upstream.update_package_versions_status(PKG, ["1", "5"], VersionStatus.ARCHIVED, SOON)
+    assert {
+        "1": SuccessfulVersion(after["1"], VersionStatus.ARCHIVED),
+        "5": SuccessfulVersion(before["5"], VersionStatus.ARCHIVED),
+    } == no_op.successful
+    disposed = upstream.update_package_versions_status(PKG, ["4"], VersionStatus.PUBLISHED, SOON)
+    assert VersionErrorCode.NOT_ALLOWED == disposed.failed["4"].code
+    call = upstream.calls[0]
+    assert (UPDATE_STATUS, VersionStatus.ARCHIVED, pins) == (
+        call.operation,
+        call.target_status,
+        call.revisions,
+    )
+    assert [("1", "2", "3", "9"), ("1", "5"), ("4",)] == upstream.sent(UPDATE_STATUS)
+    assert [] == upstream.sent()
+
+
+def test_a_status_update_to_another_target_or_of_too_many_versions_is_refused() -> None:
+    upstream = FakeCodeArtifact()
+    upstream.add_package(PKG, ["1"])
+    for target in (VersionStatus.DISPOSED, VersionStatus.DELETED, VersionStatus.UNFINISHED):
+        with pytest.raises(UpstreamValidationError):
+            upstream.update_package_versions_status(PKG, ["1"], target, SOON)
+    with pytest.raises(UpstreamValidationError):
+        upstream.dispose_package_versions(PKG, [str(i) for i in range(101)], SOON)
+    assert {"1": VersionStatus.PUBLISHED} == upstream.statuses(PKG)
+
+
+def test_disposals_behave_as_codeartifact() -> None:
+    """Disposed with a new revision, guarded like a status update; disposing again keeps the
+    revision; a Disposed version stays listed."""
+    upstream = FakeCodeArtifact()
+    upstream.add_package(PKG, {"1": VersionStatus.ARCHIVED, "2": VersionStatus.PUBLISHED})
+    before = upstream.revisions(PKG)
+    outcome = upstream.dispose_package_versions(
+        PKG,
+        ["1", "2"],
+        SOON,
+        expected_status=VersionStatus.ARCHIVED,
+        revisions={"1": before["1"]},
+    )
+    again = upstream.dispose_package_versions(PKG, ["1"], SOON, revisions={"1": "stale"})
+    ok = upstream.dispose_package_versions(PKG, ["1"], SOON)
+    disposed = upstream.revisions(PKG)["1"]
+    assert {"1": SuccessfulVersion(disposed, VersionStatus.DISPOSED)} == outcome.successful
+    assert disposed != before["1"]
+    assert VersionErrorCode.MISMATCHED_STATUS == outcome.failed["2"].code
+    assert VersionErrorCode.MISMATCHED_REVISION == again.failed["1"].code
+    assert {"1": SuccessfulVersion(disposed, VersionStatus.DISPOSED)} == ok.successful
+    assert {"1": VersionStatus.DISPOSED, "2": VersionStatus.PUBLISHED} == upstream.statuses(PKG)
+    assert 3 == len(upstream.sent(DISPOSE))
+
+
+def test_archiving_the_default_display_version_moves_it_until_restored() -> None:
+    upstream = FakeCodeArtifact()
+    upstream.add_package(PKG, ["1", "2", "3"])
+    upstream.update_package_versions_status(PKG, ["3"], VersionStatus.ARCHIVED, SOON)
+    archived = upstream.package_state(PKG, SOON)
+    upstream.update_package_versions_status(PKG, ["3"], VersionStatus.PUBLISHED, SOON)
+    assert ("2", "3") == (archived.latest, upstream.package_state(PKG, SOON).latest)
+    upstream.dispose_package_versions(PKG, ["1", "2", "3"], SOON)
+    assert upstream.package_state(PKG, SOON).latest is None
+
+
+def test_a_version_published_again_has_a_new_revision() -> None:
+    """put_version: a deleted version comes back (as a re-publication) with a new revision."""
+    upstream = FakeCodeArtifact()
+    upstream.add_package(PKG, {"1": VersionStatus.ARCHIVED})
+    archived = upstream.revisions(PKG)["1"]
+    upstream.delete_package_versions(PKG, ["1"], VersionStatus.ARCHIVED, SOON)
+    revision = upstream.put_version(PKG, "1")
+    restore = upstream.update_package_versions_status(
+        PKG, ["1"], VersionStatus.PUBLISHED, SOON, revisions={"1": archived}
+    )
+    assert revision != archived
+    assert ({"1": revision}, VersionErrorCode.MISMATCHED_REVISION) == (
+        upstream.revisions(PKG),
+        restore.failed["1"].code,
+    )
+
+
+def test_faults_apply_to_status_updates_and_disposals() -> None:
+    """fail_next and lose_next_answer take the new writes: an error raised before or after
+    applying, and a lost answer whose retry meets the stale pin."""
+    upstream = FakeCodeArtifact()
+    upstream.add_package(PKG, ["1", "2", "3"])
+    revisions = upstream.revisions(PKG)
+    upstream.fail_next(UPDATE_STATUS, UpstreamThrottledError("slow"))
+    upstream.fail_next(DISPOSE, UpstreamTimeoutError("lost"), applied=True)
+    upstream.lose_next_answer(UPDATE_STATUS, when=lambda c: "3" in c.versions)
+    with pytest.raises(UpstreamThrottledError):
+        upstream.update_package_versions_status(PKG, ["1"], VersionStatus.ARCHIVED, SOON)
+    with pytest.raises(UpstreamTimeoutError):
+        upstream.dispose_package_versions(PKG, ["2"], SOON)
+    lost = upstream.update_package_versions_status(
+        PKG, ["3"], VersionStatus.ARCHIVED, SOON, revisions={"3": revisions["3"]}
+    )
+    assert lost.after_lost_response
+    assert VersionErrorCode.MISMATCHED_REVISION == lost.failed["3"].code
+    assert {
+        "1": VersionStatus.PUBLISHED,
+        "2": VersionStatus.DISPOSED,
+        "3": VersionStatus.ARCHIVED,
+    } == upstream.statuses(PKG)
+    with pytest.raises(ValueError, match="only a write"):
+        upstream.lose_next_answer(READ)
+    with pytest.raises(ValueError, match="only a write"):
+        upstream.fail_next(READ, UpstreamThrottledError("slow"), applied=True)
 
 
 # --- FakePolicy and FakePackageLocks -----------------------------------------------------------

@@ -154,18 +154,71 @@ class BotoCodeArtifact:
         the versions the lost attempt deleted. If a later attempt fails cleanly, the lost
         attempt's error is raised: the outcome is unknown, not "nothing deleted".
         """
-        params = {**_package_params(package), "versions": list(versions)}
-        if expected_status is not None:
-            params["expectedStatus"] = expected_status.value
+        params = _batch_params(package, versions, expected_status, None)
+        return self._batch_write(
+            "delete_package_versions", params, versions, deadline, may_remove_package=True
+        )
+
+    def update_package_versions_status(
+        self,
+        package: PackageRef,
+        versions: Sequence[str],
+        target_status: VersionStatus,
+        deadline: Deadline,
+        *,
+        expected_status: VersionStatus | None = None,
+        revisions: Mapping[str, str] | None = None,
+    ) -> DeleteOutcome:
+        """UpdatePackageVersionsStatus: move `versions` (at most 100) to `target_status`,
+        guarded by `expected_status` and each version's revision in `revisions`; retried
+        within `deadline` as a delete is.
+
+        After a lost answer the retry reports what the lost attempt left: a version it moved
+        fails MISMATCHED_REVISION (or MISMATCHED_STATUS) when guarded, or succeeds again with
+        the same revision when not; the outcome is marked `after_lost_response`.
+        """
+        params = _batch_params(package, versions, expected_status, revisions)
+        params["targetStatus"] = target_status.value
+        return self._batch_write("update_package_versions_status", params, versions, deadline)
+
+    def dispose_package_versions(
+        self,
+        package: PackageRef,
+        versions: Sequence[str],
+        deadline: Deadline,
+        *,
+        expected_status: VersionStatus | None = None,
+        revisions: Mapping[str, str] | None = None,
+    ) -> DeleteOutcome:
+        """DisposePackageVersions: delete the assets of `versions` (at most 100) and keep them
+        as Disposed, guarded and retried as a status update is."""
+        params = _batch_params(package, versions, expected_status, revisions)
+        return self._batch_write("dispose_package_versions", params, versions, deadline)
+
+    def _batch_write(
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        versions: Sequence[str],
+        deadline: Deadline,
+        *,
+        may_remove_package: bool = False,
+    ) -> DeleteOutcome:
+        """One per-version write (delete, status update, disposal), retried within
+        `deadline`, lost answers included (see `delete_package_versions`).
+
+        `may_remove_package`: the operation can remove the package with its last versions
+        (a delete), so a package reported missing after a lost answer means every version was
+        removed by the lost attempt. For the others a missing package is a clean failure.
+        """
         lost: list[UpstreamError] = []
         try:
-            response = self._call_with_retries(
-                "delete_package_versions", params, deadline, lost_answers=lost
-            )
+            response = self._call_with_retries(method, params, deadline, lost_answers=lost)
         except UpstreamNotFoundError as error:
             if not lost:
                 raise
-            if error.resource_type not in {"package", "package-version"}:
+            gone = error.resource_type in {"package", "package-version"}
+            if not (may_remove_package and gone):
                 raise lost[-1] from error
             # The attempt whose answer was lost deleted the package's last versions, and
             # the package with them: every version is reported NOT_FOUND, as CodeArtifact
@@ -232,15 +285,16 @@ class BotoCodeArtifact:
     ) -> Mapping[str, Any]:
         """Call `method`, retrying what may be retried within `deadline`.
 
-        With `lost_answers` (a delete, whose repetition cannot delete more than the first
-        attempt meant to), an attempt whose answer was lost is retried too, and its error is
-        appended there so that the caller can read NOT_FOUND in the final answer correctly.
+        With `lost_answers` (a per-version write: its repetition cannot change more than the
+        first attempt meant to, and reports per version what the first attempt left), an
+        attempt whose answer was lost is retried too, and its error is appended there so that
+        the caller can read the final answer (NOT_FOUND, MISMATCHED_*) correctly.
         """
         policy = self._retry
         left = deadline.remaining() - policy.deadline_margin_seconds
         if left < policy.min_attempt_seconds:
             raise DeadlineTooShortError(deadline.remaining(), policy.min_attempt_seconds)
-        # A read changes nothing, and a delete that reports its lost answers can be repeated.
+        # A read changes nothing, and a write that reports its lost answers can be repeated.
         retry_unknown = lost_answers is not None or method not in _WRITE_METHODS
         attempt = 0
         while True:
@@ -352,11 +406,15 @@ class BotoCodeArtifact:
         return result
 
 
-_WRITE_METHODS = frozenset({"delete_package_versions"})
+_WRITE_METHODS = frozenset(
+    {"delete_package_versions", "update_package_versions_status", "dispose_package_versions"}
+)
 """The operations that count against CodeArtifact's write limit; every other is a read."""
 
 _OPERATION_NAMES = {
     "delete_package_versions": "DeletePackageVersions",
+    "update_package_versions_status": "UpdatePackageVersionsStatus",
+    "dispose_package_versions": "DisposePackageVersions",
     "list_package_versions": "ListPackageVersions",
     "describe_package_version": "DescribePackageVersion",
 }
@@ -386,6 +444,21 @@ def _package_params(package: PackageRef) -> dict[str, Any]:
         params["domainOwner"] = package.domain_owner
     if package.namespace:
         params["namespace"] = package.namespace
+    return params
+
+
+def _batch_params(
+    package: PackageRef,
+    versions: Sequence[str],
+    expected_status: VersionStatus | None,
+    revisions: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The parameters of a per-version write: the package, `versions` and the guards given."""
+    params = {**_package_params(package), "versions": list(versions)}
+    if expected_status is not None:
+        params["expectedStatus"] = expected_status.value
+    if revisions:
+        params["versionRevisions"] = dict(revisions)
     return params
 
 

@@ -97,7 +97,7 @@ TRANSPORT_ERROR_TABLE: dict[type[Exception], _TransportFactory] = {
     # Messages go to the caller, so they never quote the exception (it names the endpoint);
     # the adapter logs the exception itself. The order of the rows does not matter.
     bce.ReadTimeoutError: lambda e: UpstreamTimeoutError(
-        "CodeArtifact did not answer in time; the deletion's outcome is unknown"
+        "CodeArtifact did not answer in time; the call's outcome is unknown"
     ),
     bce.ConnectTimeoutError: lambda e: UpstreamUnavailableError(
         "could not connect to CodeArtifact in time"
@@ -106,21 +106,20 @@ TRANSPORT_ERROR_TABLE: dict[type[Exception], _TransportFactory] = {
         "CodeArtifact is unreachable (connection failed)"
     ),
     bce.ConnectionClosedError: lambda e: UpstreamUnavailableError(
-        "the connection to CodeArtifact closed before it answered; the deletion's "
-        "outcome is unknown",
+        "the connection to CodeArtifact closed before it answered; the call's outcome is unknown",
         outcome_unknown=True,
     ),
     # urllib3 raises SSLError while reading a response too, so the request may have
     # been applied: not retried.
     bce.SSLError: lambda e: UpstreamUnavailableError(
-        "TLS with CodeArtifact failed; the deletion's outcome is unknown",
+        "TLS with CodeArtifact failed; the call's outcome is unknown",
         outcome_unknown=True,
     ),
     bce.ConnectionError: lambda e: UpstreamUnavailableError(
         "CodeArtifact is unreachable (connection failed)"
     ),
     bce.HTTPClientError: lambda e: UpstreamUnavailableError(
-        "the HTTP exchange with CodeArtifact failed; the deletion's outcome is unknown",
+        "the HTTP exchange with CodeArtifact failed; the call's outcome is unknown",
         outcome_unknown=True,
     ),
     bce.NoCredentialsError: lambda e: GatewayCredentialsError("the gateway has no AWS credentials"),

@@ -20,7 +20,10 @@ from __future__ import annotations
 from pkggov_gateway.testing._audit_store import InMemoryAuditStore
 from pkggov_gateway.testing._codeartifact import (
     DELETE,
+    DISPOSE,
     READ,
+    UPDATE_STATUS,
+    WRITES,
     FakeCodeArtifact,
     Operation,
     UpstreamCall,
@@ -29,7 +32,10 @@ from pkggov_gateway.testing._policy import FakePackageLocks, FakePolicy
 
 __all__ = [
     "DELETE",
+    "DISPOSE",
     "READ",
+    "UPDATE_STATUS",
+    "WRITES",
     "FakeCodeArtifact",
     "FakePackageLocks",
     "FakePolicy",
