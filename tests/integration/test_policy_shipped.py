@@ -30,7 +30,7 @@ def test_policy_validate_accepts_the_shipped_set() -> None:
     """`pkggov-admin policy validate` with the defaults: ok and the five ids, exit 0."""
     result = pkggov_admin("policy", "validate")
     assert 0 == result.returncode
-    assert result.stdout.startswith("ok: 7 policies: ")
+    assert result.stdout.startswith("ok: 10 policies: ")
 
 
 def test_policy_validate_refuses_a_syntax_error_with_file_and_line(tmp_path: Path) -> None:

@@ -184,7 +184,8 @@ def test_a_policy_using_the_whole_context_gets_all_of_it(tmp_path: Path) -> None
     """Attributes no policy reads are not sent, but a whole-record use gets every attribute."""
     context = (
         '{"justification": "why", "dry_run": false, "request_size": 1, '
-        f'"now": {int(NOW.timestamp())}, "peer": "ipv4:10.0.0.7:5000", "auth_method": "mtls"}}'
+        f'"now": {int(NOW.timestamp())}, "peer": "ipv4:10.0.0.7:5000", "auth_method": "mtls", '
+        '"purge_now": false, "recovery_window": false}'
     )
     engine = with_policies(
         tmp_path,
@@ -207,7 +208,9 @@ def test_decisions_equal_those_made_with_every_attribute_and_the_schema() -> Non
         groups = (
             case.groups if case.groups is not None else engine.groups_of(case.request.principal.id)
         )
-        full_input = cedar_input.delete_input(case.request, groups, cedar_input.ALL_READS)
+        full_input = cedar_input.version_input(
+            case.request, groups, cedar_input.ALL_READS, members=snapshot.members
+        )
         entities = snapshot.base.with_added_json_str(full_input.entities, schema)
         (full,) = cedarpy.is_authorized_batch(
             full_input.requests, snapshot.policy_set, entities, schema
@@ -275,8 +278,8 @@ def test_versions_that_look_alike_share_one_cedar_request(
     snapshot = engine._snapshot
     versions = _every_kind_of_version()
     batch = request("ci-bot", "dev-x", *versions, justification="why")
-    shared = cedar_input.delete_input(batch, ("ci",), snapshot.reads)
-    alone = cedar_input.delete_input(batch, ("ci",), snapshot.reads, shared=False)
+    shared = cedar_input.version_input(batch, ("ci",), snapshot.reads)
+    alone = cedar_input.version_input(batch, ("ci",), snapshot.reads, shared=False)
     assert len(alone.requests) == len(versions)
     if "by-age" in extra:  # the time is read too: the two copies of each kind still share
         kinds = len(versions) // 2

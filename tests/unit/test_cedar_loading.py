@@ -21,8 +21,11 @@ SHIPPED_IDS = [
     "never-delete-latest",
     "never-delete-only-remaining-version",
     "prod-needs-release-admin-and-justification",
+    "purge-now-needs-release-admin-and-justification",
     "release-admins-may-delete",
     "release-admins-may-read-audit",
+    "release-admins-may-restore",
+    "requester-may-restore",
 ]
 
 GOOD = '@id("good")\npermit (principal, action, resource);\n'
@@ -42,7 +45,7 @@ def load_error(files: PolicyFiles) -> PolicyLoadError:
 
 
 def test_shipped_set_loads_with_its_ids_groups_and_members() -> None:
-    """The example set: seven policies in file order, three groups, the README's principals."""
+    """The example set: ten policies in file order, three groups, the README's principals."""
     engine = CedarPolicyEngine(default_policy_files())
     assert SHIPPED_IDS == engine.policy_ids()
     assert ("ci", "release-admins", "auditors") == engine.known_groups()

@@ -9,6 +9,7 @@ import pytest
 from pkggov_gateway.adapters.cedar import CedarPolicyEngine, PolicyLoadError, default_policy_files
 from pkggov_gateway.domain.identity import AuthMethod
 from pkggov_gateway.domain.model import PackageFormat, VersionStatus
+from pkggov_gateway.domain.policy import PolicyAction
 from pkggov_gateway.tools.policy_test import load_policy_cases, run_policy_tests
 
 SHIPPED_TESTS = default_policy_files().schema.parent / "tests.yaml"
@@ -95,6 +96,54 @@ def test_case_defaults_and_conversions(tmp_path: Path) -> None:
     )
 
 
+def test_restore_cases_and_the_recovery_flags(tmp_path: Path) -> None:
+    """A case names its action; a restore defaults to Archived and may name archived_by; a
+    delete takes purge_now and recovery_window (default false)."""
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(
+        "cases:\n"
+        "  - name: restore\n"
+        "    action: restorepackageversion\n"
+        "    principal: ci-bot\n"
+        "    resource: {repository: r, package: k, version: '1', archived_by: ci-bot}\n"
+        "    expect: allow\n"
+        "  - name: delete\n"
+        "    principal: alice\n"
+        "    resource: {repository: r, package: k, version: '1'}\n"
+        "    context: {purge_now: true, recovery_window: true}\n"
+        "    expect: deny\n"
+        "  - name: plain delete\n"
+        "    principal: alice\n"
+        "    resource: {repository: r, package: k, version: '1'}\n"
+        "    expect: allow\n"
+    )
+    restore, purge, plain = load_policy_cases(tests)
+    assert ("RestorePackageVersion", PolicyAction.RESTORE) == (
+        restore.action,
+        restore.request.action,
+    )
+    assert (VersionStatus.ARCHIVED, "ci-bot") == (
+        restore.request.versions[0].status,
+        restore.request.versions[0].archived_by,
+    )
+    assert (PolicyAction.DELETE, True, True) == (
+        purge.request.action,
+        purge.request.context.purge_now,
+        purge.request.context.recovery_window,
+    )
+    assert (VersionStatus.PUBLISHED, None, False, False) == (
+        plain.request.versions[0].status,
+        plain.request.versions[0].archived_by,
+        plain.request.context.purge_now,
+        plain.request.context.recovery_window,
+    )
+    results = run_policy_tests(default_policy_files(), tests)
+    assert [("restore", True), ("delete", True), ("plain delete", True)] == [
+        (r.name, r.passed) for r in results
+    ]
+    assert ("purge-now-needs-release-admin-and-justification",) == results[1].policies
+
+
 @pytest.mark.parametrize(
     ("case", "line", "message"),
     [
@@ -130,6 +179,31 @@ def test_case_defaults_and_conversions(tmp_path: Path) -> None:
             "    resource: {repository: r, package: k, version: '1', prerelease: true}\n",
             5,
             "unknown key(s) in cases[0].resource: prerelease (prerelease: derived from format",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    resource: {repository: r, package: k, version: '1', archived_by: p}\n",
+            5,
+            "unknown key(s) in cases[0].resource: archived_by (archived_by: "
+            "RestorePackageVersion only)",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n    action: RestorePackageVersion\n"
+            "    resource: {repository: r, package: k, version: '1'}\n"
+            "    context: {purge_now: true}\n",
+            7,
+            "unknown key(s) in cases[0].context: purge_now (purge_now: DeletePackageVersion only)",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n    action: RestorePackageVersion\n"
+            "    resource: {repository: r, package: k, version: '1', archived_by: 7}\n",
+            6,
+            "cases[0].resource.archived_by: expected a string",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n    action: Restore\n",
+            5,
+            "expected one of DeletePackageVersion, RestorePackageVersion, ReadAuditLog",
         ),
         ("  -\n", 2, "cases[0].name: is required"),
         ("  - just text\n", 2, "cases[0] must be a mapping"),

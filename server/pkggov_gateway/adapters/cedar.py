@@ -24,8 +24,8 @@ from pkggov_gateway.adapters.cedar_input import (
     READ_AUDIT_ACTION,
     RESOURCE_ATTRIBUTES,
     RESOURCE_TYPE,
-    delete_input,
     read_input,
+    version_input,
 )
 from pkggov_gateway.adapters.cedar_loading import (
     LoadedPolicy,
@@ -55,7 +55,8 @@ _POLICY_IN_ERROR = re.compile(r"policy `([^`]+)`")
 
 
 class CedarPolicyEngine:
-    """Decides deletions with a Cedar policy set; reloadable without interrupting decisions.
+    """Decides deletions and restores with a Cedar policy set; reloadable without interrupting
+    decisions.
 
     Raises PolicyLoadError from the constructor when the set cannot be loaded.
     """
@@ -113,7 +114,8 @@ class CedarPolicyEngine:
     def decide(
         self, request: PolicyRequest, *, groups: Sequence[str] | None = None
     ) -> list[VersionDecision]:
-        """Decide every version of `request` in one Cedar batch, in the request's order.
+        """Decide every version of `request` in one Cedar batch, in the request's order, for
+        its action (DeletePackageVersion or RestorePackageVersion).
 
         `groups` replaces the principal's groups from the entities file (policy tests use
         it). Allowed decisions carry the permit policies that allowed; denied ones the forbid
@@ -177,7 +179,7 @@ def _decide(
         return []
     if groups is None:
         groups = snapshot.members.get(request.principal.id, ())
-    cedar_input = delete_input(request, groups, snapshot.reads)
+    cedar_input = version_input(request, groups, snapshot.reads, members=snapshot.members)
     try:
         entities = snapshot.base.with_added_json_str(cedar_input.entities)
         results = cedarpy.is_authorized_batch(cedar_input.requests, snapshot.policy_set, entities)

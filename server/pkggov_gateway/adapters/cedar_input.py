@@ -1,42 +1,48 @@
 """What pkggov sends Cedar: the entity types and attributes, and the requests built from them.
 
-A deletion is one Cedar batch: one request per version (or per kind of version, see `Reads`),
-the principal in its groups and one resource entity per request. A read of the audit record
-is one request on the ``Pkggov::AuditLog`` entity. Only the attributes some policy reads are
-sent; the loader checks with the schema, once, that everything could be (see `cedar_loading`).
+A deletion (action DeletePackageVersion) or a restore (RestorePackageVersion) is one Cedar
+batch: one request per version (or per kind of version, see `Reads`), the principal in its
+groups and one resource entity per request; a restore's resource also names the principal
+that archived it (``archived_by``), which is then in the batch too, in its groups. A read of
+the audit record is one request on the ``Pkggov::AuditLog`` entity. Only the attributes some
+policy reads are sent; the loader checks with the schema, once, that everything could be (see
+`cedar_loading`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pkggov_gateway.adapters.cedar_entities import GROUP_TYPE
 from pkggov_gateway.domain.identity import Principal
-from pkggov_gateway.domain.policy import PolicyRequest
+from pkggov_gateway.domain.policy import PolicyAction, PolicyRequest
 from pkggov_gateway.domain.versions import is_prerelease
 
 __all__ = [
     "ALL_READS",
     "CONTEXT_ATTRIBUTES",
+    "CONTEXT_OF",
     "DERIVED_RESOURCE_ATTRIBUTES",
     "PRINCIPAL_TYPE",
     "READ_AUDIT_ACTION",
     "RESOURCE_ATTRIBUTES",
     "RESOURCE_TYPE",
+    "RESTORE_RESOURCE_ATTRIBUTES",
     "SENT",
     "CedarInput",
     "Reads",
     "delete_input",
     "read_input",
+    "version_input",
 ]
 
 PRINCIPAL_TYPE = "Pkggov::Principal"
 RESOURCE_TYPE = "Pkggov::PackageVersion"
-_ACTION = {"type": "Pkggov::Action", "id": "DeletePackageVersion"}
+_ACTIONS = {action: {"type": "Pkggov::Action", "id": action.value} for action in PolicyAction}
 READ_AUDIT_ACTION = "ReadAuditLog"
 _READ_ACTION = {"type": "Pkggov::Action", "id": READ_AUDIT_ACTION}
 _AUDIT_LOG = {"type": "Pkggov::AuditLog", "id": "audit"}
@@ -55,23 +61,36 @@ RESOURCE_ATTRIBUTES = frozenset(
         "version_count",
         "remaining_after_request",
         "published_at",
+        "archived_by",
     }
 )
+RESTORE_RESOURCE_ATTRIBUTES = frozenset({"archived_by"})
+"""Attributes sent only in RestorePackageVersion decisions."""
 DERIVED_RESOURCE_ATTRIBUTES = frozenset({"prerelease"})
 """Attributes pkggov computes (from format and version) rather than reads from CodeArtifact."""
-CONTEXT_ATTRIBUTES = frozenset(
+_COMMON_CONTEXT = frozenset(
     {"justification", "dry_run", "request_size", "now", "peer", "auth_method"}
 )
+CONTEXT_OF: Mapping[PolicyAction, frozenset[str]] = {
+    PolicyAction.DELETE: _COMMON_CONTEXT | {"purge_now", "recovery_window"},
+    PolicyAction.RESTORE: _COMMON_CONTEXT,
+}
+"""The context attributes of each per-version action."""
+CONTEXT_ATTRIBUTES = frozenset().union(*CONTEXT_OF.values())
+"""Every context attribute of some per-version action."""
 SENT = (
     "pkggov sends Pkggov::Principal {auth_method: String} in Pkggov::Group; "
     "Pkggov::PackageVersion {domain, domain_owner, repository, format, namespace, package, "
     "version, status: String, prerelease, is_latest: Bool, version_count, "
-    "remaining_after_request: Long, "
-    'published_at?: Long}; action Pkggov::Action::"DeletePackageVersion" with context '
+    "remaining_after_request: Long, published_at?: Long, archived_by?: Principal}; "
+    'action Pkggov::Action::"DeletePackageVersion" with context '
     "{justification: String, dry_run: Bool, request_size: Long, now: Long, peer: String, "
-    'auth_method: String}; entity Pkggov::AuditLog; action Pkggov::Action::"ReadAuditLog" '
-    "(principal Principal, resource AuditLog) with context {now: Long, peer: String, "
-    "auth_method: String}"
+    "auth_method: String, purge_now: Bool, recovery_window: Bool}; "
+    'action Pkggov::Action::"RestorePackageVersion" (principal Principal, resource '
+    "PackageVersion) with context {justification: String, dry_run: Bool, request_size: Long, "
+    "now: Long, peer: String, auth_method: String}; entity Pkggov::AuditLog; action "
+    'Pkggov::Action::"ReadAuditLog" (principal Principal, resource AuditLog) with context '
+    "{now: Long, peer: String, auth_method: String}"
 )
 """What pkggov sends, in words (for an error saying the schema does not describe it)."""
 
@@ -83,10 +102,14 @@ class Reads:
     Only the attributes some policy reads are sent: cedarpy spends most of a decision parsing
     attribute values, and a decision cannot change when no policy can see the difference.
     For the same reason, versions that look the same to every policy (same values of the
-    per-version attributes read) are decided by one Cedar request, unless a policy looks at
-    the resource itself (``resource == ...``, ``resource in ...``, a scope on the resource).
-    Their decision is the same, errors included: an evaluation error can only show values
-    the policy read, as the schema rules out reading an attribute an entity lacks.
+    per-version attributes read; for ``archived_by``, the same principal, whose groups follow
+    from its id) are decided by one Cedar request, unless a policy looks at the resource
+    itself (``resource == ...``, ``resource in ...``, a scope on the resource). Their
+    decision is the same, errors included: an evaluation error can only show values the
+    policy read, as the schema rules out reading an attribute an entity lacks.
+
+    `context` holds the names read of every action's context; each request gets those its
+    action has (`CONTEXT_OF`).
     """
 
     resource: frozenset[str]
@@ -151,11 +174,11 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def _principal_entity(principal: Principal, groups: Iterable[str]) -> dict[str, Any]:
-    """The principal as a Cedar entity, in its groups."""
+def _principal_entity(principal_id: str, auth_method: str, groups: Iterable[str]) -> dict[str, Any]:
+    """A principal as a Cedar entity, in its groups."""
     return {
-        "uid": {"type": PRINCIPAL_TYPE, "id": principal.id},
-        "attrs": {"auth_method": principal.method.value},
+        "uid": {"type": PRINCIPAL_TYPE, "id": principal_id},
+        "attrs": {"auth_method": auth_method},
         "parents": [{"type": GROUP_TYPE, "id": group} for group in groups],
     }
 
@@ -164,7 +187,7 @@ def read_input(
     principal: Principal, groups: Iterable[str], now: datetime
 ) -> tuple[dict[str, Any], str]:
     """The Cedar request for `principal` reading the audit record, and its entities as JSON."""
-    principal_entity = _principal_entity(principal, groups)
+    principal_entity = _principal_entity(principal.id, principal.method.value, groups)
     principal_uid = principal_entity["uid"]
     method = principal.method.value
     entities = [principal_entity, {"uid": _AUDIT_LOG, "attrs": {}, "parents": []}]
@@ -178,21 +201,32 @@ def read_input(
     return request, json.dumps(entities)
 
 
-def delete_input(
-    request: PolicyRequest, groups: Iterable[str], reads: Reads, *, shared: bool = True
+def version_input(
+    request: PolicyRequest,
+    groups: Iterable[str],
+    reads: Reads,
+    *,
+    shared: bool = True,
+    members: Mapping[str, Iterable[str]] | None = None,
 ) -> CedarInput:
-    """The Cedar batch deciding `request`, sending only the attributes in `reads`.
+    """The Cedar batch deciding `request` for its action, sending only the attributes in
+    `reads`; `groups` are the caller's.
 
     With `shared` (and when no policy looks at the resource itself), versions whose read
     per-version attributes are equal share one Cedar request; the first of them names it.
+    A restore's ``archived_by`` is sent as an entity reference; the principal it names, unless
+    it is the caller, is added to the batch in its groups from `members` (principal id ->
+    groups: the entities file), with auth_method "" as it is not the caller.
     All JSON is made by one `json.dumps` each.
     """
     principal = request.principal
     package = request.package
     context = request.context
+    action = request.action
     method = principal.method.value
-    principal_entity = _principal_entity(principal, groups)
+    principal_entity = _principal_entity(principal.id, method, groups)
     principal_uid = principal_entity["uid"]
+    action_uid = _ACTIONS[action]
     entities: list[dict[str, Any]] = [principal_entity]
     wanted = reads.resource
     common = {
@@ -214,6 +248,8 @@ def delete_input(
     send_status = "status" in wanted
     send_latest = "is_latest" in wanted
     send_published = "published_at" in wanted
+    send_archiver = "archived_by" in wanted and action is PolicyAction.RESTORE
+    context_names = reads.context & CONTEXT_OF[action]
     context_json = json.dumps(
         {
             name: value
@@ -224,11 +260,14 @@ def delete_input(
                 ("now", _epoch(context.now)),
                 ("peer", context.peer),
                 ("auth_method", method),
+                ("purge_now", context.purge_now),
+                ("recovery_window", context.recovery_window),
             )
-            if name in reads.context
+            if name in context_names
         }
     )
     by_identity = not shared or reads.resource_identity or send_version
+    in_batch = {principal.id}  # the principals the batch has entities for
     requests: list[dict[str, Any]] = []
     slots: list[int] = []
     seen: dict[object, int] = {}
@@ -245,7 +284,8 @@ def delete_input(
             attrs["is_latest"] = facts.is_latest
         if send_published and facts.published_at is not None:
             attrs["published_at"] = _epoch(facts.published_at)
-        key: object = version if by_identity else tuple(attrs.items())
+        archiver = facts.archived_by if send_archiver else None
+        key: object = version if by_identity else (tuple(attrs.items()), archiver)
         slot = seen.get(key)
         if slot is None:  # a new version (or kind of version): one more Cedar request
             slot = seen[key] = len(requests)
@@ -253,11 +293,21 @@ def delete_input(
             requests.append(
                 {
                     "principal": principal_uid,
-                    "action": _ACTION,
+                    "action": action_uid,
                     "resource": resource,
                     "context": context_json,
                 }
             )
+            if archiver is not None:
+                attrs["archived_by"] = {"__entity": {"type": PRINCIPAL_TYPE, "id": archiver}}
+                if archiver not in in_batch:  # in its groups: `... in Group` must hold
+                    in_batch.add(archiver)
+                    archiver_groups = (members or {}).get(archiver, ())
+                    entities.append(_principal_entity(archiver, "", archiver_groups))
             entities.append({"uid": resource, "attrs": common | attrs, "parents": []})
         slots.append(slot)
     return CedarInput(requests, json.dumps(entities), slots)
+
+
+delete_input = version_input
+"""The name `version_input` had when it built deletions only."""

@@ -20,7 +20,7 @@ from typing import Any
 import cedarpy
 
 from pkggov_gateway.adapters.cedar_entities import load_entities
-from pkggov_gateway.adapters.cedar_input import ALL_READS, SENT, Reads, delete_input, read_input
+from pkggov_gateway.adapters.cedar_input import ALL_READS, SENT, Reads, read_input, version_input
 from pkggov_gateway.adapters.cedar_source import (
     PolicyLoadError,
     Statement,
@@ -29,7 +29,7 @@ from pkggov_gateway.adapters.cedar_source import (
 )
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
-from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts
+from pkggov_gateway.domain.policy import PolicyAction, PolicyContext, PolicyRequest, VersionFacts
 
 __all__ = [
     "LoadedPolicy",
@@ -237,14 +237,33 @@ def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: PolicySnapshot) 
         ),
         version_count=2,
         remaining_after_request=0,
-        context=PolicyContext("probe", True, 2, moment, "ipv4:127.0.0.1:1"),
+        context=PolicyContext("probe", True, 2, moment, "ipv4:127.0.0.1:1", True, True),
     )
-    probe = delete_input(request, snapshot.groups, ALL_READS)
-    try:
-        entities = snapshot.base.with_added_json_str(probe.entities, schema)
-        results = cedarpy.is_authorized_batch(probe.requests, snapshot.policy_set, entities, schema)
-    except ValueError as err:
-        raise PolicyLoadError(schema_path, None, f"{_NOT_WHAT_IS_SENT}: {err} ({SENT})") from err
+    restore = PolicyRequest(
+        principal=request.principal,
+        package=request.package,
+        versions=(  # archived by another (in every group), by the caller, not by the gateway
+            VersionFacts("1.0.0", VersionStatus.ARCHIVED, False, moment, "probe-archiver"),
+            VersionFacts("1.0.1", VersionStatus.ARCHIVED, False, None, "probe"),
+            VersionFacts("1.0.2", VersionStatus.ARCHIVED, True, None, None),
+        ),
+        version_count=3,
+        remaining_after_request=3,
+        context=request.context,
+        action=PolicyAction.RESTORE,
+    )
+    results = []
+    members = {"probe-archiver": snapshot.groups}
+    for batch in (request, restore):
+        probe = version_input(batch, snapshot.groups, ALL_READS, members=members)
+        try:
+            entities = snapshot.base.with_added_json_str(probe.entities, schema)
+            results += cedarpy.is_authorized_batch(
+                probe.requests, snapshot.policy_set, entities, schema
+            )
+        except ValueError as err:
+            message = f"{_NOT_WHAT_IS_SENT}: {err} ({SENT})"
+            raise PolicyLoadError(schema_path, None, message) from err
     read_request, read_entities = read_input(request.principal, snapshot.groups, moment)
     try:
         entities = snapshot.base.with_added_json_str(read_entities, schema)

@@ -14,7 +14,7 @@ from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import PackageBusyError
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import PackageRef
-from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
+from pkggov_gateway.domain.policy import PolicyAction, PolicyRequest, VersionDecision, VersionFacts
 
 __all__ = ["FakePackageLocks", "FakePolicy"]
 
@@ -23,13 +23,25 @@ __all__ = ["FakePackageLocks", "FakePolicy"]
 class FakePolicy:
     """A PolicyEngine that is its own PolicyView: everything is allowed (by policy
     ``permit``) except the versions in `deny` and every call or read of `deny_principals`
-    (denied by ``deny-listed``). Change the fields between calls to "reload" it."""
+    (denied by ``deny-listed``), whatever the action (delete or restore). Two rules of the
+    shipped policy can be added: `deny_purge_now` and `archiver_restores_only`. Change the
+    fields between calls to "reload" it."""
 
     ALLOW: ClassVar[str] = "permit"
     DENY: ClassVar[str] = "deny-listed"
+    PURGE_NOW_DENIED: ClassVar[str] = "purge-now-denied"
+    NOT_THE_ARCHIVER: ClassVar[str] = "not-the-archiver"
 
     deny: frozenset[str] = frozenset()
     deny_principals: frozenset[str] = frozenset()
+    deny_purge_now: frozenset[str] = frozenset()
+    """Principals whose delete with purge_now under a recovery window is denied (by
+    ``purge-now-denied``): without either, their delete is decided as any other."""
+    archiver_restores_only: bool = False
+    """When True, a restore is allowed only to the principal that archived the version (its
+    `archived_by`) or to a member of a `restore_groups` group; others are denied (by
+    ``not-the-archiver``). When False, restores are decided as deletes."""
+    restore_groups: frozenset[str] = frozenset({"release-admins"})
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Principal id -> its groups."""
     published_time: bool = False
@@ -50,11 +62,27 @@ class FakePolicy:
 
     def decide(self, request: PolicyRequest) -> list[VersionDecision]:
         self.requests.append(request)
-        refused = request.principal.id in self.deny_principals
-        return [
-            self._decision(facts.version, refused or facts.version in self.deny)
-            for facts in request.versions
-        ]
+        decisions = []
+        for facts in request.versions:
+            rule = self._denied_by(request, facts)
+            decisions.append(VersionDecision(facts.version, rule is None, (rule or self.ALLOW,)))
+        return decisions
+
+    def _denied_by(self, request: PolicyRequest, facts: VersionFacts) -> str | None:
+        """The rule denying `facts`' version in `request`, or None when it is allowed."""
+        principal = request.principal.id
+        if principal in self.deny_principals or facts.version in self.deny:
+            return self.DENY
+        context = request.context
+        if request.action is PolicyAction.DELETE:
+            skips_window = context.purge_now and context.recovery_window
+            return (
+                self.PURGE_NOW_DENIED if skips_window and principal in self.deny_purge_now else None
+            )
+        restorer = facts.archived_by == principal or bool(
+            self.restore_groups.intersection(self.groups_of(principal))
+        )
+        return None if restorer or not self.archiver_restores_only else self.NOT_THE_ARCHIVER
 
     def authorize_read(self, principal: Principal, now: datetime) -> VersionDecision:
         self.reads.append(principal)

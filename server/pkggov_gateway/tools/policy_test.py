@@ -13,16 +13,29 @@ gateway uses::
         context: {justification: "", dry_run: false, request_size: 1}   # optional
         expect: allow              # allow | deny
         policies: [ci-may-delete-dev-prereleases]   # optional: the deciding @ids
+      - name: a release admin skips the recovery window
+        principal: alice
+        resource: {repository: prod-release, package: widgets, version: 1.0.0}
+        context: {purge_now: true, recovery_window: true, justification: CVE-2025-0001}
+        expect: allow
+      - name: the archiver restores
+        action: RestorePackageVersion
+        principal: ci-bot
+        resource: {repository: dev-shared, package: widgets, version: 1.0.0-rc.1,
+                   archived_by: ci-bot}
+        expect: allow
       - name: an auditor reads the audit record
-        action: ReadAuditLog       # optional: DeletePackageVersion (default) or ReadAuditLog,
-        principal: carol           # which has no resource
+        action: ReadAuditLog       # optional: DeletePackageVersion (default),
+        principal: carol           # RestorePackageVersion or ReadAuditLog (no resource)
         expect: allow
 
 Resource defaults: domain ``example``, domain_owner and namespace empty, format ``npm``,
-status ``Published``, is_latest false, version_count 2, remaining_after_request 1, no
-published_at. Context defaults: empty justification, not a dry run, request_size 1, now
-2025-01-01T00:00:00Z, peer ``ipv4:127.0.0.1:50000``, auth_method ``mtls``. Times are epoch
-seconds or ISO 8601.
+status ``Published`` (``Archived`` for a restore), is_latest false, version_count 2,
+remaining_after_request 1, no published_at, no archived_by (a principal id; restores only:
+that principal is in its groups from the entities file). Context defaults: empty
+justification, not a dry run, request_size 1, now 2025-01-01T00:00:00Z, peer
+``ipv4:127.0.0.1:50000``, auth_method ``mtls``, and for a delete purge_now and
+recovery_window false. Times are epoch seconds or ISO 8601.
 """
 
 from __future__ import annotations
@@ -36,15 +49,16 @@ from typing import Any
 from pkggov_gateway.adapters.cedar import CedarPolicyEngine
 from pkggov_gateway.adapters.cedar_entities import Document, read_document
 from pkggov_gateway.adapters.cedar_input import (
-    CONTEXT_ATTRIBUTES,
+    CONTEXT_OF,
     DERIVED_RESOURCE_ATTRIBUTES,
     READ_AUDIT_ACTION,
     RESOURCE_ATTRIBUTES,
+    RESTORE_RESOURCE_ATTRIBUTES,
 )
 from pkggov_gateway.adapters.cedar_loading import PolicyFiles, PolicyLoadError
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
-from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts
+from pkggov_gateway.domain.policy import PolicyAction, PolicyContext, PolicyRequest, VersionFacts
 
 __all__ = ["CaseResult", "PolicyCase", "load_policy_cases", "run_policy_tests"]
 
@@ -60,10 +74,30 @@ _CASE_KEYS = {
     "expect",
     "policies",
 }
-DELETE_ACTION = "DeletePackageVersion"
-_ACTIONS = {DELETE_ACTION: DELETE_ACTION, READ_AUDIT_ACTION: READ_AUDIT_ACTION}
-_RESOURCE_KEYS = RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES
-_CONTEXT_KEYS = CONTEXT_ATTRIBUTES
+DELETE_ACTION = PolicyAction.DELETE.value
+RESTORE_ACTION = PolicyAction.RESTORE.value
+_ACTIONS = {
+    DELETE_ACTION: DELETE_ACTION,
+    RESTORE_ACTION: RESTORE_ACTION,
+    READ_AUDIT_ACTION: READ_AUDIT_ACTION,
+}
+_RESOURCE_KEYS = {
+    DELETE_ACTION: RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES - RESTORE_RESOURCE_ATTRIBUTES,
+    RESTORE_ACTION: RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES,
+}
+_CONTEXT_KEYS = {
+    DELETE_ACTION: CONTEXT_OF[PolicyAction.DELETE],
+    RESTORE_ACTION: CONTEXT_OF[PolicyAction.RESTORE],
+    READ_AUDIT_ACTION: CONTEXT_OF[PolicyAction.DELETE] & CONTEXT_OF[PolicyAction.RESTORE],
+}
+_HINTS = {
+    **dict.fromkeys(DERIVED_RESOURCE_ATTRIBUTES, "derived from format and version"),
+    **dict.fromkeys(RESTORE_RESOURCE_ATTRIBUTES, f"{RESTORE_ACTION} only"),
+    **dict.fromkeys(
+        CONTEXT_OF[PolicyAction.DELETE] - CONTEXT_OF[PolicyAction.RESTORE], f"{DELETE_ACTION} only"
+    ),
+}
+"""Why a key is unknown where it is, when it is known elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +111,8 @@ class PolicyCase:
     expect: str
     policies: tuple[str, ...] | None
     action: str = DELETE_ACTION
-    """DeletePackageVersion (the request's one version) or ReadAuditLog (no resource)."""
+    """DeletePackageVersion or RestorePackageVersion (the request's one version, and the
+    request's action), or ReadAuditLog (no resource)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +228,8 @@ class _Reader:
             raise doc.error(where, f"{_label(where)} must be a mapping")
         unknown = sorted(str(key) for key in value if key not in keys)
         if unknown:
-            derived = [key for key in unknown if key in DERIVED_RESOURCE_ATTRIBUTES]
-            hint = f" ({', '.join(derived)}: derived from format and version)" if derived else ""
+            hints = "; ".join(f"{key}: {_HINTS[key]}" for key in unknown if key in _HINTS)
+            hint = f" ({hints})" if hints else ""
             raise doc.error(where, f"unknown key(s) in {_label(where)}: {', '.join(unknown)}{hint}")
         self._doc, self._where, self._value = doc, where, value
 
@@ -214,6 +249,10 @@ class _Reader:
         if not isinstance(value, str):
             raise self.error(key, f"expected a string, got {value!r}")
         return value
+
+    def optional_string(self, key: str) -> str | None:
+        """The string at `key`, or None when absent."""
+        return None if self._value.get(key) is None else self.string(key)
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._value.get(key, default)
@@ -264,12 +303,12 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
     resource = _Reader(
         doc,
         (*where, "resource"),
-        case.get("resource")
-        if action == DELETE_ACTION
-        else {"repository": "-", "package": "-", "version": "-"},
-        _RESOURCE_KEYS,
+        {"repository": "-", "package": "-", "version": "-"}
+        if action == READ_AUDIT_ACTION
+        else case.get("resource"),
+        _RESOURCE_KEYS.get(action, _RESOURCE_KEYS[DELETE_ACTION]),
     )
-    context = _Reader(doc, (*where, "context"), case.get("context"), _CONTEXT_KEYS)
+    context = _Reader(doc, (*where, "context"), case.get("context"), _CONTEXT_KEYS[action])
     statuses = {status.value: status for status in VersionStatus}
     formats = {fmt.value: fmt for fmt in PackageFormat}
     methods = {method.value: method for method in AuthMethod}
@@ -290,9 +329,12 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
         versions=(
             VersionFacts(
                 version=resource.string("version"),
-                status=resource.choice("status", "Published", statuses),
+                status=resource.choice(
+                    "status", "Archived" if action == RESTORE_ACTION else "Published", statuses
+                ),
                 is_latest=resource.boolean("is_latest", False),
                 published_at=resource.moment("published_at", None),
+                archived_by=resource.optional_string("archived_by"),
             ),
         ),
         version_count=resource.integer("version_count", 2),
@@ -303,7 +345,10 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
             request_size=context.integer("request_size", 1),
             now=now,
             peer=peer,
+            purge_now=context.boolean("purge_now", False),
+            recovery_window=context.boolean("recovery_window", False),
         ),
+        action=PolicyAction.RESTORE if action == RESTORE_ACTION else PolicyAction.DELETE,
     )
     return PolicyCase(name, doc.line_of(where), request, groups, expect, policies, action)
 
