@@ -2,14 +2,16 @@
 
 Every test runs on `pkggov_gateway.testing.InMemoryAuditStore`, on a SQLite file and on a
 PostgreSQL schema of its own (skipped when PostgreSQL cannot be reached, unless CI is set), and
-uses the AuditStore port only (plus `iter_rows`, which verify reads). What passes here is what
-unit tests may rely on when they use the fake instead of a database.
+uses the AuditStore and PurgeStore ports only (plus `iter_rows`, which verify reads, and
+`purge_state`, which shows a closed purge). What passes here is what unit tests may rely on
+when they use the fake instead of a database.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +32,16 @@ from pkggov_gateway.domain.audit import (
     format_time,
 )
 from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededError
-from pkggov_gateway.ports import AuditStore
+from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
+from pkggov_gateway.domain.recovery import (
+    PendingPurge,
+    PurgeClosure,
+    PurgeEffects,
+    PurgeQuery,
+    PurgeState,
+    PurgeStats,
+)
+from pkggov_gateway.ports import AuditStore, PurgeStore
 from pkggov_gateway.testing import InMemoryAuditStore
 from pkggov_gateway.tools.audit_verify import verify
 from tests.conftest import pg_schema_url
@@ -39,10 +50,14 @@ HOUR = QuotaCheck("alice", limit=10, window_seconds=3600, subject="10 versions p
 """The quota most tests check: 10 versions per hour for alice."""
 
 
-class ContractStore(AuditStore, Protocol):
-    """The port, and the rows verify reads."""
+class ContractStore(AuditStore, PurgeStore, Protocol):
+    """The ports, the rows verify reads, and where a purge stands."""
 
     def iter_rows(self, batch: int = 5000) -> Iterator[tuple[Any, ...]]: ...
+
+    def purge_state(
+        self, purge_id: str
+    ) -> tuple[PurgeState, str | None, str | None, str | None] | None: ...
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
@@ -425,3 +440,304 @@ def test_open_intents_are_those_without_outcome_or_reconciliation(store: Contrac
     found = store.open_intents()
     assert ["e1", "e4"] == [event.event_id for event in found]
     assert [["intent"], ["intent"]] == [kinds(event.entries) for event in found]
+
+
+# --- pending purges ----------------------------------------------------------------------------
+
+PKG = PackageRef("demo", "dev", PackageFormat.GENERIC, "p", namespace="ns")
+T0 = datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+"""The tests' "now" for purges: fixed, with microseconds (they must survive the store)."""
+
+
+def minutes(n: float) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+def purge(
+    purge_id: str,
+    version: str = "1.0",
+    *,
+    due: float = 0.0,
+    package: PackageRef = PKG,
+    requester: str = "alice",
+) -> PendingPurge:
+    """A purge of `version` of `package`, archived an hour before T0, due `due` minutes
+    after T0."""
+    return PendingPurge(
+        purge_id=purge_id,
+        package=package,
+        version=version,
+        revision=f"rev-{purge_id}",
+        previous_status=VersionStatus.UNLISTED,
+        requester=requester,
+        archive_event_id=f"archive-{purge_id}",
+        archived_at=minutes(-60),
+        due_at=minutes(due),
+    )
+
+
+def schedule(store: AuditStore, event: str, *purges: PendingPurge, **fields: Any) -> StoredEntry:
+    """Append event `event`'s outcome scheduling `purges`."""
+    return store.append(NewEntry(body(event, **fields), PurgeEffects(schedule=purges)))
+
+
+def close(
+    store: AuditStore,
+    event: str,
+    *versions: str,
+    state: PurgeState = PurgeState.PURGED,
+    reason: str = "purged",
+    package: PackageRef = PKG,
+) -> StoredEntry:
+    """Append event `event`'s outcome closing the pending purges of `versions`."""
+    closures = tuple(PurgeClosure(package, v, state, reason) for v in versions)
+    return store.append(NewEntry(body(event), PurgeEffects(close=closures)))
+
+
+def _closed(purge_id: str, store: ContractStore) -> tuple[PurgeState, str | None, str | None]:
+    """A purge's state, closing reason and closing event id."""
+    found = store.purge_state(purge_id)
+    assert found is not None
+    state, _, reason, event_id = found
+    return state, reason, event_id
+
+
+def ids(purges: Sequence[PendingPurge]) -> list[str]:
+    return [p.purge_id for p in purges]
+
+
+def test_a_scheduled_purge_is_pending_for_its_version_as_scheduled(store: ContractStore) -> None:
+    """Effects commit with their entry; a purge reads back equal (times to the microsecond,
+    the package as spelled); `pending_for` matches by package key (any spelling) and version."""
+    owned = PackageRef("demo", "dev", PackageFormat.NPM, "q", domain_owner="111122223333")
+    one, two, other = purge("p1", "1.0"), purge("p2", "2.0", due=5), purge("q1", package=owned)
+    entry = schedule(store, "e1", one, two, other)
+    assert 1 == entry.seq
+    assert {"1.0": one, "2.0": two} == store.pending_for(PKG, ["1.0", "2.0", "3.0"])
+    spelled = PackageRef("DEMO", "Dev", PackageFormat.GENERIC, "P", namespace="NS")
+    assert {"2.0": two} == store.pending_for(spelled, ["2.0", "2.0"])
+    assert {"1.0": other} == store.pending_for(owned, ["1.0"])
+    assert {} == store.pending_for(PKG, [])
+    assert {} == store.pending_for(PKG, ["1.0-other"])
+    assert (PurgeState.PENDING, None, None, None) == store.purge_state("p1")
+    assert None is store.purge_state("nothing")
+    assert verify(store.iter_rows()).ok  # the chain does not see the effects
+
+
+def test_a_second_schedule_of_a_version_keeps_the_earlier_purge(store: ContractStore) -> None:
+    """One pending purge per version: a later one (another id, another due time) is not
+    stored, nor is a purge id scheduled again; neither refuses its entry."""
+    first = purge("p1", due=10)
+    schedule(store, "e1", first)
+    schedule(store, "e2", purge("p2", due=60), purge("p1", "2.0"))
+    assert {"1.0": first} == store.pending_for(PKG, ["1.0", "2.0"])
+    assert None is store.purge_state("p2")
+    assert [2] == [e.seq for e in store.event("e2").entries]  # type: ignore[union-attr]
+
+
+def test_a_closure_ends_the_versions_pending_purge_with_its_entry(store: ContractStore) -> None:
+    """The closure records its state, its reason and the entry's time and event id; a version
+    without a pending purge is no error; a closed version can be scheduled again."""
+    schedule(store, "e1", purge("p1", "1.0"), purge("p2", "2.0"))
+    closing = close(store, "r1", "1.0", "9.9", state=PurgeState.RESTORED, reason="restored")
+    assert ["p2"] == ids(list(store.pending_for(PKG, ["1.0", "2.0"]).values()))
+    assert (PurgeState.RESTORED, closing.time, "restored", "r1") == store.purge_state("p1")
+    assert ["p2"] == ids(store.pending_purges(PurgeQuery()).purges)
+    again = purge("p3", "1.0", due=30)
+    schedule(store, "e2", again)
+    assert again == store.pending_for(PKG, ["1.0"])["1.0"]
+    close(store, "w1", "1.0", reason="deleted")  # closes p3 only: p1 stays restored
+    assert (PurgeState.PURGED, "deleted", "w1") == _closed("p3", store)
+    assert (PurgeState.RESTORED, "restored", "r1") == _closed("p1", store)
+
+
+def test_an_entry_closing_and_scheduling_a_version_replaces_its_purge(
+    store: ContractStore,
+) -> None:
+    """Closes apply before schedules: the entry's new purge is the pending one."""
+    schedule(store, "e1", purge("p1"))
+    new = purge("p2", due=99)
+    effects = PurgeEffects(
+        schedule=(new,), close=(PurgeClosure(PKG, "1.0", PurgeState.CANCELLED, "re-archived"),)
+    )
+    store.append(NewEntry(body("e2"), effects))
+    assert {"1.0": new} == store.pending_for(PKG, ["1.0"])
+    assert (PurgeState.CANCELLED, "re-archived", "e2") == _closed("p1", store)
+
+
+def test_a_closure_that_leaves_the_purge_pending_is_refused_before_anything_is_written(
+    store: ContractStore,
+) -> None:
+    schedule(store, "e1", purge("p1"))
+    with pytest.raises(ValueError, match="pending"):
+        close(store, "e2", "1.0", state=PurgeState.PENDING)
+    assert None is store.event("e2")
+    assert ["p1"] == ids(list(store.pending_for(PKG, ["1.0"]).values()))
+    assert store.healthy()
+
+
+def test_an_entry_refused_by_its_guard_applies_no_effects(store: ContractStore) -> None:
+    """A claimed request id or an exceeded quota refuses the entry and its effects."""
+    schedule(store, "e1", purge("p1"))
+    claim = AppendGuard(request_id="r1")
+    store.append(NewEntry(body("c1", "intent", request_id="r1")), guard=claim)
+    closing = PurgeEffects(close=(PurgeClosure(PKG, "1.0", PurgeState.PURGED, "purged"),))
+    scheduling = PurgeEffects(schedule=(purge("p2", "2.0"),))
+    with pytest.raises(RequestIdClaimed):
+        store.append(NewEntry(body("c2", "intent", request_id="r1"), closing), guard=claim)
+    quota = AppendGuard(quota=QuotaCheck("alice", 1, 3600, "one"))
+    with pytest.raises(QuotaExceededError):
+        store.append(NewEntry(body("q1", "intent", forward=["a", "b"]), scheduling), guard=quota)
+    assert ["p1"] == ids(list(store.pending_for(PKG, ["1.0", "2.0"]).values()))
+    assert None is store.purge_state("p2")
+
+
+def test_an_entry_appended_again_does_not_apply_its_effects_again(store: ContractStore) -> None:
+    """A retry after an unclear commit finds its entry stored with its effects: a closure
+    appended again does not close the purge scheduled since."""
+    schedule(store, "e1", purge("p1"))
+    closing = NewEntry(
+        body("w1"), PurgeEffects(close=(PurgeClosure(PKG, "1.0", PurgeState.PURGED, "done"),))
+    )
+    first = store.append(closing, durable=True)
+    later = purge("p2", due=60)
+    schedule(store, "e2", later)
+    again = store.append(closing, durable=True)
+    assert (first.seq, first.hash) == (again.seq, again.hash)
+    assert {"1.0": later} == store.pending_for(PKG, ["1.0"])
+
+
+@pytest.fixture
+def listed(store: ContractStore) -> dict[str, PendingPurge]:
+    """Seven pending purges (and a closed one) in several repositories, by id."""
+    other_repo = PackageRef("demo", "prod", PackageFormat.GENERIC, "p", namespace="ns")
+    other_domain = PackageRef("other", "dev", PackageFormat.GENERIC, "p", namespace="ns")
+    other_package = PackageRef("demo", "dev", PackageFormat.GENERIC, "z", namespace="ns")
+    purges = [
+        purge("a", "1", due=30),
+        purge("b", "2", due=10),
+        purge("c", "3", due=10),  # same due time as b: by id
+        purge("d", "4", due=-10, requester="bob"),
+        purge("e", "1", due=20, package=other_repo),
+        purge("f", "1", due=0, package=other_domain),
+        purge("g", "1", due=40, package=other_package, requester="bob"),
+        purge("h", "5", due=5),
+    ]
+    schedule(store, "s1", *purges[:4])
+    schedule(store, "s2", *purges[4:])
+    close(store, "x1", "5")  # h is closed: never listed
+    return {p.purge_id: p for p in purges}
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, ["d", "f", "b", "c", "e", "a", "g"]),
+        ({"domain": "demo"}, ["d", "b", "c", "e", "a", "g"]),
+        ({"domain": "demo", "repository": "dev"}, ["d", "b", "c", "a", "g"]),
+        ({"repository": "prod"}, ["e"]),
+        ({"package": "z"}, ["g"]),
+        ({"package": "P"}, []),  # exact, as stored
+        ({"requester": "bob"}, ["d", "g"]),
+        ({"due_before": T0 + timedelta(minutes=10)}, ["d", "f"]),  # exclusive
+        ({"due_before": T0 + timedelta(minutes=10, microseconds=1)}, ["d", "f", "b", "c"]),
+        ({"requester": "bob", "due_before": T0}, ["d"]),
+        ({"domain": "nowhere"}, []),
+    ],
+)
+def test_pending_purges_are_listed_soonest_due_first_and_filtered(
+    store: ContractStore,
+    listed: dict[str, PendingPurge],
+    filters: dict[str, Any],
+    expected: list[str],
+) -> None:
+    page = store.pending_purges(PurgeQuery(**filters))
+    assert expected == ids(page.purges)
+    assert [listed[i] for i in expected] == list(page.purges)
+    assert None is page.next_after
+
+
+def test_pending_purge_pages_continue_after_the_last_due_time_and_id(
+    store: ContractStore, listed: dict[str, PendingPurge]
+) -> None:
+    """A full page names its last (due_at text, purge id); the last page names None; a
+    cursor inside a tie continues by id."""
+    seen: list[list[str]] = []
+    after: tuple[str, str] | None = None
+    while True:
+        page = store.pending_purges(PurgeQuery(limit=2, after=after))
+        seen.append(ids(page.purges))
+        if page.next_after is None:
+            break
+        assert (format_time(page.purges[-1].due_at), page.purges[-1].purge_id) == page.next_after
+        after = page.next_after
+    assert [["d", "f"], ["b", "c"], ["e", "a"], ["g"]] == seen
+    exact = store.pending_purges(PurgeQuery(limit=7))
+    assert (7, None) == (len(exact.purges), exact.next_after)
+    tie = store.pending_purges(PurgeQuery(after=(format_time(listed["b"].due_at), "b")))
+    assert ["c", "e", "a", "g"] == ids(tie.purges)
+    bob = store.pending_purges(PurgeQuery(requester="bob", limit=1))
+    assert (["d"], (format_time(listed["d"].due_at), "d")) == (ids(bob.purges), bob.next_after)
+    rest = store.pending_purges(PurgeQuery(requester="bob", limit=1, after=bob.next_after))
+    assert (["g"], None) == (ids(rest.purges), rest.next_after)
+
+
+def test_due_purges_are_claimed_once_until_their_lease_ends(store: ContractStore) -> None:
+    """Due (next attempt, else due time, not after now) and unleased (no lease, or one that
+    ended by now): soonest first, at most `limit`; a lease hides a purge from claims until
+    it ends, and from nothing else."""
+    a, b, c = purge("a", "1", due=-10), purge("b", "2", due=-5), purge("c", "3", due=10)
+    schedule(store, "s1", c, b, a)
+    assert [a] == store.claim_due_purges(T0, minutes(5), 1)
+    assert [b] == store.claim_due_purges(T0, minutes(5), 10)
+    assert [] == store.claim_due_purges(T0, minutes(5), 10)
+    assert [] == store.claim_due_purges(minutes(4), minutes(9), 10)
+    assert [] == store.claim_due_purges(minutes(5), minutes(10), 0)
+    assert ["a", "b", "c"] == ids(store.pending_purges(PurgeQuery()).purges)  # still listed
+    assert [a, b] == store.claim_due_purges(minutes(5), minutes(20), 10)  # the leases ended
+    assert [c] == store.claim_due_purges(minutes(10), minutes(15), 10)  # due exactly now
+    assert [a, b, c] == store.claim_due_purges(minutes(20), minutes(25), 10)
+
+
+def test_a_released_purge_counts_its_attempt_and_is_due_again_at_its_retry_time(
+    store: ContractStore,
+) -> None:
+    a, b = purge("a", "1", due=-10), purge("b", "2", due=-5)
+    schedule(store, "s1", a, b)
+    assert [a, b] == store.claim_due_purges(T0, minutes(5), 10)
+    store.release_purge("a", retry_at=minutes(30), error="throttled")
+    retried = replace(a, attempts=1, last_error="throttled", next_attempt_at=minutes(30))
+    assert {"1": retried} == store.pending_for(PKG, ["1"])
+    assert [] == store.claim_due_purges(minutes(1), minutes(6), 10)  # a waits; b is leased
+    assert [b] == store.claim_due_purges(minutes(29), minutes(34), 10)
+    assert [retried] == store.claim_due_purges(minutes(30), minutes(35), 10)
+    store.release_purge("a", retry_at=minutes(40), error="again")
+    again = store.pending_for(PKG, ["1"])["1"]
+    assert (2, "again", minutes(40)) == (again.attempts, again.last_error, again.next_attempt_at)
+    close(store, "w1", "1")
+    store.release_purge("a", retry_at=minutes(50), error="late")  # no longer pending: nothing
+    store.release_purge("nothing", retry_at=minutes(50), error="unknown")
+    assert (PurgeState.PURGED, "purged", "w1") == _closed("a", store)
+    assert {} == store.pending_for(PKG, ["1"])
+    assert [b] == store.claim_due_purges(minutes(60), minutes(65), 10)
+
+
+def test_purge_stats_count_pending_and_due_purges_and_the_oldest_due_time(
+    store: ContractStore,
+) -> None:
+    """Due: the due time is not after now (a failed purge waiting for its retry is still
+    due: it is overdue); closed purges are not counted."""
+    assert PurgeStats(0, 0, None) == store.purge_stats(T0)
+    a, b, c, d = (
+        purge("a", "1", due=-10),
+        purge("b", "2", due=-5),
+        purge("c", "3", due=10),
+        purge("d", "4", due=-20),
+    )
+    schedule(store, "s1", a, b, c, d)
+    close(store, "w1", "4")
+    store.claim_due_purges(T0, minutes(5), 1)
+    store.release_purge("a", retry_at=minutes(30), error="boom")
+    assert PurgeStats(3, 2, a.due_at) == store.purge_stats(T0)
+    assert PurgeStats(3, 3, a.due_at) == store.purge_stats(minutes(10))
+    assert PurgeStats(3, 0, None) == store.purge_stats(minutes(-11))

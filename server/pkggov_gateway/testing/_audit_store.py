@@ -11,6 +11,11 @@ canonical body, the hash chain) and runs the same rules on them, in the same ord
   event's latest later entry, else the versions the intent planned (QuotaExceededError);
 - an event is listed at its outcome, or at its intent while it has no outcome.
 
+It is also the PurgeStore (pending purges, `domain.recovery`), as `adapters.sql.purges` keeps
+them: an appended entry's `PurgeEffects` are applied with it (closes, then schedules), and
+not when its guard refuses it or it was stored already; times are compared as `format_time`
+text, as the SQL store compares them.
+
 tests/integration/test_audit_store_contract.py runs one suite on this store and on SQLite and
 PostgreSQL. Unlike the SQL store it commits in the caller's thread: no writer, no heartbeat.
 
@@ -24,8 +29,8 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +55,16 @@ from pkggov_gateway.domain.audit import (
     replay_verdict,
 )
 from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededError
+from pkggov_gateway.domain.model import PackageRef
+from pkggov_gateway.domain.package_key import package_key
+from pkggov_gateway.domain.recovery import (
+    PendingPurge,
+    PurgeEffects,
+    PurgePage,
+    PurgeQuery,
+    PurgeState,
+    PurgeStats,
+)
 
 __all__ = ["InMemoryAuditStore"]
 
@@ -85,6 +100,27 @@ class _Failure:
         return self.after == 0 and self.covers(kind)
 
 
+@dataclass(slots=True)
+class _Purge:
+    """One row of the pending-purge table (see `adapters.sql.purges`)."""
+
+    purge: PendingPurge
+    """As scheduled, with its attempts, last error and next attempt as they change."""
+    key: str
+    """The package's `package_key`."""
+    state: PurgeState = PurgeState.PENDING
+    lease_owner: str | None = None
+    lease_until: str | None = None
+    closed_at: str | None = None
+    closed_reason: str | None = None
+    closed_event_id: str | None = None
+
+    @property
+    def next_due(self) -> str:
+        """When it is next due (its retry time, else its due time), as text."""
+        return format_time(self.purge.next_attempt_at or self.purge.due_at)
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     entry: NewEntry
@@ -112,6 +148,8 @@ class InMemoryAuditStore:
         self._events: dict[str, list[_Row]] = {}
         self._failure: _Failure | None = None
         self._pending: list[_Pending] = []
+        self._purges: dict[str, _Purge] = {}
+        """Every purge ever scheduled, by purge id (closed ones stay, as in SQL)."""
 
     # --- port: writing ---------------------------------------------------------------------
 
@@ -121,6 +159,7 @@ class InMemoryAuditStore:
         """Append `entry` (see `SqlAuditStore.append`); a `durable` entry that fails waits in
         `pending` and is committed later."""
         text, columns = canonical(entry.body), column_values(entry.body)
+        _check_effects(entry.effects)
         with self._lock:
             if self._fails(entry.kind.value):
                 if durable:
@@ -224,7 +263,117 @@ class InMemoryAuditStore:
         for row in rows:
             yield (row.entry.seq, *row.columns, row.text, row.entry.prev_hash, row.entry.hash)
 
+    # --- port: PurgeStore -------------------------------------------------------------------
+
+    def pending_for(self, package: PackageRef, versions: Sequence[str]) -> dict[str, PendingPurge]:
+        """The pending purges of `versions` of `package` (by `package_key`), by version."""
+        key, wanted = package_key(package), set(versions)
+        with self._lock:
+            return {
+                row.purge.version: row.purge
+                for row in self._purges.values()
+                if row.state is PurgeState.PENDING
+                and row.key == key
+                and row.purge.version in wanted
+            }
+
+    def pending_purges(self, query: PurgeQuery) -> PurgePage:
+        """One page of pending purges matching `query`, soonest due first (then purge id)."""
+        with self._lock:
+            rows = sorted(
+                (row.purge for row in self._purges.values() if _listed(row, query)),
+                key=lambda purge: (format_time(purge.due_at), purge.purge_id),
+            )
+        limit = max(query.limit, 0)
+        purges = rows[:limit]
+        last = purges[-1] if len(rows) > limit and purges else None
+        return PurgePage(
+            purges, None if last is None else (format_time(last.due_at), last.purge_id)
+        )
+
+    def claim_due_purges(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[PendingPurge]:
+        """Lease up to `limit` pending purges due at `now` and not leased past it to this
+        replica until `lease_until`, soonest next due first."""
+        at, until = format_time(now), format_time(lease_until)
+        with self._lock:
+            due = sorted(
+                (
+                    row
+                    for row in self._purges.values()
+                    if row.state is PurgeState.PENDING
+                    and row.next_due <= at
+                    and (row.lease_until is None or row.lease_until <= at)
+                ),
+                key=lambda row: (row.next_due, row.purge.purge_id),
+            )[: max(limit, 0)]
+            for row in due:
+                row.lease_owner, row.lease_until = self.replica, until
+            return [row.purge for row in due]
+
+    def release_purge(self, purge_id: str, *, retry_at: datetime, error: str) -> None:
+        """Count a failed attempt, record `error`, end the lease and make the purge due again
+        at `retry_at`; nothing when it is no longer pending."""
+        with self._lock:
+            row = self._purges.get(purge_id)
+            if row is None or row.state is not PurgeState.PENDING:
+                return
+            row.purge = replace(
+                row.purge,
+                attempts=row.purge.attempts + 1,
+                last_error=error,
+                next_attempt_at=retry_at,
+            )
+            row.lease_owner = row.lease_until = None
+
+    def purge_stats(self, now: datetime) -> PurgeStats:
+        """Pending purges, those whose due time (`due_at`, whatever their retry time) is not
+        after `now`, and the oldest such due time."""
+        at = format_time(now)
+        with self._lock:
+            pending = [row for row in self._purges.values() if row.state is PurgeState.PENDING]
+        due = sorted(format_time(row.purge.due_at) for row in pending)
+        due = [text for text in due if text <= at]
+        return PurgeStats(len(pending), len(due), parse_time(due[0]) if due else None)
+
+    def purge_state(
+        self, purge_id: str
+    ) -> tuple[PurgeState, str | None, str | None, str | None] | None:
+        """A purge's state, and when, why and by which event it was closed (None: no such
+        purge), as `SqlAuditStore.purge_state`. Not part of the port (it lists pending
+        purges only)."""
+        with self._lock:
+            row = self._purges.get(purge_id)
+            if row is None:
+                return None
+            return (row.state, row.closed_at, row.closed_reason, row.closed_event_id)
+
     # --- internals (called with the lock held) ---------------------------------------------
+
+    def _apply(self, effects: PurgeEffects, event_id: str, time: str) -> None:
+        """An appended entry's effects, as `adapters.sql.purges.apply_effects` applies them."""
+        for closure in effects.close:
+            key = package_key(closure.package)
+            for row in self._purges.values():
+                if (
+                    row.state is PurgeState.PENDING
+                    and row.key == key
+                    and row.purge.version == closure.version
+                ):
+                    row.state = PurgeState(closure.state)
+                    row.closed_at, row.closed_reason = time, closure.reason
+                    row.closed_event_id = event_id
+        for purge in effects.schedule:
+            key = package_key(purge.package)
+            taken = purge.purge_id in self._purges or any(
+                row.state is PurgeState.PENDING
+                and row.key == key
+                and row.purge.version == purge.version
+                for row in self._purges.values()
+            )
+            if not taken:  # ON CONFLICT DO NOTHING: the earlier one stays
+                self._purges[purge.purge_id] = _Purge(purge, key)
 
     def _fails(self, kind: str) -> bool:
         """Whether this append fails, counting it against the armed failure."""
@@ -268,6 +417,8 @@ class InMemoryAuditStore:
         row = _Row(StoredEntry(seq + 1, prev, digest, json.loads(text)), columns, text)
         self._rows.append(row)
         self._events.setdefault(key[0], []).append(row)
+        if entry.effects:
+            self._apply(entry.effects, entry.event_id, entry.time)
         return StoredEntry(seq + 1, prev, digest, entry.body)
 
     def _check(
@@ -352,3 +503,29 @@ def _matches(row: _Row, query: AuditQuery) -> bool:
     if query.until is not None and at >= format_time(query.until):
         return False
     return query.before_seq is None or row.entry.seq < query.before_seq
+
+
+def _check_effects(effects: PurgeEffects) -> None:
+    """ValueError for a closure that would leave its purge pending (as the SQL store)."""
+    for closure in effects.close:
+        if PurgeState(closure.state) is PurgeState.PENDING:
+            raise ValueError(f"a closure of {closure.version!r} cannot leave it pending")
+
+
+def _listed(row: _Purge, query: PurgeQuery) -> bool:
+    """Whether a purge is on the listing `query` asks for, as the SQL WHERE clause decides."""
+    purge = row.purge
+    if row.state is not PurgeState.PENDING:
+        return False
+    for wanted, value in (
+        (query.domain, purge.package.domain),
+        (query.repository, purge.package.repository),
+        (query.package, purge.package.package),
+        (query.requester, purge.requester),
+    ):
+        if wanted is not None and value != wanted:
+            return False
+    due = format_time(purge.due_at)
+    if query.due_before is not None and due >= format_time(query.due_before):
+        return False
+    return query.after is None or (due, purge.purge_id) > query.after

@@ -1,14 +1,18 @@
 """The gateway's durable state on SQL: SQLite (one replica) and PostgreSQL (a fleet), one schema.
 
-Today that state is the audit chain (the AuditStore port), its replicas' heartbeats and the
-deployment's shared secrets; new durable state is added beside them as a new migration.
+Today that state is the audit chain (the AuditStore port), its replicas' heartbeats, the
+deployment's shared secrets and the pending purges of archived versions (the PurgeStore port);
+new durable state is added beside them as a new migration.
 
 - `dialects`: what differs between the two databases (connections, placeholders, the chain
   lock, durability settings), and `sqlite_path`, which tells a SQLite URL from a PostgreSQL one;
 - `migrations`: the versioned schema and the step that applies it when a store opens: the
   place to add a table;
 - `queries`: the queries that the reads and the writer's guards share;
-- `writer`: the group-commit writer thread, the only code that appends to the chain;
+- `purges`: the pending-purge table: the effects the writer applies with an entry, the
+  worker's lease (claim, release) and the reads;
+- `writer`: the group-commit writer thread, the only code that appends to the chain (and
+  schedules or closes a purge, with the entry that explains it);
 - `store`: `SqlAuditStore`, the port's reads and writes composed of the above, and
   `open_audit_store`, which opens the store a URL names.
 """

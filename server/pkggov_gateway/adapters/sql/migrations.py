@@ -3,7 +3,7 @@
 This is THE place where durable state is added beside the audit chain (pending purges,
 approval requests, cleanup jobs, ...). To add a table:
 
-1. Append a migration with the next version number to `migrations` (after 2 comes 3). Never
+1. Append a migration with the next version number to `migrations` (after 3 comes 4). Never
    edit, reorder or renumber one that has shipped: a database records the versions it has
    applied and skips them.
 2. Write statements that both SQLite and PostgreSQL accept: ``{big}`` for a 64-bit integer,
@@ -87,6 +87,51 @@ def migrations(big: str) -> list[Migration]:
                     name TEXT PRIMARY KEY,
                     value TEXT NOT NULL
                 )""",
+            ],
+        ),
+        (
+            3,
+            [
+                # Pending purges of archived versions (domain.recovery; read and written by
+                # `purges`). A row stays after its purge is closed (purged, restored or
+                # cancelled). No CHECK on state: the store checks a closure's state before
+                # queueing its entry, and a row the table refused would fail the writer's
+                # batch (a durable entry's, again and again).
+                """CREATE TABLE pending_purges (
+                    purge_id TEXT PRIMARY KEY,
+                    package_key TEXT NOT NULL,
+                    domain TEXT NOT NULL,
+                    domain_owner TEXT,
+                    repository TEXT NOT NULL,
+                    format TEXT NOT NULL,
+                    namespace TEXT,
+                    package TEXT NOT NULL,
+                    version TEXT NOT NULL,
+                    revision TEXT NOT NULL,
+                    previous_status TEXT NOT NULL,
+                    requester TEXT NOT NULL,
+                    archive_event_id TEXT NOT NULL,
+                    archived_at TEXT NOT NULL,
+                    due_at TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT NOT NULL DEFAULT '',
+                    next_attempt_at TEXT,
+                    lease_owner TEXT,
+                    lease_until TEXT,
+                    closed_at TEXT,
+                    closed_reason TEXT,
+                    closed_event_id TEXT
+                )""",
+                # One pending purge per version; closed rows are history and may repeat.
+                "CREATE UNIQUE INDEX pending_purges_version"
+                " ON pending_purges (package_key, version) WHERE state = 'pending'",
+                # The worker's claim: pending rows by when they are next due.
+                "CREATE INDEX pending_purges_claim ON pending_purges"
+                " (coalesce(next_attempt_at, due_at), purge_id) WHERE state = 'pending'",
+                # The listing (soonest due first, keyset (due_at, purge_id)) and the stats.
+                "CREATE INDEX pending_purges_due"
+                " ON pending_purges (due_at, purge_id) WHERE state = 'pending'",
             ],
         ),
     ]

@@ -1,16 +1,20 @@
-"""SqlAuditStore: the AuditStore port on one SQL database, and `open_audit_store`.
+"""SqlAuditStore: the AuditStore and PurgeStore ports on one SQL database, and `open_audit_store`.
 
 The store migrates its database when it opens (`migrations`), appends through its
-group-commit writer (`writer`) and answers the port's reads on the dialect's pooled reader
-connections; any database failure of a read is AuditUnavailableError.
+group-commit writer (`writer`, which also applies each entry's purge effects) and answers the
+port's reads on the dialect's pooled reader connections; the purge worker's lease (claim,
+release) is one statement each on such a connection too (`purges`), outside the chain's lock.
+Any database failure of a read or a lease is AuditUnavailableError.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
+from pkggov_gateway.adapters.sql import purges
 from pkggov_gateway.adapters.sql.dialects import (
     Dialect,
     PostgresDialect,
@@ -40,6 +44,13 @@ from pkggov_gateway.domain.audit import (
     format_time,
 )
 from pkggov_gateway.domain.errors import AuditUnavailableError
+from pkggov_gateway.domain.model import PackageRef
+from pkggov_gateway.domain.recovery import (
+    PendingPurge,
+    PurgePage,
+    PurgeQuery,
+    PurgeStats,
+)
 
 __all__ = ["SqlAuditStore", "open_audit_store"]
 
@@ -91,12 +102,14 @@ class SqlAuditStore:
         still retried in the background until it is), RequestIdClaimed when the guard's
         request_id is already claimed, QuotaExceededError when the guard's quota refuses;
         KeyError or ValueError, before anything is queued, for a body without a known kind,
-        an event_id or a time (it would jam the writer's batch).
+        an event_id or a time, or a closure that leaves a purge pending (it would jam the
+        writer's batch). The entry's `effects` commit with it (see `purges`).
         """
         if self._closed:
             raise AuditUnavailableError("the audit store is closed")
         column_values(entry.body)  # raises for a body the writer could not store
         _ = entry.kind
+        purges.check_effects(entry.effects)
         return self._writer.write(entry, guard, durable)
 
     def healthy(self) -> bool:
@@ -214,6 +227,49 @@ class SqlAuditStore:
                     return
                 yield from rows
                 after = rows[-1][0]
+
+    # --- port: PurgeStore -------------------------------------------------------------------
+
+    def pending_for(self, package: PackageRef, versions: Sequence[str]) -> dict[str, PendingPurge]:
+        """The pending purges of `versions` of `package` (by `package_key`), by version."""
+        if not versions:
+            return {}
+        with self._reader() as conn:
+            return purges.pending_for(self.dialect, conn, package, versions)
+
+    def pending_purges(self, query: PurgeQuery) -> PurgePage:
+        """One page of pending purges matching `query`, soonest due first (then purge id)."""
+        with self._reader() as conn:
+            return purges.page(self.dialect, conn, query)
+
+    def claim_due_purges(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[PendingPurge]:
+        """Lease up to `limit` pending purges due at `now` and not leased past it to this
+        replica until `lease_until`, soonest next due first (one statement on a pooled
+        connection, outside the chain's lock; PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+        with self._reader() as conn:
+            return purges.claim_due(
+                self.dialect, conn, self.replica, now=now, lease_until=lease_until, limit=limit
+            )
+
+    def release_purge(self, purge_id: str, *, retry_at: datetime, error: str) -> None:
+        """Count a failed attempt, record `error`, end the lease and make the purge due again
+        at `retry_at`; nothing when it is no longer pending."""
+        with self._reader() as conn:
+            purges.release(self.dialect, conn, purge_id, retry_at, error)
+
+    def purge_stats(self, now: datetime) -> PurgeStats:
+        """Pending purges, those whose due time is not after `now`, and the oldest due time."""
+        with self._reader() as conn:
+            return purges.stats(self.dialect, conn, now)
+
+    def purge_state(self, purge_id: str) -> purges.PurgeRecord | None:
+        """A purge's state, and when, why and by which event it was closed (None: no such
+        purge). Not part of the port (it lists pending purges only): for tests and
+        operators."""
+        with self._reader() as conn:
+            return purges.state_of(self.dialect, conn, purge_id)
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:

@@ -3,10 +3,11 @@
 Callers queue entries and wait; the writer takes every queued entry (up to `max_batch`), and
 in one transaction that holds the chain lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
 transaction advisory lock, so replicas sharing a database take turns) reads the chain's tail,
-runs each entry's guard (request id claim, quota), chains and inserts the entries, and commits
-(SQLite: WAL with ``synchronous=FULL``; PostgreSQL: ``synchronous_commit = on``). Each caller
-then gets its own result: concurrent calls share one fsync, and each waits for the commit
-holding its entry.
+runs each entry's guard (request id claim, quota), chains and inserts the entries, applies
+each inserted entry's `PurgeEffects` to the pending purges (`purges.apply_effects`; an entry
+refused by its guard, or stored already, applies none), and commits (SQLite: WAL with
+``synchronous=FULL``; PostgreSQL: ``synchronous_commit = on``). Each caller then gets its own
+result: concurrent calls share one fsync, and each waits for the commit holding its entry.
 
 An entry written with ``durable=True`` (an outcome) that fails to commit stays queued and is
 retried until it commits; meanwhile the writer reports itself unhealthy. Any other failed
@@ -30,6 +31,7 @@ from typing import Any
 import structlog
 
 from pkggov_gateway.adapters.sql.dialects import Dialect
+from pkggov_gateway.adapters.sql.purges import apply_effects
 from pkggov_gateway.adapters.sql.queries import (
     event_by_request_id,
     fetch,
@@ -267,7 +269,9 @@ class GroupCommitWriter:
         for item in batch:
             key = (item.entry.event_id, item.entry.kind.value)
             found = existing.get(key)
-            if found is not None:  # committed before (a retry after an unclear commit)
+            if found is not None:  # committed before (a retry after an unclear commit), and
+                # its effects with it: they are not applied again (a closure would otherwise
+                # close a purge scheduled since)
                 if found.body == json.loads(item.text):
                     results.append((item, found))
                 else:
@@ -282,6 +286,9 @@ class GroupCommitWriter:
             seq += 1
             digest = chain_hash(prev, item.text)
             conn.execute(insert, (seq, *item.columns, item.text, prev, digest))
+            effects = item.entry.effects
+            if effects:  # most entries have none: no statement more
+                apply_effects(self._dialect, conn, effects, item.entry.event_id, item.entry.time)
             stored = StoredEntry(seq, prev, digest, item.entry.body)
             existing[key] = stored
             results.append((item, stored))
