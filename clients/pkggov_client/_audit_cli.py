@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format, timestamp_pb2
@@ -32,6 +31,7 @@ from pkggov_client._cli_base import (
     integral_numbers,
     message_to_dict,
     text_arg,
+    time_arg,
 )
 from pkggov_client._errors import PkggovError
 from pkggov_client._moved import add_moved_command
@@ -118,8 +118,8 @@ def add_audit_commands(
     listing.add_argument(
         "--status-code", type=text_arg, help="gRPC status code name, e.g. PERMISSION_DENIED"
     )
-    listing.add_argument("--since", type=_time_arg, help="ISO 8601 time: events at or after")
-    listing.add_argument("--until", type=_time_arg, help="ISO 8601 time: events before")
+    listing.add_argument("--since", type=time_arg, help="ISO 8601 time: events at or after")
+    listing.add_argument("--until", type=time_arg, help="ISO 8601 time: events before")
     listing.add_argument("--limit", type=int, default=20, help="events per page (default 20)")
     listing.add_argument(
         "--page-token", type=text_arg, default="", help="next_page_token of a previous page"
@@ -193,14 +193,6 @@ def add_audit_commands(
     show.set_defaults(func=run_show)
 
     add_moved_command(commands, "verify", "pkggov-admin audit verify")
-
-
-def _time_arg(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return moment if moment.tzinfo else moment.astimezone()
 
 
 def _versions(event: pb.AuditEvent) -> str:

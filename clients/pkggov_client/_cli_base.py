@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from importlib import metadata
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "integral_numbers",
     "message_to_dict",
     "text_arg",
+    "time_arg",
 ]
 
 
@@ -53,6 +55,16 @@ def text_arg(text: str) -> str:
     except UnicodeEncodeError:
         raise argparse.ArgumentTypeError(f"not UTF-8 text: '{printable(text)}'") from None
     return text
+
+
+def time_arg(text: str) -> datetime:
+    """An argparse type for an ISO 8601 time ("2027-01-05T10:00:00Z"); one without an offset
+    is local time. The result is timezone-aware."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.astimezone()
 
 
 _NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -11,7 +12,13 @@ import grpc
 
 from pkggov_client import pb
 from pkggov_client._errors import error_from_rpc_error
-from pkggov_client._model import DeleteResult, PackageFormat, PackageVersionStatus
+from pkggov_client._model import (
+    DeleteResult,
+    PackageFormat,
+    PackageVersionStatus,
+    PendingPurgesPage,
+    RestoreResult,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "PkggovClient", "check_metadata"]
 
@@ -41,6 +48,13 @@ def check_metadata(metadata: Iterable[tuple[str, str]]) -> tuple[tuple[str, str]
         if not _METADATA_VALUE.fullmatch(value):
             raise ValueError(f"invalid metadata value for {key!r}: use printable ASCII only")
     return pairs
+
+
+def _version_list(versions: Iterable[str]) -> list[str]:
+    """The versions as a list; TypeError for one string (a collection of characters)."""
+    if isinstance(versions, str):
+        raise TypeError("versions must be a collection of version strings, not one string")
+    return list(versions)
 
 
 class PkggovClient:
@@ -106,6 +120,7 @@ class PkggovClient:
         validate_only: bool = False,
         allow_partial: bool = False,
         request_id: str | None = None,
+        purge_now: bool = False,
         timeout: float | None = None,
     ) -> DeleteResult:
         """Delete versions of one package; per-version failures are in `DeleteResult.failed`.
@@ -120,10 +135,13 @@ class PkggovClient:
         (reason POLICY_DENIED, see `PkggovError.denied_versions`). `timeout` overrides the
         client's default deadline for this call. `request_id` (a UUID) makes retries safe
         (AIP-155): the gateway answers a repeated id with the recorded response.
+
+        Where the gateway gives the repository a recovery window, allowed versions are archived
+        instead of deleted: they come back in `successful` with status ARCHIVED, their
+        `purge_time` and the method that restores them (`restore_package_versions`) until then.
+        `purge_now` deletes them at once instead, if policy allows it.
         """
-        if isinstance(versions, str):
-            raise TypeError("versions must be a collection of version strings, not one string")
-        version_list = list(versions)
+        version_list = _version_list(versions)
         request = pb.DeletePackageVersionsRequest(
             domain=domain,
             domain_owner=domain_owner or "",
@@ -141,6 +159,7 @@ class PkggovClient:
             validate_only=validate_only,
             allow_partial=allow_partial,
             request_id=request_id or "",
+            purge_now=purge_now,
         )
         try:
             response = self._stub.DeletePackageVersions(
@@ -151,6 +170,97 @@ class PkggovClient:
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err
         return DeleteResult.from_proto(response, order=version_list)
+
+    def restore_package_versions(
+        self,
+        *,
+        domain: str,
+        repository: str,
+        format: PackageFormat | str,
+        package: str,
+        versions: Iterable[str],
+        namespace: str | None = None,
+        domain_owner: str | None = None,
+        justification: str | None = None,
+        validate_only: bool = False,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> RestoreResult:
+        """Restore versions that a governed delete archived under a recovery window, before
+        their purge: each goes back to the status it had, and its purge is cancelled.
+
+        Arguments as for `delete_package_versions`. Per-version failures are in
+        `RestoreResult.failed`: NOT_FOUND (no such version), MISMATCHED_STATUS (not archived),
+        NOT_ALLOWED (archived, but not by the gateway), MISMATCHED_REVISION (changed since it
+        was archived). A version policy denies fails the whole call with PkggovError (reason
+        POLICY_DENIED). `validate_only` makes a dry run whose plan is in
+        `RestoreResult.decisions`.
+        """
+        version_list = _version_list(versions)
+        request = pb.RestorePackageVersionsRequest(
+            domain=domain,
+            domain_owner=domain_owner or "",
+            repository=repository,
+            format=PackageFormat(format).to_proto(),
+            namespace=namespace or "",
+            package=package,
+            versions=version_list,
+            justification=justification or "",
+            validate_only=validate_only,
+            request_id=request_id or "",
+        )
+        try:
+            response = self._stub.RestorePackageVersions(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+        return RestoreResult.from_proto(response, order=version_list)
+
+    def list_pending_purges(
+        self,
+        *,
+        domain: str | None = None,
+        repository: str | None = None,
+        package: str | None = None,
+        requester: str | None = None,
+        due_before: datetime | None = None,
+        page_size: int = 0,
+        page_token: str | None = None,
+        timeout: float | None = None,
+    ) -> PendingPurgesPage:
+        """One page of the versions archived under a recovery window whose purge is pending,
+        soonest due first (PackageGovernanceService.ListPendingPurges).
+
+        Every filter left None matches everything; `requester` is the principal whose request
+        archived the version; `due_before` (timezone-aware; a naive datetime raises
+        ValueError) keeps purges due before it. `page_size` 0 means the gateway's default
+        (50; at most 500). For the next page pass `PendingPurgesPage.next_page_token` as
+        `page_token`, with the same filters. Authorized as reading the audit record.
+        """
+        request = pb.ListPendingPurgesRequest(
+            domain=domain or "",
+            repository=repository or "",
+            package=package or "",
+            requester=requester or "",
+            page_size=page_size,
+            page_token=page_token or "",
+        )
+        if due_before is not None:
+            if due_before.tzinfo is None or due_before.utcoffset() is None:
+                raise ValueError("due_before must be a timezone-aware datetime")
+            request.due_before.FromDatetime(due_before)
+        try:
+            response: pb.ListPendingPurgesResponse = self._stub.ListPendingPurges(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+        return PendingPurgesPage.from_proto(response)
 
     def list_audit_events(
         self, request: pb.ListAuditEventsRequest, *, timeout: float | None = None

@@ -1,16 +1,25 @@
-"""The `pkggov delete` result as text: a table of what was deleted (`render_table`) and a dry
-run's plan (`render_plan`), each closing with a summary; the request's versions come first.
-Every cell is `printable`: a version or message cannot reach the terminal as a control."""
+"""The `pkggov delete` and `pkggov restore` results as text: a table of what was deleted,
+archived or restored (`render_table`) and a dry run's plan (`render_plan`), each closing with a
+summary; the request's versions come first. Every cell is `printable`: a version or message
+cannot reach the terminal as a control."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
-from pkggov_client._model import DeleteResult, VersionDecision, ordered_keys
+from pkggov_client._model import DeleteResult, RestoreResult, VersionDecision, ordered_keys
 from pkggov_client._text import printable
 
-__all__ = ["render_plan", "render_table"]
+__all__ = ["render_plan", "render_table", "render_time"]
+
+
+def render_time(moment: datetime | None) -> str:
+    """A time in UTC to the second, as "2027-01-05T10:00:00Z"; "-" for None."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _one_line(text: str) -> str:
@@ -24,26 +33,45 @@ def _outcome_label(outcome: str) -> str:
 
 
 def _decision_detail(decision: VersionDecision) -> str:
-    """The POLICIES / MESSAGE cell: the message, preceded by any policy id it does not name."""
+    """The POLICIES / MESSAGE cell: the message, preceded by any policy id it does not name,
+    and for a version that would be archived, when it would be purged."""
     message = _one_line(decision.message)
     unnamed = [printable(p) for p in decision.policy_ids if printable(p) not in message]
     parts = [", ".join(unnamed)] if unnamed else []
     if message:
         parts.append(message)
-    return ": ".join(parts) or "-"
+    detail = ": ".join(parts)
+    if decision.purge_time is not None:
+        purge = f"would be purged at {render_time(decision.purge_time)} unless restored"
+        detail = f"{detail}; {purge}" if detail else purge
+    return detail or "-"
 
 
-_PLAN_SUMMARY_ORDER = ("DENIED", "NOT_FOUND", "STATUS_MISMATCH")
-"""The outcomes other than WOULD_DELETE that a plan's summary counts, in this order."""
-_KNOWN_OUTCOMES = frozenset({"WOULD_DELETE", *_PLAN_SUMMARY_ORDER})
+_PLAN_SUMMARY_ORDER = (
+    "WOULD_ARCHIVE",
+    "DENIED",
+    "NOT_FOUND",
+    "STATUS_MISMATCH",
+    "NOT_PENDING_PURGE",
+    "REVISION_MISMATCH",
+)
+"""The outcomes other than the leading one (WOULD_DELETE, WOULD_RESTORE) that a plan's
+summary counts, in this order."""
+_SUMMARY_LABELS = {
+    "WOULD_DELETE": "would be deleted",
+    "WOULD_ARCHIVE": "would be archived",
+    "WOULD_RESTORE": "would be restored",
+}
 
 
-def render_plan(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
+def render_plan(result: DeleteResult | RestoreResult, *, order: Iterable[str] = ()) -> str:
     """Render a dry run's plan, one row per version, and a closing summary such as
-    "dry run: 2 would be deleted, 1 denied; nothing was deleted".
+    "dry run: 2 would be deleted, 1 denied; nothing was deleted" (for a restore, "dry run:
+    1 would be restored, 1 not pending purge; nothing was restored").
 
     Versions listed in `order` (the request's order) come first, then any others sorted.
     """
+    restore = isinstance(result, RestoreResult)
     rows = [("VERSION", "DECISION", "STATUS", "LATEST", "POLICIES / MESSAGE")]
     for version in ordered_keys(result.decisions, order):
         decision = result.decisions[version]
@@ -57,16 +85,24 @@ def render_plan(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
             )
         )
     counts = Counter(decision.outcome for decision in result.decisions.values())
-    summary = [f"{counts['WOULD_DELETE']} would be deleted"]
+    lead = "WOULD_RESTORE" if restore else "WOULD_DELETE"
+    summary = []
+    if counts[lead] or not counts["WOULD_ARCHIVE"]:  # "2 would be archived" alone, not "0 ..."
+        summary.append(f"{counts[lead]} {_SUMMARY_LABELS[lead]}")
     summary.extend(
-        f"{counts[outcome]} {_outcome_label(outcome)}"
+        f"{counts[outcome]} {_SUMMARY_LABELS.get(outcome, _outcome_label(outcome))}"
         for outcome in _PLAN_SUMMARY_ORDER
         if counts[outcome]
     )
-    other = sum(count for outcome, count in counts.items() if outcome not in _KNOWN_OUTCOMES)
+    known = {lead, *_PLAN_SUMMARY_ORDER}
+    other = sum(count for outcome, count in counts.items() if outcome not in known)
     if other:
         summary.append(f"{other} other")
-    return "\n".join([*_columns(rows), f"dry run: {', '.join(summary)}; nothing was deleted"])
+    if restore:
+        done = "restored"
+    else:
+        done = "deleted or archived" if counts["WOULD_ARCHIVE"] else "deleted"
+    return "\n".join([*_columns(rows), f"dry run: {', '.join(summary)}; nothing was {done}"])
 
 
 def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -80,17 +116,33 @@ def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
-def render_table(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
+def render_table(result: DeleteResult | RestoreResult, *, order: Iterable[str] = ()) -> str:
     """Render one row per version and a closing summary such as "2 deleted, 1 failed".
 
-    Versions listed in `order` (the request's order) come first, then any others sorted.
+    A delete's version archived under a recovery window is "archived", with the time it will
+    be purged unless restored ("1 deleted, 1 archived, 0 failed"); a restore's versions are
+    "restored" ("1 restored, 0 failed"). Versions listed in `order` (the request's order)
+    come first, then any others sorted.
     """
+    restore = isinstance(result, RestoreResult)
     rows = [("VERSION", "RESULT", "STATUS/ERROR", "REVISION/MESSAGE")]
+    archived = 0
     for version in ordered_keys([*result.successful, *result.failed], order):
         if version in result.successful:
             done = result.successful[version]
             status = "-" if done.status is None else done.status.value
-            rows.append((printable(version), "deleted", status, printable(done.revision)))
+            detail = printable(done.revision)
+            if restore:
+                label = "restored"
+            elif done.archived:
+                label = "archived"
+                archived += 1
+                if done.purge_time is not None:
+                    purge = f"purged at {render_time(done.purge_time)} unless restored"
+                    detail = f"{detail}; {purge}" if detail else purge
+            else:
+                label = "deleted"
+            rows.append((printable(version), label, status, detail))
         else:
             failed = result.failed[version]
             rows.append(
@@ -101,5 +153,11 @@ def render_table(result: DeleteResult, *, order: Iterable[str] = ()) -> str:
                     _one_line(failed.message),
                 )
             )
-    summary = f"{len(result.successful)} deleted, {len(result.failed)} failed"
+    if restore:
+        summary = f"{len(result.successful)} restored, {len(result.failed)} failed"
+    elif archived:
+        deleted = len(result.successful) - archived
+        summary = f"{deleted} deleted, {archived} archived, {len(result.failed)} failed"
+    else:
+        summary = f"{len(result.successful)} deleted, {len(result.failed)} failed"
     return "\n".join([*_columns(rows), summary])

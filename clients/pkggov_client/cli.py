@@ -1,16 +1,21 @@
-"""The `pkggov` command line: governed package-version deletion through the gateway and
-reading its audit record (`pkggov audit list|show`, in `_audit_cli`). The operator tools that
-need the gateway's own code (`policy validate|test`, `audit verify`) are `pkggov-admin`,
-installed with the gateway; `pkggov policy` only says so (`_moved`). The options every command
-shares to reach the gateway are in `_connection`; results are laid out as text in `_render`.
+"""The `pkggov` command line: governed package-version deletion through the gateway
+(`pkggov delete`; under a recovery window the versions are archived, and `pkggov restore`
+brings them back before their purge), the pending purges (`pkggov pending list`, in
+`_pending_cli`) and reading its audit record (`pkggov audit list|show`, in `_audit_cli`). The
+operator tools that need the gateway's own code (`policy validate|test`, `audit verify`) are
+`pkggov-admin`, installed with the gateway; `pkggov policy` only says so (`_moved`). The options
+every command shares to reach the gateway are in `_connection`; results are laid out as text in
+`_render`.
 
-Exit statuses: 0 when every version was deleted, 3 when the call succeeded but some versions
-failed, 1 when the call itself failed (an RPC error), 2 for a usage error. A dry run
-(`pkggov delete --dry-run`) prints the plan for every version and exits 0 when every version
-would be deleted, 3 when some would not (not found, another status, or denied with
---allow-partial), and 1 when the real call would fail: a version is denied and --allow-partial
-is not given (the plan is still printed), or the dry run itself failed. A reader of stdout that
-goes away (``pkggov delete ... | head -1``) changes none of these.
+Exit statuses: 0 when every version was deleted (or archived; for `restore`, restored), 3 when
+the call succeeded but some versions failed, 1 when the call itself failed (an RPC error), 2
+for a usage error. A dry run (`pkggov delete --dry-run`) prints the plan for every version and
+exits 0 when every version would be deleted or archived, 3 when some would not (not found,
+another status, or denied with --allow-partial), and 1 when the real call would fail: a version
+is denied and --allow-partial is not given (the plan is still printed), or the dry run itself
+failed; `pkggov restore --dry-run` likewise (it has no --allow-partial: a denied version makes
+it 1). A reader of stdout that goes away (``pkggov delete ... | head -1``) changes none of
+these.
 
 Environment: ``PKGGOV_CLI_TARGET`` (or the older ``PKGGOV_TARGET``) and
 ``PKGGOV_CLI_PRINCIPAL_KEY``; the gateway ignores every ``PKGGOV_CLI_*`` variable, so both can
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -49,8 +55,15 @@ from pkggov_client._connection import (
     report_error,
 )
 from pkggov_client._errors import PkggovError
-from pkggov_client._model import DeleteResult, PackageFormat, PackageVersionStatus, ordered_keys
+from pkggov_client._model import (
+    DeleteResult,
+    PackageFormat,
+    PackageVersionStatus,
+    RestoreResult,
+    ordered_keys,
+)
 from pkggov_client._moved import add_moved_command
+from pkggov_client._pending_cli import add_pending_commands
 from pkggov_client._render import render_plan, render_table
 from pkggov_client._text import printable
 
@@ -157,6 +170,61 @@ def _versions(args: argparse.Namespace) -> list[str]:
     return versions
 
 
+def _add_package_options(command: argparse.ArgumentParser) -> None:
+    """The options that name one package, shared by `delete` and `restore`."""
+    command.add_argument("--domain", required=True, type=text_arg, help="CodeArtifact domain")
+    command.add_argument(
+        "--domain-owner", type=text_arg, metavar="ACCOUNT_ID", help="12-digit domain owner"
+    )
+    command.add_argument(
+        "--repository", required=True, type=text_arg, help="repository holding the package"
+    )
+    command.add_argument(
+        "--format",
+        required=True,
+        type=_enum_arg(PackageFormat, "format"),
+        metavar="{" + ",".join(PackageFormat) + "}",
+        help="package format (any letter case)",
+    )
+    command.add_argument(
+        "--namespace", type=text_arg, help="package namespace (npm scope without @, groupId)"
+    )
+    command.add_argument("--package", required=True, type=text_arg, help="package name")
+
+
+def _add_request_id_option(command: argparse.ArgumentParser, again: str) -> None:
+    command.add_argument(
+        "--request-id",
+        type=_request_id_arg,
+        metavar="UUID",
+        help=(
+            "name the call for safe retries (AIP-155): a retry with the same id and request "
+            f"gets the recorded answer instead of {again} (default: a new UUID, printed)"
+        ),
+    )
+
+
+def _add_version_arguments(command: argparse.ArgumentParser, verb: str) -> None:
+    """--versions-from FILE and the VERSION arguments."""
+    command.add_argument(
+        "--versions-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=(
+            f"also {verb} the versions listed in FILE, one per line (blank lines and text "
+            "after # are ignored); - reads standard input; repeatable"
+        ),
+    )
+    command.add_argument(
+        "versions",
+        nargs="*",
+        type=text_arg,
+        metavar="VERSION",
+        help=f"versions to {verb} (at least one here or in --versions-from)",
+    )
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """Build the `pkggov` argument parser; `environ` supplies defaults such as
     PKGGOV_CLI_TARGET."""
@@ -164,8 +232,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="pkggov",
         description="Talk to the pkggov package governance gateway.",
         epilog=(
-            f"exit status: {EXIT_OK} all deleted (or, for --dry-run, all would be), "
-            f"{EXIT_PARTIAL} some versions failed (would not be deleted), "
+            f"exit status: {EXIT_OK} all deleted, archived or restored (or, for --dry-run, all "
+            f"would be), {EXIT_PARTIAL} some versions failed (would fail), "
             f"{EXIT_RPC_ERROR} the call failed (or, for --dry-run, would), {EXIT_USAGE} usage error"
         ),
     )
@@ -176,12 +244,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "delete",
         parents=[common],
         help="delete versions of one package",
-        description="Delete versions of one package, as CodeArtifact's DeletePackageVersions.",
+        description=(
+            "Delete versions of one package, as CodeArtifact's DeletePackageVersions. Where the "
+            "gateway gives the repository a recovery window, the versions are archived instead "
+            "and purged when it ends, unless restored before (pkggov restore)."
+        ),
         epilog=(
             "Without --request-id a new one is made for each call and printed (on stderr, or as "
             "requestId with --json): pass it to --request-id to retry a call safely. "
-            f"exit status: {EXIT_OK} all deleted (would be), {EXIT_PARTIAL} some not, "
-            f"{EXIT_RPC_ERROR} the call failed (a dry run: the real call would fail), "
+            f"exit status: {EXIT_OK} all deleted or archived (would be), {EXIT_PARTIAL} some "
+            f"not, {EXIT_RPC_ERROR} the call failed (a dry run: the real call would fail), "
             f"{EXIT_USAGE} usage error"
         ),
     )
@@ -192,24 +264,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="NAME",
         help="the same as --as NAME",
     )
-    delete.add_argument("--domain", required=True, type=text_arg, help="CodeArtifact domain")
-    delete.add_argument(
-        "--domain-owner", type=text_arg, metavar="ACCOUNT_ID", help="12-digit domain owner"
-    )
-    delete.add_argument(
-        "--repository", required=True, type=text_arg, help="repository holding the package"
-    )
-    delete.add_argument(
-        "--format",
-        required=True,
-        type=_enum_arg(PackageFormat, "format"),
-        metavar="{" + ",".join(PackageFormat) + "}",
-        help="package format (any letter case)",
-    )
-    delete.add_argument(
-        "--namespace", type=text_arg, help="package namespace (npm scope without @, groupId)"
-    )
-    delete.add_argument("--package", required=True, type=text_arg, help="package name")
+    _add_package_options(delete)
     delete.add_argument(
         "--expected-status",
         type=_enum_arg(PackageVersionStatus, "status"),
@@ -231,66 +286,89 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         ),
     )
     delete.add_argument(
+        "--purge-now",
+        action="store_true",
+        help=(
+            "delete at once, even where a recovery window would archive the versions (they "
+            "cannot be restored); policy decides who may"
+        ),
+    )
+    delete.add_argument(
         "--dry-run",
         action="store_true",
         help=(
             "check and decide everything as the real call would, delete nothing, and print "
             "the plan for every version, denied ones included (exit "
-            f"{EXIT_OK} if every version would be deleted, {EXIT_PARTIAL} if not, "
+            f"{EXIT_OK} if every version would be deleted or archived, {EXIT_PARTIAL} if not, "
             f"{EXIT_RPC_ERROR} if the real call would fail: a version is denied and "
             "--allow-partial is not given)"
         ),
     )
-    delete.add_argument(
-        "--request-id",
-        type=_request_id_arg,
-        metavar="UUID",
-        help=(
-            "name the call for safe retries (AIP-155): a retry with the same id and request "
-            "gets the recorded answer instead of deleting again (default: a new UUID, printed)"
-        ),
-    )
-    delete.add_argument(
-        "--versions-from",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help=(
-            "also delete the versions listed in FILE, one per line (blank lines and text after "
-            "# are ignored); - reads standard input; repeatable"
-        ),
-    )
-    delete.add_argument(
-        "versions",
-        nargs="*",
-        type=text_arg,
-        metavar="VERSION",
-        help="versions to delete (at least one here or in --versions-from)",
-    )
+    _add_request_id_option(delete, "deleting again")
+    _add_version_arguments(delete, "delete")
     delete.set_defaults(func=_run_delete)
+
+    restore = commands.add_parser(
+        "restore",
+        parents=[common],
+        help="restore archived versions of one package before their purge",
+        description=(
+            "Restore versions that a delete archived under a recovery window, before their "
+            "purge: each goes back to the status it had, and its purge is cancelled."
+        ),
+        epilog=(
+            "Without --request-id a new one is made for each call and printed (on stderr, or as "
+            "requestId with --json): pass it to --request-id to retry a call safely. "
+            f"exit status: {EXIT_OK} all restored (would be), {EXIT_PARTIAL} some not, "
+            f"{EXIT_RPC_ERROR} the call failed (a dry run: the real call would fail), "
+            f"{EXIT_USAGE} usage error"
+        ),
+    )
+    _add_package_options(restore)
+    restore.add_argument(
+        "--justification",
+        type=text_arg,
+        metavar="TEXT",
+        help="why the versions are restored, for policy and audit (at most 1024 characters)",
+    )
+    restore.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=(
+            "check and decide everything as the real call would, restore nothing, and print "
+            f"the plan for every version (exit {EXIT_OK} if every version would be restored, "
+            f"{EXIT_PARTIAL} if not, {EXIT_RPC_ERROR} if the real call would fail: a version "
+            "is denied)"
+        ),
+    )
+    _add_request_id_option(restore, "restoring again")
+    _add_version_arguments(restore, "restore")
+    restore.set_defaults(func=_run_restore)
 
     add_moved_command(commands, "policy", "pkggov-admin policy")
     add_audit_commands(commands, common, connect, report_error)
+    add_pending_commands(commands, common, connect, report_error)
     return parser
 
 
-def _run_delete(args: argparse.Namespace) -> int:
-    """Handle `pkggov delete`.
+_Call = Callable[[PkggovClient, list[str], str | None], DeleteResult | RestoreResult]
+"""Makes the call of `delete` or `restore`: (client, versions, request id) -> its result."""
 
-    A dry run asks the gateway for the whole plan (allow_partial, so that denied versions do
-    not hide the others' decisions) and then exits as the real call would end: 1 when a version
-    is denied and --allow-partial is not given.
-    """
+
+def _run_versions_call(args: argparse.Namespace, command: str, call: _Call) -> int:
+    """Run `pkggov delete` or `pkggov restore` (`command`): read the versions, make a request
+    id for a real call (printed before the call: a call cut short is the one to retry), call,
+    and print the result or the plan; return the exit status."""
     try:
         credentials = channel_credentials(args)
         versions = _versions(args)
     except UsageError as error:
-        print(f"pkggov delete: error: {error}", file=sys.stderr)
+        print(f"pkggov {command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     request_id: str | None = args.request_id
     if request_id is None and not args.dry_run:
         request_id = str(uuid.uuid4())
-        if not args.json:  # before the call: a call cut short is the one to retry
+        if not args.json:
             print(
                 f"request id {request_id} (to retry this call safely: --request-id {request_id})",
                 file=sys.stderr,
@@ -302,20 +380,7 @@ def _run_delete(args: argparse.Namespace) -> int:
             metadata=args.headers,
             timeout=args.timeout,
         ) as client:
-            result = client.delete_package_versions(
-                domain=args.domain,
-                domain_owner=args.domain_owner,
-                repository=args.repository,
-                format=args.format,
-                namespace=args.namespace,
-                package=args.package,
-                versions=versions,
-                expected_status=args.expected_status,
-                justification=args.justification,
-                validate_only=args.dry_run,
-                allow_partial=args.allow_partial or args.dry_run,
-                request_id=request_id,
-            )
+            result = call(client, versions, request_id)
     except PkggovError as err:
         report_error(err, args, request_id=request_id)
         return EXIT_RPC_ERROR
@@ -325,11 +390,88 @@ def _run_delete(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
 
+def _run_delete(args: argparse.Namespace) -> int:
+    """Handle `pkggov delete`.
+
+    A dry run asks the gateway for the whole plan (allow_partial, so that denied versions do
+    not hide the others' decisions) and then exits as the real call would end: 1 when a version
+    is denied and --allow-partial is not given.
+    """
+
+    def call(client: PkggovClient, versions: list[str], request_id: str | None) -> DeleteResult:
+        return client.delete_package_versions(
+            domain=args.domain,
+            domain_owner=args.domain_owner,
+            repository=args.repository,
+            format=args.format,
+            namespace=args.namespace,
+            package=args.package,
+            versions=versions,
+            expected_status=args.expected_status,
+            justification=args.justification,
+            validate_only=args.dry_run,
+            allow_partial=args.allow_partial or args.dry_run,
+            request_id=request_id,
+            purge_now=args.purge_now,
+        )
+
+    return _run_versions_call(args, "delete", call)
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    """Handle `pkggov restore`: as `pkggov delete`, with RestorePackageVersions (which has no
+    allow_partial: a denied version fails the whole call, and its dry run too)."""
+
+    def call(client: PkggovClient, versions: list[str], request_id: str | None) -> RestoreResult:
+        return client.restore_package_versions(
+            domain=args.domain,
+            domain_owner=args.domain_owner,
+            repository=args.repository,
+            format=args.format,
+            namespace=args.namespace,
+            package=args.package,
+            versions=versions,
+            justification=args.justification,
+            validate_only=args.dry_run,
+            request_id=request_id,
+        )
+
+    return _run_versions_call(args, "restore", call)
+
+
+_MAX_LISTED_IN_HINT = 20
+"""Past this many archived versions the restore hint names none (it says how instead)."""
+
+
+def restore_command(args: argparse.Namespace, versions: Sequence[str]) -> str:
+    """The `pkggov restore` command line that restores `versions` of the package `args` name,
+    quoted for a POSIX shell and `printable`. Connection options are left out (they may hold
+    secrets' paths or another caller's name); past `_MAX_LISTED_IN_HINT` versions it ends in
+    "VERSION..." rather than list them all."""
+    words = ["pkggov", "restore", "--domain", args.domain]
+    if args.domain_owner:
+        words += ["--domain-owner", args.domain_owner]
+    words += ["--repository", args.repository, "--format", args.format.value]
+    if args.namespace:
+        words += ["--namespace", args.namespace]
+    words += ["--package", args.package]
+    quoted = [shlex.quote(printable(word)) for word in words]
+    if len(versions) > _MAX_LISTED_IN_HINT:
+        quoted.append("VERSION...")
+    else:
+        quoted.extend(shlex.quote(printable(version)) for version in versions)
+    return " ".join(quoted)
+
+
 def _print_result(
-    result: DeleteResult, args: argparse.Namespace, versions: list[str], request_id: str | None
+    result: DeleteResult | RestoreResult,
+    args: argparse.Namespace,
+    versions: list[str],
+    request_id: str | None,
 ) -> None:
     """Print a response: as proto3 JSON with the request id, or as a table (a dry run's as a
-    plan) with the audit event id on stderr."""
+    plan) with the audit event id on stderr. After a delete that archived versions, the text
+    form ends with the `pkggov restore` command that brings them back before their purge."""
     if args.json:
         output = message_to_dict(result.raw)
         for name in ("successfulVersions", "failedVersions", "decisions"):  # in request order
@@ -344,19 +486,32 @@ def _print_result(
         if result.decisions
         else render_table(result, order=versions)
     )
+    if isinstance(result, DeleteResult) and result.archived:
+        archived = list(result.archived)
+        many = len(archived) > _MAX_LISTED_IN_HINT
+        emit(
+            "to restore before the purge (with the same connection options): "
+            + restore_command(args, archived)
+            + (" (name the versions, or list them in --versions-from FILE)" if many else "")
+        )
     if result.audit_event_id is not None:
         print(f"audit event {printable(result.audit_event_id)}", file=sys.stderr)
 
 
 def _report_plan(
-    result: DeleteResult, args: argparse.Namespace, versions: list[str], request_id: str | None
+    result: DeleteResult | RestoreResult,
+    args: argparse.Namespace,
+    versions: list[str],
+    request_id: str | None,
 ) -> int:
     """Print a dry run's plan and return its exit status."""
+    restore = isinstance(result, RestoreResult)
     if not result.decisions:
         # A gateway that predates validate_only ignores it and really deletes: say so loudly.
-        deleted = f"; it DELETED {len(result.successful)} version(s)" if result.successful else ""
+        done = "RESTORED" if restore else "DELETED"
+        changed = f"; it {done} {len(result.successful)} version(s)" if result.successful else ""
         print(
-            f"error: the gateway returned no dry-run plan{deleted} "
+            f"error: the gateway returned no dry-run plan{changed} "
             "(it may be too old to support --dry-run)",
             file=sys.stderr,
         )
@@ -364,16 +519,23 @@ def _report_plan(
         return EXIT_RPC_ERROR
     _print_result(result, args, versions, request_id)
     denied = [printable(v) for v, d in result.decisions.items() if d.outcome == "DENIED"]
-    if denied and not args.allow_partial:
+    if denied and (restore or not args.allow_partial):
         if not args.json:
+            partial = (
+                ""
+                if restore
+                else "; with --allow-partial it would delete the allowed ones and report these "
+                "NOT_ALLOWED"
+            )
             print(
                 f"error: the real call would fail with PERMISSION_DENIED (POLICY_DENIED): policy "
                 f"denies {len(denied)} of {len(result.decisions)} version(s) "
-                f"({', '.join(denied[:3])}{', ...' if len(denied) > 3 else ''}); with "
-                "--allow-partial it would delete the allowed ones and report these NOT_ALLOWED",
+                f"({', '.join(denied[:3])}{', ...' if len(denied) > 3 else ''}){partial}",
                 file=sys.stderr,
             )
         return EXIT_RPC_ERROR
+    if isinstance(result, RestoreResult):
+        return EXIT_OK if result.all_would_restore else EXIT_PARTIAL
     return EXIT_OK if result.all_would_delete else EXIT_PARTIAL
 
 

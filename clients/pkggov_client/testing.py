@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import grpc
 from google.protobuf import duration_pb2
@@ -18,6 +19,8 @@ from pkggov_client._model import PackageVersionStatus
 __all__ = [
     "FakeGateway",
     "RecordedCall",
+    "RecordedListCall",
+    "RecordedRestoreCall",
     "add_decision",
     "plain_status",
     "rich_status",
@@ -34,11 +37,36 @@ class RecordedCall:
     time_remaining: float | None
 
 
+@dataclass(frozen=True)
+class RecordedRestoreCall:
+    """One RestorePackageVersions request a `FakeGateway` received, as `RecordedCall`."""
+
+    request: pb.RestorePackageVersionsRequest
+    metadata: tuple[tuple[str, str | bytes], ...]
+    time_remaining: float | None
+
+
+@dataclass(frozen=True)
+class RecordedListCall:
+    """One ListPendingPurges request a `FakeGateway` received, as `RecordedCall`."""
+
+    request: pb.ListPendingPurgesRequest
+    metadata: tuple[tuple[str, str | bytes], ...]
+    time_remaining: float | None
+
+
+def _metadata(context: grpc.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple((key, value) for key, value in context.invocation_metadata())
+
+
 @dataclass
 class FakeGateway(pb.PackageGovernanceServiceServicer):
-    """A PackageGovernanceService that answers `response`, or aborts with `error` when set.
+    """A PackageGovernanceService that answers as scripted, or aborts with `error` when set.
 
-    Every call is appended to `calls`, so tests can check what the client sent.
+    DeletePackageVersions answers `response`, RestorePackageVersions `restore_response`, and
+    ListPendingPurges the page of `pending_pages` keyed by the request's page_token (an empty
+    page for a token it does not hold). Every call is appended to `calls`, `restore_calls` or
+    `pending_calls`, so tests can check what the client sent.
     """
 
     response: pb.DeletePackageVersionsResponse = field(
@@ -46,16 +74,43 @@ class FakeGateway(pb.PackageGovernanceServiceServicer):
     )
     error: grpc.Status | None = None
     calls: list[RecordedCall] = field(default_factory=list)
+    restore_response: pb.RestorePackageVersionsResponse = field(
+        default_factory=pb.RestorePackageVersionsResponse
+    )
+    restore_calls: list[RecordedRestoreCall] = field(default_factory=list)
+    pending_pages: dict[str, pb.ListPendingPurgesResponse] = field(default_factory=dict)
+    pending_calls: list[RecordedListCall] = field(default_factory=list)
 
     def DeletePackageVersions(  # noqa: N802 - the name is fixed by the generated servicer.
         self, request: pb.DeletePackageVersionsRequest, context: grpc.ServicerContext
     ) -> pb.DeletePackageVersionsResponse:
         """Record the call, then answer it as scripted."""
-        metadata = tuple((key, value) for key, value in context.invocation_metadata())
-        self.calls.append(RecordedCall(request, metadata, context.time_remaining()))
+        self.calls.append(RecordedCall(request, _metadata(context), context.time_remaining()))
         if self.error is not None:
             context.abort_with_status(self.error)
         return self.response
+
+    def RestorePackageVersions(  # noqa: N802 - the name is fixed by the generated servicer.
+        self, request: pb.RestorePackageVersionsRequest, context: grpc.ServicerContext
+    ) -> pb.RestorePackageVersionsResponse:
+        """Record the call, then answer it as scripted."""
+        self.restore_calls.append(
+            RecordedRestoreCall(request, _metadata(context), context.time_remaining())
+        )
+        if self.error is not None:
+            context.abort_with_status(self.error)
+        return self.restore_response
+
+    def ListPendingPurges(  # noqa: N802 - the name is fixed by the generated servicer.
+        self, request: pb.ListPendingPurgesRequest, context: grpc.ServicerContext
+    ) -> pb.ListPendingPurgesResponse:
+        """Record the call, then answer the page scripted for its page_token."""
+        self.pending_calls.append(
+            RecordedListCall(request, _metadata(context), context.time_remaining())
+        )
+        if self.error is not None:
+            context.abort_with_status(self.error)
+        return self.pending_pages.get(request.page_token, pb.ListPendingPurgesResponse())
 
 
 @dataclass(frozen=True)
@@ -133,7 +188,7 @@ def rich_status(
 
 
 def add_decision(
-    response: pb.DeletePackageVersionsResponse,
+    response: pb.DeletePackageVersionsResponse | pb.RestorePackageVersionsResponse,
     version: str,
     outcome: str,
     *,
@@ -141,11 +196,14 @@ def add_decision(
     message: str = "",
     status: PackageVersionStatus | str | None = None,
     is_latest: bool = False,
+    purge_time: datetime | None = None,
 ) -> None:
     """Add a dry-run decision for `version` to `response`, as the gateway plans it.
 
-    `outcome` is "WOULD_DELETE", "DENIED", "NOT_FOUND" or "STATUS_MISMATCH"; `status` takes
-    the enum or its CodeArtifact spelling in any case.
+    `outcome` is a `pkggov.v1.VersionOutcome` name without its prefix: "WOULD_DELETE",
+    "WOULD_ARCHIVE", "DENIED", "NOT_FOUND", "STATUS_MISMATCH", "WOULD_RESTORE", ...; `status`
+    takes the enum or its CodeArtifact spelling in any case; `purge_time` (timezone-aware) is
+    when a WOULD_ARCHIVE version would be purged.
     """
     decision = response.decisions[version]
     decision.outcome = pb.VersionOutcome.Value(f"VERSION_OUTCOME_{outcome}")
@@ -154,6 +212,8 @@ def add_decision(
     if status is not None:
         decision.status = PackageVersionStatus(status).to_proto()
     decision.is_latest = is_latest
+    if purge_time is not None:
+        decision.purge_time.FromDatetime(purge_time)
 
 
 @contextlib.contextmanager

@@ -125,7 +125,11 @@ def test_json_is_the_response_in_proto3_json_with_the_request_id(
     assert (status, err) == (3, "")
     assert json.loads(out) == {
         "successfulVersions": {
-            "1.0.0": {"revision": "REV1", "status": "PACKAGE_VERSION_STATUS_DELETED"}
+            "1.0.0": {
+                "revision": "REV1",
+                "status": "PACKAGE_VERSION_STATUS_DELETED",
+                "restoreMethod": "",
+            }
         },
         "failedVersions": {
             "9.9.9": {

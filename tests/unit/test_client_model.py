@@ -1,6 +1,9 @@
-"""PackageFormat, PackageVersionStatus, DeleteResult and VersionDecision convert from pkggov.v1."""
+"""PackageFormat, PackageVersionStatus, DeleteResult, RestoreResult, VersionDecision and the pending
+purges convert from pkggov.v1."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -9,11 +12,13 @@ from pkggov_client import (
     FailedVersion,
     PackageFormat,
     PackageVersionStatus,
+    PendingPurgesPage,
+    RestoreResult,
     SuccessfulVersion,
     VersionDecision,
     pb,
 )
-from pkggov_client._model import error_code_name, outcome_name
+from pkggov_client._model import error_code_name, format_time, outcome_name
 from pkggov_client.testing import add_decision
 
 
@@ -135,6 +140,10 @@ def test_outcomes_use_short_names_and_keep_unknown_numbers() -> None:
         "DENIED",
         "NOT_FOUND",
         "STATUS_MISMATCH",
+        "WOULD_ARCHIVE",
+        "WOULD_RESTORE",
+        "NOT_PENDING_PURGE",
+        "REVISION_MISMATCH",
     ]
     assert outcome_name(42) == "42"
 
@@ -208,6 +217,7 @@ def test_plan_renders_as_json() -> None:
                 "message": "",
                 "status": "Unlisted",
                 "isLatest": False,
+                "purgeTime": None,
             },
             "2.0.0": {
                 "outcome": "DENIED",
@@ -215,6 +225,7 @@ def test_plan_renders_as_json() -> None:
                 "message": "denied by never-delete-latest",
                 "status": "Published",
                 "isLatest": True,
+                "purgeTime": None,
             },
             "3.0.0": {
                 "outcome": "NOT_FOUND",
@@ -222,6 +233,7 @@ def test_plan_renders_as_json() -> None:
                 "message": "no such version",
                 "status": None,
                 "isLatest": False,
+                "purgeTime": None,
             },
         }
     }
@@ -236,3 +248,108 @@ def test_result_names_the_audit_event_or_none() -> None:
         "0f8e6a1c-3b1e-4d2a-9c61-5d2f7e9a0b13" == DeleteResult.from_proto(response).audit_event_id
     )
     assert None is DeleteResult.from_proto(pb.DeletePackageVersionsResponse()).audit_event_id
+
+
+# --- recoverable deletion ---------------------------------------------------------------------
+
+
+def test_every_format_round_trips_through_its_proto_value() -> None:
+    assert list(PackageFormat) == [
+        PackageFormat.from_proto(member.to_proto()) for member in PackageFormat
+    ]
+    assert (None, None) == (PackageFormat.from_proto(0), PackageFormat.from_proto(99))
+
+
+def test_an_archived_version_and_its_purge_time_decode_and_render_as_json() -> None:
+    response = _response()
+    archived = response.successful_versions["4.0.0"]
+    archived.revision = "REV4"
+    archived.status = pb.PackageVersionStatus.PACKAGE_VERSION_STATUS_ARCHIVED
+    archived.purge_time.FromJsonString("2027-01-05T10:00:00.250Z")
+    archived.restore_method = "pkggov.v1.PackageGovernanceService/RestorePackageVersions"
+
+    result = DeleteResult.from_proto(response, order=["4.0.0"])
+
+    info = result.successful["4.0.0"]
+    assert (True, datetime(2027, 1, 5, 10, 0, 0, 250000, tzinfo=UTC)) == (
+        info.archived,
+        info.purge_time,
+    )
+    assert {"4.0.0": info} == result.archived
+    assert not result.successful["1.0.0"].archived
+    assert {"revision": "REV4", "status": "Archived"} == (
+        result.to_codeartifact_dict()["successfulVersions"]["4.0.0"]
+    )
+
+
+def test_a_plan_to_archive_renders_its_purge_time_in_rfc3339() -> None:
+    response = pb.DeletePackageVersionsResponse()
+    add_decision(
+        response,
+        "1.0.0",
+        "WOULD_ARCHIVE",
+        status="Published",
+        purge_time=datetime(2027, 1, 5, 11, 0, tzinfo=timezone(timedelta(hours=1))),
+    )
+
+    result = DeleteResult.from_proto(response)
+
+    assert "2027-01-05T10:00:00Z" == result.to_plan_dict()["decisions"]["1.0.0"]["purgeTime"]
+    assert result.all_would_delete
+    assert None is format_time(None)
+
+
+def _restore_plan() -> pb.RestorePackageVersionsResponse:
+    response = pb.RestorePackageVersionsResponse()
+    add_decision(response, "1.0.0", "WOULD_RESTORE", status="Archived")
+    add_decision(response, "1.0.1", "REVISION_MISMATCH", status="Archived", message="changed")
+    return response
+
+
+def test_a_restore_result_maps_its_plan_and_its_outcome() -> None:
+    plan = RestoreResult.from_proto(_restore_plan(), order=["1.0.1"])
+    every = pb.RestorePackageVersionsResponse()
+    add_decision(every, "1.0.0", "WOULD_RESTORE")
+    done = pb.RestorePackageVersionsResponse(audit_event_id="e-1")
+    restored = done.successful_versions["1.0.0"]
+    restored.revision = "REV5"
+    restored.status = pb.PackageVersionStatus.PACKAGE_VERSION_STATUS_UNLISTED
+
+    outcome = RestoreResult.from_proto(done)
+
+    assert ["1.0.1", "1.0.0"] == list(plan.decisions)
+    assert (False, True) == (
+        plan.all_would_restore,
+        RestoreResult.from_proto(every).all_would_restore,
+    )
+    assert "REVISION_MISMATCH" == plan.to_plan_dict()["decisions"]["1.0.1"]["outcome"]
+    assert ("e-1", True, {}) == (outcome.audit_event_id, outcome.all_restored, outcome.decisions)
+    assert {
+        "successfulVersions": {"1.0.0": {"revision": "REV5", "status": "Unlisted"}},
+        "failedVersions": {},
+    } == outcome.to_codeartifact_dict()
+
+
+def test_a_page_of_pending_purges_keeps_what_it_does_not_know_as_none() -> None:
+    response = pb.ListPendingPurgesResponse(
+        pending_purges=[
+            pb.PendingPurge(
+                domain="demo",
+                repository="r",
+                format=99,  # type: ignore[arg-type]
+                package="p",
+                version="1",
+                previous_status=99,  # type: ignore[arg-type]
+            )
+        ]
+    )
+
+    page = PendingPurgesPage.from_proto(response)
+
+    [purge] = page.pending_purges
+    assert (None, None, None, None) == (
+        purge.format,
+        purge.previous_status,
+        purge.purge_time,
+        page.next_page_token,
+    )

@@ -165,6 +165,16 @@ class _VersionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Versio
     """The version does not exist in the repository."""
     VERSION_OUTCOME_STATUS_MISMATCH: _VersionOutcome.ValueType  # 4
     """expected_status was given and the version's current status differs."""
+    VERSION_OUTCOME_WOULD_ARCHIVE: _VersionOutcome.ValueType  # 5
+    """Policy allows the version and a recovery window applies: it would be archived, and
+    purged at purge_time.
+    """
+    VERSION_OUTCOME_WOULD_RESTORE: _VersionOutcome.ValueType  # 6
+    """Policy allows restoring the version and it would be restored."""
+    VERSION_OUTCOME_NOT_PENDING_PURGE: _VersionOutcome.ValueType  # 7
+    """The version has no pending purge, so there is nothing to restore."""
+    VERSION_OUTCOME_REVISION_MISMATCH: _VersionOutcome.ValueType  # 8
+    """The version changed since it was archived (its revision differs): it is not restored."""
 
 class VersionOutcome(_VersionOutcome, metaclass=_VersionOutcomeEnumTypeWrapper):
     """VersionOutcome is what a call would do, or did decide, for one version."""
@@ -179,6 +189,16 @@ VERSION_OUTCOME_NOT_FOUND: VersionOutcome.ValueType  # 3
 """The version does not exist in the repository."""
 VERSION_OUTCOME_STATUS_MISMATCH: VersionOutcome.ValueType  # 4
 """expected_status was given and the version's current status differs."""
+VERSION_OUTCOME_WOULD_ARCHIVE: VersionOutcome.ValueType  # 5
+"""Policy allows the version and a recovery window applies: it would be archived, and
+purged at purge_time.
+"""
+VERSION_OUTCOME_WOULD_RESTORE: VersionOutcome.ValueType  # 6
+"""Policy allows restoring the version and it would be restored."""
+VERSION_OUTCOME_NOT_PENDING_PURGE: VersionOutcome.ValueType  # 7
+"""The version has no pending purge, so there is nothing to restore."""
+VERSION_OUTCOME_REVISION_MISMATCH: VersionOutcome.ValueType  # 8
+"""The version changed since it was archived (its revision differs): it is not restored."""
 Global___VersionOutcome: _TypeAlias = VersionOutcome  # noqa: Y015
 
 @_typing.final
@@ -199,6 +219,7 @@ class DeletePackageVersionsRequest(_message.Message):
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PURGE_NOW_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     """The CodeArtifact domain, 2 to 50 characters of lower-case letters, digits and hyphens."""
     domain_owner: _builtins.str
@@ -228,6 +249,10 @@ class DeletePackageVersionsRequest(_message.Message):
     request_id and content returns the recorded response without calling CodeArtifact again.
     Optional; ids are scoped to the calling principal.
     """
+    purge_now: _builtins.bool
+    """When true, versions are deleted at once even where a recovery window would archive them;
+    policy decides who may (the Cedar context attribute purge_now).
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The versions to delete; at least one, duplicates are collapsed, at most the gateway's limit."""
@@ -247,10 +272,11 @@ class DeletePackageVersionsRequest(_message.Message):
         validate_only: _builtins.bool = ...,
         allow_partial: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        purge_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "domain", b"domain", "domain_owner", b"domain_owner", "expected_status", b"expected_status", "format", b"format", "justification", b"justification", "namespace", b"namespace", "package", b"package", "repository", b"repository", "request_id", b"request_id", "validate_only", b"validate_only", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "domain", b"domain", "domain_owner", b"domain_owner", "expected_status", b"expected_status", "format", b"format", "justification", b"justification", "namespace", b"namespace", "package", b"package", "purge_now", b"purge_now", "repository", b"repository", "request_id", b"request_id", "validate_only", b"validate_only", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -267,6 +293,7 @@ class VersionDecision(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     IS_LATEST_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
     outcome: Global___VersionOutcome.ValueType
     """What the call would do with the version."""
     message: _builtins.str
@@ -281,6 +308,10 @@ class VersionDecision(_message.Message):
         policy permits it.
         """
 
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """For WOULD_ARCHIVE: when the archived version would be purged."""
+
     def __init__(
         self,
         *,
@@ -289,10 +320,11 @@ class VersionDecision(_message.Message):
         message: _builtins.str = ...,
         status: Global___PackageVersionStatus.ValueType = ...,
         is_latest: _builtins.bool = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_latest", b"is_latest", "message", b"message", "outcome", b"outcome", "policy_ids", b"policy_ids", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_latest", b"is_latest", "message", b"message", "outcome", b"outcome", "policy_ids", b"policy_ids", "purge_time", b"purge_time", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -366,19 +398,31 @@ class SuccessfulPackageVersionInfo(_message.Message):
 
     REVISION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
+    RESTORE_METHOD_FIELD_NUMBER: _builtins.int
     revision: _builtins.str
     """The revision of the version as CodeArtifact reported it."""
     status: Global___PackageVersionStatus.ValueType
-    """The status of the version after the call, which is DELETED for a deletion."""
+    """The status of the version after the call: DELETED for a deletion, ARCHIVED for a
+    version archived under a recovery window, the restored status for a restore.
+    """
+    restore_method: _builtins.str
+    """For an archived version: the full gRPC method that restores it."""
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """For an archived version: when it will be purged unless restored before."""
+
     def __init__(
         self,
         *,
         revision: _builtins.str = ...,
         status: Global___PackageVersionStatus.ValueType = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
+        restore_method: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time", "restore_method", b"restore_method", "revision", b"revision", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -512,6 +556,333 @@ class DeletePackageVersionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeletePackageVersionsResponse: _TypeAlias = DeletePackageVersionsResponse  # noqa: Y015
+
+@_typing.final
+class RestorePackageVersionsRequest(_message.Message):
+    """RestorePackageVersionsRequest names one package and the archived versions to restore."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    DOMAIN_OWNER_FIELD_NUMBER: _builtins.int
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    """The CodeArtifact domain, as in DeletePackageVersionsRequest."""
+    domain_owner: _builtins.str
+    """The 12-digit AWS account id that owns the domain; empty means the gateway's own account."""
+    repository: _builtins.str
+    """The repository that holds the package."""
+    format: Global___PackageFormat.ValueType
+    """The package format; it must be set."""
+    namespace: _builtins.str
+    """The package namespace; see PackageFormat."""
+    package: _builtins.str
+    """The package name."""
+    justification: _builtins.str
+    """Why the versions are restored, for policy and audit; at most 1024 characters."""
+    validate_only: _builtins.bool
+    """When true, everything is checked and decided but nothing is restored; the response's
+    decisions map holds the plan.
+    """
+    request_id: _builtins.str
+    """A UUID naming this call for safe retries (Google AIP-155), as in
+    DeletePackageVersionsRequest.
+    """
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The versions to restore; at least one, duplicates are collapsed, at most the gateway's
+        limit.
+        """
+
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        domain_owner: _builtins.str = ...,
+        repository: _builtins.str = ...,
+        format: Global___PackageFormat.ValueType = ...,
+        namespace: _builtins.str = ...,
+        package: _builtins.str = ...,
+        versions: _abc.Iterable[_builtins.str] | None = ...,
+        justification: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "domain_owner", b"domain_owner", "format", b"format", "justification", b"justification", "namespace", b"namespace", "package", b"package", "repository", b"repository", "request_id", b"request_id", "validate_only", b"validate_only", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestorePackageVersionsRequest: _TypeAlias = RestorePackageVersionsRequest  # noqa: Y015
+
+@_typing.final
+class RestorePackageVersionsResponse(_message.Message):
+    """RestorePackageVersionsResponse reports the outcome of every requested version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SuccessfulVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___SuccessfulPackageVersionInfo: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___SuccessfulPackageVersionInfo | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class FailedVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___PackageVersionError: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___PackageVersionError | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class DecisionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___VersionDecision: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___VersionDecision | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUCCESSFUL_VERSIONS_FIELD_NUMBER: _builtins.int
+    FAILED_VERSIONS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    audit_event_id: _builtins.str
+    """The id of the audit event recording this call."""
+    @_builtins.property
+    def successful_versions(self) -> _containers.MessageMap[_builtins.str, Global___SuccessfulPackageVersionInfo]:
+        """The versions restored, keyed by version string, with their new revision and status."""
+
+    @_builtins.property
+    def failed_versions(self) -> _containers.MessageMap[_builtins.str, Global___PackageVersionError]:
+        """The versions not restored, keyed by version string."""
+
+    @_builtins.property
+    def decisions(self) -> _containers.MessageMap[_builtins.str, Global___VersionDecision]:
+        """For a dry run (validate_only), the decision for every requested version."""
+
+    def __init__(
+        self,
+        *,
+        successful_versions: _abc.Mapping[_builtins.str, Global___SuccessfulPackageVersionInfo] | None = ...,
+        failed_versions: _abc.Mapping[_builtins.str, Global___PackageVersionError] | None = ...,
+        decisions: _abc.Mapping[_builtins.str, Global___VersionDecision] | None = ...,
+        audit_event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_id", b"audit_event_id", "decisions", b"decisions", "failed_versions", b"failed_versions", "successful_versions", b"successful_versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestorePackageVersionsResponse: _TypeAlias = RestorePackageVersionsResponse  # noqa: Y015
+
+@_typing.final
+class ListPendingPurgesRequest(_message.Message):
+    """ListPendingPurgesRequest filters the pending purges; unset fields match everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    DUE_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    """The CodeArtifact domain."""
+    repository: _builtins.str
+    """The repository."""
+    package: _builtins.str
+    """The package name."""
+    requester: _builtins.str
+    """The principal whose request archived the version."""
+    page_size: _builtins.int
+    """At most this many purges (default 50, at most 500)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, with the same filters."""
+    @_builtins.property
+    def due_before(self) -> _timestamp_pb2.Timestamp:
+        """Only purges due before this time."""
+
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        repository: _builtins.str = ...,
+        package: _builtins.str = ...,
+        requester: _builtins.str = ...,
+        due_before: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_before", b"due_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "due_before", b"due_before", "package", b"package", "page_size", b"page_size", "page_token", b"page_token", "repository", b"repository", "requester", b"requester"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingPurgesRequest: _TypeAlias = ListPendingPurgesRequest  # noqa: Y015
+
+@_typing.final
+class ListPendingPurgesResponse(_message.Message):
+    """ListPendingPurgesResponse is one page of pending purges, soonest due first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_PURGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def pending_purges(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingPurge]:
+        """The pending purges of this page."""
+
+    def __init__(
+        self,
+        *,
+        pending_purges: _abc.Iterable[Global___PendingPurge] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "pending_purges", b"pending_purges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingPurgesResponse: _TypeAlias = ListPendingPurgesResponse  # noqa: Y015
+
+@_typing.final
+class PendingPurge(_message.Message):
+    """PendingPurge is one archived version awaiting its purge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    DOMAIN_OWNER_FIELD_NUMBER: _builtins.int
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    ARCHIVE_EVENT_ID_FIELD_NUMBER: _builtins.int
+    ARCHIVE_TIME_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    """The CodeArtifact domain."""
+    domain_owner: _builtins.str
+    """The domain owner as the archiving request named it ("" for the gateway's own account)."""
+    repository: _builtins.str
+    """The repository."""
+    format: Global___PackageFormat.ValueType
+    """The package format."""
+    namespace: _builtins.str
+    """The package namespace ("" when none)."""
+    package: _builtins.str
+    """The package name."""
+    version: _builtins.str
+    """The version."""
+    revision: _builtins.str
+    """The revision the version was archived at: the purge deletes only this revision."""
+    previous_status: Global___PackageVersionStatus.ValueType
+    """The status the version had before it was archived, which a restore brings back."""
+    requester: _builtins.str
+    """The principal whose request archived it."""
+    archive_event_id: _builtins.str
+    """The audit event of the request that archived it."""
+    attempts: _builtins.int
+    """How many purge attempts failed so far (they are retried)."""
+    last_error: _builtins.str
+    """Why the last attempt failed ("" when none did)."""
+    @_builtins.property
+    def archive_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was archived."""
+
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """When it is due to be purged."""
+
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        domain_owner: _builtins.str = ...,
+        repository: _builtins.str = ...,
+        format: Global___PackageFormat.ValueType = ...,
+        namespace: _builtins.str = ...,
+        package: _builtins.str = ...,
+        version: _builtins.str = ...,
+        revision: _builtins.str = ...,
+        previous_status: Global___PackageVersionStatus.ValueType = ...,
+        requester: _builtins.str = ...,
+        archive_event_id: _builtins.str = ...,
+        archive_time: _timestamp_pb2.Timestamp | None = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["archive_time", b"archive_time", "purge_time", b"purge_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_event_id", b"archive_event_id", "archive_time", b"archive_time", "attempts", b"attempts", "domain", b"domain", "domain_owner", b"domain_owner", "format", b"format", "last_error", b"last_error", "namespace", b"namespace", "package", b"package", "previous_status", b"previous_status", "purge_time", b"purge_time", "repository", b"repository", "requester", b"requester", "revision", b"revision", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingPurge: _TypeAlias = PendingPurge  # noqa: Y015
 
 @_typing.final
 class ListAuditEventsRequest(_message.Message):

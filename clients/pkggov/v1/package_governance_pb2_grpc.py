@@ -44,6 +44,16 @@ class PackageGovernanceServiceStub:
                 request_serializer=pkggov_dot_v1_dot_package__governance__pb2.DeletePackageVersionsRequest.SerializeToString,
                 response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.DeletePackageVersionsResponse.FromString,
                 _registered_method=True)
+        self.RestorePackageVersions = channel.unary_unary(
+                '/pkggov.v1.PackageGovernanceService/RestorePackageVersions',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.RestorePackageVersionsRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.RestorePackageVersionsResponse.FromString,
+                _registered_method=True)
+        self.ListPendingPurges = channel.unary_unary(
+                '/pkggov.v1.PackageGovernanceService/ListPendingPurges',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.ListPendingPurgesRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ListPendingPurgesResponse.FromString,
+                _registered_method=True)
 
 
 class PackageGovernanceServiceServicer:
@@ -83,6 +93,38 @@ class PackageGovernanceServiceServicer:
 
         Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
         ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
+
+        Where the configuration gives the repository a recovery window, an allowed version is
+        archived instead (CodeArtifact's reversible status, pinned to the revision it was decided
+        on) and its purge is scheduled for the end of the window: it is reported in
+        successful_versions with status ARCHIVED, its purge_time and the method that restores it.
+        purge_now deletes at once instead, if policy allows it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestorePackageVersions(self, request, context):
+        """Restores versions archived by a governed delete whose purge is pending: each goes back to
+        the status it had before, pinned to the revision it was archived at, and its purge is
+        cancelled. Authorized per version by the Cedar action
+        Pkggov::Action::"RestorePackageVersion". A version that does not exist is reported in
+        failed_versions as NOT_FOUND (decision NOT_FOUND), one with no pending purge as
+        MISMATCHED_STATUS when it is not Archived or NOT_ALLOWED when it is Archived but not by
+        the gateway (decision NOT_PENDING_PURGE), one changed since it was archived as
+        MISMATCHED_REVISION (decision REVISION_MISMATCH). Statuses and audit as for
+        DeletePackageVersions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingPurges(self, request, context):
+        """Lists the versions archived under a recovery window whose purge is pending, soonest due
+        first, one page at a time (Google AIP-132/158). Authorized as reading the audit record
+        (Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise);
+        INVALID_ARGUMENT for a bad filter or page token; UNAVAILABLE (reason AUDIT_UNAVAILABLE)
+        when the store cannot be read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +137,16 @@ def add_PackageGovernanceServiceServicer_to_server(servicer, server):
                     servicer.DeletePackageVersions,
                     request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.DeletePackageVersionsRequest.FromString,
                     response_serializer=pkggov_dot_v1_dot_package__governance__pb2.DeletePackageVersionsResponse.SerializeToString,
+            ),
+            'RestorePackageVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestorePackageVersions,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.RestorePackageVersionsRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.RestorePackageVersionsResponse.SerializeToString,
+            ),
+            'ListPendingPurges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingPurges,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ListPendingPurgesRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.ListPendingPurgesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +181,60 @@ class PackageGovernanceService:
             '/pkggov.v1.PackageGovernanceService/DeletePackageVersions',
             pkggov_dot_v1_dot_package__governance__pb2.DeletePackageVersionsRequest.SerializeToString,
             pkggov_dot_v1_dot_package__governance__pb2.DeletePackageVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestorePackageVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.PackageGovernanceService/RestorePackageVersions',
+            pkggov_dot_v1_dot_package__governance__pb2.RestorePackageVersionsRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.RestorePackageVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingPurges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.PackageGovernanceService/ListPendingPurges',
+            pkggov_dot_v1_dot_package__governance__pb2.ListPendingPurgesRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.ListPendingPurgesResponse.FromString,
             options,
             channel_credentials,
             insecure,

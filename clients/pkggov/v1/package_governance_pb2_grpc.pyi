@@ -67,6 +67,30 @@ class PackageGovernanceServiceStub:
 
     Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
     ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
+
+    Where the configuration gives the repository a recovery window, an allowed version is
+    archived instead (CodeArtifact's reversible status, pinned to the revision it was decided
+    on) and its purge is scheduled for the end of the window: it is reported in
+    successful_versions with status ARCHIVED, its purge_time and the method that restores it.
+    purge_now deletes at once instead, if policy allows it.
+    """
+    RestorePackageVersions: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.RestorePackageVersionsRequest, _package_governance_pb2.RestorePackageVersionsResponse]
+    """Restores versions archived by a governed delete whose purge is pending: each goes back to
+    the status it had before, pinned to the revision it was archived at, and its purge is
+    cancelled. Authorized per version by the Cedar action
+    Pkggov::Action::"RestorePackageVersion". A version that does not exist is reported in
+    failed_versions as NOT_FOUND (decision NOT_FOUND), one with no pending purge as
+    MISMATCHED_STATUS when it is not Archived or NOT_ALLOWED when it is Archived but not by
+    the gateway (decision NOT_PENDING_PURGE), one changed since it was archived as
+    MISMATCHED_REVISION (decision REVISION_MISMATCH). Statuses and audit as for
+    DeletePackageVersions.
+    """
+    ListPendingPurges: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.ListPendingPurgesRequest, _package_governance_pb2.ListPendingPurgesResponse]
+    """Lists the versions archived under a recovery window whose purge is pending, soonest due
+    first, one page at a time (Google AIP-132/158). Authorized as reading the audit record
+    (Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise);
+    INVALID_ARGUMENT for a bad filter or page token; UNAVAILABLE (reason AUDIT_UNAVAILABLE)
+    when the store cannot be read.
     """
 
 @_typing.type_check_only
@@ -108,6 +132,30 @@ class PackageGovernanceServiceAsyncStub(PackageGovernanceServiceStub):
 
     Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
     ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
+
+    Where the configuration gives the repository a recovery window, an allowed version is
+    archived instead (CodeArtifact's reversible status, pinned to the revision it was decided
+    on) and its purge is scheduled for the end of the window: it is reported in
+    successful_versions with status ARCHIVED, its purge_time and the method that restores it.
+    purge_now deletes at once instead, if policy allows it.
+    """
+    RestorePackageVersions: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.RestorePackageVersionsRequest, _package_governance_pb2.RestorePackageVersionsResponse]  # type: ignore[assignment]
+    """Restores versions archived by a governed delete whose purge is pending: each goes back to
+    the status it had before, pinned to the revision it was archived at, and its purge is
+    cancelled. Authorized per version by the Cedar action
+    Pkggov::Action::"RestorePackageVersion". A version that does not exist is reported in
+    failed_versions as NOT_FOUND (decision NOT_FOUND), one with no pending purge as
+    MISMATCHED_STATUS when it is not Archived or NOT_ALLOWED when it is Archived but not by
+    the gateway (decision NOT_PENDING_PURGE), one changed since it was archived as
+    MISMATCHED_REVISION (decision REVISION_MISMATCH). Statuses and audit as for
+    DeletePackageVersions.
+    """
+    ListPendingPurges: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.ListPendingPurgesRequest, _package_governance_pb2.ListPendingPurgesResponse]  # type: ignore[assignment]
+    """Lists the versions archived under a recovery window whose purge is pending, soonest due
+    first, one page at a time (Google AIP-132/158). Authorized as reading the audit record
+    (Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise);
+    INVALID_ARGUMENT for a bad filter or page token; UNAVAILABLE (reason AUDIT_UNAVAILABLE)
+    when the store cannot be read.
     """
 
 class PackageGovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -152,6 +200,42 @@ class PackageGovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
         ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
+
+        Where the configuration gives the repository a recovery window, an allowed version is
+        archived instead (CodeArtifact's reversible status, pinned to the revision it was decided
+        on) and its purge is scheduled for the end of the window: it is reported in
+        successful_versions with status ARCHIVED, its purge_time and the method that restores it.
+        purge_now deletes at once instead, if policy allows it.
+        """
+
+    @_abc_1.abstractmethod
+    def RestorePackageVersions(
+        self,
+        request: _package_governance_pb2.RestorePackageVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.RestorePackageVersionsResponse, _abc.Awaitable[_package_governance_pb2.RestorePackageVersionsResponse]]:
+        """Restores versions archived by a governed delete whose purge is pending: each goes back to
+        the status it had before, pinned to the revision it was archived at, and its purge is
+        cancelled. Authorized per version by the Cedar action
+        Pkggov::Action::"RestorePackageVersion". A version that does not exist is reported in
+        failed_versions as NOT_FOUND (decision NOT_FOUND), one with no pending purge as
+        MISMATCHED_STATUS when it is not Archived or NOT_ALLOWED when it is Archived but not by
+        the gateway (decision NOT_PENDING_PURGE), one changed since it was archived as
+        MISMATCHED_REVISION (decision REVISION_MISMATCH). Statuses and audit as for
+        DeletePackageVersions.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPendingPurges(
+        self,
+        request: _package_governance_pb2.ListPendingPurgesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.ListPendingPurgesResponse, _abc.Awaitable[_package_governance_pb2.ListPendingPurgesResponse]]:
+        """Lists the versions archived under a recovery window whose purge is pending, soonest due
+        first, one page at a time (Google AIP-132/158). Authorized as reading the audit record
+        (Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise);
+        INVALID_ARGUMENT for a bad filter or page token; UNAVAILABLE (reason AUDIT_UNAVAILABLE)
+        when the store cannot be read.
         """
 
 def add_PackageGovernanceServiceServicer_to_server(servicer: PackageGovernanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

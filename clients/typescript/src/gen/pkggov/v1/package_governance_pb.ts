@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pkggov/v1/package_governance.proto.
  */
 export const file_pkggov_v1_package_governance: GenFile = /*@__PURE__*/
-  fileDesc("CiJwa2dnb3YvdjEvcGFja2FnZV9nb3Zlcm5hbmNlLnByb3RvEglwa2dnb3YudjEiywIKHERlbGV0ZVBhY2thZ2VWZXJzaW9uc1JlcXVlc3QSDgoGZG9tYWluGAEgASgJEhQKDGRvbWFpbl9vd25lchgCIAEoCRISCgpyZXBvc2l0b3J5GAMgASgJEigKBmZvcm1hdBgEIAEoDjIYLnBrZ2dvdi52MS5QYWNrYWdlRm9ybWF0EhEKCW5hbWVzcGFjZRgFIAEoCRIPCgdwYWNrYWdlGAYgASgJEhAKCHZlcnNpb25zGAcgAygJEjgKD2V4cGVjdGVkX3N0YXR1cxgIIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIVCg1qdXN0aWZpY2F0aW9uGAkgASgJEhUKDXZhbGlkYXRlX29ubHkYCiABKAgSFQoNYWxsb3dfcGFydGlhbBgLIAEoCBISCgpyZXF1ZXN0X2lkGAwgASgJIqYBCg9WZXJzaW9uRGVjaXNpb24SKgoHb3V0Y29tZRgBIAEoDjIZLnBrZ2dvdi52MS5WZXJzaW9uT3V0Y29tZRISCgpwb2xpY3lfaWRzGAIgAygJEg8KB21lc3NhZ2UYAyABKAkSLwoGc3RhdHVzGAQgASgOMh8ucGtnZ292LnYxLlBhY2thZ2VWZXJzaW9uU3RhdHVzEhEKCWlzX2xhdGVzdBgFIAEoCCJYCgxQb2xpY3lEZW5pYWwSMQoPZGVuaWVkX3ZlcnNpb25zGAEgAygLMhgucGtnZ292LnYxLkRlbmllZFZlcnNpb24SFQoNb21pdHRlZF9jb3VudBgCIAEoBSJECg1EZW5pZWRWZXJzaW9uEg8KB3ZlcnNpb24YASABKAkSEgoKcG9saWN5X2lkcxgCIAMoCRIOCgZyZWFzb24YAyABKAkiYQocU3VjY2Vzc2Z1bFBhY2thZ2VWZXJzaW9uSW5mbxIQCghyZXZpc2lvbhgBIAEoCRIvCgZzdGF0dXMYAiABKA4yHy5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25TdGF0dXMiZAoTUGFja2FnZVZlcnNpb25FcnJvchI2CgplcnJvcl9jb2RlGAEgASgOMiIucGtnZ292LnYxLlBhY2thZ2VWZXJzaW9uRXJyb3JDb2RlEhUKDWVycm9yX21lc3NhZ2UYAiABKAkiwgQKHURlbGV0ZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlEl0KE3N1Y2Nlc3NmdWxfdmVyc2lvbnMYASADKAsyQC5wa2dnb3YudjEuRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2UuU3VjY2Vzc2Z1bFZlcnNpb25zRW50cnkSVQoPZmFpbGVkX3ZlcnNpb25zGAIgAygLMjwucGtnZ292LnYxLkRlbGV0ZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlLkZhaWxlZFZlcnNpb25zRW50cnkSSgoJZGVjaXNpb25zGAMgAygLMjcucGtnZ292LnYxLkRlbGV0ZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlLkRlY2lzaW9uc0VudHJ5EhYKDmF1ZGl0X2V2ZW50X2lkGAQgASgJGmIKF1N1Y2Nlc3NmdWxWZXJzaW9uc0VudHJ5EgsKA2tleRgBIAEoCRI2CgV2YWx1ZRgCIAEoCzInLnBrZ2dvdi52MS5TdWNjZXNzZnVsUGFja2FnZVZlcnNpb25JbmZvOgI4ARpVChNGYWlsZWRWZXJzaW9uc0VudHJ5EgsKA2tleRgBIAEoCRItCgV2YWx1ZRgCIAEoCzIeLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvbkVycm9yOgI4ARpMCg5EZWNpc2lvbnNFbnRyeRILCgNrZXkYASABKAkSKQoFdmFsdWUYAiABKAsyGi5wa2dnb3YudjEuVmVyc2lvbkRlY2lzaW9uOgI4ASLaAgoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSDgoGZG9tYWluGAIgASgJEhIKCnJlcG9zaXRvcnkYAyABKAkSKAoGZm9ybWF0GAQgASgOMhgucGtnZ292LnYxLlBhY2thZ2VGb3JtYXQSEQoJbmFtZXNwYWNlGAUgASgJEg8KB3BhY2thZ2UYBiABKAkSDwoHdmVyc2lvbhgHIAEoCRIQCghkZWNpc2lvbhgIIAEoCRITCgtzdGF0dXNfY29kZRgJIAEoCRIuCgpzdGFydF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAwgASgFEhIKCnBhZ2VfdG9rZW4YDSABKAkiWQoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USJQoGZXZlbnRzGAEgAygLMhUucGtnZ292LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKFEdldEF1ZGl0RXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIj0KFUdldEF1ZGl0RXZlbnRSZXNwb25zZRIkCgVldmVudBgBIAEoCzIVLnBrZ2dvdi52MS5BdWRpdEV2ZW50IsoBCgpBdWRpdEV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgDIAEoCRIOCgZtZXRob2QYBCABKAkSEAoIZGVjaXNpb24YBSABKAkSEwoLc3RhdHVzX2NvZGUYBiABKAkSDgoGcmVhc29uGAcgASgJEiYKB2VudHJpZXMYCCADKAsyFS5wa2dnb3YudjEuQXVkaXRFbnRyeSKZAQoKQXVkaXRFbnRyeRILCgNzZXEYASABKAMSDAoEa2luZBgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRoYXNoGAQgASgJEhEKCXByZXZfaGFzaBgFIAEoCRIlCgRib2R5GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCr9AQoNUGFja2FnZUZvcm1hdBIeChpQQUNLQUdFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhYKElBBQ0tBR0VfRk9STUFUX05QTRABEhcKE1BBQ0tBR0VfRk9STUFUX1BZUEkQAhIYChRQQUNLQUdFX0ZPUk1BVF9NQVZFThADEhgKFFBBQ0tBR0VfRk9STUFUX05VR0VUEAQSGgoWUEFDS0FHRV9GT1JNQVRfR0VORVJJQxAFEhcKE1BBQ0tBR0VfRk9STUFUX1JVQlkQBhIYChRQQUNLQUdFX0ZPUk1BVF9TV0lGVBAHEhgKFFBBQ0tBR0VfRk9STUFUX0NBUkdPEAgqngIKFFBhY2thZ2VWZXJzaW9uU3RhdHVzEiYKIlBBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIkCiBQQUNLQUdFX1ZFUlNJT05fU1RBVFVTX1BVQkxJU0hFRBABEiUKIVBBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfVU5GSU5JU0hFRBACEiMKH1BBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfVU5MSVNURUQQAxIjCh9QQUNLQUdFX1ZFUlNJT05fU1RBVFVTX0FSQ0hJVkVEEAQSIwofUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19ESVNQT1NFRBAFEiIKHlBBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfREVMRVRFRBAGKtgCChdQYWNrYWdlVmVyc2lvbkVycm9yQ29kZRIqCiZQQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEi0KKVBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX0FMUkVBRFlfRVhJU1RTEAESMgouUEFDS0FHRV9WRVJTSU9OX0VSUk9SX0NPREVfTUlTTUFUQ0hFRF9SRVZJU0lPThACEjAKLFBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX01JU01BVENIRURfU1RBVFVTEAMSKgomUEFDS0FHRV9WRVJTSU9OX0VSUk9SX0NPREVfTk9UX0FMTE9XRUQQBBIoCiRQQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9OT1RfRk9VTkQQBRImCiJQQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9TS0lQUEVEEAYqswEKDlZlcnNpb25PdXRjb21lEh8KG1ZFUlNJT05fT1VUQ09NRV9VTlNQRUNJRklFRBAAEiAKHFZFUlNJT05fT1VUQ09NRV9XT1VMRF9ERUxFVEUQARIaChZWRVJTSU9OX09VVENPTUVfREVOSUVEEAISHQoZVkVSU0lPTl9PVVRDT01FX05PVF9GT1VORBADEiMKH1ZFUlNJT05fT1VUQ09NRV9TVEFUVVNfTUlTTUFUQ0gQBDKGAQoYUGFja2FnZUdvdmVybmFuY2VTZXJ2aWNlEmoKFURlbGV0ZVBhY2thZ2VWZXJzaW9ucxInLnBrZ2dvdi52MS5EZWxldGVQYWNrYWdlVmVyc2lvbnNSZXF1ZXN0GigucGtnZ292LnYxLkRlbGV0ZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlMrwBCgxBdWRpdFNlcnZpY2USWAoPTGlzdEF1ZGl0RXZlbnRzEiEucGtnZ292LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaIi5wa2dnb3YudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USUgoNR2V0QXVkaXRFdmVudBIfLnBrZ2dvdi52MS5HZXRBdWRpdEV2ZW50UmVxdWVzdBogLnBrZ2dvdi52MS5HZXRBdWRpdEV2ZW50UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJwa2dnb3YvdjEvcGFja2FnZV9nb3Zlcm5hbmNlLnByb3RvEglwa2dnb3YudjEi3gIKHERlbGV0ZVBhY2thZ2VWZXJzaW9uc1JlcXVlc3QSDgoGZG9tYWluGAEgASgJEhQKDGRvbWFpbl9vd25lchgCIAEoCRISCgpyZXBvc2l0b3J5GAMgASgJEigKBmZvcm1hdBgEIAEoDjIYLnBrZ2dvdi52MS5QYWNrYWdlRm9ybWF0EhEKCW5hbWVzcGFjZRgFIAEoCRIPCgdwYWNrYWdlGAYgASgJEhAKCHZlcnNpb25zGAcgAygJEjgKD2V4cGVjdGVkX3N0YXR1cxgIIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIVCg1qdXN0aWZpY2F0aW9uGAkgASgJEhUKDXZhbGlkYXRlX29ubHkYCiABKAgSFQoNYWxsb3dfcGFydGlhbBgLIAEoCBISCgpyZXF1ZXN0X2lkGAwgASgJEhEKCXB1cmdlX25vdxgNIAEoCCLWAQoPVmVyc2lvbkRlY2lzaW9uEioKB291dGNvbWUYASABKA4yGS5wa2dnb3YudjEuVmVyc2lvbk91dGNvbWUSEgoKcG9saWN5X2lkcxgCIAMoCRIPCgdtZXNzYWdlGAMgASgJEi8KBnN0YXR1cxgEIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIRCglpc19sYXRlc3QYBSABKAgSLgoKcHVyZ2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWAoMUG9saWN5RGVuaWFsEjEKD2RlbmllZF92ZXJzaW9ucxgBIAMoCzIYLnBrZ2dvdi52MS5EZW5pZWRWZXJzaW9uEhUKDW9taXR0ZWRfY291bnQYAiABKAUiRAoNRGVuaWVkVmVyc2lvbhIPCgd2ZXJzaW9uGAEgASgJEhIKCnBvbGljeV9pZHMYAiADKAkSDgoGcmVhc29uGAMgASgJIqkBChxTdWNjZXNzZnVsUGFja2FnZVZlcnNpb25JbmZvEhAKCHJldmlzaW9uGAEgASgJEi8KBnN0YXR1cxgCIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIuCgpwdXJnZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlX21ldGhvZBgEIAEoCSJkChNQYWNrYWdlVmVyc2lvbkVycm9yEjYKCmVycm9yX2NvZGUYASABKA4yIi5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25FcnJvckNvZGUSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCSLCBAodRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2USXQoTc3VjY2Vzc2Z1bF92ZXJzaW9ucxgBIAMoCzJALnBrZ2dvdi52MS5EZWxldGVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5TdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRJVCg9mYWlsZWRfdmVyc2lvbnMYAiADKAsyPC5wa2dnb3YudjEuRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2UuRmFpbGVkVmVyc2lvbnNFbnRyeRJKCglkZWNpc2lvbnMYAyADKAsyNy5wa2dnb3YudjEuRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2UuRGVjaXNpb25zRW50cnkSFgoOYXVkaXRfZXZlbnRfaWQYBCABKAkaYgoXU3VjY2Vzc2Z1bFZlcnNpb25zRW50cnkSCwoDa2V5GAEgASgJEjYKBXZhbHVlGAIgASgLMicucGtnZ292LnYxLlN1Y2Nlc3NmdWxQYWNrYWdlVmVyc2lvbkluZm86AjgBGlUKE0ZhaWxlZFZlcnNpb25zRW50cnkSCwoDa2V5GAEgASgJEi0KBXZhbHVlGAIgASgLMh4ucGtnZ292LnYxLlBhY2thZ2VWZXJzaW9uRXJyb3I6AjgBGkwKDkRlY2lzaW9uc0VudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLnBrZ2dvdi52MS5WZXJzaW9uRGVjaXNpb246AjgBIvsBCh1SZXN0b3JlUGFja2FnZVZlcnNpb25zUmVxdWVzdBIOCgZkb21haW4YASABKAkSFAoMZG9tYWluX293bmVyGAIgASgJEhIKCnJlcG9zaXRvcnkYAyABKAkSKAoGZm9ybWF0GAQgASgOMhgucGtnZ292LnYxLlBhY2thZ2VGb3JtYXQSEQoJbmFtZXNwYWNlGAUgASgJEg8KB3BhY2thZ2UYBiABKAkSEAoIdmVyc2lvbnMYByADKAkSFQoNanVzdGlmaWNhdGlvbhgIIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAkgASgIEhIKCnJlcXVlc3RfaWQYCiABKAkixgQKHlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZRJeChNzdWNjZXNzZnVsX3ZlcnNpb25zGAEgAygLMkEucGtnZ292LnYxLlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5TdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRJWCg9mYWlsZWRfdmVyc2lvbnMYAiADKAsyPS5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlLkZhaWxlZFZlcnNpb25zRW50cnkSSwoJZGVjaXNpb25zGAMgAygLMjgucGtnZ292LnYxLlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5EZWNpc2lvbnNFbnRyeRIWCg5hdWRpdF9ldmVudF9pZBgEIAEoCRpiChdTdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRILCgNrZXkYASABKAkSNgoFdmFsdWUYAiABKAsyJy5wa2dnb3YudjEuU3VjY2Vzc2Z1bFBhY2thZ2VWZXJzaW9uSW5mbzoCOAEaVQoTRmFpbGVkVmVyc2lvbnNFbnRyeRILCgNrZXkYASABKAkSLQoFdmFsdWUYAiABKAsyHi5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25FcnJvcjoCOAEaTAoORGVjaXNpb25zRW50cnkSCwoDa2V5GAEgASgJEikKBXZhbHVlGAIgASgLMhoucGtnZ292LnYxLlZlcnNpb25EZWNpc2lvbjoCOAEiuQEKGExpc3RQZW5kaW5nUHVyZ2VzUmVxdWVzdBIOCgZkb21haW4YASABKAkSEgoKcmVwb3NpdG9yeRgCIAEoCRIPCgdwYWNrYWdlGAMgASgJEhEKCXJlcXVlc3RlchgEIAEoCRIuCgpkdWVfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCSJlChlMaXN0UGVuZGluZ1B1cmdlc1Jlc3BvbnNlEi8KDnBlbmRpbmdfcHVyZ2VzGAEgAygLMhcucGtnZ292LnYxLlBlbmRpbmdQdXJnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiqAMKDFBlbmRpbmdQdXJnZRIOCgZkb21haW4YASABKAkSFAoMZG9tYWluX293bmVyGAIgASgJEhIKCnJlcG9zaXRvcnkYAyABKAkSKAoGZm9ybWF0GAQgASgOMhgucGtnZ292LnYxLlBhY2thZ2VGb3JtYXQSEQoJbmFtZXNwYWNlGAUgASgJEg8KB3BhY2thZ2UYBiABKAkSDwoHdmVyc2lvbhgHIAEoCRIQCghyZXZpc2lvbhgIIAEoCRI4Cg9wcmV2aW91c19zdGF0dXMYCSABKA4yHy5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25TdGF0dXMSEQoJcmVxdWVzdGVyGAogASgJEhgKEGFyY2hpdmVfZXZlbnRfaWQYCyABKAkSMAoMYXJjaGl2ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwdXJnZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhdHRlbXB0cxgOIAEoBRISCgpsYXN0X2Vycm9yGA8gASgJItoCChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXByaW5jaXBhbBgBIAEoCRIOCgZkb21haW4YAiABKAkSEgoKcmVwb3NpdG9yeRgDIAEoCRIoCgZmb3JtYXQYBCABKA4yGC5wa2dnb3YudjEuUGFja2FnZUZvcm1hdBIRCgluYW1lc3BhY2UYBSABKAkSDwoHcGFja2FnZRgGIAEoCRIPCgd2ZXJzaW9uGAcgASgJEhAKCGRlY2lzaW9uGAggASgJEhMKC3N0YXR1c19jb2RlGAkgASgJEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYDCABKAUSEgoKcGFnZV90b2tlbhgNIAEoCSJZChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIlCgZldmVudHMYASADKAsyFS5wa2dnb3YudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKAoUR2V0QXVkaXRFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkiPQoVR2V0QXVkaXRFdmVudFJlc3BvbnNlEiQKBWV2ZW50GAEgASgLMhUucGtnZ292LnYxLkF1ZGl0RXZlbnQiygEKCkF1ZGl0RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEg4KBm1ldGhvZBgEIAEoCRIQCghkZWNpc2lvbhgFIAEoCRITCgtzdGF0dXNfY29kZRgGIAEoCRIOCgZyZWFzb24YByABKAkSJgoHZW50cmllcxgIIAMoCzIVLnBrZ2dvdi52MS5BdWRpdEVudHJ5IpkBCgpBdWRpdEVudHJ5EgsKA3NlcRgBIAEoAxIMCgRraW5kGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGhhc2gYBCABKAkSEQoJcHJldl9oYXNoGAUgASgJEiUKBGJvZHkYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Kv0BCg1QYWNrYWdlRm9ybWF0Eh4KGlBBQ0tBR0VfRk9STUFUX1VOU1BFQ0lGSUVEEAASFgoSUEFDS0FHRV9GT1JNQVRfTlBNEAESFwoTUEFDS0FHRV9GT1JNQVRfUFlQSRACEhgKFFBBQ0tBR0VfRk9STUFUX01BVkVOEAMSGAoUUEFDS0FHRV9GT1JNQVRfTlVHRVQQBBIaChZQQUNLQUdFX0ZPUk1BVF9HRU5FUklDEAUSFwoTUEFDS0FHRV9GT1JNQVRfUlVCWRAGEhgKFFBBQ0tBR0VfRk9STUFUX1NXSUZUEAcSGAoUUEFDS0FHRV9GT1JNQVRfQ0FSR08QCCqeAgoUUGFja2FnZVZlcnNpb25TdGF0dXMSJgoiUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEiQKIFBBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfUFVCTElTSEVEEAESJQohUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19VTkZJTklTSEVEEAISIwofUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19VTkxJU1RFRBADEiMKH1BBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfQVJDSElWRUQQBBIjCh9QQUNLQUdFX1ZFUlNJT05fU1RBVFVTX0RJU1BPU0VEEAUSIgoeUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19ERUxFVEVEEAYq2AIKF1BhY2thZ2VWZXJzaW9uRXJyb3JDb2RlEioKJlBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASLQopUEFDS0FHRV9WRVJTSU9OX0VSUk9SX0NPREVfQUxSRUFEWV9FWElTVFMQARIyCi5QQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9NSVNNQVRDSEVEX1JFVklTSU9OEAISMAosUEFDS0FHRV9WRVJTSU9OX0VSUk9SX0NPREVfTUlTTUFUQ0hFRF9TVEFUVVMQAxIqCiZQQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9OT1RfQUxMT1dFRBAEEigKJFBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX05PVF9GT1VORBAFEiYKIlBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX1NLSVBQRUQQBirHAgoOVmVyc2lvbk91dGNvbWUSHwobVkVSU0lPTl9PVVRDT01FX1VOU1BFQ0lGSUVEEAASIAocVkVSU0lPTl9PVVRDT01FX1dPVUxEX0RFTEVURRABEhoKFlZFUlNJT05fT1VUQ09NRV9ERU5JRUQQAhIdChlWRVJTSU9OX09VVENPTUVfTk9UX0ZPVU5EEAMSIwofVkVSU0lPTl9PVVRDT01FX1NUQVRVU19NSVNNQVRDSBAEEiEKHVZFUlNJT05fT1VUQ09NRV9XT1VMRF9BUkNISVZFEAUSIQodVkVSU0lPTl9PVVRDT01FX1dPVUxEX1JFU1RPUkUQBhIlCiFWRVJTSU9OX09VVENPTUVfTk9UX1BFTkRJTkdfUFVSR0UQBxIlCiFWRVJTSU9OX09VVENPTUVfUkVWSVNJT05fTUlTTUFUQ0gQCDLVAgoYUGFja2FnZUdvdmVybmFuY2VTZXJ2aWNlEmoKFURlbGV0ZVBhY2thZ2VWZXJzaW9ucxInLnBrZ2dvdi52MS5EZWxldGVQYWNrYWdlVmVyc2lvbnNSZXF1ZXN0GigucGtnZ292LnYxLkRlbGV0ZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlEm0KFlJlc3RvcmVQYWNrYWdlVmVyc2lvbnMSKC5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1JlcXVlc3QaKS5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlEl4KEUxpc3RQZW5kaW5nUHVyZ2VzEiMucGtnZ292LnYxLkxpc3RQZW5kaW5nUHVyZ2VzUmVxdWVzdBokLnBrZ2dvdi52MS5MaXN0UGVuZGluZ1B1cmdlc1Jlc3BvbnNlMrwBCgxBdWRpdFNlcnZpY2USWAoPTGlzdEF1ZGl0RXZlbnRzEiEucGtnZ292LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaIi5wa2dnb3YudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USUgoNR2V0QXVkaXRFdmVudBIfLnBrZ2dvdi52MS5HZXRBdWRpdEV2ZW50UmVxdWVzdBogLnBrZ2dvdi52MS5HZXRBdWRpdEV2ZW50UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * DeletePackageVersionsRequest names one package and the versions of it to delete.
@@ -109,6 +109,14 @@ export type DeletePackageVersionsRequest = Message<"pkggov.v1.DeletePackageVersi
    * @generated from field: string request_id = 12;
    */
   requestId: string;
+
+  /**
+   * When true, versions are deleted at once even where a recovery window would archive them;
+   * policy decides who may (the Cedar context attribute purge_now).
+   *
+   * @generated from field: bool purge_now = 13;
+   */
+  purgeNow: boolean;
 };
 
 /**
@@ -159,6 +167,13 @@ export type VersionDecision = Message<"pkggov.v1.VersionDecision"> & {
    * @generated from field: bool is_latest = 5;
    */
   isLatest: boolean;
+
+  /**
+   * For WOULD_ARCHIVE: when the archived version would be purged.
+   *
+   * @generated from field: google.protobuf.Timestamp purge_time = 6;
+   */
+  purgeTime?: Timestamp | undefined;
 };
 
 /**
@@ -245,11 +260,26 @@ export type SuccessfulPackageVersionInfo = Message<"pkggov.v1.SuccessfulPackageV
   revision: string;
 
   /**
-   * The status of the version after the call, which is DELETED for a deletion.
+   * The status of the version after the call: DELETED for a deletion, ARCHIVED for a
+   * version archived under a recovery window, the restored status for a restore.
    *
    * @generated from field: pkggov.v1.PackageVersionStatus status = 2;
    */
   status: PackageVersionStatus;
+
+  /**
+   * For an archived version: when it will be purged unless restored before.
+   *
+   * @generated from field: google.protobuf.Timestamp purge_time = 3;
+   */
+  purgeTime?: Timestamp | undefined;
+
+  /**
+   * For an archived version: the full gRPC method that restores it.
+   *
+   * @generated from field: string restore_method = 4;
+   */
+  restoreMethod: string;
 };
 
 /**
@@ -328,6 +358,345 @@ export type DeletePackageVersionsResponse = Message<"pkggov.v1.DeletePackageVers
  */
 export const DeletePackageVersionsResponseSchema: GenMessage<DeletePackageVersionsResponse> = /*@__PURE__*/
   messageDesc(file_pkggov_v1_package_governance, 6);
+
+/**
+ * RestorePackageVersionsRequest names one package and the archived versions to restore.
+ *
+ * @generated from message pkggov.v1.RestorePackageVersionsRequest
+ */
+export type RestorePackageVersionsRequest = Message<"pkggov.v1.RestorePackageVersionsRequest"> & {
+  /**
+   * The CodeArtifact domain, as in DeletePackageVersionsRequest.
+   *
+   * @generated from field: string domain = 1;
+   */
+  domain: string;
+
+  /**
+   * The 12-digit AWS account id that owns the domain; empty means the gateway's own account.
+   *
+   * @generated from field: string domain_owner = 2;
+   */
+  domainOwner: string;
+
+  /**
+   * The repository that holds the package.
+   *
+   * @generated from field: string repository = 3;
+   */
+  repository: string;
+
+  /**
+   * The package format; it must be set.
+   *
+   * @generated from field: pkggov.v1.PackageFormat format = 4;
+   */
+  format: PackageFormat;
+
+  /**
+   * The package namespace; see PackageFormat.
+   *
+   * @generated from field: string namespace = 5;
+   */
+  namespace: string;
+
+  /**
+   * The package name.
+   *
+   * @generated from field: string package = 6;
+   */
+  package: string;
+
+  /**
+   * The versions to restore; at least one, duplicates are collapsed, at most the gateway's
+   * limit.
+   *
+   * @generated from field: repeated string versions = 7;
+   */
+  versions: string[];
+
+  /**
+   * Why the versions are restored, for policy and audit; at most 1024 characters.
+   *
+   * @generated from field: string justification = 8;
+   */
+  justification: string;
+
+  /**
+   * When true, everything is checked and decided but nothing is restored; the response's
+   * decisions map holds the plan.
+   *
+   * @generated from field: bool validate_only = 9;
+   */
+  validateOnly: boolean;
+
+  /**
+   * A UUID naming this call for safe retries (Google AIP-155), as in
+   * DeletePackageVersionsRequest.
+   *
+   * @generated from field: string request_id = 10;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message pkggov.v1.RestorePackageVersionsRequest.
+ * Use `create(RestorePackageVersionsRequestSchema)` to create a new message.
+ */
+export const RestorePackageVersionsRequestSchema: GenMessage<RestorePackageVersionsRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 7);
+
+/**
+ * RestorePackageVersionsResponse reports the outcome of every requested version.
+ *
+ * @generated from message pkggov.v1.RestorePackageVersionsResponse
+ */
+export type RestorePackageVersionsResponse = Message<"pkggov.v1.RestorePackageVersionsResponse"> & {
+  /**
+   * The versions restored, keyed by version string, with their new revision and status.
+   *
+   * @generated from field: map<string, pkggov.v1.SuccessfulPackageVersionInfo> successful_versions = 1;
+   */
+  successfulVersions: { [key: string]: SuccessfulPackageVersionInfo };
+
+  /**
+   * The versions not restored, keyed by version string.
+   *
+   * @generated from field: map<string, pkggov.v1.PackageVersionError> failed_versions = 2;
+   */
+  failedVersions: { [key: string]: PackageVersionError };
+
+  /**
+   * For a dry run (validate_only), the decision for every requested version.
+   *
+   * @generated from field: map<string, pkggov.v1.VersionDecision> decisions = 3;
+   */
+  decisions: { [key: string]: VersionDecision };
+
+  /**
+   * The id of the audit event recording this call.
+   *
+   * @generated from field: string audit_event_id = 4;
+   */
+  auditEventId: string;
+};
+
+/**
+ * Describes the message pkggov.v1.RestorePackageVersionsResponse.
+ * Use `create(RestorePackageVersionsResponseSchema)` to create a new message.
+ */
+export const RestorePackageVersionsResponseSchema: GenMessage<RestorePackageVersionsResponse> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 8);
+
+/**
+ * ListPendingPurgesRequest filters the pending purges; unset fields match everything.
+ *
+ * @generated from message pkggov.v1.ListPendingPurgesRequest
+ */
+export type ListPendingPurgesRequest = Message<"pkggov.v1.ListPendingPurgesRequest"> & {
+  /**
+   * The CodeArtifact domain.
+   *
+   * @generated from field: string domain = 1;
+   */
+  domain: string;
+
+  /**
+   * The repository.
+   *
+   * @generated from field: string repository = 2;
+   */
+  repository: string;
+
+  /**
+   * The package name.
+   *
+   * @generated from field: string package = 3;
+   */
+  package: string;
+
+  /**
+   * The principal whose request archived the version.
+   *
+   * @generated from field: string requester = 4;
+   */
+  requester: string;
+
+  /**
+   * Only purges due before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp due_before = 5;
+   */
+  dueBefore?: Timestamp | undefined;
+
+  /**
+   * At most this many purges (default 50, at most 500).
+   *
+   * @generated from field: int32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page, with the same filters.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message pkggov.v1.ListPendingPurgesRequest.
+ * Use `create(ListPendingPurgesRequestSchema)` to create a new message.
+ */
+export const ListPendingPurgesRequestSchema: GenMessage<ListPendingPurgesRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 9);
+
+/**
+ * ListPendingPurgesResponse is one page of pending purges, soonest due first.
+ *
+ * @generated from message pkggov.v1.ListPendingPurgesResponse
+ */
+export type ListPendingPurgesResponse = Message<"pkggov.v1.ListPendingPurgesResponse"> & {
+  /**
+   * The pending purges of this page.
+   *
+   * @generated from field: repeated pkggov.v1.PendingPurge pending_purges = 1;
+   */
+  pendingPurges: PendingPurge[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message pkggov.v1.ListPendingPurgesResponse.
+ * Use `create(ListPendingPurgesResponseSchema)` to create a new message.
+ */
+export const ListPendingPurgesResponseSchema: GenMessage<ListPendingPurgesResponse> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 10);
+
+/**
+ * PendingPurge is one archived version awaiting its purge.
+ *
+ * @generated from message pkggov.v1.PendingPurge
+ */
+export type PendingPurge = Message<"pkggov.v1.PendingPurge"> & {
+  /**
+   * The CodeArtifact domain.
+   *
+   * @generated from field: string domain = 1;
+   */
+  domain: string;
+
+  /**
+   * The domain owner as the archiving request named it ("" for the gateway's own account).
+   *
+   * @generated from field: string domain_owner = 2;
+   */
+  domainOwner: string;
+
+  /**
+   * The repository.
+   *
+   * @generated from field: string repository = 3;
+   */
+  repository: string;
+
+  /**
+   * The package format.
+   *
+   * @generated from field: pkggov.v1.PackageFormat format = 4;
+   */
+  format: PackageFormat;
+
+  /**
+   * The package namespace ("" when none).
+   *
+   * @generated from field: string namespace = 5;
+   */
+  namespace: string;
+
+  /**
+   * The package name.
+   *
+   * @generated from field: string package = 6;
+   */
+  package: string;
+
+  /**
+   * The version.
+   *
+   * @generated from field: string version = 7;
+   */
+  version: string;
+
+  /**
+   * The revision the version was archived at: the purge deletes only this revision.
+   *
+   * @generated from field: string revision = 8;
+   */
+  revision: string;
+
+  /**
+   * The status the version had before it was archived, which a restore brings back.
+   *
+   * @generated from field: pkggov.v1.PackageVersionStatus previous_status = 9;
+   */
+  previousStatus: PackageVersionStatus;
+
+  /**
+   * The principal whose request archived it.
+   *
+   * @generated from field: string requester = 10;
+   */
+  requester: string;
+
+  /**
+   * The audit event of the request that archived it.
+   *
+   * @generated from field: string archive_event_id = 11;
+   */
+  archiveEventId: string;
+
+  /**
+   * When it was archived.
+   *
+   * @generated from field: google.protobuf.Timestamp archive_time = 12;
+   */
+  archiveTime?: Timestamp | undefined;
+
+  /**
+   * When it is due to be purged.
+   *
+   * @generated from field: google.protobuf.Timestamp purge_time = 13;
+   */
+  purgeTime?: Timestamp | undefined;
+
+  /**
+   * How many purge attempts failed so far (they are retried).
+   *
+   * @generated from field: int32 attempts = 14;
+   */
+  attempts: number;
+
+  /**
+   * Why the last attempt failed ("" when none did).
+   *
+   * @generated from field: string last_error = 15;
+   */
+  lastError: string;
+};
+
+/**
+ * Describes the message pkggov.v1.PendingPurge.
+ * Use `create(PendingPurgeSchema)` to create a new message.
+ */
+export const PendingPurgeSchema: GenMessage<PendingPurge> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 11);
 
 /**
  * ListAuditEventsRequest filters the audit record; unset fields match everything.
@@ -433,7 +802,7 @@ export type ListAuditEventsRequest = Message<"pkggov.v1.ListAuditEventsRequest">
  * Use `create(ListAuditEventsRequestSchema)` to create a new message.
  */
 export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 7);
+  messageDesc(file_pkggov_v1_package_governance, 12);
 
 /**
  * ListAuditEventsResponse is one page of events, newest first.
@@ -461,7 +830,7 @@ export type ListAuditEventsResponse = Message<"pkggov.v1.ListAuditEventsResponse
  * Use `create(ListAuditEventsResponseSchema)` to create a new message.
  */
 export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 8);
+  messageDesc(file_pkggov_v1_package_governance, 13);
 
 /**
  * GetAuditEventRequest names one event.
@@ -482,7 +851,7 @@ export type GetAuditEventRequest = Message<"pkggov.v1.GetAuditEventRequest"> & {
  * Use `create(GetAuditEventRequestSchema)` to create a new message.
  */
 export const GetAuditEventRequestSchema: GenMessage<GetAuditEventRequest> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 9);
+  messageDesc(file_pkggov_v1_package_governance, 14);
 
 /**
  * GetAuditEventResponse holds the event.
@@ -503,7 +872,7 @@ export type GetAuditEventResponse = Message<"pkggov.v1.GetAuditEventResponse"> &
  * Use `create(GetAuditEventResponseSchema)` to create a new message.
  */
 export const GetAuditEventResponseSchema: GenMessage<GetAuditEventResponse> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 10);
+  messageDesc(file_pkggov_v1_package_governance, 15);
 
 /**
  * AuditEvent is one call to the gateway, as recorded: a summary and its entries.
@@ -573,7 +942,7 @@ export type AuditEvent = Message<"pkggov.v1.AuditEvent"> & {
  * Use `create(AuditEventSchema)` to create a new message.
  */
 export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 11);
+  messageDesc(file_pkggov_v1_package_governance, 16);
 
 /**
  * AuditEntry is one hash-chained record of an event.
@@ -629,7 +998,7 @@ export type AuditEntry = Message<"pkggov.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 12);
+  messageDesc(file_pkggov_v1_package_governance, 17);
 
 /**
  * PackageFormat is the package ecosystem of a CodeArtifact package.
@@ -871,6 +1240,35 @@ export enum VersionOutcome {
    * @generated from enum value: VERSION_OUTCOME_STATUS_MISMATCH = 4;
    */
   STATUS_MISMATCH = 4,
+
+  /**
+   * Policy allows the version and a recovery window applies: it would be archived, and
+   * purged at purge_time.
+   *
+   * @generated from enum value: VERSION_OUTCOME_WOULD_ARCHIVE = 5;
+   */
+  WOULD_ARCHIVE = 5,
+
+  /**
+   * Policy allows restoring the version and it would be restored.
+   *
+   * @generated from enum value: VERSION_OUTCOME_WOULD_RESTORE = 6;
+   */
+  WOULD_RESTORE = 6,
+
+  /**
+   * The version has no pending purge, so there is nothing to restore.
+   *
+   * @generated from enum value: VERSION_OUTCOME_NOT_PENDING_PURGE = 7;
+   */
+  NOT_PENDING_PURGE = 7,
+
+  /**
+   * The version changed since it was archived (its revision differs): it is not restored.
+   *
+   * @generated from enum value: VERSION_OUTCOME_REVISION_MISMATCH = 8;
+   */
+  REVISION_MISMATCH = 8,
 }
 
 /**
@@ -919,12 +1317,50 @@ export const PackageGovernanceService: GenService<{
    * Every call is audited; the audit event id is in the response, in the ErrorInfo metadata
    * ("audit_event_id") of an error, and in the trailing metadata "x-pkggov-audit-event-id".
    *
+   * Where the configuration gives the repository a recovery window, an allowed version is
+   * archived instead (CodeArtifact's reversible status, pinned to the revision it was decided
+   * on) and its purge is scheduled for the end of the window: it is reported in
+   * successful_versions with status ARCHIVED, its purge_time and the method that restores it.
+   * purge_now deletes at once instead, if policy allows it.
+   *
    * @generated from rpc pkggov.v1.PackageGovernanceService.DeletePackageVersions
    */
   deletePackageVersions: {
     methodKind: "unary";
     input: typeof DeletePackageVersionsRequestSchema;
     output: typeof DeletePackageVersionsResponseSchema;
+  },
+  /**
+   * Restores versions archived by a governed delete whose purge is pending: each goes back to
+   * the status it had before, pinned to the revision it was archived at, and its purge is
+   * cancelled. Authorized per version by the Cedar action
+   * Pkggov::Action::"RestorePackageVersion". A version that does not exist is reported in
+   * failed_versions as NOT_FOUND (decision NOT_FOUND), one with no pending purge as
+   * MISMATCHED_STATUS when it is not Archived or NOT_ALLOWED when it is Archived but not by
+   * the gateway (decision NOT_PENDING_PURGE), one changed since it was archived as
+   * MISMATCHED_REVISION (decision REVISION_MISMATCH). Statuses and audit as for
+   * DeletePackageVersions.
+   *
+   * @generated from rpc pkggov.v1.PackageGovernanceService.RestorePackageVersions
+   */
+  restorePackageVersions: {
+    methodKind: "unary";
+    input: typeof RestorePackageVersionsRequestSchema;
+    output: typeof RestorePackageVersionsResponseSchema;
+  },
+  /**
+   * Lists the versions archived under a recovery window whose purge is pending, soonest due
+   * first, one page at a time (Google AIP-132/158). Authorized as reading the audit record
+   * (Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise);
+   * INVALID_ARGUMENT for a bad filter or page token; UNAVAILABLE (reason AUDIT_UNAVAILABLE)
+   * when the store cannot be read.
+   *
+   * @generated from rpc pkggov.v1.PackageGovernanceService.ListPendingPurges
+   */
+  listPendingPurges: {
+    methodKind: "unary";
+    input: typeof ListPendingPurgesRequestSchema;
+    output: typeof ListPendingPurgesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pkggov_v1_package_governance, 0);
