@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from pkggov_gateway.adapters.package_locks import open_package_locks
 from pkggov_gateway.adapters.rate_limit import RateLimits
 from pkggov_gateway.adapters.sql import open_audit_store, sqlite_path
 from pkggov_gateway.adapters.tls import server_credentials
+from pkggov_gateway.api.interceptors import recorded_status_of
 from pkggov_gateway.api.server import GrpcServer, Keepalive
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
 from pkggov_gateway.api.stream_budget import StreamLimits
@@ -41,11 +44,14 @@ from pkggov_gateway.config import (
 )
 from pkggov_gateway.domain.deadline import DrainSignal
 from pkggov_gateway.domain.errors import AuditUnavailableError
+from pkggov_gateway.domain.recovery import RecoveryWindow, RecoveryWindows
 from pkggov_gateway.logs import audit_stream
 from pkggov_gateway.runtime import Gateway
 from pkggov_gateway.service.audit import Auditor, QuotaLimits, default_replica
 from pkggov_gateway.service.audit_reads import AuditReads
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
+from pkggov_gateway.service.purge_worker import PurgeSettings, PurgeWorker
+from pkggov_gateway.service.restore_versions import RestorePackageVersions
 from pkggov_gateway.startup import (
     StartupError,
     cause_of,
@@ -68,6 +74,8 @@ __all__ = [
     "load_policy",
     "policy_files",
 ]
+
+Clock = Callable[[], datetime]
 
 log = structlog.get_logger("pkggov.bootstrap")
 
@@ -262,20 +270,27 @@ def _store_error(settings: Settings, error: AuditUnavailableError) -> StartupErr
     return store_error(settings, f"cannot open: {cause}")
 
 
-def build_gateway(settings: Settings) -> Gateway:
+def build_gateway(settings: Settings, *, clock: Clock | None = None) -> Gateway:
     """Wire the gateway from settings; nothing is served until `start()`.
+
+    `clock` is the wall clock of decisions, recovery windows and the purge worker (tests pass
+    their own to make purges due without waiting).
 
     Raises StartupError naming the setting when something it names cannot be used (a policy,
     certificate or seed file, the audit store or its copy, a listen address), having released
     what it had made (the emulator, the store's threads).
     """
     with contextlib.ExitStack() as undo:
-        gateway = _wire(settings, undo)
+        gateway = _wire(settings, undo, clock or _utc_now)
         undo.pop_all()
     return gateway
 
 
-def _wire(settings: Settings, undo: contextlib.ExitStack) -> Gateway:
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gateway:
     """build_gateway's work; what must be released on failure is pushed on `undo`."""
     policy = load_policy(settings)
     log.info("policy.loaded", policies=policy.policy_ids())
@@ -306,6 +321,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack) -> Gateway:
     auditor = Auditor(
         audit_store,
         quotas=QuotaLimits(quota.window_seconds, quota.max_versions, quota.max_versions_per_group),
+        clock=clock,
         metrics=metrics,
     )
     emulator = None
@@ -344,25 +360,59 @@ def _wire(settings: Settings, undo: contextlib.ExitStack) -> Gateway:
         audit_settings.store, max_connections=server_settings.max_workers
     )
     undo.callback(package_locks.close)
+    limits = DeleteLimits(
+        max_versions=server_settings.max_versions_per_call,
+        chunk_parallelism=upstream.chunk_parallelism,
+        min_upstream_seconds=upstream.min_call_seconds,
+        group_max_versions=settings.policy.max_versions_per_group,
+    )
     use_case = DeletePackageVersions(
         adapter,
         chunk_executor,
-        DeleteLimits(
-            max_versions=server_settings.max_versions_per_call,
-            chunk_parallelism=upstream.chunk_parallelism,
-            min_upstream_seconds=upstream.min_call_seconds,
-            group_max_versions=settings.policy.max_versions_per_group,
-        ),
+        limits,
         policy,
         locks=package_locks,
+        windows=recovery_windows(settings.recovery.windows),
+        purges=audit_store,
+        clock=clock,
         metrics=metrics,
     )
+    reads = AuditReads(audit_store, policy, purges=audit_store, clock=clock)
     drain = DrainSignal()
     servicer = PackageGovernanceServicer(
         use_case,
         default_deadline=server_settings.default_deadline_seconds,
         max_deadline=server_settings.max_deadline_seconds,
         drain=drain,
+        restore_versions=RestorePackageVersions(
+            adapter,
+            limits,
+            policy,
+            locks=package_locks,
+            purges=audit_store,
+            clock=clock,
+            metrics=metrics,
+        ),
+        reads=reads,
+        page_token_key=audit_store.page_token_key,
+    )
+    recovery = settings.recovery
+    purge_worker = PurgeWorker(
+        auditor,
+        audit_store,
+        adapter,
+        package_locks,
+        PurgeSettings(
+            dispose=recovery.final_step == "dispose",
+            batch=recovery.worker_batch,
+            lease_seconds=recovery.lease_seconds,
+            retry_seconds=recovery.retry_seconds,
+            retry_max_seconds=recovery.retry_max_seconds,
+            deadline_seconds=recovery.purge_deadline_seconds,
+        ),
+        status_of=recorded_status_of,
+        clock=clock,
+        metrics=metrics,
     )
     _check_listeners(server_settings)
     try:
@@ -383,9 +433,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack) -> Gateway:
             ),
             max_versions=server_settings.max_versions_per_call,
             auditor=auditor,
-            audit_servicer=AuditServicer(
-                AuditReads(audit_store, policy), audit_store.page_token_key
-            ),
+            audit_servicer=AuditServicer(reads, audit_store.page_token_key),
             metrics=metrics,
             stream_limits=StreamLimits(
                 max_streams=server_settings.stream_budget,
@@ -410,4 +458,15 @@ def _wire(settings: Settings, undo: contextlib.ExitStack) -> Gateway:
         functools.partial(_serve_metrics, settings.metrics.listen, metrics),
         emulator,
         package_locks=package_locks,
+        purge_worker=purge_worker,
     )
+
+
+def recovery_windows(windows: dict[str, float]) -> RecoveryWindows:
+    """recovery.windows as the domain's windows, in order: "DOMAIN/REPOSITORY" or
+    "REPOSITORY" (any domain) -> days."""
+    parsed = []
+    for pattern, days in windows.items():
+        domain, _, repository = pattern.rpartition("/")
+        parsed.append(RecoveryWindow(domain or "*", repository, timedelta(days=days)))
+    return RecoveryWindows(tuple(parsed))

@@ -30,6 +30,7 @@ __all__ = [
     "EmulatorSettings",
     "LoggingSettings",
     "QuotaSettings",
+    "RecoverySettings",
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
@@ -46,6 +47,10 @@ CLIENT_ENV_PREFIX = "PKGGOV_CLI_"
 """The `pkggov` client CLI's variables (PKGGOV_CLI_TARGET, PKGGOV_CLI_PRINCIPAL_KEY): never
 settings, so that the shell that runs the gateway may set them. No section is named "cli"."""
 _NOT_SETTINGS = frozenset({"PKGGOV_CONFIG", "PKGGOV_TARGET"})  # read by the entry points
+
+
+DEV_RECOVERY_WINDOWS = {"prod-*": 30.0}
+"""The development profile's recovery windows: the demo's prod-release gets 30 days."""
 
 
 class ConfigError(Exception):
@@ -194,6 +199,29 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecoverySettings:
+    """Recoverable deletion: recovery windows, and the purge worker every replica runs."""
+
+    # Recovery windows in days, by "DOMAIN/REPOSITORY" glob ("REPOSITORY" alone: any domain),
+    # first match wins; 0 = no window. Under a window a delete archives and purges later;
+    # where none matches, deletion is immediate. The development profile: prod-* 30 days.
+    windows: dict[str, float] = field(default_factory=dict)
+    # The purge: delete (DeletePackageVersions) or dispose (DisposePackageVersions: the assets
+    # are deleted and the record kept, status Disposed).
+    final_step: str = "delete"
+    # How often each replica's purge worker looks for due purges, and how many it takes at
+    # once; a taken purge is leased for lease_seconds (then another replica may take it).
+    worker_interval_seconds: float = 30.0
+    worker_batch: int = 100
+    lease_seconds: float = 300.0
+    # A purge's upstream calls get this long; it must be well below lease_seconds.
+    purge_deadline_seconds: float = 60.0
+    # A failed purge is retried after retry_seconds, doubling per attempt up to the maximum.
+    retry_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """The Prometheus endpoint (/metrics over HTTP)."""
 
@@ -220,6 +248,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     quota: QuotaSettings = field(default_factory=QuotaSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
@@ -251,6 +280,8 @@ _MOST: dict[tuple[str, str], float] = {
     ("upstream", "max_attempts"): 100,
     ("upstream", "replicas"): 10_000,
     ("quota", "window_seconds"): 366 * 86_400.0,
+    ("recovery", "worker_batch"): 1000,
+    ("recovery", "retry_max_seconds"): 30 * 86_400.0,
 }
 """Sane upper bounds, so that an absurd value is refused by its own name (not by the check of
 another setting derived from it, nor by an overflow deep in grpc at start-up)."""
@@ -259,6 +290,7 @@ _CHOICES = {
     ("logging", "level"): {"debug", "info", "warning", "error"},
     ("logging", "format"): {"auto", "json", "console"},
     ("identity", "mode"): {"mtls", "proxy", "dev"},
+    ("recovery", "final_step"): {"delete", "dispose"},
 }
 
 
@@ -266,6 +298,8 @@ def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
     where = f"{origin}: {section}.{key}"
     if kind == dict[str, int]:
         return _coerce_limits(where, value)
+    if kind == dict[str, float]:
+        return _coerce_windows(where, value)
     if kind is bool:
         if isinstance(value, str):
             lowered = value.strip().lower()
@@ -336,6 +370,43 @@ def _coerce_limits(where: str, value: Any) -> dict[str, int]:
     return limits
 
 
+_MOST_WINDOW_DAYS = 3650.0
+_WINDOW_PATTERN = re.compile(r"[a-z0-9*?\[\]!-]+(/[a-zA-Z0-9*?\[\]!._-]+)?")
+"""``DOMAIN/REPOSITORY`` or ``REPOSITORY`` as fnmatch globs over CodeArtifact's name
+characters (domains: lower-case letters, digits and hyphens)."""
+
+
+def _coerce_windows(where: str, value: Any) -> dict[str, float]:
+    """A TOML table, or ``pattern=DAYS,pattern=DAYS`` from the environment, of recovery windows
+    in days (0 to 3650) by ``DOMAIN/REPOSITORY`` glob; the order is kept (first match wins)."""
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(f"{where}: expected PATTERN=DAYS pairs separated by commas")
+        value = {name.strip(): days.strip() for name, _, days in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table of days by DOMAIN/REPOSITORY pattern")
+    windows: dict[str, float] = {}
+    for name, days in value.items():
+        pattern = str(name)
+        if not _WINDOW_PATTERN.fullmatch(pattern):
+            raise ConfigError(
+                f"{where}: {pattern!r} is not a DOMAIN/REPOSITORY (or REPOSITORY) pattern of "
+                "name characters and the globs * ? [ ]"
+            )
+        try:
+            number = float(days) if not isinstance(days, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or not 0 <= number <= _MOST_WINDOW_DAYS:
+            raise ConfigError(
+                f"{where}.{pattern}: expected a number of days from 0 to "
+                f"{_MOST_WINDOW_DAYS:g}, got {days!r}"
+            )
+        windows[pattern] = number
+    return windows
+
+
 def load_settings(
     path: Path | None = None, environ: Mapping[str, str] | None = None, *, dev: bool = False
 ) -> Settings:
@@ -378,6 +449,8 @@ def load_settings(
             values.setdefault("enabled", True)
         if dev and section == "identity":
             values.setdefault("mode", "dev")
+        if dev and section == "recovery":
+            values.setdefault("windows", dict(DEV_RECOVERY_WINDOWS))
         for key, kind in kinds.items():
             name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             if name in env:
@@ -455,6 +528,15 @@ def _check(settings: Settings) -> None:
         raise ConfigError("audit.store: sqlite: needs a file path")
     if not audit.store.startswith("sqlite:"):
         _check_postgres_url(audit.store)
+    recovery = settings.recovery
+    if recovery.purge_deadline_seconds >= recovery.lease_seconds:
+        raise ConfigError(
+            f"recovery.purge_deadline_seconds ({recovery.purge_deadline_seconds:g}) must be less "
+            f"than recovery.lease_seconds ({recovery.lease_seconds:g}): a purge must end before "
+            "its lease lets another replica take it"
+        )
+    if recovery.retry_seconds > recovery.retry_max_seconds:
+        raise ConfigError("recovery.retry_seconds must not exceed recovery.retry_max_seconds")
     if bool(upstream.access_key_id) != bool(upstream.secret_access_key):
         raise ConfigError(
             "upstream.access_key_id and upstream.secret_access_key must be set together"

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pkggov_gateway.config import Settings
     from pkggov_gateway.domain.deadline import DrainSignal
     from pkggov_gateway.service.audit import Auditor, Reconciled
+    from pkggov_gateway.service.purge_worker import PurgeWorker
 
 __all__ = ["Gateway"]
 
@@ -59,8 +60,10 @@ class Gateway:
     emulator: Emulator | None = None
     metrics_server: MetricsServer | None = None
     package_locks: LocalPackageLocks | PostgresPackageLocks | None = None
+    purge_worker: PurgeWorker | None = None
     _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
+    _purger: threading.Thread | None = None
 
     @property
     def address(self) -> str:
@@ -107,6 +110,11 @@ class Gateway:
             daemon=True,
         )
         self._watcher.start()
+        if self.purge_worker is not None:
+            self._purger = threading.Thread(
+                target=self._purge, args=(self.purge_worker,), name="pkggov-purge", daemon=True
+            )
+            self._purger.start()
         log.info(
             "gateway.started",
             address=self.address,
@@ -150,6 +158,17 @@ class Gateway:
                 if due is not None:
                     next_sweep = min(next_sweep, due)
 
+    def _purge(self, worker: PurgeWorker) -> None:
+        """Run the purge worker every recovery.worker_interval_seconds (first at start-up)."""
+        interval = self.settings.recovery.worker_interval_seconds
+        while not self.drain.draining:
+            try:
+                worker.run_once()
+            except Exception:
+                log.exception("purge.pass_failed")
+            if self._stopping.wait(interval):
+                return
+
     def reload_policy(self) -> bool:
         """Reload schema, policies and entities (SIGHUP). A bad new set keeps the old one in
         force, is logged, and turns the `pkggov.policy` health status NOT_SERVING."""
@@ -182,6 +201,8 @@ class Gateway:
         self._stopping.set()
         if self._watcher is not None:
             self._watcher.join()
+        if self._purger is not None:
+            self._purger.join()
         self.audit_store.close()
         if self.package_locks is not None:
             self.package_locks.close()

@@ -6,8 +6,9 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,13 @@ def gateway(emulator: Emulator, _logging: None) -> Iterator[Gateway]:
 def make_gateway(emulator: Emulator, _logging: None) -> GatewayFactory:
     """Start a gateway with overridden settings: `with make_gateway(upstream={...}) as gw:`."""
 
-    def make(endpoint_url: str | None = None, **overrides: Any) -> AbstractContextManager[Gateway]:
-        return running_gateway(gateway_settings(endpoint_url or emulator.endpoint_url, **overrides))
+    def make(
+        endpoint_url: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+        **overrides: Any,
+    ) -> AbstractContextManager[Gateway]:
+        settings = gateway_settings(endpoint_url or emulator.endpoint_url, **overrides)
+        return running_gateway(settings, clock)
 
     return make
 

@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,6 +33,7 @@ from pkggov_gateway.config import (
     MetricsSettings,
     PolicySettings,
     QuotaSettings,
+    RecoverySettings,
     ServerSettings,
     Settings,
     UpstreamSettings,
@@ -85,6 +87,7 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
         **overrides.pop("audit", {}),
     }
     quota = overrides.pop("quota", {})
+    recovery = overrides.pop("recovery", {})
     metrics = {"listen": "127.0.0.1:0", **overrides.pop("metrics", {})}
     assert not overrides, f"unknown sections {overrides}"
     return Settings(
@@ -95,6 +98,7 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
         policy=PolicySettings(**policy),
         audit=AuditSettings(**audit),
         quota=QuotaSettings(**quota),
+        recovery=RecoverySettings(**recovery),
         metrics=MetricsSettings(**metrics),
     )
 
@@ -115,9 +119,11 @@ def external_upstream_env(endpoint_url: str, **settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_gateway(settings: Settings) -> Iterator[Gateway]:
-    """A started gateway that is stopped on exit."""
-    gateway = build_gateway(settings)
+def running_gateway(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> Iterator[Gateway]:
+    """A started gateway (on `clock`, when given) that is stopped on exit."""
+    gateway = build_gateway(settings, clock=clock)
     gateway.start()
     try:
         yield gateway

@@ -37,6 +37,7 @@ from pkggov_gateway.domain.model import (
     VersionStatus,
 )
 from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
+from pkggov_gateway.domain.recovery import PurgeEffects
 from pkggov_gateway.domain.validation import RawDeleteRequest
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 from pkggov_gateway.testing import DELETE, FakeCodeArtifact, FakePackageLocks, FakePolicy
@@ -353,13 +354,23 @@ class _Steps(FakeCodeArtifact):
     def check_quota(self, groups: Sequence[str], versions: int) -> None:
         self._step("quota")
 
+    event_id = "00000000-0000-4000-8000-000000000000"
+
     def before_forwarding(
-        self, groups: Sequence[str], versions: Sequence[str], deadline: Deadline
+        self,
+        groups: Sequence[str],
+        versions: Sequence[str],
+        deadline: Deadline,
+        *,
+        counts_quota: bool = True,
     ) -> None:
         self._step("intent")
 
     def delivered(self, outcome: DeleteOutcome) -> None:
         self._step("delivered")
+
+    def will_apply(self, effects: PurgeEffects) -> None:
+        self._step("effects")
 
 
 def _locked_use_case(steps: _Steps, executor: ThreadPoolExecutor) -> DeletePackageVersions:

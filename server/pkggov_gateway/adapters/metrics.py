@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from datetime import datetime
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -22,6 +23,8 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+
+from pkggov_gateway.domain.recovery import PurgeStats
 
 __all__ = ["MetricsServer", "PrometheusMetrics"]
 
@@ -98,6 +101,26 @@ class PrometheusMetrics:
         )  # fmt: skip
         for result in ("ok", "failed"):
             self._reloads.labels(result)  # exported at 0 before the first reload
+        self._purges = Counter(
+            "pkggov_purges",
+            "Pending purges ended by the purge worker (purged, cancelled) or failed and "
+            "retried later (failed).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("purged", "cancelled", "failed"):
+            self._purges.labels(result)
+        self._purges_pending = Gauge(
+            "pkggov_purges_pending", "Archived versions awaiting their purge.", registry=r
+        )
+        self._purges_due = Gauge(
+            "pkggov_purges_due", "Pending purges whose recovery window has ended.", registry=r
+        )
+        self._purges_overdue = Gauge(
+            "pkggov_purges_overdue_seconds",
+            "How long the oldest due purge has been due (0 when none is).",
+            registry=r,
+        )
         self._stream_limits = Counter(
             "pkggov_stream_limits",
             "Streaming calls refused (budget, peer) or ended (idle, max_age) by their limits; "
@@ -158,6 +181,19 @@ class PrometheusMetrics:
     def policy_reload(self, *, ok: bool) -> None:
         """Count a reload by result."""
         self._reloads.labels("ok" if ok else "failed").inc()
+
+    def purges_done(self, purged: int, cancelled: int, failed: int) -> None:
+        """Count a purge worker pass's results."""
+        for result, count in (("purged", purged), ("cancelled", cancelled), ("failed", failed)):
+            if count:
+                self._purges.labels(result).inc(count)
+
+    def purges_pending(self, stats: PurgeStats, now: datetime) -> None:
+        """Set the pending-purge gauges."""
+        self._purges_pending.set(stats.pending)
+        self._purges_due.set(stats.due)
+        oldest = stats.oldest_due
+        self._purges_overdue.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
     def stream_limited(self, reason: str) -> None:
         """Count a stream refused or ended, or a unary call ended, by its limits."""

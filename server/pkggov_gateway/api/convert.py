@@ -4,9 +4,10 @@ record holds of a request or response (its proto JSON, or a summary)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from pkggov.v1 import package_governance_pb2 as pb
@@ -18,6 +19,7 @@ from pkggov_gateway.domain.model import (
     VersionErrorCode,
     VersionStatus,
 )
+from pkggov_gateway.domain.recovery import RESTORE_METHOD, PendingPurge
 from pkggov_gateway.domain.validation import RawDeleteRequest, UnknownEnumValue
 
 __all__ = [
@@ -25,9 +27,11 @@ __all__ = [
     "STATUSES",
     "TIMESTAMP_RULE",
     "from_delete_request",
+    "from_restore_request",
     "recorded_response",
     "render_request",
     "to_delete_response",
+    "to_pending_purge",
 ]
 
 FORMATS: dict[int, PackageFormat] = {
@@ -74,12 +78,17 @@ def _invert(table: dict[int, _E]) -> dict[_E, int]:
 
 
 _STATUS_NUMBERS = _invert(STATUSES)
+_FORMAT_NUMBERS = _invert(FORMATS)
 
 PLAN_OUTCOMES: dict[PlanOutcome, int] = {
     PlanOutcome.WOULD_DELETE: pb.VERSION_OUTCOME_WOULD_DELETE,
     PlanOutcome.DENIED: pb.VERSION_OUTCOME_DENIED,
     PlanOutcome.NOT_FOUND: pb.VERSION_OUTCOME_NOT_FOUND,
     PlanOutcome.STATUS_MISMATCH: pb.VERSION_OUTCOME_STATUS_MISMATCH,
+    PlanOutcome.WOULD_ARCHIVE: pb.VERSION_OUTCOME_WOULD_ARCHIVE,
+    PlanOutcome.WOULD_RESTORE: pb.VERSION_OUTCOME_WOULD_RESTORE,
+    PlanOutcome.NOT_PENDING_PURGE: pb.VERSION_OUTCOME_NOT_PENDING_PURGE,
+    PlanOutcome.REVISION_MISMATCH: pb.VERSION_OUTCOME_REVISION_MISMATCH,
 }
 _ERROR_CODE_NUMBERS = _invert(ERROR_CODES)
 
@@ -98,15 +107,47 @@ def from_delete_request(request: pb.DeletePackageVersionsRequest) -> RawDeleteRe
         justification=request.justification,
         validate_only=request.validate_only,
         allow_partial=request.allow_partial,
+        purge_now=request.purge_now,
     )
 
 
+def from_restore_request(request: pb.RestorePackageVersionsRequest) -> RawDeleteRequest:
+    """A restore's fields as the core's unvalidated input (the package and versions are named
+    as for a delete, and checked by the same rules)."""
+    return RawDeleteRequest(
+        domain=request.domain,
+        domain_owner=request.domain_owner,
+        repository=request.repository,
+        format=_enum(request.format, FORMATS),
+        namespace=request.namespace,
+        package=request.package,
+        versions=list(request.versions),
+        justification=request.justification,
+        validate_only=request.validate_only,
+    )
+
+
+_R = TypeVar("_R", pb.DeletePackageVersionsResponse, pb.RestorePackageVersionsResponse)
+
+
+def _stamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
 def to_delete_response(
-    outcome: DeleteOutcome, *, with_plan: bool = False
-) -> pb.DeletePackageVersionsResponse:
-    """The merged outcome as the proto response, keyed by version like CodeArtifact; with the
-    per-version decisions when `with_plan` (dry runs)."""
-    response = pb.DeletePackageVersionsResponse()
+    outcome: DeleteOutcome,
+    *,
+    with_plan: bool = False,
+    response: _R | None = None,
+) -> _R:
+    """The merged outcome as the proto response (a delete's, or the `response` given: a
+    restore's), keyed by version like CodeArtifact; with the per-version decisions when
+    `with_plan` (dry runs)."""
+    if response is None:
+        response = pb.DeletePackageVersionsResponse()  # type: ignore[assignment]
+    assert response is not None  # noqa: S101 - set above
     if with_plan:
         for version, planned in outcome.plan.items():
             decision = response.decisions[version]
@@ -115,15 +156,42 @@ def to_delete_response(
             decision.message = planned.message
             decision.status = _STATUS_NUMBERS.get(planned.status, 0) if planned.status else 0  # type: ignore[assignment]
             decision.is_latest = planned.is_latest
+            if planned.purge_at is not None:
+                decision.purge_time.CopyFrom(_stamp(planned.purge_at))
     for version, ok in outcome.successful.items():
         entry = response.successful_versions[version]
         entry.revision = ok.revision
         entry.status = _STATUS_NUMBERS.get(ok.status, 0) if ok.status else 0  # type: ignore[assignment]
+        if ok.purge_at is not None:
+            entry.purge_time.CopyFrom(_stamp(ok.purge_at))
+            entry.restore_method = RESTORE_METHOD
     for version, failure in outcome.failed.items():
         error = response.failed_versions[version]
         error.error_code = _ERROR_CODE_NUMBERS.get(failure.code, 0) if failure.code else 0  # type: ignore[assignment]
         error.error_message = failure.message
     return response
+
+
+def to_pending_purge(purge: PendingPurge) -> pb.PendingPurge:
+    """A pending purge as the proto message."""
+    package = purge.package
+    return pb.PendingPurge(
+        domain=package.domain,
+        domain_owner=package.domain_owner or "",
+        repository=package.repository,
+        format=_FORMAT_NUMBERS[package.format],  # type: ignore[arg-type]
+        namespace=package.namespace or "",
+        package=package.package,
+        version=purge.version,
+        revision=purge.revision,
+        previous_status=_STATUS_NUMBERS.get(purge.previous_status, 0),  # type: ignore[arg-type]
+        requester=purge.requester,
+        archive_event_id=purge.archive_event_id,
+        archive_time=_stamp(purge.archived_at),
+        purge_time=_stamp(purge.due_at),
+        attempts=purge.attempts,
+        last_error=purge.last_error,
+    )
 
 
 # --- what the audit record holds of a request and a response ------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "RpcEdgeInterceptor",
     "abort_status",
     "governed",
+    "recorded_status_of",
 ]
 
 GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
@@ -387,6 +388,12 @@ def _record(
             return to_rpc_status(unavailable, {"audit_event_id": call.event_id})
         log.error("audit.outcome_pending", error=unavailable.detail, note="retried until recorded")
     return status
+
+
+def recorded_status_of(error: BaseException) -> RecordedStatus:
+    """What the audit records of the status the edge would answer `error` with (for calls
+    that are not RPCs: the purge worker's)."""
+    return _recorded_status(to_rpc_status(error))
 
 
 def _recorded_status(status: status_pb2.Status) -> RecordedStatus:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
-from google.protobuf.message import DecodeError, EncodeError
+from google.protobuf.message import DecodeError, EncodeError, Message
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
@@ -17,7 +17,9 @@ from pkggov_gateway.api.convert import (
     FORMATS,
     TIMESTAMP_RULE,
     from_delete_request,
+    from_restore_request,
     to_delete_response,
+    to_pending_purge,
 )
 from pkggov_gateway.api.interceptors import governed
 from pkggov_gateway.domain.audit import AuditEventRecord, AuditQuery, Decision, parse_time
@@ -25,12 +27,15 @@ from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
     FieldViolation,
     InvalidRequestError,
+    MethodNotImplementedError,
 )
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.page_token import PageTokens
 from pkggov_gateway.domain.records import EventSummary
+from pkggov_gateway.domain.recovery import PurgeQuery
 from pkggov_gateway.service.audit_reads import AuditReads
 from pkggov_gateway.service.delete_versions import DeletePackageVersions
+from pkggov_gateway.service.restore_versions import RestorePackageVersions
 
 __all__ = ["AuditServicer", "PackageGovernanceServicer"]
 
@@ -49,8 +54,14 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         default_deadline: float,
         max_deadline: float,
         drain: DrainSignal,
+        restore_versions: RestorePackageVersions | None = None,
+        reads: AuditReads | None = None,
+        page_token_key: bytes = b"",
     ) -> None:
         self._delete_versions = delete_versions
+        self._restore_versions = restore_versions
+        self._reads = reads
+        self._tokens = PageTokens(page_token_key) if page_token_key else None
         self._drain = drain
         self._default_deadline = default_deadline
         self._max_deadline = max_deadline
@@ -59,19 +70,50 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         self, request: pb.DeletePackageVersionsRequest, context: grpc.ServicerContext
     ) -> pb.DeletePackageVersionsResponse:
         """Decide and delete the requested versions and report each one's outcome."""
+        recorded = _replayed(request.request_id, context, pb.DeletePackageVersionsResponse())
+        if recorded is not None:
+            return recorded
         edge = governed(context)
-        if request.request_id:
-            _check_request_id(request.request_id)
-            if edge.call is not None:
-                recorded = edge.call.replayed()
-                if recorded is not None:
-                    return json_format.ParseDict(dict(recorded), pb.DeletePackageVersionsResponse())
         raw = from_delete_request(request)
         assert edge.principal is not None  # noqa: S101 - governed() says so
         outcome = self._delete_versions.execute(
             raw, edge.principal, self._deadline(context), edge.call
         )
         return to_delete_response(outcome, with_plan=raw.validate_only)
+
+    def RestorePackageVersions(  # noqa: N802 - the generated method name
+        self, request: pb.RestorePackageVersionsRequest, context: grpc.ServicerContext
+    ) -> pb.RestorePackageVersionsResponse:
+        """Decide and restore the requested archived versions and report each one's outcome."""
+        recorded = _replayed(request.request_id, context, pb.RestorePackageVersionsResponse())
+        if recorded is not None:
+            return recorded
+        edge = governed(context)
+        if self._restore_versions is None:
+            raise MethodNotImplementedError("RestorePackageVersions")
+        raw = from_restore_request(request)
+        assert edge.principal is not None  # noqa: S101 - governed() says so
+        outcome = self._restore_versions.execute(
+            raw, edge.principal, self._deadline(context), edge.call
+        )
+        return to_delete_response(
+            outcome, with_plan=raw.validate_only, response=pb.RestorePackageVersionsResponse()
+        )
+
+    def ListPendingPurges(  # noqa: N802 - the generated method name
+        self, request: pb.ListPendingPurgesRequest, context: grpc.ServicerContext
+    ) -> pb.ListPendingPurgesResponse:
+        """One page of pending purges, soonest due first."""
+        if self._reads is None or self._tokens is None:
+            raise MethodNotImplementedError("ListPendingPurges")
+        tokens = self._tokens
+        page = self._reads.pending_purges(_reader(context), lambda: _purge_query(request, tokens))
+        response = pb.ListPendingPurgesResponse(
+            pending_purges=[to_pending_purge(p) for p in page.purges]
+        )
+        if page.next_after is not None:
+            response.next_page_token = tokens.issue_after(page.next_after, _filters(request))
+        return response
 
     def _deadline(self, context: grpc.ServicerContext) -> Deadline:
         """The caller's deadline capped at the maximum, or the default when the caller set none.
@@ -88,6 +130,22 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 """A UUID in its canonical 8-4-4-4-12 text form (uuid.UUID would also take braces, a urn:
 prefix, missing hyphens and other spellings of one id, which would be different retry keys)."""
+
+
+_R = TypeVar("_R", pb.DeletePackageVersionsResponse, pb.RestorePackageVersionsResponse)
+
+
+def _replayed(request_id: str, context: grpc.ServicerContext, empty: _R) -> _R | None:
+    """The recorded response of an earlier call with this request_id (AIP-155), or None:
+    run the call. Raises as GovernedCall.replayed, and InvalidRequestError for a malformed id."""
+    if not request_id:
+        return None
+    _check_request_id(request_id)
+    call = governed(context).call
+    recorded = call.replayed() if call is not None else None
+    if recorded is None:
+        return None
+    return json_format.ParseDict(dict(recorded), empty)
 
 
 def _event_id(event_id: str) -> str:
@@ -163,6 +221,7 @@ _CODES = frozenset(code.name for code in grpc.StatusCode)
 
 _FILTER_LENGTHS = {
     "principal": 2048,
+    "requester": 2048,
     "domain": 50,
     "repository": 100,
     "namespace": 255,
@@ -176,6 +235,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BLANK = re.compile(r"[\x00\s]", re.ASCII)
 _NEVER_IN = {
     "principal": _CONTROL,
+    "requester": _CONTROL,
     "domain": _CONTROL,
     "repository": _CONTROL,
     "namespace": _BLANK,
@@ -191,17 +251,25 @@ _TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 """google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z."""
 
 
-def _filters(request: pb.ListAuditEventsRequest) -> str:
-    copy = pb.ListAuditEventsRequest()
+def _filters(request: Message) -> str:
+    """A digest of a listing request's filters (all but its page token and size)."""
+    copy = type(request)()
     copy.CopyFrom(request)
     copy.ClearField("page_token")
     copy.ClearField("page_size")
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
-def _text_violations(request: pb.ListAuditEventsRequest) -> list[FieldViolation]:
+_AUDIT_FILTERS = ("principal", "domain", "repository", "namespace", "package", "version")
+
+
+def _text_violations(
+    request: pb.ListAuditEventsRequest | pb.ListPendingPurgesRequest,
+    names: tuple[str, ...] = _AUDIT_FILTERS,
+) -> list[FieldViolation]:
     violations = []
-    for name, longest in _FILTER_LENGTHS.items():
+    for name in names:
+        longest = _FILTER_LENGTHS[name]
         value: str = getattr(request, name)
         if len(value) > longest:
             violations.append(
@@ -214,8 +282,8 @@ def _text_violations(request: pb.ListAuditEventsRequest) -> list[FieldViolation]
 
 
 def _time(
-    request: pb.ListAuditEventsRequest,
-    name: Literal["start_time", "end_time"],
+    request: Message,
+    name: Literal["start_time", "end_time", "due_before"],
     violations: list[FieldViolation],
 ) -> datetime | None:
     """The timestamp field `name` (None: unset); out of Timestamp's range: a violation."""
@@ -282,6 +350,34 @@ def _query(request: pb.ListAuditEventsRequest, tokens: PageTokens) -> AuditQuery
         until=until,
         before_seq=before,
         limit=min(size, _MAX_PAGE),
+    )
+
+
+_PURGE_FILTERS = ("domain", "repository", "package", "requester")
+
+
+def _purge_query(request: pb.ListPendingPurgesRequest, tokens: PageTokens) -> PurgeQuery:
+    """The store query for `request`; InvalidRequestError naming every bad field."""
+    violations = _text_violations(request, _PURGE_FILTERS)
+    after: tuple[str, str] | None = None
+    if request.page_token:
+        try:
+            after = tokens.read_after(request.page_token, _filters(request))
+        except InvalidRequestError as error:
+            violations += error.violations
+    if request.page_size < 0:
+        violations.append(FieldViolation("page_size", "must not be negative"))
+    due_before = _time(request, "due_before", violations)
+    if violations:
+        raise InvalidRequestError(violations)
+    return PurgeQuery(
+        domain=request.domain or None,
+        repository=request.repository or None,
+        package=request.package or None,
+        requester=request.requester or None,
+        due_before=due_before,
+        after=after,
+        limit=min(request.page_size or _DEFAULT_PAGE, _MAX_PAGE),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,8 +33,15 @@ from pkggov_gateway.domain.errors import (
     PkggovError,
     UpstreamNotFoundError,
 )
-from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
+from pkggov_gateway.domain.model import (
+    PackageFormat,
+    PackageRef,
+    PackageState,
+    PlanOutcome,
+    VersionStatus,
+)
 from pkggov_gateway.domain.records import IntentFacts, ReconciliationRecord
+from pkggov_gateway.domain.recovery import PendingPurge, PurgeClosure, PurgeEffects, PurgeState
 from pkggov_gateway.ports import AuditStore, CodeArtifactPort, Metrics, NullMetrics
 from pkggov_gateway.service.governed_call import GovernedCall
 
@@ -143,6 +151,8 @@ class Auditor:
         versions = intent.forward
         states: dict[str, str] = {}
         detail = ""
+        package: PackageRef | None = None
+        state: PackageState | None = None
         try:
             fields = intent.package_fields()
             package = PackageRef(
@@ -155,9 +165,7 @@ class Auditor:
             )
             state = upstream.package_state(package, Deadline.after(timeout_seconds))
             for version in versions:
-                status = state.statuses.get(version)
-                gone = status is None or status is VersionStatus.DELETED
-                states[version] = "deleted" if gone else "still_present"
+                states[version] = _found(intent, version, state)
         except (PkggovError, KeyError, ValueError) as err:
             detail = f"CodeArtifact could not be read: {err}"
             if isinstance(err, UpstreamNotFoundError):
@@ -165,6 +173,7 @@ class Auditor:
                 detail = f"the package no longer exists: {err}"
             else:
                 states = dict.fromkeys(versions, "unknown")
+        effects = _purge_effects(intent, package, states, state)
         record = ReconciliationRecord(
             intent=intent,
             time=self._clock(),
@@ -172,7 +181,7 @@ class Auditor:
             versions=states,
             detail=detail or "the call ended without an outcome (the gateway stopped)",
         )
-        self.store.append(NewEntry(record.body()), durable=True)
+        self.store.append(NewEntry(record.body(), effects), durable=True)
         log.warning(
             "audit.reconciled",
             event_id=intent.entry.event_id,
@@ -188,6 +197,59 @@ class Reconciled:
 
     count: int
     next_due: datetime | None = None
+
+
+def _found(intent: IntentFacts, version: str, state: PackageState) -> str:
+    """What reconciliation found of a forwarded version: deleted, archived (by an archive),
+    restored (by a restore), or still_present."""
+    status = state.statuses.get(version)
+    if status is None or status is VersionStatus.DELETED:
+        return "deleted"
+    planned = intent.decision(version)
+    if planned == PlanOutcome.WOULD_ARCHIVE.value and status is VersionStatus.ARCHIVED:
+        return "archived"
+    if planned == PlanOutcome.WOULD_RESTORE.value and status is not VersionStatus.ARCHIVED:
+        return "restored"
+    return "still_present"
+
+
+def _purge_effects(
+    intent: IntentFacts,
+    package: PackageRef | None,
+    states: Mapping[str, str],
+    state: PackageState | None,
+) -> PurgeEffects:
+    """What a reconciliation does to pending purges: an archived version is scheduled (with the
+    revision found now), a deleted one's purge is closed as purged, a restored one's as
+    restored. A crash can thus never leave an archived version without its purge."""
+    if package is None:
+        return PurgeEffects()
+    schedule: list[PendingPurge] = []
+    close: list[PurgeClosure] = []
+    event_id = intent.entry.event_id
+    for version, found in states.items():
+        if found == "archived" and state is not None:
+            previous, due = intent.archived(version)
+            schedule.append(
+                PendingPurge(
+                    purge_id=str(uuid.uuid4()),
+                    package=package,
+                    version=version,
+                    revision=state.revisions.get(version, ""),
+                    previous_status=previous,
+                    requester=intent.principal,
+                    archive_event_id=event_id,
+                    archived_at=parse_time(intent.time),
+                    due_at=due,
+                )
+            )
+        elif found == "deleted":
+            reason = f"reconciled: found deleted after the call of event {event_id} ended"
+            close.append(PurgeClosure(package, version, PurgeState.PURGED, reason))
+        elif found == "restored":
+            reason = f"reconciled: found restored after the call of event {event_id} ended"
+            close.append(PurgeClosure(package, version, PurgeState.RESTORED, reason))
+    return PurgeEffects(tuple(schedule), tuple(close))
 
 
 def _settled_at(intent: IntentFacts, settle_seconds: float) -> datetime | None:

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pkggov_gateway.domain.audit import AuditEventRecord, AuditPage, AuditQuery
 from pkggov_gateway.domain.errors import AuditEventNotFoundError, DeniedVersion, PolicyDeniedError
 from pkggov_gateway.domain.identity import Principal
-from pkggov_gateway.ports import AuditStore, PolicyEngine
+from pkggov_gateway.domain.recovery import PurgePage, PurgeQuery
+from pkggov_gateway.ports import AuditStore, PolicyEngine, PurgeStore
 
 __all__ = ["AuditReads"]
 
@@ -26,9 +27,11 @@ class AuditReads:
         store: AuditStore,
         policy: PolicyEngine,
         *,
+        purges: PurgeStore | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        self._purges = purges
         self._policy = policy
         self._clock = clock
 
@@ -45,6 +48,15 @@ class AuditReads:
         if found is None:
             raise AuditEventNotFoundError(wanted)
         return found
+
+    def pending_purges(self, principal: Principal, query: Callable[[], PurgeQuery]) -> PurgePage:
+        """One page of pending purges matching `query()`, soonest due first (readable by the
+        principals that may read the audit record)."""
+        self._authorize(principal)
+        wanted = query()
+        if self._purges is None:
+            return PurgePage(())
+        return self._purges.pending_purges(wanted)
 
     def _authorize(self, principal: Principal) -> None:
         decision = self._policy.current().authorize_read(principal, self._clock())

@@ -49,12 +49,14 @@ request order, into calls of at most 100 that run with bounded parallelism. Then
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pkggov_gateway.domain.deadline import Deadline
@@ -69,9 +71,11 @@ from pkggov_gateway.domain.errors import (
 )
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import (
+    FORWARDED,
     DeleteOutcome,
     DeleteRequest,
     FailedVersion,
+    PackageRef,
     PackageState,
     PlannedVersion,
     PlanOutcome,
@@ -80,7 +84,19 @@ from pkggov_gateway.domain.model import (
     VersionStatus,
     canonical_package,
 )
-from pkggov_gateway.domain.policy import PolicyContext, PolicyRequest, VersionFacts
+from pkggov_gateway.domain.policy import (
+    PolicyContext,
+    PolicyRequest,
+    VersionDecision,
+    VersionFacts,
+)
+from pkggov_gateway.domain.recovery import (
+    PendingPurge,
+    PurgeClosure,
+    PurgeEffects,
+    PurgeState,
+    RecoveryWindows,
+)
 from pkggov_gateway.domain.validation import (
     CODEARTIFACT_MAX_VERSIONS_PER_CALL,
     RawDeleteRequest,
@@ -93,9 +109,22 @@ from pkggov_gateway.ports import (
     PackageLocks,
     PolicyEngine,
     PolicyView,
+    PurgeStore,
 )
 
-__all__ = ["CallJournal", "DeleteLimits", "DeletePackageVersions"]
+__all__ = [
+    "CallJournal",
+    "Chunk",
+    "ChunkResult",
+    "DeleteLimits",
+    "DeletePackageVersions",
+    "GovernedChange",
+    "archive_versions",
+    "decided",
+    "denied_in",
+    "merge_chunks",
+    "refusal_code",
+]
 
 
 class CallJournal(Protocol):
@@ -109,11 +138,25 @@ class CallJournal(Protocol):
         """Dry run: raise QuotaExceededError when the real call would exceed the quota."""
         ...
 
+    @property
+    def event_id(self) -> str:
+        """The call's audit event id (an archive's pending purges name it)."""
+        ...
+
     def before_forwarding(
-        self, groups: Sequence[str], versions: Sequence[str], deadline: Deadline
+        self,
+        groups: Sequence[str],
+        versions: Sequence[str],
+        deadline: Deadline,
+        *,
+        counts_quota: bool = True,
     ) -> None:
-        """Durably record the intent to delete `versions` before `deadline`; raise to stop
-        (fail closed)."""
+        """Durably record the intent to send `versions` upstream before `deadline` (counted
+        against the deletion quota unless not `counts_quota`); raise to stop (fail closed)."""
+        ...
+
+    def will_apply(self, effects: PurgeEffects) -> None:
+        """Changes to pending purges that commit with the call's outcome."""
         ...
 
     def delivered(self, outcome: DeleteOutcome) -> None:
@@ -133,35 +176,39 @@ class DeleteLimits:
 
 
 @dataclass(frozen=True, slots=True)
-class _Chunk:
+class Chunk:
     versions: tuple[str, ...]
     expected_status: VersionStatus | None
+    archive: bool = False
+    """Archive (UpdatePackageVersionsStatus, pinned to the decided revisions), not delete."""
 
 
 @dataclass(slots=True)
-class _ChunkResult:
-    chunk: _Chunk
+class ChunkResult:
+    chunk: Chunk
     outcome: DeleteOutcome | None = None
     error: Exception | None = None
 
 
-class DeletePackageVersions:
-    """Validates, checks and decides a request, then deletes through the CodeArtifact port."""
+class GovernedChange:
+    """What every governed change of a package's versions shares (a delete, a restore):
+    validation, the version limit, the time check and the package's turn; `_run` does the
+    rest (steps 3 to 6 of the module docstring) holding the package's lock."""
 
     def __init__(
         self,
         upstream: CodeArtifactPort,
-        executor: Executor,
         limits: DeleteLimits,
         policy: PolicyEngine,
         *,
         locks: PackageLocks,
+        purges: PurgeStore | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
     ) -> None:
         self._upstream = upstream
         self._locks = locks
-        self._executor = executor
+        self._purges = purges
         self._limits = limits
         self._policy = policy
         self._clock = clock
@@ -188,14 +235,14 @@ class DeletePackageVersions:
         self._check_version_limit(request, principal, policy)
         self._check_time(deadline)
         if request.validate_only:  # changes nothing, so needs no turn (see the docstring)
-            return self._decide_and_delete(request, principal, policy, deadline, journal)
+            return self._run(request, principal, policy, deadline, journal)
         # Wait for the package no longer than leaves time to read its state and delete.
         wait = Deadline(deadline.expires_at - 2 * self._limits.min_upstream_seconds)
         with self._locks.hold(request.package, wait):
             self._check_time(deadline)
-            return self._decide_and_delete(request, principal, policy, deadline, journal)
+            return self._run(request, principal, policy, deadline, journal)
 
-    def _decide_and_delete(
+    def _run(
         self,
         request: DeleteRequest,
         principal: Principal,
@@ -203,37 +250,7 @@ class DeletePackageVersions:
         deadline: Deadline,
         journal: CallJournal | None,
     ) -> DeleteOutcome:
-        """Steps 3 to 6: read the state, decide, record the intent, delete."""
-        published_for = request.versions if policy.uses_published_time() else ()
-        state = self._upstream.package_state(
-            request.package, deadline, published_time_for=published_for
-        )
-        plan = self._decide(request, principal, state, policy)
-        self._metrics.decisions(Counter(_DECISION_LABELS[p.outcome] for p in plan.values()))
-        if journal is not None:
-            journal.planned(plan)
-        denied = [
-            DeniedVersion(version, p.policy_ids, p.message)
-            for version, p in plan.items()
-            if p.outcome is PlanOutcome.DENIED
-        ]
-        if denied and not request.allow_partial:
-            raise PolicyDeniedError(denied, len(request.versions))
-        forward = [v for v, p in plan.items() if p.outcome is PlanOutcome.WOULD_DELETE]
-        if journal is not None and forward:
-            groups = policy.groups_of(principal.id)
-            if request.validate_only:
-                journal.check_quota(groups, len(forward))
-            else:
-                journal.before_forwarding(groups, forward, deadline)
-        if request.validate_only:
-            return DeleteOutcome(plan=plan)
-        outcome = self._delete(request, plan, deadline, state.revisions)
-        if journal is not None:
-            journal.delivered(outcome)
-        return outcome
-
-    # --- steps ------------------------------------------------------------------------------
+        raise NotImplementedError
 
     def _check_version_limit(
         self, request: DeleteRequest, principal: Principal, policy: PolicyView
@@ -255,12 +272,94 @@ class DeletePackageVersions:
         if remaining < self._limits.min_upstream_seconds:
             raise DeadlineTooShortError(remaining, self._limits.min_upstream_seconds)
 
+
+class DeletePackageVersions(GovernedChange):
+    """Validates, checks and decides a request, then deletes (or archives, under a recovery
+    window) through the CodeArtifact port."""
+
+    def __init__(
+        self,
+        upstream: CodeArtifactPort,
+        executor: Executor,
+        limits: DeleteLimits,
+        policy: PolicyEngine,
+        *,
+        locks: PackageLocks,
+        windows: RecoveryWindows | None = None,
+        purges: PurgeStore | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
+    ) -> None:
+        super().__init__(
+            upstream, limits, policy, locks=locks, purges=purges, clock=clock, metrics=metrics
+        )
+        self._executor = executor
+        self._windows = windows or RecoveryWindows()
+
+    def _run(
+        self,
+        request: DeleteRequest,
+        principal: Principal,
+        policy: PolicyView,
+        deadline: Deadline,
+        journal: CallJournal | None,
+    ) -> DeleteOutcome:
+        """Steps 3 to 6: read the state, decide, record the intent, delete (or archive)."""
+        published_for = request.versions if policy.uses_published_time() else ()
+        state = self._upstream.package_state(
+            request.package, deadline, published_time_for=published_for
+        )
+        recovery = _Recovery(
+            self._windows.window_for(request.package), self._pending(request, state)
+        )
+        pending = recovery.pending
+        plan = self._decide(request, principal, state, policy, recovery)
+        self._metrics.decisions(Counter(_DECISION_LABELS[p.outcome] for p in plan.values()))
+        if journal is not None:
+            journal.planned(plan)
+        denied = denied_in(plan)
+        if denied and not request.allow_partial:
+            raise PolicyDeniedError(denied, len(request.versions))
+        forward = [v for v, p in plan.items() if p.outcome in FORWARDED]
+        if journal is not None and forward:
+            groups = policy.groups_of(principal.id)
+            if request.validate_only:
+                journal.check_quota(groups, len(forward))
+            else:
+                journal.before_forwarding(groups, forward, deadline)
+        if request.validate_only:
+            return DeleteOutcome(plan=plan)
+        outcome = self._delete(request, plan, deadline, state.revisions)
+        if journal is not None:
+            journal.delivered(outcome)
+            if recovery.window is None and not pending:
+                return outcome  # nothing archived, no pending purge closed
+            effects = _effects(
+                _Archived(request.package, principal, journal.event_id, self._clock()),
+                plan,
+                outcome,
+                pending,
+            )
+            if effects:
+                journal.will_apply(effects)
+        return outcome
+
+    def _pending(self, request: DeleteRequest, state: PackageState) -> dict[str, PendingPurge]:
+        """The requested versions' pending purges: only an Archived version can have one."""
+        archived = [v for v in request.versions if state.statuses.get(v) is VersionStatus.ARCHIVED]
+        if not archived or self._purges is None:
+            return {}
+        return self._purges.pending_for(request.package, archived)
+
+    # --- steps ------------------------------------------------------------------------------
+
     def _decide(
         self,
         request: DeleteRequest,
         principal: Principal,
         state: PackageState,
         policy: PolicyView,
+        recovery: _Recovery,
     ) -> dict[str, PlannedVersion]:
         plan: dict[str, PlannedVersion] = {}
         facts: list[VersionFacts] = []
@@ -284,6 +383,7 @@ class DeletePackageVersions:
         if not facts:
             return plan
         existing = sum(1 for v in request.versions if v in state.statuses)
+        now = self._clock()
         decisions = policy.decide(
             PolicyRequest(
                 principal=principal,
@@ -295,23 +395,23 @@ class DeletePackageVersions:
                     justification=request.justification,
                     dry_run=request.validate_only,
                     request_size=len(request.versions),
-                    now=self._clock(),
+                    now=now,
                     peer=principal.peer,
+                    purge_now=request.purge_now,
+                    recovery_window=recovery.window is not None,
                 ),
             )
         )
+        archive = recovery.window is not None and not request.purge_now
         for fact, decision in zip(facts, decisions, strict=True):
-            ids = ", ".join(decision.policy_ids)
-            if decision.allowed:
-                outcome, message = PlanOutcome.WOULD_DELETE, f"allowed by {ids}"
-            elif decision.errors:
-                outcome = PlanOutcome.DENIED
-                message = f"denied: policy evaluation failed ({'; '.join(decision.errors)})"
-            else:
-                outcome = PlanOutcome.DENIED
-                message = f"denied by {ids}" if ids else "denied: no policy permits it"
+            outcome, message = decided(decision, PlanOutcome.WOULD_DELETE)
+            purge_at = None
+            # A Disposed version cannot change status (nor be restored): it is deleted at once.
+            if outcome is PlanOutcome.WOULD_DELETE and archive and fact.status is not DISPOSED:
+                purge_at = recovery.purge_at(fact.version, now)
+                outcome = PlanOutcome.WOULD_ARCHIVE
             plan[fact.version] = PlannedVersion(
-                outcome, message, decision.policy_ids, fact.status, fact.is_latest
+                outcome, message, decision.policy_ids, fact.status, fact.is_latest, purge_at
             )
         return plan
 
@@ -322,52 +422,74 @@ class DeletePackageVersions:
         deadline: Deadline,
         revisions: Mapping[str, str],
     ) -> DeleteOutcome:
-        refused = {
-            v: _refusal(p) for v, p in plan.items() if p.outcome is not PlanOutcome.WOULD_DELETE
-        }
+        refused = {v: _refusal(p) for v, p in plan.items() if p.outcome not in FORWARDED}
         chunks = self._chunks(plan)
         if not chunks:
             return DeleteOutcome(failed=refused, plan=plan)
         settle = _LostAnswers(plan, revisions)
+        call = functools.partial(self._call, request.package, revisions=revisions)
         if len(chunks) == 1:
-            outcome = settle(self._call(request, chunks[0], deadline))
+            outcome = settle(call(chunks[0], deadline))
         else:
-            results = self._run_chunks(request, chunks, deadline, settle)
-            outcome = _merge(results, draining=deadline.is_draining())
+            results = self._run_chunks(call, chunks, deadline, settle)
+            outcome = merge_chunks(results, draining=deadline.is_draining())
+        archived = {
+            v: replace(ok, purge_at=plan[v].purge_at)
+            for v, ok in outcome.successful.items()
+            if ok.status is VersionStatus.ARCHIVED and plan[v].purge_at is not None
+        }
         return DeleteOutcome(
-            outcome.successful,
+            {**outcome.successful, **archived},
             {**refused, **outcome.failed},
             outcome.aws_request_ids,
             plan,
             inferred=outcome.inferred,
         )
 
-    def _chunks(self, plan: Mapping[str, PlannedVersion]) -> list[_Chunk]:
-        by_status: dict[VersionStatus | None, list[str]] = {}
+    def _chunks(self, plan: Mapping[str, PlannedVersion]) -> list[Chunk]:
+        groups: dict[tuple[bool, VersionStatus | None], list[str]] = {}
         for version, planned in plan.items():
-            if planned.outcome is PlanOutcome.WOULD_DELETE:
-                by_status.setdefault(planned.status, []).append(version)
+            if planned.outcome in (PlanOutcome.WOULD_DELETE, PlanOutcome.WOULD_ARCHIVE):
+                archive = planned.outcome is PlanOutcome.WOULD_ARCHIVE
+                groups.setdefault((archive, planned.status), []).append(version)
         size = self._limits.chunk_size
         return [
-            _Chunk(tuple(versions[i : i + size]), status)
-            for status, versions in by_status.items()
+            Chunk(tuple(versions[i : i + size]), status, archive)
+            for (archive, status), versions in groups.items()
             for i in range(0, len(versions), size)
         ]
 
-    def _call(self, request: DeleteRequest, chunk: _Chunk, deadline: Deadline) -> DeleteOutcome:
+    def _call(
+        self,
+        package: PackageRef,
+        chunk: Chunk,
+        deadline: Deadline,
+        *,
+        revisions: Mapping[str, str],
+    ) -> DeleteOutcome:
         self._check_time(deadline)
-        return self._upstream.delete_package_versions(
-            request.package, chunk.versions, chunk.expected_status, deadline
+        if not chunk.archive:
+            return self._upstream.delete_package_versions(
+                package, chunk.versions, chunk.expected_status, deadline
+            )
+        return archive_versions(
+            self._upstream,
+            package,
+            chunk.versions,
+            deadline,
+            revisions={v: revisions[v] for v in chunk.versions if v in revisions},
+            target=VersionStatus.ARCHIVED,
+            expected_status=chunk.expected_status,
         )
 
     def _run_chunks(
         self,
-        request: DeleteRequest,
-        chunks: Sequence[_Chunk],
+        call: Callable[[Chunk, Deadline], DeleteOutcome],
+        chunks: Sequence[Chunk],
         deadline: Deadline,
         settle: Callable[[DeleteOutcome], DeleteOutcome],
-    ) -> list[_ChunkResult]:
-        results = [_ChunkResult(chunk) for chunk in chunks]
+    ) -> list[ChunkResult]:
+        results = [ChunkResult(chunk) for chunk in chunks]
         pending = deque(results)
         lock = threading.Lock()
         failed = threading.Event()
@@ -379,7 +501,7 @@ class DeletePackageVersions:
                         return
                     result = pending.popleft()
                 try:
-                    result.outcome = settle(self._call(request, result.chunk, deadline))
+                    result.outcome = settle(call(result.chunk, deadline))
                 except Exception as exc:  # noqa: BLE001 - any failure must not hide other chunks
                     result.error = exc
                     failed.set()
@@ -395,21 +517,173 @@ class DeletePackageVersions:
 
 _DECISION_LABELS = {
     PlanOutcome.WOULD_DELETE: "allowed",
+    PlanOutcome.WOULD_ARCHIVE: "allowed",
+    PlanOutcome.WOULD_RESTORE: "allowed",
     PlanOutcome.DENIED: "denied",
     PlanOutcome.NOT_FOUND: "not_found",
     PlanOutcome.STATUS_MISMATCH: "status_mismatch",
+    PlanOutcome.NOT_PENDING_PURGE: "not_pending_purge",
+    PlanOutcome.REVISION_MISMATCH: "revision_mismatch",
 }
 """Each per-version decision's label in metrics."""
+
+DISPOSED = VersionStatus.DISPOSED
+
+
+def decided(decision: VersionDecision, allowed: PlanOutcome) -> tuple[PlanOutcome, str]:
+    """A policy decision as a plan outcome (`allowed`, or DENIED) and its message."""
+    ids = ", ".join(decision.policy_ids)
+    if decision.allowed:
+        return allowed, f"allowed by {ids}"
+    if decision.errors:
+        return (
+            PlanOutcome.DENIED,
+            f"denied: policy evaluation failed ({'; '.join(decision.errors)})",
+        )
+    return PlanOutcome.DENIED, f"denied by {ids}" if ids else "denied: no policy permits it"
+
+
+def denied_in(plan: Mapping[str, PlannedVersion]) -> list[DeniedVersion]:
+    """The versions policy denied, as PolicyDeniedError lists them."""
+    return [
+        DeniedVersion(version, p.policy_ids, p.message)
+        for version, p in plan.items()
+        if p.outcome is PlanOutcome.DENIED
+    ]
 
 
 def _refusal(planned: PlannedVersion) -> FailedVersion:
     """How a version that is not sent upstream is reported in failed_versions."""
+    return FailedVersion(refusal_code(planned), planned.message)
+
+
+def refusal_code(planned: PlannedVersion) -> VersionErrorCode:
+    """The per-version error code of a version refused before anything was sent."""
+    if planned.outcome is PlanOutcome.NOT_PENDING_PURGE:
+        if planned.status is None:
+            return VersionErrorCode.NOT_FOUND
+        if planned.status is not VersionStatus.ARCHIVED:
+            return VersionErrorCode.MISMATCHED_STATUS
+        return VersionErrorCode.NOT_ALLOWED
     codes = {
         PlanOutcome.NOT_FOUND: VersionErrorCode.NOT_FOUND,
         PlanOutcome.STATUS_MISMATCH: VersionErrorCode.MISMATCHED_STATUS,
         PlanOutcome.DENIED: VersionErrorCode.NOT_ALLOWED,
+        PlanOutcome.REVISION_MISMATCH: VersionErrorCode.MISMATCHED_REVISION,
     }
-    return FailedVersion(codes[planned.outcome], planned.message)
+    return codes[planned.outcome]
+
+
+def archive_versions(
+    upstream: CodeArtifactPort,
+    package: PackageRef,
+    versions: Sequence[str],
+    deadline: Deadline,
+    *,
+    revisions: Mapping[str, str],
+    target: VersionStatus,
+    expected_status: VersionStatus | None,
+) -> DeleteOutcome:
+    """Move `versions` to `target`, each pinned to its revision in `revisions`.
+
+    After an attempt whose answer was lost, the retry finds the versions that attempt moved
+    with a new revision (MISMATCHED_REVISION) or, with an expected status, in another status
+    (MISMATCHED_STATUS): a version then found in `target` was moved by the gateway's own call,
+    and is reported moved, with its current revision (listed in `inferred`).
+    """
+    outcome = upstream.update_package_versions_status(
+        package, versions, target, deadline, expected_status=expected_status, revisions=revisions
+    )
+    unclear = {
+        v
+        for v, failure in outcome.failed.items()
+        if failure.code
+        in (VersionErrorCode.MISMATCHED_REVISION, VersionErrorCode.MISMATCHED_STATUS)
+    }
+    if not outcome.after_lost_response or not unclear:
+        return outcome
+    state = upstream.package_state(package, deadline)
+    moved = {v for v in unclear if state.statuses.get(v) is target}
+    return DeleteOutcome(
+        {
+            **outcome.successful,
+            **{v: SuccessfulVersion(state.revisions.get(v, ""), target) for v in moved},
+        },
+        {v: f for v, f in outcome.failed.items() if v not in moved},
+        outcome.aws_request_ids,
+        inferred=dict.fromkeys(
+            moved, f"moved to {target} by an earlier attempt whose answer was lost"
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Recovery:
+    """The recovery window of a request's package, and its versions' pending purges."""
+
+    window: timedelta | None
+    pending: Mapping[str, PendingPurge]
+
+    def purge_at(self, version: str, now: datetime) -> datetime:
+        """When `version`, archived `now`, is purged: when its pending purge (if it has one)
+        is due, else at the end of the window."""
+        scheduled = self.pending.get(version)
+        if scheduled is not None:
+            return scheduled.due_at
+        return now + (self.window or timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class _Archived:
+    """Who archived what, in which event, when: what a scheduled purge records."""
+
+    package: PackageRef
+    principal: Principal
+    event_id: str
+    at: datetime
+
+
+def _effects(
+    archived: _Archived,
+    plan: Mapping[str, PlannedVersion],
+    outcome: DeleteOutcome,
+    pending: Mapping[str, PendingPurge],
+) -> PurgeEffects:
+    """The pending purges a delete's outcome schedules (archived versions) and closes
+    (versions that had one and were deleted at once)."""
+    schedule = []
+    close = []
+    package, principal = archived.package, archived.principal
+    for version, ok in outcome.successful.items():
+        planned = plan.get(version)
+        if planned is None:
+            continue
+        if ok.status is VersionStatus.ARCHIVED and planned.purge_at is not None:
+            if version in pending:
+                continue  # already scheduled: the earlier purge stands
+            schedule.append(
+                PendingPurge(
+                    purge_id=str(uuid.uuid4()),
+                    package=package,
+                    version=version,
+                    revision=ok.revision,
+                    previous_status=planned.status or VersionStatus.PUBLISHED,
+                    requester=principal.id,
+                    archive_event_id=archived.event_id,
+                    archived_at=archived.at,
+                    due_at=planned.purge_at,
+                )
+            )
+        elif ok.status is VersionStatus.DELETED and version in pending:
+            close.append(
+                PurgeClosure(
+                    package,
+                    version,
+                    PurgeState.PURGED,
+                    f"deleted at once (purge_now) by {principal.id}",
+                )
+            )
+    return PurgeEffects(tuple(schedule), tuple(close))
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +728,7 @@ class _LostAnswers:
         )
 
 
-def _merge(results: list[_ChunkResult], *, draining: bool) -> DeleteOutcome:
+def merge_chunks(results: list[ChunkResult], *, draining: bool) -> DeleteOutcome:
     returned = [r for r in results if r.outcome is not None]
     if not returned:
         errors = [r.error for r in results if r.error is not None]

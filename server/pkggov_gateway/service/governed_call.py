@@ -50,6 +50,7 @@ from pkggov_gateway.domain.records import (
     RecordedStatus,
     RequestFacts,
 )
+from pkggov_gateway.domain.recovery import PurgeEffects
 
 if TYPE_CHECKING:
     from pkggov_gateway.service.audit import Auditor
@@ -69,6 +70,12 @@ DECISION_BY_ERROR: dict[type[BaseException], Decision] = {
 ``failed`` (upstream failures, deadlines, shutdown, an unavailable store, bugs)."""
 
 _NOT_RUN = (RequestInProgressError, RequestIdConflictError, RecordedFailure)
+
+CHANGING_METHODS = frozenset(
+    {"DeletePackageVersions", "RestorePackageVersions", "PurgePackageVersions"}
+)
+"""Methods (by their last name part) that change CodeArtifact: an answered call of any other
+method is a read."""
 """Errors of a call that did not run its request: its outcome claims no request_id."""
 
 
@@ -103,6 +110,7 @@ class GovernedCall:
         self.intent: StoredEntry | None = None
         self._delivered: DeleteOutcome | None = None
         self._replay_of: str | None = None
+        self._effects = PurgeEffects()
 
     # --- who called and what was asked (the edge) ------------------------------------------
 
@@ -181,7 +189,12 @@ class GovernedCall:
             raise QuotaExceededError(quota.subject, quota.limit, used, versions, retry)
 
     def before_forwarding(
-        self, groups: Sequence[str], versions: Sequence[str], deadline: Deadline
+        self,
+        groups: Sequence[str],
+        versions: Sequence[str],
+        deadline: Deadline,
+        *,
+        counts_quota: bool = True,
     ) -> None:
         """Commit the intent: nothing may be sent upstream before this returns.
 
@@ -189,7 +202,7 @@ class GovernedCall:
         """
         principal = self.principal
         quota = None
-        if principal is not None:
+        if principal is not None and counts_quota:
             quota = self._auditor.quotas.check_for(principal.id, groups)
         record = IntentRecord(
             header=self._header,
@@ -211,6 +224,10 @@ class GovernedCall:
         """What CodeArtifact answered (request ids, versions inferred deleted)."""
         self._delivered = outcome
 
+    def will_apply(self, effects: PurgeEffects) -> None:
+        """Changes to pending purges that commit with the outcome, in its transaction."""
+        self._effects = effects
+
     # --- the end (the edge) -----------------------------------------------------------------
 
     def succeeded(self, response: Mapping[str, Any] | None) -> StoredEntry:
@@ -219,7 +236,7 @@ class GovernedCall:
         retrying it)."""
         if self._replay_of is not None:
             decision = Decision.REPLAYED
-        elif not self._header.method.endswith("/DeletePackageVersions"):
+        elif self._header.method.rpartition("/")[2] not in CHANGING_METHODS:
             decision = Decision.READ
         elif self._facts is not None and self._facts.dry_run:
             decision = Decision.DRY_RUN
@@ -260,7 +277,9 @@ class GovernedCall:
             plan=self._plan,
             replay_of=self._replay_of,
         )
-        return self._auditor.append(NewEntry(record.body()), durable=self.intent is not None)
+        return self._auditor.append(
+            NewEntry(record.body(), self._effects), durable=self.intent is not None
+        )
 
     def _fingerprint(self) -> str | None:
         return self._facts.fingerprint if self._facts is not None else None
