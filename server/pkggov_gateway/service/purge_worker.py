@@ -35,7 +35,12 @@ import structlog
 
 from pkggov_gateway.domain.audit import format_time
 from pkggov_gateway.domain.deadline import Deadline
-from pkggov_gateway.domain.errors import AuditUnavailableError, PkggovError
+from pkggov_gateway.domain.errors import (
+    AuditUnavailableError,
+    PkggovError,
+    UpstreamError,
+    UpstreamNotFoundError,
+)
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
@@ -62,6 +67,10 @@ from pkggov_gateway.service.audit import Auditor
 __all__ = ["PURGE_METHOD", "PurgeRun", "PurgeSettings", "PurgeWorker"]
 
 log = structlog.get_logger("pkggov.purge")
+
+OUTCOME_UNKNOWN = "outcome unknown: "
+"""How a released purge's last_error starts when its attempt may have been applied: a later
+attempt that finds the version gone records it purged by that attempt."""
 
 PURGE_METHOD = "/pkggov.internal.PurgeWorker/PurgePackageVersions"
 """The method the purge worker's audit events name (no client can call it)."""
@@ -139,7 +148,10 @@ class PurgeWorker:
                 # A restore (or a purge_now delete) may have closed one since it was leased.
                 purges = [p for p in claimed if _same(current.get(p.version), p)]
                 if purges:
-                    state = self._upstream.package_state(package, deadline)
+                    try:
+                        state = self._upstream.package_state(package, deadline)
+                    except UpstreamNotFoundError:
+                        state = PackageState({})  # the package is gone, and its versions
                     self._purge(package, purges, state, deadline, run)
         except Exception as error:  # noqa: BLE001 - every failure is retried later
             self._retry(claimed, error, run)
@@ -154,9 +166,18 @@ class PurgeWorker:
     ) -> None:
         plan: dict[str, PlannedVersion] = {}
         cancel: dict[str, str] = {}
+        done: dict[str, str] = {}
+        attempts = self._unfinished_attempts(purges, state)
         for purge in purges:
             reason = _cancel_reason(purge, state)
-            if reason is None:
+            if purge.purge_id in attempts:
+                done[purge.version] = (
+                    f"deleted by an earlier purge attempt ({attempts[purge.purge_id]})"
+                )
+                plan[purge.version] = PlannedVersion(
+                    PlanOutcome.NOT_FOUND, f"already purged: {done[purge.version]}"
+                )
+            elif reason is None:
                 plan[purge.version] = PlannedVersion(
                     PlanOutcome.WOULD_DELETE,
                     f"recovery window ended at {format_time(purge.due_at)}",
@@ -182,7 +203,10 @@ class PurgeWorker:
                 call.delivered(outcome)
         except BaseException as error:
             status = self._status_of(error)
-            closures = _closures(package, cancel, PurgeState.CANCELLED)
+            closures = (
+                *_closures(package, cancel, PurgeState.CANCELLED),
+                *_closures(package, self._lost(package, forward, error), PurgeState.PURGED),
+            )
             call.will_apply(PurgeEffects(close=closures))
             try:
                 call.failed(error, status)
@@ -191,7 +215,7 @@ class PurgeWorker:
                     raise  # nothing was recorded, and nothing was sent
             run.cancelled += len(closures)
             raise
-        purged = dict.fromkeys(outcome.successful, "purged by the worker")
+        purged = {**done, **dict.fromkeys(outcome.successful, "purged by the worker")}
         for version, failure in outcome.failed.items():
             if failure.code in _GONE_OR_CHANGED:
                 cancel[version] = f"not purged: {failure.message}"
@@ -257,8 +281,54 @@ class PurgeWorker:
             inferred=dict.fromkeys(gone, "deleted by an attempt whose answer was lost"),
         )
 
+    def _lost(
+        self, package: PackageRef, forward: Sequence[str], error: BaseException
+    ) -> dict[str, str]:
+        """After a purge whose outcome is unknown (its answer was lost): the versions it
+        deleted, found gone by a fresh read, so that they are recorded purged, not cancelled
+        by the next attempt as "deleted outside the gateway"."""
+        if not (forward and isinstance(error, UpstreamError) and error.outcome_unknown):
+            return {}
+        try:
+            state = self._upstream.package_state(
+                package, Deadline.after(self._settings.deadline_seconds)
+            )
+        except UpstreamNotFoundError:
+            state = PackageState({})
+        except PkggovError:
+            return {}  # the next attempt reads again (and the reconciler)
+        reason = "deleted by this purge attempt, whose answer was lost"
+        return {v: reason for v in forward if v not in state.statuses}
+
+    def _unfinished_attempts(
+        self, purges: Sequence[PendingPurge], state: PackageState
+    ) -> dict[str, str]:
+        """For each purge whose version is gone: the event of an earlier attempt of it that
+        forwarded it and ended without an outcome (its replica died), by purge id. Such a
+        version was purged by that attempt, not deleted outside the gateway."""
+        gone = {p.purge_id for p in purges if p.version not in state.statuses}
+        if not gone:
+            return {}
+        found = {
+            p.purge_id: "an attempt whose answer was lost"
+            for p in purges
+            if p.purge_id in gone and p.last_error.startswith(OUTCOME_UNKNOWN)
+        }
+        for event in self._auditor.store.open_intents():
+            body = event.entries[0].body
+            if (body.get("rpc") or {}).get("method") != PURGE_METHOD:
+                continue
+            forward = set(body.get("forward") or ())
+            for item in (body.get("request") or {}).get("completes") or ():
+                purge_id = item.get("purge_id")
+                if purge_id in gone and item.get("version") in forward:
+                    found[purge_id] = f"audit event {event.event_id}, ended without an outcome"
+        return found
+
     def _retry(self, purges: Sequence[PendingPurge], error: BaseException, run: PurgeRun) -> None:
         message = error.message if isinstance(error, PkggovError) else repr(error)
+        if isinstance(error, UpstreamError) and error.outcome_unknown:
+            message = OUTCOME_UNKNOWN + message
         log.warning("purge.retry_later", error=message, versions=[p.version for p in purges])
         run.errors.append(message)
         for purge in purges:
