@@ -218,8 +218,9 @@ class PurgeStore(Protocol):
         ...
 
     def release_purge(self, purge_id: str, *, retry_at: datetime, error: str) -> None:
-        """A leased purge failed: count the attempt, record `error`, end the lease, and make
-        it due again at `retry_at` (a no-op if it is no longer pending)."""
+        """A purge leased to this replica failed: count the attempt, record `error`, end the
+        lease, and make it due again at `retry_at` (a no-op if it is no longer pending, or no
+        longer leased to this replica: its lease expired and another took it)."""
         ...
 
     def purge_stats(self, now: datetime) -> PurgeStats:

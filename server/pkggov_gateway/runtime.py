@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -130,7 +130,7 @@ class Gateway:
         return self.auditor.reconcile(
             self.upstream,
             replica=self.audit_store.replica,
-            older_than=datetime.now(UTC) - timedelta(seconds=audit.orphan_after_seconds),
+            older_than=self.auditor.now() - timedelta(seconds=audit.orphan_after_seconds),
             settle_seconds=audit.reconcile_settle_seconds,
         )
 
@@ -139,7 +139,7 @@ class Gateway:
         interval, and as soon as one left unsettled is due."""
         interval = timedelta(seconds=self.settings.audit.reconcile_interval_seconds)
         healthy = True
-        next_sweep = datetime.now(UTC) + interval
+        next_sweep = self.auditor.now() + interval
         if first_due is not None:
             next_sweep = min(next_sweep, first_due)
         while not self._stopping.wait(0.25):
@@ -148,8 +148,8 @@ class Gateway:
                 healthy = now_healthy
                 self.server.set_audit_health(healthy=healthy)
                 self.metrics.audit_healthy(healthy)
-            if healthy and datetime.now(UTC) >= next_sweep:
-                next_sweep = datetime.now(UTC) + interval
+            if healthy and self.auditor.now() >= next_sweep:
+                next_sweep = self.auditor.now() + interval
                 try:
                     due = self._reconcile().next_due
                 except Exception:

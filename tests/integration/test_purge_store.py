@@ -291,6 +291,9 @@ def test_effects_are_rolled_back_with_an_entry_that_did_not_commit(
     assert store.healthy()
 
 
+LEASE = timedelta(minutes=5)
+
+
 def test_text_with_nul_is_stored_without_it(url: str) -> None:
     """PostgreSQL's text cannot hold NUL: a purge naming one is stored with U+FFFD (the
     writer's batch must not fail on it), and found by the same spelling."""
@@ -299,6 +302,9 @@ def test_text_with_nul_is_stored_without_it(url: str) -> None:
         schedule(a, "s1", odd)
         found = a.pending_for(PKG, ["1.0\x00x"])
         assert ["1.0\ufffdx"] == list(found)
+        assert [odd.purge_id] == [
+            p.purge_id for p in a.claim_due_purges(odd.due_at, odd.due_at + LEASE, 10)
+        ]
         a.release_purge(odd.purge_id, retry_at=NOW, error="bad\x00error")
         assert "bad\ufffderror" == a.pending_for(PKG, ["1.0\x00x"])["1.0\ufffdx"].last_error
         assert a.healthy()
@@ -361,3 +367,21 @@ def test_a_store_with_entries_migrates_to_pending_purges_and_still_verifies(
     assert 0 == cli.main(["audit", "verify", "--store", f"sqlite:{path}", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert (True, 4) == (printed["ok"], printed["entries"])
+
+
+def test_a_late_release_leaves_another_replicas_lease_alone(url: str) -> None:
+    """Replica a's lease expires and b takes the purge; a's late release (its attempt failed
+    after all) neither counts an attempt nor ends b's lease."""
+    with replicas(url, "a", "b") as (a, b):
+        schedule(a, "s1", purge(1))
+        [leased] = a.claim_due_purges(NOW, NOW + LEASE, 10)
+        later = NOW + LEASE + timedelta(seconds=1)
+        assert [leased.purge_id] == [
+            p.purge_id for p in b.claim_due_purges(later, later + LEASE, 10)
+        ]
+        a.release_purge(leased.purge_id, retry_at=later, error="late")
+        found = b.pending_for(PKG, [leased.version])[leased.version]
+        assert (0, "") == (found.attempts, found.last_error)
+        assert [] == a.claim_due_purges(later, later + LEASE, 10)  # still b's
+        b.release_purge(leased.purge_id, retry_at=later, error="b failed")
+        assert 1 == b.pending_for(PKG, [leased.version])[leased.version].attempts

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -323,6 +325,7 @@ class _Steps(FakeCodeArtifact):
     def __init__(self, locks: FakePackageLocks | None = None) -> None:
         super().__init__()
         self.locks = locks or FakePackageLocks()
+        self._held = contextlib.ExitStack()
         _seeded(self)
 
     def _step(self, name: str) -> None:
@@ -372,6 +375,14 @@ class _Steps(FakeCodeArtifact):
     def will_apply(self, effects: PurgeEffects) -> None:
         self._step("effects")
 
+    def hold_until_recorded(self, held: AbstractContextManager[None]) -> None:
+        self._held.enter_context(held)
+
+    def recorded(self) -> None:
+        """The edge records the outcome, then the call lets go of what it held."""
+        self._step("recorded")
+        self._held.close()
+
 
 def _locked_use_case(steps: _Steps, executor: ThreadPoolExecutor) -> DeletePackageVersions:
     return DeletePackageVersions(
@@ -386,11 +397,13 @@ def _locked_use_case(steps: _Steps, executor: ThreadPoolExecutor) -> DeletePacka
 def test_real_call_holds_the_package_lock_from_read_to_last_chunk(
     executor: ThreadPoolExecutor,
 ) -> None:
-    """The lock is taken before the state is read and released after the last of three
-    chunks returned; the plan and the intent are recorded under it, in that order."""
+    """The lock is taken before the state is read and released once the outcome is recorded,
+    after the last of three chunks returned; the plan and the intent are recorded under it, in
+    that order."""
     steps = _Steps()
     deadline = Deadline.after(5)
     _locked_use_case(steps, executor).execute(_raw(250), ALICE, deadline, steps)
+    steps.recorded()
     assert [
         "lock",
         "read",
@@ -400,6 +413,7 @@ def test_real_call_holds_the_package_lock_from_read_to_last_chunk(
         "delete",
         "delete",
         "delivered",
+        "recorded",
         "unlock",
     ] == (steps.locks.log)
     [(package, wait)] = steps.locks.held
@@ -418,12 +432,13 @@ def test_busy_package_reads_records_and_sends_nothing(executor: ThreadPoolExecut
 
 
 def test_lock_is_released_when_the_delete_fails(executor: ThreadPoolExecutor) -> None:
-    """An upstream error inside the lock still releases it."""
+    """An upstream error inside the lock still releases it, once the failure is recorded."""
     steps = _Steps()
     steps.fail_next(DELETE, UpstreamThrottledError("slow down"))
     with pytest.raises(UpstreamThrottledError):
         _locked_use_case(steps, executor).execute(_raw(3), ALICE, Deadline.after(5), steps)
-    assert ["lock", "read", "plan", "intent", "delete", "unlock"] == steps.locks.log
+    steps.recorded()
+    assert ["lock", "read", "plan", "intent", "delete", "recorded", "unlock"] == steps.locks.log
 
 
 def test_dry_run_takes_no_lock(executor: ThreadPoolExecutor) -> None:

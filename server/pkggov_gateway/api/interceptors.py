@@ -264,6 +264,8 @@ class _Edge:
                 status = _record(rpc.call, response, status, error)
             return self._answer(context, rpc, response, status)
         finally:
+            if rpc.call is not None:
+                rpc.call.release()  # the package's lock, if the call still holds it
             self._leave(context, rpc)
 
     def _arrive(self, context: grpc.ServicerContext) -> _Rpc:

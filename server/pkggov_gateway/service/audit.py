@@ -106,9 +106,14 @@ class Auditor:
         self.metrics.audit_commit(kind, time.perf_counter() - started, ok=True)
         return stored
 
+    def now(self) -> datetime:
+        """The time on the auditor's clock: every time a record holds is read from it, so
+        that deadlines, windows and reconciliation agree (a test's clock included)."""
+        return self._clock()
+
     def begin(self, method: str, rpc_request_id: str, peer: str) -> GovernedCall:
         """A new governed call, and its event, for one RPC (nothing is written yet)."""
-        return GovernedCall(self, method, rpc_request_id, peer, self._clock())
+        return GovernedCall(self, method, rpc_request_id, peer, self.now())
 
     def reconcile(
         self,

@@ -55,6 +55,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -159,6 +160,10 @@ class CallJournal(Protocol):
         """Changes to pending purges that commit with the call's outcome."""
         ...
 
+    def hold_until_recorded(self, held: AbstractContextManager[None]) -> None:
+        """Enter `held` (the package's lock) and leave it once the outcome is recorded."""
+        ...
+
     def delivered(self, outcome: DeleteOutcome) -> None:
         """What CodeArtifact answered (request ids, versions inferred deleted)."""
         ...
@@ -238,9 +243,16 @@ class GovernedChange:
             return self._run(request, principal, policy, deadline, journal)
         # Wait for the package no longer than leaves time to read its state and delete.
         wait = Deadline(deadline.expires_at - 2 * self._limits.min_upstream_seconds)
-        with self._locks.hold(request.package, wait):
-            self._check_time(deadline)
-            return self._run(request, principal, policy, deadline, journal)
+        held = self._locks.hold(request.package, wait)
+        if journal is None:
+            with held:
+                self._check_time(deadline)
+                return self._run(request, principal, policy, deadline, journal)
+        # Held until the outcome is recorded: it changes pending purges, which the purge
+        # worker (and the next call) must see as this call left them.
+        journal.hold_until_recorded(held)
+        self._check_time(deadline)
+        return self._run(request, principal, policy, deadline, journal)
 
     def _run(
         self,

@@ -11,11 +11,13 @@ outcome's decision is classified from the domain error, by one table.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pkggov_gateway.domain.audit import (
@@ -111,6 +113,7 @@ class GovernedCall:
         self._delivered: DeleteOutcome | None = None
         self._replay_of: str | None = None
         self._effects = PurgeEffects()
+        self._held = contextlib.ExitStack()
 
     # --- who called and what was asked (the edge) ------------------------------------------
 
@@ -210,7 +213,7 @@ class GovernedCall:
             fingerprint=self._fingerprint() or "",
             plan=self._plan,
             forward=tuple(versions),
-            deadline=datetime.now(UTC) + timedelta(seconds=max(0.0, deadline.remaining())),
+            deadline=self._auditor.now() + timedelta(seconds=max(0.0, deadline.remaining())),
         )
         guard = AppendGuard(request_id=self.request_id, quota=quota)
         try:
@@ -223,6 +226,16 @@ class GovernedCall:
     def delivered(self, outcome: DeleteOutcome) -> None:
         """What CodeArtifact answered (request ids, versions inferred deleted)."""
         self._delivered = outcome
+
+    def hold_until_recorded(self, held: AbstractContextManager[None]) -> None:
+        """Enter `held` (the package's lock) now, and leave it only once the outcome is
+        committed (or could not be): no other call decides on the package before this call's
+        record, and the pending purges it changes, are in. `release` leaves it in any case."""
+        self._held.enter_context(held)
+
+    def release(self) -> None:
+        """Leave what `hold_until_recorded` entered (idempotent; the edge calls it last)."""
+        self._held.close()
 
     def will_apply(self, effects: PurgeEffects) -> None:
         """Changes to pending purges that commit with the outcome, in its transaction."""
@@ -262,7 +275,7 @@ class GovernedCall:
         delivered = self._delivered or DeleteOutcome()
         record = OutcomeRecord(
             header=self._header,
-            time=datetime.now(UTC),
+            time=self._auditor.now(),
             decision=decision,
             status=status,
             response=response,
@@ -277,9 +290,12 @@ class GovernedCall:
             plan=self._plan,
             replay_of=self._replay_of,
         )
-        return self._auditor.append(
-            NewEntry(record.body(), self._effects), durable=self.intent is not None
-        )
+        try:
+            return self._auditor.append(
+                NewEntry(record.body(), self._effects), durable=self.intent is not None
+            )
+        finally:
+            self.release()
 
     def _fingerprint(self) -> str | None:
         return self._facts.fingerprint if self._facts is not None else None

@@ -319,6 +319,8 @@ class InMemoryAuditStore:
             row = self._purges.get(purge_id)
             if row is None or row.state is not PurgeState.PENDING:
                 return
+            if row.lease_owner != self.replica:  # the lease expired and another took it
+                return
             row.purge = replace(
                 row.purge,
                 attempts=row.purge.attempts + 1,

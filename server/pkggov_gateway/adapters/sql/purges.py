@@ -91,7 +91,8 @@ _CLAIM = (
 
 _RELEASE = (
     "UPDATE pending_purges SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
-    "lease_owner = NULL, lease_until = NULL WHERE purge_id = ? AND state = 'pending'"
+    "lease_owner = NULL, lease_until = NULL "
+    "WHERE purge_id = ? AND state = 'pending' AND lease_owner = ?"
 )
 
 
@@ -293,10 +294,22 @@ def claim_due(
     return sorted((_purge(row) for row in rows), key=_next_due)
 
 
-def release(dialect: Dialect, conn: Any, purge_id: str, retry_at: datetime, error: str) -> None:
-    """Count a failed attempt of a pending purge, record `error`, end its lease, and make it
-    due again at `retry_at` (nothing when it is not pending)."""
-    conn.execute(dialect.sql(_RELEASE), (_text(error), format_time(retry_at), _text(purge_id)))
+def release(
+    dialect: Dialect,
+    conn: Any,
+    purge_id: str,
+    retry_at: datetime,
+    error: str,
+    *,
+    replica: str,
+) -> None:
+    """Count a failed attempt of a pending purge leased to `replica`, record `error`, end its
+    lease, and make it due again at `retry_at` (nothing when it is not pending, or its lease
+    expired and another replica took it)."""
+    conn.execute(
+        dialect.sql(_RELEASE),
+        (_text(error), format_time(retry_at), _text(purge_id), _text(replica)),
+    )
 
 
 def state_of(dialect: Dialect, conn: Any, purge_id: str) -> PurgeRecord | None:

@@ -257,7 +257,7 @@ class SqlAuditStore:
         """Count a failed attempt, record `error`, end the lease and make the purge due again
         at `retry_at`; nothing when it is no longer pending."""
         with self._reader() as conn:
-            purges.release(self.dialect, conn, purge_id, retry_at, error)
+            purges.release(self.dialect, conn, purge_id, retry_at, error, replica=self.replica)
 
     def purge_stats(self, now: datetime) -> PurgeStats:
         """Pending purges, those whose due time is not after `now`, and the oldest due time."""
