@@ -22,7 +22,7 @@ import pytest
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_KEY, Emulator
 from pkggov_gateway.runtime import Gateway
-from tests.e2e.harness import GatewayFactory, rich_error, stub_for
+from tests.e2e.harness import GatewayFactory, rich_error, scrape, stub_for
 
 WINDOW_DAYS = 30
 DAY = timedelta(days=1)
@@ -236,3 +236,90 @@ def test_list_pending_purges_is_refused_to_principals_who_may_not_read_the_audit
             stub.ListPendingPurges(pb.ListPendingPurgesRequest(), timeout=10)
         assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert rich_error(raised.value).reason == "POLICY_DENIED"
+
+
+def test_pending_purges_are_filtered_and_paged(
+    recoverable: Gateway, codeartifact: Any, clock: Clock
+) -> None:
+    """Five archived versions, one a day: filters by package and due time, pages of two that
+    together list each once, soonest first; a token is refused with other filters."""
+    versions = [f"2.0.{i}" for i in range(5)]
+    publish(codeartifact, *versions, "9.0.0")
+    publish(codeartifact, "1.0.0", "9.0.0", package="other")
+    for version in versions:
+        delete(recoverable, version)
+        clock.advance(DAY)
+    delete(recoverable, "1.0.0", package="other")
+    assert len(pending(recoverable)) == 6
+    assert [p.version for p in pending(recoverable, package="other")] == ["1.0.0"]
+    due_before = pb.ListPendingPurgesRequest().due_before
+    due_before.FromDatetime(clock.now + (WINDOW_DAYS - 3) * DAY)
+    early = pending(recoverable, package="tool", due_before=due_before)
+    assert [p.version for p in early] == ["2.0.0", "2.0.1"]
+    seen: list[str] = []
+    token = ""
+    with stub_for(recoverable, principal="carol") as stub:
+        while True:
+            page = stub.ListPendingPurges(
+                pb.ListPendingPurgesRequest(package="tool", page_size=2, page_token=token),
+                timeout=10,
+            )
+            seen += [p.version for p in page.pending_purges]
+            token = page.next_page_token
+            if not token:
+                break
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ListPendingPurges(
+                pb.ListPendingPurgesRequest(
+                    package="other", page_size=2, page_token=first_token(stub)
+                ),
+                timeout=10,
+            )
+    assert seen == versions
+    error = rich_error(raised.value)
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    bad_request = error.details["BadRequest"]
+    assert [v.field for v in bad_request.field_violations] == ["page_token"]  # type: ignore[attr-defined]
+
+
+def first_token(stub: Any) -> str:
+    page = stub.ListPendingPurges(
+        pb.ListPendingPurgesRequest(package="tool", page_size=2), timeout=10
+    )
+    return str(page.next_page_token)
+
+
+def test_purge_metrics(recoverable: Gateway, codeartifact: Any, clock: Clock) -> None:
+    """pending, due and overdue gauges, and the purged counter, after a pass."""
+    publish(codeartifact, "1.0.0", "1.1.0", "1.2.0")
+    delete(recoverable, "1.0.0", "1.1.0")
+    worker = recoverable.purge_worker
+    assert worker is not None
+    clock.advance(WINDOW_DAYS * DAY + timedelta(hours=1))
+    codeartifact.update_package_versions_status(
+        domain="demo",
+        repository="prod-release",
+        format="generic",
+        namespace="acme",
+        package="tool",
+        versions=["1.1.0"],
+        targetStatus="Unlisted",
+    )
+    run = worker.run_once()
+    assert (run.purged, run.cancelled) == (1, 1)
+    samples = scrape(f"http://{recoverable.metrics_address}/metrics")
+    assert samples[("pkggov_purges_total", frozenset({("result", "purged")}))] == 1
+    assert samples[("pkggov_purges_total", frozenset({("result", "cancelled")}))] == 1
+    assert samples[("pkggov_purges_pending", frozenset())] == 0
+    assert samples[("pkggov_purges_due", frozenset())] == 0
+    assert samples[("pkggov_purges_overdue_seconds", frozenset())] == 0
+
+
+def test_a_dry_run_restore_changes_nothing(recoverable: Gateway, codeartifact: Any) -> None:
+    publish(codeartifact, "1.0.0", "1.1.0")
+    delete(recoverable, "1.0.0")
+    response = restore(recoverable, "1.0.0", validate_only=True)
+    assert response.decisions["1.0.0"].outcome == pb.VERSION_OUTCOME_WOULD_RESTORE
+    assert not response.successful_versions
+    assert status_of(codeartifact, "1.0.0") == "Archived"
+    assert [p.version for p in pending(recoverable)] == ["1.0.0"]

@@ -300,3 +300,60 @@ def test_shipped_example_shows_every_setting() -> None:
         if f.name not in given.get(section, {})
     }
     assert set() == missing
+
+
+DEV_IDENTITY = {"PKGGOV_IDENTITY_MODE": "dev"}
+"""Production defaults with development identity (no certificates needed)."""
+
+
+def test_recovery_windows_from_toml_and_environment(tmp_path: Path) -> None:
+    """Windows keep their order (first match wins); the environment's PATTERN=DAYS pairs too;
+    the development profile gives prod-* 30 days, production none."""
+    path = tmp_path / "pkggov.toml"
+    path.write_text('[recovery.windows]\n"prod-scratch" = 0\n"demo/prod-*" = 7.5\n')
+    assert {"prod-scratch": 0.0, "demo/prod-*": 7.5} == load_settings(
+        path, DEV_IDENTITY
+    ).recovery.windows
+    assert ["prod-scratch", "demo/prod-*"] == list(
+        load_settings(path, DEV_IDENTITY).recovery.windows
+    )
+    env = {"PKGGOV_RECOVERY_WINDOWS": "a/b*=1, *=0"}
+    assert {"a/b*": 1.0, "*": 0.0} == load_settings(None, {**env, **DEV_IDENTITY}).recovery.windows
+    assert {"prod-*": 30.0} == load_settings(None, {}, dev=True).recovery.windows
+    assert {} == load_settings(None, DEV_IDENTITY).recovery.windows
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("prod-*=-1", r"recovery\.windows\.prod-\*: expected a number of days from 0 to 3650"),
+        ("prod-*=3651", r"from 0 to 3650, got '3651'"),
+        ("prod-*=nan", r"from 0 to 3650"),
+        ("prod-*", r"expected PATTERN=DAYS pairs"),
+        ("Prod/x=1", r"'Prod/x' is not a DOMAIN/REPOSITORY"),
+        ("a/b/c=1", r"'a/b/c' is not a DOMAIN/REPOSITORY"),
+        ("a b=1", r"'a b' is not a DOMAIN/REPOSITORY"),
+    ],
+)
+def test_bad_recovery_windows_are_refused_by_name(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, {"PKGGOV_RECOVERY_WINDOWS": value}, dev=True)
+
+
+def test_recovery_worker_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"recovery\.final_step: expected one of"):
+        load_settings(None, {"PKGGOV_RECOVERY_FINAL_STEP": "shred"}, dev=True)
+    with pytest.raises(ConfigError, match=r"purge_deadline_seconds \(300\) must be less than"):
+        load_settings(None, {"PKGGOV_RECOVERY_PURGE_DEADLINE_SECONDS": "300"}, dev=True)
+    with pytest.raises(ConfigError, match=r"retry_seconds must not exceed"):
+        load_settings(None, {"PKGGOV_RECOVERY_RETRY_SECONDS": "7200"}, dev=True)
+    with pytest.raises(ConfigError, match=r"recovery\.worker_batch: must be at most 1,000"):
+        load_settings(None, {"PKGGOV_RECOVERY_WORKER_BATCH": "5000"}, dev=True)
+    with pytest.raises(ConfigError, match=r"recovery\.worker_interval_seconds: must be greater"):
+        load_settings(None, {"PKGGOV_RECOVERY_WORKER_INTERVAL_SECONDS": "0"}, dev=True)
+    assert (
+        "dispose"
+        == load_settings(
+            None, {"PKGGOV_RECOVERY_FINAL_STEP": "dispose"}, dev=True
+        ).recovery.final_step
+    )
