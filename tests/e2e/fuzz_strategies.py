@@ -1,4 +1,5 @@
-"""Hypothesis strategies for fuzzing DeletePackageVersions, and CodeArtifact's own rules.
+"""Hypothesis strategies for fuzzing DeletePackageVersions, RestorePackageVersions and
+ListPendingPurges, and CodeArtifact's own rules.
 
 The rules (lengths, patterns, enums, the most versions per call) are read from botocore's
 CodeArtifact model here, not taken from the gateway, so that the fuzz tests hold the gateway
@@ -14,6 +15,7 @@ request message.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -21,22 +23,29 @@ from typing import Any, cast
 
 import botocore.session
 from botocore.model import ListShape, OperationModel, ServiceModel, Shape, StringShape
+from google.protobuf.message import Message
 from hypothesis import strategies as st
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import DEMO_ACCOUNT_ID, load_demo_seed
 
 __all__ = [
+    "FILTER_LIMITS",
     "FORMAT_NAMES",
     "JAVA_WHITESPACE",
     "NAMESPACE_RULES",
     "REQUEST_STRING_RULES",
     "STATUS_NAMES",
+    "TIMESTAMP_SECONDS",
     "UNICODE_ONLY_WHITESPACE",
     "StringRule",
+    "as_restore",
     "delete_requests",
     "operation_model",
+    "pending_purge_requests",
     "raw_messages",
+    "restore_requests",
+    "timestamps",
 ]
 
 # --- CodeArtifact's rules, from botocore's model -------------------------------------------
@@ -561,9 +570,13 @@ def _raw_field(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
-def _mutated(draw: st.DrawFn, max_versions: int) -> bytes:
-    """A serialized request, then truncated, bit-flipped, spliced or extended."""
-    data = bytearray(draw(delete_requests(max_versions)).SerializeToString())
+def _mutated(
+    draw: st.DrawFn, max_versions: int, requests: st.SearchStrategy[Message] | None = None
+) -> bytes:
+    """A serialized request (of `requests`, by default delete requests), then truncated,
+    bit-flipped, spliced or extended."""
+    message = draw(requests if requests is not None else delete_requests(max_versions))
+    data = bytearray(message.SerializeToString())
     at = draw(st.integers(0, len(data)))
     how = draw(st.sampled_from(["truncate", "flip", "insert", "append", "bad_utf8"]))
     if how == "truncate":
@@ -581,11 +594,146 @@ def _mutated(draw: st.DrawFn, max_versions: int) -> bytes:
     return bytes(data)
 
 
-def raw_messages(max_versions: int) -> st.SearchStrategy[bytes]:
-    """Bytes sent as a DeletePackageVersionsRequest: arbitrary, hand-built fields of any wire
-    type, and mutated serializations of real requests."""
+def raw_messages(
+    max_versions: int, requests: st.SearchStrategy[Message] | None = None
+) -> st.SearchStrategy[bytes]:
+    """Bytes sent as a request message (by default a DeletePackageVersionsRequest, else one of
+    `requests`): arbitrary, hand-built fields of any wire type, and mutated serializations of
+    real requests."""
     return st.one_of(
         st.binary(max_size=300),
         st.lists(_raw_field(), max_size=8).map(b"".join),
-        _mutated(max_versions),
+        _mutated(max_versions, requests),
     )
+
+
+# --- RestorePackageVersions and ListPendingPurges ----------------------------------------------
+
+_RESTORE_FIELDS = (
+    "domain",
+    "domain_owner",
+    "repository",
+    "format",
+    "namespace",
+    "package",
+    "versions",
+    "justification",
+    "validate_only",
+    "request_id",
+)
+"""The fields a RestorePackageVersionsRequest shares with a DeletePackageVersionsRequest."""
+
+
+def as_restore(request: pb.DeletePackageVersionsRequest) -> pb.RestorePackageVersionsRequest:
+    """The restore of the versions `request` names (its shared fields, by name)."""
+    restore = pb.RestorePackageVersionsRequest()
+    for name in _RESTORE_FIELDS:
+        value = getattr(request, name)
+        if name == "versions":
+            restore.versions.extend(value)
+        else:
+            setattr(restore, name, value)
+    return restore
+
+
+def restore_requests(max_versions: int) -> st.SearchStrategy[pb.RestorePackageVersionsRequest]:
+    """Restore requests in every mode of `delete_requests` (a restore names its package and
+    versions by the same rules), plus the archived versions of prod-release."""
+    return st.one_of(
+        delete_requests(max_versions).map(as_restore),
+        st.builds(
+            pb.RestorePackageVersionsRequest,
+            domain=st.just("demo"),
+            repository=st.just("prod-release"),
+            format=st.just(pb.PACKAGE_FORMAT_NPM),
+            package=st.just("left-pad"),
+            versions=st.lists(st.sampled_from(["1.0.0", "1.3.0", "9.9.9"]), min_size=1, max_size=5),
+            validate_only=st.booleans(),
+        ),
+    )
+
+
+TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+"""google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z."""
+
+
+def timestamps() -> st.SearchStrategy[tuple[int, int]]:
+    """(seconds, nanos) pairs: inside Timestamp's range, at its ends, just past them, and any
+    int64 / int32 (what the wire can carry)."""
+    low, high = TIMESTAMP_SECONDS
+    return st.tuples(
+        st.one_of(
+            st.integers(low, high),
+            st.sampled_from([low, high, low - 1, high + 1, 0, -1]),
+            st.integers(-(2**63), 2**63 - 1),
+            # Years 1 to 999: inside the range, and four digits in the record only when padded.
+            st.integers(low, -30_610_224_001),
+        ),
+        st.one_of(
+            st.integers(0, 999_999_999),
+            st.sampled_from([0, 999_999_999, -1, 1_000_000_000]),
+            st.integers(-(2**31), 2**31 - 1),
+        ),
+    )
+
+
+FILTER_LIMITS = {"domain": 50, "repository": 100, "package": 255, "requester": 2048}
+"""The longest value each ListPendingPurges text filter takes (longer never matches)."""
+
+
+def _filter_values(name: str) -> st.SearchStrategy[str]:
+    longest = FILTER_LIMITS[name]
+    return st.one_of(
+        st.just(""),
+        st.just(""),
+        st.just(""),
+        st.sampled_from(["demo", "prod-release", "left-pad", "tool", "alice", "carol"]),
+        st.sampled_from(ADVERSARIAL),
+        st.text(ANY_CHAR, max_size=40),
+        st.sampled_from([longest, longest + 1]).map(lambda n: "f" * n),
+        st.integers(longest + 2, 20_000).map(lambda n: "\U0001d518" * n),
+    )
+
+
+def _page_tokens() -> st.SearchStrategy[str]:
+    """Page tokens no deployment issued: empty (none), shaped like a real one, garbage."""
+    part = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=200)
+    return st.one_of(
+        st.just(""),
+        st.just(""),
+        st.just(""),
+        st.just(""),
+        st.tuples(part, part).map(".".join),
+        st.sampled_from(ADVERSARIAL),
+        st.text(ANY_CHAR, max_size=60),
+        st.integers(500, 70_000).map(lambda n: "A" * n),
+    )
+
+
+_PLAIN_FILTERS = st.sampled_from(["", "", "demo", "prod-release", "left-pad", "tool", "alice"])
+
+
+@st.composite
+def pending_purge_requests(draw: st.DrawFn) -> pb.ListPendingPurgesRequest:
+    """ListPendingPurges requests in three modes: plain (filters unset or naming what exists,
+    no page token), one field fuzzed, or every field fuzzed (filters long, adversarial or
+    unset; due_before unset or any (seconds, nanos); any page size; forged page tokens)."""
+    mode = draw(st.sampled_from(["plain", "plain", "one_bad", "one_bad", "chaos"]))
+    fuzzed = {name: _filter_values(name) for name in FILTER_LIMITS}
+    fields: dict[str, Any] = {name: draw(_PLAIN_FILTERS) for name in FILTER_LIMITS}
+    fields["page_size"] = draw(st.sampled_from([0, 1, 2, 50]))
+    sizes = st.one_of(st.just(0), st.integers(-3, 600), st.sampled_from([2**31 - 1, -(2**31)]))
+    every = {**fuzzed, "page_size": sizes, "page_token": _page_tokens()}
+    due = draw(st.booleans())
+    if mode == "one_bad":
+        name = draw(st.sampled_from([*sorted(every), "due_before"]))
+        if name == "due_before":
+            due = True
+        else:
+            fields[name] = draw(every[name])
+    elif mode == "chaos":
+        fields.update({name: draw(strategy) for name, strategy in every.items()})
+    request = pb.ListPendingPurgesRequest(**fields)
+    if due:
+        request.due_before.seconds, request.due_before.nanos = draw(timestamps())
+    return request

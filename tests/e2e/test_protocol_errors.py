@@ -15,6 +15,7 @@ import structlog.testing
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.interceptors import RpcEdgeInterceptor
 from pkggov_gateway.api.server import (
@@ -29,6 +30,7 @@ from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.runtime import Gateway
 from tests.e2e.harness import (
     DELETE_METHOD,
+    PRINCIPAL_KEY,
     GatewayFactory,
     health_status,
     request,
@@ -36,6 +38,12 @@ from tests.e2e.harness import (
     stub_for,
 )
 
+PKGGOV_METHODS = [
+    f"/{service.full_name}/{method.name}"
+    for service in pb.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+]
+"""Every method of every pkggov service, as the proto defines them (new ones included)."""
 HEALTH = "/grpc.health.v1.Health"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -116,10 +124,9 @@ def unimplemented() -> Iterator[str]:
             RpcEdgeInterceptor(_Anyone()),
         ],
     )
-    pb_grpc.add_PackageGovernanceServiceServicer_to_server(
-        pb_grpc.PackageGovernanceServiceServicer(),  # type: ignore[abstract] # implements nothing
-        server,
-    )
+    for name in pb.DESCRIPTOR.services_by_name:  # every pkggov service, new ones included
+        base = getattr(pb_grpc, f"{name}Servicer")  # the generated base: implements nothing
+        getattr(pb_grpc, f"add_{name}Servicer_to_server")(base(), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_pb2_grpc.HealthServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -204,3 +211,50 @@ def test_garbage_request_bytes_are_invalid_argument_on_every_method(
                 deleted = stub.DeletePackageVersions(request(versions=["1.0.0"]), timeout=5)
         assert {SERVICE_NAME, "grpc.health.v1.Health"} <= services
         assert ["1.0.0"] == list(deleted.successful_versions)
+
+
+def test_every_pkggov_method_a_servicer_does_not_implement_is_unimplemented(
+    unimplemented: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each method of each pkggov service (enumerated from the proto), left to the generated
+    base class, answers UNIMPLEMENTED naming it, with no traceback logged."""
+    with no_error_logged(caplog), grpc.insecure_channel(unimplemented) as channel:
+        for method in PKGGOV_METHODS:
+            with pytest.raises(grpc.RpcError) as raised:
+                channel.unary_unary(method, None, None)(b"", timeout=5)
+            error = rich_error(raised.value)
+            expected = (
+                grpc.StatusCode.UNIMPLEMENTED,
+                "UNIMPLEMENTED",
+                f"{method} is not implemented by this gateway",
+            )
+            assert expected == (error.code, error.reason, error.message), method
+
+
+def test_garbage_request_bytes_are_invalid_argument_on_every_pkggov_method(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are not a request message, sent by an identified caller to every method of
+    every pkggov service (enumerated from the proto; a gateway with a recovery window, so
+    that every method is served): INVALID_ARGUMENT / MALFORMED_REQUEST naming the method's
+    message, with its audit event id, no traceback logged; deletes then work as before."""
+    recovery = {"windows": {"prod-*": 30.0}, "worker_interval_seconds": 3600.0}
+    with make_gateway(recovery=recovery) as gw:
+        with no_error_logged(caplog), grpc.insecure_channel(gw.address) as channel:
+            for method in PKGGOV_METHODS:
+                with pytest.raises(grpc.RpcError) as raised:
+                    channel.unary_unary(method, None, None)(
+                        GARBAGE, timeout=5, metadata=((PRINCIPAL_KEY, "alice"),)
+                    )
+                error = rich_error(raised.value)
+                name = method.rpartition("/")[2]
+                expected = (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "MALFORMED_REQUEST",
+                    f"the request is not a valid {name} request message",
+                )
+                assert expected == (error.code, error.reason, error.message), method
+                assert error.metadata.get("audit_event_id"), method
+        with stub_for(gw) as stub:
+            deleted = stub.DeletePackageVersions(request(versions=["1.0.0"]), timeout=5)
+    assert ["1.0.0"] == list(deleted.successful_versions)

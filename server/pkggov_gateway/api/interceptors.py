@@ -35,7 +35,7 @@ from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.records import RecordedFailure, RecordedStatus
 from pkggov_gateway.ports import Authenticator, Metrics, NullMetrics
 from pkggov_gateway.service.audit import Auditor
-from pkggov_gateway.service.governed_call import GovernedCall
+from pkggov_gateway.service.governed_call import CHANGING_METHODS, GovernedCall
 
 __all__ = [
     "AUDIT_EVENT_KEY",
@@ -307,7 +307,9 @@ class _Edge:
         if rpc.call is not None and isinstance(request, Message):
             rendered, unrenderable = render_request(request)
             rpc.call.received(rendered)
-            if unrenderable:
+            # A change is refused at once; a read validates its fields itself, after it has
+            # authorized the reader, so that one who may not read learns nothing from them.
+            if unrenderable and self._message_name in CHANGING_METHODS:
                 raise InvalidRequestError(unrenderable)
         return request
 

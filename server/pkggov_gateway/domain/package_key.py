@@ -14,22 +14,34 @@ import hashlib
 
 from pkggov_gateway.domain.model import PackageRef, canonical_package
 
-__all__ = ["package_key", "package_key_id"]
+__all__ = ["package_identity", "package_key", "package_key_id"]
 
 _SEPARATOR = "\x1f"  # no part of a valid name can hold it (the patterns exclude \s)
 
 
 def package_key(package: PackageRef) -> str:
     """The package's lock key: domain, repository, format, namespace and name, case-folded."""
+    return _SEPARATOR.join(part.casefold() for part in _parts(package))
+
+
+def package_identity(package: PackageRef) -> str:
+    """The package exactly, as CodeArtifact names it (`canonical_package`, case kept): what
+    records about one package (pending purges) are keyed by. Unlike `package_key` it never
+    merges two packages (generic and Maven names are case-sensitive); like it, it leaves the
+    domain owner out, which a call may name or leave to default to the gateway's account."""
+    return _SEPARATOR.join(_parts(package))
+
+
+def _parts(package: PackageRef) -> tuple[str, ...]:
+    """Domain, repository, format, namespace and name, as CodeArtifact names the package."""
     named = canonical_package(package)
-    parts = (
+    return (
         named.domain,
         named.repository,
         named.format.value,
         named.namespace or "",
         named.package,
     )
-    return _SEPARATOR.join(part.casefold() for part in parts)
 
 
 def package_key_id(package: PackageRef) -> int:

@@ -52,7 +52,7 @@ from pkggov_gateway.domain.model import (
     VersionErrorCode,
     VersionStatus,
 )
-from pkggov_gateway.domain.package_key import package_key
+from pkggov_gateway.domain.package_key import package_identity
 from pkggov_gateway.domain.records import RecordedStatus
 from pkggov_gateway.domain.recovery import (
     PURGE_WORKER_PRINCIPAL,
@@ -132,7 +132,7 @@ class PurgeWorker:
         claimed = self._purges.claim_due_purges(now, lease_until, self._settings.batch)
         by_package: dict[str, list[PendingPurge]] = {}
         for purge in claimed:
-            by_package.setdefault(package_key(purge.package), []).append(purge)
+            by_package.setdefault(package_identity(purge.package), []).append(purge)
         for purges in by_package.values():
             self._purge_package(purges, run)
         self._metrics.purges_done(run.purged, run.cancelled, run.failed)

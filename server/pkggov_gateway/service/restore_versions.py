@@ -47,6 +47,7 @@ from pkggov_gateway.domain.policy import (
 from pkggov_gateway.domain.recovery import PendingPurge, PurgeClosure, PurgeEffects, PurgeState
 from pkggov_gateway.ports import PolicyView
 from pkggov_gateway.service.delete_versions import (
+    ApprovedRun,
     CallJournal,
     Chunk,
     ChunkResult,
@@ -59,6 +60,9 @@ from pkggov_gateway.service.delete_versions import (
 )
 
 __all__ = ["RestorePackageVersions"]
+
+RESTORABLE = frozenset({VersionStatus.PUBLISHED, VersionStatus.UNLISTED, VersionStatus.ARCHIVED})
+"""Statuses UpdatePackageVersionsStatus can move a version back to (not Unfinished)."""
 
 _LABELS = {
     PlanOutcome.WOULD_RESTORE: "allowed",
@@ -79,6 +83,8 @@ class RestorePackageVersions(GovernedChange):
         policy: PolicyView,
         deadline: Deadline,
         journal: CallJournal | None,
+        *,
+        approved: ApprovedRun | None = None,
     ) -> DeleteOutcome:
         state = self._upstream.package_state(request.package, deadline)
         pending = (
@@ -146,6 +152,15 @@ class RestorePackageVersions(GovernedChange):
                 plan[version] = PlannedVersion(
                     PlanOutcome.NOT_PENDING_PURGE,
                     _not_pending(status),
+                    status=status,
+                    is_latest=latest,
+                )
+            elif scheduled.previous_status not in RESTORABLE:
+                plan[version] = PlannedVersion(
+                    PlanOutcome.NOT_PENDING_PURGE,
+                    f"the version was {scheduled.previous_status} before it was archived, and "
+                    "CodeArtifact restores only to Published or Unlisted: its purge stays "
+                    "pending (restore it with the AWS CLI, then it is cancelled)",
                     status=status,
                     is_latest=latest,
                 )

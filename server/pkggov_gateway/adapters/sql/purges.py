@@ -2,7 +2,7 @@
 
 A row is one scheduled purge of one version; it stays after it is closed (state ``purged``,
 ``restored`` or ``cancelled``, with the time, reason and event id of the entry that closed
-it). At most one row per version (`package_key` + version) is ``pending`` (a partial unique
+it). At most one row per version (`package_identity` + version) is ``pending`` (a partial unique
 index). Times are `format_time` text, so text order is time order.
 
 Two kinds of writes, on two paths:
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pkggov_gateway.adapters.sql.queries import fetch
 from pkggov_gateway.domain.audit import format_time, parse_time
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
-from pkggov_gateway.domain.package_key import package_key
+from pkggov_gateway.domain.package_key import package_identity
 from pkggov_gateway.domain.recovery import (
     PendingPurge,
     PurgeEffects,
@@ -136,7 +136,7 @@ def apply_effects(
                 time,
                 _text(closure.reason),
                 _text(event_id),
-                _text(package_key(closure.package)),
+                _text(package_identity(closure.package)),
                 _text(closure.version),
             ),
         )
@@ -146,7 +146,7 @@ def apply_effects(
             dialect.sql(_SCHEDULE),
             (
                 _text(purge.purge_id),
-                _text(package_key(package)),
+                _text(package_identity(package)),
                 _text(package.domain),
                 _opt(package.domain_owner),
                 _text(package.repository),
@@ -219,10 +219,10 @@ def _next_due(purge: PendingPurge) -> tuple[str, str]:
 def pending_for(
     dialect: Dialect, conn: Any, package: PackageRef, versions: Sequence[str]
 ) -> dict[str, PendingPurge]:
-    """The pending purges of `versions` of `package` (by `package_key`), by version."""
+    """The pending purges of `versions` of `package` (by `package_identity`), by version."""
     wanted = list(dict.fromkeys(_text(version) for version in versions))
     found: dict[str, PendingPurge] = {}
-    key = _text(package_key(package))
+    key = _text(package_identity(package))
     for start in range(0, len(wanted), 500):  # well within every placeholder limit
         chunk = wanted[start : start + 500]
         marks = ", ".join("?" for _ in chunk)
