@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from pkggov_client import pb
+from pkggov_client._approval_model import (
+    DeletionRequest,
+    DeletionRequestExecution,
+    DeletionRequestsPage,
+    DeletionRequestState,
+    DeletionVote,
+    PlannedVersion,
+)
 from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient
 from pkggov_client._errors import (
     DeniedVersion,
@@ -27,6 +35,11 @@ from pkggov_client._model import (
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DeleteResult",
+    "DeletionRequest",
+    "DeletionRequestExecution",
+    "DeletionRequestState",
+    "DeletionRequestsPage",
+    "DeletionVote",
     "DeniedVersion",
     "FailedVersion",
     "FieldViolation",
@@ -36,6 +49,7 @@ __all__ = [
     "PendingPurgesPage",
     "PkggovClient",
     "PkggovError",
+    "PlannedVersion",
     "QuotaViolation",
     "ResourceDetail",
     "RestoreResult",

@@ -37,6 +37,7 @@ __all__ = [
     "finish_stdout",
     "integral_numbers",
     "message_to_dict",
+    "page_size_arg",
     "text_arg",
     "time_arg",
 ]
@@ -55,6 +56,24 @@ def text_arg(text: str) -> str:
     except UnicodeEncodeError:
         raise argparse.ArgumentTypeError(f"not UTF-8 text: '{printable(text)}'") from None
     return text
+
+
+MAX_PAGE_SIZE = 500
+"""The gateway's largest page of a listing (ListPendingPurges, ListDeletionRequests)."""
+
+
+def page_size_arg(text: str) -> int:
+    """An argparse type for a page size: a whole number from 1 to MAX_PAGE_SIZE."""
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"invalid page size '{printable(text)}': expected a whole number from 1 to "
+            f"{MAX_PAGE_SIZE}"
+        )
+    return size
 
 
 def time_arg(text: str) -> datetime:

@@ -1,16 +1,24 @@
-"""PkggovClient: a typed, blocking wrapper around the PackageGovernanceService stub."""
+"""PkggovClient: a typed, blocking wrapper around the PackageGovernanceService, ApprovalService
+and AuditService stubs."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from pkggov_client import pb
+from pkggov_client._approval_model import (
+    DeletionRequest,
+    DeletionRequestExecution,
+    DeletionRequestsPage,
+    DeletionRequestState,
+)
 from pkggov_client._errors import error_from_rpc_error
 from pkggov_client._model import (
     DeleteResult,
@@ -28,6 +36,7 @@ DEFAULT_TIMEOUT = 30.0
 _DEFAULT_OPTIONS: tuple[tuple[str, str | int], ...] = (
     ("grpc.primary_user_agent", "pkggov-client"),
 )
+_Response = TypeVar("_Response", bound=Message)
 _METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
 _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 
@@ -86,6 +95,7 @@ class PkggovClient:
             self._channel = grpc.secure_channel(target, credentials, options=channel_options)
         self._stub = pb.PackageGovernanceServiceStub(self._channel)
         self._audit = pb.AuditServiceStub(self._channel)
+        self._approvals = pb.ApprovalServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel; calls made afterwards fail."""
@@ -287,3 +297,139 @@ class PkggovClient:
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err
         return response.event
+
+    def _invoke(
+        self,
+        method: Callable[..., _Response],
+        request: Message,
+        timeout: float | None,
+    ) -> _Response:
+        """Call `method` with the client's metadata and deadline; PkggovError on failure."""
+        try:
+            return method(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+
+    # --- ApprovalService: four-eyes deletion requests -----------------------------------------
+
+    def get_deletion_request(
+        self, deletion_request_id: str, *, timeout: float | None = None
+    ) -> DeletionRequest:
+        """One deletion request with its plan and votes (ApprovalService.GetDeletionRequest).
+
+        Readable by its requester and by the principals policy lets read the audit record or
+        approve it. An id that names no request raises PkggovError with NOT_FOUND (reason
+        DELETION_REQUEST_NOT_FOUND).
+        """
+        response = self._invoke(
+            self._approvals.GetDeletionRequest,
+            pb.GetDeletionRequestRequest(id=deletion_request_id),
+            timeout,
+        )
+        return DeletionRequest.from_proto(response.deletion_request)
+
+    def list_deletion_requests(
+        self,
+        *,
+        state: DeletionRequestState | str | None = None,
+        requester: str | None = None,
+        domain: str | None = None,
+        repository: str | None = None,
+        package: str | None = None,
+        page_size: int = 0,
+        page_token: str | None = None,
+        timeout: float | None = None,
+    ) -> DeletionRequestsPage:
+        """One page of deletion requests, newest first (ApprovalService.ListDeletionRequests).
+
+        Every filter left None matches everything; `state` takes the enum or its name in any
+        case ("pending"; an unknown name raises ValueError before any call is made);
+        `requester` is the principal whose call created the request. `page_size` 0 means the
+        gateway's default (50; at most 500). For the next page pass
+        `DeletionRequestsPage.next_page_token` as `page_token`, with the same filters.
+        Authorized as reading the audit record.
+        """
+        request = pb.ListDeletionRequestsRequest(
+            state=(
+                pb.DeletionRequestState.DELETION_REQUEST_STATE_UNSPECIFIED
+                if state is None
+                else DeletionRequestState(state).to_proto()
+            ),
+            requester=requester or "",
+            domain=domain or "",
+            repository=repository or "",
+            package=package or "",
+            page_size=page_size,
+            page_token=page_token or "",
+        )
+        response = self._invoke(self._approvals.ListDeletionRequests, request, timeout)
+        return DeletionRequestsPage.from_proto(response)
+
+    def approve_deletion_request(
+        self, deletion_request_id: str, reason: str, *, timeout: float | None = None
+    ) -> DeletionRequest:
+        """Approve a pending deletion request, with a reason (required, at most 1024
+        characters); returns the request after the vote, whose `approvals` counts it.
+
+        Policy decides who may approve (Pkggov::Action::"ApproveDeletionRequest"). The
+        gateway refuses, with PkggovError: the requester (PERMISSION_DENIED, reason
+        SELF_APPROVAL), a second vote of one person (ALREADY_EXISTS, ALREADY_VOTED), a request
+        that is no longer pending (FAILED_PRECONDITION, REQUEST_NOT_PENDING or
+        REQUEST_EXPIRED), a blank reason (INVALID_ARGUMENT).
+        """
+        response = self._invoke(
+            self._approvals.ApproveDeletionRequest,
+            pb.ApproveDeletionRequestRequest(id=deletion_request_id, reason=reason),
+            timeout,
+        )
+        return DeletionRequest.from_proto(response.deletion_request)
+
+    def reject_deletion_request(
+        self, deletion_request_id: str, reason: str, *, timeout: float | None = None
+    ) -> DeletionRequest:
+        """Reject a pending deletion request, with a reason (required); returns the request
+        after the vote. A rejection ends the request (state REJECTED) unless the gateway's
+        configuration says otherwise. Refused as `approve_deletion_request` is."""
+        response = self._invoke(
+            self._approvals.RejectDeletionRequest,
+            pb.RejectDeletionRequestRequest(id=deletion_request_id, reason=reason),
+            timeout,
+        )
+        return DeletionRequest.from_proto(response.deletion_request)
+
+    def cancel_deletion_request(
+        self, deletion_request_id: str, reason: str = "", *, timeout: float | None = None
+    ) -> DeletionRequest:
+        """Cancel a pending deletion request (its requester only: PERMISSION_DENIED, reason
+        NOT_REQUESTER, for anyone else), with an optional reason; returns the cancelled
+        request, which can never run."""
+        response = self._invoke(
+            self._approvals.CancelDeletionRequest,
+            pb.CancelDeletionRequestRequest(id=deletion_request_id, reason=reason),
+            timeout,
+        )
+        return DeletionRequest.from_proto(response.deletion_request)
+
+    def execute_deletion_request(
+        self, deletion_request_id: str, *, timeout: float | None = None
+    ) -> DeletionRequestExecution:
+        """Run an approved deletion request's plan through the governed delete path (its
+        requester only); returns the delete's result per version and the executed request.
+
+        The gateway re-reads the package first and runs only while the plan still holds:
+        otherwise PkggovError with FAILED_PRECONDITION, reason PLAN_CHANGED (its message names
+        what changed), and nothing is deleted. Executing before the approvals satisfy policy
+        fails with APPROVAL_REQUIRED; a request that expired, was rejected or cancelled with
+        REQUEST_EXPIRED or REQUEST_NOT_PENDING; a stored plan that no longer matches its hash
+        with DATA_LOSS, PLAN_TAMPERED.
+        """
+        response = self._invoke(
+            self._approvals.ExecuteDeletionRequest,
+            pb.ExecuteDeletionRequestRequest(id=deletion_request_id),
+            timeout,
+        )
+        return DeletionRequestExecution.from_proto(response)

@@ -80,7 +80,10 @@ class PkggovError(Exception):
     `quota_violations` from QuotaFailure, and `denied_versions` with `denied_omitted` (how
     many more denied versions the gateway did not list) from pkggov.v1.PolicyDenial; each is
     empty, zero or None when the status did not carry it. `status` is the decoded
-    ``google.rpc.Status``, or None when the call had no details.
+    ``google.rpc.Status``, or None when the call had no details. `audit_event_id`,
+    `deletion_request_id` and `plan_hash` read the ErrorInfo metadata of those names: a delete
+    that needs approval (`approval_required`, reason APPROVAL_REQUIRED) names the deletion
+    request it recorded and its plan's hash.
     """
 
     code: grpc.StatusCode
@@ -134,6 +137,25 @@ class PkggovError(Exception):
         """The id of the audit event that recorded the failed call (ErrorInfo metadata
         "audit_event_id"), or None when the error did not come from the gateway's record."""
         return self.metadata.get("audit_event_id") or None
+
+    @property
+    def deletion_request_id(self) -> str | None:
+        """The deletion request the error is about (ErrorInfo metadata "deletion_request_id"),
+        or None. For reason APPROVAL_REQUIRED it is the request the call recorded instead of
+        deleting: approvers vote on it (`PkggovClient.approve_deletion_request`) and its
+        requester then runs it (`PkggovClient.execute_deletion_request`)."""
+        return self.metadata.get("deletion_request_id") or None
+
+    @property
+    def plan_hash(self) -> str | None:
+        """The SHA-256 (hex) of the plan that needs approval (ErrorInfo metadata "plan_hash",
+        reason APPROVAL_REQUIRED), which approvers see on the request; or None."""
+        return self.metadata.get("plan_hash") or None
+
+    @property
+    def approval_required(self) -> bool:
+        """True when the call needs approval (reason APPROVAL_REQUIRED): nothing was deleted."""
+        return self.reason == "APPROVAL_REQUIRED"
 
     @property
     def headline(self) -> str:

@@ -163,8 +163,10 @@ class VersionDecision:
     """What a dry run decided for one version.
 
     `outcome` is, for a delete, "WOULD_DELETE", "WOULD_ARCHIVE" (a recovery window applies:
-    the version would be archived and purged at `purge_time`), "DENIED", "NOT_FOUND" or
-    "STATUS_MISMATCH"; for a restore, "WOULD_RESTORE", "DENIED", "NOT_FOUND",
+    the version would be archived and purged at `purge_time`), "DENIED", "NOT_FOUND",
+    "STATUS_MISMATCH" or "NEEDS_APPROVAL" (policy allows it only once approved: the real call
+    records a deletion request instead of deleting, see `PkggovError.deletion_request_id`);
+    for a restore, "WOULD_RESTORE", "DENIED", "NOT_FOUND",
     "NOT_PENDING_PURGE" or "REVISION_MISMATCH" (an outcome this client does not know is kept as
     its number). `policy_ids` are the @id annotations of the deciding policies (empty for a
     deny means no policy permits it); `status` is the version's current status, None when it
@@ -188,6 +190,11 @@ class VersionDecision:
     def would_archive(self) -> bool:
         """True when the real call would archive the version under a recovery window."""
         return self.outcome == "WOULD_ARCHIVE"
+
+    @property
+    def needs_approval(self) -> bool:
+        """True when policy allows the version only once a deletion request is approved."""
+        return self.outcome == "NEEDS_APPROVAL"
 
     @property
     def would_restore(self) -> bool:

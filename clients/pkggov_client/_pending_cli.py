@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from pkggov_client import pb
-from pkggov_client._cli_base import UsageError, emit, emit_json, message_to_dict, text_arg, time_arg
+from pkggov_client._cli_base import (
+    MAX_PAGE_SIZE,
+    UsageError,
+    emit,
+    emit_json,
+    message_to_dict,
+    page_size_arg,
+    text_arg,
+    time_arg,
+)
 from pkggov_client._errors import PkggovError
 from pkggov_client._model import PendingPurge
 from pkggov_client._render import render_time
@@ -32,22 +41,8 @@ EXIT_USAGE = 2
 
 DEFAULT_PAGE_SIZE = 20
 """Pending purges per page of one `pending list` (as `audit list --limit`)."""
-ALL_PAGE_SIZE = 500
+ALL_PAGE_SIZE = MAX_PAGE_SIZE
 """Pending purges per page with --all (the gateway's largest page: fewer round trips)."""
-
-
-def _page_size_arg(text: str) -> int:
-    """Read a page size: a whole number from 1 to 500 (the gateway's largest page)."""
-    try:
-        size = int(text)
-    except ValueError:
-        size = 0
-    if not 1 <= size <= ALL_PAGE_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"invalid page size '{printable(text)}': expected a whole number from 1 to "
-            f"{ALL_PAGE_SIZE}"
-        )
-    return size
 
 
 def add_pending_commands(
@@ -98,7 +93,7 @@ def add_pending_commands(
     )
     listing.add_argument(
         "--page-size",
-        type=_page_size_arg,
+        type=page_size_arg,
         metavar="N",
         help=f"pending purges per page, 1 to {ALL_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE}; "
         f"with --all, {ALL_PAGE_SIZE})",

@@ -5,6 +5,7 @@ cannot reach the terminal as a control."""
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from pkggov_client._model import DeleteResult, RestoreResult, VersionDecision, ordered_keys
 from pkggov_client._text import printable
 
-__all__ = ["render_plan", "render_table", "render_time"]
+__all__ = ["render_plan", "render_table", "render_time", "restore_command_line", "restore_hint"]
 
 
 def render_time(moment: datetime | None) -> str:
@@ -49,6 +50,7 @@ def _decision_detail(decision: VersionDecision) -> str:
 
 _PLAN_SUMMARY_ORDER = (
     "WOULD_ARCHIVE",
+    "NEEDS_APPROVAL",
     "DENIED",
     "NOT_FOUND",
     "STATUS_MISMATCH",
@@ -61,6 +63,7 @@ _SUMMARY_LABELS = {
     "WOULD_DELETE": "would be deleted",
     "WOULD_ARCHIVE": "would be archived",
     "WOULD_RESTORE": "would be restored",
+    "NEEDS_APPROVAL": "need approval",
 }
 
 
@@ -161,3 +164,68 @@ def render_table(result: DeleteResult | RestoreResult, *, order: Iterable[str] =
     else:
         summary = f"{len(result.successful)} deleted, {len(result.failed)} failed"
     return "\n".join([*_columns(rows), summary])
+
+
+MAX_LISTED_IN_HINT = 20
+"""Past this many archived versions the restore hint names none (it says how instead)."""
+
+
+def restore_command_line(
+    *,
+    domain: str,
+    domain_owner: str | None,
+    repository: str,
+    format: str,
+    namespace: str | None,
+    package: str,
+    versions: Sequence[str],
+) -> str:
+    """The `pkggov restore` command line that restores `versions` of one package, quoted for a
+    POSIX shell and `printable`. Connection options are left out (they may hold secrets' paths
+    or another caller's name); past `MAX_LISTED_IN_HINT` versions it ends in "VERSION..."
+    rather than list them all."""
+    words = ["pkggov", "restore", "--domain", domain]
+    if domain_owner:
+        words += ["--domain-owner", domain_owner]
+    words += ["--repository", repository, "--format", format]
+    if namespace:
+        words += ["--namespace", namespace]
+    words += ["--package", package]
+    quoted = [shlex.quote(printable(word)) for word in words]
+    if len(versions) > MAX_LISTED_IN_HINT:
+        quoted.append("VERSION...")
+    else:
+        quoted.extend(shlex.quote(printable(version)) for version in versions)
+    return " ".join(quoted)
+
+
+def restore_hint(
+    result: DeleteResult,
+    *,
+    domain: str,
+    domain_owner: str | None,
+    repository: str,
+    format: str,
+    namespace: str | None,
+    package: str,
+) -> str | None:
+    """The line that says how to restore what a delete archived, or None when it archived
+    nothing."""
+    archived = list(result.archived)
+    if not archived:
+        return None
+    many = len(archived) > MAX_LISTED_IN_HINT
+    command = restore_command_line(
+        domain=domain,
+        domain_owner=domain_owner,
+        repository=repository,
+        format=format,
+        namespace=namespace,
+        package=package,
+        versions=archived,
+    )
+    return (
+        "to restore before the purge (with the same connection options): "
+        + command
+        + (" (name the versions, or list them in --versions-from FILE)" if many else "")
+    )

@@ -1,7 +1,8 @@
 """The `pkggov` command line: governed package-version deletion through the gateway
 (`pkggov delete`; under a recovery window the versions are archived, and `pkggov restore`
 brings them back before their purge), the pending purges (`pkggov pending list`, in
-`_pending_cli`) and reading its audit record (`pkggov audit list|show`, in `_audit_cli`). The
+`_pending_cli`), deletion requests that wait for approval (`pkggov approvals ...`, in
+`_approvals_cli`) and reading its audit record (`pkggov audit list|show`, in `_audit_cli`). The
 operator tools that need the gateway's own code (`policy validate|test`, `audit verify`) are
 `pkggov-admin`, installed with the gateway; `pkggov policy` only says so (`_moved`). The options
 every command shares to reach the gateway are in `_connection`; results are laid out as text in
@@ -12,9 +13,11 @@ the call succeeded but some versions failed, 1 when the call itself failed (an R
 for a usage error. A dry run (`pkggov delete --dry-run`) prints the plan for every version and
 exits 0 when every version would be deleted or archived, 3 when some would not (not found,
 another status, or denied with --allow-partial), and 1 when the real call would fail: a version
-is denied and --allow-partial is not given (the plan is still printed), or the dry run itself
-failed; `pkggov restore --dry-run` likewise (it has no --allow-partial: a denied version makes
-it 1). A reader of stdout that goes away (``pkggov delete ... | head -1``) changes none of
+is denied and --allow-partial is not given, or a version needs approval (the plan is still
+printed), or the dry run itself failed; `pkggov restore --dry-run` likewise (it has no
+--allow-partial: a denied version makes it 1). A delete that needs approval (APPROVAL_REQUIRED)
+exits 1 too, and says on stderr which deletion request it recorded and how to approve and
+execute it. A reader of stdout that goes away (``pkggov delete ... | head -1``) changes none of
 these.
 
 Environment: ``PKGGOV_CLI_TARGET`` (or the older ``PKGGOV_TARGET``) and
@@ -27,12 +30,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from pkggov_client._approvals_cli import add_approvals_commands, approval_required_hint
 from pkggov_client._audit_cli import add_audit_commands
 from pkggov_client._cli_base import (
     ArgumentParser,
@@ -64,7 +67,11 @@ from pkggov_client._model import (
 )
 from pkggov_client._moved import add_moved_command
 from pkggov_client._pending_cli import add_pending_commands
-from pkggov_client._render import render_plan, render_table
+from pkggov_client._render import (
+    render_plan,
+    render_table,
+    restore_hint,
+)
 from pkggov_client._text import printable
 
 __all__ = [
@@ -348,6 +355,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add_moved_command(commands, "policy", "pkggov-admin policy")
     add_audit_commands(commands, common, connect, report_error)
     add_pending_commands(commands, common, connect, report_error)
+    add_approvals_commands(commands, common, connect, report_error)
     return parser
 
 
@@ -383,6 +391,9 @@ def _run_versions_call(args: argparse.Namespace, command: str, call: _Call) -> i
             result = call(client, versions, request_id)
     except PkggovError as err:
         report_error(err, args, request_id=request_id)
+        hint = approval_required_hint(err)
+        if hint is not None and not args.json:
+            print(hint, file=sys.stderr)
         return EXIT_RPC_ERROR
     if args.dry_run:
         return _report_plan(result, args, versions, request_id)
@@ -439,30 +450,6 @@ def _run_restore(args: argparse.Namespace) -> int:
     return _run_versions_call(args, "restore", call)
 
 
-_MAX_LISTED_IN_HINT = 20
-"""Past this many archived versions the restore hint names none (it says how instead)."""
-
-
-def restore_command(args: argparse.Namespace, versions: Sequence[str]) -> str:
-    """The `pkggov restore` command line that restores `versions` of the package `args` name,
-    quoted for a POSIX shell and `printable`. Connection options are left out (they may hold
-    secrets' paths or another caller's name); past `_MAX_LISTED_IN_HINT` versions it ends in
-    "VERSION..." rather than list them all."""
-    words = ["pkggov", "restore", "--domain", args.domain]
-    if args.domain_owner:
-        words += ["--domain-owner", args.domain_owner]
-    words += ["--repository", args.repository, "--format", args.format.value]
-    if args.namespace:
-        words += ["--namespace", args.namespace]
-    words += ["--package", args.package]
-    quoted = [shlex.quote(printable(word)) for word in words]
-    if len(versions) > _MAX_LISTED_IN_HINT:
-        quoted.append("VERSION...")
-    else:
-        quoted.extend(shlex.quote(printable(version)) for version in versions)
-    return " ".join(quoted)
-
-
 def _print_result(
     result: DeleteResult | RestoreResult,
     args: argparse.Namespace,
@@ -486,14 +473,18 @@ def _print_result(
         if result.decisions
         else render_table(result, order=versions)
     )
-    if isinstance(result, DeleteResult) and result.archived:
-        archived = list(result.archived)
-        many = len(archived) > _MAX_LISTED_IN_HINT
-        emit(
-            "to restore before the purge (with the same connection options): "
-            + restore_command(args, archived)
-            + (" (name the versions, or list them in --versions-from FILE)" if many else "")
+    if isinstance(result, DeleteResult):
+        hint = restore_hint(
+            result,
+            domain=args.domain,
+            domain_owner=args.domain_owner,
+            repository=args.repository,
+            format=args.format.value,
+            namespace=args.namespace,
+            package=args.package,
         )
+        if hint is not None:
+            emit(hint)
     if result.audit_event_id is not None:
         print(f"audit event {printable(result.audit_event_id)}", file=sys.stderr)
 
@@ -531,6 +522,18 @@ def _report_plan(
                 f"error: the real call would fail with PERMISSION_DENIED (POLICY_DENIED): policy "
                 f"denies {len(denied)} of {len(result.decisions)} version(s) "
                 f"({', '.join(denied[:3])}{', ...' if len(denied) > 3 else ''}){partial}",
+                file=sys.stderr,
+            )
+        return EXIT_RPC_ERROR
+    needing = [printable(v) for v, d in result.decisions.items() if d.needs_approval]
+    if needing:
+        if not args.json:
+            print(
+                "error: the real call would fail with FAILED_PRECONDITION (APPROVAL_REQUIRED): "
+                f"policy allows {len(needing)} of {len(result.decisions)} version(s) only once "
+                f"approved ({', '.join(needing[:3])}{', ...' if len(needing) > 3 else ''}); it "
+                "would delete nothing and record a deletion request for approvers to vote on "
+                "(see pkggov approvals)",
                 file=sys.stderr,
             )
         return EXIT_RPC_ERROR

@@ -144,6 +144,7 @@ def test_outcomes_use_short_names_and_keep_unknown_numbers() -> None:
         "WOULD_RESTORE",
         "NOT_PENDING_PURGE",
         "REVISION_MISMATCH",
+        "NEEDS_APPROVAL",
     ]
     assert outcome_name(42) == "42"
 
@@ -192,9 +193,9 @@ def test_plan_where_every_version_would_be_deleted() -> None:
 
 def test_unknown_outcome_is_kept_as_its_number() -> None:
     response = pb.DeletePackageVersionsResponse()
-    response.decisions["1.0.0"].outcome = 9  # type: ignore[assignment]
+    response.decisions["1.0.0"].outcome = 99  # type: ignore[assignment]
 
-    assert DeleteResult.from_proto(response).decisions["1.0.0"].outcome == "9"
+    assert DeleteResult.from_proto(response).decisions["1.0.0"].outcome == "99"
 
 
 def test_decisions_are_read_only_and_empty_after_a_real_call() -> None:

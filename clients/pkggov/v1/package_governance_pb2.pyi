@@ -175,6 +175,10 @@ class _VersionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Versio
     """The version has no pending purge, so there is nothing to restore."""
     VERSION_OUTCOME_REVISION_MISMATCH: _VersionOutcome.ValueType  # 8
     """The version changed since it was archived (its revision differs): it is not restored."""
+    VERSION_OUTCOME_NEEDS_APPROVAL: _VersionOutcome.ValueType  # 9
+    """Policy allows the version only once approved (an approval policy, in policy_ids, stands in
+    the way): a real call records a deletion request instead of deleting.
+    """
 
 class VersionOutcome(_VersionOutcome, metaclass=_VersionOutcomeEnumTypeWrapper):
     """VersionOutcome is what a call would do, or did decide, for one version."""
@@ -199,7 +203,51 @@ VERSION_OUTCOME_NOT_PENDING_PURGE: VersionOutcome.ValueType  # 7
 """The version has no pending purge, so there is nothing to restore."""
 VERSION_OUTCOME_REVISION_MISMATCH: VersionOutcome.ValueType  # 8
 """The version changed since it was archived (its revision differs): it is not restored."""
+VERSION_OUTCOME_NEEDS_APPROVAL: VersionOutcome.ValueType  # 9
+"""Policy allows the version only once approved (an approval policy, in policy_ids, stands in
+the way): a real call records a deletion request instead of deleting.
+"""
 Global___VersionOutcome: _TypeAlias = VersionOutcome  # noqa: Y015
+
+class _DeletionRequestState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeletionRequestStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeletionRequestState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELETION_REQUEST_STATE_UNSPECIFIED: _DeletionRequestState.ValueType  # 0
+    """Not set; as a filter it matches every state."""
+    DELETION_REQUEST_STATE_PENDING: _DeletionRequestState.ValueType  # 1
+    """Waiting for votes, or for its requester to execute it."""
+    DELETION_REQUEST_STATE_EXECUTING: _DeletionRequestState.ValueType  # 2
+    """Being executed by one replica."""
+    DELETION_REQUEST_STATE_EXECUTED: _DeletionRequestState.ValueType  # 3
+    """Executed: its plan ran (see the execution's audit event)."""
+    DELETION_REQUEST_STATE_REJECTED: _DeletionRequestState.ValueType  # 4
+    """Rejected by an approver."""
+    DELETION_REQUEST_STATE_CANCELLED: _DeletionRequestState.ValueType  # 5
+    """Cancelled by its requester."""
+    DELETION_REQUEST_STATE_EXPIRED: _DeletionRequestState.ValueType  # 6
+    """Expired before it ran."""
+
+class DeletionRequestState(_DeletionRequestState, metaclass=_DeletionRequestStateEnumTypeWrapper):
+    """DeletionRequestState is where a deletion request stands."""
+
+DELETION_REQUEST_STATE_UNSPECIFIED: DeletionRequestState.ValueType  # 0
+"""Not set; as a filter it matches every state."""
+DELETION_REQUEST_STATE_PENDING: DeletionRequestState.ValueType  # 1
+"""Waiting for votes, or for its requester to execute it."""
+DELETION_REQUEST_STATE_EXECUTING: DeletionRequestState.ValueType  # 2
+"""Being executed by one replica."""
+DELETION_REQUEST_STATE_EXECUTED: DeletionRequestState.ValueType  # 3
+"""Executed: its plan ran (see the execution's audit event)."""
+DELETION_REQUEST_STATE_REJECTED: DeletionRequestState.ValueType  # 4
+"""Rejected by an approver."""
+DELETION_REQUEST_STATE_CANCELLED: DeletionRequestState.ValueType  # 5
+"""Cancelled by its requester."""
+DELETION_REQUEST_STATE_EXPIRED: DeletionRequestState.ValueType  # 6
+"""Expired before it ran."""
+Global___DeletionRequestState: _TypeAlias = DeletionRequestState  # noqa: Y015
 
 @_typing.final
 class DeletePackageVersionsRequest(_message.Message):
@@ -883,6 +931,554 @@ class PendingPurge(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PendingPurge: _TypeAlias = PendingPurge  # noqa: Y015
+
+@_typing.final
+class DeletionRequest(_message.Message):
+    """DeletionRequest is a deletion that waits for approval, bound to its plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    DOMAIN_OWNER_FIELD_NUMBER: _builtins.int
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    REQUESTED_VERSIONS_FIELD_NUMBER: _builtins.int
+    LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    VERSION_COUNT_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    EXPECTED_STATUS_FIELD_NUMBER: _builtins.int
+    ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    PURGE_NOW_FIELD_NUMBER: _builtins.int
+    PLAN_HASH_FIELD_NUMBER: _builtins.int
+    REQUIRED_BY_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    CLOSED_REASON_FIELD_NUMBER: _builtins.int
+    CLOSED_AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request's id (a UUID)."""
+    state: Global___DeletionRequestState.ValueType
+    """Where it stands."""
+    requester: _builtins.str
+    """The principal whose call created it, as identified."""
+    domain: _builtins.str
+    """The package the plan deletes from."""
+    domain_owner: _builtins.str
+    """The domain owner as requested ("" for the gateway's own account)."""
+    repository: _builtins.str
+    """The repository."""
+    format: Global___PackageFormat.ValueType
+    """The package format."""
+    namespace: _builtins.str
+    """The package namespace ("" when none)."""
+    package: _builtins.str
+    """The package name."""
+    latest_version: _builtins.str
+    """The package's latest version when decided."""
+    version_count: _builtins.int
+    """How many versions the package had when decided."""
+    justification: _builtins.str
+    """The requester's justification."""
+    expected_status: Global___PackageVersionStatus.ValueType
+    """The original request's expected_status."""
+    allow_partial: _builtins.bool
+    """The original request's allow_partial."""
+    purge_now: _builtins.bool
+    """The original request's purge_now."""
+    plan_hash: _builtins.str
+    """SHA-256 (hex) of the plan's canonical JSON: what approvers approve."""
+    approvals: _builtins.int
+    """How many approving votes count (distinct people other than the requester)."""
+    audit_event_id: _builtins.str
+    """The audit event of the call that created it."""
+    closed_reason: _builtins.str
+    """Why it ended, when it ended ("" while pending)."""
+    closed_audit_event_id: _builtins.str
+    """The audit event that ended it ("" while pending)."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it expires unless it ran before."""
+
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedVersion]:
+        """The versions the plan deletes, each with the revision and status it was decided on."""
+
+    @_builtins.property
+    def requested_versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every version the original request named."""
+
+    @_builtins.property
+    def required_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The @ids of the approval policies that asked for approval."""
+
+    @_builtins.property
+    def votes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeletionVote]:
+        """The votes, in the order cast."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        state: Global___DeletionRequestState.ValueType = ...,
+        requester: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        domain: _builtins.str = ...,
+        domain_owner: _builtins.str = ...,
+        repository: _builtins.str = ...,
+        format: Global___PackageFormat.ValueType = ...,
+        namespace: _builtins.str = ...,
+        package: _builtins.str = ...,
+        versions: _abc.Iterable[Global___PlannedVersion] | None = ...,
+        requested_versions: _abc.Iterable[_builtins.str] | None = ...,
+        latest_version: _builtins.str = ...,
+        version_count: _builtins.int = ...,
+        justification: _builtins.str = ...,
+        expected_status: Global___PackageVersionStatus.ValueType = ...,
+        allow_partial: _builtins.bool = ...,
+        purge_now: _builtins.bool = ...,
+        plan_hash: _builtins.str = ...,
+        required_by: _abc.Iterable[_builtins.str] | None = ...,
+        votes: _abc.Iterable[Global___DeletionVote] | None = ...,
+        approvals: _builtins.int = ...,
+        audit_event_id: _builtins.str = ...,
+        closed_reason: _builtins.str = ...,
+        closed_audit_event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "approvals", b"approvals", "audit_event_id", b"audit_event_id", "closed_audit_event_id", b"closed_audit_event_id", "closed_reason", b"closed_reason", "create_time", b"create_time", "domain", b"domain", "domain_owner", b"domain_owner", "expected_status", b"expected_status", "expire_time", b"expire_time", "format", b"format", "id", b"id", "justification", b"justification", "latest_version", b"latest_version", "namespace", b"namespace", "package", b"package", "plan_hash", b"plan_hash", "purge_now", b"purge_now", "repository", b"repository", "requested_versions", b"requested_versions", "requester", b"requester", "required_by", b"required_by", "state", b"state", "version_count", b"version_count", "versions", b"versions", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletionRequest: _TypeAlias = DeletionRequest  # noqa: Y015
+
+@_typing.final
+class PlannedVersion(_message.Message):
+    """PlannedVersion is one version of a deletion request's plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    IS_LATEST_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """The version string."""
+    revision: _builtins.str
+    """Its revision when decided: execution requires the same."""
+    status: Global___PackageVersionStatus.ValueType
+    """Its status when decided: execution requires the same."""
+    is_latest: _builtins.bool
+    """Whether it was the package's latest version."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        revision: _builtins.str = ...,
+        status: Global___PackageVersionStatus.ValueType = ...,
+        is_latest: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_latest", b"is_latest", "revision", b"revision", "status", b"status", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlannedVersion: _TypeAlias = PlannedVersion  # noqa: Y015
+
+@_typing.final
+class DeletionVote(_message.Message):
+    """DeletionVote is one principal's vote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVER_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    approver: _builtins.str
+    """The principal, as identified."""
+    approve: _builtins.bool
+    """True for an approval, false for a rejection."""
+    reason: _builtins.str
+    """The reason given."""
+    counts: _builtins.bool
+    """Whether it counts towards approval (false for the requester and for a second vote of one
+    person).
+    """
+    audit_event_id: _builtins.str
+    """The audit event of the vote."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The principal's groups when it voted."""
+
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it voted."""
+
+    def __init__(
+        self,
+        *,
+        approver: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        counts: _builtins.bool = ...,
+        audit_event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "approver", b"approver", "audit_event_id", b"audit_event_id", "counts", b"counts", "groups", b"groups", "reason", b"reason", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletionVote: _TypeAlias = DeletionVote  # noqa: Y015
+
+@_typing.final
+class GetDeletionRequestRequest(_message.Message):
+    """GetDeletionRequestRequest names one deletion request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeletionRequestRequest: _TypeAlias = GetDeletionRequestRequest  # noqa: Y015
+
+@_typing.final
+class GetDeletionRequestResponse(_message.Message):
+    """GetDeletionRequestResponse holds the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETION_REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deletion_request(self) -> Global___DeletionRequest:
+        """The request."""
+
+    def __init__(
+        self,
+        *,
+        deletion_request: Global___DeletionRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeletionRequestResponse: _TypeAlias = GetDeletionRequestResponse  # noqa: Y015
+
+@_typing.final
+class ListDeletionRequestsRequest(_message.Message):
+    """ListDeletionRequestsRequest filters deletion requests; unset fields match everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    state: Global___DeletionRequestState.ValueType
+    """Only requests in this state."""
+    requester: _builtins.str
+    """Only requests of this requester."""
+    domain: _builtins.str
+    """Only requests in this domain."""
+    repository: _builtins.str
+    """Only requests in this repository."""
+    package: _builtins.str
+    """Only requests for this package name."""
+    page_size: _builtins.int
+    """At most this many requests (default 50, at most 500)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, with the same filters."""
+    def __init__(
+        self,
+        *,
+        state: Global___DeletionRequestState.ValueType = ...,
+        requester: _builtins.str = ...,
+        domain: _builtins.str = ...,
+        repository: _builtins.str = ...,
+        package: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "package", b"package", "page_size", b"page_size", "page_token", b"page_token", "repository", b"repository", "requester", b"requester", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeletionRequestsRequest: _TypeAlias = ListDeletionRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeletionRequestsResponse(_message.Message):
+    """ListDeletionRequestsResponse is one page of requests, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETION_REQUESTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def deletion_requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeletionRequest]:
+        """The requests of this page."""
+
+    def __init__(
+        self,
+        *,
+        deletion_requests: _abc.Iterable[Global___DeletionRequest] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletion_requests", b"deletion_requests", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeletionRequestsResponse: _TypeAlias = ListDeletionRequestsResponse  # noqa: Y015
+
+@_typing.final
+class ApproveDeletionRequestRequest(_message.Message):
+    """ApproveDeletionRequestRequest approves one request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PLAN_HASH_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request's id."""
+    reason: _builtins.str
+    """Why; required, at most 1024 characters."""
+    plan_hash: _builtins.str
+    """The plan_hash the approver reviewed; when set, the vote is refused (FAILED_PRECONDITION,
+    PLAN_CHANGED) unless it is the request's, so an approval approves exactly what was shown.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        plan_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "plan_hash", b"plan_hash", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveDeletionRequestRequest: _TypeAlias = ApproveDeletionRequestRequest  # noqa: Y015
+
+@_typing.final
+class ApproveDeletionRequestResponse(_message.Message):
+    """ApproveDeletionRequestResponse holds the request after the vote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETION_REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deletion_request(self) -> Global___DeletionRequest:
+        """The request."""
+
+    def __init__(
+        self,
+        *,
+        deletion_request: Global___DeletionRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveDeletionRequestResponse: _TypeAlias = ApproveDeletionRequestResponse  # noqa: Y015
+
+@_typing.final
+class RejectDeletionRequestRequest(_message.Message):
+    """RejectDeletionRequestRequest rejects one request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request's id."""
+    reason: _builtins.str
+    """Why; required, at most 1024 characters."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectDeletionRequestRequest: _TypeAlias = RejectDeletionRequestRequest  # noqa: Y015
+
+@_typing.final
+class RejectDeletionRequestResponse(_message.Message):
+    """RejectDeletionRequestResponse holds the request after the vote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETION_REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deletion_request(self) -> Global___DeletionRequest:
+        """The request."""
+
+    def __init__(
+        self,
+        *,
+        deletion_request: Global___DeletionRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectDeletionRequestResponse: _TypeAlias = RejectDeletionRequestResponse  # noqa: Y015
+
+@_typing.final
+class CancelDeletionRequestRequest(_message.Message):
+    """CancelDeletionRequestRequest cancels one request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request's id."""
+    reason: _builtins.str
+    """Why; optional, at most 1024 characters."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelDeletionRequestRequest: _TypeAlias = CancelDeletionRequestRequest  # noqa: Y015
+
+@_typing.final
+class CancelDeletionRequestResponse(_message.Message):
+    """CancelDeletionRequestResponse holds the cancelled request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETION_REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deletion_request(self) -> Global___DeletionRequest:
+        """The request."""
+
+    def __init__(
+        self,
+        *,
+        deletion_request: Global___DeletionRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelDeletionRequestResponse: _TypeAlias = CancelDeletionRequestResponse  # noqa: Y015
+
+@_typing.final
+class ExecuteDeletionRequestRequest(_message.Message):
+    """ExecuteDeletionRequestRequest runs one approved request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteDeletionRequestRequest: _TypeAlias = ExecuteDeletionRequestRequest  # noqa: Y015
+
+@_typing.final
+class ExecuteDeletionRequestResponse(_message.Message):
+    """ExecuteDeletionRequestResponse reports the execution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    DELETION_REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def result(self) -> Global___DeletePackageVersionsResponse:
+        """What the governed delete did, per version, as DeletePackageVersions reports it."""
+
+    @_builtins.property
+    def deletion_request(self) -> Global___DeletionRequest:
+        """The request, now executed."""
+
+    def __init__(
+        self,
+        *,
+        result: Global___DeletePackageVersionsResponse | None = ...,
+        deletion_request: Global___DeletionRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletion_request", b"deletion_request", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteDeletionRequestResponse: _TypeAlias = ExecuteDeletionRequestResponse  # noqa: Y015
 
 @_typing.final
 class ListAuditEventsRequest(_message.Message):

@@ -246,6 +246,347 @@ class PackageGovernanceService:
             _registered_method=True)
 
 
+class ApprovalServiceStub:
+    """ApprovalService: deletion requests that policy lets run only once approved (four eyes).
+
+    A DeletePackageVersions call that needs approval deletes nothing: it fails
+    FAILED_PRECONDITION with reason APPROVAL_REQUIRED, and its ErrorInfo metadata
+    "deletion_request_id" names the deletion request it recorded, which holds the plan exactly as
+    decided and its SHA-256 (plan_hash). Principals that policy lets approve
+    (Pkggov::Action::"ApproveDeletionRequest") vote with a reason; the requester never counts as an
+    approver; one person counts once. The requester executes the request, which runs the plan only
+    while it still holds (FAILED_PRECONDITION / PLAN_CHANGED otherwise) and only once policy,
+    given the votes, allows it. Expired, rejected and cancelled requests never run. Every call is
+    authorized and audited; errors as in PackageGovernanceService, plus NOT_FOUND
+    (DELETION_REQUEST_NOT_FOUND), PERMISSION_DENIED (SELF_APPROVAL, NOT_REQUESTER), ALREADY_EXISTS
+    (ALREADY_VOTED), FAILED_PRECONDITION (REQUEST_NOT_PENDING, REQUEST_EXPIRED, PLAN_CHANGED,
+    APPROVAL_REQUIRED when executed before its approvals satisfy policy) and DATA_LOSS
+    (PLAN_TAMPERED: the stored plan no longer matches its recorded hash).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetDeletionRequest = channel.unary_unary(
+                '/pkggov.v1.ApprovalService/GetDeletionRequest',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.GetDeletionRequestRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.GetDeletionRequestResponse.FromString,
+                _registered_method=True)
+        self.ListDeletionRequests = channel.unary_unary(
+                '/pkggov.v1.ApprovalService/ListDeletionRequests',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.ListDeletionRequestsRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ListDeletionRequestsResponse.FromString,
+                _registered_method=True)
+        self.ApproveDeletionRequest = channel.unary_unary(
+                '/pkggov.v1.ApprovalService/ApproveDeletionRequest',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.ApproveDeletionRequestRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ApproveDeletionRequestResponse.FromString,
+                _registered_method=True)
+        self.RejectDeletionRequest = channel.unary_unary(
+                '/pkggov.v1.ApprovalService/RejectDeletionRequest',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.RejectDeletionRequestRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.RejectDeletionRequestResponse.FromString,
+                _registered_method=True)
+        self.CancelDeletionRequest = channel.unary_unary(
+                '/pkggov.v1.ApprovalService/CancelDeletionRequest',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.CancelDeletionRequestRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.CancelDeletionRequestResponse.FromString,
+                _registered_method=True)
+        self.ExecuteDeletionRequest = channel.unary_unary(
+                '/pkggov.v1.ApprovalService/ExecuteDeletionRequest',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.ExecuteDeletionRequestRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ExecuteDeletionRequestResponse.FromString,
+                _registered_method=True)
+
+
+class ApprovalServiceServicer:
+    """ApprovalService: deletion requests that policy lets run only once approved (four eyes).
+
+    A DeletePackageVersions call that needs approval deletes nothing: it fails
+    FAILED_PRECONDITION with reason APPROVAL_REQUIRED, and its ErrorInfo metadata
+    "deletion_request_id" names the deletion request it recorded, which holds the plan exactly as
+    decided and its SHA-256 (plan_hash). Principals that policy lets approve
+    (Pkggov::Action::"ApproveDeletionRequest") vote with a reason; the requester never counts as an
+    approver; one person counts once. The requester executes the request, which runs the plan only
+    while it still holds (FAILED_PRECONDITION / PLAN_CHANGED otherwise) and only once policy,
+    given the votes, allows it. Expired, rejected and cancelled requests never run. Every call is
+    authorized and audited; errors as in PackageGovernanceService, plus NOT_FOUND
+    (DELETION_REQUEST_NOT_FOUND), PERMISSION_DENIED (SELF_APPROVAL, NOT_REQUESTER), ALREADY_EXISTS
+    (ALREADY_VOTED), FAILED_PRECONDITION (REQUEST_NOT_PENDING, REQUEST_EXPIRED, PLAN_CHANGED,
+    APPROVAL_REQUIRED when executed before its approvals satisfy policy) and DATA_LOSS
+    (PLAN_TAMPERED: the stored plan no longer matches its recorded hash).
+    """
+
+    def GetDeletionRequest(self, request, context):
+        """Gets one deletion request with its plan and votes; readable by its requester and by the
+        principals policy lets read the audit record or approve it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeletionRequests(self, request, context):
+        """Lists deletion requests, newest first, filtered, one page at a time; readable by the
+        principals policy lets read the audit record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveDeletionRequest(self, request, context):
+        """Approves a pending request, with a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectDeletionRequest(self, request, context):
+        """Rejects a pending request, with a reason; a rejection ends the request unless the
+        configuration says otherwise (approvals.rejection_ends).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelDeletionRequest(self, request, context):
+        """Cancels a pending request; only its requester may.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecuteDeletionRequest(self, request, context):
+        """Runs an approved request's plan through the governed delete path; only its requester may.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ApprovalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetDeletionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeletionRequest,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.GetDeletionRequestRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.GetDeletionRequestResponse.SerializeToString,
+            ),
+            'ListDeletionRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeletionRequests,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ListDeletionRequestsRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.ListDeletionRequestsResponse.SerializeToString,
+            ),
+            'ApproveDeletionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveDeletionRequest,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ApproveDeletionRequestRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.ApproveDeletionRequestResponse.SerializeToString,
+            ),
+            'RejectDeletionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectDeletionRequest,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.RejectDeletionRequestRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.RejectDeletionRequestResponse.SerializeToString,
+            ),
+            'CancelDeletionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelDeletionRequest,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.CancelDeletionRequestRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.CancelDeletionRequestResponse.SerializeToString,
+            ),
+            'ExecuteDeletionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteDeletionRequest,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ExecuteDeletionRequestRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.ExecuteDeletionRequestResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'pkggov.v1.ApprovalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('pkggov.v1.ApprovalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ApprovalService:
+    """ApprovalService: deletion requests that policy lets run only once approved (four eyes).
+
+    A DeletePackageVersions call that needs approval deletes nothing: it fails
+    FAILED_PRECONDITION with reason APPROVAL_REQUIRED, and its ErrorInfo metadata
+    "deletion_request_id" names the deletion request it recorded, which holds the plan exactly as
+    decided and its SHA-256 (plan_hash). Principals that policy lets approve
+    (Pkggov::Action::"ApproveDeletionRequest") vote with a reason; the requester never counts as an
+    approver; one person counts once. The requester executes the request, which runs the plan only
+    while it still holds (FAILED_PRECONDITION / PLAN_CHANGED otherwise) and only once policy,
+    given the votes, allows it. Expired, rejected and cancelled requests never run. Every call is
+    authorized and audited; errors as in PackageGovernanceService, plus NOT_FOUND
+    (DELETION_REQUEST_NOT_FOUND), PERMISSION_DENIED (SELF_APPROVAL, NOT_REQUESTER), ALREADY_EXISTS
+    (ALREADY_VOTED), FAILED_PRECONDITION (REQUEST_NOT_PENDING, REQUEST_EXPIRED, PLAN_CHANGED,
+    APPROVAL_REQUIRED when executed before its approvals satisfy policy) and DATA_LOSS
+    (PLAN_TAMPERED: the stored plan no longer matches its recorded hash).
+    """
+
+    @staticmethod
+    def GetDeletionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.ApprovalService/GetDeletionRequest',
+            pkggov_dot_v1_dot_package__governance__pb2.GetDeletionRequestRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.GetDeletionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeletionRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.ApprovalService/ListDeletionRequests',
+            pkggov_dot_v1_dot_package__governance__pb2.ListDeletionRequestsRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.ListDeletionRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveDeletionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.ApprovalService/ApproveDeletionRequest',
+            pkggov_dot_v1_dot_package__governance__pb2.ApproveDeletionRequestRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.ApproveDeletionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectDeletionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.ApprovalService/RejectDeletionRequest',
+            pkggov_dot_v1_dot_package__governance__pb2.RejectDeletionRequestRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.RejectDeletionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelDeletionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.ApprovalService/CancelDeletionRequest',
+            pkggov_dot_v1_dot_package__governance__pb2.CancelDeletionRequestRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.CancelDeletionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteDeletionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.ApprovalService/ExecuteDeletionRequest',
+            pkggov_dot_v1_dot_package__governance__pb2.ExecuteDeletionRequestRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.ExecuteDeletionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AuditServiceStub:
     """AuditService reads the audit record: every call to the gateway, what was asked, decided
     and done. Each call is itself authorized by policy (the Cedar action

@@ -240,6 +240,160 @@ class PackageGovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_PackageGovernanceServiceServicer_to_server(servicer: PackageGovernanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class ApprovalServiceStub:
+    """ApprovalService: deletion requests that policy lets run only once approved (four eyes).
+
+    A DeletePackageVersions call that needs approval deletes nothing: it fails
+    FAILED_PRECONDITION with reason APPROVAL_REQUIRED, and its ErrorInfo metadata
+    "deletion_request_id" names the deletion request it recorded, which holds the plan exactly as
+    decided and its SHA-256 (plan_hash). Principals that policy lets approve
+    (Pkggov::Action::"ApproveDeletionRequest") vote with a reason; the requester never counts as an
+    approver; one person counts once. The requester executes the request, which runs the plan only
+    while it still holds (FAILED_PRECONDITION / PLAN_CHANGED otherwise) and only once policy,
+    given the votes, allows it. Expired, rejected and cancelled requests never run. Every call is
+    authorized and audited; errors as in PackageGovernanceService, plus NOT_FOUND
+    (DELETION_REQUEST_NOT_FOUND), PERMISSION_DENIED (SELF_APPROVAL, NOT_REQUESTER), ALREADY_EXISTS
+    (ALREADY_VOTED), FAILED_PRECONDITION (REQUEST_NOT_PENDING, REQUEST_EXPIRED, PLAN_CHANGED,
+    APPROVAL_REQUIRED when executed before its approvals satisfy policy) and DATA_LOSS
+    (PLAN_TAMPERED: the stored plan no longer matches its recorded hash).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ApprovalServiceAsyncStub: ...
+    GetDeletionRequest: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.GetDeletionRequestRequest, _package_governance_pb2.GetDeletionRequestResponse]
+    """Gets one deletion request with its plan and votes; readable by its requester and by the
+    principals policy lets read the audit record or approve it.
+    """
+    ListDeletionRequests: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.ListDeletionRequestsRequest, _package_governance_pb2.ListDeletionRequestsResponse]
+    """Lists deletion requests, newest first, filtered, one page at a time; readable by the
+    principals policy lets read the audit record.
+    """
+    ApproveDeletionRequest: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.ApproveDeletionRequestRequest, _package_governance_pb2.ApproveDeletionRequestResponse]
+    """Approves a pending request, with a reason."""
+    RejectDeletionRequest: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.RejectDeletionRequestRequest, _package_governance_pb2.RejectDeletionRequestResponse]
+    """Rejects a pending request, with a reason; a rejection ends the request unless the
+    configuration says otherwise (approvals.rejection_ends).
+    """
+    CancelDeletionRequest: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.CancelDeletionRequestRequest, _package_governance_pb2.CancelDeletionRequestResponse]
+    """Cancels a pending request; only its requester may."""
+    ExecuteDeletionRequest: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.ExecuteDeletionRequestRequest, _package_governance_pb2.ExecuteDeletionRequestResponse]
+    """Runs an approved request's plan through the governed delete path; only its requester may."""
+
+@_typing.type_check_only
+class ApprovalServiceAsyncStub(ApprovalServiceStub):
+    """ApprovalService: deletion requests that policy lets run only once approved (four eyes).
+
+    A DeletePackageVersions call that needs approval deletes nothing: it fails
+    FAILED_PRECONDITION with reason APPROVAL_REQUIRED, and its ErrorInfo metadata
+    "deletion_request_id" names the deletion request it recorded, which holds the plan exactly as
+    decided and its SHA-256 (plan_hash). Principals that policy lets approve
+    (Pkggov::Action::"ApproveDeletionRequest") vote with a reason; the requester never counts as an
+    approver; one person counts once. The requester executes the request, which runs the plan only
+    while it still holds (FAILED_PRECONDITION / PLAN_CHANGED otherwise) and only once policy,
+    given the votes, allows it. Expired, rejected and cancelled requests never run. Every call is
+    authorized and audited; errors as in PackageGovernanceService, plus NOT_FOUND
+    (DELETION_REQUEST_NOT_FOUND), PERMISSION_DENIED (SELF_APPROVAL, NOT_REQUESTER), ALREADY_EXISTS
+    (ALREADY_VOTED), FAILED_PRECONDITION (REQUEST_NOT_PENDING, REQUEST_EXPIRED, PLAN_CHANGED,
+    APPROVAL_REQUIRED when executed before its approvals satisfy policy) and DATA_LOSS
+    (PLAN_TAMPERED: the stored plan no longer matches its recorded hash).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetDeletionRequest: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.GetDeletionRequestRequest, _package_governance_pb2.GetDeletionRequestResponse]  # type: ignore[assignment]
+    """Gets one deletion request with its plan and votes; readable by its requester and by the
+    principals policy lets read the audit record or approve it.
+    """
+    ListDeletionRequests: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.ListDeletionRequestsRequest, _package_governance_pb2.ListDeletionRequestsResponse]  # type: ignore[assignment]
+    """Lists deletion requests, newest first, filtered, one page at a time; readable by the
+    principals policy lets read the audit record.
+    """
+    ApproveDeletionRequest: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.ApproveDeletionRequestRequest, _package_governance_pb2.ApproveDeletionRequestResponse]  # type: ignore[assignment]
+    """Approves a pending request, with a reason."""
+    RejectDeletionRequest: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.RejectDeletionRequestRequest, _package_governance_pb2.RejectDeletionRequestResponse]  # type: ignore[assignment]
+    """Rejects a pending request, with a reason; a rejection ends the request unless the
+    configuration says otherwise (approvals.rejection_ends).
+    """
+    CancelDeletionRequest: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.CancelDeletionRequestRequest, _package_governance_pb2.CancelDeletionRequestResponse]  # type: ignore[assignment]
+    """Cancels a pending request; only its requester may."""
+    ExecuteDeletionRequest: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.ExecuteDeletionRequestRequest, _package_governance_pb2.ExecuteDeletionRequestResponse]  # type: ignore[assignment]
+    """Runs an approved request's plan through the governed delete path; only its requester may."""
+
+class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
+    """ApprovalService: deletion requests that policy lets run only once approved (four eyes).
+
+    A DeletePackageVersions call that needs approval deletes nothing: it fails
+    FAILED_PRECONDITION with reason APPROVAL_REQUIRED, and its ErrorInfo metadata
+    "deletion_request_id" names the deletion request it recorded, which holds the plan exactly as
+    decided and its SHA-256 (plan_hash). Principals that policy lets approve
+    (Pkggov::Action::"ApproveDeletionRequest") vote with a reason; the requester never counts as an
+    approver; one person counts once. The requester executes the request, which runs the plan only
+    while it still holds (FAILED_PRECONDITION / PLAN_CHANGED otherwise) and only once policy,
+    given the votes, allows it. Expired, rejected and cancelled requests never run. Every call is
+    authorized and audited; errors as in PackageGovernanceService, plus NOT_FOUND
+    (DELETION_REQUEST_NOT_FOUND), PERMISSION_DENIED (SELF_APPROVAL, NOT_REQUESTER), ALREADY_EXISTS
+    (ALREADY_VOTED), FAILED_PRECONDITION (REQUEST_NOT_PENDING, REQUEST_EXPIRED, PLAN_CHANGED,
+    APPROVAL_REQUIRED when executed before its approvals satisfy policy) and DATA_LOSS
+    (PLAN_TAMPERED: the stored plan no longer matches its recorded hash).
+    """
+
+    @_abc_1.abstractmethod
+    def GetDeletionRequest(
+        self,
+        request: _package_governance_pb2.GetDeletionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.GetDeletionRequestResponse, _abc.Awaitable[_package_governance_pb2.GetDeletionRequestResponse]]:
+        """Gets one deletion request with its plan and votes; readable by its requester and by the
+        principals policy lets read the audit record or approve it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeletionRequests(
+        self,
+        request: _package_governance_pb2.ListDeletionRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.ListDeletionRequestsResponse, _abc.Awaitable[_package_governance_pb2.ListDeletionRequestsResponse]]:
+        """Lists deletion requests, newest first, filtered, one page at a time; readable by the
+        principals policy lets read the audit record.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveDeletionRequest(
+        self,
+        request: _package_governance_pb2.ApproveDeletionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.ApproveDeletionRequestResponse, _abc.Awaitable[_package_governance_pb2.ApproveDeletionRequestResponse]]:
+        """Approves a pending request, with a reason."""
+
+    @_abc_1.abstractmethod
+    def RejectDeletionRequest(
+        self,
+        request: _package_governance_pb2.RejectDeletionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.RejectDeletionRequestResponse, _abc.Awaitable[_package_governance_pb2.RejectDeletionRequestResponse]]:
+        """Rejects a pending request, with a reason; a rejection ends the request unless the
+        configuration says otherwise (approvals.rejection_ends).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelDeletionRequest(
+        self,
+        request: _package_governance_pb2.CancelDeletionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.CancelDeletionRequestResponse, _abc.Awaitable[_package_governance_pb2.CancelDeletionRequestResponse]]:
+        """Cancels a pending request; only its requester may."""
+
+    @_abc_1.abstractmethod
+    def ExecuteDeletionRequest(
+        self,
+        request: _package_governance_pb2.ExecuteDeletionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.ExecuteDeletionRequestResponse, _abc.Awaitable[_package_governance_pb2.ExecuteDeletionRequestResponse]]:
+        """Runs an approved request's plan through the governed delete path; only its requester may."""
+
+def add_ApprovalServiceServicer_to_server(servicer: ApprovalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class AuditServiceStub:
     """AuditService reads the audit record: every call to the gateway, what was asked, decided
     and done. Each call is itself authorized by policy (the Cedar action

@@ -52,6 +52,13 @@ export interface PkggovError {
   metadata: Record<string, string>;
   /** The audit event that records the call (ErrorInfo metadata "audit_event_id"), or "". */
   auditEventId: string;
+  /**
+   * The deletion request the error is about (ErrorInfo metadata "deletion_request_id"), or "".
+   * For reason APPROVAL_REQUIRED it is the request the call recorded instead of deleting:
+   * approvers vote on it (ApprovalService.ApproveDeletionRequest), then its requester runs it
+   * (ApprovalService.ExecuteDeletionRequest).
+   */
+  deletionRequestId: string;
   /** The ErrorInfo itself, when the error carries one (errors not from the gateway do not). */
   errorInfo?: ErrorInfo;
   /** The denied versions of a POLICY_DENIED error. */
@@ -81,6 +88,7 @@ export function describeError(error: unknown): PkggovError {
     reason: errorInfo?.reason ?? "",
     metadata,
     auditEventId: metadata["audit_event_id"] ?? "",
+    deletionRequestId: metadata["deletion_request_id"] ?? "",
     fieldViolations: connectError.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations),
     quotaViolations: connectError.findDetails(QuotaFailureSchema).flatMap((d) => d.violations),
     ...(errorInfo === undefined ? {} : { errorInfo }),

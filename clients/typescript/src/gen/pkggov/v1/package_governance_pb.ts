@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pkggov/v1/package_governance.proto.
  */
 export const file_pkggov_v1_package_governance: GenFile = /*@__PURE__*/
-  fileDesc("CiJwa2dnb3YvdjEvcGFja2FnZV9nb3Zlcm5hbmNlLnByb3RvEglwa2dnb3YudjEi3gIKHERlbGV0ZVBhY2thZ2VWZXJzaW9uc1JlcXVlc3QSDgoGZG9tYWluGAEgASgJEhQKDGRvbWFpbl9vd25lchgCIAEoCRISCgpyZXBvc2l0b3J5GAMgASgJEigKBmZvcm1hdBgEIAEoDjIYLnBrZ2dvdi52MS5QYWNrYWdlRm9ybWF0EhEKCW5hbWVzcGFjZRgFIAEoCRIPCgdwYWNrYWdlGAYgASgJEhAKCHZlcnNpb25zGAcgAygJEjgKD2V4cGVjdGVkX3N0YXR1cxgIIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIVCg1qdXN0aWZpY2F0aW9uGAkgASgJEhUKDXZhbGlkYXRlX29ubHkYCiABKAgSFQoNYWxsb3dfcGFydGlhbBgLIAEoCBISCgpyZXF1ZXN0X2lkGAwgASgJEhEKCXB1cmdlX25vdxgNIAEoCCLWAQoPVmVyc2lvbkRlY2lzaW9uEioKB291dGNvbWUYASABKA4yGS5wa2dnb3YudjEuVmVyc2lvbk91dGNvbWUSEgoKcG9saWN5X2lkcxgCIAMoCRIPCgdtZXNzYWdlGAMgASgJEi8KBnN0YXR1cxgEIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIRCglpc19sYXRlc3QYBSABKAgSLgoKcHVyZ2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWAoMUG9saWN5RGVuaWFsEjEKD2RlbmllZF92ZXJzaW9ucxgBIAMoCzIYLnBrZ2dvdi52MS5EZW5pZWRWZXJzaW9uEhUKDW9taXR0ZWRfY291bnQYAiABKAUiRAoNRGVuaWVkVmVyc2lvbhIPCgd2ZXJzaW9uGAEgASgJEhIKCnBvbGljeV9pZHMYAiADKAkSDgoGcmVhc29uGAMgASgJIqkBChxTdWNjZXNzZnVsUGFja2FnZVZlcnNpb25JbmZvEhAKCHJldmlzaW9uGAEgASgJEi8KBnN0YXR1cxgCIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIuCgpwdXJnZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlX21ldGhvZBgEIAEoCSJkChNQYWNrYWdlVmVyc2lvbkVycm9yEjYKCmVycm9yX2NvZGUYASABKA4yIi5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25FcnJvckNvZGUSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCSLCBAodRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2USXQoTc3VjY2Vzc2Z1bF92ZXJzaW9ucxgBIAMoCzJALnBrZ2dvdi52MS5EZWxldGVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5TdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRJVCg9mYWlsZWRfdmVyc2lvbnMYAiADKAsyPC5wa2dnb3YudjEuRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2UuRmFpbGVkVmVyc2lvbnNFbnRyeRJKCglkZWNpc2lvbnMYAyADKAsyNy5wa2dnb3YudjEuRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2UuRGVjaXNpb25zRW50cnkSFgoOYXVkaXRfZXZlbnRfaWQYBCABKAkaYgoXU3VjY2Vzc2Z1bFZlcnNpb25zRW50cnkSCwoDa2V5GAEgASgJEjYKBXZhbHVlGAIgASgLMicucGtnZ292LnYxLlN1Y2Nlc3NmdWxQYWNrYWdlVmVyc2lvbkluZm86AjgBGlUKE0ZhaWxlZFZlcnNpb25zRW50cnkSCwoDa2V5GAEgASgJEi0KBXZhbHVlGAIgASgLMh4ucGtnZ292LnYxLlBhY2thZ2VWZXJzaW9uRXJyb3I6AjgBGkwKDkRlY2lzaW9uc0VudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLnBrZ2dvdi52MS5WZXJzaW9uRGVjaXNpb246AjgBIvsBCh1SZXN0b3JlUGFja2FnZVZlcnNpb25zUmVxdWVzdBIOCgZkb21haW4YASABKAkSFAoMZG9tYWluX293bmVyGAIgASgJEhIKCnJlcG9zaXRvcnkYAyABKAkSKAoGZm9ybWF0GAQgASgOMhgucGtnZ292LnYxLlBhY2thZ2VGb3JtYXQSEQoJbmFtZXNwYWNlGAUgASgJEg8KB3BhY2thZ2UYBiABKAkSEAoIdmVyc2lvbnMYByADKAkSFQoNanVzdGlmaWNhdGlvbhgIIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAkgASgIEhIKCnJlcXVlc3RfaWQYCiABKAkixgQKHlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZRJeChNzdWNjZXNzZnVsX3ZlcnNpb25zGAEgAygLMkEucGtnZ292LnYxLlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5TdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRJWCg9mYWlsZWRfdmVyc2lvbnMYAiADKAsyPS5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlLkZhaWxlZFZlcnNpb25zRW50cnkSSwoJZGVjaXNpb25zGAMgAygLMjgucGtnZ292LnYxLlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5EZWNpc2lvbnNFbnRyeRIWCg5hdWRpdF9ldmVudF9pZBgEIAEoCRpiChdTdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRILCgNrZXkYASABKAkSNgoFdmFsdWUYAiABKAsyJy5wa2dnb3YudjEuU3VjY2Vzc2Z1bFBhY2thZ2VWZXJzaW9uSW5mbzoCOAEaVQoTRmFpbGVkVmVyc2lvbnNFbnRyeRILCgNrZXkYASABKAkSLQoFdmFsdWUYAiABKAsyHi5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25FcnJvcjoCOAEaTAoORGVjaXNpb25zRW50cnkSCwoDa2V5GAEgASgJEikKBXZhbHVlGAIgASgLMhoucGtnZ292LnYxLlZlcnNpb25EZWNpc2lvbjoCOAEiuQEKGExpc3RQZW5kaW5nUHVyZ2VzUmVxdWVzdBIOCgZkb21haW4YASABKAkSEgoKcmVwb3NpdG9yeRgCIAEoCRIPCgdwYWNrYWdlGAMgASgJEhEKCXJlcXVlc3RlchgEIAEoCRIuCgpkdWVfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCSJlChlMaXN0UGVuZGluZ1B1cmdlc1Jlc3BvbnNlEi8KDnBlbmRpbmdfcHVyZ2VzGAEgAygLMhcucGtnZ292LnYxLlBlbmRpbmdQdXJnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiqAMKDFBlbmRpbmdQdXJnZRIOCgZkb21haW4YASABKAkSFAoMZG9tYWluX293bmVyGAIgASgJEhIKCnJlcG9zaXRvcnkYAyABKAkSKAoGZm9ybWF0GAQgASgOMhgucGtnZ292LnYxLlBhY2thZ2VGb3JtYXQSEQoJbmFtZXNwYWNlGAUgASgJEg8KB3BhY2thZ2UYBiABKAkSDwoHdmVyc2lvbhgHIAEoCRIQCghyZXZpc2lvbhgIIAEoCRI4Cg9wcmV2aW91c19zdGF0dXMYCSABKA4yHy5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25TdGF0dXMSEQoJcmVxdWVzdGVyGAogASgJEhgKEGFyY2hpdmVfZXZlbnRfaWQYCyABKAkSMAoMYXJjaGl2ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwdXJnZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhdHRlbXB0cxgOIAEoBRISCgpsYXN0X2Vycm9yGA8gASgJItoCChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXByaW5jaXBhbBgBIAEoCRIOCgZkb21haW4YAiABKAkSEgoKcmVwb3NpdG9yeRgDIAEoCRIoCgZmb3JtYXQYBCABKA4yGC5wa2dnb3YudjEuUGFja2FnZUZvcm1hdBIRCgluYW1lc3BhY2UYBSABKAkSDwoHcGFja2FnZRgGIAEoCRIPCgd2ZXJzaW9uGAcgASgJEhAKCGRlY2lzaW9uGAggASgJEhMKC3N0YXR1c19jb2RlGAkgASgJEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYDCABKAUSEgoKcGFnZV90b2tlbhgNIAEoCSJZChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIlCgZldmVudHMYASADKAsyFS5wa2dnb3YudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKAoUR2V0QXVkaXRFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkiPQoVR2V0QXVkaXRFdmVudFJlc3BvbnNlEiQKBWV2ZW50GAEgASgLMhUucGtnZ292LnYxLkF1ZGl0RXZlbnQiygEKCkF1ZGl0RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEg4KBm1ldGhvZBgEIAEoCRIQCghkZWNpc2lvbhgFIAEoCRITCgtzdGF0dXNfY29kZRgGIAEoCRIOCgZyZWFzb24YByABKAkSJgoHZW50cmllcxgIIAMoCzIVLnBrZ2dvdi52MS5BdWRpdEVudHJ5IpkBCgpBdWRpdEVudHJ5EgsKA3NlcRgBIAEoAxIMCgRraW5kGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGhhc2gYBCABKAkSEQoJcHJldl9oYXNoGAUgASgJEiUKBGJvZHkYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Kv0BCg1QYWNrYWdlRm9ybWF0Eh4KGlBBQ0tBR0VfRk9STUFUX1VOU1BFQ0lGSUVEEAASFgoSUEFDS0FHRV9GT1JNQVRfTlBNEAESFwoTUEFDS0FHRV9GT1JNQVRfUFlQSRACEhgKFFBBQ0tBR0VfRk9STUFUX01BVkVOEAMSGAoUUEFDS0FHRV9GT1JNQVRfTlVHRVQQBBIaChZQQUNLQUdFX0ZPUk1BVF9HRU5FUklDEAUSFwoTUEFDS0FHRV9GT1JNQVRfUlVCWRAGEhgKFFBBQ0tBR0VfRk9STUFUX1NXSUZUEAcSGAoUUEFDS0FHRV9GT1JNQVRfQ0FSR08QCCqeAgoUUGFja2FnZVZlcnNpb25TdGF0dXMSJgoiUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEiQKIFBBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfUFVCTElTSEVEEAESJQohUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19VTkZJTklTSEVEEAISIwofUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19VTkxJU1RFRBADEiMKH1BBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfQVJDSElWRUQQBBIjCh9QQUNLQUdFX1ZFUlNJT05fU1RBVFVTX0RJU1BPU0VEEAUSIgoeUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19ERUxFVEVEEAYq2AIKF1BhY2thZ2VWZXJzaW9uRXJyb3JDb2RlEioKJlBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASLQopUEFDS0FHRV9WRVJTSU9OX0VSUk9SX0NPREVfQUxSRUFEWV9FWElTVFMQARIyCi5QQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9NSVNNQVRDSEVEX1JFVklTSU9OEAISMAosUEFDS0FHRV9WRVJTSU9OX0VSUk9SX0NPREVfTUlTTUFUQ0hFRF9TVEFUVVMQAxIqCiZQQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9OT1RfQUxMT1dFRBAEEigKJFBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX05PVF9GT1VORBAFEiYKIlBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX1NLSVBQRUQQBirHAgoOVmVyc2lvbk91dGNvbWUSHwobVkVSU0lPTl9PVVRDT01FX1VOU1BFQ0lGSUVEEAASIAocVkVSU0lPTl9PVVRDT01FX1dPVUxEX0RFTEVURRABEhoKFlZFUlNJT05fT1VUQ09NRV9ERU5JRUQQAhIdChlWRVJTSU9OX09VVENPTUVfTk9UX0ZPVU5EEAMSIwofVkVSU0lPTl9PVVRDT01FX1NUQVRVU19NSVNNQVRDSBAEEiEKHVZFUlNJT05fT1VUQ09NRV9XT1VMRF9BUkNISVZFEAUSIQodVkVSU0lPTl9PVVRDT01FX1dPVUxEX1JFU1RPUkUQBhIlCiFWRVJTSU9OX09VVENPTUVfTk9UX1BFTkRJTkdfUFVSR0UQBxIlCiFWRVJTSU9OX09VVENPTUVfUkVWSVNJT05fTUlTTUFUQ0gQCDLVAgoYUGFja2FnZUdvdmVybmFuY2VTZXJ2aWNlEmoKFURlbGV0ZVBhY2thZ2VWZXJzaW9ucxInLnBrZ2dvdi52MS5EZWxldGVQYWNrYWdlVmVyc2lvbnNSZXF1ZXN0GigucGtnZ292LnYxLkRlbGV0ZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlEm0KFlJlc3RvcmVQYWNrYWdlVmVyc2lvbnMSKC5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1JlcXVlc3QaKS5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlEl4KEUxpc3RQZW5kaW5nUHVyZ2VzEiMucGtnZ292LnYxLkxpc3RQZW5kaW5nUHVyZ2VzUmVxdWVzdBokLnBrZ2dvdi52MS5MaXN0UGVuZGluZ1B1cmdlc1Jlc3BvbnNlMrwBCgxBdWRpdFNlcnZpY2USWAoPTGlzdEF1ZGl0RXZlbnRzEiEucGtnZ292LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaIi5wa2dnb3YudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USUgoNR2V0QXVkaXRFdmVudBIfLnBrZ2dvdi52MS5HZXRBdWRpdEV2ZW50UmVxdWVzdBogLnBrZ2dvdi52MS5HZXRBdWRpdEV2ZW50UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJwa2dnb3YvdjEvcGFja2FnZV9nb3Zlcm5hbmNlLnByb3RvEglwa2dnb3YudjEi3gIKHERlbGV0ZVBhY2thZ2VWZXJzaW9uc1JlcXVlc3QSDgoGZG9tYWluGAEgASgJEhQKDGRvbWFpbl9vd25lchgCIAEoCRISCgpyZXBvc2l0b3J5GAMgASgJEigKBmZvcm1hdBgEIAEoDjIYLnBrZ2dvdi52MS5QYWNrYWdlRm9ybWF0EhEKCW5hbWVzcGFjZRgFIAEoCRIPCgdwYWNrYWdlGAYgASgJEhAKCHZlcnNpb25zGAcgAygJEjgKD2V4cGVjdGVkX3N0YXR1cxgIIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIVCg1qdXN0aWZpY2F0aW9uGAkgASgJEhUKDXZhbGlkYXRlX29ubHkYCiABKAgSFQoNYWxsb3dfcGFydGlhbBgLIAEoCBISCgpyZXF1ZXN0X2lkGAwgASgJEhEKCXB1cmdlX25vdxgNIAEoCCLWAQoPVmVyc2lvbkRlY2lzaW9uEioKB291dGNvbWUYASABKA4yGS5wa2dnb3YudjEuVmVyc2lvbk91dGNvbWUSEgoKcG9saWN5X2lkcxgCIAMoCRIPCgdtZXNzYWdlGAMgASgJEi8KBnN0YXR1cxgEIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIRCglpc19sYXRlc3QYBSABKAgSLgoKcHVyZ2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWAoMUG9saWN5RGVuaWFsEjEKD2RlbmllZF92ZXJzaW9ucxgBIAMoCzIYLnBrZ2dvdi52MS5EZW5pZWRWZXJzaW9uEhUKDW9taXR0ZWRfY291bnQYAiABKAUiRAoNRGVuaWVkVmVyc2lvbhIPCgd2ZXJzaW9uGAEgASgJEhIKCnBvbGljeV9pZHMYAiADKAkSDgoGcmVhc29uGAMgASgJIqkBChxTdWNjZXNzZnVsUGFja2FnZVZlcnNpb25JbmZvEhAKCHJldmlzaW9uGAEgASgJEi8KBnN0YXR1cxgCIAEoDjIfLnBrZ2dvdi52MS5QYWNrYWdlVmVyc2lvblN0YXR1cxIuCgpwdXJnZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlX21ldGhvZBgEIAEoCSJkChNQYWNrYWdlVmVyc2lvbkVycm9yEjYKCmVycm9yX2NvZGUYASABKA4yIi5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25FcnJvckNvZGUSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCSLCBAodRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2USXQoTc3VjY2Vzc2Z1bF92ZXJzaW9ucxgBIAMoCzJALnBrZ2dvdi52MS5EZWxldGVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5TdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRJVCg9mYWlsZWRfdmVyc2lvbnMYAiADKAsyPC5wa2dnb3YudjEuRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2UuRmFpbGVkVmVyc2lvbnNFbnRyeRJKCglkZWNpc2lvbnMYAyADKAsyNy5wa2dnb3YudjEuRGVsZXRlUGFja2FnZVZlcnNpb25zUmVzcG9uc2UuRGVjaXNpb25zRW50cnkSFgoOYXVkaXRfZXZlbnRfaWQYBCABKAkaYgoXU3VjY2Vzc2Z1bFZlcnNpb25zRW50cnkSCwoDa2V5GAEgASgJEjYKBXZhbHVlGAIgASgLMicucGtnZ292LnYxLlN1Y2Nlc3NmdWxQYWNrYWdlVmVyc2lvbkluZm86AjgBGlUKE0ZhaWxlZFZlcnNpb25zRW50cnkSCwoDa2V5GAEgASgJEi0KBXZhbHVlGAIgASgLMh4ucGtnZ292LnYxLlBhY2thZ2VWZXJzaW9uRXJyb3I6AjgBGkwKDkRlY2lzaW9uc0VudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLnBrZ2dvdi52MS5WZXJzaW9uRGVjaXNpb246AjgBIocCCh1SZXN0b3JlUGFja2FnZVZlcnNpb25zUmVxdWVzdBIOCgZkb21haW4YASABKAkSFAoMZG9tYWluX293bmVyGAIgASgJEhIKCnJlcG9zaXRvcnkYAyABKAkSKAoGZm9ybWF0GAQgASgOMhgucGtnZ292LnYxLlBhY2thZ2VGb3JtYXQSEQoJbmFtZXNwYWNlGAUgASgJEg8KB3BhY2thZ2UYBiABKAkSEAoIdmVyc2lvbnMYByADKAkSFQoNanVzdGlmaWNhdGlvbhgJIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAogASgIEhIKCnJlcXVlc3RfaWQYDCABKAlKBAgIEAlKBAgLEAwixgQKHlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZRJeChNzdWNjZXNzZnVsX3ZlcnNpb25zGAEgAygLMkEucGtnZ292LnYxLlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5TdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRJWCg9mYWlsZWRfdmVyc2lvbnMYAiADKAsyPS5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlLkZhaWxlZFZlcnNpb25zRW50cnkSSwoJZGVjaXNpb25zGAMgAygLMjgucGtnZ292LnYxLlJlc3RvcmVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZS5EZWNpc2lvbnNFbnRyeRIWCg5hdWRpdF9ldmVudF9pZBgEIAEoCRpiChdTdWNjZXNzZnVsVmVyc2lvbnNFbnRyeRILCgNrZXkYASABKAkSNgoFdmFsdWUYAiABKAsyJy5wa2dnb3YudjEuU3VjY2Vzc2Z1bFBhY2thZ2VWZXJzaW9uSW5mbzoCOAEaVQoTRmFpbGVkVmVyc2lvbnNFbnRyeRILCgNrZXkYASABKAkSLQoFdmFsdWUYAiABKAsyHi5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25FcnJvcjoCOAEaTAoORGVjaXNpb25zRW50cnkSCwoDa2V5GAEgASgJEikKBXZhbHVlGAIgASgLMhoucGtnZ292LnYxLlZlcnNpb25EZWNpc2lvbjoCOAEiuQEKGExpc3RQZW5kaW5nUHVyZ2VzUmVxdWVzdBIOCgZkb21haW4YASABKAkSEgoKcmVwb3NpdG9yeRgCIAEoCRIPCgdwYWNrYWdlGAMgASgJEhEKCXJlcXVlc3RlchgEIAEoCRIuCgpkdWVfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCSJlChlMaXN0UGVuZGluZ1B1cmdlc1Jlc3BvbnNlEi8KDnBlbmRpbmdfcHVyZ2VzGAEgAygLMhcucGtnZ292LnYxLlBlbmRpbmdQdXJnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiqAMKDFBlbmRpbmdQdXJnZRIOCgZkb21haW4YASABKAkSFAoMZG9tYWluX293bmVyGAIgASgJEhIKCnJlcG9zaXRvcnkYAyABKAkSKAoGZm9ybWF0GAQgASgOMhgucGtnZ292LnYxLlBhY2thZ2VGb3JtYXQSEQoJbmFtZXNwYWNlGAUgASgJEg8KB3BhY2thZ2UYBiABKAkSDwoHdmVyc2lvbhgHIAEoCRIQCghyZXZpc2lvbhgIIAEoCRI4Cg9wcmV2aW91c19zdGF0dXMYCSABKA4yHy5wa2dnb3YudjEuUGFja2FnZVZlcnNpb25TdGF0dXMSEQoJcmVxdWVzdGVyGAogASgJEhgKEGFyY2hpdmVfZXZlbnRfaWQYCyABKAkSMAoMYXJjaGl2ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwdXJnZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhdHRlbXB0cxgOIAEoBRISCgpsYXN0X2Vycm9yGA8gASgJIu4FCg9EZWxldGlvblJlcXVlc3QSCgoCaWQYASABKAkSLgoFc3RhdGUYAiABKA4yHy5wa2dnb3YudjEuRGVsZXRpb25SZXF1ZXN0U3RhdGUSEQoJcmVxdWVzdGVyGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGZG9tYWluGAYgASgJEhQKDGRvbWFpbl9vd25lchgHIAEoCRISCgpyZXBvc2l0b3J5GAggASgJEigKBmZvcm1hdBgJIAEoDjIYLnBrZ2dvdi52MS5QYWNrYWdlRm9ybWF0EhEKCW5hbWVzcGFjZRgKIAEoCRIPCgdwYWNrYWdlGAsgASgJEisKCHZlcnNpb25zGAwgAygLMhkucGtnZ292LnYxLlBsYW5uZWRWZXJzaW9uEhoKEnJlcXVlc3RlZF92ZXJzaW9ucxgNIAMoCRIWCg5sYXRlc3RfdmVyc2lvbhgOIAEoCRIVCg12ZXJzaW9uX2NvdW50GA8gASgFEhUKDWp1c3RpZmljYXRpb24YECABKAkSOAoPZXhwZWN0ZWRfc3RhdHVzGBEgASgOMh8ucGtnZ292LnYxLlBhY2thZ2VWZXJzaW9uU3RhdHVzEhUKDWFsbG93X3BhcnRpYWwYEiABKAgSEQoJcHVyZ2Vfbm93GBMgASgIEhEKCXBsYW5faGFzaBgUIAEoCRITCgtyZXF1aXJlZF9ieRgVIAMoCRImCgV2b3RlcxgWIAMoCzIXLnBrZ2dvdi52MS5EZWxldGlvblZvdGUSEQoJYXBwcm92YWxzGBcgASgFEhYKDmF1ZGl0X2V2ZW50X2lkGBggASgJEhUKDWNsb3NlZF9yZWFzb24YGSABKAkSHQoVY2xvc2VkX2F1ZGl0X2V2ZW50X2lkGBogASgJIncKDlBsYW5uZWRWZXJzaW9uEg8KB3ZlcnNpb24YASABKAkSEAoIcmV2aXNpb24YAiABKAkSLwoGc3RhdHVzGAMgASgOMh8ucGtnZ292LnYxLlBhY2thZ2VWZXJzaW9uU3RhdHVzEhEKCWlzX2xhdGVzdBgEIAEoCCKjAQoMRGVsZXRpb25Wb3RlEhAKCGFwcHJvdmVyGAEgASgJEg8KB2FwcHJvdmUYAiABKAgSDgoGZ3JvdXBzGAMgAygJEg4KBnJlYXNvbhgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjb3VudHMYBiABKAgSFgoOYXVkaXRfZXZlbnRfaWQYByABKAkiJwoZR2V0RGVsZXRpb25SZXF1ZXN0UmVxdWVzdBIKCgJpZBgBIAEoCSJSChpHZXREZWxldGlvblJlcXVlc3RSZXNwb25zZRI0ChBkZWxldGlvbl9yZXF1ZXN0GAEgASgLMhoucGtnZ292LnYxLkRlbGV0aW9uUmVxdWVzdCK8AQobTGlzdERlbGV0aW9uUmVxdWVzdHNSZXF1ZXN0Ei4KBXN0YXRlGAEgASgOMh8ucGtnZ292LnYxLkRlbGV0aW9uUmVxdWVzdFN0YXRlEhEKCXJlcXVlc3RlchgCIAEoCRIOCgZkb21haW4YAyABKAkSEgoKcmVwb3NpdG9yeRgEIAEoCRIPCgdwYWNrYWdlGAUgASgJEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJIm4KHExpc3REZWxldGlvblJlcXVlc3RzUmVzcG9uc2USNQoRZGVsZXRpb25fcmVxdWVzdHMYASADKAsyGi5wa2dnb3YudjEuRGVsZXRpb25SZXF1ZXN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJOCh1BcHByb3ZlRGVsZXRpb25SZXF1ZXN0UmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSEQoJcGxhbl9oYXNoGAMgASgJIlYKHkFwcHJvdmVEZWxldGlvblJlcXVlc3RSZXNwb25zZRI0ChBkZWxldGlvbl9yZXF1ZXN0GAEgASgLMhoucGtnZ292LnYxLkRlbGV0aW9uUmVxdWVzdCI6ChxSZWplY3REZWxldGlvblJlcXVlc3RSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJVCh1SZWplY3REZWxldGlvblJlcXVlc3RSZXNwb25zZRI0ChBkZWxldGlvbl9yZXF1ZXN0GAEgASgLMhoucGtnZ292LnYxLkRlbGV0aW9uUmVxdWVzdCI6ChxDYW5jZWxEZWxldGlvblJlcXVlc3RSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJVCh1DYW5jZWxEZWxldGlvblJlcXVlc3RSZXNwb25zZRI0ChBkZWxldGlvbl9yZXF1ZXN0GAEgASgLMhoucGtnZ292LnYxLkRlbGV0aW9uUmVxdWVzdCIrCh1FeGVjdXRlRGVsZXRpb25SZXF1ZXN0UmVxdWVzdBIKCgJpZBgBIAEoCSKQAQoeRXhlY3V0ZURlbGV0aW9uUmVxdWVzdFJlc3BvbnNlEjgKBnJlc3VsdBgBIAEoCzIoLnBrZ2dvdi52MS5EZWxldGVQYWNrYWdlVmVyc2lvbnNSZXNwb25zZRI0ChBkZWxldGlvbl9yZXF1ZXN0GAIgASgLMhoucGtnZ292LnYxLkRlbGV0aW9uUmVxdWVzdCLaAgoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSDgoGZG9tYWluGAIgASgJEhIKCnJlcG9zaXRvcnkYAyABKAkSKAoGZm9ybWF0GAQgASgOMhgucGtnZ292LnYxLlBhY2thZ2VGb3JtYXQSEQoJbmFtZXNwYWNlGAUgASgJEg8KB3BhY2thZ2UYBiABKAkSDwoHdmVyc2lvbhgHIAEoCRIQCghkZWNpc2lvbhgIIAEoCRITCgtzdGF0dXNfY29kZRgJIAEoCRIuCgpzdGFydF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAwgASgFEhIKCnBhZ2VfdG9rZW4YDSABKAkiWQoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USJQoGZXZlbnRzGAEgAygLMhUucGtnZ292LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKFEdldEF1ZGl0RXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIj0KFUdldEF1ZGl0RXZlbnRSZXNwb25zZRIkCgVldmVudBgBIAEoCzIVLnBrZ2dvdi52MS5BdWRpdEV2ZW50IsoBCgpBdWRpdEV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgDIAEoCRIOCgZtZXRob2QYBCABKAkSEAoIZGVjaXNpb24YBSABKAkSEwoLc3RhdHVzX2NvZGUYBiABKAkSDgoGcmVhc29uGAcgASgJEiYKB2VudHJpZXMYCCADKAsyFS5wa2dnb3YudjEuQXVkaXRFbnRyeSKZAQoKQXVkaXRFbnRyeRILCgNzZXEYASABKAMSDAoEa2luZBgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRoYXNoGAQgASgJEhEKCXByZXZfaGFzaBgFIAEoCRIlCgRib2R5GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCr9AQoNUGFja2FnZUZvcm1hdBIeChpQQUNLQUdFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhYKElBBQ0tBR0VfRk9STUFUX05QTRABEhcKE1BBQ0tBR0VfRk9STUFUX1BZUEkQAhIYChRQQUNLQUdFX0ZPUk1BVF9NQVZFThADEhgKFFBBQ0tBR0VfRk9STUFUX05VR0VUEAQSGgoWUEFDS0FHRV9GT1JNQVRfR0VORVJJQxAFEhcKE1BBQ0tBR0VfRk9STUFUX1JVQlkQBhIYChRQQUNLQUdFX0ZPUk1BVF9TV0lGVBAHEhgKFFBBQ0tBR0VfRk9STUFUX0NBUkdPEAgqngIKFFBhY2thZ2VWZXJzaW9uU3RhdHVzEiYKIlBBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIkCiBQQUNLQUdFX1ZFUlNJT05fU1RBVFVTX1BVQkxJU0hFRBABEiUKIVBBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfVU5GSU5JU0hFRBACEiMKH1BBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfVU5MSVNURUQQAxIjCh9QQUNLQUdFX1ZFUlNJT05fU1RBVFVTX0FSQ0hJVkVEEAQSIwofUEFDS0FHRV9WRVJTSU9OX1NUQVRVU19ESVNQT1NFRBAFEiIKHlBBQ0tBR0VfVkVSU0lPTl9TVEFUVVNfREVMRVRFRBAGKtgCChdQYWNrYWdlVmVyc2lvbkVycm9yQ29kZRIqCiZQQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEi0KKVBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX0FMUkVBRFlfRVhJU1RTEAESMgouUEFDS0FHRV9WRVJTSU9OX0VSUk9SX0NPREVfTUlTTUFUQ0hFRF9SRVZJU0lPThACEjAKLFBBQ0tBR0VfVkVSU0lPTl9FUlJPUl9DT0RFX01JU01BVENIRURfU1RBVFVTEAMSKgomUEFDS0FHRV9WRVJTSU9OX0VSUk9SX0NPREVfTk9UX0FMTE9XRUQQBBIoCiRQQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9OT1RfRk9VTkQQBRImCiJQQUNLQUdFX1ZFUlNJT05fRVJST1JfQ09ERV9TS0lQUEVEEAYq6wIKDlZlcnNpb25PdXRjb21lEh8KG1ZFUlNJT05fT1VUQ09NRV9VTlNQRUNJRklFRBAAEiAKHFZFUlNJT05fT1VUQ09NRV9XT1VMRF9ERUxFVEUQARIaChZWRVJTSU9OX09VVENPTUVfREVOSUVEEAISHQoZVkVSU0lPTl9PVVRDT01FX05PVF9GT1VORBADEiMKH1ZFUlNJT05fT1VUQ09NRV9TVEFUVVNfTUlTTUFUQ0gQBBIhCh1WRVJTSU9OX09VVENPTUVfV09VTERfQVJDSElWRRAFEiEKHVZFUlNJT05fT1VUQ09NRV9XT1VMRF9SRVNUT1JFEAYSJQohVkVSU0lPTl9PVVRDT01FX05PVF9QRU5ESU5HX1BVUkdFEAcSJQohVkVSU0lPTl9PVVRDT01FX1JFVklTSU9OX01JU01BVENIEAgSIgoeVkVSU0lPTl9PVVRDT01FX05FRURTX0FQUFJPVkFMEAkqnAIKFERlbGV0aW9uUmVxdWVzdFN0YXRlEiYKIkRFTEVUSU9OX1JFUVVFU1RfU1RBVEVfVU5TUEVDSUZJRUQQABIiCh5ERUxFVElPTl9SRVFVRVNUX1NUQVRFX1BFTkRJTkcQARIkCiBERUxFVElPTl9SRVFVRVNUX1NUQVRFX0VYRUNVVElORxACEiMKH0RFTEVUSU9OX1JFUVVFU1RfU1RBVEVfRVhFQ1VURUQQAxIjCh9ERUxFVElPTl9SRVFVRVNUX1NUQVRFX1JFSkVDVEVEEAQSJAogREVMRVRJT05fUkVRVUVTVF9TVEFURV9DQU5DRUxMRUQQBRIiCh5ERUxFVElPTl9SRVFVRVNUX1NUQVRFX0VYUElSRUQQBjLVAgoYUGFja2FnZUdvdmVybmFuY2VTZXJ2aWNlEmoKFURlbGV0ZVBhY2thZ2VWZXJzaW9ucxInLnBrZ2dvdi52MS5EZWxldGVQYWNrYWdlVmVyc2lvbnNSZXF1ZXN0GigucGtnZ292LnYxLkRlbGV0ZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlEm0KFlJlc3RvcmVQYWNrYWdlVmVyc2lvbnMSKC5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1JlcXVlc3QaKS5wa2dnb3YudjEuUmVzdG9yZVBhY2thZ2VWZXJzaW9uc1Jlc3BvbnNlEl4KEUxpc3RQZW5kaW5nUHVyZ2VzEiMucGtnZ292LnYxLkxpc3RQZW5kaW5nUHVyZ2VzUmVxdWVzdBokLnBrZ2dvdi52MS5MaXN0UGVuZGluZ1B1cmdlc1Jlc3BvbnNlMpMFCg9BcHByb3ZhbFNlcnZpY2USYQoSR2V0RGVsZXRpb25SZXF1ZXN0EiQucGtnZ292LnYxLkdldERlbGV0aW9uUmVxdWVzdFJlcXVlc3QaJS5wa2dnb3YudjEuR2V0RGVsZXRpb25SZXF1ZXN0UmVzcG9uc2USZwoUTGlzdERlbGV0aW9uUmVxdWVzdHMSJi5wa2dnb3YudjEuTGlzdERlbGV0aW9uUmVxdWVzdHNSZXF1ZXN0GicucGtnZ292LnYxLkxpc3REZWxldGlvblJlcXVlc3RzUmVzcG9uc2USbQoWQXBwcm92ZURlbGV0aW9uUmVxdWVzdBIoLnBrZ2dvdi52MS5BcHByb3ZlRGVsZXRpb25SZXF1ZXN0UmVxdWVzdBopLnBrZ2dvdi52MS5BcHByb3ZlRGVsZXRpb25SZXF1ZXN0UmVzcG9uc2USagoVUmVqZWN0RGVsZXRpb25SZXF1ZXN0EicucGtnZ292LnYxLlJlamVjdERlbGV0aW9uUmVxdWVzdFJlcXVlc3QaKC5wa2dnb3YudjEuUmVqZWN0RGVsZXRpb25SZXF1ZXN0UmVzcG9uc2USagoVQ2FuY2VsRGVsZXRpb25SZXF1ZXN0EicucGtnZ292LnYxLkNhbmNlbERlbGV0aW9uUmVxdWVzdFJlcXVlc3QaKC5wa2dnb3YudjEuQ2FuY2VsRGVsZXRpb25SZXF1ZXN0UmVzcG9uc2USbQoWRXhlY3V0ZURlbGV0aW9uUmVxdWVzdBIoLnBrZ2dvdi52MS5FeGVjdXRlRGVsZXRpb25SZXF1ZXN0UmVxdWVzdBopLnBrZ2dvdi52MS5FeGVjdXRlRGVsZXRpb25SZXF1ZXN0UmVzcG9uc2UyvAEKDEF1ZGl0U2VydmljZRJYCg9MaXN0QXVkaXRFdmVudHMSIS5wa2dnb3YudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBoiLnBrZ2dvdi52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZRJSCg1HZXRBdWRpdEV2ZW50Eh8ucGtnZ292LnYxLkdldEF1ZGl0RXZlbnRSZXF1ZXN0GiAucGtnZ292LnYxLkdldEF1ZGl0RXZlbnRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * DeletePackageVersionsRequest names one package and the versions of it to delete.
@@ -418,7 +418,7 @@ export type RestorePackageVersionsRequest = Message<"pkggov.v1.RestorePackageVer
   /**
    * Why the versions are restored, for policy and audit; at most 1024 characters.
    *
-   * @generated from field: string justification = 8;
+   * @generated from field: string justification = 9;
    */
   justification: string;
 
@@ -426,7 +426,7 @@ export type RestorePackageVersionsRequest = Message<"pkggov.v1.RestorePackageVer
    * When true, everything is checked and decided but nothing is restored; the response's
    * decisions map holds the plan.
    *
-   * @generated from field: bool validate_only = 9;
+   * @generated from field: bool validate_only = 10;
    */
   validateOnly: boolean;
 
@@ -434,7 +434,7 @@ export type RestorePackageVersionsRequest = Message<"pkggov.v1.RestorePackageVer
    * A UUID naming this call for safe retries (Google AIP-155), as in
    * DeletePackageVersionsRequest.
    *
-   * @generated from field: string request_id = 10;
+   * @generated from field: string request_id = 12;
    */
   requestId: string;
 };
@@ -699,6 +699,645 @@ export const PendingPurgeSchema: GenMessage<PendingPurge> = /*@__PURE__*/
   messageDesc(file_pkggov_v1_package_governance, 11);
 
 /**
+ * DeletionRequest is a deletion that waits for approval, bound to its plan.
+ *
+ * @generated from message pkggov.v1.DeletionRequest
+ */
+export type DeletionRequest = Message<"pkggov.v1.DeletionRequest"> & {
+  /**
+   * The request's id (a UUID).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Where it stands.
+   *
+   * @generated from field: pkggov.v1.DeletionRequestState state = 2;
+   */
+  state: DeletionRequestState;
+
+  /**
+   * The principal whose call created it, as identified.
+   *
+   * @generated from field: string requester = 3;
+   */
+  requester: string;
+
+  /**
+   * When it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 4;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it expires unless it ran before.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 5;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * The package the plan deletes from.
+   *
+   * @generated from field: string domain = 6;
+   */
+  domain: string;
+
+  /**
+   * The domain owner as requested ("" for the gateway's own account).
+   *
+   * @generated from field: string domain_owner = 7;
+   */
+  domainOwner: string;
+
+  /**
+   * The repository.
+   *
+   * @generated from field: string repository = 8;
+   */
+  repository: string;
+
+  /**
+   * The package format.
+   *
+   * @generated from field: pkggov.v1.PackageFormat format = 9;
+   */
+  format: PackageFormat;
+
+  /**
+   * The package namespace ("" when none).
+   *
+   * @generated from field: string namespace = 10;
+   */
+  namespace: string;
+
+  /**
+   * The package name.
+   *
+   * @generated from field: string package = 11;
+   */
+  package: string;
+
+  /**
+   * The versions the plan deletes, each with the revision and status it was decided on.
+   *
+   * @generated from field: repeated pkggov.v1.PlannedVersion versions = 12;
+   */
+  versions: PlannedVersion[];
+
+  /**
+   * Every version the original request named.
+   *
+   * @generated from field: repeated string requested_versions = 13;
+   */
+  requestedVersions: string[];
+
+  /**
+   * The package's latest version when decided.
+   *
+   * @generated from field: string latest_version = 14;
+   */
+  latestVersion: string;
+
+  /**
+   * How many versions the package had when decided.
+   *
+   * @generated from field: int32 version_count = 15;
+   */
+  versionCount: number;
+
+  /**
+   * The requester's justification.
+   *
+   * @generated from field: string justification = 16;
+   */
+  justification: string;
+
+  /**
+   * The original request's expected_status.
+   *
+   * @generated from field: pkggov.v1.PackageVersionStatus expected_status = 17;
+   */
+  expectedStatus: PackageVersionStatus;
+
+  /**
+   * The original request's allow_partial.
+   *
+   * @generated from field: bool allow_partial = 18;
+   */
+  allowPartial: boolean;
+
+  /**
+   * The original request's purge_now.
+   *
+   * @generated from field: bool purge_now = 19;
+   */
+  purgeNow: boolean;
+
+  /**
+   * SHA-256 (hex) of the plan's canonical JSON: what approvers approve.
+   *
+   * @generated from field: string plan_hash = 20;
+   */
+  planHash: string;
+
+  /**
+   * The @ids of the approval policies that asked for approval.
+   *
+   * @generated from field: repeated string required_by = 21;
+   */
+  requiredBy: string[];
+
+  /**
+   * The votes, in the order cast.
+   *
+   * @generated from field: repeated pkggov.v1.DeletionVote votes = 22;
+   */
+  votes: DeletionVote[];
+
+  /**
+   * How many approving votes count (distinct people other than the requester).
+   *
+   * @generated from field: int32 approvals = 23;
+   */
+  approvals: number;
+
+  /**
+   * The audit event of the call that created it.
+   *
+   * @generated from field: string audit_event_id = 24;
+   */
+  auditEventId: string;
+
+  /**
+   * Why it ended, when it ended ("" while pending).
+   *
+   * @generated from field: string closed_reason = 25;
+   */
+  closedReason: string;
+
+  /**
+   * The audit event that ended it ("" while pending).
+   *
+   * @generated from field: string closed_audit_event_id = 26;
+   */
+  closedAuditEventId: string;
+};
+
+/**
+ * Describes the message pkggov.v1.DeletionRequest.
+ * Use `create(DeletionRequestSchema)` to create a new message.
+ */
+export const DeletionRequestSchema: GenMessage<DeletionRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 12);
+
+/**
+ * PlannedVersion is one version of a deletion request's plan.
+ *
+ * @generated from message pkggov.v1.PlannedVersion
+ */
+export type PlannedVersion = Message<"pkggov.v1.PlannedVersion"> & {
+  /**
+   * The version string.
+   *
+   * @generated from field: string version = 1;
+   */
+  version: string;
+
+  /**
+   * Its revision when decided: execution requires the same.
+   *
+   * @generated from field: string revision = 2;
+   */
+  revision: string;
+
+  /**
+   * Its status when decided: execution requires the same.
+   *
+   * @generated from field: pkggov.v1.PackageVersionStatus status = 3;
+   */
+  status: PackageVersionStatus;
+
+  /**
+   * Whether it was the package's latest version.
+   *
+   * @generated from field: bool is_latest = 4;
+   */
+  isLatest: boolean;
+};
+
+/**
+ * Describes the message pkggov.v1.PlannedVersion.
+ * Use `create(PlannedVersionSchema)` to create a new message.
+ */
+export const PlannedVersionSchema: GenMessage<PlannedVersion> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 13);
+
+/**
+ * DeletionVote is one principal's vote.
+ *
+ * @generated from message pkggov.v1.DeletionVote
+ */
+export type DeletionVote = Message<"pkggov.v1.DeletionVote"> & {
+  /**
+   * The principal, as identified.
+   *
+   * @generated from field: string approver = 1;
+   */
+  approver: string;
+
+  /**
+   * True for an approval, false for a rejection.
+   *
+   * @generated from field: bool approve = 2;
+   */
+  approve: boolean;
+
+  /**
+   * The principal's groups when it voted.
+   *
+   * @generated from field: repeated string groups = 3;
+   */
+  groups: string[];
+
+  /**
+   * The reason given.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * When it voted.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 5;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Whether it counts towards approval (false for the requester and for a second vote of one
+   * person).
+   *
+   * @generated from field: bool counts = 6;
+   */
+  counts: boolean;
+
+  /**
+   * The audit event of the vote.
+   *
+   * @generated from field: string audit_event_id = 7;
+   */
+  auditEventId: string;
+};
+
+/**
+ * Describes the message pkggov.v1.DeletionVote.
+ * Use `create(DeletionVoteSchema)` to create a new message.
+ */
+export const DeletionVoteSchema: GenMessage<DeletionVote> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 14);
+
+/**
+ * GetDeletionRequestRequest names one deletion request.
+ *
+ * @generated from message pkggov.v1.GetDeletionRequestRequest
+ */
+export type GetDeletionRequestRequest = Message<"pkggov.v1.GetDeletionRequestRequest"> & {
+  /**
+   * The request's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message pkggov.v1.GetDeletionRequestRequest.
+ * Use `create(GetDeletionRequestRequestSchema)` to create a new message.
+ */
+export const GetDeletionRequestRequestSchema: GenMessage<GetDeletionRequestRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 15);
+
+/**
+ * GetDeletionRequestResponse holds the request.
+ *
+ * @generated from message pkggov.v1.GetDeletionRequestResponse
+ */
+export type GetDeletionRequestResponse = Message<"pkggov.v1.GetDeletionRequestResponse"> & {
+  /**
+   * The request.
+   *
+   * @generated from field: pkggov.v1.DeletionRequest deletion_request = 1;
+   */
+  deletionRequest?: DeletionRequest | undefined;
+};
+
+/**
+ * Describes the message pkggov.v1.GetDeletionRequestResponse.
+ * Use `create(GetDeletionRequestResponseSchema)` to create a new message.
+ */
+export const GetDeletionRequestResponseSchema: GenMessage<GetDeletionRequestResponse> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 16);
+
+/**
+ * ListDeletionRequestsRequest filters deletion requests; unset fields match everything.
+ *
+ * @generated from message pkggov.v1.ListDeletionRequestsRequest
+ */
+export type ListDeletionRequestsRequest = Message<"pkggov.v1.ListDeletionRequestsRequest"> & {
+  /**
+   * Only requests in this state.
+   *
+   * @generated from field: pkggov.v1.DeletionRequestState state = 1;
+   */
+  state: DeletionRequestState;
+
+  /**
+   * Only requests of this requester.
+   *
+   * @generated from field: string requester = 2;
+   */
+  requester: string;
+
+  /**
+   * Only requests in this domain.
+   *
+   * @generated from field: string domain = 3;
+   */
+  domain: string;
+
+  /**
+   * Only requests in this repository.
+   *
+   * @generated from field: string repository = 4;
+   */
+  repository: string;
+
+  /**
+   * Only requests for this package name.
+   *
+   * @generated from field: string package = 5;
+   */
+  package: string;
+
+  /**
+   * At most this many requests (default 50, at most 500).
+   *
+   * @generated from field: int32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page, with the same filters.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message pkggov.v1.ListDeletionRequestsRequest.
+ * Use `create(ListDeletionRequestsRequestSchema)` to create a new message.
+ */
+export const ListDeletionRequestsRequestSchema: GenMessage<ListDeletionRequestsRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 17);
+
+/**
+ * ListDeletionRequestsResponse is one page of requests, newest first.
+ *
+ * @generated from message pkggov.v1.ListDeletionRequestsResponse
+ */
+export type ListDeletionRequestsResponse = Message<"pkggov.v1.ListDeletionRequestsResponse"> & {
+  /**
+   * The requests of this page.
+   *
+   * @generated from field: repeated pkggov.v1.DeletionRequest deletion_requests = 1;
+   */
+  deletionRequests: DeletionRequest[];
+
+  /**
+   * Pass as page_token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message pkggov.v1.ListDeletionRequestsResponse.
+ * Use `create(ListDeletionRequestsResponseSchema)` to create a new message.
+ */
+export const ListDeletionRequestsResponseSchema: GenMessage<ListDeletionRequestsResponse> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 18);
+
+/**
+ * ApproveDeletionRequestRequest approves one request.
+ *
+ * @generated from message pkggov.v1.ApproveDeletionRequestRequest
+ */
+export type ApproveDeletionRequestRequest = Message<"pkggov.v1.ApproveDeletionRequestRequest"> & {
+  /**
+   * The request's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Why; required, at most 1024 characters.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * The plan_hash the approver reviewed; when set, the vote is refused (FAILED_PRECONDITION,
+   * PLAN_CHANGED) unless it is the request's, so an approval approves exactly what was shown.
+   *
+   * @generated from field: string plan_hash = 3;
+   */
+  planHash: string;
+};
+
+/**
+ * Describes the message pkggov.v1.ApproveDeletionRequestRequest.
+ * Use `create(ApproveDeletionRequestRequestSchema)` to create a new message.
+ */
+export const ApproveDeletionRequestRequestSchema: GenMessage<ApproveDeletionRequestRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 19);
+
+/**
+ * ApproveDeletionRequestResponse holds the request after the vote.
+ *
+ * @generated from message pkggov.v1.ApproveDeletionRequestResponse
+ */
+export type ApproveDeletionRequestResponse = Message<"pkggov.v1.ApproveDeletionRequestResponse"> & {
+  /**
+   * The request.
+   *
+   * @generated from field: pkggov.v1.DeletionRequest deletion_request = 1;
+   */
+  deletionRequest?: DeletionRequest | undefined;
+};
+
+/**
+ * Describes the message pkggov.v1.ApproveDeletionRequestResponse.
+ * Use `create(ApproveDeletionRequestResponseSchema)` to create a new message.
+ */
+export const ApproveDeletionRequestResponseSchema: GenMessage<ApproveDeletionRequestResponse> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 20);
+
+/**
+ * RejectDeletionRequestRequest rejects one request.
+ *
+ * @generated from message pkggov.v1.RejectDeletionRequestRequest
+ */
+export type RejectDeletionRequestRequest = Message<"pkggov.v1.RejectDeletionRequestRequest"> & {
+  /**
+   * The request's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Why; required, at most 1024 characters.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message pkggov.v1.RejectDeletionRequestRequest.
+ * Use `create(RejectDeletionRequestRequestSchema)` to create a new message.
+ */
+export const RejectDeletionRequestRequestSchema: GenMessage<RejectDeletionRequestRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 21);
+
+/**
+ * RejectDeletionRequestResponse holds the request after the vote.
+ *
+ * @generated from message pkggov.v1.RejectDeletionRequestResponse
+ */
+export type RejectDeletionRequestResponse = Message<"pkggov.v1.RejectDeletionRequestResponse"> & {
+  /**
+   * The request.
+   *
+   * @generated from field: pkggov.v1.DeletionRequest deletion_request = 1;
+   */
+  deletionRequest?: DeletionRequest | undefined;
+};
+
+/**
+ * Describes the message pkggov.v1.RejectDeletionRequestResponse.
+ * Use `create(RejectDeletionRequestResponseSchema)` to create a new message.
+ */
+export const RejectDeletionRequestResponseSchema: GenMessage<RejectDeletionRequestResponse> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 22);
+
+/**
+ * CancelDeletionRequestRequest cancels one request.
+ *
+ * @generated from message pkggov.v1.CancelDeletionRequestRequest
+ */
+export type CancelDeletionRequestRequest = Message<"pkggov.v1.CancelDeletionRequestRequest"> & {
+  /**
+   * The request's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Why; optional, at most 1024 characters.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message pkggov.v1.CancelDeletionRequestRequest.
+ * Use `create(CancelDeletionRequestRequestSchema)` to create a new message.
+ */
+export const CancelDeletionRequestRequestSchema: GenMessage<CancelDeletionRequestRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 23);
+
+/**
+ * CancelDeletionRequestResponse holds the cancelled request.
+ *
+ * @generated from message pkggov.v1.CancelDeletionRequestResponse
+ */
+export type CancelDeletionRequestResponse = Message<"pkggov.v1.CancelDeletionRequestResponse"> & {
+  /**
+   * The request.
+   *
+   * @generated from field: pkggov.v1.DeletionRequest deletion_request = 1;
+   */
+  deletionRequest?: DeletionRequest | undefined;
+};
+
+/**
+ * Describes the message pkggov.v1.CancelDeletionRequestResponse.
+ * Use `create(CancelDeletionRequestResponseSchema)` to create a new message.
+ */
+export const CancelDeletionRequestResponseSchema: GenMessage<CancelDeletionRequestResponse> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 24);
+
+/**
+ * ExecuteDeletionRequestRequest runs one approved request.
+ *
+ * @generated from message pkggov.v1.ExecuteDeletionRequestRequest
+ */
+export type ExecuteDeletionRequestRequest = Message<"pkggov.v1.ExecuteDeletionRequestRequest"> & {
+  /**
+   * The request's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message pkggov.v1.ExecuteDeletionRequestRequest.
+ * Use `create(ExecuteDeletionRequestRequestSchema)` to create a new message.
+ */
+export const ExecuteDeletionRequestRequestSchema: GenMessage<ExecuteDeletionRequestRequest> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 25);
+
+/**
+ * ExecuteDeletionRequestResponse reports the execution.
+ *
+ * @generated from message pkggov.v1.ExecuteDeletionRequestResponse
+ */
+export type ExecuteDeletionRequestResponse = Message<"pkggov.v1.ExecuteDeletionRequestResponse"> & {
+  /**
+   * What the governed delete did, per version, as DeletePackageVersions reports it.
+   *
+   * @generated from field: pkggov.v1.DeletePackageVersionsResponse result = 1;
+   */
+  result?: DeletePackageVersionsResponse | undefined;
+
+  /**
+   * The request, now executed.
+   *
+   * @generated from field: pkggov.v1.DeletionRequest deletion_request = 2;
+   */
+  deletionRequest?: DeletionRequest | undefined;
+};
+
+/**
+ * Describes the message pkggov.v1.ExecuteDeletionRequestResponse.
+ * Use `create(ExecuteDeletionRequestResponseSchema)` to create a new message.
+ */
+export const ExecuteDeletionRequestResponseSchema: GenMessage<ExecuteDeletionRequestResponse> = /*@__PURE__*/
+  messageDesc(file_pkggov_v1_package_governance, 26);
+
+/**
  * ListAuditEventsRequest filters the audit record; unset fields match everything.
  *
  * @generated from message pkggov.v1.ListAuditEventsRequest
@@ -802,7 +1441,7 @@ export type ListAuditEventsRequest = Message<"pkggov.v1.ListAuditEventsRequest">
  * Use `create(ListAuditEventsRequestSchema)` to create a new message.
  */
 export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 12);
+  messageDesc(file_pkggov_v1_package_governance, 27);
 
 /**
  * ListAuditEventsResponse is one page of events, newest first.
@@ -830,7 +1469,7 @@ export type ListAuditEventsResponse = Message<"pkggov.v1.ListAuditEventsResponse
  * Use `create(ListAuditEventsResponseSchema)` to create a new message.
  */
 export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 13);
+  messageDesc(file_pkggov_v1_package_governance, 28);
 
 /**
  * GetAuditEventRequest names one event.
@@ -851,7 +1490,7 @@ export type GetAuditEventRequest = Message<"pkggov.v1.GetAuditEventRequest"> & {
  * Use `create(GetAuditEventRequestSchema)` to create a new message.
  */
 export const GetAuditEventRequestSchema: GenMessage<GetAuditEventRequest> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 14);
+  messageDesc(file_pkggov_v1_package_governance, 29);
 
 /**
  * GetAuditEventResponse holds the event.
@@ -872,7 +1511,7 @@ export type GetAuditEventResponse = Message<"pkggov.v1.GetAuditEventResponse"> &
  * Use `create(GetAuditEventResponseSchema)` to create a new message.
  */
 export const GetAuditEventResponseSchema: GenMessage<GetAuditEventResponse> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 15);
+  messageDesc(file_pkggov_v1_package_governance, 30);
 
 /**
  * AuditEvent is one call to the gateway, as recorded: a summary and its entries.
@@ -942,7 +1581,7 @@ export type AuditEvent = Message<"pkggov.v1.AuditEvent"> & {
  * Use `create(AuditEventSchema)` to create a new message.
  */
 export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 16);
+  messageDesc(file_pkggov_v1_package_governance, 31);
 
 /**
  * AuditEntry is one hash-chained record of an event.
@@ -998,7 +1637,7 @@ export type AuditEntry = Message<"pkggov.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_pkggov_v1_package_governance, 17);
+  messageDesc(file_pkggov_v1_package_governance, 32);
 
 /**
  * PackageFormat is the package ecosystem of a CodeArtifact package.
@@ -1269,6 +1908,14 @@ export enum VersionOutcome {
    * @generated from enum value: VERSION_OUTCOME_REVISION_MISMATCH = 8;
    */
   REVISION_MISMATCH = 8,
+
+  /**
+   * Policy allows the version only once approved (an approval policy, in policy_ids, stands in
+   * the way): a real call records a deletion request instead of deleting.
+   *
+   * @generated from enum value: VERSION_OUTCOME_NEEDS_APPROVAL = 9;
+   */
+  NEEDS_APPROVAL = 9,
 }
 
 /**
@@ -1276,6 +1923,68 @@ export enum VersionOutcome {
  */
 export const VersionOutcomeSchema: GenEnum<VersionOutcome> = /*@__PURE__*/
   enumDesc(file_pkggov_v1_package_governance, 3);
+
+/**
+ * DeletionRequestState is where a deletion request stands.
+ *
+ * @generated from enum pkggov.v1.DeletionRequestState
+ */
+export enum DeletionRequestState {
+  /**
+   * Not set; as a filter it matches every state.
+   *
+   * @generated from enum value: DELETION_REQUEST_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for votes, or for its requester to execute it.
+   *
+   * @generated from enum value: DELETION_REQUEST_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * Being executed by one replica.
+   *
+   * @generated from enum value: DELETION_REQUEST_STATE_EXECUTING = 2;
+   */
+  EXECUTING = 2,
+
+  /**
+   * Executed: its plan ran (see the execution's audit event).
+   *
+   * @generated from enum value: DELETION_REQUEST_STATE_EXECUTED = 3;
+   */
+  EXECUTED = 3,
+
+  /**
+   * Rejected by an approver.
+   *
+   * @generated from enum value: DELETION_REQUEST_STATE_REJECTED = 4;
+   */
+  REJECTED = 4,
+
+  /**
+   * Cancelled by its requester.
+   *
+   * @generated from enum value: DELETION_REQUEST_STATE_CANCELLED = 5;
+   */
+  CANCELLED = 5,
+
+  /**
+   * Expired before it ran.
+   *
+   * @generated from enum value: DELETION_REQUEST_STATE_EXPIRED = 6;
+   */
+  EXPIRED = 6,
+}
+
+/**
+ * Describes the enum pkggov.v1.DeletionRequestState.
+ */
+export const DeletionRequestStateSchema: GenEnum<DeletionRequestState> = /*@__PURE__*/
+  enumDesc(file_pkggov_v1_package_governance, 4);
 
 /**
  * PackageGovernanceService is the one door through which package versions are deleted.
@@ -1366,6 +2075,92 @@ export const PackageGovernanceService: GenService<{
   serviceDesc(file_pkggov_v1_package_governance, 0);
 
 /**
+ * ApprovalService: deletion requests that policy lets run only once approved (four eyes).
+ *
+ * A DeletePackageVersions call that needs approval deletes nothing: it fails
+ * FAILED_PRECONDITION with reason APPROVAL_REQUIRED, and its ErrorInfo metadata
+ * "deletion_request_id" names the deletion request it recorded, which holds the plan exactly as
+ * decided and its SHA-256 (plan_hash). Principals that policy lets approve
+ * (Pkggov::Action::"ApproveDeletionRequest") vote with a reason; the requester never counts as an
+ * approver; one person counts once. The requester executes the request, which runs the plan only
+ * while it still holds (FAILED_PRECONDITION / PLAN_CHANGED otherwise) and only once policy,
+ * given the votes, allows it. Expired, rejected and cancelled requests never run. Every call is
+ * authorized and audited; errors as in PackageGovernanceService, plus NOT_FOUND
+ * (DELETION_REQUEST_NOT_FOUND), PERMISSION_DENIED (SELF_APPROVAL, NOT_REQUESTER), ALREADY_EXISTS
+ * (ALREADY_VOTED), FAILED_PRECONDITION (REQUEST_NOT_PENDING, REQUEST_EXPIRED, PLAN_CHANGED,
+ * APPROVAL_REQUIRED when executed before its approvals satisfy policy) and DATA_LOSS
+ * (PLAN_TAMPERED: the stored plan no longer matches its recorded hash).
+ *
+ * @generated from service pkggov.v1.ApprovalService
+ */
+export const ApprovalService: GenService<{
+  /**
+   * Gets one deletion request with its plan and votes; readable by its requester and by the
+   * principals policy lets read the audit record or approve it.
+   *
+   * @generated from rpc pkggov.v1.ApprovalService.GetDeletionRequest
+   */
+  getDeletionRequest: {
+    methodKind: "unary";
+    input: typeof GetDeletionRequestRequestSchema;
+    output: typeof GetDeletionRequestResponseSchema;
+  },
+  /**
+   * Lists deletion requests, newest first, filtered, one page at a time; readable by the
+   * principals policy lets read the audit record.
+   *
+   * @generated from rpc pkggov.v1.ApprovalService.ListDeletionRequests
+   */
+  listDeletionRequests: {
+    methodKind: "unary";
+    input: typeof ListDeletionRequestsRequestSchema;
+    output: typeof ListDeletionRequestsResponseSchema;
+  },
+  /**
+   * Approves a pending request, with a reason.
+   *
+   * @generated from rpc pkggov.v1.ApprovalService.ApproveDeletionRequest
+   */
+  approveDeletionRequest: {
+    methodKind: "unary";
+    input: typeof ApproveDeletionRequestRequestSchema;
+    output: typeof ApproveDeletionRequestResponseSchema;
+  },
+  /**
+   * Rejects a pending request, with a reason; a rejection ends the request unless the
+   * configuration says otherwise (approvals.rejection_ends).
+   *
+   * @generated from rpc pkggov.v1.ApprovalService.RejectDeletionRequest
+   */
+  rejectDeletionRequest: {
+    methodKind: "unary";
+    input: typeof RejectDeletionRequestRequestSchema;
+    output: typeof RejectDeletionRequestResponseSchema;
+  },
+  /**
+   * Cancels a pending request; only its requester may.
+   *
+   * @generated from rpc pkggov.v1.ApprovalService.CancelDeletionRequest
+   */
+  cancelDeletionRequest: {
+    methodKind: "unary";
+    input: typeof CancelDeletionRequestRequestSchema;
+    output: typeof CancelDeletionRequestResponseSchema;
+  },
+  /**
+   * Runs an approved request's plan through the governed delete path; only its requester may.
+   *
+   * @generated from rpc pkggov.v1.ApprovalService.ExecuteDeletionRequest
+   */
+  executeDeletionRequest: {
+    methodKind: "unary";
+    input: typeof ExecuteDeletionRequestRequestSchema;
+    output: typeof ExecuteDeletionRequestResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_pkggov_v1_package_governance, 1);
+
+/**
  * AuditService reads the audit record: every call to the gateway, what was asked, decided
  * and done. Each call is itself authorized by policy (the Cedar action
  * Pkggov::Action::"ReadAuditLog"; PERMISSION_DENIED with reason POLICY_DENIED otherwise)
@@ -1398,5 +2193,5 @@ export const AuditService: GenService<{
     output: typeof GetAuditEventResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_pkggov_v1_package_governance, 1);
+  serviceDesc(file_pkggov_v1_package_governance, 2);
 
