@@ -1,6 +1,7 @@
 """Identity and the shipped example policies through the real gateway and emulator.
 
-Principals (shipped entities.yaml): `alice` in release-admins, `ci-bot` in ci, `bob` in no group.
+Principals (shipped entities.yaml): `alice` and `dave` in release-admins, `ci-bot` in ci, `bob`
+in no group.
 Demo data: demo/dev-shared npm left-pad 1.0.0-1.3.0 (1.3.0 latest), npm acme/widgets 2.0.0,
 2.1.0-beta.1 (Unlisted), 2.1.0; demo/prod-release npm left-pad 1.0.0, 1.3.0 and pypi
 requests-lite 0.5.0 (its only version).
@@ -196,16 +197,39 @@ def test_mixed_request_partial(shipped: Gateway, emulator: Emulator) -> None:
     assert ["1.0.0"] == call.params["versions"]
 
 
-def test_prod_needs_a_justification(shipped: Gateway, emulator: Emulator) -> None:
-    """alice in prod-release: denied without a justification, allowed with one."""
+def test_prod_needs_a_justification(make_gateway: GatewayFactory, emulator: Emulator) -> None:
+    """alice in prod-release under a recovery window: denied without a justification,
+    archived with one (archiving needs no approval)."""
     prod = request(repository="prod-release", versions=["1.0.0"])
-    with stub_for(shipped, "alice") as stub:
+    with (
+        make_gateway(policy=SHIPPED, recovery={"windows": {"prod-*": 30.0}}) as gateway,
+        stub_for(gateway, "alice") as stub,
+    ):
         error = failed_call(stub, prod)
         prod.justification = "CVE-2026-0001: withdrawn build"
         response = stub.DeletePackageVersions(prod, timeout=10)
     [denied] = _denial(error.details).denied_versions
     assert ["prod-needs-release-admin-and-justification"] == list(denied.policy_ids)
     assert ["1.0.0"] == list(response.successful_versions)
+    assert pb.PACKAGE_VERSION_STATUS_ARCHIVED == response.successful_versions["1.0.0"].status
+    assert 0 == _calls(emulator, "DeletePackageVersions")
+
+
+def test_deleting_for_good_in_prod_is_not_done_on_one_say(
+    shipped: Gateway, emulator: Emulator
+) -> None:
+    """Where no recovery window applies, a justified delete by a release admin in prod-*
+    needs another release admin's approval (prod-irreversible-needs-release-admin-approval):
+    the call fails APPROVAL_REQUIRED and deletes nothing (the deletion request it creates is
+    tested with the approvals)."""
+    prod = request(
+        repository="prod-release", versions=["1.0.0"], justification="CVE-2026-0001: withdrawn"
+    )
+    with stub_for(shipped, "alice") as stub:
+        error = failed_call(stub, prod)
+    assert (grpc.StatusCode.FAILED_PRECONDITION, "APPROVAL_REQUIRED") == (error.code, error.reason)
+    assert "prod-irreversible-needs-release-admin-approval" in error.message
+    assert 0 == _calls(emulator, "DeletePackageVersions")
 
 
 def test_never_delete_the_only_remaining_version(shipped: Gateway) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -80,15 +81,18 @@ def test_forbid_beats_permit_and_is_reported(shipped: CedarPolicyEngine) -> None
 
 
 def test_every_forbid_that_applies_is_reported(shipped: CedarPolicyEngine) -> None:
-    """The latest and only version in prod without a justification: three forbids, in order."""
+    """The latest and only version in prod without a justification: four forbids, in order
+    (one an approval policy: with the others, it is a plain deny)."""
     (decision,) = shipped.decide(
         request("alice", "prod-main", LATEST, version_count=1, remaining=0)
     )
     assert (
         "never-delete-latest",
         "never-delete-only-remaining-version",
+        "prod-irreversible-needs-release-admin-approval",
         "prod-needs-release-admin-and-justification",
     ) == decision.policy_ids
+    assert not decision.needs_approval
 
 
 def test_default_deny_reports_no_policy(shipped: CedarPolicyEngine) -> None:
@@ -122,11 +126,26 @@ def test_groups_argument_replaces_the_entities_file(shipped: CedarPolicyEngine) 
 
 
 def test_prod_needs_justification(shipped: CedarPolicyEngine) -> None:
-    """In prod-*, a release admin is allowed only with a justification."""
+    """In prod-*, a release admin is allowed only with a justification (and, where no
+    recovery window applies, another release admin's approval)."""
     (without,) = shipped.decide(request("alice", "prod-main", RELEASE))
     (with_one,) = shipped.decide(request("alice", "prod-main", RELEASE, justification="CVE"))
-    assert ("prod-needs-release-admin-and-justification",) == without.policy_ids
-    assert VersionDecision("1.0.0", True, ("release-admins-may-delete",)) == with_one
+    assert (
+        "prod-irreversible-needs-release-admin-approval",
+        "prod-needs-release-admin-and-justification",
+    ) == without.policy_ids
+    assert not without.needs_approval
+    approval = ("prod-irreversible-needs-release-admin-approval",)
+    assert VersionDecision("1.0.0", False, approval, needs_approval=True) == with_one
+    approved = replace(
+        request("alice", "prod-main", RELEASE, justification="CVE"),
+        context=PolicyContext(
+            "CVE", False, 1, NOW, "ipv4:10.0.0.7:5000", approver_groups=("release-admins",)
+        ),
+    )
+    assert [VersionDecision("1.0.0", True, ("release-admins-may-delete",))] == shipped.decide(
+        approved
+    )
 
 
 def test_empty_request_needs_no_evaluation(shipped: CedarPolicyEngine) -> None:
@@ -185,15 +204,23 @@ def test_a_policy_using_the_whole_context_gets_all_of_it(tmp_path: Path) -> None
     context = (
         '{"justification": "why", "dry_run": false, "request_size": 1, '
         f'"now": {int(NOW.timestamp())}, "peer": "ipv4:10.0.0.7:5000", "auth_method": "mtls", '
-        '"purge_now": false, "recovery_window": false}'
+        '"purge_now": false, "recovery_window": false, "approvals": 2, '
+        '"approver_groups": ["ci", "release-admins"]}'
     )
     engine = with_policies(
         tmp_path,
         exact='@id("exact") permit (principal, action == Pkggov::Action::"'
         f'DeletePackageVersion", resource) when {{ context == {context} }};',
     )
-    (decision,) = engine.decide(request("bob", "dev-x", RELEASE, justification="why"))
+    batch = request("bob", "dev-x", RELEASE, justification="why")
+    approved = replace(  # a set: order and repeats do not matter
+        batch,
+        context=replace(batch.context, approvals=2, approver_groups=("release-admins", "ci", "ci")),
+    )
+    (decision,) = engine.decide(approved)
     assert decision.allowed
+    (decision,) = engine.decide(batch)
+    assert not decision.allowed
 
 
 def test_decisions_equal_those_made_with_every_attribute_and_the_schema() -> None:

@@ -20,8 +20,10 @@ SHIPPED_IDS = [
     "ci-may-delete-dev-prereleases",
     "never-delete-latest",
     "never-delete-only-remaining-version",
+    "prod-irreversible-needs-release-admin-approval",
     "prod-needs-release-admin-and-justification",
     "purge-now-needs-release-admin-and-justification",
+    "release-admins-may-approve",
     "release-admins-may-delete",
     "release-admins-may-read-audit",
     "release-admins-may-restore",
@@ -45,7 +47,8 @@ def load_error(files: PolicyFiles) -> PolicyLoadError:
 
 
 def test_shipped_set_loads_with_its_ids_groups_and_members() -> None:
-    """The example set: ten policies in file order, three groups, the README's principals."""
+    """The example set: twelve policies in file order, three groups, the README's principals
+    (alice and dave the release admins), each identity form of a person as that person."""
     engine = CedarPolicyEngine(default_policy_files())
     assert SHIPPED_IDS == engine.policy_ids()
     assert ("ci", "release-admins", "auditors") == engine.known_groups()
@@ -56,6 +59,19 @@ def test_shipped_set_loads_with_its_ids_groups_and_members() -> None:
     assert ("release-admins",) == engine.groups_of("spiffe://pkggov.test/ops/alice")
     assert () == engine.groups_of("bob")
     assert () == engine.groups_of("nobody")
+    assert ("release-admins",) == engine.groups_of("dave")
+    assert ("release-admins",) == engine.groups_of("spiffe://pkggov.test/ops/dave")
+    assert ["prod-irreversible-needs-release-admin-approval"] == engine.approval_policy_ids()
+    assert ("alice", "alice") == (
+        engine.person_of("alice"),
+        engine.person_of("spiffe://pkggov.test/ops/alice"),
+    )
+    assert ("dave", "dave") == (
+        engine.person_of("dave"),
+        engine.person_of("spiffe://pkggov.test/ops/dave"),
+    )
+    assert "ci-bot" == engine.person_of("spiffe://pkggov.test/ci/builder")
+    assert "nobody" == engine.person_of("nobody")
     assert False is engine.uses_published_time()
 
 
@@ -251,7 +267,7 @@ def test_entities_unknown_key_and_duplicate_principal_are_refused(tmp_path: Path
     """Typos in keys and a principal listed twice are refused, not silently ignored."""
     files = copy_shipped(tmp_path)
     files.entities.write_text("groups: {ci: {}}\nprincipals:\n  a: {grups: [ci]}\n")
-    assert (3, "unknown key 'grups' (expected: description, groups)") == (
+    assert (3, "unknown key 'grups' (expected: description, groups, person)") == (
         load_error(files).line,
         load_error(files).message,
     )

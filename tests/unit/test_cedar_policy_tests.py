@@ -32,7 +32,7 @@ def test_shipped_tests_cover_every_rule_both_ways() -> None:
         outcomes = {r.got for r in deciding}
         other_way = [r for r in results if policy_id not in r.policies and r.got not in outcomes]
         assert other_way, f"no case goes the other way for {policy_id}"
-    assert {"allow", "deny"} == {r.got for r in results}
+    assert {"allow", "deny", "needs_approval"} == {r.got for r in results}
 
 
 def test_failing_case_is_reported_with_what_was_got(tmp_path: Path) -> None:
@@ -144,6 +144,86 @@ def test_restore_cases_and_the_recovery_flags(tmp_path: Path) -> None:
     assert ("purge-now-needs-release-admin-and-justification",) == results[1].policies
 
 
+def test_approval_cases_votes_and_needs_approval(tmp_path: Path) -> None:
+    """A delete may carry the votes (approvals, approver_groups) and expect needs_approval;
+    an ApproveDeletionRequest case's resource is a deletion request."""
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(
+        "cases:\n"
+        "  - name: needs approval\n"
+        "    principal: alice\n"
+        "    resource: {repository: prod-x, package: k, version: '1'}\n"
+        "    context: {justification: why}\n"
+        "    expect: needs_approval\n"
+        "  - name: approved\n"
+        "    principal: alice\n"
+        "    resource: {repository: prod-x, package: k, version: '1'}\n"
+        "    context: {justification: why, approvals: 1, approver_groups: [release-admins]}\n"
+        "    expect: allow\n"
+        "  - name: a needs_approval expected but allowed fails\n"
+        "    principal: alice\n"
+        "    resource: {repository: dev-x, package: k, version: '1'}\n"
+        "    expect: needs_approval\n"
+        "  - name: vote\n"
+        "    action: approvedeletionrequest\n"
+        "    principal: dave\n"
+        "    resource: {id: r-7, requester: ci-bot, repository: prod-x, format: pypi,\n"
+        "               namespace: ns, package: k, version_count: 3, purge_now: true,\n"
+        "               includes_latest: true}\n"
+        "    context: {reason: checked, now: 1700000000}\n"
+        "    expect: allow\n"
+        "    policies: [release-admins-may-approve]\n"
+        "  - name: ci votes\n"
+        "    action: ApproveDeletionRequest\n"
+        "    principal: ci-bot\n"
+        "    resource: {requester: alice, repository: prod-x, package: k}\n"
+        "    expect: deny\n"
+        "  - name: a group given in the test may vote\n"
+        "    action: ApproveDeletionRequest\n"
+        "    principal: new-admin\n"
+        "    groups: [release-admins]\n"
+        "    resource: {requester: alice, repository: prod-x, package: k}\n"
+        "    expect: allow\n"
+    )
+    needs, approved, _, vote, _, _ = load_policy_cases(tests)
+    assert (0, ()) == (needs.request.context.approvals, needs.request.context.approver_groups)
+    assert (1, ("release-admins",)) == (
+        approved.request.context.approvals,
+        approved.request.context.approver_groups,
+    )
+    assert ("ApproveDeletionRequest", "checked") == (vote.action, vote.reason)
+    assert vote.approval is not None
+    assert (
+        "r-7",
+        "ci-bot",
+        PackageFormat.PYPI,
+        "ns",
+        3,
+        True,
+        True,
+    ) == (
+        vote.approval.request_id,
+        vote.approval.requester,
+        vote.approval.package.format,
+        vote.approval.package.namespace,
+        vote.approval.version_count,
+        vote.approval.purge_now,
+        vote.approval.includes_latest,
+    )
+    assert 1700000000 == int(vote.request.context.now.timestamp())
+    results = run_policy_tests(default_policy_files(), tests)
+    assert [
+        ("needs_approval", True),
+        ("allow", True),
+        ("allow", False),
+        ("allow", True),
+        ("deny", True),
+        ("allow", True),
+    ] == [(r.got, r.passed) for r in results]
+    assert ("prod-irreversible-needs-release-admin-approval",) == results[0].policies
+    assert "needs_approval" == results[0].to_dict()["got"]
+
+
 @pytest.mark.parametrize(
     ("case", "line", "message"),
     [
@@ -155,7 +235,7 @@ def test_restore_cases_and_the_recovery_flags(tmp_path: Path) -> None:
         (
             "  - name: a\n    principal: p\n    expect: maybe\n",
             4,
-            "expect: expected allow or deny",
+            "expect: expected allow, deny or needs_approval",
         ),
         (
             "  - name: a\n    principal: p\n    expect: allow\n"
@@ -203,7 +283,58 @@ def test_restore_cases_and_the_recovery_flags(tmp_path: Path) -> None:
         (
             "  - name: a\n    principal: p\n    expect: allow\n    action: Restore\n",
             5,
-            "expected one of DeletePackageVersion, RestorePackageVersion, ReadAuditLog",
+            "expected one of DeletePackageVersion, RestorePackageVersion, ReadAuditLog, "
+            "ApproveDeletionRequest",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: needs_approval\n"
+            "    action: RestorePackageVersion\n"
+            "    resource: {repository: r, package: k, version: '1'}\n",
+            4,
+            "needs_approval is a DeletePackageVersion outcome only",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    resource: {repository: r, package: k, version: '1'}\n"
+            "    context: {approver_groups: [release-admin]}\n",
+            6,
+            "unknown group 'release-admin'",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    resource: {repository: r, package: k, version: '1'}\n"
+            "    context: {approvals: many}\n",
+            6,
+            "cases[0].context.approvals: expected an integer",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    resource: {repository: r, package: k, version: '1', requester: q}\n",
+            5,
+            "unknown key(s) in cases[0].resource: requester (requester: "
+            "ApproveDeletionRequest only)",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    action: ApproveDeletionRequest\n"
+            "    resource: {repository: r, package: k}\n",
+            6,
+            "cases[0].resource.requester: is required",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    action: ApproveDeletionRequest\n"
+            "    resource: {requester: q, repository: r, package: k, version: '1'}\n",
+            6,
+            "unknown key(s) in cases[0].resource: version",
+        ),
+        (
+            "  - name: a\n    principal: p\n    expect: allow\n"
+            "    action: ApproveDeletionRequest\n"
+            "    resource: {requester: q, repository: r, package: k}\n"
+            "    context: {justification: x}\n",
+            7,
+            "unknown key(s) in cases[0].context: justification",
         ),
         ("  -\n", 2, "cases[0].name: is required"),
         ("  - just text\n", 2, "cases[0] must be a mapping"),

@@ -129,11 +129,19 @@ def test_purge_now_without_a_window_and_a_window_without_purge_now_are_plain_del
 
 
 def test_purge_now_never_deletes_the_latest(shipped: CedarPolicyEngine) -> None:
-    """A justified purge_now by a release admin on the latest: never-delete-latest denies."""
+    """A justified purge_now by a release admin on the latest: never-delete-latest denies
+    (with the approval policy, which alone would only ask for approval)."""
     (decision,) = shipped.decide(
         delete("alice", "prod-release", LATEST, purge_now=True, justification="withdrawn")
     )
-    assert VersionDecision("2.0.0", False, ("never-delete-latest",)) == decision
+    assert (
+        VersionDecision(
+            "2.0.0",
+            False,
+            ("never-delete-latest", "prod-irreversible-needs-release-admin-approval"),
+        )
+        == decision
+    )
 
 
 def test_restores_by_the_archiver_or_a_release_admin(shipped: CedarPolicyEngine) -> None:

@@ -1,10 +1,17 @@
-"""FakePolicy for both per-version actions: deletes (with purge_now) and restores."""
+"""FakePolicy for both per-version actions: deletes (with purge_now) and restores; four eyes
+(deletes that need approval, who may vote, persons)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from pkggov_gateway.domain.approvals import (
+    DeletionPlan,
+    DeletionRequestRecord,
+    PlannedItem,
+    RequestState,
+)
 from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
 from pkggov_gateway.domain.policy import PolicyAction, PolicyContext, PolicyRequest, VersionFacts
@@ -19,9 +26,19 @@ def request(
     action: PolicyAction = PolicyAction.DELETE,
     purge_now: bool = False,
     window: bool = False,
+    approvals: int = 0,
+    approver_groups: tuple[str, ...] = (),
 ) -> PolicyRequest:
     context = PolicyContext(
-        "", False, len(versions), datetime.now(UTC), "ipv4:127.0.0.1:1", purge_now, window
+        "",
+        False,
+        len(versions),
+        datetime.now(UTC),
+        "ipv4:127.0.0.1:1",
+        purge_now,
+        window,
+        approvals,
+        approver_groups,
     )
     return PolicyRequest(
         Principal(principal, AuthMethod.DEV, "ipv4:127.0.0.1:1"),
@@ -90,4 +107,84 @@ def test_deny_purge_now_applies_only_to_purge_now_under_a_window() -> None:
     assert [(True, ("permit",))] == outcomes(policy, request("ci-bot", version, window=True))
     assert [(True, ("permit",))] == outcomes(
         policy, request("ci-bot", version, action=PolicyAction.RESTORE, purge_now=True, window=True)
+    )
+
+
+def test_approval_required_by_repository_or_version_until_approved() -> None:
+    """A delete in a listed repository (or of a listed version) needs approval unless the
+    context has enough approvals; other rules deny first; restores never need it."""
+    policy = FakePolicy(approval_required=frozenset({"dev-shared"}), deny=frozenset({"3"}))
+    versions = (VersionFacts("1", VersionStatus.PUBLISHED, False), archived("3", None))
+    decided = policy.decide(request("alice", *versions))
+    assert [(False, ("approval-required",), True), (False, ("deny-listed",), False)] == [
+        (d.allowed, d.policy_ids, d.needs_approval) for d in decided
+    ]
+    assert [(True, ("permit",))] == outcomes(policy, request("alice", versions[0], approvals=1))
+    assert [(True, ("permit",))] == outcomes(
+        policy, request("alice", versions[0], action=PolicyAction.RESTORE)
+    )
+    policy.approval_required = frozenset({"2"})  # by version
+    two = VersionFacts("2", VersionStatus.PUBLISHED, False)
+    assert [True, False] == [
+        d.needs_approval for d in policy.decide(request("alice", two, versions[0]))
+    ]
+
+
+def test_approval_quorum_and_group() -> None:
+    """approvals_needed and approval_group: both must be met."""
+    policy = FakePolicy(
+        approval_required=frozenset({"dev-shared"}), approvals_needed=2, approval_group="admins"
+    )
+    version = VersionFacts("1", VersionStatus.PUBLISHED, False)
+    decided = [
+        policy.decide(request("a", version, approvals=n, approver_groups=groups))[0]
+        for n, groups in ((1, ("admins",)), (2, ("ci",)), (2, ("ci", "admins")))
+    ]
+    assert [(False, True), (False, True), (True, False)] == [
+        (d.allowed, d.needs_approval) for d in decided
+    ]
+
+
+def _record(requester: str) -> DeletionRequestRecord:
+    plan = DeletionPlan(
+        PACKAGE,
+        (PlannedItem("1", "r", VersionStatus.PUBLISHED, False),),
+        "2",
+        2,
+        ("1",),
+        "why",
+        None,
+        False,
+        False,
+    )
+    now = datetime.now(UTC)
+    return DeletionRequestRecord(
+        "req-1", requester, requester, now, now, RequestState.PENDING, plan, plan.digest(), (), "e"
+    )
+
+
+def test_authorize_approval_and_persons() -> None:
+    """Anyone may vote by default; `approvers` restricts it; deny-listed principals never may.
+    Every vote asked is recorded; person_of follows `persons`."""
+    policy = FakePolicy(deny_principals=frozenset({"mallory"}), persons={"cert:alice": "alice"})
+    now = datetime.now(UTC)
+
+    def vote(who: str) -> tuple[bool, tuple[str, ...]]:
+        decision = policy.current().authorize_approval(
+            Principal(who, AuthMethod.DEV, ""), _record("alice"), now, "because"
+        )
+        assert "req-1" == decision.version
+        return decision.allowed, decision.policy_ids
+
+    assert (True, ("permit",)) == vote("dave")
+    assert (False, ("deny-listed",)) == vote("mallory")
+    policy.approvers = frozenset({"dave"})
+    assert [(True, ("permit",)), (False, ("not-an-approver",))] == [vote("dave"), vote("bob")]
+    assert [("dave", "req-1", "because")] * 2 == [
+        (p.id, r, why) for p, r, why in policy.votes if p.id == "dave"
+    ]
+    assert ("alice", "alice", "bob") == (
+        policy.person_of("cert:alice"),
+        policy.person_of("alice"),
+        policy.person_of("bob"),
     )

@@ -6,6 +6,15 @@ new snapshot and swaps the reference; a bad new set leaves the old one in force.
 
 Cedar decides everything: default deny, forbid beats permit. An evaluation error is a deny
 here even where Cedar would let another policy allow (Cedar skips an erroring policy).
+
+Approval policies (forbids annotated ``@approval``, see `cedar_loading`): a version to delete
+(DeletePackageVersion) that is denied only by approval policies, with no evaluation error, and
+that the set without them allows, *needs approval*: its decision is denied, names the approval
+policies and has `needs_approval`. Only such versions are decided again, by the set without
+the approval policies (same input). An approval policy states what satisfies it in its
+``unless`` (e.g. ``context.approver_groups.contains("release-admins")``), so that the same
+set allows the version once the votes are in the context. In every other action, and in every
+other case, an approval policy is an ordinary forbid.
 """
 
 from __future__ import annotations
@@ -13,21 +22,29 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import cedarpy
 
 from pkggov_gateway.adapters.cedar_input import (
+    APPROVE_ACTION,
     CONTEXT_ATTRIBUTES,
     DERIVED_RESOURCE_ATTRIBUTES,
     PRINCIPAL_TYPE,
     READ_AUDIT_ACTION,
+    REQUEST_ATTRIBUTES,
+    REQUEST_TYPE,
     RESOURCE_ATTRIBUTES,
     RESOURCE_TYPE,
+    RequestFacts,
+    approval_input,
     read_input,
     version_input,
 )
 from pkggov_gateway.adapters.cedar_loading import (
+    APPROVAL_ANNOTATION,
     LoadedPolicy,
     PolicyFiles,
     PolicyLoadError,
@@ -35,19 +52,25 @@ from pkggov_gateway.adapters.cedar_loading import (
     default_policy_files,
     load_policy_set,
 )
+from pkggov_gateway.domain.approvals import DeletionRequestRecord
 from pkggov_gateway.domain.identity import Principal
-from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
+from pkggov_gateway.domain.policy import PolicyAction, PolicyRequest, VersionDecision
 
 __all__ = [
+    "APPROVAL_ANNOTATION",
+    "APPROVE_ACTION",
     "CONTEXT_ATTRIBUTES",
     "DERIVED_RESOURCE_ATTRIBUTES",
     "PRINCIPAL_TYPE",
     "READ_AUDIT_ACTION",
+    "REQUEST_ATTRIBUTES",
+    "REQUEST_TYPE",
     "RESOURCE_ATTRIBUTES",
     "RESOURCE_TYPE",
     "CedarPolicyEngine",
     "PolicyFiles",
     "PolicyLoadError",
+    "RequestFacts",
     "default_policy_files",
 ]
 
@@ -107,6 +130,14 @@ class CedarPolicyEngine:
         """The groups the entities file puts `principal_id` in (empty when none)."""
         return self.current().groups_of(principal_id)
 
+    def person_of(self, principal_id: str) -> str:
+        """Whom the entities file says `principal_id` belongs to (else the id itself)."""
+        return self.current().person_of(principal_id)
+
+    def approval_policy_ids(self) -> list[str]:
+        """The @ids of the approval policies in force, in load order."""
+        return [policy.id for policy in self._snapshot.policies if policy.approval]
+
     def uses_published_time(self) -> bool:
         """True when some policy reads ``published_at`` (the caller must then look it up)."""
         return self.current().uses_published_time()
@@ -120,7 +151,8 @@ class CedarPolicyEngine:
         `groups` replaces the principal's groups from the entities file (policy tests use
         it). Allowed decisions carry the permit policies that allowed; denied ones the forbid
         policies that denied (none: no policy permits), plus any policy that failed to
-        evaluate, whose error is in `errors`.
+        evaluate, whose error is in `errors`. A deletion denied only by approval policies,
+        and allowed without them, has `needs_approval` (see the module's doc).
         """
         return _decide(self._snapshot, request, groups)
 
@@ -129,6 +161,23 @@ class CedarPolicyEngine:
     ) -> VersionDecision:
         """Decide whether `principal` may read the audit record (action ReadAuditLog)."""
         return _authorize_read(self._snapshot, principal, now, groups)
+
+    def authorize_approval(
+        self,
+        principal: Principal,
+        request: DeletionRequestRecord | RequestFacts,
+        now: datetime,
+        reason: str,
+        *,
+        groups: Sequence[str] | None = None,
+    ) -> VersionDecision:
+        """Decide whether `principal` may vote on a deletion request (action
+        ApproveDeletionRequest, resource Pkggov::DeletionRequest named by the request id).
+
+        `groups` replaces the principal's groups (policy tests use it). The decision's
+        `version` is the request id.
+        """
+        return _authorize_approval(self._snapshot, principal, request, now, reason, groups=groups)
 
 
 class PinnedPolicy:
@@ -142,6 +191,10 @@ class PinnedPolicy:
         """The groups this set's entities put `principal_id` in."""
         return self._snapshot.members.get(principal_id, ())
 
+    def person_of(self, principal_id: str) -> str:
+        """Whom this set's entities say `principal_id` belongs to (else the id itself)."""
+        return self._snapshot.persons.get(principal_id, principal_id)
+
     def uses_published_time(self) -> bool:
         """True when a policy of this set reads ``published_at``."""
         return "published_at" in self._snapshot.reads.resource
@@ -153,6 +206,37 @@ class PinnedPolicy:
     def authorize_read(self, principal: Principal, now: datetime) -> VersionDecision:
         """Decide a read of the audit record with this set."""
         return _authorize_read(self._snapshot, principal, now, None)
+
+    def authorize_approval(
+        self, principal: Principal, request: DeletionRequestRecord, now: datetime, reason: str
+    ) -> VersionDecision:
+        """Decide a vote on a deletion request with this set."""
+        return _authorize_approval(self._snapshot, principal, request, now, reason, groups=None)
+
+
+def _authorize_approval(
+    snapshot: PolicySnapshot,
+    principal: Principal,
+    request: DeletionRequestRecord | RequestFacts,
+    now: datetime,
+    reason: str,
+    *,
+    groups: Sequence[str] | None,
+) -> VersionDecision:
+    """Decide ApproveDeletionRequest on `request` for `principal`; an error is a deny."""
+    facts = request if isinstance(request, RequestFacts) else RequestFacts.of(request)
+    if groups is None:
+        groups = snapshot.members.get(principal.id, ())
+    query, entities_json = approval_input(
+        principal, groups, facts, now, reason, members=snapshot.members
+    )
+    try:
+        entities = snapshot.base.with_added_json_str(entities_json)
+        (result,) = cedarpy.is_authorized_batch([query], snapshot.policy_set, entities)
+    except ValueError as err:
+        failure = (f"policy evaluation failed: {err}",)
+        return VersionDecision(facts.request_id, False, (), failure)
+    return _decision(snapshot, facts.request_id, result)
 
 
 def _authorize_read(
@@ -183,21 +267,52 @@ def _decide(
     try:
         entities = snapshot.base.with_added_json_str(cedar_input.entities)
         results = cedarpy.is_authorized_batch(cedar_input.requests, snapshot.policy_set, entities)
+        # One decision per Cedar request, named by the version that made it; the others
+        # alike get a copy under their own name.
+        decided = [
+            _decision(snapshot, str(query["resource"]["id"]), result)
+            for query, result in zip(cedar_input.requests, results, strict=True)
+        ]
+        if request.action is PolicyAction.DELETE and snapshot.without_approvals is not None:
+            decided = _with_approvals(snapshot, cedar_input.requests, entities, decided)
     except ValueError as err:
         failure = (f"policy evaluation failed: {err}",)
         return [VersionDecision(facts.version, False, (), failure) for facts in versions]
-    # One decision per Cedar request, named by the version that made it; the others alike
-    # get a copy under their own name.
-    decided = [
-        _decision(snapshot, str(query["resource"]["id"]), result)
-        for query, result in zip(cedar_input.requests, results, strict=True)
-    ]
     return [
         decision
         if (decision := decided[slot]).version == facts.version
-        else VersionDecision(facts.version, decision.allowed, decision.policy_ids, decision.errors)
+        else replace(decision, version=facts.version)
         for facts, slot in zip(versions, cedar_input.slots, strict=True)
     ]
+
+
+def _with_approvals(
+    snapshot: PolicySnapshot,
+    requests: list[dict[str, Any]],
+    entities: cedarpy.Entities,
+    decided: list[VersionDecision],
+) -> list[VersionDecision]:
+    """`decided` with `needs_approval` on the decisions denied only by approval policies that
+    the set without them allows (only those are decided again, in one batch)."""
+    approval_ids = snapshot.approval_ids
+    pending = [
+        index
+        for index, decision in enumerate(decided)
+        if not decision.allowed
+        and not decision.errors
+        and decision.policy_ids
+        and approval_ids.issuperset(decision.policy_ids)
+    ]
+    if not pending or snapshot.without_approvals is None:
+        return decided
+    again = cedarpy.is_authorized_batch(
+        [requests[index] for index in pending], snapshot.without_approvals, entities
+    )
+    decided = list(decided)
+    for index, result in zip(pending, again, strict=True):
+        if result.allowed and not result.diagnostics.errors:
+            decided[index] = replace(decided[index], needs_approval=True)
+    return decided
 
 
 def _decision(

@@ -1,4 +1,5 @@
-"""The entities file: which groups exist and which principals are in them (YAML or JSON).
+"""The entities file: which groups exist, which principals are in them and whom each
+principal belongs to (YAML or JSON).
 
 Format::
 
@@ -6,6 +7,14 @@ Format::
       ci: {description: Build automation.}
     principals:
       "spiffe://example.org/ci/builder": {groups: [ci], description: The CI builder.}
+      "spiffe://example.org/ops/alice": {groups: [release-admins], person: alice}
+      alice: {groups: [release-admins], person: alice}
+
+``person`` names whom a principal id belongs to (default: the id itself), so that the
+identity forms of one person (a certificate, a development name) count as one: a requester
+never approves their own deletion request under another form. A person named like a listed
+principal must be that principal's person too (``person: alice`` above needs ``alice`` to be
+alice's, as it is by default), or the two would not be one.
 
 Errors name the file and, where it can be found, the line.
 """
@@ -14,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +40,16 @@ _Key = tuple[str | int, ...]
 
 @dataclass(frozen=True, slots=True)
 class EntitiesFile:
-    """The groups (in file order) and each listed principal's groups."""
+    """The groups (in file order), each listed principal's groups and persons."""
 
     groups: tuple[str, ...]
     members: Mapping[str, tuple[str, ...]]
+    persons: Mapping[str, str] = field(default_factory=dict)
+    """Principal id -> its person, for the principals whose person is not their id."""
+
+    def person_of(self, principal_id: str) -> str:
+        """Whom `principal_id` belongs to: its ``person``, else the id itself."""
+        return self.persons.get(principal_id, principal_id)
 
     def cedar_json(self) -> str:
         """The groups as a Cedar JSON entities document (principals are added per decision)."""
@@ -148,10 +163,18 @@ def load_entities(path: Path) -> EntitiesFile:
     for name, value in groups.items():
         _described(doc, ("groups", name), value, set())
     members: dict[str, tuple[str, ...]] = {}
+    persons: dict[str, str] = {}
     principals = _mapping(doc, ("principals",), data.get("principals"))
     for principal, value in principals.items():
         where: _Key = ("principals", principal)
-        entry = _described(doc, where, value, {"groups"})
+        entry = _described(doc, where, value, {"groups", "person"})
+        person = entry.get("person", principal)
+        if not isinstance(person, str) or not person.strip():
+            raise doc.error(
+                (*where, "person"), f"principal {principal!r}: person must be a non-empty string"
+            )
+        if person != principal:
+            persons[principal] = person
         listed = entry.get("groups")
         if listed is None:
             listed = []
@@ -168,7 +191,16 @@ def load_entities(path: Path) -> EntitiesFile:
             if group not in names:
                 names.append(group)
         members[principal] = tuple(names)
-    return EntitiesFile(tuple(groups), members)
+    for principal, person in persons.items():
+        # A person spelled like a listed principal is that principal's person as well: else
+        # `alice` (person "Alice") and `spiffe://.../alice` (person "alice") would be two.
+        if person in principals and persons.get(person, person) != person:
+            raise doc.error(
+                ("principals", principal, "person"),
+                f"principal {principal!r}: person {person!r} is also a principal whose person "
+                f"is {persons[person]!r}: give both the same person",
+            )
+    return EntitiesFile(tuple(groups), members, persons)
 
 
 def _only_keys(doc: Document, where: _Key, value: dict[Any, Any], allowed: set[str]) -> None:

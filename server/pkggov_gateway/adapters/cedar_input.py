@@ -4,9 +4,11 @@ A deletion (action DeletePackageVersion) or a restore (RestorePackageVersion) is
 batch: one request per version (or per kind of version, see `Reads`), the principal in its
 groups and one resource entity per request; a restore's resource also names the principal
 that archived it (``archived_by``), which is then in the batch too, in its groups. A read of
-the audit record is one request on the ``Pkggov::AuditLog`` entity. Only the attributes some
-policy reads are sent; the loader checks with the schema, once, that everything could be (see
-`cedar_loading`).
+the audit record is one request on the ``Pkggov::AuditLog`` entity. A vote on a deletion
+request (ApproveDeletionRequest) is one request on a ``Pkggov::DeletionRequest`` entity built
+from the request's plan, whose requester is in the batch too, in its groups. Only the
+attributes some policy reads are sent in per-version decisions (reads and votes send all);
+the loader checks with the schema, once, that everything could be (see `cedar_loading`).
 """
 
 from __future__ import annotations
@@ -18,23 +20,31 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pkggov_gateway.adapters.cedar_entities import GROUP_TYPE
+from pkggov_gateway.domain.approvals import DeletionRequestRecord
 from pkggov_gateway.domain.identity import Principal
+from pkggov_gateway.domain.model import PackageRef
 from pkggov_gateway.domain.policy import PolicyAction, PolicyRequest
 from pkggov_gateway.domain.versions import is_prerelease
 
 __all__ = [
     "ALL_READS",
+    "APPROVAL_CONTEXT_ATTRIBUTES",
+    "APPROVE_ACTION",
     "CONTEXT_ATTRIBUTES",
     "CONTEXT_OF",
     "DERIVED_RESOURCE_ATTRIBUTES",
     "PRINCIPAL_TYPE",
     "READ_AUDIT_ACTION",
+    "REQUEST_ATTRIBUTES",
+    "REQUEST_TYPE",
     "RESOURCE_ATTRIBUTES",
     "RESOURCE_TYPE",
     "RESTORE_RESOURCE_ATTRIBUTES",
     "SENT",
     "CedarInput",
     "Reads",
+    "RequestFacts",
+    "approval_input",
     "delete_input",
     "read_input",
     "version_input",
@@ -46,6 +56,25 @@ _ACTIONS = {action: {"type": "Pkggov::Action", "id": action.value} for action in
 READ_AUDIT_ACTION = "ReadAuditLog"
 _READ_ACTION = {"type": "Pkggov::Action", "id": READ_AUDIT_ACTION}
 _AUDIT_LOG = {"type": "Pkggov::AuditLog", "id": "audit"}
+APPROVE_ACTION = "ApproveDeletionRequest"
+_APPROVE_ACTION = {"type": "Pkggov::Action", "id": APPROVE_ACTION}
+REQUEST_TYPE = "Pkggov::DeletionRequest"
+REQUEST_ATTRIBUTES = frozenset(
+    {
+        "requester",
+        "domain",
+        "repository",
+        "format",
+        "namespace",
+        "package",
+        "version_count",
+        "purge_now",
+        "includes_latest",
+    }
+)
+"""The attributes of a Pkggov::DeletionRequest (the resource of ApproveDeletionRequest)."""
+APPROVAL_CONTEXT_ATTRIBUTES = frozenset({"reason", "now", "peer", "auth_method"})
+"""The context of ApproveDeletionRequest."""
 RESOURCE_ATTRIBUTES = frozenset(
     {
         "domain",
@@ -72,7 +101,8 @@ _COMMON_CONTEXT = frozenset(
     {"justification", "dry_run", "request_size", "now", "peer", "auth_method"}
 )
 CONTEXT_OF: Mapping[PolicyAction, frozenset[str]] = {
-    PolicyAction.DELETE: _COMMON_CONTEXT | {"purge_now", "recovery_window"},
+    PolicyAction.DELETE: _COMMON_CONTEXT
+    | {"purge_now", "recovery_window", "approvals", "approver_groups"},
     PolicyAction.RESTORE: _COMMON_CONTEXT,
 }
 """The context attributes of each per-version action."""
@@ -85,12 +115,17 @@ SENT = (
     "remaining_after_request: Long, published_at?: Long, archived_by?: Principal}; "
     'action Pkggov::Action::"DeletePackageVersion" with context '
     "{justification: String, dry_run: Bool, request_size: Long, now: Long, peer: String, "
-    "auth_method: String, purge_now: Bool, recovery_window: Bool}; "
+    "auth_method: String, purge_now: Bool, recovery_window: Bool, approvals: Long, "
+    "approver_groups: Set<String>}; "
     'action Pkggov::Action::"RestorePackageVersion" (principal Principal, resource '
     "PackageVersion) with context {justification: String, dry_run: Bool, request_size: Long, "
     "now: Long, peer: String, auth_method: String}; entity Pkggov::AuditLog; action "
     'Pkggov::Action::"ReadAuditLog" (principal Principal, resource AuditLog) with context '
-    "{now: Long, peer: String, auth_method: String}"
+    "{now: Long, peer: String, auth_method: String}; entity Pkggov::DeletionRequest "
+    "{requester: Principal, domain, repository, format, namespace, package: String, "
+    "version_count: Long, purge_now, includes_latest: Bool}; action "
+    'Pkggov::Action::"ApproveDeletionRequest" (principal Principal, resource DeletionRequest) '
+    "with context {reason: String, now: Long, peer: String, auth_method: String}"
 )
 """What pkggov sends, in words (for an error saying the schema does not describe it)."""
 
@@ -109,7 +144,8 @@ class Reads:
     policy read, as the schema rules out reading an attribute an entity lacks.
 
     `context` holds the names read of every action's context; each request gets those its
-    action has (`CONTEXT_OF`).
+    action has (`CONTEXT_OF`). A policy whose scope names only other actions (ReadAuditLog,
+    ApproveDeletionRequest) cannot see a per-version decision: what it reads does not count.
     """
 
     resource: frozenset[str]
@@ -145,11 +181,33 @@ class Reads:
                     walk(item)
 
         for policy in policies:
+            if not _may_apply_per_version(policy):
+                continue
             if policy.get("resource", {}).get("op") != "All":
                 resource_identity = True
             walk(policy.get("conditions", []))
         context = CONTEXT_ATTRIBUTES if whole_context else CONTEXT_ATTRIBUTES & names
         return Reads(RESOURCE_ATTRIBUTES & names, context, resource_identity)
+
+
+_PER_VERSION_ACTIONS = frozenset(action.value for action in PolicyAction)
+
+
+def _may_apply_per_version(policy: Any) -> bool:
+    """False when the EST `policy`'s action scope names only actions that are not
+    per-version (``action == A`` or ``action in [A, B]``); True otherwise."""
+    scope = policy.get("action", {})
+    if scope.get("op") not in {"==", "in"}:
+        return True
+    named = scope.get("entities") if "entities" in scope else [scope.get("entity")]
+    if not isinstance(named, list):
+        return True
+    for entity in named:
+        if not isinstance(entity, dict) or entity.get("type") != "Pkggov::Action":
+            return True  # not an action literal (not expected after validation): keep it
+        if entity.get("id") in _PER_VERSION_ACTIONS:
+            return True
+    return False
 
 
 ALL_READS = Reads(RESOURCE_ATTRIBUTES, CONTEXT_ATTRIBUTES, resource_identity=True)
@@ -262,6 +320,8 @@ def version_input(
                 ("auth_method", method),
                 ("purge_now", context.purge_now),
                 ("recovery_window", context.recovery_window),
+                ("approvals", context.approvals),
+                ("approver_groups", sorted(set(context.approver_groups))),
             )
             if name in context_names
         }
@@ -311,3 +371,74 @@ def version_input(
 
 delete_input = version_input
 """The name `version_input` had when it built deletions only."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """A deletion request as Cedar sees it: the resource of ApproveDeletionRequest."""
+
+    request_id: str
+    requester: str
+    package: PackageRef
+    version_count: int
+    """How many versions the plan deletes."""
+    purge_now: bool
+    includes_latest: bool
+    """The plan deletes the package's latest version."""
+
+    @staticmethod
+    def of(record: DeletionRequestRecord) -> RequestFacts:
+        """The facts of a stored request, from its plan."""
+        plan = record.plan
+        return RequestFacts(
+            request_id=record.request_id,
+            requester=record.requester,
+            package=plan.package,
+            version_count=len(plan.versions),
+            purge_now=plan.purge_now,
+            includes_latest=any(
+                item.is_latest or item.version == plan.latest for item in plan.versions
+            ),
+        )
+
+
+def approval_input(
+    principal: Principal,
+    groups: Iterable[str],
+    request: RequestFacts,
+    now: datetime,
+    reason: str,
+    *,
+    members: Mapping[str, Iterable[str]] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """The Cedar request for `principal` (in `groups`) voting on `request`, and its entities
+    as JSON. Every attribute is sent. The requester, unless it is the caller, is in the batch
+    in its groups from `members` (principal id -> groups), with auth_method ""."""
+    method = principal.method.value
+    principal_entity = _principal_entity(principal.id, method, groups)
+    entities = [principal_entity]
+    if request.requester != principal.id:
+        requester_groups = (members or {}).get(request.requester, ())
+        entities.append(_principal_entity(request.requester, "", requester_groups))
+    package = request.package
+    resource = {"type": REQUEST_TYPE, "id": request.request_id}
+    attrs = {
+        "requester": {"__entity": {"type": PRINCIPAL_TYPE, "id": request.requester}},
+        "domain": package.domain,
+        "repository": package.repository,
+        "format": package.format.value,
+        "namespace": package.namespace or "",
+        "package": package.package,
+        "version_count": request.version_count,
+        "purge_now": request.purge_now,
+        "includes_latest": request.includes_latest,
+    }
+    entities.append({"uid": resource, "attrs": attrs, "parents": []})
+    context = {"reason": reason, "now": _epoch(now), "peer": principal.peer, "auth_method": method}
+    query = {
+        "principal": principal_entity["uid"],
+        "action": _APPROVE_ACTION,
+        "resource": resource,
+        "context": json.dumps(context),
+    }
+    return query, json.dumps(entities)

@@ -6,13 +6,19 @@ loaded into one immutable snapshot: the schema, policies and group entities pars
 policies validated against the schema, and a probe request checked against the schema so that
 what the engine sends (`cedar_input`) is known to conform. The first fault found is raised as
 a PolicyLoadError naming the file and, where known, the line.
+
+A ``forbid`` annotated ``@approval`` (with any value, or none: the value is a description
+for people, e.g. ``@approval("one release-admin other than the requester")``) is an
+*approval policy*: what it forbids may still be done once approved (see `cedar`). The
+snapshot also holds the set without the approval policies, parsed once, to tell that. A
+``permit`` cannot be one (an approval cannot forbid less than nothing): a load error.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,15 @@ from typing import Any
 import cedarpy
 
 from pkggov_gateway.adapters.cedar_entities import load_entities
-from pkggov_gateway.adapters.cedar_input import ALL_READS, SENT, Reads, read_input, version_input
+from pkggov_gateway.adapters.cedar_input import (
+    ALL_READS,
+    SENT,
+    Reads,
+    RequestFacts,
+    approval_input,
+    read_input,
+    version_input,
+)
 from pkggov_gateway.adapters.cedar_source import (
     PolicyLoadError,
     Statement,
@@ -41,6 +55,8 @@ __all__ = [
 ]
 
 _NOT_WHAT_IS_SENT = "the schema does not describe what pkggov sends"
+APPROVAL_ANNOTATION = "approval"
+"""The annotation that makes a forbid an approval policy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +85,10 @@ class LoadedPolicy:
     forbid: bool
     path: Path
     line: int
+    approval: bool = False
+    """A forbid annotated ``@approval``: what it forbids may be done once approved."""
+    approval_note: str = ""
+    """The ``@approval`` annotation's value ("" when it has none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +103,13 @@ class PolicySnapshot:
     groups: tuple[str, ...]
     members: Mapping[str, tuple[str, ...]]
     reads: Reads
+    without_approvals: cedarpy.PolicySet | None = None
+    """The set without its approval policies (None: it has none, or nothing else)."""
+    persons: Mapping[str, str] = field(default_factory=dict)
+    """Principal id -> its person, where the entities file names one other than the id."""
+
+    approval_ids: frozenset[str] = frozenset()
+    """The @ids of the approval policies."""
 
 
 def _read(path: Path) -> str:
@@ -142,6 +169,17 @@ def load_policy_set(files: PolicyFiles) -> PolicySnapshot:
         raise PolicyLoadError(files.policies, None, str(err)) from err
     if len(policy_set) != len(policies):
         raise PolicyLoadError(files.policies, None, "policy count changed when parsed together")
+    without_approvals = None
+    others = [
+        statement.text
+        for (_, statement), policy in zip(statements, policies, strict=True)
+        if not policy.approval
+    ]
+    if others and len(others) < len(policies):
+        try:
+            without_approvals = cedarpy.PolicySet.from_str("\n".join(others))
+        except ValueError as err:  # (not expected: the whole set parsed)
+            raise PolicyLoadError(files.policies, None, str(err)) from err
     entities_file = load_entities(files.entities)
     try:
         base = cedarpy.Entities.from_json_str(entities_file.cedar_json(), schema)
@@ -157,6 +195,9 @@ def load_policy_set(files: PolicyFiles) -> PolicySnapshot:
         groups=entities_file.groups,
         members=entities_file.members,
         reads=Reads.of(bodies),
+        without_approvals=without_approvals,
+        persons=entities_file.persons,
+        approval_ids=frozenset(policy.id for policy in policies if policy.approval),
     )
     _probe(files.schema, schema, snapshot)
     return snapshot
@@ -191,7 +232,18 @@ def _parse_statement(path: Path, statement: Statement) -> tuple[LoadedPolicy, An
         raise PolicyLoadError(
             path, statement.line, 'every policy needs a non-empty @id("...") annotation'
         )
-    policy = LoadedPolicy(policy_id, body.get("effect") == "forbid", path, statement.line)
+    annotations = body.get("annotations", {})
+    forbid = body.get("effect") == "forbid"
+    approval = APPROVAL_ANNOTATION in annotations
+    if approval and not forbid:
+        raise PolicyLoadError(
+            path,
+            statement.line,
+            f'policy "{policy_id}": @{APPROVAL_ANNOTATION} is only for forbid policies (a '
+            "forbid that approval lifts); a permit cannot be one",
+        )
+    note = annotations.get(APPROVAL_ANNOTATION) if approval else None
+    policy = LoadedPolicy(policy_id, forbid, path, statement.line, approval, note or "")
     return policy, body
 
 
@@ -237,7 +289,9 @@ def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: PolicySnapshot) 
         ),
         version_count=2,
         remaining_after_request=0,
-        context=PolicyContext("probe", True, 2, moment, "ipv4:127.0.0.1:1", True, True),
+        context=PolicyContext(
+            "probe", True, 2, moment, "ipv4:127.0.0.1:1", True, True, 1, snapshot.groups
+        ),
     )
     restore = PolicyRequest(
         principal=request.principal,
@@ -253,7 +307,7 @@ def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: PolicySnapshot) 
         action=PolicyAction.RESTORE,
     )
     results = []
-    members = {"probe-archiver": snapshot.groups}
+    members = {"probe-archiver": snapshot.groups, "probe-requester": snapshot.groups}
     for batch in (request, restore):
         probe = version_input(batch, snapshot.groups, ALL_READS, members=members)
         try:
@@ -264,14 +318,21 @@ def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: PolicySnapshot) 
         except ValueError as err:
             message = f"{_NOT_WHAT_IS_SENT}: {err} ({SENT})"
             raise PolicyLoadError(schema_path, None, message) from err
-    read_request, read_entities = read_input(request.principal, snapshot.groups, moment)
-    try:
-        entities = snapshot.base.with_added_json_str(read_entities, schema)
-        results += cedarpy.is_authorized_batch(
-            [read_request], snapshot.policy_set, entities, schema
+    single = [read_input(request.principal, snapshot.groups, moment)]
+    for requester in ("probe", "probe-requester"):  # the voter's own request, another's
+        facts = RequestFacts("probe-request", requester, request.package, 2, True, True)
+        single.append(
+            approval_input(
+                request.principal, snapshot.groups, facts, moment, "probe", members=members
+            )
         )
-    except ValueError as err:
-        raise PolicyLoadError(schema_path, None, f"{_NOT_WHAT_IS_SENT}: {err} ({SENT})") from err
+    for query, query_entities in single:
+        try:
+            entities = snapshot.base.with_added_json_str(query_entities, schema)
+            results += cedarpy.is_authorized_batch([query], snapshot.policy_set, entities, schema)
+        except ValueError as err:
+            message = f"{_NOT_WHAT_IS_SENT}: {err} ({SENT})"
+            raise PolicyLoadError(schema_path, None, message) from err
     for result in results:
         for error in result.diagnostics.errors:
             if "while evaluating policy" not in error:

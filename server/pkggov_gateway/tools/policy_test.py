@@ -26,8 +26,30 @@ gateway uses::
         expect: allow
       - name: an auditor reads the audit record
         action: ReadAuditLog       # optional: DeletePackageVersion (default),
-        principal: carol           # RestorePackageVersion or ReadAuditLog (no resource)
+        principal: carol           # RestorePackageVersion, ReadAuditLog (no resource) or
+        expect: allow              # ApproveDeletionRequest (a deletion request)
+      - name: purging at once in prod needs approval
+        principal: alice
+        resource: {repository: prod-release, package: widgets, version: 1.0.0}
+        context: {purge_now: true, recovery_window: true, justification: CVE-2025-0001}
+        expect: needs_approval     # denied only by @approval policies, allowed without them
+        policies: [prod-irreversible-needs-release-admin-approval]
+      - name: approved by a release admin, it is allowed
+        principal: alice
+        resource: {repository: prod-release, package: widgets, version: 1.0.0}
+        context: {purge_now: true, recovery_window: true, justification: CVE-2025-0001,
+                  approvals: 1, approver_groups: [release-admins]}
         expect: allow
+      - name: another release admin may approve
+        action: ApproveDeletionRequest
+        principal: dave
+        resource: {requester: alice, repository: prod-release, package: widgets,
+                   version_count: 1, purge_now: true}
+        context: {reason: checked the CVE}
+        expect: allow
+
+``expect`` is ``allow``, ``deny`` or ``needs_approval`` (denied only by approval policies,
+forbids annotated ``@approval``, and allowed without them: a delete that needs approval).
 
 Resource defaults: domain ``example``, domain_owner and namespace empty, format ``npm``,
 status ``Published`` (``Archived`` for a restore), is_latest false, version_count 2,
@@ -35,7 +57,14 @@ remaining_after_request 1, no published_at, no archived_by (a principal id; rest
 that principal is in its groups from the entities file). Context defaults: empty
 justification, not a dry run, request_size 1, now 2025-01-01T00:00:00Z, peer
 ``ipv4:127.0.0.1:50000``, auth_method ``mtls``, and for a delete purge_now and
-recovery_window false. Times are epoch seconds or ISO 8601.
+recovery_window false, approvals 0 and approver_groups empty (groups the entities file
+defines). Times are epoch seconds or ISO 8601.
+
+An ApproveDeletionRequest case's resource is a deletion request: ``requester`` (a principal
+id, in its groups from the entities file), ``repository`` and ``package`` (required),
+``id`` (default ``request-1``), domain ``example``, format ``npm``, namespace empty,
+version_count 1, purge_now and includes_latest false; its context: ``reason`` (default
+empty), now, peer and auth_method.
 """
 
 from __future__ import annotations
@@ -49,11 +78,15 @@ from typing import Any
 from pkggov_gateway.adapters.cedar import CedarPolicyEngine
 from pkggov_gateway.adapters.cedar_entities import Document, read_document
 from pkggov_gateway.adapters.cedar_input import (
+    APPROVAL_CONTEXT_ATTRIBUTES,
+    APPROVE_ACTION,
     CONTEXT_OF,
     DERIVED_RESOURCE_ATTRIBUTES,
     READ_AUDIT_ACTION,
+    REQUEST_ATTRIBUTES,
     RESOURCE_ATTRIBUTES,
     RESTORE_RESOURCE_ATTRIBUTES,
+    RequestFacts,
 )
 from pkggov_gateway.adapters.cedar_loading import PolicyFiles, PolicyLoadError
 from pkggov_gateway.domain.identity import AuthMethod, Principal
@@ -63,7 +96,7 @@ from pkggov_gateway.domain.policy import PolicyAction, PolicyContext, PolicyRequ
 __all__ = ["CaseResult", "PolicyCase", "load_policy_cases", "run_policy_tests"]
 
 DEFAULT_NOW = datetime(2025, 1, 1, tzinfo=UTC)
-_DECISIONS = ("allow", "deny")
+_DECISIONS = ("allow", "deny", "needs_approval")
 _CASE_KEYS = {
     "name",
     "action",
@@ -80,15 +113,18 @@ _ACTIONS = {
     DELETE_ACTION: DELETE_ACTION,
     RESTORE_ACTION: RESTORE_ACTION,
     READ_AUDIT_ACTION: READ_AUDIT_ACTION,
+    APPROVE_ACTION: APPROVE_ACTION,
 }
 _RESOURCE_KEYS = {
     DELETE_ACTION: RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES - RESTORE_RESOURCE_ATTRIBUTES,
     RESTORE_ACTION: RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES,
+    APPROVE_ACTION: REQUEST_ATTRIBUTES | {"id"},
 }
 _CONTEXT_KEYS = {
     DELETE_ACTION: CONTEXT_OF[PolicyAction.DELETE],
     RESTORE_ACTION: CONTEXT_OF[PolicyAction.RESTORE],
     READ_AUDIT_ACTION: CONTEXT_OF[PolicyAction.DELETE] & CONTEXT_OF[PolicyAction.RESTORE],
+    APPROVE_ACTION: APPROVAL_CONTEXT_ATTRIBUTES,
 }
 _HINTS = {
     **dict.fromkeys(DERIVED_RESOURCE_ATTRIBUTES, "derived from format and version"),
@@ -96,6 +132,7 @@ _HINTS = {
     **dict.fromkeys(
         CONTEXT_OF[PolicyAction.DELETE] - CONTEXT_OF[PolicyAction.RESTORE], f"{DELETE_ACTION} only"
     ),
+    **dict.fromkeys(("requester", "includes_latest", "reason"), f"{APPROVE_ACTION} only"),
 }
 """Why a key is unknown where it is, when it is known elsewhere."""
 
@@ -112,7 +149,11 @@ class PolicyCase:
     policies: tuple[str, ...] | None
     action: str = DELETE_ACTION
     """DeletePackageVersion or RestorePackageVersion (the request's one version, and the
-    request's action), or ReadAuditLog (no resource)."""
+    request's action), ReadAuditLog (no resource) or ApproveDeletionRequest (`approval`)."""
+    approval: RequestFacts | None = None
+    """For ApproveDeletionRequest: the deletion request voted on."""
+    reason: str = ""
+    """For ApproveDeletionRequest: the vote's reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +163,7 @@ class CaseResult:
     name: str
     expect: str
     got: str
-    """``allow`` or ``deny``."""
+    """``allow``, ``deny`` or ``needs_approval``."""
     policies: tuple[str, ...]
     """The @ids that decided it."""
     expected_policies: tuple[str, ...] | None
@@ -162,9 +203,19 @@ def run_policy_tests(
             decision = engine.authorize_read(
                 case.request.principal, case.request.context.now, groups=case.groups
             )
+        elif case.approval is not None:
+            decision = engine.authorize_approval(
+                case.request.principal,
+                case.approval,
+                case.request.context.now,
+                case.reason,
+                groups=case.groups,
+            )
         else:
             (decision,) = engine.decide(case.request, groups=case.groups)
-        got = "allow" if decision.allowed else "deny"
+        got = (
+            "allow" if decision.allowed else "needs_approval" if decision.needs_approval else "deny"
+        )
         passed = got == case.expect and (
             case.policies is None or sorted(case.policies) == sorted(decision.policy_ids)
         )
@@ -297,7 +348,9 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
         raise case.error("resource", f"{READ_AUDIT_ACTION} has no resource fields")
     expect = case.string("expect").lower()
     if expect not in _DECISIONS:
-        raise case.error("expect", f"expected allow or deny, got {expect!r}")
+        raise case.error("expect", f"expected allow, deny or needs_approval, got {expect!r}")
+    if expect == "needs_approval" and action != DELETE_ACTION:
+        raise case.error("expect", f"needs_approval is a {DELETE_ACTION} outcome only")
     groups = _names(doc, (*where, "groups"), case.get("groups"), known_groups)
     policies = _names(doc, (*where, "policies"), case.get("policies"), None)
     resource = _Reader(
@@ -309,23 +362,39 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
         _RESOURCE_KEYS.get(action, _RESOURCE_KEYS[DELETE_ACTION]),
     )
     context = _Reader(doc, (*where, "context"), case.get("context"), _CONTEXT_KEYS[action])
+    approver_groups = _names(
+        doc, (*where, "context", "approver_groups"), context.get("approver_groups"), known_groups
+    )
     statuses = {status.value: status for status in VersionStatus}
     formats = {fmt.value: fmt for fmt in PackageFormat}
     methods = {method.value: method for method in AuthMethod}
     peer = context.string("peer", "ipv4:127.0.0.1:50000")
     now = context.moment("now", DEFAULT_NOW) or DEFAULT_NOW
+    principal = Principal(
+        case.string("principal"), context.choice("auth_method", "mtls", methods), peer
+    )
+    package = PackageRef(
+        domain=resource.string("domain", "example"),
+        repository=resource.string("repository"),
+        format=resource.choice("format", "npm", formats),
+        package=resource.string("package"),
+        namespace=resource.string("namespace", "") or None,
+        domain_owner=resource.string("domain_owner", "") or None,  # (no such key in a request)
+    )
+    approval = None
+    if action == APPROVE_ACTION:
+        approval = RequestFacts(
+            request_id=resource.string("id", "request-1"),
+            requester=resource.string("requester"),
+            package=package,
+            version_count=resource.integer("version_count", 1),
+            purge_now=resource.boolean("purge_now", False),
+            includes_latest=resource.boolean("includes_latest", False),
+        )
+        resource = _Reader(doc, (*where, "resource"), {"version": "-"}, {"version"})
     request = PolicyRequest(
-        principal=Principal(
-            case.string("principal"), context.choice("auth_method", "mtls", methods), peer
-        ),
-        package=PackageRef(
-            domain=resource.string("domain", "example"),
-            repository=resource.string("repository"),
-            format=resource.choice("format", "npm", formats),
-            package=resource.string("package"),
-            namespace=resource.string("namespace", "") or None,
-            domain_owner=resource.string("domain_owner", "") or None,
-        ),
+        principal=principal,
+        package=package,
         versions=(
             VersionFacts(
                 version=resource.string("version"),
@@ -347,10 +416,22 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
             peer=peer,
             purge_now=context.boolean("purge_now", False),
             recovery_window=context.boolean("recovery_window", False),
+            approvals=context.integer("approvals", 0),
+            approver_groups=approver_groups or (),
         ),
         action=PolicyAction.RESTORE if action == RESTORE_ACTION else PolicyAction.DELETE,
     )
-    return PolicyCase(name, doc.line_of(where), request, groups, expect, policies, action)
+    return PolicyCase(
+        name,
+        doc.line_of(where),
+        request,
+        groups,
+        expect,
+        policies,
+        action,
+        approval,
+        context.string("reason", ""),
+    )
 
 
 def _names(
