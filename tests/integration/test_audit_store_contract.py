@@ -2,9 +2,10 @@
 
 Every test runs on `pkggov_gateway.testing.InMemoryAuditStore`, on a SQLite file and on a
 PostgreSQL schema of its own (skipped when PostgreSQL cannot be reached, unless CI is set), and
-uses the AuditStore and PurgeStore ports only (plus `iter_rows`, which verify reads, and
-`purge_state`, which shows a closed purge). What passes here is what unit tests may rely on
-when they use the fake instead of a database.
+uses the AuditStore, PurgeStore, RequestStore and WebhookOutbox ports only (plus `iter_rows`,
+which verify reads, `purge_state`, which shows a closed purge, and `webhook_record`, which
+shows a notification's delivery). What passes here is what unit tests may rely on when they
+use the fake instead of a database.
 """
 
 from __future__ import annotations
@@ -18,7 +19,21 @@ from typing import Any, Protocol
 
 import pytest
 
-from pkggov_gateway.adapters.sql import open_audit_store
+from pkggov_gateway.adapters.sql import SqlAuditStore, open_audit_store
+from pkggov_gateway.domain.approvals import (
+    ApprovalEffects,
+    DeletionPlan,
+    DeletionRequestQuery,
+    DeletionRequestRecord,
+    NewVote,
+    PlannedItem,
+    RequestGuard,
+    RequestState,
+    Transition,
+    Vote,
+    WebhookEvent,
+    plan_digest,
+)
 from pkggov_gateway.domain.audit import (
     GENESIS,
     AppendGuard,
@@ -31,7 +46,15 @@ from pkggov_gateway.domain.audit import (
     chain_hash,
     format_time,
 )
-from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededError
+from pkggov_gateway.domain.errors import (
+    AlreadyVotedError,
+    AuditUnavailableError,
+    DeletionRequestNotFoundError,
+    PlanTamperedError,
+    QuotaExceededError,
+    RequestExpiredError,
+    RequestNotPendingError,
+)
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
 from pkggov_gateway.domain.recovery import (
     PendingPurge,
@@ -41,7 +64,7 @@ from pkggov_gateway.domain.recovery import (
     PurgeState,
     PurgeStats,
 )
-from pkggov_gateway.ports import AuditStore, PurgeStore
+from pkggov_gateway.ports import AuditStore, PurgeStore, RequestStore, WebhookOutbox
 from pkggov_gateway.testing import InMemoryAuditStore
 from pkggov_gateway.tools.audit_verify import verify
 from tests.conftest import pg_schema_url
@@ -50,14 +73,19 @@ HOUR = QuotaCheck("alice", limit=10, window_seconds=3600, subject="10 versions p
 """The quota most tests check: 10 versions per hour for alice."""
 
 
-class ContractStore(AuditStore, PurgeStore, Protocol):
-    """The ports, the rows verify reads, and where a purge stands."""
+class ContractStore(AuditStore, PurgeStore, RequestStore, WebhookOutbox, Protocol):
+    """The ports, the rows verify reads, where a purge stands and where a notification
+    stands."""
 
     def iter_rows(self, batch: int = 5000) -> Iterator[tuple[Any, ...]]: ...
 
     def purge_state(
         self, purge_id: str
     ) -> tuple[PurgeState, str | None, str | None, str | None] | None: ...
+
+    def webhook_record(
+        self, event_id: str
+    ) -> tuple[str | None, int, str, str, str | None, str | None] | None: ...
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
@@ -508,14 +536,16 @@ def ids(purges: Sequence[PendingPurge]) -> list[str]:
 
 def test_a_scheduled_purge_is_pending_for_its_version_as_scheduled(store: ContractStore) -> None:
     """Effects commit with their entry; a purge reads back equal (times to the microsecond,
-    the package as spelled); `pending_for` matches by package key (any spelling) and version."""
+    the package as spelled); `pending_for` matches by the package as CodeArtifact names it
+    (`package_identity`: generic names are case-sensitive, so another case is another
+    package) and version."""
     owned = PackageRef("demo", "dev", PackageFormat.NPM, "q", domain_owner="111122223333")
     one, two, other = purge("p1", "1.0"), purge("p2", "2.0", due=5), purge("q1", package=owned)
     entry = schedule(store, "e1", one, two, other)
     assert 1 == entry.seq
     assert {"1.0": one, "2.0": two} == store.pending_for(PKG, ["1.0", "2.0", "3.0"])
     spelled = PackageRef("DEMO", "Dev", PackageFormat.GENERIC, "P", namespace="NS")
-    assert {"2.0": two} == store.pending_for(spelled, ["2.0", "2.0"])
+    assert {} == store.pending_for(spelled, ["2.0", "2.0"])
     assert {"1.0": other} == store.pending_for(owned, ["1.0"])
     assert {} == store.pending_for(PKG, [])
     assert {} == store.pending_for(PKG, ["1.0-other"])
@@ -741,3 +771,576 @@ def test_purge_stats_count_pending_and_due_purges_and_the_oldest_due_time(
     assert PurgeStats(3, 2, a.due_at) == store.purge_stats(T0)
     assert PurgeStats(3, 3, a.due_at) == store.purge_stats(minutes(10))
     assert PurgeStats(3, 0, None) == store.purge_stats(minutes(-11))
+
+
+# --- deletion requests -------------------------------------------------------------------------
+
+PENDING, EXECUTING, EXECUTED = RequestState.PENDING, RequestState.EXECUTING, RequestState.EXECUTED
+OPEN = (PENDING,)
+"""The states a vote, a cancellation or an execution's claim needs."""
+
+
+def plan_of(
+    package: PackageRef = PKG, *versions: str, justification: str = "cleanup"
+) -> DeletionPlan:
+    """A plan deleting `versions` (default 1.0 and 2.0, the latter the latest) of `package`."""
+    names = versions or ("1.0", "2.0")
+    return DeletionPlan(
+        package=package,
+        versions=tuple(
+            PlannedItem(v, f"rev-{v}", VersionStatus.PUBLISHED, v == names[-1]) for v in names
+        ),
+        latest=names[-1],
+        version_count=len(names) + 1,
+        requested=(*names, "9.9"),
+        justification=justification,
+        expected_status=None,
+        allow_partial=True,
+        purge_now=False,
+    )
+
+
+def request(
+    request_id: str,
+    *,
+    created: float = 0.0,
+    expires: float = 72 * 60,
+    requester: str = "alice",
+    package: PackageRef = PKG,
+    plan: DeletionPlan | None = None,
+) -> DeletionRequestRecord:
+    """A pending request by `requester`, created `created` minutes after T0, expiring
+    `expires` minutes after T0."""
+    planned = plan or plan_of(package)
+    return DeletionRequestRecord(
+        request_id=request_id,
+        requester=requester,
+        requester_person=requester,
+        created_at=minutes(created),
+        expires_at=minutes(expires),
+        state=PENDING,
+        plan=planned,
+        plan_hash=planned.digest(),
+        required_by=("prod-needs-release-admin",),
+        event_id=f"create-{request_id}",
+    )
+
+
+def create(
+    store: AuditStore, event: str, *records: DeletionRequestRecord, **effects: Any
+) -> StoredEntry:
+    """Append event `event`'s outcome creating `records` (and any other `effects`)."""
+    return store.append(NewEntry(body(event), approvals=ApprovalEffects(create=records, **effects)))
+
+
+def vote(
+    approver: str,
+    *,
+    person: str | None = None,
+    approve: bool = True,
+    groups: tuple[str, ...] = ("release-admins",),
+    reason: str = "looks right",
+    event: str | None = None,
+) -> Vote:
+    return Vote(
+        approver=approver,
+        person=person or approver,
+        approve=approve,
+        groups=groups,
+        reason=reason,
+        at=minutes(1),
+        event_id=event or f"vote-{approver}",
+    )
+
+
+def cast(
+    store: AuditStore,
+    event: str,
+    request_id: str,
+    ballot: Vote,
+    *,
+    now: datetime = T0,
+    guarded: bool = True,
+) -> StoredEntry:
+    """Append event `event`'s outcome casting `ballot` on `request_id` (guarded: the request
+    must be pending at `now` and the person must not have voted)."""
+    guard = RequestGuard(request_id, OPEN, now, voter=ballot.person) if guarded else None
+    return store.append(
+        NewEntry(body(event), approvals=ApprovalEffects(votes=(NewVote(request_id, ballot),))),
+        guard=AppendGuard(deletion_request=guard),
+    )
+
+
+def move(
+    store: AuditStore,
+    event: str,
+    request_id: str,
+    to: RequestState,
+    *,
+    source: tuple[RequestState, ...] = OPEN,
+    reason: str = "",
+    guard: tuple[RequestState, ...] | None = None,
+    now: datetime = T0,
+) -> StoredEntry:
+    """Append event `event`'s outcome moving `request_id` from `source` to `to` (guarded by
+    `guard`'s states, when given)."""
+    moving = ApprovalEffects(transitions=(Transition(request_id, source, to, reason),))
+    checked = None if guard is None else RequestGuard(request_id, guard, now)
+    return store.append(
+        NewEntry(body(event), approvals=moving), guard=AppendGuard(deletion_request=checked)
+    )
+
+
+def found(store: RequestStore, request_id: str) -> DeletionRequestRecord:
+    record = store.deletion_request(request_id)
+    assert record is not None
+    return record
+
+
+def tamper(store: ContractStore, request_id: str, plan: str) -> None:
+    """Replace a request's stored plan text behind the gateway's back."""
+    if isinstance(store, InMemoryAuditStore):
+        store.tamper_plan(request_id, plan)
+        return
+    assert isinstance(store, SqlAuditStore)
+    with store.dialect.reader() as conn:
+        conn.execute(
+            store.dialect.sql("UPDATE deletion_requests SET plan = ? WHERE request_id = ?"),
+            (plan, request_id),
+        )
+
+
+def test_a_created_request_reads_back_exactly_with_its_plan(store: ContractStore) -> None:
+    """The record reads back equal (times to the microsecond), its plan parsed from the
+    stored body, which `stored_plan` holds: the plan's digest is the stored plan_hash; a
+    request without namespace or domain owner too. The chain does not see the requests."""
+    owned = PackageRef("demo", "prod", PackageFormat.NPM, "left-pad", domain_owner="111122223333")
+    odd = plan_of(PKG, "1.0", '2.0-é"x', justification="ticket #4 — \u00e9 \x01")
+    odd = replace(odd, expected_status=VersionStatus.UNLISTED, latest=None, purge_now=True)
+    first = request("r1", plan=odd)
+    second = request("r2", created=1, package=owned)
+    entry = create(store, "e1", first, second)
+    assert 1 == entry.seq
+    for sent in (first, second):
+        record = found(store, sent.request_id)
+        assert replace(sent, stored_plan=sent.plan.body()) == record
+        assert record.plan.digest() == record.plan_hash == sent.plan_hash
+        assert record.stored_plan is not None
+        assert plan_digest(record.stored_plan) == record.plan_hash
+        assert (PENDING, (), "", "") == (
+            record.state,
+            record.votes,
+            record.closed_reason,
+            record.closed_event_id,
+        )
+    assert None is store.deletion_request("r3")
+    assert None is store.deletion_request("")
+    assert verify(store.iter_rows()).ok
+
+
+def test_a_request_created_again_keeps_the_first_one(store: ContractStore) -> None:
+    """ON CONFLICT DO NOTHING: a second creation of a request id stores nothing and refuses
+    nothing (its entry is stored)."""
+    create(store, "e1", request("r1"))
+    create(store, "e2", request("r1", requester="bob", created=5))
+    assert "alice" == found(store, "r1").requester
+    assert [2] == [e.seq for e in store.event("e2").entries]  # type: ignore[union-attr]
+
+
+def test_effects_the_store_could_not_keep_are_refused_before_anything_is_written(
+    store: ContractStore,
+) -> None:
+    """A plan_hash that is not the plan's digest, a state that is none, a payload JSON cannot
+    hold: ValueError or TypeError at once, nothing written, the store healthy."""
+    forged = replace(request("r1"), plan_hash="0" * 64)
+    with pytest.raises(ValueError, match="plan_hash"):
+        create(store, "e1", forged)
+    with pytest.raises(ValueError, match="bogus"):
+        move(store, "e2", "r1", RequestState("pending"), source=("bogus",))  # type: ignore[arg-type]
+    unjsonable = WebhookEvent("w1", "created", "r1", {"at": T0}, T0)
+    with pytest.raises(TypeError):
+        create(store, "e3", notify=(unjsonable,))
+    assert [None, None, None] == [store.event(e) for e in ("e1", "e2", "e3")]
+    assert None is store.deletion_request("r1")
+    assert store.healthy()
+    assert 1 == create(store, "e4", request("r1")).seq
+
+
+def test_votes_read_back_in_the_order_cast_one_per_person(store: ContractStore) -> None:
+    """Each vote as cast (groups, reason, time, event); a person's second vote, unguarded,
+    is not stored and does not refuse its entry. The store keeps the requester's own vote:
+    `approvers()` is what does not count it."""
+    create(store, "e1", request("r1"), request("r2", created=1))
+    bob = vote("bob", groups=("release-admins", "dev"))
+    carol = vote("carol", approve=False, groups=(), reason="not yet")
+    own = vote("alice-cert", person="alice", reason="mine")
+    cast(store, "v1", "r1", bob)
+    cast(store, "v2", "r1", carol)
+    cast(store, "v3", "r1", own)
+    cast(store, "v4", "r2", vote("dave"))
+    again = cast(store, "v5", "r1", replace(bob, reason="twice"), guarded=False)
+    assert "v5" == again.event_id
+    record = found(store, "r1")
+    assert (bob, carol, own) == record.votes
+    assert (bob,) == record.approvers()
+    assert (carol,) == record.rejections()
+    assert ("dave",) == tuple(v.approver for v in found(store, "r2").votes)
+
+
+def _everything(event: str) -> ApprovalEffects:
+    """Effects of every kind (on r1 and a new request n1): a refused entry applies none."""
+    return ApprovalEffects(
+        create=(request("n1", created=9),),
+        votes=(NewVote("r1", vote("erin", event=event)),),
+        transitions=(Transition("r1", (PENDING, EXECUTING), RequestState.CANCELLED, "x"),),
+        notify=(WebhookEvent(f"hook-{event}", "cancelled", "r1", {"event": event}, T0),),
+    )
+
+
+def test_each_refusal_of_a_request_guard_names_the_request_and_applies_nothing(
+    store: ContractStore,
+) -> None:
+    """Missing: DeletionRequestNotFoundError. Expired (pending and its expiry not after the
+    guard's now, or stored expired): RequestExpiredError. In a state the guard does not allow:
+    RequestNotPendingError naming the state. The voter voted: AlreadyVotedError. The refused
+    entry is not stored and none of its effects are applied."""
+    create(store, "e1", request("r1", expires=10), request("done"), request("old"))
+    cast(store, "v1", "r1", vote("bob"))
+    move(store, "x1", "done", EXECUTED, source=OPEN)
+    move(store, "x2", "old", RequestState.EXPIRED, reason="expired")
+    cases: list[tuple[RequestGuard, type[Exception], str]] = [
+        (RequestGuard("nothing", OPEN, T0), DeletionRequestNotFoundError, "nothing"),
+        (RequestGuard("done", OPEN, T0), RequestNotPendingError, "done is executed"),
+        (RequestGuard("done", (EXECUTING,), T0), RequestNotPendingError, "not executing"),
+        (RequestGuard("old", OPEN, T0), RequestExpiredError, "old expired"),
+        (RequestGuard("r1", OPEN, minutes(10)), RequestExpiredError, "r1 expired at"),
+        (RequestGuard("r1", OPEN, minutes(11)), RequestExpiredError, "r1"),
+        (RequestGuard("r1", OPEN, T0, voter="bob"), AlreadyVotedError, "bob has already voted"),
+    ]
+    for n, (guard, error, message) in enumerate(cases):
+        event = f"refused-{n}"
+        with pytest.raises(error, match=message) as caught:
+            store.append(
+                NewEntry(body(event), approvals=_everything(event)),
+                guard=AppendGuard(deletion_request=guard),
+            )
+        assert guard.request_id == caught.value.request_id  # type: ignore[attr-defined]
+        assert None is store.event(event)
+        assert None is store.webhook_record(f"hook-{event}")
+    assert None is store.deletion_request("n1")
+    record = found(store, "r1")
+    assert (PENDING, ["bob"]) == (record.state, [v.approver for v in record.votes])
+    assert store.healthy()
+    # what the guard allows: a moment before expiry, another voter, an allowed state
+    allowed = RequestGuard("r1", OPEN, minutes(10) - timedelta(microseconds=1), voter="erin")
+    store.append(
+        NewEntry(body("ok"), approvals=_everything("ok")),
+        guard=AppendGuard(deletion_request=allowed),
+    )
+    record = found(store, "r1")
+    assert (RequestState.CANCELLED, ["bob", "erin"]) == (
+        record.state,
+        [v.approver for v in record.votes],
+    )
+    assert store.deletion_request("n1") is not None
+    # expiry concerns pending requests only: an executed one's later step is not refused
+    late = RequestGuard("done", (EXECUTED,), minutes(10**6))
+    assert (
+        "late"
+        == store.append(NewEntry(body("late")), guard=AppendGuard(deletion_request=late)).event_id
+    )
+
+
+def test_a_request_guard_is_checked_after_a_claimed_request_id(store: ContractStore) -> None:
+    """A claimed request id is reported before the request's state (the retry is answered
+    from the record)."""
+    claim = AppendGuard(request_id="q1")
+    create(store, "e1", request("r1"))
+    store.append(NewEntry(body("c1", "intent", request_id="q1")), guard=claim)
+    both = AppendGuard(request_id="q1", deletion_request=RequestGuard("nothing", OPEN, T0))
+    with pytest.raises(RequestIdClaimed):
+        store.append(NewEntry(body("c2", "intent", request_id="q1")), guard=both)
+
+
+def test_a_transition_moves_a_request_only_from_its_states(store: ContractStore) -> None:
+    """PENDING -> EXECUTING records no closure; EXECUTING -> EXECUTED (final) records the
+    reason and the entry's event; a transition from a state the request is not in, of a
+    request that does not exist, or from no state, changes nothing and refuses nothing."""
+    create(store, "e1", request("r1"), request("r2", created=1))
+    move(store, "m1", "r1", EXECUTING, reason="claimed")
+    assert (EXECUTING, "", "") == _state(store, "r1")
+    move(store, "m2", "r1", RequestState.CANCELLED, reason="too late")  # not pending: nothing
+    move(store, "m3", "nothing", EXECUTING)
+    move(store, "m4", "r2", EXECUTED, source=())
+    assert (EXECUTING, "", "") == _state(store, "r1")
+    assert (PENDING, "", "") == _state(store, "r2")
+    move(store, "m5", "r1", EXECUTED, source=(EXECUTING,), reason="executed")
+    assert (EXECUTED, "executed", "m5") == _state(store, "r1")
+    move(store, "m6", "r1", PENDING, source=(PENDING, EXECUTING))  # final: stays
+    assert (EXECUTED, "executed", "m5") == _state(store, "r1")
+    move(store, "m7", "r2", RequestState.REJECTED, reason="rejected by bob")
+    assert (RequestState.REJECTED, "rejected by bob", "m7") == _state(store, "r2")
+    assert verify(store.iter_rows()).ok
+
+
+def _state(store: RequestStore, request_id: str) -> tuple[RequestState, str, str]:
+    record = found(store, request_id)
+    return record.state, record.closed_reason, record.closed_event_id
+
+
+def test_an_entry_appended_again_does_not_apply_its_approvals_again(
+    store: ContractStore,
+) -> None:
+    """A retry after an unclear commit finds its entry stored with its effects: an
+    execution's release (EXECUTING -> PENDING) appended again does not undo the claim made
+    since, nor is its vote cast twice."""
+    create(store, "e1", request("r1"))
+    move(store, "claim1", "r1", EXECUTING)
+    release = NewEntry(
+        body("release1"),
+        approvals=ApprovalEffects(
+            transitions=(Transition("r1", (EXECUTING,), PENDING, "retry"),),
+        ),
+    )
+    first = store.append(release, durable=True)
+    move(store, "claim2", "r1", EXECUTING)
+    again = store.append(release, durable=True)
+    assert (first.seq, first.hash) == (again.seq, again.hash)
+    assert EXECUTING is found(store, "r1").state
+
+
+# --- listing requests --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def requested(store: ContractStore) -> dict[str, DeletionRequestRecord]:
+    """Seven requests, newest first g f e d c b a (c and d created together); a rejected,
+    b executing; by id."""
+    other_repo = PackageRef("demo", "prod", PackageFormat.GENERIC, "p", namespace="ns")
+    other_domain = PackageRef("other", "dev", PackageFormat.GENERIC, "p", namespace="ns")
+    other_package = PackageRef("demo", "dev", PackageFormat.GENERIC, "z", namespace="ns")
+    records = [
+        request("a", created=1),
+        request("b", created=2, requester="bob"),
+        request("c", created=3, package=other_repo),
+        request("d", created=3),
+        request("e", created=4, package=other_domain),
+        request("f", created=5, package=other_package, requester="bob"),
+        request("g", created=6),
+    ]
+    create(store, "s1", *records[:4])
+    create(store, "s2", *records[4:])
+    move(store, "x1", "a", RequestState.REJECTED, reason="no")
+    move(store, "x2", "b", EXECUTING)
+    return {r.request_id: r for r in records}
+
+
+def request_ids(records: Sequence[DeletionRequestRecord]) -> list[str]:
+    return [r.request_id for r in records]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, ["g", "f", "e", "d", "c", "b", "a"]),
+        ({"state": PENDING}, ["g", "f", "e", "d", "c"]),
+        ({"state": RequestState.REJECTED}, ["a"]),
+        ({"state": EXECUTED}, []),
+        ({"requester": "bob"}, ["f", "b"]),
+        ({"domain": "demo"}, ["g", "f", "d", "c", "b", "a"]),
+        ({"domain": "demo", "repository": "prod"}, ["c"]),
+        ({"package": "z"}, ["f"]),
+        ({"package": "P"}, []),  # exact, as stored
+        ({"state": PENDING, "requester": "bob"}, ["f"]),
+        ({"domain": "nowhere"}, []),
+    ],
+)
+def test_requests_are_listed_newest_first_and_filtered(
+    store: ContractStore,
+    requested: dict[str, DeletionRequestRecord],
+    filters: dict[str, Any],
+    expected: list[str],
+) -> None:
+    page = store.deletion_requests(DeletionRequestQuery(**filters))
+    assert expected == request_ids(page.requests)
+    assert None is page.next_after
+    states = {"a": RequestState.REJECTED, "b": EXECUTING}
+    for record in page.requests:
+        sent = requested[record.request_id]
+        closed = ("no", "x1") if record.request_id == "a" else ("", "")
+        assert (
+            replace(
+                sent,
+                state=states.get(sent.request_id, PENDING),
+                stored_plan=sent.plan.body(),
+                closed_reason=closed[0],
+                closed_event_id=closed[1],
+            )
+            == record
+        )
+
+
+def test_request_pages_continue_after_the_last_creation_time_and_id(
+    store: ContractStore, requested: dict[str, DeletionRequestRecord]
+) -> None:
+    """A full page names its last (created_at text, request id); the last page names None;
+    a cursor inside a tie continues by id (descending); votes come with each request."""
+    cast(store, "v1", "d", vote("bob"))
+    seen: list[list[str]] = []
+    after: tuple[str, str] | None = None
+    while True:
+        page = store.deletion_requests(DeletionRequestQuery(limit=2, after=after))
+        seen.append(request_ids(page.requests))
+        if page.next_after is None:
+            break
+        last = page.requests[-1]
+        assert (format_time(last.created_at), last.request_id) == page.next_after
+        after = page.next_after
+    assert [["g", "f"], ["e", "d"], ["c", "b"], ["a"]] == seen
+    exact = store.deletion_requests(DeletionRequestQuery(limit=7))
+    assert (7, None) == (len(exact.requests), exact.next_after)
+    tie = store.deletion_requests(
+        DeletionRequestQuery(after=(format_time(requested["d"].created_at), "d"))
+    )
+    assert ["c", "b", "a"] == request_ids(tie.requests)
+    voted = store.deletion_requests(
+        DeletionRequestQuery(limit=1, after=("9999", "z"), domain="demo")
+    )
+    assert ["g"] == request_ids(voted.requests)
+    with_votes = store.deletion_requests(DeletionRequestQuery(state=PENDING))
+    assert {"d": ("bob",)} == {
+        r.request_id: tuple(v.approver for v in r.votes) for r in with_votes.requests if r.votes
+    }
+    assert [] == list(store.deletion_requests(DeletionRequestQuery(limit=0)).requests)
+
+
+def test_expired_requests_are_the_pending_ones_past_their_expiry_soonest_first(
+    store: ContractStore,
+) -> None:
+    """Pending, expiry not after now (equal counts), by expiry then id, at most `limit`; a
+    request in any other state is never listed as expired."""
+    create(
+        store,
+        "e1",
+        request("late", expires=30),
+        request("b", expires=10),
+        request("a", expires=10),
+        request("soon", expires=5),
+        request("gone", expires=1),
+        request("future", expires=60),
+    )
+    move(store, "x1", "gone", EXECUTING)
+    assert [] == store.expired_requests(minutes(4), 10)
+    assert ["soon", "a", "b"] == request_ids(store.expired_requests(minutes(10), 10))
+    assert ["soon", "a"] == request_ids(store.expired_requests(minutes(10), 2))
+    assert [] == store.expired_requests(minutes(10), 0)
+    move(store, "x2", "soon", RequestState.EXPIRED, reason="expired")
+    assert ["a", "b", "late"] == request_ids(store.expired_requests(minutes(59), 10))
+    [record] = store.expired_requests(minutes(10), 1)
+    assert replace(request("a", expires=10), stored_plan=record.plan.body()) == record
+
+
+def test_a_tampered_plan_reads_back_as_stored_and_garbage_is_plan_tampered(
+    store: ContractStore,
+) -> None:
+    """A plan changed in the store parses (its digest differs from plan_hash, as does the
+    stored body's); one that is not a plan is PlanTamperedError naming the request."""
+    sent = request("r1")
+    create(store, "e1", sent)
+    body_ = sent.plan.body()
+    body_["versions"][0]["revision"] = "forged"
+    tamper(store, "r1", json.dumps(body_))
+    record = found(store, "r1")
+    assert "forged" == record.plan.versions[0].revision
+    assert record.plan.digest() != record.plan_hash == sent.plan_hash
+    assert record.stored_plan is not None
+    assert plan_digest(record.stored_plan) != record.plan_hash
+    for garbage in ("not json", "[]", json.dumps({**sent.plan.body(), "allow_partial": "yes"})):
+        tamper(store, "r1", garbage)
+        with pytest.raises(PlanTamperedError, match="r1") as caught:
+            store.deletion_request("r1")
+        assert "r1" == caught.value.request_id
+        with pytest.raises(PlanTamperedError):
+            store.deletion_requests(DeletionRequestQuery())
+
+
+# --- the webhook outbox ------------------------------------------------------------------------
+
+
+def hook(event_id: str, *, created: float = 0.0, kind: str = "created") -> WebhookEvent:
+    return WebhookEvent(
+        event_id=event_id,
+        kind=kind,
+        request_id="r1",
+        payload={"kind": kind, "versions": ["1.0"], "n": 1, "none": None},
+        created_at=minutes(created),
+    )
+
+
+def notify(store: AuditStore, event: str, *events: WebhookEvent) -> StoredEntry:
+    return store.append(NewEntry(body(event), approvals=ApprovalEffects(notify=events)))
+
+
+def hook_ids(claimed: Sequence[tuple[WebhookEvent, int]]) -> list[str]:
+    return [event.event_id for event, _ in claimed]
+
+
+def test_notifications_are_claimed_oldest_first_once_until_their_lease_ends(
+    store: ContractStore,
+) -> None:
+    """Due (next attempt not after now: at first, its creation), undelivered and unleased
+    (no lease, or one that ended by now): oldest first, at most `limit`, with the attempts
+    so far; each reads back as queued (the payload as JSON gives it)."""
+    a, b, c = hook("a", created=-10), hook("b", created=-5), hook("c", created=10)
+    notify(store, "n1", c, b)
+    notify(store, "n2", a, replace(b, kind="again"))  # b queued again: the first one stays
+    assert [(a, 0)] == store.claim_webhooks(T0, minutes(5), 1)
+    assert [(b, 0)] == store.claim_webhooks(T0, minutes(5), 10)
+    assert [] == store.claim_webhooks(T0, minutes(5), 10)
+    assert [] == store.claim_webhooks(minutes(4), minutes(9), 10)
+    assert [] == store.claim_webhooks(minutes(5), minutes(10), 0)
+    assert ["a", "b"] == hook_ids(store.claim_webhooks(minutes(5), minutes(20), 10))
+    assert ["c"] == hook_ids(store.claim_webhooks(minutes(10), minutes(15), 10))
+    assert ["a", "b", "c"] == hook_ids(store.claim_webhooks(minutes(20), minutes(25), 10))
+    claimed = {e.event_id: e for e, _ in store.claim_webhooks(minutes(30), minutes(31), 10)}
+    assert "created" == claimed["b"].kind
+
+
+def test_a_delivered_notification_is_never_claimed_again(store: ContractStore) -> None:
+    notify(store, "n1", hook("a", created=-10), hook("b", created=-5))
+    assert ["a", "b"] == hook_ids(store.claim_webhooks(T0, minutes(5), 10))
+    store.webhook_delivered("a")
+    record = store.webhook_record("a")
+    assert record is not None
+    delivered_at, attempts, _, _, owner, until = record
+    assert (1, None, None) == (attempts, owner, until)
+    assert delivered_at is not None
+    store.webhook_delivered("a")  # again: nothing
+    assert record == store.webhook_record("a")
+    store.webhook_failed("a", retry_at=T0, error="late")  # delivered: nothing
+    assert record == store.webhook_record("a")
+    assert ["b"] == hook_ids(store.claim_webhooks(minutes(6), minutes(10), 10))
+    store.webhook_delivered("nothing")
+    assert None is store.webhook_record("nothing")
+
+
+def test_a_failed_notification_counts_its_attempt_and_is_due_again_at_its_retry_time(
+    store: ContractStore,
+) -> None:
+    """Only while leased to this replica: a failure of an unleased notification does
+    nothing."""
+    a, b = hook("a", created=-10), hook("b", created=-5)
+    notify(store, "n1", a, b)
+    store.webhook_failed("a", retry_at=minutes(60), error="not leased")
+    assert (None, 0, "", format_time(a.created_at), None, None) == store.webhook_record("a")
+    assert [(a, 0), (b, 0)] == store.claim_webhooks(T0, minutes(5), 10)
+    assert (None, 0, "", format_time(a.created_at), "gateway", format_time(minutes(5))) == (
+        store.webhook_record("a")
+    )
+    store.webhook_failed("a", retry_at=minutes(30), error="HTTP 502")
+    assert (None, 1, "HTTP 502", format_time(minutes(30)), None, None) == store.webhook_record("a")
+    assert [] == store.claim_webhooks(minutes(1), minutes(6), 10)  # a waits; b is leased
+    assert [(b, 0)] == store.claim_webhooks(minutes(29), minutes(34), 10)
+    assert [(a, 1)] == store.claim_webhooks(minutes(30), minutes(35), 10)
+    store.webhook_failed("a", retry_at=minutes(40), error="timeout")
+    assert (2, "timeout") == store.webhook_record("a")[1:3]  # type: ignore[index]

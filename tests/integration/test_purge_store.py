@@ -360,7 +360,7 @@ def test_a_store_with_entries_migrates_to_pending_purges_and_still_verifies(
         )
         with a.dialect.reader() as conn:
             versions = [r[0] for r in conn.execute("SELECT version FROM pkggov_schema_migrations")]
-        assert [1, 2, 3] == sorted(versions)
+        assert [version for version, _ in a.dialect.migrations()] == sorted(versions)
         report = verify(a.iter_rows())
         assert (True, 4) == (report.ok, report.entries)
     capsys.readouterr()  # what the stores logged

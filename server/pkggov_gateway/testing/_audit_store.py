@@ -16,6 +16,14 @@ them: an appended entry's `PurgeEffects` are applied with it (closes, then sched
 not when its guard refuses it or it was stored already; times are compared as `format_time`
 text, as the SQL store compares them.
 
+And it is the RequestStore and WebhookOutbox (deletion requests, `domain.approvals`), as
+`adapters.sql.requests` keeps them: an entry's `ApprovalEffects` are applied with it
+(creations, votes, transitions, notifications; an existing request id, a person's second vote
+or a queued notification's id leaves the earlier one), under the same rules; its
+`RequestGuard` is checked with the others (request id, deletion request, quota). A request's
+plan is kept as its canonical JSON and parsed back when read (`stored_plan`), as in SQL;
+`tamper_plan` changes it behind the gateway's back, as an attacker with the database would.
+
 tests/integration/test_audit_store_contract.py runs one suite on this store and on SQLite and
 PostgreSQL. Unlike the SQL store it commits in the caller's thread: no writer, no heartbeat.
 
@@ -29,11 +37,22 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pkggov_gateway.domain.approvals import (
+    ApprovalEffects,
+    DeletionPlan,
+    DeletionRequestPage,
+    DeletionRequestQuery,
+    DeletionRequestRecord,
+    RequestGuard,
+    RequestState,
+    Vote,
+    WebhookEvent,
+)
 from pkggov_gateway.domain.audit import (
     COLUMNS,
     EXACT_FILTERS,
@@ -54,9 +73,18 @@ from pkggov_gateway.domain.audit import (
     parse_time,
     replay_verdict,
 )
-from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededError
+from pkggov_gateway.domain.errors import (
+    AlreadyVotedError,
+    AuditUnavailableError,
+    DeletionRequestNotFoundError,
+    PkggovError,
+    PlanTamperedError,
+    QuotaExceededError,
+    RequestExpiredError,
+    RequestNotPendingError,
+)
 from pkggov_gateway.domain.model import PackageRef
-from pkggov_gateway.domain.package_key import package_key
+from pkggov_gateway.domain.package_key import package_identity
 from pkggov_gateway.domain.recovery import (
     PendingPurge,
     PurgeEffects,
@@ -107,7 +135,7 @@ class _Purge:
     purge: PendingPurge
     """As scheduled, with its attempts, last error and next attempt as they change."""
     key: str
-    """The package's `package_key`."""
+    """The package's `package_identity`."""
     state: PurgeState = PurgeState.PENDING
     lease_owner: str | None = None
     lease_until: str | None = None
@@ -119,6 +147,51 @@ class _Purge:
     def next_due(self) -> str:
         """When it is next due (its retry time, else its due time), as text."""
         return format_time(self.purge.next_attempt_at or self.purge.due_at)
+
+
+_FINAL = frozenset(
+    {RequestState.EXECUTED, RequestState.REJECTED, RequestState.CANCELLED, RequestState.EXPIRED}
+)
+"""States a request never leaves (a transition into one records when, why and by which
+event)."""
+
+
+@dataclass(slots=True)
+class _Request:
+    """One row of the deletion-request table, with its votes (see `adapters.sql.requests`)."""
+
+    record: DeletionRequestRecord
+    """As created, times as the store keeps them (state, votes and closure kept below)."""
+    plan: str
+    """The plan body's canonical JSON, as stored (`tamper_plan` changes it)."""
+    state: str
+    closed_reason: str | None = None
+    closed_event_id: str | None = None
+    closed_at: str | None = None
+
+    @property
+    def created_at(self) -> str:
+        return format_time(self.record.created_at)
+
+    @property
+    def expires_at(self) -> str:
+        return format_time(self.record.expires_at)
+
+
+@dataclass(slots=True)
+class _Webhook:
+    """One row of the webhook outbox."""
+
+    event: WebhookEvent
+    """As queued, its payload as stored (canonical JSON, parsed)."""
+    next_attempt_at: str
+    seq: int = 0
+    """The chain position of the entry that queued it: delivery order."""
+    attempts: int = 0
+    last_error: str = ""
+    delivered_at: str | None = None
+    lease_owner: str | None = None
+    lease_until: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +223,12 @@ class InMemoryAuditStore:
         self._pending: list[_Pending] = []
         self._purges: dict[str, _Purge] = {}
         """Every purge ever scheduled, by purge id (closed ones stay, as in SQL)."""
+        self._requests: dict[str, _Request] = {}
+        """Every deletion request ever created, by request id (closed ones stay)."""
+        self._votes: dict[str, list[Vote]] = {}
+        """The votes on each request id, in the order cast (without a foreign key, as SQL)."""
+        self._webhooks: dict[str, _Webhook] = {}
+        """Every notification ever queued, by event id (delivered ones stay)."""
 
     # --- port: writing ---------------------------------------------------------------------
 
@@ -160,6 +239,7 @@ class InMemoryAuditStore:
         `pending` and is committed later."""
         text, columns = canonical(entry.body), column_values(entry.body)
         _check_effects(entry.effects)
+        _check_approvals(entry.approvals)
         with self._lock:
             if self._fails(entry.kind.value):
                 if durable:
@@ -266,8 +346,8 @@ class InMemoryAuditStore:
     # --- port: PurgeStore -------------------------------------------------------------------
 
     def pending_for(self, package: PackageRef, versions: Sequence[str]) -> dict[str, PendingPurge]:
-        """The pending purges of `versions` of `package` (by `package_key`), by version."""
-        key, wanted = package_key(package), set(versions)
+        """The pending purges of `versions` of `package` (by `package_identity`), by version."""
+        key, wanted = package_identity(package), set(versions)
         with self._lock:
             return {
                 row.purge.version: row.purge
@@ -351,12 +431,232 @@ class InMemoryAuditStore:
                 return None
             return (row.state, row.closed_at, row.closed_reason, row.closed_event_id)
 
+    # --- port: RequestStore -----------------------------------------------------------------
+
+    def deletion_request(self, request_id: str) -> DeletionRequestRecord | None:
+        """The request with its votes (in the order cast), or None when there is none; its
+        plan parsed from the stored body (`stored_plan`). PlanTamperedError when that is not
+        a plan."""
+        with self._lock:
+            row = self._requests.get(request_id)
+            return None if row is None else self._read(row)
+
+    def deletion_requests(self, query: DeletionRequestQuery) -> DeletionRequestPage:
+        """One page of requests matching `query`, newest first (then by request id, both
+        descending); `next_after` is the last one's (created_at text, request id) when more
+        follow."""
+        limit = max(query.limit, 0)
+        with self._lock:
+            rows = sorted(
+                (row for row in self._requests.values() if _request_listed(row, query)),
+                key=lambda row: (row.created_at, row.record.request_id),
+                reverse=True,
+            )
+            page = [self._read(row) for row in rows[:limit]]
+        last = rows[limit - 1] if len(rows) > limit and page else None
+        return DeletionRequestPage(
+            page, None if last is None else (last.created_at, last.record.request_id)
+        )
+
+    def expired_requests(self, now: datetime, limit: int) -> list[DeletionRequestRecord]:
+        """Pending requests whose expiry is not after `now`, oldest expiry first."""
+        at = format_time(now)
+        with self._lock:
+            rows = sorted(
+                (
+                    row
+                    for row in self._requests.values()
+                    if row.state == RequestState.PENDING.value and row.expires_at <= at
+                ),
+                key=lambda row: (row.expires_at, row.record.request_id),
+            )
+            return [self._read(row) for row in rows[: max(limit, 0)]]
+
+    def tamper_plan(self, request_id: str, plan: Mapping[str, Any] | str) -> None:
+        """Replace a request's stored plan (a body, or any text) behind the gateway's back:
+        for tests of tamper detection. KeyError when there is no such request."""
+        with self._lock:
+            row = self._requests[request_id]
+            row.plan = plan if isinstance(plan, str) else _json(plan)
+
+    # --- port: WebhookOutbox ----------------------------------------------------------------
+
+    def claim_webhooks(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[tuple[WebhookEvent, int]]:
+        """Lease up to `limit` undelivered notifications due at `now` and not leased past it
+        to this replica until `lease_until`, oldest first, each with its attempts so far."""
+        at, until = format_time(now), format_time(lease_until)
+        with self._lock:
+            due = sorted(
+                (
+                    row
+                    for row in self._webhooks.values()
+                    if row.delivered_at is None
+                    and row.next_attempt_at <= at
+                    and (row.lease_until is None or row.lease_until <= at)
+                ),
+                key=lambda row: (format_time(row.event.created_at), row.seq, row.event.event_id),
+            )[: max(limit, 0)]
+            for row in due:
+                row.lease_owner, row.lease_until = self.replica, until
+            return [(row.event, row.attempts) for row in due]
+
+    def webhook_delivered(self, event_id: str) -> None:
+        """Mark a notification delivered now (counting the attempt, ending its lease)."""
+        with self._lock:
+            row = self._webhooks.get(event_id)
+            if row is None or row.delivered_at is not None:
+                return
+            row.delivered_at = format_time(self._clock())
+            row.attempts += 1
+            row.lease_owner = row.lease_until = None
+
+    def webhook_failed(self, event_id: str, *, retry_at: datetime, error: str) -> None:
+        """Count a failed delivery, record `error`, end the lease and retry at `retry_at`;
+        nothing when the notification is not leased to this replica or was delivered."""
+        with self._lock:
+            row = self._webhooks.get(event_id)
+            if row is None or row.delivered_at is not None or row.lease_owner != self.replica:
+                return
+            row.attempts += 1
+            row.last_error, row.next_attempt_at = error, format_time(retry_at)
+            row.lease_owner = row.lease_until = None
+
+    def webhook_record(
+        self, event_id: str
+    ) -> tuple[str | None, int, str, str, str | None, str | None] | None:
+        """Where a notification stands, as `SqlAuditStore.webhook_record` (delivered_at,
+        attempts, last_error, next_attempt_at, lease_owner, lease_until; None: no such
+        notification). Not part of the port."""
+        with self._lock:
+            row = self._webhooks.get(event_id)
+            if row is None:
+                return None
+            return (
+                row.delivered_at,
+                row.attempts,
+                row.last_error,
+                row.next_attempt_at,
+                row.lease_owner,
+                row.lease_until,
+            )
+
     # --- internals (called with the lock held) ---------------------------------------------
+
+    def _apply_approvals(
+        self, effects: ApprovalEffects, event_id: str, time: str, seq: int
+    ) -> None:
+        """An appended entry's approval effects, as `adapters.sql.requests.apply_effects`
+        applies them (votes are kept in the order cast)."""
+        for record in effects.create:
+            if record.request_id in self._requests:  # ON CONFLICT DO NOTHING
+                continue
+            state = RequestState(record.state)
+            row = _Request(
+                replace(
+                    record,
+                    created_at=_stored_time(record.created_at),
+                    expires_at=_stored_time(record.expires_at),
+                    required_by=tuple(record.required_by),
+                    votes=(),
+                    stored_plan=None,
+                ),
+                _json(record.plan.body()),
+                state.value,
+                closed_reason=record.closed_reason or None,
+                closed_event_id=record.closed_event_id or None,
+                closed_at=time if state in _FINAL else None,
+            )
+            self._requests[record.request_id] = row
+            for vote in record.votes:
+                self._vote(record.request_id, vote)
+        for new in effects.votes:
+            self._vote(new.request_id, new.vote)
+        for transition in effects.transitions:
+            moved = self._requests.get(transition.request_id)
+            if moved is None or moved.state not in {str(s) for s in transition.from_states}:
+                continue
+            to = RequestState(transition.to_state)
+            final = to in _FINAL
+            moved.state = to.value
+            moved.closed_reason = transition.reason if final else None
+            moved.closed_event_id = event_id if final else None
+            moved.closed_at = time if final else None
+        for event in effects.notify:
+            if event.event_id in self._webhooks:  # ON CONFLICT DO NOTHING
+                continue
+            at = _stored_time(event.created_at)
+            stored = replace(event, payload=json.loads(_json(event.payload)), created_at=at)
+            self._webhooks[event.event_id] = _Webhook(stored, format_time(at), seq=seq)
+
+    def _read(self, row: _Request) -> DeletionRequestRecord:
+        """A request as read back (see `adapters.sql.requests.record_of`): its plan parsed
+        from the stored text, PlanTamperedError when that is not a plan."""
+        request_id = row.record.request_id
+        try:
+            stored: Mapping[str, Any] = json.loads(row.plan)
+            plan = DeletionPlan.from_body(stored)
+            state = RequestState(row.state)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise PlanTamperedError(
+                f"deletion request {request_id} as stored is not a deletion request "
+                f"({type(err).__name__}: {err}): it was changed outside the gateway",
+                request_id,
+            ) from err
+        return replace(
+            row.record,
+            state=state,
+            plan=plan,
+            votes=tuple(self._votes.get(request_id, ())),
+            closed_reason=row.closed_reason or "",
+            closed_event_id=row.closed_event_id or "",
+            stored_plan=stored,
+        )
+
+    def _vote(self, request_id: str, vote: Vote) -> None:
+        """Insert a vote unless the person voted on the request (ON CONFLICT DO NOTHING)."""
+        votes = self._votes.setdefault(request_id, [])
+        if any(cast.person == vote.person for cast in votes):
+            return
+        votes.append(replace(vote, groups=tuple(vote.groups), at=_stored_time(vote.at)))
+
+    def _request_refusal(self, guard: RequestGuard) -> PkggovError | None:
+        """Why `guard` refuses its entry, as `adapters.sql.requests.refusal` decides."""
+        row = self._requests.get(guard.request_id)
+        if row is None:
+            return DeletionRequestNotFoundError(guard.request_id)
+        request_id, state, expires_at = guard.request_id, row.state, row.expires_at
+        allowed = [str(s) for s in guard.states]
+        if state == RequestState.EXPIRED.value and state not in allowed:
+            return RequestExpiredError(
+                f"deletion request {request_id} expired at {expires_at}: it can never run",
+                request_id,
+            )
+        if state not in allowed:
+            return RequestNotPendingError(
+                f"deletion request {request_id} is {state}, not "
+                f"{' or '.join(allowed) or 'any'}: this step cannot be taken on it",
+                request_id,
+            )
+        if state == RequestState.PENDING.value and expires_at <= format_time(guard.now):
+            return RequestExpiredError(
+                f"deletion request {request_id} expired at {expires_at}: it can never run",
+                request_id,
+            )
+        voter = guard.voter
+        if voter is not None and any(v.person == voter for v in self._votes.get(request_id, ())):
+            return AlreadyVotedError(
+                f"{voter} has already voted on deletion request {request_id}: "
+                "one person counts once",
+                request_id,
+            )
+        return None
 
     def _apply(self, effects: PurgeEffects, event_id: str, time: str) -> None:
         """An appended entry's effects, as `adapters.sql.purges.apply_effects` applies them."""
         for closure in effects.close:
-            key = package_key(closure.package)
+            key = package_identity(closure.package)
             for row in self._purges.values():
                 if (
                     row.state is PurgeState.PENDING
@@ -367,7 +667,7 @@ class InMemoryAuditStore:
                     row.closed_at, row.closed_reason = time, closure.reason
                     row.closed_event_id = event_id
         for purge in effects.schedule:
-            key = package_key(purge.package)
+            key = package_identity(purge.package)
             taken = purge.purge_id in self._purges or any(
                 row.state is PurgeState.PENDING
                 and row.key == key
@@ -421,6 +721,8 @@ class InMemoryAuditStore:
         self._events.setdefault(key[0], []).append(row)
         if entry.effects:
             self._apply(entry.effects, entry.event_id, entry.time)
+        if entry.approvals:
+            self._apply_approvals(entry.approvals, entry.event_id, entry.time, seq + 1)
         return StoredEntry(seq + 1, prev, digest, entry.body)
 
     def _check(
@@ -433,6 +735,10 @@ class InMemoryAuditStore:
             event = self._by_request_id(principal, guard.request_id)
             if event is not None and replay_verdict(event) != "rerun":
                 return RequestIdClaimed(event)
+        if guard.deletion_request is not None:
+            refused = self._request_refusal(guard.deletion_request)
+            if refused is not None:
+                return refused
         quota = guard.quota
         if quota is not None:
             used, retry = self._usage(quota)
@@ -531,3 +837,51 @@ def _listed(row: _Purge, query: PurgeQuery) -> bool:
     if query.due_before is not None and due >= format_time(query.due_before):
         return False
     return query.after is None or (due, purge.purge_id) > query.after
+
+
+def _json(value: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces, ASCII), as the SQL store's JSON columns hold."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _stored_time(moment: datetime) -> datetime:
+    """`moment` as the SQL store reads it back (UTC, to the microsecond)."""
+    return parse_time(format_time(moment))
+
+
+def _check_approvals(effects: ApprovalEffects) -> None:
+    """ValueError (or TypeError) for approval effects the SQL store refuses before queueing
+    (`adapters.sql.requests.check_effects`)."""
+    for record in effects.create:
+        RequestState(record.state)
+        if record.plan.digest() != record.plan_hash:
+            raise ValueError(
+                f"deletion request {record.request_id}: plan_hash is not the plan's digest"
+            )
+        _json(list(record.required_by))
+        for vote in record.votes:
+            _json(list(vote.groups))
+    for new in effects.votes:
+        _json(list(new.vote.groups))
+    for transition in effects.transitions:
+        RequestState(transition.to_state)
+        for state in transition.from_states:
+            RequestState(state)
+    for event in effects.notify:
+        _json(event.payload)
+
+
+def _request_listed(row: _Request, query: DeletionRequestQuery) -> bool:
+    """Whether a request is on the listing `query` asks for, as the SQL WHERE clause decides."""
+    record, package = row.record, row.record.plan.package
+    if query.state is not None and row.state != str(query.state):
+        return False
+    for wanted, value in (
+        (query.requester, record.requester),
+        (query.domain, package.domain),
+        (query.repository, package.repository),
+        (query.package, package.package),
+    ):
+        if wanted is not None and value != wanted:
+            return False
+    return query.after is None or (row.created_at, record.request_id) < query.after

@@ -3,7 +3,7 @@
 This is THE place where durable state is added beside the audit chain (pending purges,
 approval requests, cleanup jobs, ...). To add a table:
 
-1. Append a migration with the next version number to `migrations` (after 3 comes 4). Never
+1. Append a migration with the next version number to `migrations` (after 4 comes 5). Never
    edit, reorder or renumber one that has shipped: a database records the versions it has
    applied and skips them.
 2. Write statements that both SQLite and PostgreSQL accept: ``{big}`` for a 64-bit integer,
@@ -132,6 +132,82 @@ def migrations(big: str) -> list[Migration]:
                 # The listing (soonest due first, keyset (due_at, purge_id)) and the stats.
                 "CREATE INDEX pending_purges_due"
                 " ON pending_purges (due_at, purge_id) WHERE state = 'pending'",
+            ],
+        ),
+        (
+            4,
+            [
+                # Deletion requests awaiting approval (domain.approvals; read and written by
+                # `requests`). `plan` is the plan body's canonical JSON (what `plan_hash`
+                # hashes); the package's columns are the listing's filters. A row stays after
+                # it is closed (executed, rejected, cancelled, expired). No CHECK on state and
+                # no foreign keys, for the reason given for pending_purges.
+                """CREATE TABLE deletion_requests (
+                    request_id TEXT PRIMARY KEY,
+                    requester TEXT NOT NULL,
+                    requester_person TEXT NOT NULL,
+                    created_at TEXT NOT NULL,
+                    expires_at TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    domain TEXT NOT NULL,
+                    repository TEXT NOT NULL,
+                    format TEXT NOT NULL,
+                    namespace TEXT,
+                    package TEXT NOT NULL,
+                    plan TEXT NOT NULL,
+                    plan_hash TEXT NOT NULL,
+                    required_by TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    closed_reason TEXT,
+                    closed_event_id TEXT,
+                    closed_at TEXT
+                )""",
+                # The listing, newest first (keyset (created_at, request_id), read backwards),
+                # unfiltered and by each filter that narrows it most.
+                "CREATE INDEX deletion_requests_created"
+                " ON deletion_requests (created_at, request_id)",
+                "CREATE INDEX deletion_requests_state"
+                " ON deletion_requests (state, created_at, request_id)",
+                "CREATE INDEX deletion_requests_requester"
+                " ON deletion_requests (requester, created_at, request_id)",
+                "CREATE INDEX deletion_requests_package ON deletion_requests"
+                " (domain, repository, package, created_at, request_id)",
+                # The expiry pass: pending requests by when they expire.
+                "CREATE INDEX deletion_requests_expiry"
+                " ON deletion_requests (expires_at, request_id) WHERE state = 'pending'",
+                # One vote per person and request; `seq` is the chain position of the entry
+                # that cast it (the order cast).
+                f"""CREATE TABLE deletion_request_votes (
+                    request_id TEXT NOT NULL,
+                    person TEXT NOT NULL,
+                    approver TEXT NOT NULL,
+                    approve INTEGER NOT NULL,
+                    groups TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    voted_at TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    seq {big} NOT NULL,
+                    UNIQUE (request_id, person)
+                )""",
+                # Notifications about requests, delivered by a leased worker in any replica;
+                # a delivered row stays (delivered_at set).
+                f"""CREATE TABLE webhook_outbox (
+                    event_id TEXT PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    created_at TEXT NOT NULL,
+                    delivered_at TEXT,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT NOT NULL DEFAULT '',
+                    next_attempt_at TEXT NOT NULL,
+                    lease_owner TEXT,
+                    lease_until TEXT,
+                    seq {big} NOT NULL
+                )""",
+                # The worker's claim: undelivered rows by when they are next due.
+                "CREATE INDEX webhook_outbox_due ON webhook_outbox"
+                " (next_attempt_at, event_id) WHERE delivered_at IS NULL",
             ],
         ),
     ]

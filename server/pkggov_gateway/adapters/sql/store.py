@@ -1,9 +1,11 @@
-"""SqlAuditStore: the AuditStore and PurgeStore ports on one SQL database, and `open_audit_store`.
+"""SqlAuditStore: the AuditStore, PurgeStore, RequestStore and WebhookOutbox ports on one SQL
+database, and `open_audit_store`.
 
 The store migrates its database when it opens (`migrations`), appends through its
-group-commit writer (`writer`, which also applies each entry's purge effects) and answers the
-port's reads on the dialect's pooled reader connections; the purge worker's lease (claim,
-release) is one statement each on such a connection too (`purges`), outside the chain's lock.
+group-commit writer (`writer`, which also applies each entry's purge and approval effects and
+checks its deletion-request guard) and answers the ports' reads on the dialect's pooled
+reader connections; the purge worker's and the notifier's leases (claim, release) are one
+statement each on such a connection too (`purges`, `requests`), outside the chain's lock.
 Any database failure of a read or a lease is AuditUnavailableError.
 """
 
@@ -11,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pkggov_gateway.adapters.sql import purges
+from pkggov_gateway.adapters.sql import purges, requests
 from pkggov_gateway.adapters.sql.dialects import (
     Dialect,
     PostgresDialect,
@@ -30,6 +32,12 @@ from pkggov_gateway.adapters.sql.queries import (
     stored_entry,
 )
 from pkggov_gateway.adapters.sql.writer import GroupCommitWriter
+from pkggov_gateway.domain.approvals import (
+    DeletionRequestPage,
+    DeletionRequestQuery,
+    DeletionRequestRecord,
+    WebhookEvent,
+)
 from pkggov_gateway.domain.audit import (
     COLUMNS,
     EXACT_FILTERS,
@@ -100,16 +108,20 @@ class SqlAuditStore:
 
         Raises AuditUnavailableError when it could not be committed (a `durable` entry is
         still retried in the background until it is), RequestIdClaimed when the guard's
-        request_id is already claimed, QuotaExceededError when the guard's quota refuses;
-        KeyError or ValueError, before anything is queued, for a body without a known kind,
-        an event_id or a time, or a closure that leaves a purge pending (it would jam the
-        writer's batch). The entry's `effects` commit with it (see `purges`).
+        request_id is already claimed, a DeletionRequestNotFoundError or DeletionRequestError
+        when the guard's deletion request refuses (see `requests.refusal`),
+        QuotaExceededError when the guard's quota refuses; KeyError, TypeError or ValueError,
+        before anything is queued, for a body without a known kind, an event_id or a time, a
+        closure that leaves a purge pending, or approval effects the writer could not store
+        (they would jam the writer's batch). The entry's `effects` and `approvals` commit
+        with it (see `purges`, `requests`).
         """
         if self._closed:
             raise AuditUnavailableError("the audit store is closed")
         column_values(entry.body)  # raises for a body the writer could not store
         _ = entry.kind
         purges.check_effects(entry.effects)
+        requests.check_effects(entry.approvals)
         return self._writer.write(entry, guard, durable)
 
     def healthy(self) -> bool:
@@ -270,6 +282,62 @@ class SqlAuditStore:
         operators."""
         with self._reader() as conn:
             return purges.state_of(self.dialect, conn, purge_id)
+
+    # --- port: RequestStore -----------------------------------------------------------------
+
+    def deletion_request(self, request_id: str) -> DeletionRequestRecord | None:
+        """The request with its votes (in the order cast), or None when there is none; its
+        plan is parsed from the stored body, which `stored_plan` holds as read. Raises
+        PlanTamperedError when the row does not read back as a request."""
+        with self._reader() as conn:
+            found = requests.read_request(self.dialect, conn, request_id)
+        return None if found is None else requests.record_of(found)
+
+    def deletion_requests(self, query: DeletionRequestQuery) -> DeletionRequestPage:
+        """One page of requests matching `query`, newest first (then by request id, both
+        descending); `next_after` is the last one's (created_at text, request id) when more
+        follow."""
+        with self._reader() as conn:
+            found, after = requests.page(self.dialect, conn, query)
+        return DeletionRequestPage([requests.record_of(row) for row in found], after)
+
+    def expired_requests(self, now: datetime, limit: int) -> list[DeletionRequestRecord]:
+        """Pending requests whose expiry is not after `now`, oldest expiry first."""
+        with self._reader() as conn:
+            found = requests.expired(self.dialect, conn, now, limit)
+        return [requests.record_of(row) for row in found]
+
+    # --- port: WebhookOutbox ----------------------------------------------------------------
+
+    def claim_webhooks(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[tuple[WebhookEvent, int]]:
+        """Lease up to `limit` undelivered notifications due at `now` and not leased past it
+        to this replica until `lease_until`, oldest first, each with the attempts made so far
+        (one statement on a pooled connection, outside the chain's lock; PostgreSQL: FOR
+        UPDATE SKIP LOCKED)."""
+        with self._reader() as conn:
+            return requests.claim_webhooks(
+                self.dialect, conn, self.replica, now=now, lease_until=lease_until, limit=limit
+            )
+
+    def webhook_delivered(self, event_id: str) -> None:
+        """Mark a notification delivered now (counting the attempt, ending its lease)."""
+        with self._reader() as conn:
+            requests.delivered(self.dialect, conn, event_id, datetime.now(UTC))
+
+    def webhook_failed(self, event_id: str, *, retry_at: datetime, error: str) -> None:
+        """Count a failed delivery, record `error`, end the lease and retry at `retry_at`;
+        nothing when the notification is not leased to this replica (its lease expired and
+        another took it) or was delivered."""
+        with self._reader() as conn:
+            requests.failed(self.dialect, conn, event_id, retry_at, error, replica=self.replica)
+
+    def webhook_record(self, event_id: str) -> requests.WebhookRecord | None:
+        """Where a notification stands (None: none has `event_id`). Not part of the port:
+        for tests and operators."""
+        with self._reader() as conn:
+            return requests.webhook_record(self.dialect, conn, event_id)
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:

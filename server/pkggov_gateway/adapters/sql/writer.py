@@ -3,11 +3,13 @@
 Callers queue entries and wait; the writer takes every queued entry (up to `max_batch`), and
 in one transaction that holds the chain lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
 transaction advisory lock, so replicas sharing a database take turns) reads the chain's tail,
-runs each entry's guard (request id claim, quota), chains and inserts the entries, applies
-each inserted entry's `PurgeEffects` to the pending purges (`purges.apply_effects`; an entry
-refused by its guard, or stored already, applies none), and commits (SQLite: WAL with
-``synchronous=FULL``; PostgreSQL: ``synchronous_commit = on``). Each caller then gets its own
-result: concurrent calls share one fsync, and each waits for the commit holding its entry.
+runs each entry's guard (request id claim, deletion request, quota), chains and inserts the
+entries, applies each inserted entry's `PurgeEffects` to the pending purges
+(`purges.apply_effects`) and its `ApprovalEffects` to the deletion requests
+(`requests.apply_effects`) (an entry refused by its guard, or stored already, applies none),
+and commits (SQLite: WAL with ``synchronous=FULL``; PostgreSQL: ``synchronous_commit = on``).
+Each caller then gets its own result: concurrent calls share one fsync, and each waits for the
+commit holding its entry.
 
 An entry written with ``durable=True`` (an outcome) that fails to commit stays queued and is
 retried until it commits; meanwhile the writer reports itself unhealthy. Any other failed
@@ -30,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from pkggov_gateway.adapters.sql import requests
 from pkggov_gateway.adapters.sql.dialects import Dialect
 from pkggov_gateway.adapters.sql.purges import apply_effects
 from pkggov_gateway.adapters.sql.queries import (
@@ -289,6 +292,11 @@ class GroupCommitWriter:
             effects = item.entry.effects
             if effects:  # most entries have none: no statement more
                 apply_effects(self._dialect, conn, effects, item.entry.event_id, item.entry.time)
+            approvals = item.entry.approvals
+            if approvals:  # nor for these
+                requests.apply_effects(
+                    self._dialect, conn, approvals, item.entry.event_id, item.entry.time, seq=seq
+                )
             stored = StoredEntry(seq, prev, digest, item.entry.body)
             existing[key] = stored
             results.append((item, stored))
@@ -326,6 +334,10 @@ class GroupCommitWriter:
             event = event_by_request_id(self._dialect, conn, principal, guard.request_id)
             if event is not None and replay_verdict(event) != "rerun":
                 return RequestIdClaimed(event)
+        if guard.deletion_request is not None:
+            refused = requests.refusal(self._dialect, conn, guard.deletion_request)
+            if refused is not None:
+                return refused
         quota = guard.quota
         if quota is not None:
             used, retry = quota_usage(self._dialect, conn, quota)
