@@ -29,8 +29,10 @@ from pkggov_gateway.adapters.identity import build_authenticator
 from pkggov_gateway.adapters.metrics import MetricsServer, PrometheusMetrics
 from pkggov_gateway.adapters.package_locks import open_package_locks
 from pkggov_gateway.adapters.rate_limit import RateLimits
-from pkggov_gateway.adapters.sql import open_audit_store, sqlite_path
+from pkggov_gateway.adapters.sql import SqlAuditStore, open_audit_store, sqlite_path
 from pkggov_gateway.adapters.tls import server_credentials
+from pkggov_gateway.adapters.webhooks import WebhookSender
+from pkggov_gateway.api.approvals import ApprovalServicer
 from pkggov_gateway.api.interceptors import recorded_status_of
 from pkggov_gateway.api.server import GrpcServer, Keepalive
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
@@ -41,12 +43,14 @@ from pkggov_gateway.config import (
     ServerSettings,
     Settings,
     UpstreamSettings,
+    webhook_options,
 )
 from pkggov_gateway.domain.deadline import DrainSignal
 from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.domain.recovery import RecoveryWindow, RecoveryWindows
 from pkggov_gateway.logs import audit_stream
 from pkggov_gateway.runtime import Gateway
+from pkggov_gateway.service.approvals import ApprovalDesk, ApprovalRules
 from pkggov_gateway.service.audit import Auditor, QuotaLimits, default_replica
 from pkggov_gateway.service.audit_reads import AuditReads
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
@@ -366,6 +370,17 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         min_upstream_seconds=upstream.min_call_seconds,
         group_max_versions=settings.policy.max_versions_per_group,
     )
+    approvals = settings.approvals
+    desk = ApprovalDesk(
+        audit_store,
+        audit_store,
+        auditor,
+        policy,
+        ApprovalRules(
+            expire_seconds=approvals.expire_hours * 3600, rejection_ends=approvals.rejection_ends
+        ),
+        clock=clock,
+    )
     use_case = DeletePackageVersions(
         adapter,
         chunk_executor,
@@ -374,9 +389,11 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         locks=package_locks,
         windows=recovery_windows(settings.recovery.windows),
         purges=audit_store,
+        approvals=desk,
         clock=clock,
         metrics=metrics,
     )
+    desk.serve(use_case)
     reads = AuditReads(audit_store, policy, purges=audit_store, clock=clock)
     drain = DrainSignal()
     servicer = PackageGovernanceServicer(
@@ -434,6 +451,12 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
             max_versions=server_settings.max_versions_per_call,
             auditor=auditor,
             audit_servicer=AuditServicer(reads, audit_store.page_token_key),
+            approval_servicer=ApprovalServicer(
+                desk,
+                audit_store.page_token_key,
+                default_deadline=server_settings.default_deadline_seconds,
+                max_deadline=server_settings.max_deadline_seconds,
+            ),
             metrics=metrics,
             stream_limits=StreamLimits(
                 max_streams=server_settings.stream_budget,
@@ -459,6 +482,20 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         emulator,
         package_locks=package_locks,
         purge_worker=purge_worker,
+        approvals=desk,
+        webhooks=_webhook_sender(settings, audit_store, clock, metrics),
+    )
+
+
+def _webhook_sender(
+    settings: Settings, outbox: SqlAuditStore, clock: Clock, metrics: PrometheusMetrics
+) -> WebhookSender | None:
+    """The webhook sender when webhooks.url is set (the settings were checked on load)."""
+    hooks = settings.webhooks
+    if not hooks.url:
+        return None
+    return WebhookSender(
+        outbox, clock=clock, metrics=metrics.webhook_attempt, **webhook_options(hooks)
     )
 
 

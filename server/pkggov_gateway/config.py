@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from pkggov_gateway.netaddr import is_loopback
 
 __all__ = [
+    "ApprovalSettings",
     "AuditSettings",
     "ConfigError",
     "EmulatorSettings",
@@ -34,6 +35,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
+    "WebhookSettings",
     "describe",
     "load_settings",
     "mask_store",
@@ -222,6 +224,43 @@ class RecoverySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalSettings:
+    """Four eyes: deletion requests awaiting approval (policy says which deletions need it)."""
+
+    # A request not executed within this many hours expires and can never run.
+    expire_hours: float = 72.0
+    # Whether one rejection ends a request (false: rejections are recorded, approvals still
+    # count).
+    rejection_ends: bool = True
+    # How often each replica records the expiry of requests past their expiry.
+    sweep_interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Notifications of deletion requests (created, approved, rejected, cancelled, expired,
+    executed): an HTTP POST of a signed JSON event to `url`, from a durable outbox."""
+
+    # https://... ("" = off); plain http only to loopback unless allow_plaintext.
+    url: str = ""
+    # The HMAC-SHA256 key of X-Pkggov-Signature, at least 32 bytes (from a Secret:
+    # PKGGOV_WEBHOOKS_SECRET). Required with url.
+    secret: str = ""
+    # A CA bundle to verify the receiver's certificate ("" = the system's).
+    ca_file: str = ""
+    allow_plaintext: bool = False
+    timeout_seconds: float = 10.0
+    # How often each replica delivers what is due, and how many events a pass takes; a taken
+    # event is leased for lease_seconds. A failed delivery is retried after retry_seconds,
+    # doubling up to retry_max_seconds.
+    interval_seconds: float = 5.0
+    batch: int = 50
+    lease_seconds: float = 300.0
+    retry_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """The Prometheus endpoint (/metrics over HTTP)."""
 
@@ -249,6 +288,8 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     quota: QuotaSettings = field(default_factory=QuotaSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
@@ -282,6 +323,8 @@ _MOST: dict[tuple[str, str], float] = {
     ("quota", "window_seconds"): 366 * 86_400.0,
     ("recovery", "worker_batch"): 1000,
     ("recovery", "retry_max_seconds"): 30 * 86_400.0,
+    ("approvals", "expire_hours"): 24 * 366.0,
+    ("webhooks", "batch"): 1000,
 }
 """Sane upper bounds, so that an absurd value is refused by its own name (not by the check of
 another setting derived from it, nor by an overflow deep in grpc at start-up)."""
@@ -537,10 +580,53 @@ def _check(settings: Settings) -> None:
         )
     if recovery.retry_seconds > recovery.retry_max_seconds:
         raise ConfigError("recovery.retry_seconds must not exceed recovery.retry_max_seconds")
+    _check_webhooks(settings.webhooks)
     if bool(upstream.access_key_id) != bool(upstream.secret_access_key):
         raise ConfigError(
             "upstream.access_key_id and upstream.secret_access_key must be set together"
         )
+
+
+def _check_webhooks(hooks: WebhookSettings) -> None:
+    """The sender's own checks (adapters.webhooks), as configuration errors."""
+    if not hooks.url:
+        return
+    if not hooks.secret:
+        raise ConfigError("webhooks.url needs webhooks.secret (at least 32 bytes)")
+    from pkggov_gateway.adapters.webhooks import WebhookSender  # noqa: PLC0415 - optional part
+
+    try:
+        WebhookSender(_NoOutbox(), **webhook_options(hooks)).close()
+    except ValueError as error:
+        raise ConfigError(f"webhooks: {error}") from error
+
+
+def webhook_options(hooks: WebhookSettings) -> dict[str, Any]:
+    """The webhook sender's settings as its keyword arguments (adapters.webhooks)."""
+    return {
+        "url": hooks.url,
+        "secret": hooks.secret.encode(),
+        "timeout_seconds": hooks.timeout_seconds,
+        "lease_seconds": hooks.lease_seconds,
+        "retry_seconds": hooks.retry_seconds,
+        "retry_max_seconds": hooks.retry_max_seconds,
+        "batch": hooks.batch,
+        "ca_file": hooks.ca_file,
+        "allow_plaintext": hooks.allow_plaintext,
+    }
+
+
+class _NoOutbox:
+    """An outbox that holds nothing: the sender is built only to check the settings."""
+
+    def claim_webhooks(self, *_: Any) -> list[Any]:
+        return []
+
+    def webhook_delivered(self, event_id: str) -> None:
+        """Nothing to mark."""
+
+    def webhook_failed(self, event_id: str, **_: Any) -> None:
+        """Nothing to mark."""
 
 
 _METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
@@ -610,6 +696,11 @@ def describe(settings: Settings) -> dict[str, Any]:
         if shown["upstream"][key]:
             shown["upstream"][key] = "***"
     shown["audit"]["store"] = masked_store(settings.audit.store)
+    if shown["webhooks"]["secret"]:
+        shown["webhooks"]["secret"] = "***"  # noqa: S105 - the mask, not a secret
+    if settings.webhooks.url:
+        parts = urlsplit(settings.webhooks.url)
+        shown["webhooks"]["url"] = f"{parts.scheme}://{parts.netloc}/***"
     return shown
 
 

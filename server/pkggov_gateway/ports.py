@@ -7,6 +7,12 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
+from pkggov_gateway.domain.approvals import (
+    DeletionRequestPage,
+    DeletionRequestQuery,
+    DeletionRequestRecord,
+    WebhookEvent,
+)
 from pkggov_gateway.domain.audit import (
     AppendGuard,
     AuditEventRecord,
@@ -32,6 +38,8 @@ __all__ = [
     "PolicyEngine",
     "PolicyView",
     "PurgeStore",
+    "RequestStore",
+    "WebhookOutbox",
 ]
 
 
@@ -154,6 +162,19 @@ class PolicyView(Protocol):
         """Decide whether `principal` may read the audit record."""
         ...
 
+    def person_of(self, principal_id: str) -> str:
+        """Whom `principal_id` belongs to: the entities file's `person` of it, else the id
+        itself. Two identity forms of one person (a certificate, a development name) share
+        it, so that a requester cannot approve their own request under another form."""
+        ...
+
+    def authorize_approval(
+        self, principal: Principal, request: DeletionRequestRecord, now: datetime, reason: str
+    ) -> VersionDecision:
+        """Decide whether `principal` may vote on `request` (Cedar action
+        ApproveDeletionRequest, the request as the resource)."""
+        ...
+
 
 class PolicyEngine(Protocol):
     """The organisation's policy, which a reload may replace at any moment."""
@@ -228,6 +249,43 @@ class PurgeStore(Protocol):
         ...
 
 
+class RequestStore(Protocol):
+    """Deletion requests and their votes (domain.approvals), kept in the audit store's
+    database. They change only by the `ApprovalEffects` of an appended audit entry, guarded by
+    its `RequestGuard`; these methods read them."""
+
+    def deletion_request(self, request_id: str) -> DeletionRequestRecord | None:
+        """The request with its votes (in the order cast), or None when there is none."""
+        ...
+
+    def deletion_requests(self, query: DeletionRequestQuery) -> DeletionRequestPage:
+        """One page of requests, newest first (then by request id)."""
+        ...
+
+    def expired_requests(self, now: datetime, limit: int) -> list[DeletionRequestRecord]:
+        """Pending requests whose expiry is not after `now`, oldest expiry first."""
+        ...
+
+
+class WebhookOutbox(Protocol):
+    """Notifications waiting to be delivered (queued by `ApprovalEffects.notify`)."""
+
+    def claim_webhooks(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[tuple[WebhookEvent, int]]:
+        """Lease up to `limit` undelivered notifications due at `now` to this replica until
+        `lease_until`, oldest first, each with the attempts made so far."""
+        ...
+
+    def webhook_delivered(self, event_id: str) -> None:
+        """Mark a leased notification delivered."""
+        ...
+
+    def webhook_failed(self, event_id: str, *, retry_at: datetime, error: str) -> None:
+        """Count a failed delivery, record `error`, end the lease, retry at `retry_at`."""
+        ...
+
+
 class Metrics(Protocol):
     """What the gateway counts and times (adapters.metrics exports it to Prometheus)."""
 
@@ -271,6 +329,10 @@ class Metrics(Protocol):
         """The pending purges as of `now` (pending, due, the oldest due one's overdue age)."""
         ...
 
+    def webhook_attempt(self, kind: str, outcome: str, seconds: float) -> None:
+        """One delivery attempt of a `kind` notification: delivered, or why not."""
+        ...
+
     def stream_limited(self, reason: str) -> None:
         """A streaming call was refused (budget, peer) or ended (idle, max_age) by its limits,
         or a unary call waiting for its message was ended (message_peer, message_budget,
@@ -309,6 +371,9 @@ class NullMetrics:
         """Ignore."""
 
     def purges_pending(self, stats: PurgeStats, now: datetime) -> None:
+        """Ignore."""
+
+    def webhook_attempt(self, kind: str, outcome: str, seconds: float) -> None:
         """Ignore."""
 
     def stream_limited(self, reason: str) -> None:

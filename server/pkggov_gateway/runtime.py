@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -28,9 +29,11 @@ if TYPE_CHECKING:
     from pkggov_gateway.adapters.metrics import MetricsServer, PrometheusMetrics
     from pkggov_gateway.adapters.package_locks import LocalPackageLocks, PostgresPackageLocks
     from pkggov_gateway.adapters.sql import SqlAuditStore
+    from pkggov_gateway.adapters.webhooks import WebhookSender
     from pkggov_gateway.api.server import GrpcServer
     from pkggov_gateway.config import Settings
     from pkggov_gateway.domain.deadline import DrainSignal
+    from pkggov_gateway.service.approvals import ApprovalDesk
     from pkggov_gateway.service.audit import Auditor, Reconciled
     from pkggov_gateway.service.purge_worker import PurgeWorker
 
@@ -61,6 +64,9 @@ class Gateway:
     metrics_server: MetricsServer | None = None
     package_locks: LocalPackageLocks | PostgresPackageLocks | None = None
     purge_worker: PurgeWorker | None = None
+    approvals: ApprovalDesk | None = None
+    webhooks: WebhookSender | None = None
+    _sender: threading.Thread | None = None
     _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _purger: threading.Thread | None = None
@@ -110,11 +116,22 @@ class Gateway:
             daemon=True,
         )
         self._watcher.start()
-        if self.purge_worker is not None:
+        tasks = self._background_tasks()
+        if tasks:
             self._purger = threading.Thread(
-                target=self._purge, args=(self.purge_worker,), name="pkggov-purge", daemon=True
+                target=self._background, args=(tasks,), name="pkggov-background", daemon=True
             )
             self._purger.start()
+        if self.webhooks is not None:
+            # A thread of its own: a slow receiver must not hold up the purge worker.
+            interval = self.settings.webhooks.interval_seconds
+            self._sender = threading.Thread(
+                target=self._background,
+                args=([("webhooks", interval, self.webhooks.run_once)],),
+                name="pkggov-webhooks",
+                daemon=True,
+            )
+            self._sender.start()
         log.info(
             "gateway.started",
             address=self.address,
@@ -158,15 +175,32 @@ class Gateway:
                 if due is not None:
                     next_sweep = min(next_sweep, due)
 
-    def _purge(self, worker: PurgeWorker) -> None:
-        """Run the purge worker every recovery.worker_interval_seconds (first at start-up)."""
-        interval = self.settings.recovery.worker_interval_seconds
+    def _background_tasks(self) -> list[tuple[str, float, Callable[[], object]]]:
+        """What every replica runs periodically: the purge worker, the approval expiry sweep
+        (name, interval in seconds, the pass)."""
+        tasks: list[tuple[str, float, Callable[[], object]]] = []
+        if self.purge_worker is not None:
+            interval = self.settings.recovery.worker_interval_seconds
+            tasks.append(("purge", interval, self.purge_worker.run_once))
+        if self.approvals is not None:
+            interval = self.settings.approvals.sweep_interval_seconds
+            tasks.append(("approvals.expiry", interval, self.approvals.expire_due))
+        return tasks
+
+    def _background(self, tasks: list[tuple[str, float, Callable[[], object]]]) -> None:
+        """Run each task at start-up and then every its interval (real time), until stopped
+        or draining; a failed pass is logged and tried again at its next turn."""
+        due = dict.fromkeys((name for name, _, _ in tasks), time.monotonic())
         while not self.drain.draining:
-            try:
-                worker.run_once()
-            except Exception:
-                log.exception("purge.pass_failed")
-            if self._stopping.wait(interval):
+            now = time.monotonic()
+            for name, interval, run in tasks:
+                if due[name] <= now:
+                    try:
+                        run()
+                    except Exception:
+                        log.exception("background.pass_failed", task=name)
+                    due[name] = time.monotonic() + interval
+            if self._stopping.wait(max(0.0, min(due.values()) - time.monotonic())):
                 return
 
     def reload_policy(self) -> bool:
@@ -201,8 +235,14 @@ class Gateway:
         self._stopping.set()
         if self._watcher is not None:
             self._watcher.join()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self._purger is not None:
             self._purger.join()
+        if self._sender is not None:
+            self._sender.join()
+        if self.webhooks is not None:
+            self.webhooks.close()
         self.audit_store.close()
         if self.package_locks is not None:
             self.package_locks.close()

@@ -27,6 +27,7 @@ from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_KEY
 from pkggov_gateway.bootstrap import build_gateway
 from pkggov_gateway.config import (
+    ApprovalSettings,
     AuditSettings,
     EmulatorSettings,
     IdentitySettings,
@@ -37,6 +38,7 @@ from pkggov_gateway.config import (
     ServerSettings,
     Settings,
     UpstreamSettings,
+    WebhookSettings,
 )
 from pkggov_gateway.runtime import Gateway
 
@@ -88,6 +90,8 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
     }
     quota = overrides.pop("quota", {})
     recovery = overrides.pop("recovery", {})
+    approvals = overrides.pop("approvals", {})
+    webhooks = overrides.pop("webhooks", {})
     metrics = {"listen": "127.0.0.1:0", **overrides.pop("metrics", {})}
     assert not overrides, f"unknown sections {overrides}"
     return Settings(
@@ -99,6 +103,8 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
         audit=AuditSettings(**audit),
         quota=QuotaSettings(**quota),
         recovery=RecoverySettings(**recovery),
+        approvals=ApprovalSettings(**approvals),
+        webhooks=WebhookSettings(**webhooks),
         metrics=MetricsSettings(**metrics),
     )
 
@@ -171,6 +177,18 @@ def stub_for(
             channel if principal is None else grpc.intercept_channel(channel, _Identify(principal))
         )
         yield pb_grpc.PackageGovernanceServiceStub(target)
+
+
+@contextmanager
+def approval_stub_for(
+    gateway: Reachable, principal: str | None = TEST_PRINCIPAL
+) -> Iterator[pb_grpc.ApprovalServiceStub]:
+    """An ApprovalService stub on a fresh channel to `gateway`, calling as `principal`."""
+    with grpc.insecure_channel(gateway.address) as channel:
+        target = (
+            channel if principal is None else grpc.intercept_channel(channel, _Identify(principal))
+        )
+        yield pb_grpc.ApprovalServiceStub(target)
 
 
 def request(**fields: Any) -> pb.DeletePackageVersionsRequest:

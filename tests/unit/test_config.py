@@ -357,3 +357,22 @@ def test_recovery_worker_settings_are_checked() -> None:
             None, {"PKGGOV_RECOVERY_FINAL_STEP": "dispose"}, dev=True
         ).recovery.final_step
     )
+
+
+def test_webhook_settings_are_checked_and_masked() -> None:
+    """A url needs a secret of at least 32 bytes and an https (or loopback http) target; the
+    settings shown never hold the secret or the url's path (chat webhooks put a token there)."""
+    with pytest.raises(ConfigError, match=r"webhooks\.url needs webhooks\.secret"):
+        load_settings(None, {"PKGGOV_WEBHOOKS_URL": "https://hooks.example/x"}, dev=True)
+    short = {"PKGGOV_WEBHOOKS_URL": "https://hooks.example/x", "PKGGOV_WEBHOOKS_SECRET": "short"}
+    with pytest.raises(ConfigError, match=r"webhooks: .*32"):
+        load_settings(None, short, dev=True)
+    plain = {"PKGGOV_WEBHOOKS_URL": "http://hooks.example/x", "PKGGOV_WEBHOOKS_SECRET": "s" * 32}
+    with pytest.raises(ConfigError, match=r"webhooks: "):
+        load_settings(None, plain, dev=True)
+    good = {
+        "PKGGOV_WEBHOOKS_URL": "https://hooks.example/services/T0/B0/token",
+        "PKGGOV_WEBHOOKS_SECRET": "s" * 32,
+    }
+    shown = describe(load_settings(None, good, dev=True))["webhooks"]
+    assert ("https://hooks.example/***", "***") == (shown["url"], shown["secret"])

@@ -8,11 +8,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from pkggov_gateway.adapters.package_locks import LocalPackageLocks
+from pkggov_gateway.domain.approvals import ApprovalEffects, RequestGuard
 from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
     DeadlineTooShortError,
@@ -377,6 +378,15 @@ class _Steps(FakeCodeArtifact):
 
     def hold_until_recorded(self, held: AbstractContextManager[None]) -> None:
         self._held.enter_context(held)
+
+    def will_approve(self, effects: ApprovalEffects, **recorded: Any) -> None:
+        self._step("approvals")
+
+    def received(self, request: Mapping[str, Any]) -> None:
+        self._step("received")
+
+    def commit(self, effects: ApprovalEffects, guard: RequestGuard, **recorded: Any) -> None:
+        self._step("commit")
 
     def recorded(self) -> None:
         """The edge records the outcome, then the call lets go of what it held."""

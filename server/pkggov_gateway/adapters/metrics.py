@@ -121,6 +121,19 @@ class PrometheusMetrics:
             "How long the oldest due purge has been due (0 when none is).",
             registry=r,
         )
+        self._webhooks = Counter(
+            "pkggov_webhook_deliveries",
+            "Webhook delivery attempts, by event kind and outcome (delivered, http_status, "
+            "timeout, tls, connection, invalid).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self._webhook_seconds = Histogram(
+            "pkggov_webhook_duration_seconds",
+            "Time of one webhook delivery attempt.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self._stream_limits = Counter(
             "pkggov_stream_limits",
             "Streaming calls refused (budget, peer) or ended (idle, max_age) by their limits; "
@@ -194,6 +207,11 @@ class PrometheusMetrics:
         self._purges_due.set(stats.due)
         oldest = stats.oldest_due
         self._purges_overdue.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+
+    def webhook_attempt(self, kind: str, outcome: str, seconds: float) -> None:
+        """Count and time a webhook delivery attempt."""
+        self._webhooks.labels(kind, outcome).inc()
+        self._webhook_seconds.observe(seconds)
 
     def stream_limited(self, reason: str) -> None:
         """Count a stream refused or ended, or a unary call ended, by its limits."""

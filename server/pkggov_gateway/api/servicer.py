@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 import grpc
@@ -368,6 +368,9 @@ def _purge_query(request: pb.ListPendingPurgesRequest, tokens: PageTokens) -> Pu
     if request.page_size < 0:
         violations.append(FieldViolation("page_size", "must not be negative"))
     due_before = _time(request, "due_before", violations)
+    if due_before is not None and request.due_before.nanos % 1000:
+        # Stored times have microseconds: "before T + 1 ns" includes a purge due at T.
+        due_before = due_before + timedelta(microseconds=1) if due_before.year < 9999 else None
     if violations:
         raise InvalidRequestError(violations)
     return PurgeQuery(

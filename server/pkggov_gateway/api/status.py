@@ -23,24 +23,32 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_gateway.api.status_budget import MAX_DENIED_LISTED
 from pkggov_gateway.domain.errors import (
+    AlreadyVotedError,
+    ApprovalRequiredError,
     AuditEventNotFoundError,
     AuditUnavailableError,
     DeadlineTooShortError,
+    DeletionRequestNotFoundError,
     GatewayCredentialsError,
     GatewayDrainingError,
     InvalidRequestError,
     MalformedRequestError,
     MethodNotImplementedError,
+    NotRequesterError,
     PackageBusyError,
     PkggovError,
+    PlanChangedError,
+    PlanTamperedError,
     PolicyDeniedError,
     QuotaExceededError,
+    RequestExpiredError,
     RequestIdConflictError,
     RequestInProgressError,
+    RequestNotPendingError,
+    SelfApprovalError,
     UnauthenticatedError,
     UpstreamAccessDeniedError,
     UpstreamConflictError,
-    UpstreamError,
     UpstreamInternalError,
     UpstreamNotFoundError,
     UpstreamRateLimitedError,
@@ -205,6 +213,17 @@ STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
     RequestInProgressError: StatusRule(grpc.StatusCode.ABORTED, "REQUEST_IN_PROGRESS"),
     PackageBusyError: StatusRule(grpc.StatusCode.ABORTED, "PACKAGE_BUSY"),
     AuditEventNotFoundError: StatusRule(grpc.StatusCode.NOT_FOUND, "AUDIT_EVENT_NOT_FOUND"),
+    ApprovalRequiredError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, "APPROVAL_REQUIRED"),
+    DeletionRequestNotFoundError: StatusRule(
+        grpc.StatusCode.NOT_FOUND, "DELETION_REQUEST_NOT_FOUND"
+    ),
+    PlanChangedError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, "PLAN_CHANGED"),
+    SelfApprovalError: StatusRule(grpc.StatusCode.PERMISSION_DENIED, "SELF_APPROVAL"),
+    AlreadyVotedError: StatusRule(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_VOTED"),
+    RequestNotPendingError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, "REQUEST_NOT_PENDING"),
+    RequestExpiredError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, "REQUEST_EXPIRED"),
+    NotRequesterError: StatusRule(grpc.StatusCode.PERMISSION_DENIED, "NOT_REQUESTER"),
+    PlanTamperedError: StatusRule(grpc.StatusCode.DATA_LOSS, "PLAN_TAMPERED"),
     UpstreamValidationError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_VALIDATION", _upstream_bad_request
     ),
@@ -261,7 +280,7 @@ def to_rpc_status(
     if isinstance(error, PkggovError) and rule is not INTERNAL_RULE:
         message = rule.message(error)
         extra = rule.details(error)
-        metadata = dict(error.metadata()) if isinstance(error, UpstreamError) else {}
+        metadata = dict(error.metadata())
         if isinstance(error, UpstreamValidationError) and error.reason:
             metadata["upstream_reason"] = error.reason
     else:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from pkggov_gateway.domain.approvals import ApprovalEffects, RequestGuard
 from pkggov_gateway.domain.recovery import PurgeEffects
 
 __all__ = [
@@ -89,11 +90,15 @@ class Decision(StrEnum):
     """An audit query (ListAuditEvents, GetAuditEvent) that was answered."""
     REPLAYED = "replayed"
     """A retry with a known request_id, answered from the record (nothing was sent)."""
+    APPROVAL_REQUIRED = "approval_required"
+    """Policy lets the deletion run only once approved: a deletion request was recorded and
+    nothing was deleted."""
 
 
 def format_time(moment: datetime) -> str:
     """UTC, microseconds, ``Z``: fixed width, so text order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = moment.astimezone(UTC)  # strftime's %Y does not pad years before 1000
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> datetime:
@@ -219,6 +224,7 @@ class NewEntry(_EntryBody):
 
     body: Mapping[str, Any]
     effects: PurgeEffects = field(default_factory=PurgeEffects)
+    approvals: ApprovalEffects = field(default_factory=ApprovalEffects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +324,9 @@ class AppendGuard:
     (RequestIdClaimed) while an earlier claim's event is open or was answered with a final
     status; `claim_allowed` decides."""
     quota: QuotaCheck | None = None
+    deletion_request: RequestGuard | None = None
+    """The deletion request the entry acts on must be in a given state (and, for a vote, not
+    voted on by the person): refused with DeletionRequestError."""
 
 
 class RequestIdClaimed(Exception):  # noqa: N818 - an outcome of a guard, not a failure

@@ -53,6 +53,10 @@ class PkggovError(Exception):
         super().__init__(message)
         self.message = message
 
+    def metadata(self) -> Mapping[str, str]:
+        """Facts for ErrorInfo.metadata (none unless the error has some)."""
+        return {}
+
 
 class UnauthenticatedError(PkggovError):
     """Raised when a call carries no identity the gateway accepts."""
@@ -187,6 +191,93 @@ class AuditEventNotFoundError(PkggovError):
             shown += f"… ({len(event_id)} characters)"
         super().__init__(f"no audit event has id {shown}")
         self.event_id = event_id
+
+
+class ApprovalRequiredError(PkggovError):
+    """Raised when policy lets the deletion run only once approved: nothing was deleted, and
+    a deletion request holding the plan was recorded (or, for a dry run, would be)."""
+
+    def __init__(
+        self, request_id: str | None, policy_ids: Sequence[str], plan_hash: str, versions: int
+    ) -> None:
+        ids = ", ".join(policy_ids) or "an approval policy"
+        where = (
+            f"deletion request {request_id} records the plan: approvers vote on it, then "
+            "ExecuteDeletionRequest runs it"
+            if request_id
+            else "a real call would record a deletion request"
+        )
+        super().__init__(
+            f"{versions} version(s) need approval ({ids}); nothing was deleted; {where}"
+        )
+        self.request_id = request_id
+        self.policy_ids = tuple(policy_ids)
+        self.plan_hash = plan_hash
+
+    def metadata(self) -> Mapping[str, str]:
+        """The request's id and the plan's hash."""
+        found = {"deletion_request_id": self.request_id or "", "plan_hash": self.plan_hash}
+        return {key: value for key, value in found.items() if value}
+
+
+class DeletionRequestNotFoundError(PkggovError):
+    """Raised when a deletion request id names no request."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"no deletion request has id {request_id!r}")
+        self.request_id = request_id
+
+
+class DeletionRequestError(PkggovError):
+    """Base of the refusals of a step on a deletion request (the subclass says which)."""
+
+    def __init__(self, message: str, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+    def metadata(self) -> Mapping[str, str]:
+        """The request's id."""
+        return {"deletion_request_id": self.request_id}
+
+
+class SelfApprovalError(DeletionRequestError):
+    """The requester (in any identity form of the same person) voted on their own request."""
+
+
+class AlreadyVotedError(DeletionRequestError):
+    """The person has already voted on the request: one person counts once."""
+
+
+class RequestNotPendingError(DeletionRequestError):
+    """The request was executed, rejected, cancelled or is being executed: it cannot change."""
+
+
+class RequestExpiredError(DeletionRequestError):
+    """The request expired: it can never run."""
+
+
+class NotRequesterError(DeletionRequestError):
+    """Only the requester may cancel or execute a request."""
+
+
+class PlanTamperedError(DeletionRequestError):
+    """The stored plan does not match the hash recorded when the request was created."""
+
+
+class PlanChangedError(PkggovError):
+    """Raised when an approved plan no longer holds at execution: nothing was deleted."""
+
+    def __init__(self, request_id: str, changes: Sequence[str]) -> None:
+        super().__init__(
+            f"the plan of deletion request {request_id} no longer holds, nothing was deleted: "
+            + "; ".join(changes)
+        )
+        self.request_id = request_id
+        self.changes = tuple(changes)
+
+    def metadata(self) -> Mapping[str, str]:
+        """The request's id."""
+        return {"deletion_request_id": self.request_id}
 
 
 class GatewayDrainingError(PkggovError):

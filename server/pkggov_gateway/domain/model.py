@@ -134,6 +134,8 @@ class PlanOutcome(StrEnum):
     """A restore of a version that has no pending purge."""
     REVISION_MISMATCH = "REVISION_MISMATCH"
     """A restore of a version changed since it was archived."""
+    NEEDS_APPROVAL = "NEEDS_APPROVAL"
+    """Allowed only once approved: the call records a deletion request instead."""
 
 
 FORWARDED = frozenset(

@@ -47,6 +47,11 @@ class PolicyContext:
     """The caller asked to delete at once where a recovery window would archive."""
     recovery_window: bool = False
     """A recovery window applies to the package's repository."""
+    approvals: int = 0
+    """Approving votes that count (distinct people other than the requester) on the deletion
+    request being executed; 0 for a call that is not one."""
+    approver_groups: tuple[str, ...] = ()
+    """The groups of those approvers (each group once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +81,6 @@ class VersionDecision:
     allowed: bool
     policy_ids: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    needs_approval: bool = False
+    """Denied only by approval policies (forbids annotated ``@approval``, named in
+    `policy_ids`), and allowed without them: the version may be deleted once approved."""

@@ -130,6 +130,8 @@ class IntentRecord:
     forward: tuple[str, ...]
     deadline: datetime
     """Nothing of the call is sent after it: reconciliation waits for it after a crash."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """What else the intent commits to (a vote, a deletion request's state change)."""
 
     def body(self) -> dict[str, Any]:
         """The entry body."""
@@ -141,6 +143,7 @@ class IntentRecord:
             forward=list(self.forward),
             deadline=format_time(self.deadline),
         )
+        body.update(self.extra)
         return body
 
 
@@ -232,6 +235,8 @@ class OutcomeRecord:
     fingerprint: str | None = None
     plan: Mapping[str, PlannedVersion] | None = None
     replay_of: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """What else the outcome records (the deletion request it created or changed)."""
 
     def body(self) -> dict[str, Any]:
         """The entry body."""
@@ -245,19 +250,22 @@ class OutcomeRecord:
         else:
             body["intent_seq"] = self.intent_seq
         response = self.response
+        # An approved request's execution answers with the delete's response as its result.
+        deleted = (response or {}).get("result", response)
         body.update(
             decision=self.decision.value,
             status=self.status.body(),
             response=dict(response) if response is not None else None,
             upstream={
                 "aws_request_ids": list(self.aws_request_ids),
-                "versions": _upstream_versions(response, self.inferred),
+                "versions": _upstream_versions(deleted, self.inferred),
             },
-            deleted=len((response or {}).get("successful_versions") or {}),
+            deleted=len((deleted or {}).get("successful_versions") or {}),
             duration_ms=self.duration_ms,
         )
         if self.replay_of is not None:
             body["replay_of"] = self.replay_of
+        body.update(self.extra)
         return body
 
 

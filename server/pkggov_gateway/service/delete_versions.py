@@ -58,14 +58,17 @@ from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
+from pkggov_gateway.domain.approvals import ApprovalEffects, DeletionRequestRecord, RequestGuard
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
+    ApprovalRequiredError,
     DeadlineTooShortError,
     DeniedVersion,
     GatewayDrainingError,
     PkggovError,
+    PlanChangedError,
     PolicyDeniedError,
     UpstreamError,
     VersionLimitError,
@@ -168,6 +171,49 @@ class CallJournal(Protocol):
         """What CodeArtifact answered (request ids, versions inferred deleted)."""
         ...
 
+    def will_approve(self, effects: ApprovalEffects, **recorded: Any) -> None:
+        """Changes to deletion requests that commit with the outcome, which records
+        `recorded` too."""
+        ...
+
+    def received(self, request: Mapping[str, Any]) -> None:
+        """What the call asks, as recorded (the proto's JSON with its field names)."""
+        ...
+
+    def commit(self, effects: ApprovalEffects, guard: RequestGuard, **recorded: Any) -> None:
+        """Commit an intent making `effects` now, checked by `guard` atomically with it."""
+        ...
+
+
+class ApprovedRun(Protocol):
+    """An approved deletion request being executed (service.approvals)."""
+
+    def load(self) -> DeletionRequestRecord:
+        """The request as it is now, checked again: still pending, not expired, untampered."""
+        ...
+
+    def executed(
+        self, record: DeletionRequestRecord, outcome: DeleteOutcome, journal: CallJournal
+    ) -> None:
+        """The plan ran: the outcome closes the request."""
+        ...
+
+
+class RequestOpener(Protocol):
+    """Where a deletion that needs approval becomes a deletion request (service.approvals)."""
+
+    def open_request(
+        self,
+        principal: Principal,
+        request: DeleteRequest,
+        state: PackageState,
+        plan: Mapping[str, PlannedVersion],
+        journal: CallJournal | None,
+    ) -> ApprovalRequiredError:
+        """Record the request with the call's outcome (not for a dry run); return the error
+        the call fails with."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class DeleteLimits:
@@ -229,8 +275,11 @@ class GovernedChange:
         principal: Principal,
         deadline: Deadline,
         journal: CallJournal | None = None,
+        *,
+        approved: ApprovedRun | None = None,
     ) -> DeleteOutcome:
-        """Run the steps of the module docstring for `principal` within `deadline`.
+        """Run the steps of the module docstring for `principal` within `deadline`
+        (`approved`: executing an approved deletion request's plan).
 
         With a `journal`, the plan is recorded, and the intent is committed to it before
         anything is sent upstream (no intent, no deletion).
@@ -240,19 +289,19 @@ class GovernedChange:
         self._check_version_limit(request, principal, policy)
         self._check_time(deadline)
         if request.validate_only:  # changes nothing, so needs no turn (see the docstring)
-            return self._run(request, principal, policy, deadline, journal)
+            return self._run(request, principal, policy, deadline, journal, approved=approved)
         # Wait for the package no longer than leaves time to read its state and delete.
         wait = Deadline(deadline.expires_at - 2 * self._limits.min_upstream_seconds)
         held = self._locks.hold(request.package, wait)
         if journal is None:
             with held:
                 self._check_time(deadline)
-                return self._run(request, principal, policy, deadline, journal)
+                return self._run(request, principal, policy, deadline, journal, approved=approved)
         # Held until the outcome is recorded: it changes pending purges, which the purge
         # worker (and the next call) must see as this call left them.
         journal.hold_until_recorded(held)
         self._check_time(deadline)
-        return self._run(request, principal, policy, deadline, journal)
+        return self._run(request, principal, policy, deadline, journal, approved=approved)
 
     def _run(
         self,
@@ -261,6 +310,8 @@ class GovernedChange:
         policy: PolicyView,
         deadline: Deadline,
         journal: CallJournal | None,
+        *,
+        approved: ApprovedRun | None = None,
     ) -> DeleteOutcome:
         raise NotImplementedError
 
@@ -299,6 +350,7 @@ class DeletePackageVersions(GovernedChange):
         locks: PackageLocks,
         windows: RecoveryWindows | None = None,
         purges: PurgeStore | None = None,
+        approvals: RequestOpener | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
     ) -> None:
@@ -307,6 +359,7 @@ class DeletePackageVersions(GovernedChange):
         )
         self._executor = executor
         self._windows = windows or RecoveryWindows()
+        self._approvals = approvals
 
     def _run(
         self,
@@ -315,23 +368,38 @@ class DeletePackageVersions(GovernedChange):
         policy: PolicyView,
         deadline: Deadline,
         journal: CallJournal | None,
+        *,
+        approved: ApprovedRun | None = None,
     ) -> DeleteOutcome:
         """Steps 3 to 6: read the state, decide, record the intent, delete (or archive)."""
+        record = approved.load() if approved is not None else None
         published_for = request.versions if policy.uses_published_time() else ()
         state = self._upstream.package_state(
             request.package, deadline, published_time_for=published_for
         )
+        if record is not None:
+            changes = record.plan.changes(state)
+            if changes:
+                raise PlanChangedError(record.request_id, changes)
         recovery = _Recovery(
             self._windows.window_for(request.package), self._pending(request, state)
         )
         pending = recovery.pending
-        plan = self._decide(request, principal, state, policy, recovery)
+        plan = self._decide(request, principal, state, policy, recovery, record=record)
         self._metrics.decisions(Counter(_DECISION_LABELS[p.outcome] for p in plan.values()))
         if journal is not None:
             journal.planned(plan)
         denied = denied_in(plan)
         if denied and not request.allow_partial:
             raise PolicyDeniedError(denied, len(request.versions))
+        waiting = [p for p in plan.values() if p.outcome is PlanOutcome.NEEDS_APPROVAL]
+        if waiting:
+            ids = tuple(dict.fromkeys(i for p in waiting for i in p.policy_ids))
+            if record is not None:  # executed before its approvals satisfy the policy
+                raise ApprovalRequiredError(record.request_id, ids, record.plan_hash, len(waiting))
+            if self._approvals is None:
+                raise PolicyDeniedError(denied_in(plan, PlanOutcome.NEEDS_APPROVAL), len(plan))
+            raise self._approvals.open_request(principal, request, state, plan, journal)
         forward = [v for v, p in plan.items() if p.outcome in FORWARDED]
         if journal is not None and forward:
             groups = policy.groups_of(principal.id)
@@ -344,6 +412,8 @@ class DeletePackageVersions(GovernedChange):
         outcome = self._delete(request, plan, deadline, state.revisions)
         if journal is not None:
             journal.delivered(outcome)
+            if record is not None and approved is not None:
+                approved.executed(record, outcome, journal)
             if recovery.window is None and not pending:
                 return outcome  # nothing archived, no pending purge closed
             effects = _effects(
@@ -372,6 +442,8 @@ class DeletePackageVersions(GovernedChange):
         state: PackageState,
         policy: PolicyView,
         recovery: _Recovery,
+        *,
+        record: DeletionRequestRecord | None = None,
     ) -> dict[str, PlannedVersion]:
         plan: dict[str, PlannedVersion] = {}
         facts: list[VersionFacts] = []
@@ -411,6 +483,7 @@ class DeletePackageVersions(GovernedChange):
                     peer=principal.peer,
                     purge_now=request.purge_now,
                     recovery_window=recovery.window is not None,
+                    **_votes(record),
                 ),
             )
         )
@@ -536,6 +609,7 @@ _DECISION_LABELS = {
     PlanOutcome.STATUS_MISMATCH: "status_mismatch",
     PlanOutcome.NOT_PENDING_PURGE: "not_pending_purge",
     PlanOutcome.REVISION_MISMATCH: "revision_mismatch",
+    PlanOutcome.NEEDS_APPROVAL: "needs_approval",
 }
 """Each per-version decision's label in metrics."""
 
@@ -543,10 +617,13 @@ DISPOSED = VersionStatus.DISPOSED
 
 
 def decided(decision: VersionDecision, allowed: PlanOutcome) -> tuple[PlanOutcome, str]:
-    """A policy decision as a plan outcome (`allowed`, or DENIED) and its message."""
+    """A policy decision as a plan outcome (`allowed`, NEEDS_APPROVAL or DENIED) and its
+    message."""
     ids = ", ".join(decision.policy_ids)
     if decision.allowed:
         return allowed, f"allowed by {ids}"
+    if decision.needs_approval:
+        return PlanOutcome.NEEDS_APPROVAL, f"allowed once approved ({ids})"
     if decision.errors:
         return (
             PlanOutcome.DENIED,
@@ -555,13 +632,24 @@ def decided(decision: VersionDecision, allowed: PlanOutcome) -> tuple[PlanOutcom
     return PlanOutcome.DENIED, f"denied by {ids}" if ids else "denied: no policy permits it"
 
 
-def denied_in(plan: Mapping[str, PlannedVersion]) -> list[DeniedVersion]:
-    """The versions policy denied, as PolicyDeniedError lists them."""
+def denied_in(
+    plan: Mapping[str, PlannedVersion], outcome: PlanOutcome = PlanOutcome.DENIED
+) -> list[DeniedVersion]:
+    """The versions policy denied (or gave `outcome`), as PolicyDeniedError lists them."""
     return [
         DeniedVersion(version, p.policy_ids, p.message)
         for version, p in plan.items()
-        if p.outcome is PlanOutcome.DENIED
+        if p.outcome is outcome
     ]
+
+
+def _votes(record: DeletionRequestRecord | None) -> dict[str, Any]:
+    """The policy context of an approved request's votes (none for an ordinary call)."""
+    if record is None:
+        return {}
+    counted = record.approvers()
+    groups = tuple(dict.fromkeys(g for vote in counted for g in vote.groups))
+    return {"approvals": len(counted), "approver_groups": groups}
 
 
 def _refusal(planned: PlannedVersion) -> FailedVersion:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from pkggov_gateway.domain.approvals import ApprovalEffects, RequestGuard
 from pkggov_gateway.domain.audit import (
     AppendGuard,
     AuditEventRecord,
@@ -31,6 +32,8 @@ from pkggov_gateway.domain.audit import (
 )
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
+    ApprovalRequiredError,
+    DeletionRequestError,
     InvalidRequestError,
     MalformedRequestError,
     PolicyDeniedError,
@@ -67,6 +70,8 @@ DECISION_BY_ERROR: dict[type[BaseException], Decision] = {
     PolicyDeniedError: Decision.DENIED,
     VersionLimitError: Decision.DENIED,
     QuotaExceededError: Decision.DENIED,
+    ApprovalRequiredError: Decision.APPROVAL_REQUIRED,
+    DeletionRequestError: Decision.DENIED,
 }
 """The decision an outcome records for a call that ended in this error; any other error is
 ``failed`` (upstream failures, deadlines, shutdown, an unavailable store, bugs)."""
@@ -74,7 +79,16 @@ DECISION_BY_ERROR: dict[type[BaseException], Decision] = {
 _NOT_RUN = (RequestInProgressError, RequestIdConflictError, RecordedFailure)
 
 CHANGING_METHODS = frozenset(
-    {"DeletePackageVersions", "RestorePackageVersions", "PurgePackageVersions"}
+    {
+        "DeletePackageVersions",
+        "RestorePackageVersions",
+        "PurgePackageVersions",
+        "ApproveDeletionRequest",
+        "RejectDeletionRequest",
+        "CancelDeletionRequest",
+        "ExecuteDeletionRequest",
+        "ExpireDeletionRequest",
+    }
 )
 """Methods (by their last name part) that change CodeArtifact: an answered call of any other
 method is a read."""
@@ -113,6 +127,8 @@ class GovernedCall:
         self._delivered: DeleteOutcome | None = None
         self._replay_of: str | None = None
         self._effects = PurgeEffects()
+        self._approvals = ApprovalEffects()
+        self._outcome_extra: dict[str, Any] = {}
         self._held = contextlib.ExitStack()
 
     # --- who called and what was asked (the edge) ------------------------------------------
@@ -227,6 +243,30 @@ class GovernedCall:
         """What CodeArtifact answered (request ids, versions inferred deleted)."""
         self._delivered = outcome
 
+    def will_approve(self, effects: ApprovalEffects, **recorded: Any) -> None:
+        """Changes to deletion requests that commit with the outcome, which also records
+        `recorded` (e.g. the request created)."""
+        self._approvals = effects
+        self._outcome_extra.update(recorded)
+
+    def commit(self, effects: ApprovalEffects, guard: RequestGuard, **recorded: Any) -> None:
+        """Commit an intent that makes `effects` (a vote, a state change) now, checked by
+        `guard` atomically with it; the intent records `recorded`. Raises the guard's
+        DeletionRequestError, or AuditUnavailableError (nothing changed)."""
+        record = IntentRecord(
+            header=self._header,
+            request_id=self.request_id,
+            fingerprint=self._fingerprint() or "",
+            plan=None,
+            forward=(),
+            deadline=self._auditor.now(),
+            extra=recorded,
+        )
+        self.intent = self._auditor.append(
+            NewEntry(record.body(), approvals=effects),
+            guard=AppendGuard(deletion_request=guard),
+        )
+
     def hold_until_recorded(self, held: AbstractContextManager[None]) -> None:
         """Enter `held` (the package's lock) now, and leave it only once the outcome is
         committed (or could not be): no other call decides on the package before this call's
@@ -289,10 +329,12 @@ class GovernedCall:
             fingerprint=self._fingerprint(),
             plan=self._plan,
             replay_of=self._replay_of,
+            extra=self._outcome_extra,
         )
         try:
             return self._auditor.append(
-                NewEntry(record.body(), self._effects), durable=self.intent is not None
+                NewEntry(record.body(), self._effects, self._approvals),
+                durable=self.intent is not None,
             )
         finally:
             self.release()
