@@ -377,8 +377,11 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         auditor,
         policy,
         ApprovalRules(
-            expire_seconds=approvals.expire_hours * 3600, rejection_ends=approvals.rejection_ends
+            expire_seconds=approvals.expire_hours * 3600,
+            rejection_ends=approvals.rejection_ends,
+            auto_execute=approvals.auto_execute,
         ),
+        status_of=recorded_status_of,
         clock=clock,
     )
     use_case = DeletePackageVersions(

@@ -232,8 +232,12 @@ class ApprovalSettings:
     # Whether one rejection ends a request (false: rejections are recorded, approvals still
     # count).
     rejection_ends: bool = True
-    # How often each replica records the expiry of requests past their expiry.
+    # How often each replica records the expiry of requests past their expiry (and, with
+    # auto_execute, runs the requests whose approvals may now satisfy policy).
     sweep_interval_seconds: float = 60.0
+    # Run a request for its requester as soon as its approvals satisfy policy (false: the
+    # requester runs ExecuteDeletionRequest).
+    auto_execute: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,7 +184,7 @@ class Gateway:
             tasks.append(("purge", interval, self.purge_worker.run_once))
         if self.approvals is not None:
             interval = self.settings.approvals.sweep_interval_seconds
-            tasks.append(("approvals.expiry", interval, self.approvals.expire_due))
+            tasks.append(("approvals", interval, self.approvals.sweep))
         return tasks
 
     def _background(self, tasks: list[tuple[str, float, Callable[[], object]]]) -> None:

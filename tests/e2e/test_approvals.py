@@ -377,3 +377,42 @@ def test_approvers_hear_about_it(
             now=int(received.headers["x-pkggov-timestamp"]),
         )
         assert json.loads(received.body)["deletion_request_id"] == request_id
+
+
+def test_auto_execute_runs_a_request_once_approved(
+    make_gateway: GatewayFactory,
+    clock: Clock,
+    codeartifact: Any,  # noqa: F811
+) -> None:
+    """approvals.auto_execute: the sweep runs a request for its requester once its approvals
+    satisfy policy (not before), as the requester's deletion approved by the approvers."""
+    with make_gateway(
+        clock=clock,
+        policy={},
+        recovery={"windows": {"prod-*": 30.0}, "worker_interval_seconds": 3600.0},
+        approvals={"sweep_interval_seconds": 3600.0, "auto_execute": True},
+    ) as gateway:
+        desk = gateway.approvals
+        assert desk is not None
+        publish(codeartifact, "1.0.0", "1.1.0")
+        request_id = open_request(gateway, "1.0.0")
+        assert desk.execute_approved() == 0  # no approval yet: not even tried
+        approvals(gateway, "dave").ApproveDeletionRequest(
+            pb.ApproveDeletionRequestRequest(id=request_id, reason="ok")
+        )
+        desk.sweep()
+        assert status_of(codeartifact, "1.0.0") is None
+        done = (
+            approvals(gateway, "carol")
+            .GetDeletionRequest(pb.GetDeletionRequestRequest(id=request_id))
+            .deletion_request
+        )
+        assert done.state == pb.DELETION_REQUEST_STATE_EXECUTED
+        event = gateway.audit_store.event(done.closed_audit_event_id)
+        assert event is not None
+        first = event.entries[0].body
+        assert (first["principal"]["id"], first["rpc"]["method"]) == (
+            "alice",
+            "/pkggov.internal.Approvals/ExecuteDeletionRequest",
+        )
+        assert desk.execute_approved() == 0  # executed: nothing left to run

@@ -30,7 +30,7 @@ from pkggov_gateway.domain.audit import (
     parse_time,
 )
 from pkggov_gateway.domain.identity import Principal
-from pkggov_gateway.domain.model import PlannedVersion, VersionStatus
+from pkggov_gateway.domain.model import DeleteOutcome, PlannedVersion, VersionStatus
 
 __all__ = [
     "OK",
@@ -44,6 +44,7 @@ __all__ = [
     "RecordedFailure",
     "RecordedStatus",
     "RequestFacts",
+    "response_json",
 ]
 
 _REQUEST_ID = "request_id"
@@ -405,3 +406,24 @@ class EventSummary:
             status_code=str(status.get("code") or ""),
             reason=str(status.get("reason") or ""),
         )
+
+
+def response_json(outcome: DeleteOutcome) -> dict[str, Any]:
+    """A delete's outcome as a DeletePackageVersionsResponse's JSON (proto field names): what
+    the record holds of a call the gateway makes itself (a purge, an automatic execution)."""
+    return {
+        "successful_versions": {
+            v: {
+                "revision": ok.revision,
+                "status": f"PACKAGE_VERSION_STATUS_{(ok.status or 'deleted').upper()}",
+            }
+            for v, ok in outcome.successful.items()
+        },
+        "failed_versions": {
+            v: {
+                "error_code": f"PACKAGE_VERSION_ERROR_CODE_{f.code or 'unspecified'}".upper(),
+                "error_message": f.message,
+            }
+            for v, f in outcome.failed.items()
+        },
+    }

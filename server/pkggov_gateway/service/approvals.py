@@ -16,6 +16,7 @@ cast at different replicas count once each and two executions run once.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -42,6 +43,7 @@ from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
     AlreadyVotedError,
     ApprovalRequiredError,
+    AuditUnavailableError,
     DeletionRequestNotFoundError,
     DeniedVersion,
     FieldViolation,
@@ -62,15 +64,18 @@ from pkggov_gateway.domain.model import (
     PlannedVersion,
     PlanOutcome,
 )
+from pkggov_gateway.domain.records import RecordedStatus, response_json
 from pkggov_gateway.domain.validation import RawDeleteRequest
 from pkggov_gateway.ports import AuditStore, PolicyEngine, RequestStore
 from pkggov_gateway.service.audit import Auditor
 from pkggov_gateway.service.delete_versions import CallJournal, DeletePackageVersions
 
-__all__ = ["EXPIRE_METHOD", "ApprovalDesk", "ApprovalRules"]
+__all__ = ["AUTO_EXECUTE_METHOD", "EXPIRE_METHOD", "ApprovalDesk", "ApprovalRules"]
 
 EXPIRE_METHOD = "/pkggov.internal.Approvals/ExpireDeletionRequest"
 """The method the expiry sweep's audit events name (no client can call it)."""
+AUTO_EXECUTE_METHOD = "/pkggov.internal.Approvals/ExecuteDeletionRequest"
+"""The method of an automatic execution's audit event (approvals.auto_execute)."""
 
 _SWEEPER = Principal("pkggov:approvals", AuthMethod.INTERNAL, "internal")
 _MAX_REASON = 1024
@@ -83,6 +88,10 @@ class ApprovalRules:
 
     expire_seconds: float = 72 * 3600.0
     rejection_ends: bool = True
+    auto_execute: bool = False
+    """Run a request for its requester as soon as its approvals satisfy policy."""
+    execute_seconds: float = 60.0
+    """The deadline of an automatic execution."""
 
 
 class ApprovalDesk:
@@ -96,8 +105,12 @@ class ApprovalDesk:
         policy: PolicyEngine,
         settings: ApprovalRules,
         *,
+        status_of: Callable[[BaseException], RecordedStatus] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._status_of = status_of or (lambda error: RecordedStatus("INTERNAL", "", str(error)))
+        self._tried: dict[str, int] = {}
+        """Per pending request, the counted approvals when it was last run automatically."""
         self._requests = requests
         self._audit = audit
         self._auditor = auditor
@@ -304,6 +317,49 @@ class ApprovalDesk:
             closed_event_id=journal.event_id,
         )
         return outcome, executed
+
+    def sweep(self) -> None:
+        """What every replica does periodically: record expiries, and (auto_execute) run the
+        requests whose approvals may now satisfy policy."""
+        self.expire_due()
+        if self._settings.auto_execute:
+            self.execute_approved()
+
+    def execute_approved(self, limit: int = 100) -> int:
+        """Run, for its requester, each pending request with an approval it was not run with
+        yet (each its own audit event, by the requester, method AUTO_EXECUTE_METHOD): the
+        governed delete decides whether the approvals now satisfy policy. How many ran."""
+        page = self._requests.deletion_requests(
+            DeletionRequestQuery(state=RequestState.PENDING, limit=limit)
+        )
+        ran = 0
+        for record in page.requests:
+            approvals = len(record.approvers())
+            if approvals <= self._tried.get(record.request_id, 0):
+                continue
+            self._tried[record.request_id] = approvals
+            if self._run_for_requester(record):
+                ran += 1
+        return ran
+
+    def _run_for_requester(self, record: DeletionRequestRecord) -> bool:
+        principal = Principal(record.requester, AuthMethod.INTERNAL, "internal")
+        call = self._auditor.begin(AUTO_EXECUTE_METHOD, str(uuid.uuid4()), "internal")
+        call.identified(principal)
+        call.received({"deletion_request_id": record.request_id, "automatic": True})
+        deadline = Deadline.after(self._settings.execute_seconds)
+        try:
+            outcome, _ = self.execute(principal, record.request_id, deadline, call)
+        except Exception as error:  # noqa: BLE001 - recorded; tried again after a new vote
+            with contextlib.suppress(AuditUnavailableError):
+                call.failed(error, self._status_of(error))
+            return False
+        with contextlib.suppress(AuditUnavailableError):  # durable: retried by the store
+            call.succeeded(
+                {"deletion_request_id": record.request_id, "result": response_json(outcome)}
+            )
+        self._tried.pop(record.request_id, None)
+        return True
 
     def expire_due(self, limit: int = 100) -> int:
         """Record the expiry of every pending request past its expiry (each its own audit

@@ -53,7 +53,7 @@ from pkggov_gateway.domain.model import (
     VersionStatus,
 )
 from pkggov_gateway.domain.package_key import package_identity
-from pkggov_gateway.domain.records import RecordedStatus
+from pkggov_gateway.domain.records import RecordedStatus, response_json
 from pkggov_gateway.domain.recovery import (
     PURGE_WORKER_PRINCIPAL,
     PendingPurge,
@@ -224,7 +224,7 @@ class PurgeWorker:
             *_closures(package, cancel, PurgeState.CANCELLED),
         )
         call.will_apply(PurgeEffects(close=closures))
-        call.succeeded(_response(outcome))
+        call.succeeded(response_json(outcome))
         run.purged += len(purged)
         run.cancelled += len(cancel)
         retry = [p for p in purges if p.version in outcome.failed and p.version not in cancel]
@@ -414,24 +414,4 @@ def _request(
             }
             for p in purges
         ],
-    }
-
-
-def _response(outcome: DeleteOutcome) -> dict[str, Any]:
-    """The purge's outcome in the shape of a DeletePackageVersionsResponse's JSON."""
-    return {
-        "successful_versions": {
-            v: {
-                "revision": ok.revision,
-                "status": f"PACKAGE_VERSION_STATUS_{(ok.status or 'deleted').upper()}",
-            }
-            for v, ok in outcome.successful.items()
-        },
-        "failed_versions": {
-            v: {
-                "error_code": f"PACKAGE_VERSION_ERROR_CODE_{f.code or 'unspecified'}".upper(),
-                "error_message": f.message,
-            }
-            for v, f in outcome.failed.items()
-        },
     }
