@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -74,6 +75,13 @@ def _state_arg(text: str) -> DeletionRequestState:
         raise argparse.ArgumentTypeError(
             f"invalid state '{printable(text)}' (choose from {choices})"
         ) from None
+
+
+def _plan_hash_arg(text: str) -> str:
+    """A plan's SHA-256 in hex, as `pkggov approvals show` prints it."""
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise argparse.ArgumentTypeError("expected a SHA-256 in hex (64 characters)")
+    return text.lower()
 
 
 def _reason_arg(text: str) -> str:
@@ -198,6 +206,14 @@ def add_approvals_commands(
             metavar="TEXT",
             help="why (required, at most 1024 characters)",
         )
+        if verb == "approve":
+            vote.add_argument(
+                "--plan-hash",
+                type=_plan_hash_arg,
+                metavar="SHA256",
+                help="the plan sha256 you reviewed (`pkggov approvals show`): the approval is "
+                "refused (PLAN_CHANGED) if the request's plan is not that one",
+            )
         vote.set_defaults(
             func=functools.partial(
                 _run_vote, verb=verb, past=past, connect=connect, report_error=report_error
@@ -328,7 +344,9 @@ def _run_vote(
     try:
         with connect(args) as client:
             if verb == "approve":
-                request = client.approve_deletion_request(args.request_id, args.reason)
+                request = client.approve_deletion_request(
+                    args.request_id, args.reason, plan_hash=args.plan_hash or ""
+                )
                 response_type = pb.ApproveDeletionRequestResponse
             elif verb == "reject":
                 request = client.reject_deletion_request(args.request_id, args.reason)

@@ -370,7 +370,12 @@ class PkggovClient:
         return DeletionRequestsPage.from_proto(response)
 
     def approve_deletion_request(
-        self, deletion_request_id: str, reason: str, *, timeout: float | None = None
+        self,
+        deletion_request_id: str,
+        reason: str,
+        *,
+        plan_hash: str = "",
+        timeout: float | None = None,
     ) -> DeletionRequest:
         """Approve a pending deletion request, with a reason (required, at most 1024
         characters); returns the request after the vote, whose `approvals` counts it.
@@ -379,11 +384,15 @@ class PkggovClient:
         gateway refuses, with PkggovError: the requester (PERMISSION_DENIED, reason
         SELF_APPROVAL), a second vote of one person (ALREADY_EXISTS, ALREADY_VOTED), a request
         that is no longer pending (FAILED_PRECONDITION, REQUEST_NOT_PENDING or
-        REQUEST_EXPIRED), a blank reason (INVALID_ARGUMENT).
+        REQUEST_EXPIRED), a blank reason (INVALID_ARGUMENT), and, with `plan_hash` (the plan
+        the approver reviewed), a request whose plan hash differs (FAILED_PRECONDITION,
+        PLAN_CHANGED).
         """
         response = self._invoke(
             self._approvals.ApproveDeletionRequest,
-            pb.ApproveDeletionRequestRequest(id=deletion_request_id, reason=reason),
+            pb.ApproveDeletionRequestRequest(
+                id=deletion_request_id, reason=reason, plan_hash=plan_hash
+            ),
             timeout,
         )
         return DeletionRequest.from_proto(response.deletion_request)

@@ -370,6 +370,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         min_upstream_seconds=upstream.min_call_seconds,
         group_max_versions=settings.policy.max_versions_per_group,
     )
+    drain = DrainSignal()
     approvals = settings.approvals
     desk = ApprovalDesk(
         audit_store,
@@ -382,6 +383,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
             auto_execute=approvals.auto_execute,
         ),
         status_of=recorded_status_of,
+        drain=drain,
         clock=clock,
     )
     use_case = DeletePackageVersions(
@@ -398,7 +400,6 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
     )
     desk.serve(use_case)
     reads = AuditReads(audit_store, policy, purges=audit_store, clock=clock)
-    drain = DrainSignal()
     servicer = PackageGovernanceServicer(
         use_case,
         default_deadline=server_settings.default_deadline_seconds,
@@ -431,6 +432,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
             deadline_seconds=recovery.purge_deadline_seconds,
         ),
         status_of=recorded_status_of,
+        drain=drain,
         clock=clock,
         metrics=metrics,
     )
@@ -459,6 +461,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
                 audit_store.page_token_key,
                 default_deadline=server_settings.default_deadline_seconds,
                 max_deadline=server_settings.max_deadline_seconds,
+                drain=drain,
             ),
             metrics=metrics,
             stream_limits=StreamLimits(

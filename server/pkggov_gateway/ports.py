@@ -222,7 +222,8 @@ class PurgeStore(Protocol):
     """
 
     def pending_for(self, package: PackageRef, versions: Sequence[str]) -> dict[str, PendingPurge]:
-        """The pending purges of `versions` of `package` (by `package_key`), by version."""
+        """The pending purges of `versions` of `package` (by `package_identity`: the package
+        exactly as CodeArtifact names it), by version."""
         ...
 
     def pending_purges(self, query: PurgeQuery) -> PurgePage:

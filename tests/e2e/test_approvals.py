@@ -237,7 +237,7 @@ def test_expired_rejected_and_cancelled_requests_never_run(
     assert gateway.approvals is not None
     assert gateway.approvals.expire_due() == 1
     for request_id, state in (
-        (expiring, "REQUEST_NOT_PENDING"),
+        (expiring, "REQUEST_EXPIRED"),
         (rejected, "REQUEST_NOT_PENDING"),
         (cancelled, "REQUEST_NOT_PENDING"),
     ):
@@ -416,3 +416,29 @@ def test_auto_execute_runs_a_request_once_approved(
             "/pkggov.internal.Approvals/ExecuteDeletionRequest",
         )
         assert desk.execute_approved() == 0  # executed: nothing left to run
+
+
+def test_a_vote_written_into_the_database_does_not_count(
+    gateway: Gateway,
+    codeartifact: Any,  # noqa: F811
+) -> None:
+    """A vote row no audit event recorded (someone with write access to the database made
+    it up) is caught: the request is neither approved nor run."""
+    publish(codeartifact, "1.0.0", "1.1.0")
+    request_id = open_request(gateway, "1.0.0")
+    path = gateway.settings.audit.store.removeprefix("sqlite:")
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO deletion_request_votes (request_id, person, approver, approve, groups, "
+            "reason, voted_at, event_id, seq) VALUES (?, 'mallory', 'mallory', 1, "
+            "'[\"release-admins\"]', 'trust me', '2026-12-06T12:00:00.000000Z', ?, 1)",
+            (request_id, "00000000-0000-4000-8000-000000000000"),
+        )
+    tampered = failure(
+        lambda: approvals(gateway, "alice").ExecuteDeletionRequest(
+            pb.ExecuteDeletionRequestRequest(id=request_id)
+        )
+    )
+    assert (tampered.code, tampered.reason) == (grpc.StatusCode.DATA_LOSS, "PLAN_TAMPERED")
+    assert "vote of mallory" in tampered.message
+    assert status_of(codeartifact, "1.0.0") == "Published"

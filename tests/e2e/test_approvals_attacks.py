@@ -242,7 +242,7 @@ def test_a_plan_changed_outside_after_approval_runs_nothing(
         after.closed_audit_event_id,
     )
     event = audit_event(gateway, changed.metadata["audit_event_id"])
-    assert ("failed", "PLAN_CHANGED", ["outcome"]) == (
+    assert ("denied", "PLAN_CHANGED", ["outcome"]) == (
         event.decision,
         event.reason,
         [e.kind for e in event.entries],  # no intent: nothing was about to be sent

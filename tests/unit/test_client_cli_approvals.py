@@ -736,8 +736,17 @@ def test_help_documents_the_approvals_commands(capsys: pytest.CaptureFixture[str
     listing = help_of("approvals", "list")
     for option in ("--state", "--requester PRINCIPAL", "--page-size N", "--all", "--as NAME"):
         assert option in listing
-    assert "--reason TEXT ID" in help_of("approvals", "approve")
+    assert "--reason TEXT [--plan-hash SHA256] ID" in help_of("approvals", "approve")
     assert "why (required" in help_of("approvals", "reject")
     assert "why (optional" in help_of("approvals", "cancel")
     assert "3 some not" in help_of("approvals", "execute")
     assert "--json" in help_of("approvals", "show")
+
+
+def test_approve_sends_the_plan_hash_reviewed(fake: FakeGateway, target: str) -> None:
+    fake.deletion_requests[_ID] = _request()
+    assert 0 == _run(target, "approve", _ID, "--reason", "ok", "--plan-hash", _HASH.upper())
+    sent = fake.approval_calls[-1].request
+    assert isinstance(sent, pb.ApproveDeletionRequestRequest)
+    assert _HASH == sent.plan_hash
+    assert 2 == _run(target, "approve", _ID, "--reason", "ok", "--plan-hash", "abc")

@@ -379,8 +379,13 @@ class _Steps(FakeCodeArtifact):
     def hold_until_recorded(self, held: AbstractContextManager[None]) -> None:
         self._held.enter_context(held)
 
+    intent = None
+
     def will_approve(self, effects: ApprovalEffects, **recorded: Any) -> None:
         self._step("approvals")
+
+    def on_intent(self, effects: ApprovalEffects, guard: RequestGuard) -> None:
+        self._step("claim")
 
     def received(self, request: Mapping[str, Any]) -> None:
         self._step("received")

@@ -5,7 +5,6 @@ Errors are mapped by the edge (api.status); the desk enforces the rules (service
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import datetime
 
@@ -16,16 +15,17 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.convert import FORMATS, STATUSES, to_delete_response
 from pkggov_gateway.api.interceptors import governed
+from pkggov_gateway.api.servicer import caller_deadline, filters_digest
 from pkggov_gateway.domain.approvals import (
     DeletionRequestQuery,
     DeletionRequestRecord,
     RequestState,
 )
-from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import FieldViolation, InvalidRequestError
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.page_token import PageTokens
-from pkggov_gateway.service.approvals import ApprovalDesk
+from pkggov_gateway.service.approvals import ApprovalDesk, reason_violations
 from pkggov_gateway.service.governed_call import GovernedCall
 
 __all__ = ["ApprovalServicer", "to_deletion_request"]
@@ -57,8 +57,10 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         *,
         default_deadline: float,
         max_deadline: float,
+        drain: DrainSignal,
     ) -> None:
         self._desk = desk
+        self._drain = drain
         self._tokens = PageTokens(page_token_key)
         self._default_deadline = default_deadline
         self._max_deadline = max_deadline
@@ -90,13 +92,14 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
     ) -> pb.ApproveDeletionRequestResponse:
         """Approve, with a reason."""
         principal, call = _caller(context)
+        _check(request.id, request.reason, required=True, plan_hash=request.plan_hash)
         record = self._desk.vote(
             principal,
-            _request_id(request.id),
+            request.id.lower(),
             request.reason,
             call,
             approve=True,
-            plan_hash=_plan_hash(request.plan_hash),
+            plan_hash=request.plan_hash,
         )
         return pb.ApproveDeletionRequestResponse(deletion_request=to_deletion_request(record))
 
@@ -105,9 +108,8 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
     ) -> pb.RejectDeletionRequestResponse:
         """Reject, with a reason."""
         principal, call = _caller(context)
-        record = self._desk.vote(
-            principal, _request_id(request.id), request.reason, call, approve=False
-        )
+        _check(request.id, request.reason, required=True)
+        record = self._desk.vote(principal, request.id.lower(), request.reason, call, approve=False)
         return pb.RejectDeletionRequestResponse(deletion_request=to_deletion_request(record))
 
     def CancelDeletionRequest(  # noqa: N802 - the generated method name
@@ -115,7 +117,8 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
     ) -> pb.CancelDeletionRequestResponse:
         """Cancel (the requester only)."""
         principal, call = _caller(context)
-        record = self._desk.cancel(principal, _request_id(request.id), request.reason, call)
+        _check(request.id, request.reason, required=False)
+        record = self._desk.cancel(principal, request.id.lower(), request.reason, call)
         return pb.CancelDeletionRequestResponse(deletion_request=to_deletion_request(record))
 
     def ExecuteDeletionRequest(  # noqa: N802 - the generated method name
@@ -126,15 +129,14 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         outcome, record = self._desk.execute(
             principal, _request_id(request.id), self._deadline(context), call
         )
+        result = to_delete_response(outcome)
+        result.audit_event_id = call.event_id
         return pb.ExecuteDeletionRequestResponse(
-            result=to_delete_response(outcome), deletion_request=to_deletion_request(record)
+            result=result, deletion_request=to_deletion_request(record)
         )
 
     def _deadline(self, context: grpc.ServicerContext) -> Deadline:
-        remaining = context.time_remaining()
-        if remaining is None or remaining > 86_400.0:
-            return Deadline.after(self._default_deadline)
-        return Deadline.after(min(remaining, self._max_deadline))
+        return caller_deadline(context, self._default_deadline, self._max_deadline, self._drain)
 
 
 def _caller(context: grpc.ServicerContext) -> tuple[Principal, GovernedCall]:
@@ -144,25 +146,33 @@ def _caller(context: grpc.ServicerContext) -> tuple[Principal, GovernedCall]:
     return edge.principal, edge.call
 
 
-def _request_id(text: str) -> str:
+def _id_violations(text: str) -> list[FieldViolation]:
     if not text:
-        raise InvalidRequestError([FieldViolation("id", "is required")])
+        return [FieldViolation("id", "is required")]
     if _UUID.fullmatch(text) is None:
-        raise InvalidRequestError(
-            [FieldViolation("id", "must be a deletion request id (a UUID, 8-4-4-4-12 hex)")]
-        )
+        return [FieldViolation("id", "must be a deletion request id (a UUID, 8-4-4-4-12 hex)")]
+    return []
+
+
+def _request_id(text: str) -> str:
+    violations = _id_violations(text)
+    if violations:
+        raise InvalidRequestError(violations)
     return text.lower()
 
 
-_HASH = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def _plan_hash(text: str) -> str:
-    if text and _HASH.fullmatch(text) is None:
-        raise InvalidRequestError(
-            [FieldViolation("plan_hash", "must be a SHA-256 in hex (64 characters), or empty")]
+def _check(request_id: str, reason: str, *, required: bool, plan_hash: str = "") -> None:
+    """Every bad field of a vote or cancellation, named at once."""
+    violations = _id_violations(request_id) + reason_violations(reason, required=required)
+    if plan_hash and _HASH.fullmatch(plan_hash) is None:
+        violations.append(
+            FieldViolation("plan_hash", "must be a SHA-256 in hex (64 characters), or empty")
         )
-    return text
+    if violations:
+        raise InvalidRequestError(violations)
+
+
+_HASH = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def _filters(request: pb.ListDeletionRequestsRequest) -> str:
@@ -170,7 +180,7 @@ def _filters(request: pb.ListDeletionRequestsRequest) -> str:
     copy.CopyFrom(request)
     copy.ClearField("page_token")
     copy.ClearField("page_size")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
+    return filters_digest(copy)
 
 
 def _query(request: pb.ListDeletionRequestsRequest, tokens: PageTokens) -> DeletionRequestQuery:

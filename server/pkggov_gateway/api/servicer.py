@@ -37,7 +37,7 @@ from pkggov_gateway.service.audit_reads import AuditReads
 from pkggov_gateway.service.delete_versions import DeletePackageVersions
 from pkggov_gateway.service.restore_versions import RestorePackageVersions
 
-__all__ = ["AuditServicer", "PackageGovernanceServicer"]
+__all__ = ["AuditServicer", "PackageGovernanceServicer", "caller_deadline", "filters_digest"]
 
 _NO_DEADLINE = 86_400.0
 _DEFAULT_PAGE = 50
@@ -116,15 +116,22 @@ class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
         return response
 
     def _deadline(self, context: grpc.ServicerContext) -> Deadline:
-        """The caller's deadline capped at the maximum, or the default when the caller set none.
+        return caller_deadline(context, self._default_deadline, self._max_deadline, self._drain)
 
-        grpc reports "no deadline" as a remaining time of many years; anything beyond a day
-        is taken as no deadline.
-        """
-        remaining = context.time_remaining()
-        if remaining is None or remaining > _NO_DEADLINE:
-            return Deadline.after(self._default_deadline, self._drain)
-        return Deadline.after(min(remaining, self._max_deadline), self._drain)
+
+def caller_deadline(
+    context: grpc.ServicerContext, default: float, most: float, drain: DrainSignal
+) -> Deadline:
+    """The caller's deadline capped at `most`, or `default` when the caller set none; it ends
+    early when the gateway drains.
+
+    grpc reports "no deadline" as a remaining time of many years; anything beyond a day is
+    taken as no deadline.
+    """
+    remaining = context.time_remaining()
+    if remaining is None or remaining > _NO_DEADLINE:
+        return Deadline.after(default, drain)
+    return Deadline.after(min(remaining, most), drain)
 
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -257,7 +264,16 @@ def _filters(request: Message) -> str:
     copy.CopyFrom(request)
     copy.ClearField("page_token")
     copy.ClearField("page_size")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
+    return filters_digest(copy)
+
+
+def filters_digest(filters: Message) -> str:
+    """What a page token is bound to: the listing (its request type) and its filters, so a
+    token of one listing is never taken by another."""
+    kind = filters.DESCRIPTOR.full_name.encode()
+    return hashlib.sha256(kind + b"\0" + filters.SerializeToString(deterministic=True)).hexdigest()[
+        :32
+    ]
 
 
 _AUDIT_FILTERS = ("principal", "domain", "repository", "namespace", "package", "version")

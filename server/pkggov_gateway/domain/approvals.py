@@ -25,6 +25,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from pkggov_gateway.domain.errors import (
+    AlreadyVotedError,
+    PkggovError,
+    RequestExpiredError,
+    RequestNotPendingError,
+)
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, PackageState, VersionStatus
 
 __all__ = [
@@ -295,6 +301,37 @@ class RequestGuard:
     states: tuple[RequestState, ...]
     now: datetime
     voter: str | None = None
+    expired_ok: bool = False
+    """Accept a pending request past its expiry (the step that records the expiry)."""
+
+    def refusal(self, state: str, expires_at: datetime, *, voted: bool) -> PkggovError | None:
+        """Why the guard refuses a request found in `state` (its stored value) that expires
+        at `expires_at`, whose voter has (`voted`) or has not voted on it; None: it may
+        proceed. The one verdict of every store."""
+        request_id = self.request_id
+        allowed = [str(s) for s in self.states]  # a StrEnum's str is its value
+        expired = RequestExpiredError(
+            f"deletion request {request_id} expired at {expires_at.isoformat()}: it can never run",
+            request_id,
+        )
+        if state == RequestState.EXPIRED.value and state not in allowed:
+            return expired
+        if state not in allowed:
+            return RequestNotPendingError(
+                f"deletion request {request_id} is {state}, not "
+                f"{' or '.join(allowed) or 'any'}: this step cannot be taken on it",
+                request_id,
+            )
+        late = expires_at <= self.now
+        if state == RequestState.PENDING.value and late and not self.expired_ok:
+            return expired
+        if voted:
+            return AlreadyVotedError(
+                f"{self.voter} has already voted on deletion request {request_id}: "
+                "one person counts once",
+                request_id,
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ cast at different replicas count once each and two executions run once.
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -39,11 +40,12 @@ from pkggov_gateway.domain.approvals import (
     plan_digest,
 )
 from pkggov_gateway.domain.audit import EntryKind, format_time
-from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
     AlreadyVotedError,
     ApprovalRequiredError,
     AuditUnavailableError,
+    DeletionRequestError,
     DeletionRequestNotFoundError,
     DeniedVersion,
     FieldViolation,
@@ -70,7 +72,13 @@ from pkggov_gateway.ports import AuditStore, PolicyEngine, RequestStore
 from pkggov_gateway.service.audit import Auditor
 from pkggov_gateway.service.delete_versions import CallJournal, DeletePackageVersions
 
-__all__ = ["AUTO_EXECUTE_METHOD", "EXPIRE_METHOD", "ApprovalDesk", "ApprovalRules"]
+__all__ = [
+    "AUTO_EXECUTE_METHOD",
+    "EXPIRE_METHOD",
+    "ApprovalDesk",
+    "ApprovalRules",
+    "reason_violations",
+]
 
 EXPIRE_METHOD = "/pkggov.internal.Approvals/ExpireDeletionRequest"
 """The method the expiry sweep's audit events name (no client can call it)."""
@@ -79,7 +87,12 @@ AUTO_EXECUTE_METHOD = "/pkggov.internal.Approvals/ExecuteDeletionRequest"
 
 _SWEEPER = Principal("pkggov:approvals", AuthMethod.INTERNAL, "internal")
 _MAX_REASON = 1024
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Characters a reason must not hold: C0 (but tab and newline), DEL, C1, bidi overrides."""
 _OPEN = (RequestState.PENDING,)
+_RUNNABLE = (RequestState.PENDING, RequestState.EXECUTING)
+"""An execution that sent nothing closes a pending request; one that did, the request its
+intent claimed (moved to executing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +119,10 @@ class ApprovalDesk:
         settings: ApprovalRules,
         *,
         status_of: Callable[[BaseException], RecordedStatus] | None = None,
+        drain: DrainSignal | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._drain = drain
         self._status_of = status_of or (lambda error: RecordedStatus("INTERNAL", "", str(error)))
         self._tried: dict[str, int] = {}
         """Per pending request, the counted approvals when it was last run automatically."""
@@ -305,15 +320,31 @@ class ApprovalDesk:
         run = _ApprovedRun(self, request_id)
         # The call's record names what it deletes, as a delete's does (for reconciliation).
         journal.received({**_request_json(record.plan), "deletion_request_id": request_id})
-        outcome = self._delete.execute(
-            _raw_request(record.plan), principal, deadline, journal, approved=run
-        )
+        try:
+            outcome = self._delete.execute(
+                _raw_request(record.plan), principal, deadline, journal, approved=run
+            )
+        except Exception as error:
+            if journal.intent is not None:  # claimed, then failed: it may be run again
+                journal.will_approve(
+                    ApprovalEffects(
+                        transitions=(
+                            Transition(
+                                request_id,
+                                (RequestState.EXECUTING,),
+                                RequestState.PENDING,
+                                f"execution failed: {error}",
+                            ),
+                        )
+                    )
+                )
+            raise
         # The outcome, which closes the request, is committed once the answer is made: the
         # answer shows the request as that commit leaves it.
         executed = replace(
             self._record(request_id),
             state=RequestState.EXECUTED,
-            closed_reason=_executed_reason(record),
+            closed_reason=_executed_reason(record, principal.id),
             closed_event_id=journal.event_id,
         )
         return outcome, executed
@@ -332,6 +363,8 @@ class ApprovalDesk:
         page = self._requests.deletion_requests(
             DeletionRequestQuery(state=RequestState.PENDING, limit=limit)
         )
+        pending = {record.request_id for record in page.requests}
+        self._tried = {k: v for k, v in self._tried.items() if k in pending}
         ran = 0
         for record in page.requests:
             approvals = len(record.approvers())
@@ -347,7 +380,7 @@ class ApprovalDesk:
         call = self._auditor.begin(AUTO_EXECUTE_METHOD, str(uuid.uuid4()), "internal")
         call.identified(principal)
         call.received({"deletion_request_id": record.request_id, "automatic": True})
-        deadline = Deadline.after(self._settings.execute_seconds)
+        deadline = Deadline.after(self._settings.execute_seconds, self._drain)
         try:
             outcome, _ = self.execute(principal, record.request_id, deadline, call)
         except Exception as error:  # noqa: BLE001 - recorded; tried again after a new vote
@@ -366,26 +399,32 @@ class ApprovalDesk:
         event by pkggov:approvals); how many."""
         now = self._clock()
         expired = self._requests.expired_requests(now, limit)
+        done = 0
         for record in expired:
             call = self._auditor.begin(EXPIRE_METHOD, str(uuid.uuid4()), "internal")
             call.identified(_SWEEPER)
             call.received({"deletion_request_id": record.request_id})
-            call.will_approve(
-                ApprovalEffects(
-                    transitions=(
-                        Transition(
-                            record.request_id,
-                            _OPEN,
-                            RequestState.EXPIRED,
-                            f"expired at {format_time(record.expires_at)}",
+            try:  # one replica records it: the others' guards find it expired already
+                call.commit(
+                    ApprovalEffects(
+                        transitions=(
+                            Transition(
+                                record.request_id,
+                                _OPEN,
+                                RequestState.EXPIRED,
+                                f"expired at {format_time(record.expires_at)}",
+                            ),
                         ),
+                        notify=(self._event("expired", record, _SWEEPER),),
                     ),
-                    notify=(self._event("expired", record, _SWEEPER),),
-                ),
-                deletion_request={"id": record.request_id, "to": RequestState.EXPIRED.value},
-            )
+                    RequestGuard(record.request_id, _OPEN, now, expired_ok=True),
+                    deletion_request={"id": record.request_id, "to": RequestState.EXPIRED.value},
+                )
+            except DeletionRequestError:
+                continue  # nothing was written
             call.succeeded({"deletion_request_id": record.request_id, "state": "expired"})
-        return len(expired)
+            done += 1
+        return done
 
     # --- used by the delete use case while executing ---------------------------------------
 
@@ -396,17 +435,42 @@ class ApprovalDesk:
         self._check_integrity(record)
         return record
 
+    def claim(self, record: DeletionRequestRecord, journal: CallJournal) -> None:
+        """The execution's intent moves the request from pending to executing, refused if a
+        rejection, cancellation or another execution got there first (under the chain's
+        lock): from then on no vote or cancellation can change it."""
+        journal.on_intent(
+            ApprovalEffects(
+                transitions=(
+                    Transition(
+                        record.request_id,
+                        _OPEN,
+                        RequestState.EXECUTING,
+                        f"being executed by {record.requester}",
+                    ),
+                )
+            ),
+            RequestGuard(record.request_id, _OPEN, self._clock()),
+        )
+
     def executed(
-        self, record: DeletionRequestRecord, outcome: DeleteOutcome, journal: CallJournal
+        self,
+        record: DeletionRequestRecord,
+        outcome: DeleteOutcome,
+        journal: CallJournal,
+        by: Principal,
     ) -> None:
-        """The plan ran: the outcome closes the request and notifies."""
+        """The plan ran (executed by `by`): the outcome closes the request and notifies."""
         approvers = [v.approver for v in record.approvers()]
         principal = Principal(record.requester, AuthMethod.INTERNAL, "")
         journal.will_approve(
             ApprovalEffects(
                 transitions=(
                     Transition(
-                        record.request_id, _OPEN, RequestState.EXECUTED, _executed_reason(record)
+                        record.request_id,
+                        _RUNNABLE,
+                        RequestState.EXECUTED,
+                        _executed_reason(record, by.id),
                     ),
                 ),
                 notify=(
@@ -445,6 +509,14 @@ class ApprovalDesk:
             )
 
     def _check_open(self, record: DeletionRequestRecord, now: datetime) -> None:
+        if record.state is RequestState.EXPIRED or (
+            record.state is RequestState.PENDING and record.expires_at <= now
+        ):
+            raise RequestExpiredError(
+                f"deletion request {record.request_id} expired at "
+                f"{format_time(record.expires_at)}: it can never run",
+                record.request_id,
+            )
         if record.state is not RequestState.PENDING:
             raise RequestNotPendingError(
                 f"deletion request {record.request_id} is {record.state.value}"
@@ -452,16 +524,11 @@ class ApprovalDesk:
                 + ": it can no longer change",
                 record.request_id,
             )
-        if record.expires_at <= now:
-            raise RequestExpiredError(
-                f"deletion request {record.request_id} expired at "
-                f"{format_time(record.expires_at)}: it can never run",
-                record.request_id,
-            )
 
     def _check_integrity(self, record: DeletionRequestRecord) -> None:
-        """The stored plan hashes to the hash stored with it and to the one the audit chain
-        recorded when the request was created."""
+        """The stored request is the one the audit chain recorded: its plan hashes to the hash
+        stored with it and recorded when it was created (with its requester and expiry), and
+        every vote is the one its own audit event recorded."""
         stored = record.stored_plan
         recorded = self._recorded_hash(record)
         if (
@@ -475,6 +542,31 @@ class ApprovalDesk:
                 "the gateway and will not be approved or run",
                 record.request_id,
             )
+        for vote in record.votes:
+            if not self._vote_recorded(record, vote):
+                raise PlanTamperedError(
+                    f"the vote of {vote.approver} on deletion request {record.request_id} is not "
+                    "the one the audit chain recorded: the stored votes were changed outside the "
+                    "gateway, and the request will not be approved or run",
+                    record.request_id,
+                )
+
+    def _vote_recorded(self, record: DeletionRequestRecord, vote: Vote) -> bool:
+        """True when the vote's audit event recorded this vote, by this principal."""
+        event = self._audit.event(vote.event_id)
+        if event is None:
+            return False
+        intent = event.entry(EntryKind.INTENT)
+        if intent is None:
+            return False
+        cast = intent.body.get("vote") or {}
+        principal = (intent.body.get("principal") or {}).get("id")
+        return (
+            cast.get("deletion_request_id"),
+            cast.get("approve"),
+            cast.get("person"),
+            principal,
+        ) == (record.request_id, vote.approve, vote.person, vote.approver)
 
     def _recorded_hash(self, record: DeletionRequestRecord) -> str | None:
         """The plan hash the audit chain recorded when the request was created, if the
@@ -489,7 +581,10 @@ class ApprovalDesk:
         summary = outcome.body.get("deletion_request") or {}
         principal = (outcome.body.get("principal") or {}).get("id")
         recorded = (summary.get("id"), summary.get("requester_person"), principal)
-        if recorded != (record.request_id, record.requester_person, record.requester):
+        expires = summary.get("expires")
+        if recorded != (record.request_id, record.requester_person, record.requester) or (
+            expires != format_time(record.expires_at)
+        ):
             return None
         found = summary.get("plan_hash")
         return str(found) if found else None
@@ -525,9 +620,16 @@ class _ApprovedRun:
         return self.desk.load_for_run(self.request_id)
 
     def executed(
-        self, record: DeletionRequestRecord, outcome: DeleteOutcome, journal: CallJournal
+        self,
+        record: DeletionRequestRecord,
+        outcome: DeleteOutcome,
+        journal: CallJournal,
+        by: Principal,
     ) -> None:
-        self.desk.executed(record, outcome, journal)
+        self.desk.executed(record, outcome, journal, by)
+
+    def claim(self, record: DeletionRequestRecord, journal: CallJournal) -> None:
+        self.desk.claim(record, journal)
 
 
 def _plan_of(
@@ -606,6 +708,7 @@ def _summary(record: DeletionRequestRecord) -> dict[str, Any]:
         "id": record.request_id,
         "plan_hash": record.plan_hash,
         "requester_person": record.requester_person,
+        "expires": format_time(record.expires_at),
         "package": {
             "domain": package.domain,
             "repository": package.repository,
@@ -618,24 +721,36 @@ def _summary(record: DeletionRequestRecord) -> dict[str, Any]:
     }
 
 
-def _executed_reason(record: DeletionRequestRecord) -> str:
+def _executed_reason(record: DeletionRequestRecord, by: str) -> str:
     approvers = ", ".join(v.approver for v in record.approvers())
-    return f"executed by {record.requester}, approved by {approvers}"
+    return f"executed by {by}, approved by {approvers}"
 
 
 def _with_vote(record: DeletionRequestRecord, vote: Vote) -> DeletionRequestRecord:
     return replace(record, votes=(*record.votes, vote))
 
 
-def _check_reason(reason: str, *, required: bool) -> None:
+def reason_violations(reason: str, *, required: bool) -> list[FieldViolation]:
+    """What is wrong with a vote's or cancellation's reason (empty: nothing)."""
     if required and not reason.strip():
-        raise InvalidRequestError([FieldViolation("reason", "is required: say why")])
+        return [FieldViolation("reason", "is required: say why")]
     if len(reason) > _MAX_REASON:
-        raise InvalidRequestError(
-            [FieldViolation("reason", f"must be at most {_MAX_REASON} characters")]
-        )
-    if any(ord(c) < 32 and c not in "\t\n" for c in reason) or "\x7f" in reason:
-        raise InvalidRequestError([FieldViolation("reason", "must not contain control characters")])
+        return [FieldViolation("reason", f"must be at most {_MAX_REASON} characters")]
+    if _UNSAFE.search(reason):
+        return [
+            FieldViolation(
+                "reason",
+                "must not contain control characters or bidirectional overrides (they make a "
+                "reason display as something else)",
+            )
+        ]
+    return []
+
+
+def _check_reason(reason: str, *, required: bool) -> None:
+    violations = reason_violations(reason, required=required)
+    if violations:
+        raise InvalidRequestError(violations)
 
 
 def _denied(

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from pkggov_gateway.domain.approvals import ApprovalEffects, RequestState, Transition
 from pkggov_gateway.domain.audit import (
     AppendGuard,
     NewEntry,
@@ -186,7 +187,9 @@ class Auditor:
             versions=states,
             detail=detail or "the call ended without an outcome (the gateway stopped)",
         )
-        self.store.append(NewEntry(record.body(), effects), durable=True)
+        self.store.append(
+            NewEntry(record.body(), effects, _request_effects(intent, states)), durable=True
+        )
         log.warning(
             "audit.reconciled",
             event_id=intent.entry.event_id,
@@ -210,6 +213,9 @@ def _found(intent: IntentFacts, version: str, state: PackageState) -> str:
     status = state.statuses.get(version)
     if status is None or status is VersionStatus.DELETED:
         return "deleted"
+    method = str((intent.entry.body.get("rpc") or {}).get("method") or "")
+    if status is VersionStatus.DISPOSED and method.endswith("/PurgePackageVersions"):
+        return "deleted"  # a purge whose final step is disposal: done
     planned = intent.decision(version)
     if planned == PlanOutcome.WOULD_ARCHIVE.value and status is VersionStatus.ARCHIVED:
         return "archived"
@@ -255,6 +261,21 @@ def _purge_effects(
             reason = f"reconciled: found restored after the call of event {event_id} ended"
             close.append(PurgeClosure(package, version, PurgeState.RESTORED, reason))
     return PurgeEffects(tuple(schedule), tuple(close))
+
+
+def _request_effects(intent: IntentFacts, states: Mapping[str, str]) -> ApprovalEffects:
+    """An approved request's execution that ended without an outcome: the request its intent
+    claimed is executed if anything it sent took effect, else pending again."""
+    request_id = intent.request.get("deletion_request_id")
+    if not request_id:
+        return ApprovalEffects()
+    applied = any(found in ("deleted", "archived") for found in states.values())
+    to = RequestState.EXECUTED if applied else RequestState.PENDING
+    event_id = intent.entry.event_id
+    reason = f"reconciled: the execution of event {event_id} ended without an outcome"
+    return ApprovalEffects(
+        transitions=(Transition(str(request_id), (RequestState.EXECUTING,), to, reason),)
+    )
 
 
 def _settled_at(intent: IntentFacts, settle_seconds: float) -> datetime | None:

@@ -61,6 +61,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pkggov_gateway.domain.approvals import ApprovalEffects, DeletionRequestRecord, RequestGuard
+from pkggov_gateway.domain.audit import StoredEntry
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
     ApprovalRequiredError,
@@ -171,9 +172,18 @@ class CallJournal(Protocol):
         """What CodeArtifact answered (request ids, versions inferred deleted)."""
         ...
 
+    @property
+    def intent(self) -> StoredEntry | None:
+        """The intent, once committed (None: nothing was sent)."""
+        ...
+
     def will_approve(self, effects: ApprovalEffects, **recorded: Any) -> None:
         """Changes to deletion requests that commit with the outcome, which records
         `recorded` too."""
+        ...
+
+    def on_intent(self, effects: ApprovalEffects, guard: RequestGuard) -> None:
+        """Changes to a deletion request that the intent commits, checked by `guard`."""
         ...
 
     def received(self, request: Mapping[str, Any]) -> None:
@@ -192,10 +202,19 @@ class ApprovedRun(Protocol):
         """The request as it is now, checked again: still pending, not expired, untampered."""
         ...
 
+    def claim(self, record: DeletionRequestRecord, journal: CallJournal) -> None:
+        """Make the intent move the request from pending to executing, refused atomically
+        if it is no longer pending (a rejection or cancellation won the race)."""
+        ...
+
     def executed(
-        self, record: DeletionRequestRecord, outcome: DeleteOutcome, journal: CallJournal
+        self,
+        record: DeletionRequestRecord,
+        outcome: DeleteOutcome,
+        journal: CallJournal,
+        by: Principal,
     ) -> None:
-        """The plan ran: the outcome closes the request."""
+        """The plan ran (executed by `by`): the outcome closes the request."""
         ...
 
 
@@ -393,7 +412,9 @@ class DeletePackageVersions(GovernedChange):
         if denied and not request.allow_partial:
             raise PolicyDeniedError(denied, len(request.versions))
         waiting = [p for p in plan.values() if p.outcome is PlanOutcome.NEEDS_APPROVAL]
-        if waiting:
+        # A partial dry run shows the whole plan, as it does for denied versions; otherwise
+        # a dry run fails as the real call would.
+        if waiting and not (request.validate_only and request.allow_partial):
             ids = tuple(dict.fromkeys(i for p in waiting for i in p.policy_ids))
             if record is not None:  # executed before its approvals satisfy the policy
                 raise ApprovalRequiredError(record.request_id, ids, record.plan_hash, len(waiting))
@@ -401,6 +422,8 @@ class DeletePackageVersions(GovernedChange):
                 raise PolicyDeniedError(denied_in(plan, PlanOutcome.NEEDS_APPROVAL), len(plan))
             raise self._approvals.open_request(principal, request, state, plan, journal)
         forward = [v for v, p in plan.items() if p.outcome in FORWARDED]
+        if journal is not None and forward and record is not None and approved is not None:
+            approved.claim(record, journal)
         if journal is not None and forward:
             groups = policy.groups_of(principal.id)
             if request.validate_only:
@@ -413,7 +436,7 @@ class DeletePackageVersions(GovernedChange):
         if journal is not None:
             journal.delivered(outcome)
             if record is not None and approved is not None:
-                approved.executed(record, outcome, journal)
+                approved.executed(record, outcome, journal, principal)
             if recovery.window is None and not pending:
                 return outcome  # nothing archived, no pending purge closed
             effects = _effects(
@@ -483,7 +506,7 @@ class DeletePackageVersions(GovernedChange):
                     peer=principal.peer,
                     purge_now=request.purge_now,
                     recovery_window=recovery.window is not None,
-                    **_votes(record),
+                    **_votes(record, policy),
                 ),
             )
         )
@@ -643,12 +666,14 @@ def denied_in(
     ]
 
 
-def _votes(record: DeletionRequestRecord | None) -> dict[str, Any]:
-    """The policy context of an approved request's votes (none for an ordinary call)."""
+def _votes(record: DeletionRequestRecord | None, policy: PolicyView) -> dict[str, Any]:
+    """The policy context of an approved request's votes (none for an ordinary call): the
+    approvers' groups as the policy in force puts them, not as they were when they voted (an
+    approver removed from a group since no longer counts for it)."""
     if record is None:
         return {}
     counted = record.approvers()
-    groups = tuple(dict.fromkeys(g for vote in counted for g in vote.groups))
+    groups = tuple(dict.fromkeys(g for vote in counted for g in policy.groups_of(vote.approver)))
     return {"approvals": len(counted), "approver_groups": groups}
 
 

@@ -34,8 +34,10 @@ from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
     ApprovalRequiredError,
     DeletionRequestError,
+    DeletionRequestNotFoundError,
     InvalidRequestError,
     MalformedRequestError,
+    PlanChangedError,
     PolicyDeniedError,
     QuotaExceededError,
     RequestIdConflictError,
@@ -72,11 +74,14 @@ DECISION_BY_ERROR: dict[type[BaseException], Decision] = {
     QuotaExceededError: Decision.DENIED,
     ApprovalRequiredError: Decision.APPROVAL_REQUIRED,
     DeletionRequestError: Decision.DENIED,
+    PlanChangedError: Decision.DENIED,
+    DeletionRequestNotFoundError: Decision.INVALID,
 }
 """The decision an outcome records for a call that ended in this error; any other error is
 ``failed`` (upstream failures, deadlines, shutdown, an unavailable store, bugs)."""
 
 _NOT_RUN = (RequestInProgressError, RequestIdConflictError, RecordedFailure)
+"""Errors of a call that did not run its request: its outcome claims no request_id."""
 
 CHANGING_METHODS = frozenset(
     {
@@ -90,9 +95,8 @@ CHANGING_METHODS = frozenset(
         "ExpireDeletionRequest",
     }
 )
-"""Methods (by their last name part) that change CodeArtifact: an answered call of any other
-method is a read."""
-"""Errors of a call that did not run its request: its outcome claims no request_id."""
+"""Methods (by their last name part) whose answered call changed something (CodeArtifact, a
+pending purge, a deletion request): any other answered call is a read."""
 
 
 def decision_for(error: BaseException) -> Decision:
@@ -128,6 +132,8 @@ class GovernedCall:
         self._replay_of: str | None = None
         self._effects = PurgeEffects()
         self._approvals = ApprovalEffects()
+        self._intent_approvals = ApprovalEffects()
+        self._intent_guard: RequestGuard | None = None
         self._outcome_extra: dict[str, Any] = {}
         self._held = contextlib.ExitStack()
 
@@ -231,9 +237,13 @@ class GovernedCall:
             forward=tuple(versions),
             deadline=self._auditor.now() + timedelta(seconds=max(0.0, deadline.remaining())),
         )
-        guard = AppendGuard(request_id=self.request_id, quota=quota)
+        guard = AppendGuard(
+            request_id=self.request_id, quota=quota, deletion_request=self._intent_guard
+        )
         try:
-            self.intent = self._auditor.append(NewEntry(record.body()), guard=guard)
+            self.intent = self._auditor.append(
+                NewEntry(record.body(), approvals=self._intent_approvals), guard=guard
+            )
         except RequestIdClaimed as duplicate:
             raise RequestInProgressError(
                 self.request_id or "", duplicate.event.event_id
@@ -242,6 +252,12 @@ class GovernedCall:
     def delivered(self, outcome: DeleteOutcome) -> None:
         """What CodeArtifact answered (request ids, versions inferred deleted)."""
         self._delivered = outcome
+
+    def on_intent(self, effects: ApprovalEffects, guard: RequestGuard) -> None:
+        """Changes to a deletion request that the intent (`before_forwarding`) commits,
+        checked by `guard` atomically with it (an approved plan's execution claims it)."""
+        self._intent_approvals = effects
+        self._intent_guard = guard
 
     def will_approve(self, effects: ApprovalEffects, **recorded: Any) -> None:
         """Changes to deletion requests that commit with the outcome, which also records

@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 
 from pkggov_gateway.domain.audit import format_time
-from pkggov_gateway.domain.deadline import Deadline
+from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import (
     AuditUnavailableError,
     PkggovError,
@@ -111,6 +111,7 @@ class PurgeWorker:
         settings: PurgeSettings,
         *,
         status_of: Callable[[BaseException], RecordedStatus],
+        drain: DrainSignal | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
     ) -> None:
@@ -120,6 +121,7 @@ class PurgeWorker:
         self._locks = locks
         self._settings = settings
         self._status_of = status_of
+        self._drain = drain
         self._clock = clock
         self._metrics = metrics or NullMetrics()
         self._principal = Principal(PURGE_WORKER_PRINCIPAL, AuthMethod.INTERNAL, "internal")
@@ -134,6 +136,12 @@ class PurgeWorker:
         for purge in claimed:
             by_package.setdefault(package_identity(purge.package), []).append(purge)
         for purges in by_package.values():
+            # The lease covers the whole batch: a package is started only while its calls can
+            # end before the lease lets another replica take the rest (left leased, they fall
+            # due again when it ends).
+            left = (lease_until - self._clock()).total_seconds()
+            if left < self._settings.deadline_seconds or (self._drain and self._drain.draining):
+                break
             self._purge_package(purges, run)
         self._metrics.purges_done(run.purged, run.cancelled, run.failed)
         self._metrics.purges_pending(self._purges.purge_stats(self._clock()), self._clock())
@@ -141,7 +149,7 @@ class PurgeWorker:
 
     def _purge_package(self, claimed: Sequence[PendingPurge], run: PurgeRun) -> None:
         package = claimed[0].package
-        deadline = Deadline.after(self._settings.deadline_seconds)
+        deadline = Deadline.after(self._settings.deadline_seconds, self._drain)
         try:
             with self._locks.hold(package, deadline):
                 current = self._purges.pending_for(package, [p.version for p in claimed])
@@ -291,14 +299,19 @@ class PurgeWorker:
             return {}
         try:
             state = self._upstream.package_state(
-                package, Deadline.after(self._settings.deadline_seconds)
+                package, Deadline.after(self._settings.deadline_seconds, self._drain)
             )
         except UpstreamNotFoundError:
             state = PackageState({})
         except PkggovError:
             return {}  # the next attempt reads again (and the reconciler)
         reason = "deleted by this purge attempt, whose answer was lost"
-        return {v: reason for v in forward if v not in state.statuses}
+        return {v: reason for v in forward if self._done(v, state)}
+
+    def _done(self, version: str, state: PackageState) -> bool:
+        """True when `state` shows the version purged: gone, or (final step dispose) Disposed."""
+        status = state.statuses.get(version)
+        return status is None or (self._settings.dispose and status is VersionStatus.DISPOSED)
 
     def _unfinished_attempts(
         self, purges: Sequence[PendingPurge], state: PackageState
@@ -306,7 +319,7 @@ class PurgeWorker:
         """For each purge whose version is gone: the event of an earlier attempt of it that
         forwarded it and ended without an outcome (its replica died), by purge id. Such a
         version was purged by that attempt, not deleted outside the gateway."""
-        gone = {p.purge_id for p in purges if p.version not in state.statuses}
+        gone = {p.purge_id for p in purges if self._done(p.version, state)}
         if not gone:
             return {}
         found = {

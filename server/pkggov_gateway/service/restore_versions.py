@@ -62,7 +62,8 @@ from pkggov_gateway.service.delete_versions import (
 __all__ = ["RestorePackageVersions"]
 
 RESTORABLE = frozenset({VersionStatus.PUBLISHED, VersionStatus.UNLISTED, VersionStatus.ARCHIVED})
-"""Statuses UpdatePackageVersionsStatus can move a version back to (not Unfinished)."""
+"""Statuses a restore can move a version back to: UpdatePackageVersionsStatus's targets
+(Published, Unlisted, Archived), never Unfinished."""
 
 _LABELS = {
     PlanOutcome.WOULD_RESTORE: "allowed",
@@ -159,7 +160,7 @@ class RestorePackageVersions(GovernedChange):
                 plan[version] = PlannedVersion(
                     PlanOutcome.NOT_PENDING_PURGE,
                     f"the version was {scheduled.previous_status} before it was archived, and "
-                    "CodeArtifact restores only to Published or Unlisted: its purge stays "
+                    "CodeArtifact cannot move a version back to it: its purge stays "
                     "pending (restore it with the AWS CLI, then it is cancelled)",
                     status=status,
                     is_latest=latest,

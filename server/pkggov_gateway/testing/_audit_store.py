@@ -74,14 +74,11 @@ from pkggov_gateway.domain.audit import (
     replay_verdict,
 )
 from pkggov_gateway.domain.errors import (
-    AlreadyVotedError,
     AuditUnavailableError,
     DeletionRequestNotFoundError,
     PkggovError,
     PlanTamperedError,
     QuotaExceededError,
-    RequestExpiredError,
-    RequestNotPendingError,
 )
 from pkggov_gateway.domain.model import PackageRef
 from pkggov_gateway.domain.package_key import package_identity
@@ -626,32 +623,10 @@ class InMemoryAuditStore:
         row = self._requests.get(guard.request_id)
         if row is None:
             return DeletionRequestNotFoundError(guard.request_id)
-        request_id, state, expires_at = guard.request_id, row.state, row.expires_at
-        allowed = [str(s) for s in guard.states]
-        if state == RequestState.EXPIRED.value and state not in allowed:
-            return RequestExpiredError(
-                f"deletion request {request_id} expired at {expires_at}: it can never run",
-                request_id,
-            )
-        if state not in allowed:
-            return RequestNotPendingError(
-                f"deletion request {request_id} is {state}, not "
-                f"{' or '.join(allowed) or 'any'}: this step cannot be taken on it",
-                request_id,
-            )
-        if state == RequestState.PENDING.value and expires_at <= format_time(guard.now):
-            return RequestExpiredError(
-                f"deletion request {request_id} expired at {expires_at}: it can never run",
-                request_id,
-            )
         voter = guard.voter
-        if voter is not None and any(v.person == voter for v in self._votes.get(request_id, ())):
-            return AlreadyVotedError(
-                f"{voter} has already voted on deletion request {request_id}: "
-                "one person counts once",
-                request_id,
-            )
-        return None
+        votes = self._votes.get(guard.request_id, ())
+        voted = voter is not None and any(v.person == voter for v in votes)
+        return guard.refusal(row.state, parse_time(row.expires_at), voted=voted)
 
     def _apply(self, effects: PurgeEffects, event_id: str, time: str) -> None:
         """An appended entry's effects, as `adapters.sql.purges.apply_effects` applies them."""

@@ -53,12 +53,9 @@ from pkggov_gateway.domain.approvals import (
 )
 from pkggov_gateway.domain.audit import format_time, parse_time
 from pkggov_gateway.domain.errors import (
-    AlreadyVotedError,
     DeletionRequestNotFoundError,
     PkggovError,
     PlanTamperedError,
-    RequestExpiredError,
-    RequestNotPendingError,
 )
 
 if TYPE_CHECKING:
@@ -318,34 +315,9 @@ def refusal(dialect: Dialect, conn: Any, guard: RequestGuard) -> PkggovError | N
 def _verdict(
     guard: RequestGuard, state: str, expires_at: str, *, voted: bool
 ) -> PkggovError | None:
-    """The verdict of `guard` on a request found in `state` (its stored text) that expires at
-    `expires_at` (`format_time` text), on which the guard's voter has (`voted`) or has not
-    voted. Nothing here raises: a guard is checked inside the writer's batch."""
-    request_id = guard.request_id
-    allowed = [str(s) for s in guard.states]  # a StrEnum's str is its value
-    if state == RequestState.EXPIRED.value and state not in allowed:
-        return RequestExpiredError(
-            f"deletion request {request_id} expired at {expires_at}: it can never run",
-            request_id,
-        )
-    if state not in allowed:
-        return RequestNotPendingError(
-            f"deletion request {request_id} is {state}, not {' or '.join(allowed) or 'any'}: "
-            "this step cannot be taken on it",
-            request_id,
-        )
-    if state == RequestState.PENDING.value and expires_at <= format_time(guard.now):
-        return RequestExpiredError(
-            f"deletion request {request_id} expired at {expires_at}: it can never run",
-            request_id,
-        )
-    if voted:
-        return AlreadyVotedError(
-            f"{guard.voter} has already voted on deletion request {request_id}: "
-            "one person counts once",
-            request_id,
-        )
-    return None
+    """`RequestGuard.refusal` on a stored row (nothing here raises: a guard is checked inside
+    the writer's batch)."""
+    return guard.refusal(state, parse_time(expires_at), voted=voted)
 
 
 # --- reads -----------------------------------------------------------------------------------

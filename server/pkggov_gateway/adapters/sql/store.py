@@ -243,7 +243,7 @@ class SqlAuditStore:
     # --- port: PurgeStore -------------------------------------------------------------------
 
     def pending_for(self, package: PackageRef, versions: Sequence[str]) -> dict[str, PendingPurge]:
-        """The pending purges of `versions` of `package` (by `package_key`), by version."""
+        """The pending purges of `versions` of `package` (by `package_identity`), by version."""
         if not versions:
             return {}
         with self._reader() as conn:
