@@ -18,6 +18,7 @@ from pkggov_gateway.adapters.cedar import (
 SHIPPED_IDS = [
     "auditors-may-read-audit",
     "ci-may-delete-dev-prereleases",
+    "github-main-may-delete-dev-unlisted-prereleases",
     "never-delete-latest",
     "never-delete-only-remaining-version",
     "prod-irreversible-needs-release-admin-approval",
@@ -47,7 +48,7 @@ def load_error(files: PolicyFiles) -> PolicyLoadError:
 
 
 def test_shipped_set_loads_with_its_ids_groups_and_members() -> None:
-    """The example set: twelve policies in file order, three groups, the README's principals
+    """The example set: thirteen policies in file order, three groups, the README's principals
     (alice and dave the release admins), each identity form of a person as that person."""
     engine = CedarPolicyEngine(default_policy_files())
     assert SHIPPED_IDS == engine.policy_ids()

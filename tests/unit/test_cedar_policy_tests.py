@@ -224,6 +224,62 @@ def test_approval_cases_votes_and_needs_approval(tmp_path: Path) -> None:
     assert "needs_approval" == results[0].to_dict()["got"]
 
 
+def test_token_principal_cases(tmp_path: Path) -> None:
+    """A workload token's principal: id, issuer, claims (strings, only those given) and claim
+    groups; auth_method token by default. A plain id stays a certificate (mtls)."""
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(
+        "cases:\n"
+        "  - name: main\n"
+        "    principal:\n"
+        "      id: 'github:repo:acme/widgets:ref:refs/heads/main'\n"
+        "      issuer: github\n"
+        "      claims: {repository: acme/widgets, ref: refs/heads/main, repository_id: '42'}\n"
+        "    resource: {repository: dev-x, package: p, version: 1.0.0-rc.1, status: Unlisted}\n"
+        "    expect: allow\n"
+        "    policies: [github-main-may-delete-dev-unlisted-prereleases]\n"
+        "  - name: in ci by its claims\n"
+        "    principal: {id: 'kubernetes:system:serviceaccount:builds:cleanup',\n"
+        "                claims: {namespace: builds}, claim_groups: [ci]}\n"
+        "    groups: []\n"
+        "    resource: {repository: dev-x, package: p, version: 1.0.0-rc.1, status: Archived}\n"
+        "    expect: allow\n"
+        "    policies: [ci-may-delete-dev-prereleases]\n"
+        "  - name: claim groups alone make a token\n"
+        "    action: ReadAuditLog\n"
+        "    principal: {id: 'spiffe:x', claim_groups: [auditors]}\n"
+        "    expect: allow\n"
+        "  - name: an id alone is a certificate\n"
+        "    principal: {id: 'github:repo:acme/widgets:ref:refs/heads/main'}\n"
+        "    resource: {repository: dev-x, package: p, version: 1.0.0-rc.1, status: Unlisted}\n"
+        "    expect: deny\n"
+    )
+    main, ci, reader, plain = load_policy_cases(tests)
+    principal = main.request.principal
+    assert (AuthMethod.TOKEN, "github") == (principal.method, principal.issuer)
+    assert {"repository": "acme/widgets", "ref": "refs/heads/main", "repository_id": "42"} == (
+        principal.attributes
+    )
+    assert () == principal.claim_groups
+    assert (AuthMethod.TOKEN, None, ("ci",)) == (
+        ci.request.principal.method,
+        ci.request.principal.issuer,
+        ci.request.principal.claim_groups,
+    )
+    assert (AuthMethod.TOKEN, ("auditors",)) == (
+        reader.request.principal.method,
+        reader.request.principal.claim_groups,
+    )
+    assert (AuthMethod.MTLS, {}) == (
+        plain.request.principal.method,
+        plain.request.principal.attributes,
+    )
+    results = run_policy_tests(default_policy_files(), tests)
+    assert [("allow", True), ("allow", True), ("allow", True), ("deny", True)] == [
+        (r.got, r.passed) for r in results
+    ]
+
+
 @pytest.mark.parametrize(
     ("case", "line", "message"),
     [
@@ -335,6 +391,43 @@ def test_approval_cases_votes_and_needs_approval(tmp_path: Path) -> None:
             "    context: {justification: x}\n",
             7,
             "unknown key(s) in cases[0].context: justification",
+        ),
+        (
+            "  - name: a\n    principal: {issuer: github}\n    expect: allow\n"
+            "    resource: {repository: r, package: k, version: '1'}\n",
+            3,
+            "cases[0].principal.id: is required",
+        ),
+        (
+            "  - name: a\n    principal: {id: t, issuer: github, audience: x}\n"
+            "    expect: allow\n    resource: {repository: r, package: k, version: '1'}\n",
+            3,
+            "unknown key(s) in cases[0].principal: audience",
+        ),
+        (
+            "  - name: a\n    principal:\n      id: t\n      claims: {actor: octocat}\n"
+            "    expect: allow\n    resource: {repository: r, package: k, version: '1'}\n",
+            5,
+            "unknown key(s) in cases[0].principal.claims: actor",
+        ),
+        (
+            "  - name: a\n    principal:\n      id: t\n      claims: {repository_id: 42}\n"
+            "    expect: allow\n    resource: {repository: r, package: k, version: '1'}\n",
+            5,
+            "cases[0].principal.claims.repository_id: expected a string",
+        ),
+        (
+            "  - name: a\n    principal:\n      id: t\n      claim_groups: [deployers]\n"
+            "    expect: allow\n    resource: {repository: r, package: k, version: '1'}\n",
+            5,
+            "unknown group 'deployers'",
+        ),
+        (
+            "  - name: a\n    principal:\n      id: t\n      issuer: github\n"
+            "    expect: allow\n    resource: {repository: r, package: k, version: '1'}\n"
+            "    context: {auth_method: mtls}\n",
+            5,
+            "cases[0].principal.issuer: is for a workload token (auth_method token), not mtls",
         ),
         ("  -\n", 2, "cases[0].name: is required"),
         ("  - just text\n", 2, "cases[0] must be a mapping"),

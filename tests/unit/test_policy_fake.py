@@ -188,3 +188,27 @@ def test_authorize_approval_and_persons() -> None:
         policy.person_of("alice"),
         policy.person_of("bob"),
     )
+
+
+def test_groups_for_adds_claim_groups() -> None:
+    """groups_for: the id's groups, then its claim groups (with `defined_groups`, only those
+    defined), each once; restore groups count through claim groups too."""
+    worker = Principal(
+        "github:repo:acme/widgets:ref:refs/heads/main",
+        AuthMethod.TOKEN,
+        "ipv4:127.0.0.1:1",
+        issuer="github",
+        claim_groups=("release-admins", "ci", "no-such"),
+    )
+    policy = FakePolicy(groups={worker.id: ("ci",)})
+    assert ("ci", "release-admins", "no-such") == policy.groups_for(worker)
+    assert ("ci",) == policy.groups_of(worker.id)
+    policy = replace(policy, defined_groups=frozenset({"ci", "release-admins"}))
+    assert ("ci", "release-admins") == policy.current().groups_for(worker)
+    policy = FakePolicy(archiver_restores_only=True)
+    batch = replace(
+        request("x", archived("1", "bob"), action=PolicyAction.RESTORE), principal=worker
+    )
+    assert [(True, ("permit",))] == outcomes(policy, batch)
+    stranger = replace(worker, claim_groups=())
+    assert [(False, ("not-the-archiver",))] == outcomes(policy, replace(batch, principal=stranger))

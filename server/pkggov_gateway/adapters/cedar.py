@@ -15,13 +15,21 @@ the approval policies (same input). An approval policy states what satisfies it 
 ``unless`` (e.g. ``context.approver_groups.contains("release-admins")``), so that the same
 set allows the version once the votes are in the context. In every other action, and in every
 other case, an approval policy is an ordinary forbid.
+
+The caller's groups are the entities file's for its id plus, for a workload token, its claim
+groups (`Principal.claim_groups`, put by the identity configuration) that the entities file
+defines; a claim group it does not define is ignored (and refused at load when it is among
+the engine's `claim_groups`: see `cedar_loading`). `groups_for` answers the same groups, for
+what else depends on them (version limits, quotas, a vote's groups). A principal that is not
+the caller (``archived_by``, a request's requester, an approver) is in its entities-file
+groups only.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -30,6 +38,7 @@ import cedarpy
 
 from pkggov_gateway.adapters.cedar_input import (
     APPROVE_ACTION,
+    CLAIM_ATTRIBUTES,
     CONTEXT_ATTRIBUTES,
     DERIVED_RESOURCE_ATTRIBUTES,
     PRINCIPAL_TYPE,
@@ -59,6 +68,7 @@ from pkggov_gateway.domain.policy import PolicyAction, PolicyRequest, VersionDec
 __all__ = [
     "APPROVAL_ANNOTATION",
     "APPROVE_ACTION",
+    "CLAIM_ATTRIBUTES",
     "CONTEXT_ATTRIBUTES",
     "DERIVED_RESOURCE_ATTRIBUTES",
     "PRINCIPAL_TYPE",
@@ -81,12 +91,15 @@ class CedarPolicyEngine:
     """Decides deletions and restores with a Cedar policy set; reloadable without interrupting
     decisions.
 
-    Raises PolicyLoadError from the constructor when the set cannot be loaded.
+    Raises PolicyLoadError from the constructor when the set cannot be loaded. `claim_groups`
+    are the groups the identity configuration may put tokens in by their claims: every set
+    loaded (at start and on reload) must define them.
     """
 
-    def __init__(self, files: PolicyFiles) -> None:
+    def __init__(self, files: PolicyFiles, *, claim_groups: Iterable[str] = ()) -> None:
         self._files = files
-        self._snapshot = load_policy_set(files)
+        self._claim_groups = tuple(dict.fromkeys(claim_groups))
+        self._snapshot = load_policy_set(files, claim_groups=self._claim_groups)
         self._reload_lock = threading.Lock()
         self.last_reload_error: PolicyLoadError | None = None
         """The error of the last reload if it failed (cleared by a good reload)."""
@@ -105,7 +118,7 @@ class CedarPolicyEngine:
         """
         with self._reload_lock:
             try:
-                snapshot = load_policy_set(self._files)
+                snapshot = load_policy_set(self._files, claim_groups=self._claim_groups)
             except PolicyLoadError as err:
                 self.reloads_failed += 1
                 self.last_reload_error = err
@@ -130,6 +143,11 @@ class CedarPolicyEngine:
         """The groups the entities file puts `principal_id` in (empty when none)."""
         return self.current().groups_of(principal_id)
 
+    def groups_for(self, principal: Principal) -> tuple[str, ...]:
+        """The groups policy puts the caller `principal` in: the entities file's for its id,
+        then its claim groups that the entities file defines (each once)."""
+        return self.current().groups_for(principal)
+
     def person_of(self, principal_id: str) -> str:
         """Whom the entities file says `principal_id` belongs to (else the id itself)."""
         return self.current().person_of(principal_id)
@@ -149,10 +167,11 @@ class CedarPolicyEngine:
         its action (DeletePackageVersion or RestorePackageVersion).
 
         `groups` replaces the principal's groups from the entities file (policy tests use
-        it). Allowed decisions carry the permit policies that allowed; denied ones the forbid
-        policies that denied (none: no policy permits), plus any policy that failed to
-        evaluate, whose error is in `errors`. A deletion denied only by approval policies,
-        and allowed without them, has `needs_approval` (see the module's doc).
+        it); its defined claim groups are added either way. Allowed decisions carry the
+        permit policies that allowed; denied ones the forbid policies that denied (none: no
+        policy permits), plus any policy that failed to evaluate, whose error is in `errors`.
+        A deletion denied only by approval policies, and allowed without them, has
+        `needs_approval` (see the module's doc).
         """
         return _decide(self._snapshot, request, groups)
 
@@ -174,8 +193,9 @@ class CedarPolicyEngine:
         """Decide whether `principal` may vote on a deletion request (action
         ApproveDeletionRequest, resource Pkggov::DeletionRequest named by the request id).
 
-        `groups` replaces the principal's groups (policy tests use it). The decision's
-        `version` is the request id.
+        `groups` replaces the principal's groups from the entities file (policy tests use
+        it; its defined claim groups are added either way). The decision's `version` is the
+        request id.
         """
         return _authorize_approval(self._snapshot, principal, request, now, reason, groups=groups)
 
@@ -190,6 +210,10 @@ class PinnedPolicy:
     def groups_of(self, principal_id: str) -> tuple[str, ...]:
         """The groups this set's entities put `principal_id` in."""
         return self._snapshot.members.get(principal_id, ())
+
+    def groups_for(self, principal: Principal) -> tuple[str, ...]:
+        """The groups this set puts the caller `principal` in (see CedarPolicyEngine)."""
+        return _groups_for(self._snapshot, principal, None)
 
     def person_of(self, principal_id: str) -> str:
         """Whom this set's entities say `principal_id` belongs to (else the id itself)."""
@@ -214,6 +238,19 @@ class PinnedPolicy:
         return _authorize_approval(self._snapshot, principal, request, now, reason, groups=None)
 
 
+def _groups_for(
+    snapshot: PolicySnapshot, principal: Principal, groups: Sequence[str] | None
+) -> tuple[str, ...]:
+    """The caller's groups: `groups` (default: the entities file's for its id), then its
+    claim groups that the entities file defines, each once."""
+    listed = snapshot.members.get(principal.id, ()) if groups is None else tuple(groups)
+    claimed = principal.claim_groups
+    if not claimed:
+        return listed
+    defined = snapshot.groups
+    return tuple(dict.fromkeys((*listed, *(group for group in claimed if group in defined))))
+
+
 def _authorize_approval(
     snapshot: PolicySnapshot,
     principal: Principal,
@@ -225,8 +262,7 @@ def _authorize_approval(
 ) -> VersionDecision:
     """Decide ApproveDeletionRequest on `request` for `principal`; an error is a deny."""
     facts = request if isinstance(request, RequestFacts) else RequestFacts.of(request)
-    if groups is None:
-        groups = snapshot.members.get(principal.id, ())
+    groups = _groups_for(snapshot, principal, groups)
     query, entities_json = approval_input(
         principal, groups, facts, now, reason, members=snapshot.members
     )
@@ -243,8 +279,7 @@ def _authorize_read(
     snapshot: PolicySnapshot, principal: Principal, now: datetime, groups: Sequence[str] | None
 ) -> VersionDecision:
     """Decide ReadAuditLog on the audit record for `principal`; an error is a deny."""
-    if groups is None:
-        groups = snapshot.members.get(principal.id, ())
+    groups = _groups_for(snapshot, principal, groups)
     request, entities_json = read_input(principal, groups, now)
     try:
         entities = snapshot.base.with_added_json_str(entities_json)
@@ -261,8 +296,7 @@ def _decide(
     versions = request.versions
     if not versions:
         return []
-    if groups is None:
-        groups = snapshot.members.get(request.principal.id, ())
+    groups = _groups_for(snapshot, request.principal, groups)
     cedar_input = version_input(request, groups, snapshot.reads, members=snapshot.members)
     try:
         entities = snapshot.base.with_added_json_str(cedar_input.entities)

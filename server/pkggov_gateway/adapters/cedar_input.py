@@ -2,13 +2,21 @@
 
 A deletion (action DeletePackageVersion) or a restore (RestorePackageVersion) is one Cedar
 batch: one request per version (or per kind of version, see `Reads`), the principal in its
-groups and one resource entity per request; a restore's resource also names the principal
+groups (the caller's: the entities file's and, for a token, its claim groups) and one
+resource entity per request; a restore's resource also names the principal
 that archived it (``archived_by``), which is then in the batch too, in its groups. A read of
 the audit record is one request on the ``Pkggov::AuditLog`` entity. A vote on a deletion
 request (ApproveDeletionRequest) is one request on a ``Pkggov::DeletionRequest`` entity built
 from the request's plan, whose requester is in the batch too, in its groups. Only the
 attributes some policy reads are sent in per-version decisions (reads and votes send all);
 the loader checks with the schema, once, that everything could be (see `cedar_loading`).
+
+The caller's principal entity has ``auth_method`` and, for a workload token (auth_method
+"token"), ``issuer`` (the configured issuer's name) and ``claims``: a record of the token's
+attributes (`Principal.attributes`) whose names are in `CLAIM_ATTRIBUTES`, all Strings, each
+present only when the token has it (an empty record when it has none). A name the schema does
+not declare is never sent: no policy could read it. A principal that is not the caller
+(``archived_by``, a request's ``requester``) has neither, as no token of it is at hand.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any
 
 from pkggov_gateway.adapters.cedar_entities import GROUP_TYPE
 from pkggov_gateway.domain.approvals import DeletionRequestRecord
-from pkggov_gateway.domain.identity import Principal
+from pkggov_gateway.domain.identity import AuthMethod, Principal
 from pkggov_gateway.domain.model import PackageRef
 from pkggov_gateway.domain.policy import PolicyAction, PolicyRequest
 from pkggov_gateway.domain.versions import is_prerelease
@@ -30,9 +38,11 @@ __all__ = [
     "ALL_READS",
     "APPROVAL_CONTEXT_ATTRIBUTES",
     "APPROVE_ACTION",
+    "CLAIM_ATTRIBUTES",
     "CONTEXT_ATTRIBUTES",
     "CONTEXT_OF",
     "DERIVED_RESOURCE_ATTRIBUTES",
+    "PRINCIPAL_ATTRIBUTES",
     "PRINCIPAL_TYPE",
     "READ_AUDIT_ACTION",
     "REQUEST_ATTRIBUTES",
@@ -47,6 +57,7 @@ __all__ = [
     "approval_input",
     "delete_input",
     "read_input",
+    "token_claims",
     "version_input",
 ]
 
@@ -93,6 +104,33 @@ RESOURCE_ATTRIBUTES = frozenset(
         "archived_by",
     }
 )
+CLAIM_ATTRIBUTES = frozenset(
+    {
+        # GitHub Actions
+        "repository",
+        "repository_id",
+        "repository_owner",
+        "repository_owner_id",
+        "ref",
+        "ref_type",
+        "environment",
+        "workflow_ref",
+        "job_workflow_ref",
+        "runner_environment",
+        "event_name",
+        # Kubernetes service-account tokens (the kubernetes.io claim)
+        "namespace",
+        "service_account",
+        "pod",
+        # SPIFFE JWT-SVIDs
+        "spiffe_id",
+    }
+)
+"""The token attributes pkggov sends in the principal's ``claims`` record (all String): the
+names an issuer's configuration may make attributes of (others would never be sent)."""
+PRINCIPAL_ATTRIBUTES = frozenset({"auth_method", "issuer", "claims"})
+"""The attributes of the caller's Pkggov::Principal (issuer and claims: tokens only)."""
+_TOKEN_ATTRIBUTES = frozenset({"issuer", "claims"})
 RESTORE_RESOURCE_ATTRIBUTES = frozenset({"archived_by"})
 """Attributes sent only in RestorePackageVersion decisions."""
 DERIVED_RESOURCE_ATTRIBUTES = frozenset({"prerelease"})
@@ -109,7 +147,10 @@ CONTEXT_OF: Mapping[PolicyAction, frozenset[str]] = {
 CONTEXT_ATTRIBUTES = frozenset().union(*CONTEXT_OF.values())
 """Every context attribute of some per-version action."""
 SENT = (
-    "pkggov sends Pkggov::Principal {auth_method: String} in Pkggov::Group; "
+    "pkggov sends Pkggov::Principal {auth_method: String, issuer?: String, claims?: "
+    "{repository?, repository_id?, repository_owner?, repository_owner_id?, ref?, ref_type?, "
+    "environment?, workflow_ref?, job_workflow_ref?, runner_environment?, event_name?, "
+    "namespace?, service_account?, pod?, spiffe_id?: String}} in Pkggov::Group; "
     "Pkggov::PackageVersion {domain, domain_owner, repository, format, namespace, package, "
     "version, status: String, prerelease, is_latest: Bool, version_count, "
     "remaining_after_request: Long, published_at?: Long, archived_by?: Principal}; "
@@ -144,7 +185,9 @@ class Reads:
     policy read, as the schema rules out reading an attribute an entity lacks.
 
     `context` holds the names read of every action's context; each request gets those its
-    action has (`CONTEXT_OF`). A policy whose scope names only other actions (ReadAuditLog,
+    action has (`CONTEXT_OF`). `principal` holds the token attributes read (``issuer``,
+    ``claims``: the whole record when a policy reads it at all); ``auth_method`` is always
+    sent. A policy whose scope names only other actions (ReadAuditLog,
     ApproveDeletionRequest) cannot see a per-version decision: what it reads does not count.
     """
 
@@ -152,6 +195,8 @@ class Reads:
     context: frozenset[str]
     resource_identity: bool
     """True when some policy uses the resource entity other than to read an attribute."""
+    principal: frozenset[str] = _TOKEN_ATTRIBUTES
+    """The token attributes of the caller some policy reads (of ``issuer``, ``claims``)."""
 
     @staticmethod
     def of(policies: Iterable[Any]) -> Reads:
@@ -187,7 +232,11 @@ class Reads:
                 resource_identity = True
             walk(policy.get("conditions", []))
         context = CONTEXT_ATTRIBUTES if whole_context else CONTEXT_ATTRIBUTES & names
-        return Reads(RESOURCE_ATTRIBUTES & names, context, resource_identity)
+        # Names are matched wherever read (``resource.archived_by.claims`` too): sending
+        # more than a policy reads is harmless, less never happens.
+        return Reads(
+            RESOURCE_ATTRIBUTES & names, context, resource_identity, _TOKEN_ATTRIBUTES & names
+        )
 
 
 _PER_VERSION_ACTIONS = frozenset(action.value for action in PolicyAction)
@@ -210,7 +259,9 @@ def _may_apply_per_version(policy: Any) -> bool:
     return False
 
 
-ALL_READS = Reads(RESOURCE_ATTRIBUTES, CONTEXT_ATTRIBUTES, resource_identity=True)
+ALL_READS = Reads(
+    RESOURCE_ATTRIBUTES, CONTEXT_ATTRIBUTES, resource_identity=True, principal=_TOKEN_ATTRIBUTES
+)
 """Every attribute, each version its own request: what the schema probe sends."""
 
 
@@ -241,11 +292,36 @@ def _principal_entity(principal_id: str, auth_method: str, groups: Iterable[str]
     }
 
 
+def _caller_entity(
+    principal: Principal, groups: Iterable[str], token_reads: frozenset[str] = _TOKEN_ATTRIBUTES
+) -> dict[str, Any]:
+    """The caller as a Cedar entity, in `groups`; a token's ``issuer`` and ``claims`` too, of
+    those in `token_reads` (see the module's doc)."""
+    entity = _principal_entity(principal.id, principal.method.value, groups)
+    if principal.method is AuthMethod.TOKEN:
+        attrs = entity["attrs"]
+        if principal.issuer is not None and "issuer" in token_reads:
+            attrs["issuer"] = principal.issuer
+        if "claims" in token_reads:
+            attrs["claims"] = token_claims(principal)
+    return entity
+
+
+def token_claims(principal: Principal) -> dict[str, str]:
+    """The ``claims`` record pkggov sends for a token `principal`: its attributes named in
+    `CLAIM_ATTRIBUTES` whose values are strings, in name order."""
+    return {
+        name: value
+        for name, value in sorted(principal.attributes.items())
+        if name in CLAIM_ATTRIBUTES and isinstance(value, str)
+    }
+
+
 def read_input(
     principal: Principal, groups: Iterable[str], now: datetime
 ) -> tuple[dict[str, Any], str]:
     """The Cedar request for `principal` reading the audit record, and its entities as JSON."""
-    principal_entity = _principal_entity(principal.id, principal.method.value, groups)
+    principal_entity = _caller_entity(principal, groups)
     principal_uid = principal_entity["uid"]
     method = principal.method.value
     entities = [principal_entity, {"uid": _AUDIT_LOG, "attrs": {}, "parents": []}]
@@ -268,7 +344,7 @@ def version_input(
     members: Mapping[str, Iterable[str]] | None = None,
 ) -> CedarInput:
     """The Cedar batch deciding `request` for its action, sending only the attributes in
-    `reads`; `groups` are the caller's.
+    `reads`; `groups` are all the caller's (the entities file's and its claim groups).
 
     With `shared` (and when no policy looks at the resource itself), versions whose read
     per-version attributes are equal share one Cedar request; the first of them names it.
@@ -282,7 +358,7 @@ def version_input(
     context = request.context
     action = request.action
     method = principal.method.value
-    principal_entity = _principal_entity(principal.id, method, groups)
+    principal_entity = _caller_entity(principal, groups, reads.principal)
     principal_uid = principal_entity["uid"]
     action_uid = _ACTIONS[action]
     entities: list[dict[str, Any]] = [principal_entity]
@@ -415,7 +491,7 @@ def approval_input(
     as JSON. Every attribute is sent. The requester, unless it is the caller, is in the batch
     in its groups from `members` (principal id -> groups), with auth_method ""."""
     method = principal.method.value
-    principal_entity = _principal_entity(principal.id, method, groups)
+    principal_entity = _caller_entity(principal, groups)
     entities = [principal_entity]
     if request.requester != principal.id:
         requester_groups = (members or {}).get(request.requester, ())

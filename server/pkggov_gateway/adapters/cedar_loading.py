@@ -12,12 +12,18 @@ for people, e.g. ``@approval("one release-admin other than the requester")``) is
 *approval policy*: what it forbids may still be done once approved (see `cedar`). The
 snapshot also holds the set without the approval policies, parsed once, to tell that. A
 ``permit`` cannot be one (an approval cannot forbid less than nothing): a load error.
+
+Claim groups: the identity configuration may put a token's principal in groups by its claims
+(`Principal.claim_groups`). Such a group counts only when the entities file defines it; the
+groups the configuration can name are given to `load_policy_set` as `claim_groups`, and a
+set whose entities file lacks one of them is refused (a load error, so a reload dropping a
+group that tokens are put in keeps the old set in force).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +34,7 @@ import cedarpy
 from pkggov_gateway.adapters.cedar_entities import load_entities
 from pkggov_gateway.adapters.cedar_input import (
     ALL_READS,
+    CLAIM_ATTRIBUTES,
     SENT,
     Reads,
     RequestFacts,
@@ -132,8 +139,12 @@ def _policy_sources(path: Path) -> list[Path]:
     return [path]
 
 
-def load_policy_set(files: PolicyFiles) -> PolicySnapshot:
-    """Read, parse and validate a whole policy set; raise PolicyLoadError on the first fault."""
+def load_policy_set(files: PolicyFiles, *, claim_groups: Iterable[str] = ()) -> PolicySnapshot:
+    """Read, parse and validate a whole policy set; raise PolicyLoadError on the first fault.
+
+    `claim_groups` are the groups the identity configuration may put a token's principal in:
+    the entities file must define each of them.
+    """
     schema_text = _read(files.schema)
     try:
         schema = cedarpy.Schema.from_str(schema_text)
@@ -181,6 +192,15 @@ def load_policy_set(files: PolicyFiles) -> PolicySnapshot:
         except ValueError as err:  # (not expected: the whole set parsed)
             raise PolicyLoadError(files.policies, None, str(err)) from err
     entities_file = load_entities(files.entities)
+    for group in claim_groups:
+        if group not in entities_file.groups:
+            known = ", ".join(entities_file.groups) or "none are defined"
+            raise PolicyLoadError(
+                files.entities,
+                None,
+                f"group {group!r} is not defined, but the identity configuration puts tokens in "
+                f"it by their claims (groups: {known})",
+            )
     try:
         base = cedarpy.Entities.from_json_str(entities_file.cedar_json(), schema)
     except ValueError as err:
@@ -280,8 +300,21 @@ def _validate(
 def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: PolicySnapshot) -> None:
     """Check with the schema what `decide` sends (it then evaluates without the schema)."""
     moment = datetime(2025, 1, 1, tzinfo=UTC)
+    # A token with every claim attribute; one with none; a certificate (neither issuer nor
+    # claims); and principals that are not the caller (archiver, requester): together, every
+    # shape of Principal that is sent.
+    token = Principal(
+        "probe",
+        AuthMethod.TOKEN,
+        "ipv4:127.0.0.1:1",
+        issuer="probe-issuer",
+        attributes=dict.fromkeys(CLAIM_ATTRIBUTES, "probe"),
+        claim_groups=snapshot.groups,
+    )
+    bare_token = Principal("probe", AuthMethod.TOKEN, "ipv4:127.0.0.1:1", issuer="probe-issuer")
+    certificate = Principal("probe", AuthMethod.MTLS, "ipv4:127.0.0.1:1")
     request = PolicyRequest(
-        principal=Principal("probe", AuthMethod.MTLS, "ipv4:127.0.0.1:1"),
+        principal=token,
         package=PackageRef("domain", "repository", PackageFormat.NPM, "package", "scope", "1"),
         versions=(
             VersionFacts("1.0.0", VersionStatus.PUBLISHED, True, moment),
@@ -294,7 +327,7 @@ def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: PolicySnapshot) 
         ),
     )
     restore = PolicyRequest(
-        principal=request.principal,
+        principal=bare_token,
         package=request.package,
         versions=(  # archived by another (in every group), by the caller, not by the gateway
             VersionFacts("1.0.0", VersionStatus.ARCHIVED, False, moment, "probe-archiver"),
@@ -318,13 +351,11 @@ def _probe(schema_path: Path, schema: cedarpy.Schema, snapshot: PolicySnapshot) 
         except ValueError as err:
             message = f"{_NOT_WHAT_IS_SENT}: {err} ({SENT})"
             raise PolicyLoadError(schema_path, None, message) from err
-    single = [read_input(request.principal, snapshot.groups, moment)]
+    single = [read_input(certificate, snapshot.groups, moment)]
     for requester in ("probe", "probe-requester"):  # the voter's own request, another's
         facts = RequestFacts("probe-request", requester, request.package, 2, True, True)
         single.append(
-            approval_input(
-                request.principal, snapshot.groups, facts, moment, "probe", members=members
-            )
+            approval_input(token, snapshot.groups, facts, moment, "probe", members=members)
         )
     for query, query_entities in single:
         try:

@@ -59,6 +59,9 @@ class FakePolicy:
     denied by ``not-an-approver``); None: anyone. `deny_principals` are denied either way."""
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Principal id -> its groups."""
+    defined_groups: frozenset[str] | None = None
+    """The groups that exist, as the entities file defines them: a principal's claim groups
+    count (`groups_for`) only when among them; None: every claim group counts."""
     persons: Mapping[str, str] = field(default_factory=dict)
     """Principal id -> its person (`person_of`; default: the id itself)."""
     published_time: bool = False
@@ -75,6 +78,12 @@ class FakePolicy:
 
     def groups_of(self, principal_id: str) -> tuple[str, ...]:
         return tuple(self.groups.get(principal_id, ()))
+
+    def groups_for(self, principal: Principal) -> tuple[str, ...]:
+        """`groups_of` its id, then its claim groups (those in `defined_groups`), each once."""
+        defined = self.defined_groups
+        claimed = (g for g in principal.claim_groups if defined is None or g in defined)
+        return tuple(dict.fromkeys((*self.groups_of(principal.id), *claimed)))
 
     def person_of(self, principal_id: str) -> str:
         return self.persons.get(principal_id, principal_id)
@@ -120,7 +129,7 @@ class FakePolicy:
                 self.PURGE_NOW_DENIED if skips_window and principal in self.deny_purge_now else None
             )
         restorer = facts.archived_by == principal or bool(
-            self.restore_groups.intersection(self.groups_of(principal))
+            self.restore_groups.intersection(self.groups_for(request.principal))
         )
         return None if restorer or not self.archiver_restores_only else self.NOT_THE_ARCHIVER
 

@@ -47,6 +47,23 @@ gateway uses::
                    version_count: 1, purge_now: true}
         context: {reason: checked the CVE}
         expect: allow
+      - name: a GitHub Actions workflow on main, by its token's claims
+        principal:
+          id: "github:repo:acme/widgets:ref:refs/heads/main"
+          issuer: github                # a workload token: auth_method defaults to token
+          claims: {repository: acme/widgets, ref: refs/heads/main}
+          claim_groups: [ci]            # optional: the groups its claims put it in
+        resource: {repository: dev-shared, package: widgets, version: 1.0.0-rc.1,
+                   status: Unlisted}
+        expect: allow
+
+``principal`` is an id, or a mapping for a workload token: ``id`` (required), ``issuer``
+(the configured issuer's name), ``claims`` (the token's attributes: a mapping of the names the
+schema declares in ``claims``, see `CLAIM_ATTRIBUTES`, to strings; only those given are
+sent) and ``claim_groups`` (the groups its claims put it in, which the entities file must
+define; added to its groups, ``groups`` or the entities file's). With any of these three,
+auth_method defaults to (and must be) ``token``. Claim values are strings (quote numeric ids:
+``repository_id: "123456"``).
 
 ``expect`` is ``allow``, ``deny`` or ``needs_approval`` (denied only by approval policies,
 forbids annotated ``@approval``, and allowed without them: a delete that needs approval).
@@ -80,6 +97,7 @@ from pkggov_gateway.adapters.cedar_entities import Document, read_document
 from pkggov_gateway.adapters.cedar_input import (
     APPROVAL_CONTEXT_ATTRIBUTES,
     APPROVE_ACTION,
+    CLAIM_ATTRIBUTES,
     CONTEXT_OF,
     DERIVED_RESOURCE_ATTRIBUTES,
     READ_AUDIT_ACTION,
@@ -107,6 +125,7 @@ _CASE_KEYS = {
     "expect",
     "policies",
 }
+_PRINCIPAL_KEYS = {"id", "issuer", "claims", "claim_groups"}
 DELETE_ACTION = PolicyAction.DELETE.value
 RESTORE_ACTION = PolicyAction.RESTORE.value
 _ACTIONS = {
@@ -284,6 +303,11 @@ class _Reader:
             raise doc.error(where, f"unknown key(s) in {_label(where)}: {', '.join(unknown)}{hint}")
         self._doc, self._where, self._value = doc, where, value
 
+    @property
+    def where(self) -> tuple[str | int, ...]:
+        """Where this mapping is in the file."""
+        return self._where
+
     def get(self, key: str) -> Any:
         """The raw value at `key` (None when absent)."""
         return self._value.get(key)
@@ -367,12 +391,9 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
     )
     statuses = {status.value: status for status in VersionStatus}
     formats = {fmt.value: fmt for fmt in PackageFormat}
-    methods = {method.value: method for method in AuthMethod}
     peer = context.string("peer", "ipv4:127.0.0.1:50000")
     now = context.moment("now", DEFAULT_NOW) or DEFAULT_NOW
-    principal = Principal(
-        case.string("principal"), context.choice("auth_method", "mtls", methods), peer
-    )
+    principal = _principal(doc, case, context, peer, known_groups)
     package = PackageRef(
         domain=resource.string("domain", "example"),
         repository=resource.string("repository"),
@@ -431,6 +452,48 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
         action,
         approval,
         context.string("reason", ""),
+    )
+
+
+def _principal(
+    doc: Document,
+    case: _Reader,
+    context: _Reader,
+    peer: str,
+    known_groups: tuple[str, ...] | None,
+) -> Principal:
+    """The case's principal: an id, or a mapping of a workload token's id, issuer, claims and
+    claim groups (auth_method from the context; default mtls, or token for a token)."""
+    methods = {method.value: method for method in AuthMethod}
+    raw = case.get("principal")
+    if not isinstance(raw, dict):
+        return Principal(
+            case.string("principal"), context.choice("auth_method", "mtls", methods), peer
+        )
+    where = (*case.where, "principal")
+    fields = _Reader(doc, where, raw, _PRINCIPAL_KEYS)
+    principal_id = fields.string("id")
+    issuer = fields.optional_string("issuer")
+    claims = _Reader(doc, (*where, "claims"), fields.get("claims"), CLAIM_ATTRIBUTES)
+    attributes = {
+        name: claims.string(name) for name in sorted(map(str, fields.get("claims") or {}))
+    }
+    claim_groups = _names(doc, (*where, "claim_groups"), fields.get("claim_groups"), known_groups)
+    token = any(raw.get(key) is not None for key in ("issuer", "claims", "claim_groups"))
+    method = context.choice("auth_method", "token" if token else "mtls", methods)
+    if method is not AuthMethod.TOKEN:
+        for key in ("issuer", "claims", "claim_groups"):
+            if raw.get(key) is not None:
+                raise fields.error(
+                    key, f"is for a workload token (auth_method token), not {method.value}"
+                )
+    return Principal(
+        principal_id,
+        method,
+        peer,
+        issuer=issuer,
+        attributes=attributes,
+        claim_groups=claim_groups or (),
     )
 
 
