@@ -31,6 +31,7 @@ from pkggov_client._model import (
     SuccessfulVersion,
     VersionDecision,
 )
+from pkggov_client._token import TokenError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -54,6 +55,7 @@ __all__ = [
     "ResourceDetail",
     "RestoreResult",
     "SuccessfulVersion",
+    "TokenError",
     "VersionDecision",
     "error_from_rpc_error",
     "pb",

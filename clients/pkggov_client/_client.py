@@ -3,6 +3,7 @@ and AuditService stubs."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -26,6 +27,14 @@ from pkggov_client._model import (
     PackageVersionStatus,
     PendingPurgesPage,
     RestoreResult,
+)
+from pkggov_client._token import (
+    AUTHORIZATION_KEY,
+    FileToken,
+    StaticToken,
+    TokenError,
+    TokenSource,
+    is_loopback_target,
 )
 
 __all__ = ["DEFAULT_TIMEOUT", "PkggovClient", "check_metadata"]
@@ -59,6 +68,19 @@ def check_metadata(metadata: Iterable[tuple[str, str]]) -> tuple[tuple[str, str]
     return pairs
 
 
+def _token_source(
+    token: str | None, token_file: str | os.PathLike[str] | None
+) -> TokenSource | None:
+    """Where the client's bearer token comes from, if it has one."""
+    if token is not None and token_file is not None:
+        raise ValueError("pass token or token_file, not both")
+    if token is not None:
+        return StaticToken(token)
+    if token_file is not None:
+        return FileToken(token_file)
+    return None
+
+
 def _version_list(versions: Iterable[str]) -> list[str]:
     """The versions as a list; TypeError for one string (a collection of characters)."""
     if isinstance(versions, str):
@@ -72,6 +94,16 @@ class PkggovClient:
     `credentials` None means plaintext (an insecure channel); `metadata` is sent with every
     call; `timeout` is the default deadline in seconds. Every method raises
     `pkggov_client.PkggovError` for a non-OK status.
+
+    Workload identity: `token` (a JWT, such as a CI job's OIDC token) or `token_file` (a file
+    holding one, such as a Kubernetes projected service-account token) is sent with every call
+    as ``authorization: Bearer TOKEN``. The file is read when the client is made and again
+    before any call after it changed (it is stat'ed each call; a rotation by symlink swap or
+    rewrite is picked up), with surrounding whitespace stripped. A token travels only over
+    TLS, or in plaintext to a loopback or Unix-socket `target` (development); otherwise, as
+    for a missing, unreadable or empty file, the constructor raises
+    `pkggov_client.TokenError`, as a method does when the file can no longer be read. No
+    message, and no repr, holds the token.
     """
 
     def __init__(
@@ -82,12 +114,33 @@ class PkggovClient:
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float = DEFAULT_TIMEOUT,
         options: Sequence[tuple[str, str | int]] = (),
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         self.target = target
         self.timeout = timeout
         self._metadata = check_metadata(metadata)
+        self._token = _token_source(token, token_file)
+        sends_authorization = any(key == AUTHORIZATION_KEY for key, _ in self._metadata)
+        if self._token is not None and sends_authorization:
+            raise ValueError(
+                f"metadata already holds {AUTHORIZATION_KEY!r}: pass a token, or that "
+                "metadata, not both"
+            )
+        if (
+            (self._token is not None or sends_authorization)
+            and credentials is None
+            and not is_loopback_target(target)
+        ):
+            raise TokenError(
+                f"refusing to send a bearer token in plaintext to {target!r}: pass TLS "
+                "credentials (plaintext is only allowed to a loopback or Unix-socket target, "
+                "for development)"
+            )
+        if self._token is not None:
+            self._token.token()  # a missing, unreadable or empty file fails here, not later
         channel_options = [*_DEFAULT_OPTIONS, *options]
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=channel_options)
@@ -96,6 +149,12 @@ class PkggovClient:
         self._stub = pb.PackageGovernanceServiceStub(self._channel)
         self._audit = pb.AuditServiceStub(self._channel)
         self._approvals = pb.ApprovalServiceStub(self._channel)
+
+    def _call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata of a call: the client's, and its current bearer token, if any."""
+        if self._token is None:
+            return self._metadata
+        return (*self._metadata, (AUTHORIZATION_KEY, f"Bearer {self._token.token()}"))
 
     def close(self) -> None:
         """Close the channel; calls made afterwards fail."""
@@ -175,7 +234,7 @@ class PkggovClient:
             response = self._stub.DeletePackageVersions(
                 request,
                 timeout=self.timeout if timeout is None else timeout,
-                metadata=self._metadata,
+                metadata=self._call_metadata(),
             )
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err
@@ -223,7 +282,7 @@ class PkggovClient:
             response = self._stub.RestorePackageVersions(
                 request,
                 timeout=self.timeout if timeout is None else timeout,
-                metadata=self._metadata,
+                metadata=self._call_metadata(),
             )
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err
@@ -266,7 +325,7 @@ class PkggovClient:
             response: pb.ListPendingPurgesResponse = self._stub.ListPendingPurges(
                 request,
                 timeout=self.timeout if timeout is None else timeout,
-                metadata=self._metadata,
+                metadata=self._call_metadata(),
             )
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err
@@ -280,7 +339,7 @@ class PkggovClient:
             response: pb.ListAuditEventsResponse = self._audit.ListAuditEvents(
                 request,
                 timeout=self.timeout if timeout is None else timeout,
-                metadata=self._metadata,
+                metadata=self._call_metadata(),
             )
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err
@@ -292,7 +351,7 @@ class PkggovClient:
             response: pb.GetAuditEventResponse = self._audit.GetAuditEvent(
                 pb.GetAuditEventRequest(event_id=event_id),
                 timeout=self.timeout if timeout is None else timeout,
-                metadata=self._metadata,
+                metadata=self._call_metadata(),
             )
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err
@@ -309,7 +368,7 @@ class PkggovClient:
             return method(
                 request,
                 timeout=self.timeout if timeout is None else timeout,
-                metadata=self._metadata,
+                metadata=self._call_metadata(),
             )
         except grpc.RpcError as err:
             raise error_from_rpc_error(err) from err

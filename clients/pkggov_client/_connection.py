@@ -1,6 +1,7 @@
 """What every `pkggov` command that calls the gateway shares: the connection and output options
-(where the gateway is, call metadata, TLS files, ``--as``, the deadline, ``--json``), the client
-they open, and how a failed call is reported.
+(where the gateway is, call metadata, TLS files, ``--as``, the deadline, ``--json``), the bearer
+token options (``--token-file``, ``--token-env``, ``$PKGGOV_CLI_TOKEN_FILE``), the client they
+open, and how a failed call is reported.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from pkggov_client._cli_base import (
 from pkggov_client._client import DEFAULT_TIMEOUT, PkggovClient, check_metadata
 from pkggov_client._errors import PkggovError
 from pkggov_client._text import printable
+from pkggov_client._token import AUTHORIZATION_KEY, TokenError, check_token, is_loopback_target
 
 __all__ = [
+    "TOKEN_FILE_ENV",
     "add_principal_header",
+    "add_token",
     "channel_credentials",
     "connect",
     "connection_parser",
@@ -42,6 +46,9 @@ LEGACY_TARGET_ENV = "PKGGOV_TARGET"
 """The older name of TARGET_ENV, still read (the gateway ignores it too)."""
 DEV_PRINCIPAL_KEY = "x-pkggov-principal"
 DEV_PRINCIPAL_KEY_ENV = "PKGGOV_CLI_PRINCIPAL_KEY"
+TOKEN_FILE_ENV = "PKGGOV_CLI_TOKEN_FILE"  # noqa: S105 - a variable's name, not a secret.
+"""The token file used when neither --token-file nor --token-env (nor --as, nor --header
+authorization=...) is given."""
 MAX_TIMEOUT = 86400.0
 """The longest --timeout taken: a day (the gateway caps a call's deadline far lower, at
 server.max_deadline_seconds, 300 by default); gRPC fails a call at once with
@@ -218,17 +225,107 @@ def connection_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             'names, as grpcurl prints it), or {"error": google.rpc.Status} when the call fails'
         ),
     )
+    _add_token_options(parent, environ)
     return parent
 
 
-def connect(args: argparse.Namespace) -> PkggovClient:
-    """A client for the connection options of `args` (UsageError for bad TLS options)."""
-    return PkggovClient(
-        args.target,
-        credentials=channel_credentials(args),
-        metadata=args.headers,
-        timeout=args.timeout,
+def _add_token_options(parent: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """--token-file and --token-env, with the rules of precedence in the group's description."""
+    from_environment = environ.get(TOKEN_FILE_ENV) or None
+    now = f"now {printable(from_environment)}" if from_environment else "now unset"
+    group = parent.add_argument_group(
+        "workload identity (bearer token)",
+        description=(
+            "Call as the workload a signed token names (a JWT: a CI job's OIDC token, a "
+            "Kubernetes service-account token), sent as 'authorization: Bearer TOKEN'. It is "
+            "sent over TLS (--cacert) only, or in plaintext to a loopback --target "
+            "(development). The token comes from --token-file or --token-env (not both); "
+            f"without either, from the file ${TOKEN_FILE_ENV} names ({now}) unless --as or "
+            "--header authorization=... is given. A token given by --token-file or "
+            "--token-env refuses --as and --header authorization=...; a client certificate "
+            "(--cert, --key) may go with it. A file or variable that cannot be read or holds "
+            "no token is a usage error (exit 2); the token is never printed."
+        ),
     )
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "send the token held in FILE (surrounding whitespace is ignored); FILE is read "
+            "again whenever it changes, as when Kubernetes rotates a projected token"
+        ),
+    )
+    group.add_argument(
+        "--token-env",
+        type=text_arg,
+        metavar="NAME",
+        help="send the token held in the environment variable NAME (give its name, not its value)",
+    )
+
+
+def add_token(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, environ: Mapping[str, str]
+) -> None:
+    """Set ``args.token`` (from --token-env) and ``args.token_file`` (from --token-file, or
+    $PKGGOV_CLI_TOKEN_FILE), and exit 2 through `parser` for options that conflict, a variable
+    that holds no token, or a token that would travel in plaintext to another host.
+
+    Call it after `add_principal_header`. The file is not read here (it may be a pipe that can
+    be read only once): `connect` reads it, and raises UsageError when it cannot.
+    """
+    if not hasattr(args, "headers"):  # a command without the connection options
+        return
+    token_file: Path | None = getattr(args, "token_file", None)
+    token_env: str | None = getattr(args, "token_env", None)
+    principal = getattr(args, "as_principal", None)
+    authorization = any(key == AUTHORIZATION_KEY for key, _ in args.headers)
+    if token_file is not None and token_env is not None:
+        parser.error("--token-file and --token-env both give the token; use one")
+    given = "--token-file" if token_file is not None else "--token-env"
+    if token_env is not None or token_file is not None:
+        if principal is not None:
+            parser.error(f"--as (a development principal) and {given} (a token); use one")
+        if authorization:
+            parser.error(f"{given} and --header {AUTHORIZATION_KEY}=... both send a token; use one")
+    elif principal is None and not authorization and environ.get(TOKEN_FILE_ENV):
+        token_file = Path(environ[TOKEN_FILE_ENV])
+        given = f"${TOKEN_FILE_ENV}"
+    token: str | None = None
+    if token_env is not None:
+        value = environ.get(token_env)
+        if value is None:
+            parser.error(f"--token-env {printable(token_env)}: the variable is not set")
+        try:
+            token = check_token(value, f"--token-env {printable(token_env)}: the variable")
+        except TokenError as error:
+            parser.error(str(error))
+    sends_token = token is not None or token_file is not None or authorization
+    if sends_token and args.cacert is None and not is_loopback_target(args.target):
+        what = given if token is not None or token_file is not None else "--header"
+        parser.error(
+            f"refusing to send a bearer token ({what}) in plaintext to "
+            f"{printable(args.target)}: use TLS (--cacert); plaintext is only for a loopback "
+            "--target (development)"
+        )
+    args.token, args.token_file = token, token_file
+
+
+def connect(args: argparse.Namespace) -> PkggovClient:
+    """A client for the connection options of `args` (UsageError for bad TLS options, or a
+    token file that cannot be read or holds no token)."""
+    credentials = channel_credentials(args)
+    try:
+        return PkggovClient(
+            args.target,
+            credentials=credentials,
+            metadata=args.headers,
+            timeout=args.timeout,
+            token=getattr(args, "token", None),
+            token_file=getattr(args, "token_file", None),
+        )
+    except TokenError as error:
+        raise UsageError(str(error)) from error
 
 
 def report_error(

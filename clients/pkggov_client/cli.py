@@ -20,14 +20,21 @@ exits 1 too, and says on stderr which deletion request it recorded and how to ap
 execute it. A reader of stdout that goes away (``pkggov delete ... | head -1``) changes none of
 these.
 
-Environment: ``PKGGOV_CLI_TARGET`` (or the older ``PKGGOV_TARGET``) and
-``PKGGOV_CLI_PRINCIPAL_KEY``; the gateway ignores every ``PKGGOV_CLI_*`` variable, so both can
-be set in the shell that runs it.
+Identity: a bearer token (a CI job's OIDC token, a Kubernetes projected service-account token)
+from ``--token-file FILE`` (read again whenever it changes) or ``--token-env NAME``, sent as
+``authorization: Bearer`` over TLS, or in plaintext to a loopback ``--target`` only; a client
+certificate (``--cert``, ``--key``); or, for a gateway in development mode, ``--as NAME``.
+
+Environment: ``PKGGOV_CLI_TARGET`` (or the older ``PKGGOV_TARGET``), ``PKGGOV_CLI_TOKEN_FILE``
+(the token file when neither --token-file, --token-env, --as nor --header authorization=... is
+given) and ``PKGGOV_CLI_PRINCIPAL_KEY``; the gateway ignores every ``PKGGOV_CLI_*`` variable, so
+they can be set in the shell that runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -50,7 +57,7 @@ from pkggov_client._cli_base import (
 from pkggov_client._client import PkggovClient
 from pkggov_client._connection import (
     add_principal_header,
-    channel_credentials,
+    add_token,
     connect,
     connection_parser,
     principal_arg,
@@ -73,6 +80,7 @@ from pkggov_client._render import (
     restore_hint,
 )
 from pkggov_client._text import printable
+from pkggov_client._token import TokenError
 
 __all__ = [
     "EXIT_OK",
@@ -367,34 +375,30 @@ def _run_versions_call(args: argparse.Namespace, command: str, call: _Call) -> i
     """Run `pkggov delete` or `pkggov restore` (`command`): read the versions, make a request
     id for a real call (printed before the call: a call cut short is the one to retry), call,
     and print the result or the plan; return the exit status."""
-    try:
-        credentials = channel_credentials(args)
-        versions = _versions(args)
-    except UsageError as error:
-        print(f"pkggov {command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    request_id: str | None = args.request_id
-    if request_id is None and not args.dry_run:
-        request_id = str(uuid.uuid4())
-        if not args.json:
-            print(
-                f"request id {request_id} (to retry this call safely: --request-id {request_id})",
-                file=sys.stderr,
-            )
-    try:
-        with PkggovClient(
-            args.target,
-            credentials=credentials,
-            metadata=args.headers,
-            timeout=args.timeout,
-        ) as client:
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(connect(args))
+            versions = _versions(args)
+        except UsageError as error:
+            print(f"pkggov {command}: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        request_id: str | None = args.request_id
+        if request_id is None and not args.dry_run:
+            request_id = str(uuid.uuid4())
+            if not args.json:
+                print(
+                    f"request id {request_id} (to retry this call safely: --request-id "
+                    f"{request_id})",
+                    file=sys.stderr,
+                )
+        try:
             result = call(client, versions, request_id)
-    except PkggovError as err:
-        report_error(err, args, request_id=request_id)
-        hint = approval_required_hint(err)
-        if hint is not None and not args.json:
-            print(hint, file=sys.stderr)
-        return EXIT_RPC_ERROR
+        except PkggovError as err:
+            report_error(err, args, request_id=request_id)
+            hint = approval_required_hint(err)
+            if hint is not None and not args.json:
+                print(hint, file=sys.stderr)
+            return EXIT_RPC_ERROR
     if args.dry_run:
         return _report_plan(result, args, versions, request_id)
     _print_result(result, args, versions, request_id)
@@ -548,10 +552,12 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     Every subcommand's parser sets ``func``, an ``(args) -> int`` handler that `main` calls.
     The status is the command's own even when the reader of stdout has gone (EPIPE).
     """
-    parser = build_parser(os.environ if environ is None else environ)
+    environment = os.environ if environ is None else environ
+    parser = build_parser(environment)
     try:
         args = parser.parse_args(argv)
         add_principal_header(parser, args)
+        add_token(parser, args, environment)
     except SystemExit as exit_:  # argparse exits for --help, --version and usage errors.
         finish_stdout()
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
@@ -561,5 +567,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         status = 130
+    except TokenError as error:  # the token file went away or went bad between two calls
+        print(f"pkggov: error: {error}", file=sys.stderr)
+        status = EXIT_USAGE
     finish_stdout()
     return status

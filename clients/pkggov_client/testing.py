@@ -424,15 +424,22 @@ def add_vote(
 
 @contextlib.contextmanager
 def serve(
-    servicer: pb.PackageGovernanceServiceServicer, *, host: str = "127.0.0.1"
+    servicer: pb.PackageGovernanceServiceServicer,
+    *,
+    host: str = "127.0.0.1",
+    credentials: grpc.ServerCredentials | None = None,
 ) -> Iterator[str]:
     """Run `servicer` on a free port of `host` and yield its target ("host:port"); one that
-    is also an ApprovalService (as `FakeGateway`) serves that too."""
+    is also an ApprovalService (as `FakeGateway`) serves that too. With `credentials` (such as
+    `grpc.ssl_server_credentials`) the port serves TLS, else plaintext."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     pb.add_PackageGovernanceServiceServicer_to_server(servicer, server)
     if isinstance(servicer, pb.ApprovalServiceServicer):
         pb.add_ApprovalServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{host}:0")
+    if credentials is None:
+        port = server.add_insecure_port(f"{host}:0")
+    else:
+        port = server.add_secure_port(f"{host}:0", credentials)
     server.start()
     try:
         yield f"{host}:{port}"
