@@ -32,7 +32,11 @@ $(STAMP): pyproject.toml clients/pyproject.toml emulator/pyproject.toml constrai
 
 venv: $(STAMP) ## Create the virtualenv and install the client, the emulator and the gateway with its dev tools.
 
-run: $(STAMP) ## Start the gateway on its development defaults (emulator with demo data, loopback).
+DEMO_ISSUER := .run/demo-issuer
+
+run: $(STAMP) ## Start the gateway on its development defaults (emulator with demo data, loopback, the demo token issuer).
+	$(BIN)/pkggov-admin token demo-issuer --out $(DEMO_ISSUER)
+	PKGGOV_IDENTITY_TOKENS=accept PKGGOV_IDENTITY_TOKEN_ISSUERS=$(DEMO_ISSUER)/issuers.yaml \
 	$(BIN)/pkggov-gateway --dev
 
 CERTS := .run/certs

@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -194,9 +195,9 @@ class TestPKI:
     not_yet_valid: CertFiles
     other_ca: CertFiles
 
-    def identity_settings(self, **overrides: str) -> IdentitySettings:
+    def identity_settings(self, **overrides: Any) -> IdentitySettings:
         """IdentitySettings for an mTLS server with this PKI's server certificate and CA."""
-        values = {
+        values: dict[str, Any] = {
             "mode": "mtls",
             "server_cert": str(self.server.cert),
             "server_key": str(self.server.key),

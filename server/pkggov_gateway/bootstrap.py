@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ from pkggov_gateway.adapters.package_locks import open_package_locks
 from pkggov_gateway.adapters.rate_limit import RateLimits
 from pkggov_gateway.adapters.sql import SqlAuditStore, open_audit_store, sqlite_path
 from pkggov_gateway.adapters.tls import server_credentials
+from pkggov_gateway.adapters.tokens import TokenAuthenticator
 from pkggov_gateway.adapters.webhooks import WebhookSender
 from pkggov_gateway.api.approvals import ApprovalServicer
 from pkggov_gateway.api.interceptors import recorded_status_of
@@ -49,6 +50,7 @@ from pkggov_gateway.domain.deadline import DrainSignal
 from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.domain.recovery import RecoveryWindow, RecoveryWindows
 from pkggov_gateway.logs import audit_stream
+from pkggov_gateway.ports import Authenticator
 from pkggov_gateway.runtime import Gateway
 from pkggov_gateway.service.approvals import ApprovalDesk, ApprovalRules
 from pkggov_gateway.service.audit import Auditor, QuotaLimits, default_replica
@@ -181,12 +183,13 @@ def policy_files(settings: PolicySettings) -> PolicyFiles:
     )
 
 
-def load_policy(settings: Settings) -> CedarPolicyEngine:
+def load_policy(settings: Settings, *, claim_groups: Iterable[str] = ()) -> CedarPolicyEngine:
     """The policy set the settings name, loaded by the real loader, and checked against the
-    group limits naming its groups. Raises StartupError naming the setting at fault."""
+    group limits naming its groups and the groups tokens' claims can put callers in (each one
+    the entities file must define). Raises StartupError naming the setting at fault."""
     files = policy_files(settings.policy)
     try:
-        policy = CedarPolicyEngine(files)
+        policy = CedarPolicyEngine(files, claim_groups=claim_groups)
     except PolicyLoadError as error:
         setting = {files.schema: "policy.schema", files.entities: "policy.entities"}.get(
             error.path, "policy.policies"
@@ -296,12 +299,22 @@ def _utc_now() -> datetime:
 
 def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gateway:
     """build_gateway's work; what must be released on failure is pushed on `undo`."""
-    policy = load_policy(settings)
+    metrics = PrometheusMetrics()
+    with naming("identity"):
+        authenticator = build_authenticator(settings.identity, metrics=metrics)
+    policy = load_policy(settings, claim_groups=claim_groups_of(authenticator))
     log.info("policy.loaded", policies=policy.policy_ids())
     quota = settings.quota
-    with naming("identity"):
-        authenticator = build_authenticator(settings.identity)
     credentials = credentials_of(settings)
+    if isinstance(authenticator, TokenAuthenticator):
+        # Keys load in the background: while an issuer's endpoint is down the gateway serves,
+        # and that issuer's tokens fail closed until its keys load (each call tries again).
+        authenticator.verifier.prefetch()
+        log.info(
+            "identity.tokens",
+            tokens=settings.identity.tokens,
+            issuers=[issuer.name for issuer in authenticator.verifier.issuers],
+        )
     if settings.identity.mode == "dev":
         log.warning(
             "identity.development_mode",
@@ -321,7 +334,6 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         raise _store_error(settings, error) from error
     undo.callback(audit_store.close)
     log.info("audit.store_opened", store=audit_store.dialect.description)
-    metrics = PrometheusMetrics()
     auditor = Auditor(
         audit_store,
         quotas=QuotaLimits(quota.window_seconds, quota.max_versions, quota.max_versions_per_group),
@@ -454,6 +466,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
                 max_connection_age_grace_seconds=server_settings.max_connection_age_grace_seconds,
             ),
             max_versions=server_settings.max_versions_per_call,
+            max_metadata_bytes=settings.identity.max_token_bytes + 8192,
             auditor=auditor,
             audit_servicer=AuditServicer(reads, audit_store.page_token_key),
             approval_servicer=ApprovalServicer(
@@ -490,7 +503,18 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         purge_worker=purge_worker,
         approvals=desk,
         webhooks=_webhook_sender(settings, audit_store, clock, metrics),
+        token_verifier=(
+            authenticator.verifier if isinstance(authenticator, TokenAuthenticator) else None
+        ),
     )
+
+
+def claim_groups_of(authenticator: Authenticator) -> tuple[str, ...]:
+    """Every group the token issuers' claim rules can put a caller in (none without tokens)."""
+    if not isinstance(authenticator, TokenAuthenticator):
+        return ()
+    issuers = authenticator.verifier.issuers
+    return tuple(dict.fromkeys(rule.group for issuer in issuers for rule in issuer.groups))
 
 
 def _webhook_sender(

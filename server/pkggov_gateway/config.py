@@ -152,6 +152,19 @@ class IdentitySettings:
     trusted_proxies: str = ""
     # Development: the principal is this metadata key's value; loopback listeners only.
     dev_metadata_key: str = "x-pkggov-principal"
+    # Workload identity tokens (OIDC / JWT bearer, adapters.tokens): off; accept (a token or
+    # the mode's own identity, token_precedence deciding when both come); only (a token is
+    # required: TLS without client certificates). Tokens need TLS (mode = mtls), except in
+    # development (mode = dev on loopback), which may accept them beside the dev header.
+    tokens: str = "off"
+    # The issuers file (YAML): each trusted issuer, its keys, audiences, algorithms, claims.
+    token_issuers: str = ""
+    # When a call carries both: which identity wins, "certificate" (the mode's own: the client
+    # certificate, or the dev header) or "token". A token that is sent is always verified.
+    token_precedence: str = "certificate"  # noqa: S105 - a choice, not a secret
+    # Where the token is: the value must be exactly "Bearer <token>".
+    token_metadata_key: str = "authorization"  # noqa: S105 - a metadata key, not a secret
+    max_token_bytes: int = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +336,7 @@ _MOST: dict[tuple[str, str], float] = {
     ("upstream", "chunk_workers"): 10_000,  # threads
     ("upstream", "chunk_parallelism"): 10_000,
     ("upstream", "max_attempts"): 100,
+    ("identity", "max_token_bytes"): 65_536,
     ("upstream", "replicas"): 10_000,
     ("quota", "window_seconds"): 366 * 86_400.0,
     ("recovery", "worker_batch"): 1000,
@@ -337,6 +351,8 @@ _CHOICES = {
     ("logging", "level"): {"debug", "info", "warning", "error"},
     ("logging", "format"): {"auto", "json", "console"},
     ("identity", "mode"): {"mtls", "proxy", "dev"},
+    ("identity", "tokens"): {"off", "accept", "only"},
+    ("identity", "token_precedence"): {"certificate", "token"},
     ("recovery", "final_step"): {"delete", "dispose"},
 }
 
@@ -532,19 +548,19 @@ def _check(settings: Settings) -> None:
             f"identity.mode = dev is allowed only on a loopback listener, not {server.listen!r}"
         )
     if identity.mode == "mtls":
-        missing = [
-            f"identity.{key}"
-            for key in ("server_cert", "server_key", "client_ca")
-            if not getattr(identity, key)
-        ]
+        needed: tuple[str, ...] = ("server_cert", "server_key", "client_ca")
+        if identity.tokens == "only":
+            needed = ("server_cert", "server_key")  # no client certificate is asked for
+        missing = [f"identity.{key}" for key in needed if not getattr(identity, key)]
         if missing:
             raise ConfigError(f"identity.mode = mtls needs {', '.join(missing)}")
     if identity.mode == "proxy" and not identity.trusted_proxies:
         raise ConfigError("identity.mode = proxy needs identity.trusted_proxies")
-    for key in ("proxy_header", "dev_metadata_key"):
+    for key in ("proxy_header", "dev_metadata_key", "token_metadata_key"):
         problem = metadata_key_problem(getattr(identity, key))
         if problem:
             raise ConfigError(f"identity.{key}: {problem}")
+    _check_tokens(identity)
     if upstream.min_call_seconds <= upstream.deadline_margin_seconds:
         raise ConfigError(
             "upstream.min_call_seconds must be greater than upstream.deadline_margin_seconds"
@@ -589,6 +605,36 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             "upstream.access_key_id and upstream.secret_access_key must be set together"
         )
+
+
+def _check_tokens(identity: IdentitySettings) -> None:
+    """The token settings against the mode: tokens need TLS (mtls), or development on loopback.
+    The issuers file itself is read and checked when the gateway is built (adapters.tokens)."""
+    if identity.tokens == "off":
+        return
+    setting = f"identity.tokens = {identity.tokens}"
+    if not identity.token_issuers.strip():
+        raise ConfigError(f"{setting} needs identity.token_issuers (the issuers file)")
+    if identity.mode == "proxy":
+        raise ConfigError(
+            f"{setting} is not supported with identity.mode = proxy: tokens need the gateway's "
+            "own TLS (identity.mode = mtls)"
+        )
+    if identity.mode == "dev" and identity.tokens == "only":
+        raise ConfigError(
+            "identity.tokens = only needs identity.mode = mtls (TLS with the server's "
+            "certificate); in development (identity.mode = dev) use identity.tokens = accept"
+        )
+    if identity.tokens == "only" and identity.client_ca:
+        raise ConfigError(
+            "identity.client_ca is not used with identity.tokens = only (no client certificate "
+            "is asked for); leave it empty, or use identity.tokens = accept"
+        )
+    key = identity.token_metadata_key.lower()
+    others = {"dev_metadata_key": identity.dev_metadata_key, "proxy_header": identity.proxy_header}
+    for name, other in others.items():
+        if key == other.lower():
+            raise ConfigError(f"identity.token_metadata_key must differ from identity.{name}")
 
 
 def _check_webhooks(hooks: WebhookSettings) -> None:

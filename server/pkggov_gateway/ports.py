@@ -150,6 +150,11 @@ class PolicyView(Protocol):
         """The groups the entities file puts `principal_id` in (empty when none)."""
         ...
 
+    def groups_for(self, principal: Principal) -> tuple[str, ...]:
+        """The groups of a caller: the entities file's for its id, and those its token's
+        claims put it in (groups the entities file defines), each once."""
+        ...
+
     def uses_published_time(self) -> bool:
         """True when some policy reads a version's published time (it costs a lookup)."""
         ...
@@ -340,6 +345,16 @@ class Metrics(Protocol):
         message_late)."""
         ...
 
+    def token_checked(self, issuer: str, result: str) -> None:
+        """A bearer token was verified ("ok") or refused (result: why), by the configured
+        issuer's name ("-" when no configured issuer was identified)."""
+        ...
+
+    def jwks_fetched(self, issuer: str, *, ok: bool, keys: int, usable_seconds: float) -> None:
+        """One fetch of an issuer's keys succeeded (ok) or failed; either way `keys` keys are
+        usable for `usable_seconds` more (0 and 0 when none are)."""
+        ...
+
 
 class NullMetrics:
     """Metrics that go nowhere: the default when none are configured (and in unit tests)."""
@@ -378,4 +393,10 @@ class NullMetrics:
         """Ignore."""
 
     def stream_limited(self, reason: str) -> None:
+        """Ignore."""
+
+    def token_checked(self, issuer: str, result: str) -> None:
+        """Ignore."""
+
+    def jwks_fetched(self, issuer: str, *, ok: bool, keys: int, usable_seconds: float) -> None:
         """Ignore."""

@@ -16,7 +16,12 @@ from pathlib import Path
 
 from pkggov_gateway.adapters.identity import build_authenticator
 from pkggov_gateway.adapters.sql import sqlite_path
-from pkggov_gateway.bootstrap import build_emulator, credentials_of, load_policy
+from pkggov_gateway.bootstrap import (
+    build_emulator,
+    claim_groups_of,
+    credentials_of,
+    load_policy,
+)
 from pkggov_gateway.config import Settings
 from pkggov_gateway.netaddr import is_loopback
 from pkggov_gateway.startup import (
@@ -77,7 +82,11 @@ def listeners(settings: Settings) -> list[tuple[str, str]]:
 
 
 def _policy(settings: Settings) -> None:
-    load_policy(settings)
+    try:  # the groups tokens' claims can name must be defined (the identity check names a
+        groups = claim_groups_of(build_authenticator(settings.identity))  # bad issuers file)
+    except (ValueError, OSError):
+        groups = ()
+    load_policy(settings, claim_groups=groups)
 
 
 def _identity(settings: Settings) -> None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pkggov_gateway.adapters.metrics import MetricsServer, PrometheusMetrics
     from pkggov_gateway.adapters.package_locks import LocalPackageLocks, PostgresPackageLocks
     from pkggov_gateway.adapters.sql import SqlAuditStore
+    from pkggov_gateway.adapters.tokens import TokenVerifier
     from pkggov_gateway.adapters.webhooks import WebhookSender
     from pkggov_gateway.api.server import GrpcServer
     from pkggov_gateway.config import Settings
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from pkggov_gateway.service.purge_worker import PurgeWorker
 
 __all__ = ["Gateway"]
+
+JWKS_CHECK_SECONDS = 10.0
+"""How often the token issuers' keys are checked for a refresh (each issuer refreshes past half
+its cache lifetime)."""
 
 log = structlog.get_logger("pkggov.runtime")
 
@@ -66,6 +71,7 @@ class Gateway:
     purge_worker: PurgeWorker | None = None
     approvals: ApprovalDesk | None = None
     webhooks: WebhookSender | None = None
+    token_verifier: TokenVerifier | None = None
     _sender: threading.Thread | None = None
     _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -185,7 +191,16 @@ class Gateway:
         if self.approvals is not None:
             interval = self.settings.approvals.sweep_interval_seconds
             tasks.append(("approvals", interval, self.approvals.sweep))
+        if self.token_verifier is not None:  # keys refreshed before their cache runs out
+            tasks.append(("jwks", JWKS_CHECK_SECONDS, self._check_token_keys))
         return tasks
+
+    def _check_token_keys(self) -> None:
+        """Refresh issuers' keys that are due, and report their state in health."""
+        verifier = self.token_verifier
+        assert verifier is not None  # noqa: S101 - a task only when there is one
+        verifier.refresh_due()
+        self.server.set_token_health(verifier.ready())
 
     def _background(self, tasks: list[tuple[str, float, Callable[[], object]]]) -> None:
         """Run each task at start-up and then every its interval (real time), until stopped

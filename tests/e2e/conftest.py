@@ -24,6 +24,8 @@ from pkggov_emulator import (
 )
 from pkggov_gateway.logs import configure_logging
 from pkggov_gateway.runtime import Gateway
+from pkggov_gateway.tools.demo_issuer import ensure_demo_issuer
+from tests.conftest import REPO
 from tests.e2e.harness import (
     OFF_WORDS,
     GatewayFactory,
@@ -98,8 +100,16 @@ def spawn_gateway(bin_dir: Path, **env_overrides: str) -> Iterator[GatewayProces
     With ``PKGGOV_EMULATOR_ENABLED=false`` in `env_overrides` the gateway embeds no emulator;
     its upstream is ``PKGGOV_UPSTREAM_ENDPOINT_URL`` (also returned as `emulator_url`)."""
     workdir = tempfile.mkdtemp(prefix="pkggov-gateway-")
+    demo: dict[str, str] = {}
+    if "PKGGOV_IDENTITY_MODE" not in env_overrides:  # as `make run`: the demo token issuer
+        ensure_demo_issuer(REPO / ".run" / "demo-issuer")
+        demo = {
+            "PKGGOV_IDENTITY_TOKENS": "accept",
+            "PKGGOV_IDENTITY_TOKEN_ISSUERS": str(REPO / ".run" / "demo-issuer" / "issuers.yaml"),
+        }
     env = {
         **inherited_environ(),  # without the test suite's own switches (PKGGOV_SOAK, ...)
+        **demo,
         "PKGGOV_SERVER_LISTEN": "127.0.0.1:0",
         "PKGGOV_EMULATOR_LISTEN": "127.0.0.1:0",
         "PKGGOV_LOGGING_FORMAT": "json",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def test_server_credentials_from_the_pki(pki: TestPKI) -> None:
 @pytest.mark.parametrize("setting", ["server_cert", "server_key", "client_ca"])
 def test_unset_file_is_named(pki: TestPKI, setting: str) -> None:
     """An empty path fails with the setting's name."""
-    settings = dataclasses.replace(pki.identity_settings(), **{setting: ""})
+    settings = pki.identity_settings(**{setting: ""})
     with pytest.raises(ValueError, match=rf"identity\.{setting} is not set"):
         server_credentials(settings)
 
@@ -35,7 +34,7 @@ def test_unset_file_is_named(pki: TestPKI, setting: str) -> None:
 def test_missing_file_is_named(pki: TestPKI, tmp_path: Path, setting: str) -> None:
     """A path that cannot be read fails with an OSError naming the setting and the path."""
     missing = tmp_path / "nope.pem"
-    settings = dataclasses.replace(pki.identity_settings(), **{setting: str(missing)})
+    settings = pki.identity_settings(**{setting: str(missing)})
     with pytest.raises(
         OSError, match=rf"identity\.{setting}: cannot read {re.escape(str(missing))}"
     ):
@@ -45,7 +44,7 @@ def test_missing_file_is_named(pki: TestPKI, tmp_path: Path, setting: str) -> No
 @pytest.mark.parametrize("setting", ["server_cert", "server_key", "client_ca"])
 def test_directory_instead_of_file_is_named(pki: TestPKI, tmp_path: Path, setting: str) -> None:
     """A directory is unreadable as a file: named too."""
-    settings = dataclasses.replace(pki.identity_settings(), **{setting: str(tmp_path)})
+    settings = pki.identity_settings(**{setting: str(tmp_path)})
     with pytest.raises(
         OSError, match=rf"identity\.{setting}: cannot read {re.escape(str(tmp_path))}"
     ):
@@ -57,7 +56,7 @@ def test_non_pem_file_is_named(pki: TestPKI, tmp_path: Path, setting: str) -> No
     """A file with no PEM in it fails naming the setting and the file."""
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
-    settings = dataclasses.replace(pki.identity_settings(), **{setting: str(junk)})
+    settings = pki.identity_settings(**{setting: str(junk)})
     with pytest.raises(ValueError, match=rf"identity\.{setting}: {re.escape(str(junk))} holds no"):
         server_credentials(settings)
 
@@ -67,7 +66,7 @@ def test_corrupt_certificate_is_named(pki: TestPKI, tmp_path: Path, setting: str
     """A PEM block that is not a certificate fails naming the setting and the file."""
     bad = tmp_path / "bad.pem"
     bad.write_text("-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n")
-    settings = dataclasses.replace(pki.identity_settings(), **{setting: str(bad)})
+    settings = pki.identity_settings(**{setting: str(bad)})
     with pytest.raises(
         ValueError, match=rf"identity\.{setting}: {re.escape(str(bad))} holds no valid PEM"
     ):

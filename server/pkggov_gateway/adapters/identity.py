@@ -19,6 +19,9 @@ and an unterminated value is refused as malformed.
 
 Certificate verification (chain to the configured CA, validity period) is the TLS handshake's
 job (see `adapters.tls`); `MtlsAuthenticator` only reads the certificate grpc verified.
+
+Workload tokens (``identity.tokens``, `adapters.tokens`) wrap the mode's authenticator (accept)
+or stand alone (only); `build_authenticator` builds either.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ from urllib.parse import unquote, unquote_to_bytes
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from pkggov_gateway.adapters.tokens import TokenAuthenticator, TokenVerifier, load_issuers
 from pkggov_gateway.config import IdentitySettings, metadata_key_problem
 from pkggov_gateway.domain.errors import UnauthenticatedError
 from pkggov_gateway.domain.identity import AuthMethod, Principal
-from pkggov_gateway.ports import Authenticator
+from pkggov_gateway.ports import Authenticator, Metrics
 
 __all__ = [
     "PRINCIPAL_SOURCES",
@@ -208,6 +212,13 @@ class MtlsAuthenticator:
     def facts_cache(self) -> functools._lru_cache_wrapper[CertFacts]:
         """The LRU-cached certificate parser (its ``cache_info()`` shows hits and misses)."""
         return self._facts
+
+    @staticmethod
+    def presented(
+        metadata: Mapping[str, str | bytes], auth_context: Mapping[str, Sequence[bytes]]
+    ) -> bool:
+        """True when the call came with a client certificate (beside a token: who wins)."""
+        return bool(auth_context.get(PEM_CERT_KEY))
 
     def authenticate(
         self,
@@ -432,6 +443,12 @@ class DevAuthenticator:
             raise ValueError(f"identity.dev_metadata_key: {problem}")
         self._key = metadata_key.lower()
 
+    def presented(
+        self, metadata: Mapping[str, str | bytes], auth_context: Mapping[str, Sequence[bytes]]
+    ) -> bool:
+        """True when the call came with the development header (beside a token: who wins)."""
+        return self._key in metadata
+
     def authenticate(
         self,
         metadata: Mapping[str, str | bytes],
@@ -457,8 +474,46 @@ class DevAuthenticator:
         return Principal(id=value, method=AuthMethod.DEV, peer=peer)
 
 
-def build_authenticator(settings: IdentitySettings) -> Authenticator:
-    """The authenticator for ``settings.mode``; ValueError naming the bad setting if any."""
+def build_authenticator(
+    settings: IdentitySettings, *, metrics: Metrics | None = None
+) -> Authenticator:
+    """The authenticator for ``settings.mode`` and ``settings.tokens``; ValueError (or OSError,
+    for an issuers file or CA bundle that cannot be read) naming the bad setting if any.
+
+    With tokens the result is a `TokenAuthenticator` (its ``verifier`` reports the issuers'
+    key states; nothing is fetched until `TokenVerifier.prefetch` or the first token)."""
+    if settings.tokens == "off":
+        return _mode_authenticator(settings)
+    if settings.tokens not in {"accept", "only"}:
+        raise ValueError(f"identity.tokens: expected off, accept or only, got {settings.tokens!r}")
+    if not settings.token_issuers.strip():
+        raise ValueError(f"identity.tokens = {settings.tokens} needs identity.token_issuers")
+    problem = metadata_key_problem(settings.token_metadata_key)
+    if problem:
+        raise ValueError(f"identity.token_metadata_key: {problem}")
+    issuers = load_issuers(settings.token_issuers, allow_files=settings.mode == "dev")
+    try:
+        verifier = TokenVerifier(issuers, max_token_bytes=settings.max_token_bytes, metrics=metrics)
+    except (OSError, ValueError) as error:  # a ca_file that does not load
+        raise ValueError(f"identity.token_issuers: {settings.token_issuers}: {error}") from error
+    if settings.tokens == "only":
+        return TokenAuthenticator(verifier, metadata_key=settings.token_metadata_key)
+    base = _mode_authenticator(settings)
+    if not isinstance(base, MtlsAuthenticator | DevAuthenticator):
+        raise ValueError(
+            f"identity.tokens = accept is not supported with identity.mode = {settings.mode}"
+        )
+    return TokenAuthenticator(
+        verifier,
+        metadata_key=settings.token_metadata_key,
+        base=base,
+        base_presented=base.presented,
+        precedence=settings.token_precedence,
+    )
+
+
+def _mode_authenticator(settings: IdentitySettings) -> Authenticator:
+    """The authenticator of ``settings.mode`` alone."""
     if settings.mode == "mtls":
         return MtlsAuthenticator(parse_sources(settings.principal_sources))
     if settings.mode == "proxy":

@@ -9,7 +9,8 @@ counters, `_seconds` histograms, base units.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from wsgiref.simple_server import WSGIServer
 
@@ -23,6 +24,8 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from pkggov_gateway.domain.recovery import PurgeStats
 
@@ -152,6 +155,33 @@ class PrometheusMetrics:
             "message_late",
         ):
             self._stream_limits.labels(reason)
+        self._tokens = Counter(
+            "pkggov_token_verifications",
+            "Bearer tokens verified (result ok) or refused (result: why), by configured issuer "
+            'name ("-": none identified).',
+            ["issuer", "result"],
+            registry=r,
+        )
+        self._jwks_fetches = Counter(
+            "pkggov_jwks_fetches",
+            "Fetches of an issuer's signing keys (JWKS), by result (ok, failed).",
+            ["issuer", "result"],
+            registry=r,
+        )
+        self._jwks_success = Gauge(
+            "pkggov_jwks_last_success_timestamp_seconds",
+            "When an issuer's keys were last fetched successfully (Unix time).",
+            ["issuer"],
+            registry=r,
+        )
+        self._jwks_failure = Gauge(
+            "pkggov_jwks_last_failure_timestamp_seconds",
+            "When a fetch of an issuer's keys last failed (Unix time).",
+            ["issuer"],
+            registry=r,
+        )
+        self._jwks_state = _JwksState()
+        r.register(self._jwks_state)
 
     def rpc_started(self, method: str) -> None:
         """Count a call in flight."""
@@ -216,6 +246,53 @@ class PrometheusMetrics:
     def stream_limited(self, reason: str) -> None:
         """Count a stream refused or ended, or a unary call ended, by its limits."""
         self._stream_limits.labels(reason).inc()
+
+    def token_checked(self, issuer: str, result: str) -> None:
+        """Count a bearer token verified or refused."""
+        self._tokens.labels(issuer, result).inc()
+
+    def jwks_fetched(self, issuer: str, *, ok: bool, keys: int, usable_seconds: float) -> None:
+        """Count a JWKS fetch, stamp its time, and note the keys usable from now on."""
+        self._jwks_fetches.labels(issuer, "ok" if ok else "failed").inc()
+        (self._jwks_success if ok else self._jwks_failure).labels(issuer).set_to_current_time()
+        self._jwks_state.fetched(issuer, ok=ok, keys=keys, usable_seconds=usable_seconds)
+
+
+class _JwksState(Collector):
+    """`pkggov_jwks_keys` and `pkggov_jwks_age_seconds` by issuer, as of each scrape: keys
+    stop counting when their cache lifetime ends, without another fetch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, tuple[int, float]] = {}  # issuer -> (keys, usable until)
+        self._loaded: dict[str, float] = {}  # issuer -> last successful fetch (monotonic)
+
+    def fetched(self, issuer: str, *, ok: bool, keys: int, usable_seconds: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._keys[issuer] = (keys, now + usable_seconds)
+            if ok:
+                self._loaded[issuer] = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = time.monotonic()
+        keys = GaugeMetricFamily(
+            "pkggov_jwks_keys",
+            "Signing keys of an issuer usable now (0: none loaded, or their cache ended).",
+            labels=["issuer"],
+        )
+        age = GaugeMetricFamily(
+            "pkggov_jwks_age_seconds",
+            "Time since an issuer's keys were last fetched successfully.",
+            labels=["issuer"],
+        )
+        with self._lock:
+            for issuer, (count, until) in sorted(self._keys.items()):
+                keys.add_metric([issuer], count if now < until else 0)
+            for issuer, loaded in sorted(self._loaded.items()):
+                age.add_metric([issuer], now - loaded)
+        yield keys
+        yield age
 
 
 class MetricsServer:

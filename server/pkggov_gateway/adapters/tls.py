@@ -1,10 +1,17 @@
-"""Server TLS for mTLS mode: credentials that require and verify client certificates.
+"""Server TLS for mTLS mode: credentials that require and verify client certificates (or,
+with ``identity.tokens = only``, TLS with the server's certificate alone: callers identify
+with bearer tokens and no client certificate is asked for).
 
 The files are read and checked at start-up (PEM that parses, a key that matches the
 certificate), so a bad path or file fails with the setting's name instead of an opaque grpc
 error at the first handshake. grpc then refuses, during the handshake, every client without a
 certificate, or with one that does not chain to ``identity.client_ca`` or is outside its
 validity period; such calls fail with UNAVAILABLE before any handler runs.
+
+With ``identity.tokens = accept`` client certificates stay required: grpcio's server
+credentials can only require a verified client certificate or not ask for one at all (its
+Python API has no "request, verify if sent"), so a caller with a token alone needs a gateway
+with ``identity.tokens = only``.
 """
 
 from __future__ import annotations
@@ -51,16 +58,19 @@ def _certificates(setting: str, path: str, data: bytes) -> list[x509.Certificate
 
 def server_credentials(settings: IdentitySettings) -> grpc.ServerCredentials:
     """TLS server credentials from ``server_cert``/``server_key``, requiring client
-    certificates that chain to ``client_ca``.
+    certificates that chain to ``client_ca`` (with ``tokens = only``: asking for none, and
+    ``client_ca`` not read).
 
     Raises ValueError or OSError naming the setting and file when one is missing, unreadable,
     not PEM, or when the key does not belong to the certificate.
     """
     cert_pem = read_pem("server_cert", settings.server_cert)
     key_pem = read_pem("server_key", settings.server_key)
-    ca_pem = read_pem("client_ca", settings.client_ca)
+    tokens_only = settings.tokens == "only"
+    ca_pem = None if tokens_only else read_pem("client_ca", settings.client_ca)
     leaf = _certificates("server_cert", settings.server_cert, cert_pem)[0]
-    _certificates("client_ca", settings.client_ca, ca_pem)
+    if ca_pem is not None:
+        _certificates("client_ca", settings.client_ca, ca_pem)
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as error:  # TypeError: the key is encrypted
@@ -76,5 +86,5 @@ def server_credentials(settings: IdentitySettings) -> grpc.ServerCredentials:
             f"identity.server_cert ({settings.server_cert})"
         )
     return grpc.ssl_server_credentials(
-        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=not tokens_only
     )

@@ -29,6 +29,7 @@ __all__ = [
     "AUDIT_SERVICE_NAME",
     "POLICY_HEALTH_NAME",
     "SERVICE_NAME",
+    "TOKENS_HEALTH_NAME",
     "GrpcServer",
     "max_request_bytes",
 ]
@@ -38,6 +39,10 @@ POLICY_HEALTH_NAME = "pkggov.policy"
 
 AUDIT_HEALTH_NAME = "pkggov.audit"
 """Health service name whose status says whether the audit store takes writes."""
+
+TOKENS_HEALTH_NAME = "pkggov.tokens"
+"""Health service name whose status says whether every token issuer's keys are loaded (only
+when tokens are accepted)."""
 
 LIVENESS_HEALTH_NAME = "pkggov.liveness"
 """Health service name that is SERVING while the process runs, whatever the audit store or
@@ -122,6 +127,7 @@ class GrpcServer:
         max_workers: int,
         max_concurrent_rpcs: int,
         max_versions: int,
+        max_metadata_bytes: int = 16_384,
         keepalive: Keepalive | None = None,
         health_listen: str = "",
         auditor: Auditor | None = None,
@@ -142,6 +148,10 @@ class GrpcServer:
             interceptors=[self._streams, RpcEdgeInterceptor(authenticator, auditor, metrics)],
             options=[
                 ("grpc.max_receive_message_length", limit),
+                # Room for a bearer token of identity.max_token_bytes besides the rest: beyond
+                # grpc's 8 KiB default a call would fail before the gateway could name why.
+                ("grpc.max_metadata_size", max_metadata_bytes),
+                ("grpc.absolute_max_metadata_size", max_metadata_bytes),
                 ("grpc.so_reuseport", 0),
                 *(keepalive or Keepalive()).options(),
             ],
@@ -210,6 +220,12 @@ class GrpcServer:
         status = health_pb2.HealthCheckResponse
         for name in ("", *self._names, AUDIT_HEALTH_NAME):
             self.health.set(name, status.SERVING if healthy else status.NOT_SERVING)
+
+    def set_token_health(self, ready: bool) -> None:
+        """Report whether every token issuer has keys (NOT_SERVING under TOKENS_HEALTH_NAME
+        while one's tokens fail closed: its JWKS could not be loaded, or its cache ran out)."""
+        status = health_pb2.HealthCheckResponse
+        self.health.set(TOKENS_HEALTH_NAME, status.SERVING if ready else status.NOT_SERVING)
 
     def set_policy_health(self, healthy: bool) -> None:
         """Report the last policy reload: NOT_SERVING under POLICY_HEALTH_NAME when it failed

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = ["AuthMethod", "Principal"]
@@ -14,6 +15,8 @@ class AuthMethod(StrEnum):
     MTLS = "mtls"
     PROXY = "proxy"
     DEV = "dev"
+    TOKEN = "token"  # noqa: S105 - a way of identifying, not a secret
+    """A signed workload token (OIDC / JWT bearer) from a configured issuer."""
     INTERNAL = "internal"
     """The gateway itself (the purge worker); never a caller's."""
 
@@ -25,3 +28,11 @@ class Principal:
     id: str
     method: AuthMethod
     peer: str
+    issuer: str | None = None
+    """For a token: the configured issuer's name (its ids are ``<issuer>:<subject>``)."""
+    token_id: str | None = None
+    """For a token: its ``jti``, or a SHA-256 prefix of it (never the token itself)."""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """For a token: the claims configured to become Cedar attributes (`claims` record)."""
+    claim_groups: tuple[str, ...] = ()
+    """For a token: the groups its claims put it in (besides the entities file's)."""

@@ -95,13 +95,24 @@ class CallHeader:
             "received": format_time(self.received),
             "replica": self.replica,
             "rpc": {"method": self.method, "request_id": self.rpc_request_id, "peer": self.peer},
-            "principal": (
-                {"id": principal.id, "auth_method": principal.method.value}
-                if principal is not None
-                else None
-            ),
+            "principal": _principal(principal),
             "request": dict(self.request) if self.request is not None else None,
         }
+
+
+def _principal(principal: Principal | None) -> dict[str, Any] | None:
+    """Who called, as recorded: the id and how it was established; for a token also its
+    issuer, its id (`jti`, or a hash: never the token) and the claims that became attributes."""
+    if principal is None:
+        return None
+    recorded: dict[str, Any] = {"id": principal.id, "auth_method": principal.method.value}
+    if principal.issuer is not None:
+        recorded["issuer"] = principal.issuer
+        recorded["token_id"] = principal.token_id
+        recorded["claims"] = dict(principal.attributes)
+        if principal.claim_groups:
+            recorded["claim_groups"] = list(principal.claim_groups)
+    return recorded
 
 
 def _decisions(plan: Mapping[str, PlannedVersion] | None) -> dict[str, Any] | None:

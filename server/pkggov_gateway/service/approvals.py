@@ -246,7 +246,7 @@ class ApprovalDesk:
             approver=principal.id,
             person=person,
             approve=approve,
-            groups=view.groups_of(principal.id),
+            groups=view.groups_for(principal),
             reason=reason,
             at=now,
             event_id=journal.event_id,

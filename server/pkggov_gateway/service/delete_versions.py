@@ -337,7 +337,7 @@ class GovernedChange:
     def _check_version_limit(
         self, request: DeleteRequest, principal: Principal, policy: PolicyView
     ) -> None:
-        groups = policy.groups_of(principal.id)
+        groups = policy.groups_for(principal)
         limits = [
             self._limits.group_max_versions[g]
             for g in groups
@@ -425,7 +425,7 @@ class DeletePackageVersions(GovernedChange):
         if journal is not None and forward and record is not None and approved is not None:
             approved.claim(record, journal)
         if journal is not None and forward:
-            groups = policy.groups_of(principal.id)
+            groups = policy.groups_for(principal)
             if request.validate_only:
                 journal.check_quota(groups, len(forward))
             else:

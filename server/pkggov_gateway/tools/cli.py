@@ -27,6 +27,7 @@ from pkggov_gateway.adapters.cedar import (
 from pkggov_gateway.adapters.sql import open_audit_store
 from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.tools.audit_verify import verify
+from pkggov_gateway.tools.demo_issuer import add_token_commands
 from pkggov_gateway.tools.policy_test import CaseResult, run_policy_tests
 
 __all__ = [
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_policy_commands(commands)
     add_audit_commands(commands)
+    add_token_commands(commands)
     return parser
 
 
