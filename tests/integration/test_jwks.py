@@ -290,3 +290,42 @@ def test_an_issuer_only_ever_uses_its_own_keys(
         with pytest.raises(UnauthenticatedError, match="issuer one has no signing key 'k2'"):
             verifier.verify(mint(k2, claims(iss=one.issuer)), PEER)
         assert 1 == one.jwks_requests()  # the refetch for k2 waits for jwks_refresh_seconds
+
+
+def test_a_jwks_trickled_a_byte_at_a_time_is_cut_off_at_the_fetch_timeout(pki: TestPKI) -> None:
+    """urllib3's timeout bounds each read, not the whole: a server that sends the body one
+    byte at a time, each within the timeout, must still end the fetch at its timeout (it holds
+    every call waiting for that issuer's keys)."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server.cert, pki.server.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            tls.sendall(b"Content-Length: 100000\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    tls.sendall(b" ")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    source = HttpsJwks(
+        jwks_uri=f"https://localhost:{port}/jwks", ca_file=str(pki.ca_pem), timeout_seconds=1.0
+    )
+    try:
+        with pytest.raises(JwksError, match="did not arrive within 1 s"):
+            source.fetch()
+    finally:
+        stop.set()
+        source.close()
+        listener.close()

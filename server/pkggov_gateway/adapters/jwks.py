@@ -59,6 +59,7 @@ __all__ = [
 log = structlog.get_logger("pkggov.tokens")
 
 MAX_JWKS_BYTES: Final = 1024 * 1024
+_CHUNK_BYTES = 64 * 1024
 FETCH_TIMEOUT_SECONDS: Final = 5.0
 """One fetch (discovery or keys), connecting and reading: callers may be waiting for it."""
 _MAX_KID_CHARS: Final = 256
@@ -139,6 +140,7 @@ class HttpsJwks:
         self._jwks_uri = jwks_uri
         self._issuer = discovery_issuer
         self._discovered = ""
+        self._fetch_seconds = timeout_seconds
         context = ssl.create_default_context(cafile=ca_file or None)  # OSError/SSLError: bad file
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._pool = urllib3.PoolManager(
@@ -195,7 +197,7 @@ class HttpsJwks:
             if response.status != 200:
                 redirect = " (a redirect, not followed)" if 300 <= response.status < 400 else ""
                 raise JwksError(f"HTTP {response.status}{redirect} from {url}")
-            data = response.read(MAX_JWKS_BYTES + 1)
+            data = self._read_within(response, url, what)
         except (HTTPError, OSError) as error:
             raise JwksError(f"cannot read {what} from {url}: {error}") from error
         finally:
@@ -203,6 +205,24 @@ class HttpsJwks:
         if len(data) > MAX_JWKS_BYTES:
             raise JwksError(f"{what} at {url} is larger than {MAX_JWKS_BYTES} bytes")
         return _json_object(data, f"{what} at {url}")
+
+    def _read_within(self, response: Any, url: str, what: str) -> bytes:
+        """The body, read in chunks against one wall-clock deadline: urllib3's timeout bounds
+        each socket read, not the whole, so a server trickling a byte at a time would hold the
+        fetch (and every call waiting on it) indefinitely."""
+        deadline = time.monotonic() + self._fetch_seconds
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise JwksError(f"{what} at {url} did not arrive within {self._fetch_seconds:g} s")
+            chunk = response.read1(_CHUNK_BYTES)  # what has arrived, not a full chunk
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_JWKS_BYTES:
+                return b"".join(chunks)  # refused by the caller: larger than allowed
 
     def close(self) -> None:
         """Close the connections."""

@@ -524,7 +524,7 @@ class TokenVerifier:
             attributes={
                 claim: claims[claim]
                 for claim in config.attributes
-                if isinstance(claims.get(claim), str)
+                if _attribute_value(claims.get(claim))
             },
             claim_groups=tuple(dict.fromkeys(g.group for g in config.groups if g.matches(claims))),
         )
@@ -640,6 +640,15 @@ def _check_lifetime(claims: Mapping[str, Any], config: IssuerConfig) -> None:
         )
     if lifetime <= 0:
         raise _RefusedError("claims", f"the issuer {name} token expires before it starts", name)
+
+
+_MAX_ATTRIBUTE_CHARS = 1024
+
+
+def _attribute_value(value: Any) -> bool:
+    """Whether a claim's value becomes an attribute: a printable string of at most 1,024
+    characters (what policy and the audit record can show as it is); others are left out."""
+    return isinstance(value, str) and len(value) <= _MAX_ATTRIBUTE_CHARS and value.isprintable()
 
 
 def _render(config: IssuerConfig, claims: Mapping[str, Any]) -> str:
