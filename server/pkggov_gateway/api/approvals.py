@@ -6,16 +6,25 @@ Errors are mapped by the edge (api.status); the desk enforces the rules (service
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
-from pkggov_gateway.api.convert import FORMATS, STATUSES, to_delete_response
+from pkggov_gateway.api.convert import (
+    FORMAT_NUMBERS,
+    STATUS_NUMBERS,
+    stamp,
+    to_delete_response,
+)
 from pkggov_gateway.api.interceptors import governed
-from pkggov_gateway.api.servicer import caller_deadline, filters_digest
+from pkggov_gateway.api.servicer import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    UUID,
+    caller_deadline,
+    filters_digest,
+)
 from pkggov_gateway.domain.approvals import (
     DeletionRequestQuery,
     DeletionRequestRecord,
@@ -30,7 +39,6 @@ from pkggov_gateway.service.governed_call import GovernedCall
 
 __all__ = ["ApprovalServicer", "to_deletion_request"]
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _STATES = {
     pb.DELETION_REQUEST_STATE_PENDING: RequestState.PENDING,
     pb.DELETION_REQUEST_STATE_EXECUTING: RequestState.EXECUTING,
@@ -40,11 +48,7 @@ _STATES = {
     pb.DELETION_REQUEST_STATE_EXPIRED: RequestState.EXPIRED,
 }
 _STATE_NUMBERS = {state: number for number, state in _STATES.items()}
-_STATUS_NUMBERS = {status: number for number, status in STATUSES.items()}
-_FORMAT_NUMBERS = {fmt: number for number, fmt in FORMATS.items()}
 _TEXT_FILTERS = {"requester": 2048, "domain": 50, "repository": 100, "package": 255}
-_DEFAULT_PAGE = 50
-_MAX_PAGE = 500
 
 
 class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
@@ -149,7 +153,7 @@ def _caller(context: grpc.ServicerContext) -> tuple[Principal, GovernedCall]:
 def _id_violations(text: str) -> list[FieldViolation]:
     if not text:
         return [FieldViolation("id", "is required")]
-    if _UUID.fullmatch(text) is None:
+    if UUID.fullmatch(text) is None:
         return [FieldViolation("id", "must be a deletion request id (a UUID, 8-4-4-4-12 hex)")]
     return []
 
@@ -213,14 +217,8 @@ def _query(request: pb.ListDeletionRequestsRequest, tokens: PageTokens) -> Delet
         repository=request.repository or None,
         package=request.package or None,
         after=after,
-        limit=min(request.page_size or _DEFAULT_PAGE, _MAX_PAGE),
+        limit=min(request.page_size or DEFAULT_PAGE, MAX_PAGE),
     )
-
-
-def _stamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def to_deletion_request(record: DeletionRequestRecord) -> pb.DeletionRequest:
@@ -232,19 +230,19 @@ def to_deletion_request(record: DeletionRequestRecord) -> pb.DeletionRequest:
         id=record.request_id,
         state=_STATE_NUMBERS[record.state],
         requester=record.requester,
-        create_time=_stamp(record.created_at),
-        expire_time=_stamp(record.expires_at),
+        create_time=stamp(record.created_at),
+        expire_time=stamp(record.expires_at),
         domain=package.domain,
         domain_owner=package.domain_owner or "",
         repository=package.repository,
-        format=_FORMAT_NUMBERS[package.format],  # type: ignore[arg-type]
+        format=FORMAT_NUMBERS[package.format],  # type: ignore[arg-type]
         namespace=package.namespace or "",
         package=package.package,
         versions=[
             pb.PlannedVersion(
                 version=item.version,
                 revision=item.revision,
-                status=_STATUS_NUMBERS.get(item.status, 0),  # type: ignore[arg-type]
+                status=STATUS_NUMBERS.get(item.status, 0),  # type: ignore[arg-type]
                 is_latest=item.is_latest,
             )
             for item in plan.versions
@@ -254,7 +252,7 @@ def to_deletion_request(record: DeletionRequestRecord) -> pb.DeletionRequest:
         version_count=plan.version_count,
         justification=plan.justification,
         expected_status=(
-            _STATUS_NUMBERS.get(plan.expected_status, 0) if plan.expected_status else 0  # type: ignore[arg-type]
+            STATUS_NUMBERS.get(plan.expected_status, 0) if plan.expected_status else 0  # type: ignore[arg-type]
         ),
         allow_partial=plan.allow_partial,
         purge_now=plan.purge_now,
@@ -266,7 +264,7 @@ def to_deletion_request(record: DeletionRequestRecord) -> pb.DeletionRequest:
                 approve=vote.approve,
                 groups=list(vote.groups),
                 reason=vote.reason,
-                time=_stamp(vote.at),
+                time=stamp(vote.at),
                 counts=vote.event_id in counted,
                 audit_event_id=vote.event_id,
             )

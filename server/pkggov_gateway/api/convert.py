@@ -77,8 +77,8 @@ def _invert(table: dict[int, _E]) -> dict[_E, int]:
     return {value: key for key, value in table.items()}
 
 
-_STATUS_NUMBERS = _invert(STATUSES)
-_FORMAT_NUMBERS = _invert(FORMATS)
+STATUS_NUMBERS = _invert(STATUSES)
+FORMAT_NUMBERS = _invert(FORMATS)
 
 PLAN_OUTCOMES: dict[PlanOutcome, int] = {
     PlanOutcome.WOULD_DELETE: pb.VERSION_OUTCOME_WOULD_DELETE,
@@ -131,7 +131,7 @@ def from_restore_request(request: pb.RestorePackageVersionsRequest) -> RawDelete
 _R = TypeVar("_R", pb.DeletePackageVersionsResponse, pb.RestorePackageVersionsResponse)
 
 
-def _stamp(moment: datetime) -> timestamp_pb2.Timestamp:
+def stamp(moment: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(moment)
     return stamp
@@ -155,16 +155,16 @@ def to_delete_response(
             decision.outcome = PLAN_OUTCOMES[planned.outcome]  # type: ignore[assignment]
             decision.policy_ids.extend(planned.policy_ids)
             decision.message = planned.message
-            decision.status = _STATUS_NUMBERS.get(planned.status, 0) if planned.status else 0  # type: ignore[assignment]
+            decision.status = STATUS_NUMBERS.get(planned.status, 0) if planned.status else 0  # type: ignore[assignment]
             decision.is_latest = planned.is_latest
             if planned.purge_at is not None:
-                decision.purge_time.CopyFrom(_stamp(planned.purge_at))
+                decision.purge_time.CopyFrom(stamp(planned.purge_at))
     for version, ok in outcome.successful.items():
         entry = response.successful_versions[version]
         entry.revision = ok.revision
-        entry.status = _STATUS_NUMBERS.get(ok.status, 0) if ok.status else 0  # type: ignore[assignment]
+        entry.status = STATUS_NUMBERS.get(ok.status, 0) if ok.status else 0  # type: ignore[assignment]
         if ok.purge_at is not None:
-            entry.purge_time.CopyFrom(_stamp(ok.purge_at))
+            entry.purge_time.CopyFrom(stamp(ok.purge_at))
             entry.restore_method = RESTORE_METHOD
     for version, failure in outcome.failed.items():
         error = response.failed_versions[version]
@@ -180,16 +180,16 @@ def to_pending_purge(purge: PendingPurge) -> pb.PendingPurge:
         domain=package.domain,
         domain_owner=package.domain_owner or "",
         repository=package.repository,
-        format=_FORMAT_NUMBERS[package.format],  # type: ignore[arg-type]
+        format=FORMAT_NUMBERS[package.format],  # type: ignore[arg-type]
         namespace=package.namespace or "",
         package=package.package,
         version=purge.version,
         revision=purge.revision,
-        previous_status=_STATUS_NUMBERS.get(purge.previous_status, 0),  # type: ignore[arg-type]
+        previous_status=STATUS_NUMBERS.get(purge.previous_status, 0),  # type: ignore[arg-type]
         requester=purge.requester,
         archive_event_id=purge.archive_event_id,
-        archive_time=_stamp(purge.archived_at),
-        purge_time=_stamp(purge.due_at),
+        archive_time=stamp(purge.archived_at),
+        purge_time=stamp(purge.due_at),
         attempts=purge.attempts,
         last_error=purge.last_error,
     )

@@ -40,8 +40,8 @@ from pkggov_gateway.service.restore_versions import RestorePackageVersions
 __all__ = ["AuditServicer", "PackageGovernanceServicer", "caller_deadline", "filters_digest"]
 
 _NO_DEADLINE = 86_400.0
-_DEFAULT_PAGE = 50
-_MAX_PAGE = 500
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
 
 
 class PackageGovernanceServicer(pb_grpc.PackageGovernanceServiceServicer):
@@ -134,7 +134,7 @@ def caller_deadline(
     return Deadline.after(min(remaining, most), drain)
 
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 """A UUID in its canonical 8-4-4-4-12 text form (uuid.UUID would also take braces, a urn:
 prefix, missing hyphens and other spellings of one id, which would be different retry keys)."""
 
@@ -159,7 +159,7 @@ def _event_id(event_id: str) -> str:
     """An audit event id (a UUID the gateway made, in lower case); any case is accepted."""
     if not event_id:
         raise InvalidRequestError([FieldViolation("event_id", "is required")])
-    if _UUID.fullmatch(event_id) is None:
+    if UUID.fullmatch(event_id) is None:
         raise InvalidRequestError(
             [FieldViolation("event_id", "must be an audit event id (a UUID, 8-4-4-4-12 hex)")]
         )
@@ -167,7 +167,7 @@ def _event_id(event_id: str) -> str:
 
 
 def _check_request_id(request_id: str) -> None:
-    if _UUID.fullmatch(request_id) is None:
+    if UUID.fullmatch(request_id) is None:
         raise InvalidRequestError(
             [
                 FieldViolation(
@@ -351,7 +351,7 @@ def _query(request: pb.ListAuditEventsRequest, tokens: PageTokens) -> AuditQuery
         violations.append(FieldViolation("end_time", "must not be before start_time"))
     if violations:
         raise InvalidRequestError(violations)
-    size = request.page_size or _DEFAULT_PAGE
+    size = request.page_size or DEFAULT_PAGE
     return AuditQuery(
         principal=request.principal or None,
         domain=request.domain or None,
@@ -365,7 +365,7 @@ def _query(request: pb.ListAuditEventsRequest, tokens: PageTokens) -> AuditQuery
         since=since,
         until=until,
         before_seq=before,
-        limit=min(size, _MAX_PAGE),
+        limit=min(size, MAX_PAGE),
     )
 
 
@@ -396,7 +396,7 @@ def _purge_query(request: pb.ListPendingPurgesRequest, tokens: PageTokens) -> Pu
         requester=request.requester or None,
         due_before=due_before,
         after=after,
-        limit=min(request.page_size or _DEFAULT_PAGE, _MAX_PAGE),
+        limit=min(request.page_size or DEFAULT_PAGE, MAX_PAGE),
     )
 
 

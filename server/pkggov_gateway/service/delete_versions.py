@@ -405,7 +405,7 @@ class DeletePackageVersions(GovernedChange):
         )
         pending = recovery.pending
         plan = self._decide(request, principal, state, policy, recovery, record=record)
-        self._metrics.decisions(Counter(_DECISION_LABELS[p.outcome] for p in plan.values()))
+        self._metrics.decisions(Counter(DECISION_LABELS[p.outcome] for p in plan.values()))
         if journal is not None:
             journal.planned(plan)
         denied = denied_in(plan)
@@ -623,7 +623,7 @@ class DeletePackageVersions(GovernedChange):
         return results
 
 
-_DECISION_LABELS = {
+DECISION_LABELS = {
     PlanOutcome.WOULD_DELETE: "allowed",
     PlanOutcome.WOULD_ARCHIVE: "allowed",
     PlanOutcome.WOULD_RESTORE: "allowed",

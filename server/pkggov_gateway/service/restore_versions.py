@@ -47,6 +47,7 @@ from pkggov_gateway.domain.policy import (
 from pkggov_gateway.domain.recovery import PendingPurge, PurgeClosure, PurgeEffects, PurgeState
 from pkggov_gateway.ports import PolicyView
 from pkggov_gateway.service.delete_versions import (
+    DECISION_LABELS,
     ApprovedRun,
     CallJournal,
     Chunk,
@@ -64,14 +65,6 @@ __all__ = ["RestorePackageVersions"]
 RESTORABLE = frozenset({VersionStatus.PUBLISHED, VersionStatus.UNLISTED, VersionStatus.ARCHIVED})
 """Statuses a restore can move a version back to: UpdatePackageVersionsStatus's targets
 (Published, Unlisted, Archived), never Unfinished."""
-
-_LABELS = {
-    PlanOutcome.WOULD_RESTORE: "allowed",
-    PlanOutcome.NOT_FOUND: "not_found",
-    PlanOutcome.DENIED: "denied",
-    PlanOutcome.NOT_PENDING_PURGE: "not_pending_purge",
-    PlanOutcome.REVISION_MISMATCH: "revision_mismatch",
-}
 
 
 class RestorePackageVersions(GovernedChange):
@@ -92,7 +85,7 @@ class RestorePackageVersions(GovernedChange):
             self._purges.pending_for(request.package, request.versions) if self._purges else {}
         )
         plan = self._decide(request, principal, state, policy, pending)
-        self._metrics.decisions(Counter(_LABELS[p.outcome] for p in plan.values()))
+        self._metrics.decisions(Counter(DECISION_LABELS[p.outcome] for p in plan.values()))
         if journal is not None:
             journal.planned(plan)
         denied = denied_in(plan)
