@@ -34,6 +34,7 @@ from pkggov_gateway.adapters.tls import server_credentials
 from pkggov_gateway.adapters.tokens import TokenAuthenticator
 from pkggov_gateway.adapters.webhooks import WebhookSender
 from pkggov_gateway.api.approvals import ApprovalServicer
+from pkggov_gateway.api.cleanup import CleanupServicer
 from pkggov_gateway.api.interceptors import recorded_status_of
 from pkggov_gateway.api.server import GrpcServer, Keepalive
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
@@ -49,12 +50,15 @@ from pkggov_gateway.config import (
 from pkggov_gateway.domain.deadline import DrainSignal
 from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.domain.recovery import RecoveryWindow, RecoveryWindows
+from pkggov_gateway.domain.retention import rule_from_mapping
 from pkggov_gateway.logs import audit_stream
 from pkggov_gateway.ports import Authenticator
 from pkggov_gateway.runtime import Gateway
 from pkggov_gateway.service.approvals import ApprovalDesk, ApprovalRules
 from pkggov_gateway.service.audit import Auditor, QuotaLimits, default_replica
 from pkggov_gateway.service.audit_reads import AuditReads
+from pkggov_gateway.service.cleanup_jobs import CleanupRunner, JobSettings
+from pkggov_gateway.service.cleanup_plans import CleanupDesk, CleanupLimits, NamedRule
 from pkggov_gateway.service.delete_versions import DeleteLimits, DeletePackageVersions
 from pkggov_gateway.service.purge_worker import PurgeSettings, PurgeWorker
 from pkggov_gateway.service.restore_versions import RestorePackageVersions
@@ -448,6 +452,39 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         clock=clock,
         metrics=metrics,
     )
+    cleanup = settings.cleanup
+    cleanup_desk = CleanupDesk(
+        adapter,
+        use_case,
+        policy,
+        audit_store,
+        audit_store,
+        rules=cleanup_rules(cleanup.rules),
+        limits=CleanupLimits(
+            plan_ttl_seconds=cleanup.plan_ttl_hours * 3600,
+            max_packages=cleanup.max_packages,
+            max_versions=cleanup.max_versions,
+        ),
+        clock=clock,
+    )
+    cleanup_runner = CleanupRunner(
+        auditor,
+        audit_store,
+        cleanup_desk,
+        delete=use_case,
+        upstream=adapter,
+        settings=JobSettings(
+            lease_seconds=cleanup.lease_seconds,
+            call_deadline_seconds=cleanup.call_deadline_seconds,
+            retry_seconds=cleanup.retry_seconds,
+            retry_max_seconds=cleanup.retry_max_seconds,
+            max_attempts=cleanup.max_attempts,
+        ),
+        status_of=recorded_status_of,
+        drain=drain,
+        clock=clock,
+        metrics=metrics,
+    )
     _check_listeners(server_settings)
     try:
         server = GrpcServer(
@@ -471,6 +508,13 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
             audit_servicer=AuditServicer(reads, audit_store.page_token_key),
             approval_servicer=ApprovalServicer(
                 desk,
+                audit_store.page_token_key,
+                default_deadline=server_settings.default_deadline_seconds,
+                max_deadline=server_settings.max_deadline_seconds,
+                drain=drain,
+            ),
+            cleanup_servicer=CleanupServicer(
+                cleanup_desk,
                 audit_store.page_token_key,
                 default_deadline=server_settings.default_deadline_seconds,
                 max_deadline=server_settings.max_deadline_seconds,
@@ -502,6 +546,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         package_locks=package_locks,
         purge_worker=purge_worker,
         approvals=desk,
+        cleanup_runner=cleanup_runner,
         webhooks=_webhook_sender(settings, audit_store, clock, metrics),
         token_verifier=(
             authenticator.verifier if isinstance(authenticator, TokenAuthenticator) else None
@@ -527,6 +572,21 @@ def _webhook_sender(
     return WebhookSender(
         outbox, clock=clock, metrics=metrics.webhook_attempt, **webhook_options(hooks)
     )
+
+
+def cleanup_rules(rules: dict[str, dict[str, Any]]) -> list[NamedRule]:
+    """The configured named cleanup rules (checked when the configuration was loaded)."""
+    return [
+        NamedRule(
+            name,
+            tuple(fields["repositories"]),
+            rule_from_mapping(
+                {k: v for k, v in fields.items() if k != "repositories"},
+                prefix=f"cleanup.rules.{name}",
+            ),
+        )
+        for name, fields in rules.items()
+    ]
 
 
 def recovery_windows(windows: dict[str, float]) -> RecoveryWindows:

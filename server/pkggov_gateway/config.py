@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 from urllib.parse import unquote, urlsplit
 
+from pkggov_gateway.domain.errors import InvalidRequestError
+from pkggov_gateway.domain.retention import rule_from_mapping
+from pkggov_gateway.domain.validation import RULE_NAME
 from pkggov_gateway.netaddr import is_loopback
 
 __all__ = [
@@ -53,6 +56,18 @@ _NOT_SETTINGS = frozenset({"PKGGOV_CONFIG", "PKGGOV_TARGET"})  # read by the ent
 
 DEV_RECOVERY_WINDOWS = {"prod-*": 30.0}
 """The development profile's recovery windows: the demo's prod-release gets 30 days."""
+
+DEV_CLEANUP_RULES: dict[str, dict[str, Any]] = {
+    "dev-prereleases": {
+        "repositories": ["dev-*"],
+        "prerelease": "only",
+        "older_than_days": 30,
+        "keep_newest_prereleases": 2,
+        "keep_younger_than_days": 7,
+    }
+}
+"""The development profile's named cleanup rule: in dev-* repositories, delete pre-releases
+older than 30 days, but keep the newest 2 of them and never anything younger than 7 days."""
 
 
 class ConfigError(Exception):
@@ -254,6 +269,30 @@ class ApprovalSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CleanupSettings:
+    """Retention: cleanup plans (PlanCleanup) and the jobs that apply them (ApplyCleanup)."""
+
+    # A plan can be applied for this many hours after it was made.
+    plan_ttl_hours: float = 24.0
+    # The most packages and versions one plan covers (CLEANUP_TOO_LARGE beyond).
+    max_packages: int = 1000
+    max_versions: int = 200_000
+    # Every replica runs a job runner: how often it looks for a job; a job it takes is leased
+    # for lease_seconds (renewed after each package); each deletion call gets
+    # call_deadline_seconds. A package that fails is retried after retry_seconds, doubling up
+    # to retry_max_seconds; after max_attempts the job fails.
+    interval_seconds: float = 5.0
+    lease_seconds: float = 600.0
+    call_deadline_seconds: float = 60.0
+    retry_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    max_attempts: int = 20
+    # Named rules, by name: each a table of rule fields (see the README) and `repositories`,
+    # the DOMAIN/REPOSITORY globs it is for. The development profile: dev-prereleases.
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """Notifications of deletion requests (created, approved, rejected, cancelled, expired,
     executed): an HTTP POST of a signed JSON event to `url`, from a durable outbox."""
@@ -307,6 +346,7 @@ class Settings:
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    cleanup: CleanupSettings = field(default_factory=CleanupSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
@@ -343,6 +383,10 @@ _MOST: dict[tuple[str, str], float] = {
     ("recovery", "retry_max_seconds"): 30 * 86_400.0,
     ("approvals", "expire_hours"): 24 * 366.0,
     ("webhooks", "batch"): 1000,
+    ("cleanup", "max_packages"): 100_000,
+    ("cleanup", "max_versions"): 10_000_000,
+    ("cleanup", "max_attempts"): 1000,
+    ("cleanup", "plan_ttl_hours"): 24 * 30.0,
 }
 """Sane upper bounds, so that an absurd value is refused by its own name (not by the check of
 another setting derived from it, nor by an overflow deep in grpc at start-up)."""
@@ -363,6 +407,8 @@ def _coerce(section: str, key: str, kind: Any, value: Any, origin: str) -> Any:
         return _coerce_limits(where, value)
     if kind == dict[str, float]:
         return _coerce_windows(where, value)
+    if kind == dict[str, dict[str, Any]]:
+        return _coerce_rules(where, value)
     if kind is bool:
         if isinstance(value, str):
             lowered = value.strip().lower()
@@ -470,6 +516,42 @@ def _coerce_windows(where: str, value: Any) -> dict[str, float]:
     return windows
 
 
+def _coerce_rules(where: str, value: Any) -> dict[str, dict[str, Any]]:
+    """Named cleanup rules: a TOML table of tables, each a rule's fields and `repositories`
+    (checked by domain.retention, every bad field named)."""
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where}: expected a table of rules by name ([cleanup.rules.NAME]), set in the "
+            "configuration file"
+        )
+    rules: dict[str, dict[str, Any]] = {}
+    for name, fields in value.items():
+        at = f"{where}.{name}"
+        if RULE_NAME.fullmatch(str(name)) is None:
+            raise ConfigError(f"{at}: a rule's name must match {RULE_NAME.pattern}")
+        if not isinstance(fields, dict):
+            raise ConfigError(f"{at}: expected a table of rule fields")
+        repositories = fields.get("repositories")
+        if (
+            not isinstance(repositories, list)
+            or not repositories
+            or not all(isinstance(r, str) and _WINDOW_PATTERN.fullmatch(r) for r in repositories)
+        ):
+            raise ConfigError(
+                f"{at}.repositories: expected a list of DOMAIN/REPOSITORY (or REPOSITORY) "
+                "patterns of name characters and the globs * ? [ ]"
+            )
+        rule = {k: v for k, v in fields.items() if k != "repositories"}
+        origin = where.rpartition(": ")[0]
+        try:
+            rule_from_mapping(rule, prefix=f"cleanup.rules.{name}")
+        except InvalidRequestError as error:
+            problems = "; ".join(f"{v.field}: {v.description}" for v in error.violations)
+            raise ConfigError(f"{origin}: {problems}") from error
+        rules[str(name)] = dict(fields)
+    return rules
+
+
 def load_settings(
     path: Path | None = None, environ: Mapping[str, str] | None = None, *, dev: bool = False
 ) -> Settings:
@@ -514,6 +596,8 @@ def load_settings(
             values.setdefault("mode", "dev")
         if dev and section == "recovery":
             values.setdefault("windows", dict(DEV_RECOVERY_WINDOWS))
+        if dev and section == "cleanup":
+            values.setdefault("rules", dict(DEV_CLEANUP_RULES))
         for key, kind in kinds.items():
             name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             if name in env:

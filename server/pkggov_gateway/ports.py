@@ -22,15 +22,29 @@ from pkggov_gateway.domain.audit import (
     QuotaCheck,
     StoredEntry,
 )
+from pkggov_gateway.domain.cleanup import (
+    CleanupJob,
+    CleanupPlan,
+    JobState,
+    PackagePlan,
+    PackageResult,
+)
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.identity import Principal
-from pkggov_gateway.domain.model import DeleteOutcome, PackageRef, PackageState, VersionStatus
+from pkggov_gateway.domain.model import (
+    DeleteOutcome,
+    PackageFormat,
+    PackageRef,
+    PackageState,
+    VersionStatus,
+)
 from pkggov_gateway.domain.policy import PolicyRequest, VersionDecision
 from pkggov_gateway.domain.recovery import PendingPurge, PurgePage, PurgeQuery, PurgeStats
 
 __all__ = [
     "AuditStore",
     "Authenticator",
+    "CleanupStore",
     "CodeArtifactPort",
     "Metrics",
     "NullMetrics",
@@ -96,13 +110,38 @@ class CodeArtifactPort(Protocol):
         deadline: Deadline,
         *,
         published_time_for: Sequence[str] = (),
+        by_published: bool = False,
     ) -> PackageState:
         """Read every version's status and the default display version of `package`, plus the
-        publication time of the existing versions in `published_time_for`.
+        publication time of the existing versions in `published_time_for`. With
+        `by_published`, `statuses` lists the versions in CodeArtifact's publication order
+        (ListPackageVersions sortBy=PUBLISHED_TIME, newest first).
 
         Raises the same errors as `delete_package_versions` (e.g. UpstreamNotFoundError when
         the package does not exist).
         """
+        ...
+
+    def published_time(
+        self, package: PackageRef, version: str, deadline: Deadline
+    ) -> datetime | None:
+        """When `version` of `package` was published (DescribePackageVersion); None when
+        CodeArtifact does not say. UpstreamNotFoundError when it does not exist."""
+        ...
+
+    def list_packages(
+        self,
+        domain: str,
+        repository: str,
+        deadline: Deadline,
+        *,
+        domain_owner: str | None = None,
+        format: PackageFormat | None = None,
+        namespace: str | None = None,
+        prefix: str | None = None,
+    ) -> list[PackageRef]:
+        """Every package of a repository (ListPackages, all pages), filtered as CodeArtifact
+        filters: by format, by namespace prefix and by name prefix."""
         ...
 
 
@@ -273,6 +312,80 @@ class RequestStore(Protocol):
         ...
 
 
+class CleanupStore(Protocol):
+    """Cleanup plans and jobs (domain.cleanup), kept in the audit store's database.
+
+    A plan is written once (`save_plan`) and never changed; a job's row changes as its runner
+    goes (each step one statement, outside the chain's lock): the deletions themselves are
+    audited calls whose request_ids make a repeated step harmless.
+    """
+
+    def save_plan(self, plan: CleanupPlan, packages: Sequence[PackagePlan]) -> None:
+        """Store `plan` (its header, with plan_hash) and its packages in order (seq 0, 1, ...),
+        in one transaction."""
+        ...
+
+    def cleanup_plan(self, plan_id: str) -> CleanupPlan | None:
+        """The plan's header, or None when there is none."""
+        ...
+
+    def plan_packages(self, plan_id: str, after: int, limit: int) -> list[tuple[int, PackagePlan]]:
+        """Up to `limit` of the plan's packages whose seq is above `after` (-1: from the
+        first), in order, each with its seq."""
+        ...
+
+    def create_job(self, job: CleanupJob) -> None:
+        """Store a new job (state queued)."""
+        ...
+
+    def cleanup_job(self, job_id: str) -> CleanupJob | None:
+        """The job, or None when there is none."""
+        ...
+
+    def claim_job(self, now: datetime, lease_until: datetime) -> CleanupJob | None:
+        """Lease to this replica until `lease_until` the oldest queued or running job that is
+        not leased to anyone until after `now`, and mark it running; None when there is none.
+        Across replicas a job is leased to one at a time (PostgreSQL: FOR UPDATE SKIP
+        LOCKED)."""
+        ...
+
+    def record_step(
+        self,
+        job_id: str,
+        result: PackageResult,
+        *,
+        counts: Mapping[str, int],
+        now: datetime,
+        lease_until: datetime,
+    ) -> CleanupJob | None:
+        """A package of a job leased to this replica is done: store its result, add `counts`
+        (per CleanupResult value) to the job's, move its next seq past the package, count it
+        done, clear its attempts and error, and extend the lease, in one transaction. Returns
+        the job as updated, or None when it is no longer leased to this replica (nothing is
+        written)."""
+        ...
+
+    def finish_job(self, job_id: str, state: JobState, now: datetime, error: str = "") -> None:
+        """End a job leased to this replica in `state` (succeeded, cancelled, failed) and end
+        its lease; `error` becomes its last error when given."""
+        ...
+
+    def retry_job(self, job_id: str, *, retry_at: datetime, error: str, now: datetime) -> None:
+        """A step of a job leased to this replica failed: count the attempt, record `error`,
+        and end the lease so that no replica takes the job before `retry_at`."""
+        ...
+
+    def cancel_job(self, job_id: str, reason: str, now: datetime) -> CleanupJob | None:
+        """Ask a job to stop: a queued one (or one whose lease has expired) is cancelled at
+        once; a running one is marked for its runner to stop after the current package. The
+        job as it is now (None when there is none; unchanged when it had finished)."""
+        ...
+
+    def job_results(self, job_id: str, after: int, limit: int) -> list[PackageResult]:
+        """Up to `limit` of the job's package results whose seq is above `after`, in order."""
+        ...
+
+
 class WebhookOutbox(Protocol):
     """Notifications waiting to be delivered (queued by `ApprovalEffects.notify`)."""
 
@@ -335,6 +448,14 @@ class Metrics(Protocol):
         """The pending purges as of `now` (pending, due, the oldest due one's overdue age)."""
         ...
 
+    def cleanup_versions(self, results: Mapping[str, int]) -> None:
+        """A cleanup job's package was applied: its planned deletions, counted by result."""
+        ...
+
+    def cleanup_job_ended(self, state: str) -> None:
+        """A cleanup job ended in `state` (succeeded, cancelled, failed)."""
+        ...
+
     def webhook_attempt(self, kind: str, outcome: str, seconds: float) -> None:
         """One delivery attempt of a `kind` notification: delivered, or why not."""
         ...
@@ -387,6 +508,12 @@ class NullMetrics:
         """Ignore."""
 
     def purges_pending(self, stats: PurgeStats, now: datetime) -> None:
+        """Ignore."""
+
+    def cleanup_versions(self, results: Mapping[str, int]) -> None:
+        """Ignore."""
+
+    def cleanup_job_ended(self, state: str) -> None:
         """Ignore."""
 
     def webhook_attempt(self, kind: str, outcome: str, seconds: float) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pkggov_gateway.domain.deadline import DrainSignal
     from pkggov_gateway.service.approvals import ApprovalDesk
     from pkggov_gateway.service.audit import Auditor, Reconciled
+    from pkggov_gateway.service.cleanup_jobs import CleanupRunner
     from pkggov_gateway.service.purge_worker import PurgeWorker
 
 __all__ = ["Gateway"]
@@ -72,7 +73,9 @@ class Gateway:
     approvals: ApprovalDesk | None = None
     webhooks: WebhookSender | None = None
     token_verifier: TokenVerifier | None = None
+    cleanup_runner: CleanupRunner | None = None
     _sender: threading.Thread | None = None
+    _cleaner: threading.Thread | None = None
     _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _purger: threading.Thread | None = None
@@ -138,6 +141,16 @@ class Gateway:
                 daemon=True,
             )
             self._sender.start()
+        if self.cleanup_runner is not None:
+            # A thread of its own: a long cleanup job must not hold up purges or expiries.
+            interval = self.settings.cleanup.interval_seconds
+            self._cleaner = threading.Thread(
+                target=self._background,
+                args=([("cleanup", interval, self.cleanup_runner.run_once)],),
+                name="pkggov-cleanup",
+                daemon=True,
+            )
+            self._cleaner.start()
         log.info(
             "gateway.started",
             address=self.address,
@@ -256,6 +269,8 @@ class Gateway:
             self._purger.join()
         if self._sender is not None:
             self._sender.join()
+        if self._cleaner is not None:
+            self._cleaner.join()
         if self.webhooks is not None:
             self.webhooks.close()
         self.audit_store.close()

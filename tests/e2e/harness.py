@@ -28,6 +28,7 @@ from pkggov_emulator import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_
 from pkggov_gateway.bootstrap import build_gateway
 from pkggov_gateway.config import (
     ApprovalSettings,
+    CleanupSettings,
     AuditSettings,
     EmulatorSettings,
     IdentitySettings,
@@ -92,6 +93,7 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
     recovery = overrides.pop("recovery", {})
     approvals = overrides.pop("approvals", {})
     webhooks = overrides.pop("webhooks", {})
+    cleanup = {"interval_seconds": 0.2, **overrides.pop("cleanup", {})}
     metrics = {"listen": "127.0.0.1:0", **overrides.pop("metrics", {})}
     assert not overrides, f"unknown sections {overrides}"
     return Settings(
@@ -105,6 +107,7 @@ def gateway_settings(endpoint_url: str, **overrides: Any) -> Settings:
         recovery=RecoverySettings(**recovery),
         approvals=ApprovalSettings(**approvals),
         webhooks=WebhookSettings(**webhooks),
+        cleanup=CleanupSettings(**cleanup),
         metrics=MetricsSettings(**metrics),
     )
 
@@ -189,6 +192,18 @@ def approval_stub_for(
             channel if principal is None else grpc.intercept_channel(channel, _Identify(principal))
         )
         yield pb_grpc.ApprovalServiceStub(target)
+
+
+@contextmanager
+def cleanup_stub_for(
+    gateway: Reachable, principal: str | None = TEST_PRINCIPAL
+) -> Iterator[pb_grpc.CleanupServiceStub]:
+    """A CleanupService stub on a fresh channel to `gateway`, calling as `principal`."""
+    with grpc.insecure_channel(gateway.address) as channel:
+        target = (
+            channel if principal is None else grpc.intercept_channel(channel, _Identify(principal))
+        )
+        yield pb_grpc.CleanupServiceStub(target)
 
 
 def request(**fields: Any) -> pb.DeletePackageVersionsRequest:

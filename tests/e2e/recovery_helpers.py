@@ -264,10 +264,21 @@ class _StopsAtDelete:
         deadline: Deadline,
         *,
         published_time_for: Sequence[str] = (),
+        by_published: bool = False,
     ) -> PackageState:
         return self._upstream.package_state(
-            package, deadline, published_time_for=published_time_for
+            package, deadline, published_time_for=published_time_for, by_published=by_published
         )
+
+    def published_time(
+        self, package: PackageRef, version: str, deadline: Deadline
+    ) -> datetime | None:
+        return self._upstream.published_time(package, version, deadline)
+
+    def list_packages(
+        self, domain: str, repository: str, deadline: Deadline, **filters: Any
+    ) -> list[PackageRef]:
+        return self._upstream.list_packages(domain, repository, deadline, **filters)
 
 
 def _main(argv: Sequence[str]) -> int:

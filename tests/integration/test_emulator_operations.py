@@ -57,8 +57,11 @@ def test_create_describe_and_list_repositories(codeartifact: Any) -> None:
         "arn:aws:codeartifact:us-east-1:111122223333:repository/demo/team-cache" == (created["arn"])
     )
     assert [{"repositoryName": "dev-shared"}] == described["repository"]["upstreams"]
-    assert ["dev-shared", "prod-release", "team-cache"] == [r["name"] for r in in_domain]
+    assert ["dev-nightly", "dev-shared", "prod-release", "team-cache"] == [
+        r["name"] for r in in_domain
+    ]
     assert [
+        ("demo", "dev-nightly"),
         ("demo", "dev-shared"),
         ("demo", "prod-release"),
         ("demo", "team-cache"),

@@ -535,7 +535,7 @@ def test_a_store_with_entries_migrates_to_deletion_requests_and_still_verifies(
         claim(a, "x1", "r1")
         hooks(a, "n1", 1)
         versions = [r[0] for r in column(a, "SELECT version FROM pkggov_schema_migrations")]
-        assert [1, 2, 3, 4] == sorted(versions)
+        assert [v for v, _ in a.dialect.migrations()] == sorted(versions)
         assert ["p1"] == [p.purge_id for p in a.pending_purges(PurgeQuery()).purges]
         report = verify(a.iter_rows())
         assert (True, 6) == (report.ok, report.entries)
@@ -546,8 +546,8 @@ def test_a_store_with_entries_migrates_to_deletion_requests_and_still_verifies(
 
 
 def test_migration_4_applies_on_postgresql_beside_an_older_schema(pg_url: str) -> None:
-    """PostgreSQL: a schema at version 3 gains version 4 once, whichever replica opens it
-    first; both then see the same requests."""
+    """PostgreSQL: a schema at version 3 gains version 4 (and every later one) once, whichever
+    replica opens it first; both then see the same requests."""
     old = SqlAuditStore(_OldDialect(_postgres(pg_url)), heartbeat_seconds=3600)
     old.append(NewEntry(body("e1")))
     old.close()
@@ -555,7 +555,7 @@ def test_migration_4_applies_on_postgresql_beside_an_older_schema(pg_url: str) -
         create(a, "c1", request("r1"))
         assert b.deletion_request("r1") is not None
         versions = sorted(r[0] for r in column(b, "SELECT version FROM pkggov_schema_migrations"))
-        assert [1, 2, 3, 4] == versions
+        assert [v for v, _ in b.dialect.migrations()] == versions
         assert verify(b.iter_rows()).ok
 
 

@@ -145,6 +145,7 @@ def test_outcomes_use_short_names_and_keep_unknown_numbers() -> None:
         "NOT_PENDING_PURGE",
         "REVISION_MISMATCH",
         "NEEDS_APPROVAL",
+        "PLAN_CHANGED",
     ]
     assert outcome_name(42) == "42"
 

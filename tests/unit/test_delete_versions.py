@@ -338,9 +338,12 @@ class _Steps(FakeCodeArtifact):
         deadline: Deadline,
         *,
         published_time_for: Sequence[str] = (),
+        by_published: bool = False,
     ) -> PackageState:
         self._step("read")
-        return super().package_state(package, deadline, published_time_for=published_time_for)
+        return super().package_state(
+            package, deadline, published_time_for=published_time_for, by_published=by_published
+        )
 
     def delete_package_versions(
         self,

@@ -35,7 +35,7 @@ def demo() -> Store:
 
 def test_domains_and_repositories(demo: Store) -> None:
     layout = {name: sorted(d.repositories) for name, d in demo.domains.items()}
-    assert {"demo": ["dev-shared", "prod-release"], "sandbox": ["scratch"]} == layout
+    assert {"demo": ["dev-nightly", "dev-shared", "prod-release"], "sandbox": ["scratch"]} == layout
 
 
 def test_dev_shared_packages(demo: Store) -> None:
@@ -77,6 +77,14 @@ def test_prod_release_packages(demo: Store) -> None:
     assert 2 == len(demo.domains["demo"].repositories["prod-release"].packages)
 
 
+def test_dev_nightly_has_releases_and_nightly_prereleases(demo: Store) -> None:
+    web_app = PackageRef("demo", "dev-nightly", "npm", "acme", "web-app")
+    nightlies = {f"1.3.0-nightly.{n}": "Unlisted" for n in range(1, 8)}
+    nightlies["1.3.0-nightly.2"] = nightlies["1.3.0-nightly.3"] = "Published"
+    releases = dict.fromkeys(("1.0.0", "1.1.0", "1.2.0"), "Published")
+    assert {**releases, **nightlies} == _statuses(demo, web_app)
+
+
 def test_sandbox_has_300_published_versions(demo: Store) -> None:
     bulk = PackageRef("sandbox", "scratch", "generic", "bulk", "artifact")
     assert {f"1.0.{i}": "Published" for i in range(300)} == _statuses(demo, bulk)
@@ -90,7 +98,7 @@ def test_every_version_has_a_revision_and_a_time_in_2025_or_2026(demo: Store) ->
         for package in repository.packages.values()
         for version in package.versions.values()
     ]
-    assert 324 == len(versions)
+    assert 334 == len(versions)
     assert all(version.revision for version in versions)
     assert {2025, 2026} == {version.published_time.year for version in versions}
     assert len(versions) == len({version.revision for version in versions})

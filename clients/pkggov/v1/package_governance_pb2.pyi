@@ -179,6 +179,10 @@ class _VersionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Versio
     """Policy allows the version only once approved (an approval policy, in policy_ids, stands in
     the way): a real call records a deletion request instead of deleting.
     """
+    VERSION_OUTCOME_PLAN_CHANGED: _VersionOutcome.ValueType  # 10
+    """A cleanup job's deletion of a version that changed since the plan was made (revision or
+    status), or that the plan's rule would now keep: it is not sent.
+    """
 
 class VersionOutcome(_VersionOutcome, metaclass=_VersionOutcomeEnumTypeWrapper):
     """VersionOutcome is what a call would do, or did decide, for one version."""
@@ -206,6 +210,10 @@ VERSION_OUTCOME_REVISION_MISMATCH: VersionOutcome.ValueType  # 8
 VERSION_OUTCOME_NEEDS_APPROVAL: VersionOutcome.ValueType  # 9
 """Policy allows the version only once approved (an approval policy, in policy_ids, stands in
 the way): a real call records a deletion request instead of deleting.
+"""
+VERSION_OUTCOME_PLAN_CHANGED: VersionOutcome.ValueType  # 10
+"""A cleanup job's deletion of a version that changed since the plan was made (revision or
+status), or that the plan's rule would now keep: it is not sent.
 """
 Global___VersionOutcome: _TypeAlias = VersionOutcome  # noqa: Y015
 
@@ -248,6 +256,244 @@ DELETION_REQUEST_STATE_CANCELLED: DeletionRequestState.ValueType  # 5
 DELETION_REQUEST_STATE_EXPIRED: DeletionRequestState.ValueType  # 6
 """Expired before it ran."""
 Global___DeletionRequestState: _TypeAlias = DeletionRequestState  # noqa: Y015
+
+class _CleanupOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CleanupOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CleanupOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLEANUP_ORDER_UNSPECIFIED: _CleanupOrder.ValueType  # 0
+    """Not set: by version."""
+    CLEANUP_ORDER_VERSION: _CleanupOrder.ValueType  # 1
+    """By the format's own version ordering: SemVer 2 for npm, Cargo and Swift, PEP 440 for PyPI,
+    Maven's ComparableVersion, RubyGems' Gem::Version, NuGet's SemVer with a fourth part. A
+    generic package has no version ordering: a rule on one must order by publication.
+    """
+    CLEANUP_ORDER_PUBLISHED: _CleanupOrder.ValueType  # 2
+    """By publication time, newest first (CodeArtifact's own ListPackageVersions ordering)."""
+
+class CleanupOrder(_CleanupOrder, metaclass=_CleanupOrderEnumTypeWrapper):
+    """CleanupOrder is how a rule ranks versions from newest to oldest."""
+
+CLEANUP_ORDER_UNSPECIFIED: CleanupOrder.ValueType  # 0
+"""Not set: by version."""
+CLEANUP_ORDER_VERSION: CleanupOrder.ValueType  # 1
+"""By the format's own version ordering: SemVer 2 for npm, Cargo and Swift, PEP 440 for PyPI,
+Maven's ComparableVersion, RubyGems' Gem::Version, NuGet's SemVer with a fourth part. A
+generic package has no version ordering: a rule on one must order by publication.
+"""
+CLEANUP_ORDER_PUBLISHED: CleanupOrder.ValueType  # 2
+"""By publication time, newest first (CodeArtifact's own ListPackageVersions ordering)."""
+Global___CleanupOrder: _TypeAlias = CleanupOrder  # noqa: Y015
+
+class _PrereleaseScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PrereleaseScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PrereleaseScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRERELEASE_SCOPE_UNSPECIFIED: _PrereleaseScope.ValueType  # 0
+    """Not set: both."""
+    PRERELEASE_SCOPE_ANY: _PrereleaseScope.ValueType  # 1
+    """Releases and pre-releases."""
+    PRERELEASE_SCOPE_ONLY: _PrereleaseScope.ValueType  # 2
+    """Pre-releases only (SemVer "-tag", PEP 440 a/b/rc/dev, Maven alpha/beta/milestone/rc/
+    snapshot, a RubyGems version with a letter); releases are kept.
+    """
+    PRERELEASE_SCOPE_EXCLUDE: _PrereleaseScope.ValueType  # 3
+    """Releases only; pre-releases are kept."""
+
+class PrereleaseScope(_PrereleaseScope, metaclass=_PrereleaseScopeEnumTypeWrapper):
+    """PrereleaseScope says whether a rule is about releases, pre-releases or both."""
+
+PRERELEASE_SCOPE_UNSPECIFIED: PrereleaseScope.ValueType  # 0
+"""Not set: both."""
+PRERELEASE_SCOPE_ANY: PrereleaseScope.ValueType  # 1
+"""Releases and pre-releases."""
+PRERELEASE_SCOPE_ONLY: PrereleaseScope.ValueType  # 2
+"""Pre-releases only (SemVer "-tag", PEP 440 a/b/rc/dev, Maven alpha/beta/milestone/rc/
+snapshot, a RubyGems version with a letter); releases are kept.
+"""
+PRERELEASE_SCOPE_EXCLUDE: PrereleaseScope.ValueType  # 3
+"""Releases only; pre-releases are kept."""
+Global___PrereleaseScope: _TypeAlias = PrereleaseScope  # noqa: Y015
+
+class _CleanupClause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CleanupClauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CleanupClause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLEANUP_CLAUSE_UNSPECIFIED: _CleanupClause.ValueType  # 0
+    """Not set."""
+    CLEANUP_CLAUSE_STATUS: _CleanupClause.ValueType  # 1
+    """Kept: its status is not among the rule's statuses."""
+    CLEANUP_CLAUSE_NOT_INCLUDED: _CleanupClause.ValueType  # 2
+    """Kept: it matches none of the include patterns (or include_regex)."""
+    CLEANUP_CLAUSE_EXCLUDED: _CleanupClause.ValueType  # 3
+    """Kept: it matches an exclude pattern (or exclude_regex)."""
+    CLEANUP_CLAUSE_PRERELEASE_SCOPE: _CleanupClause.ValueType  # 4
+    """Kept: it is a release and the rule is about pre-releases, or the other way round."""
+    CLEANUP_CLAUSE_LATEST: _CleanupClause.ValueType  # 5
+    """Kept: it is the package's latest version, or its newest release."""
+    CLEANUP_CLAUSE_UNORDERED: _CleanupClause.ValueType  # 6
+    """Kept: the format's ordering cannot place it, so no count can be trusted for it."""
+    CLEANUP_CLAUSE_KEEP_NEWEST: _CleanupClause.ValueType  # 7
+    """Kept: among the newest keep_newest."""
+    CLEANUP_CLAUSE_KEEP_NEWEST_RELEASES: _CleanupClause.ValueType  # 8
+    """Kept: among the newest keep_newest_releases releases."""
+    CLEANUP_CLAUSE_KEEP_NEWEST_PRERELEASES: _CleanupClause.ValueType  # 9
+    """Kept: among the newest keep_newest_prereleases pre-releases."""
+    CLEANUP_CLAUSE_KEEP_YOUNGER_THAN: _CleanupClause.ValueType  # 10
+    """Kept: published less than keep_younger_than_days ago."""
+    CLEANUP_CLAUSE_NOT_OLDER_THAN: _CleanupClause.ValueType  # 11
+    """Kept: published not more than older_than_days ago."""
+    CLEANUP_CLAUSE_MAX_DELETIONS: _CleanupClause.ValueType  # 12
+    """Kept: max_deletions versions of the package are deleted already."""
+    CLEANUP_CLAUSE_SELECTED: _CleanupClause.ValueType  # 13
+    """Deleted: in scope, and no guard keeps it."""
+
+class CleanupClause(_CleanupClause, metaclass=_CleanupClauseEnumTypeWrapper):
+    """CleanupClause names the part of a rule that decided a version."""
+
+CLEANUP_CLAUSE_UNSPECIFIED: CleanupClause.ValueType  # 0
+"""Not set."""
+CLEANUP_CLAUSE_STATUS: CleanupClause.ValueType  # 1
+"""Kept: its status is not among the rule's statuses."""
+CLEANUP_CLAUSE_NOT_INCLUDED: CleanupClause.ValueType  # 2
+"""Kept: it matches none of the include patterns (or include_regex)."""
+CLEANUP_CLAUSE_EXCLUDED: CleanupClause.ValueType  # 3
+"""Kept: it matches an exclude pattern (or exclude_regex)."""
+CLEANUP_CLAUSE_PRERELEASE_SCOPE: CleanupClause.ValueType  # 4
+"""Kept: it is a release and the rule is about pre-releases, or the other way round."""
+CLEANUP_CLAUSE_LATEST: CleanupClause.ValueType  # 5
+"""Kept: it is the package's latest version, or its newest release."""
+CLEANUP_CLAUSE_UNORDERED: CleanupClause.ValueType  # 6
+"""Kept: the format's ordering cannot place it, so no count can be trusted for it."""
+CLEANUP_CLAUSE_KEEP_NEWEST: CleanupClause.ValueType  # 7
+"""Kept: among the newest keep_newest."""
+CLEANUP_CLAUSE_KEEP_NEWEST_RELEASES: CleanupClause.ValueType  # 8
+"""Kept: among the newest keep_newest_releases releases."""
+CLEANUP_CLAUSE_KEEP_NEWEST_PRERELEASES: CleanupClause.ValueType  # 9
+"""Kept: among the newest keep_newest_prereleases pre-releases."""
+CLEANUP_CLAUSE_KEEP_YOUNGER_THAN: CleanupClause.ValueType  # 10
+"""Kept: published less than keep_younger_than_days ago."""
+CLEANUP_CLAUSE_NOT_OLDER_THAN: CleanupClause.ValueType  # 11
+"""Kept: published not more than older_than_days ago."""
+CLEANUP_CLAUSE_MAX_DELETIONS: CleanupClause.ValueType  # 12
+"""Kept: max_deletions versions of the package are deleted already."""
+CLEANUP_CLAUSE_SELECTED: CleanupClause.ValueType  # 13
+"""Deleted: in scope, and no guard keeps it."""
+Global___CleanupClause: _TypeAlias = CleanupClause  # noqa: Y015
+
+class _CleanupAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CleanupActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CleanupAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLEANUP_ACTION_UNSPECIFIED: _CleanupAction.ValueType  # 0
+    """Not set."""
+    CLEANUP_ACTION_KEEP: _CleanupAction.ValueType  # 1
+    """The rule keeps it."""
+    CLEANUP_ACTION_DELETE: _CleanupAction.ValueType  # 2
+    """The rule deletes it (policy_outcome says what the governed delete would do)."""
+
+class CleanupAction(_CleanupAction, metaclass=_CleanupActionEnumTypeWrapper):
+    """CleanupAction is what a plan does with a version."""
+
+CLEANUP_ACTION_UNSPECIFIED: CleanupAction.ValueType  # 0
+"""Not set."""
+CLEANUP_ACTION_KEEP: CleanupAction.ValueType  # 1
+"""The rule keeps it."""
+CLEANUP_ACTION_DELETE: CleanupAction.ValueType  # 2
+"""The rule deletes it (policy_outcome says what the governed delete would do)."""
+Global___CleanupAction: _TypeAlias = CleanupAction  # noqa: Y015
+
+class _CleanupJobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CleanupJobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CleanupJobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLEANUP_JOB_STATE_UNSPECIFIED: _CleanupJobState.ValueType  # 0
+    """Not set."""
+    CLEANUP_JOB_STATE_QUEUED: _CleanupJobState.ValueType  # 1
+    """Waiting for a replica's job runner."""
+    CLEANUP_JOB_STATE_RUNNING: _CleanupJobState.ValueType  # 2
+    """A replica is running it."""
+    CLEANUP_JOB_STATE_SUCCEEDED: _CleanupJobState.ValueType  # 3
+    """Every package was processed (see the per-version results for what was not deleted)."""
+    CLEANUP_JOB_STATE_CANCELLED: _CleanupJobState.ValueType  # 4
+    """Cancelled: the packages not started were not deleted."""
+    CLEANUP_JOB_STATE_FAILED: _CleanupJobState.ValueType  # 5
+    """Stopped by an error that retrying did not cure (last_error says which)."""
+
+class CleanupJobState(_CleanupJobState, metaclass=_CleanupJobStateEnumTypeWrapper):
+    """CleanupJobState is where a job stands."""
+
+CLEANUP_JOB_STATE_UNSPECIFIED: CleanupJobState.ValueType  # 0
+"""Not set."""
+CLEANUP_JOB_STATE_QUEUED: CleanupJobState.ValueType  # 1
+"""Waiting for a replica's job runner."""
+CLEANUP_JOB_STATE_RUNNING: CleanupJobState.ValueType  # 2
+"""A replica is running it."""
+CLEANUP_JOB_STATE_SUCCEEDED: CleanupJobState.ValueType  # 3
+"""Every package was processed (see the per-version results for what was not deleted)."""
+CLEANUP_JOB_STATE_CANCELLED: CleanupJobState.ValueType  # 4
+"""Cancelled: the packages not started were not deleted."""
+CLEANUP_JOB_STATE_FAILED: CleanupJobState.ValueType  # 5
+"""Stopped by an error that retrying did not cure (last_error says which)."""
+Global___CleanupJobState: _TypeAlias = CleanupJobState  # noqa: Y015
+
+class _CleanupResult:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CleanupResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CleanupResult.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLEANUP_RESULT_UNSPECIFIED: _CleanupResult.ValueType  # 0
+    """Not set."""
+    CLEANUP_RESULT_PENDING: _CleanupResult.ValueType  # 1
+    """Not processed yet."""
+    CLEANUP_RESULT_DELETED: _CleanupResult.ValueType  # 2
+    """Deleted."""
+    CLEANUP_RESULT_ARCHIVED: _CleanupResult.ValueType  # 3
+    """Archived under a recovery window; purged at its purge time unless restored."""
+    CLEANUP_RESULT_PLAN_CHANGED: _CleanupResult.ValueType  # 4
+    """Not deleted: it changed since planned, or the rule would now keep it."""
+    CLEANUP_RESULT_DENIED: _CleanupResult.ValueType  # 5
+    """Not deleted: policy denied it when applied."""
+    CLEANUP_RESULT_AWAITING_APPROVAL: _CleanupResult.ValueType  # 6
+    """Not deleted yet: a deletion request awaits approval (deletion_request_id)."""
+    CLEANUP_RESULT_FAILED: _CleanupResult.ValueType  # 7
+    """Not deleted: CodeArtifact refused it, or the call failed (message says why)."""
+    CLEANUP_RESULT_CANCELLED: _CleanupResult.ValueType  # 8
+    """Not deleted: the job was cancelled first."""
+
+class CleanupResult(_CleanupResult, metaclass=_CleanupResultEnumTypeWrapper):
+    """CleanupResult is what applying a plan did with one version it planned to delete."""
+
+CLEANUP_RESULT_UNSPECIFIED: CleanupResult.ValueType  # 0
+"""Not set."""
+CLEANUP_RESULT_PENDING: CleanupResult.ValueType  # 1
+"""Not processed yet."""
+CLEANUP_RESULT_DELETED: CleanupResult.ValueType  # 2
+"""Deleted."""
+CLEANUP_RESULT_ARCHIVED: CleanupResult.ValueType  # 3
+"""Archived under a recovery window; purged at its purge time unless restored."""
+CLEANUP_RESULT_PLAN_CHANGED: CleanupResult.ValueType  # 4
+"""Not deleted: it changed since planned, or the rule would now keep it."""
+CLEANUP_RESULT_DENIED: CleanupResult.ValueType  # 5
+"""Not deleted: policy denied it when applied."""
+CLEANUP_RESULT_AWAITING_APPROVAL: CleanupResult.ValueType  # 6
+"""Not deleted yet: a deletion request awaits approval (deletion_request_id)."""
+CLEANUP_RESULT_FAILED: CleanupResult.ValueType  # 7
+"""Not deleted: CodeArtifact refused it, or the call failed (message says why)."""
+CLEANUP_RESULT_CANCELLED: CleanupResult.ValueType  # 8
+"""Not deleted: the job was cancelled first."""
+Global___CleanupResult: _TypeAlias = CleanupResult  # noqa: Y015
 
 @_typing.final
 class DeletePackageVersionsRequest(_message.Message):
@@ -1729,3 +1975,895 @@ class AuditEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class CleanupRule(_message.Message):
+    """CleanupRule selects the versions of a package to delete. A version is deleted only when it
+    is in the rule's scope (statuses, include and exclude patterns, pre-release scope) and no
+    guard keeps it: the package's latest version, the newest keep_newest (per kind), what is
+    younger than keep_younger_than_days or not older than older_than_days, and max_deletions.
+    A rule needs at least one count or age guard: patterns narrow a rule, they never guard it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    KEEP_NEWEST_FIELD_NUMBER: _builtins.int
+    KEEP_NEWEST_RELEASES_FIELD_NUMBER: _builtins.int
+    KEEP_NEWEST_PRERELEASES_FIELD_NUMBER: _builtins.int
+    OLDER_THAN_DAYS_FIELD_NUMBER: _builtins.int
+    KEEP_YOUNGER_THAN_DAYS_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    INCLUDE_FIELD_NUMBER: _builtins.int
+    EXCLUDE_FIELD_NUMBER: _builtins.int
+    INCLUDE_REGEX_FIELD_NUMBER: _builtins.int
+    EXCLUDE_REGEX_FIELD_NUMBER: _builtins.int
+    PRERELEASE_FIELD_NUMBER: _builtins.int
+    MAX_DELETIONS_FIELD_NUMBER: _builtins.int
+    order: Global___CleanupOrder.ValueType
+    """How versions are ranked for the keep_newest counts."""
+    keep_newest: _builtins.int
+    """Keep the newest this many versions in scope (releases and pre-releases together)."""
+    keep_newest_releases: _builtins.int
+    """Keep the newest this many releases in scope."""
+    keep_newest_prereleases: _builtins.int
+    """Keep the newest this many pre-releases in scope."""
+    older_than_days: _builtins.int
+    """Only versions published more than this many days ago are deleted."""
+    keep_younger_than_days: _builtins.int
+    """Never delete a version published less than this many days ago."""
+    include_regex: _builtins.str
+    """Only versions this regular expression matches (re.fullmatch) are in scope."""
+    exclude_regex: _builtins.str
+    """Versions this regular expression matches (re.fullmatch) are kept."""
+    prerelease: Global___PrereleaseScope.ValueType
+    """Releases, pre-releases or both."""
+    max_deletions: _builtins.int
+    """Delete at most this many versions of each package, oldest first; the rest are kept."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___PackageVersionStatus.ValueType]:
+        """Only versions in these statuses are in scope (default Published and Unlisted)."""
+
+    @_builtins.property
+    def include(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only versions matching one of these globs are in scope (fnmatch, case-sensitive); empty
+        means every version.
+        """
+
+    @_builtins.property
+    def exclude(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Versions matching one of these globs are kept."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___CleanupOrder.ValueType = ...,
+        keep_newest: _builtins.int | None = ...,
+        keep_newest_releases: _builtins.int | None = ...,
+        keep_newest_prereleases: _builtins.int | None = ...,
+        older_than_days: _builtins.int | None = ...,
+        keep_younger_than_days: _builtins.int | None = ...,
+        statuses: _abc.Iterable[Global___PackageVersionStatus.ValueType] | None = ...,
+        include: _abc.Iterable[_builtins.str] | None = ...,
+        exclude: _abc.Iterable[_builtins.str] | None = ...,
+        include_regex: _builtins.str = ...,
+        exclude_regex: _builtins.str = ...,
+        prerelease: Global___PrereleaseScope.ValueType = ...,
+        max_deletions: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_keep_newest", b"_keep_newest", "_keep_newest_prereleases", b"_keep_newest_prereleases", "_keep_newest_releases", b"_keep_newest_releases", "_keep_younger_than_days", b"_keep_younger_than_days", "_max_deletions", b"_max_deletions", "_older_than_days", b"_older_than_days", "keep_newest", b"keep_newest", "keep_newest_prereleases", b"keep_newest_prereleases", "keep_newest_releases", b"keep_newest_releases", "keep_younger_than_days", b"keep_younger_than_days", "max_deletions", b"max_deletions", "older_than_days", b"older_than_days"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_keep_newest", b"_keep_newest", "_keep_newest_prereleases", b"_keep_newest_prereleases", "_keep_newest_releases", b"_keep_newest_releases", "_keep_younger_than_days", b"_keep_younger_than_days", "_max_deletions", b"_max_deletions", "_older_than_days", b"_older_than_days", "exclude", b"exclude", "exclude_regex", b"exclude_regex", "include", b"include", "include_regex", b"include_regex", "keep_newest", b"keep_newest", "keep_newest_prereleases", b"keep_newest_prereleases", "keep_newest_releases", b"keep_newest_releases", "keep_younger_than_days", b"keep_younger_than_days", "max_deletions", b"max_deletions", "older_than_days", b"older_than_days", "order", b"order", "prerelease", b"prerelease", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__keep_newest: _TypeAlias = _typing.Literal["keep_newest"]  # noqa: Y015
+    _WhichOneofArgType__keep_newest: _TypeAlias = _typing.Literal["_keep_newest", b"_keep_newest"]  # noqa: Y015
+    _WhichOneofReturnType__keep_newest_prereleases: _TypeAlias = _typing.Literal["keep_newest_prereleases"]  # noqa: Y015
+    _WhichOneofArgType__keep_newest_prereleases: _TypeAlias = _typing.Literal["_keep_newest_prereleases", b"_keep_newest_prereleases"]  # noqa: Y015
+    _WhichOneofReturnType__keep_newest_releases: _TypeAlias = _typing.Literal["keep_newest_releases"]  # noqa: Y015
+    _WhichOneofArgType__keep_newest_releases: _TypeAlias = _typing.Literal["_keep_newest_releases", b"_keep_newest_releases"]  # noqa: Y015
+    _WhichOneofReturnType__keep_younger_than_days: _TypeAlias = _typing.Literal["keep_younger_than_days"]  # noqa: Y015
+    _WhichOneofArgType__keep_younger_than_days: _TypeAlias = _typing.Literal["_keep_younger_than_days", b"_keep_younger_than_days"]  # noqa: Y015
+    _WhichOneofReturnType__max_deletions: _TypeAlias = _typing.Literal["max_deletions"]  # noqa: Y015
+    _WhichOneofArgType__max_deletions: _TypeAlias = _typing.Literal["_max_deletions", b"_max_deletions"]  # noqa: Y015
+    _WhichOneofReturnType__older_than_days: _TypeAlias = _typing.Literal["older_than_days"]  # noqa: Y015
+    _WhichOneofArgType__older_than_days: _TypeAlias = _typing.Literal["_older_than_days", b"_older_than_days"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__keep_newest) -> _WhichOneofReturnType__keep_newest | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__keep_newest_prereleases) -> _WhichOneofReturnType__keep_newest_prereleases | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__keep_newest_releases) -> _WhichOneofReturnType__keep_newest_releases | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__keep_younger_than_days) -> _WhichOneofReturnType__keep_younger_than_days | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_deletions) -> _WhichOneofReturnType__max_deletions | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__older_than_days) -> _WhichOneofReturnType__older_than_days | None: ...
+
+Global___CleanupRule: _TypeAlias = CleanupRule  # noqa: Y015
+
+@_typing.final
+class PlanCleanupRequest(_message.Message):
+    """PlanCleanupRequest names what to clean up and by which rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    DOMAIN_OWNER_FIELD_NUMBER: _builtins.int
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    PACKAGE_PATTERN_FIELD_NUMBER: _builtins.int
+    RULE_NAME_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    PURGE_NOW_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    """The CodeArtifact domain."""
+    domain_owner: _builtins.str
+    """The 12-digit AWS account id that owns the domain; empty means the gateway's own account."""
+    repository: _builtins.str
+    """The repository."""
+    format: Global___PackageFormat.ValueType
+    """The package format; with package, it names one package; without, it filters the
+    repository's packages (unspecified: every format).
+    """
+    namespace: _builtins.str
+    """The package namespace; with package, part of its name; without, a prefix filter."""
+    package: _builtins.str
+    """One package; empty plans every package of the repository that package_pattern matches."""
+    package_pattern: _builtins.str
+    """Without package: only packages whose name matches this glob (empty: every package)."""
+    rule_name: _builtins.str
+    """A rule from the gateway's configuration (cleanup.rules), which must apply to the
+    repository; exactly one of rule_name and rule is set.
+    """
+    justification: _builtins.str
+    """Why, for policy and audit (the deletions' justification); at most 1024 characters."""
+    purge_now: _builtins.bool
+    """Delete at once even where a recovery window would archive (policy decides who may)."""
+    page_size: _builtins.int
+    """At most this many packages in the first page of the response (default 50, at most 500)."""
+    @_builtins.property
+    def rule(self) -> Global___CleanupRule:
+        """A rule given inline."""
+
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        domain_owner: _builtins.str = ...,
+        repository: _builtins.str = ...,
+        format: Global___PackageFormat.ValueType = ...,
+        namespace: _builtins.str = ...,
+        package: _builtins.str = ...,
+        package_pattern: _builtins.str = ...,
+        rule_name: _builtins.str = ...,
+        rule: Global___CleanupRule | None = ...,
+        justification: _builtins.str = ...,
+        purge_now: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "domain_owner", b"domain_owner", "format", b"format", "justification", b"justification", "namespace", b"namespace", "package", b"package", "package_pattern", b"package_pattern", "page_size", b"page_size", "purge_now", b"purge_now", "repository", b"repository", "rule", b"rule", "rule_name", b"rule_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanCleanupRequest: _TypeAlias = PlanCleanupRequest  # noqa: Y015
+
+@_typing.final
+class PlanCleanupResponse(_message.Message):
+    """PlanCleanupResponse holds the plan and its first page of packages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    PACKAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass to GetCleanupPlan as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def plan(self) -> Global___CleanupPlan:
+        """The plan."""
+
+    @_builtins.property
+    def packages(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackageCleanupPlan]:
+        """The first page of packages, in plan order."""
+
+    def __init__(
+        self,
+        *,
+        plan: Global___CleanupPlan | None = ...,
+        packages: _abc.Iterable[Global___PackageCleanupPlan] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "packages", b"packages", "plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanCleanupResponse: _TypeAlias = PlanCleanupResponse  # noqa: Y015
+
+@_typing.final
+class CleanupPlan(_message.Message):
+    """CleanupPlan is what a cleanup would do, as the gateway keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ClauseCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    PLAN_HASH_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    DOMAIN_OWNER_FIELD_NUMBER: _builtins.int
+    REPOSITORY_FIELD_NUMBER: _builtins.int
+    RULE_NAME_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    PURGE_NOW_FIELD_NUMBER: _builtins.int
+    PACKAGE_COUNT_FIELD_NUMBER: _builtins.int
+    VERSION_COUNT_FIELD_NUMBER: _builtins.int
+    DELETE_COUNT_FIELD_NUMBER: _builtins.int
+    KEEP_COUNT_FIELD_NUMBER: _builtins.int
+    ALLOWED_COUNT_FIELD_NUMBER: _builtins.int
+    DENIED_COUNT_FIELD_NUMBER: _builtins.int
+    NEEDS_APPROVAL_COUNT_FIELD_NUMBER: _builtins.int
+    CLAUSE_COUNTS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    UPSTREAM_CALLS_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan's id (a UUID), for GetCleanupPlan and ApplyCleanup."""
+    plan_hash: _builtins.str
+    """SHA-256 (hex) of the plan's canonical JSON: every package's versions, with the revision,
+    status and order it saw, and the decision it made for each.
+    """
+    requester: _builtins.str
+    """The principal who planned it; only they may apply it."""
+    domain: _builtins.str
+    """The domain."""
+    domain_owner: _builtins.str
+    """The domain owner as requested."""
+    repository: _builtins.str
+    """The repository."""
+    rule_name: _builtins.str
+    """The rule's name ("" for an inline rule)."""
+    justification: _builtins.str
+    """The justification."""
+    purge_now: _builtins.bool
+    """Whether purge_now was asked."""
+    package_count: _builtins.int
+    """How many packages the plan covers."""
+    version_count: _builtins.int
+    """How many versions those packages have."""
+    delete_count: _builtins.int
+    """How many versions the rule would delete."""
+    keep_count: _builtins.int
+    """How many versions the rule keeps."""
+    allowed_count: _builtins.int
+    """Of those to delete, how many policy allows (to delete now or to archive)."""
+    denied_count: _builtins.int
+    """Of those to delete, how many policy denies."""
+    needs_approval_count: _builtins.int
+    """Of those to delete, how many need approval."""
+    upstream_calls: _builtins.int
+    """How many CodeArtifact calls the plan made."""
+    audit_event_id: _builtins.str
+    """The audit event of the PlanCleanup call."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was planned."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """After this, it can no longer be applied."""
+
+    @_builtins.property
+    def rule(self) -> Global___CleanupRule:
+        """The rule as applied."""
+
+    @_builtins.property
+    def clause_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """How many versions each clause decided, by CleanupClause name."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What to look at before applying: a pattern that matched nothing, a rule that deletes
+        every version in scope of a package, packages that could not be read.
+        """
+
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        plan_hash: _builtins.str = ...,
+        requester: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        domain: _builtins.str = ...,
+        domain_owner: _builtins.str = ...,
+        repository: _builtins.str = ...,
+        rule_name: _builtins.str = ...,
+        rule: Global___CleanupRule | None = ...,
+        justification: _builtins.str = ...,
+        purge_now: _builtins.bool = ...,
+        package_count: _builtins.int = ...,
+        version_count: _builtins.int = ...,
+        delete_count: _builtins.int = ...,
+        keep_count: _builtins.int = ...,
+        allowed_count: _builtins.int = ...,
+        denied_count: _builtins.int = ...,
+        needs_approval_count: _builtins.int = ...,
+        clause_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+        upstream_calls: _builtins.int = ...,
+        audit_event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_count", b"allowed_count", "audit_event_id", b"audit_event_id", "clause_counts", b"clause_counts", "create_time", b"create_time", "delete_count", b"delete_count", "denied_count", b"denied_count", "domain", b"domain", "domain_owner", b"domain_owner", "expire_time", b"expire_time", "justification", b"justification", "keep_count", b"keep_count", "needs_approval_count", b"needs_approval_count", "package_count", b"package_count", "plan_hash", b"plan_hash", "plan_id", b"plan_id", "purge_now", b"purge_now", "repository", b"repository", "requester", b"requester", "rule", b"rule", "rule_name", b"rule_name", "upstream_calls", b"upstream_calls", "version_count", b"version_count", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleanupPlan: _TypeAlias = CleanupPlan  # noqa: Y015
+
+@_typing.final
+class PackageCleanupPlan(_message.Message):
+    """PackageCleanupPlan is one package's part of a plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    format: Global___PackageFormat.ValueType
+    """The package format."""
+    namespace: _builtins.str
+    """The package namespace ("" when none)."""
+    package: _builtins.str
+    """The package name."""
+    latest_version: _builtins.str
+    """The package's latest version (its default display version) when planned."""
+    error: _builtins.str
+    """Why the package could not be planned ("" when it was); none of its versions is deleted."""
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionCleanupPlan]:
+        """Every version of the package, newest first by the rule's order."""
+
+    def __init__(
+        self,
+        *,
+        format: Global___PackageFormat.ValueType = ...,
+        namespace: _builtins.str = ...,
+        package: _builtins.str = ...,
+        latest_version: _builtins.str = ...,
+        versions: _abc.Iterable[Global___VersionCleanupPlan] | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "format", b"format", "latest_version", b"latest_version", "namespace", b"namespace", "package", b"package", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackageCleanupPlan: _TypeAlias = PackageCleanupPlan  # noqa: Y015
+
+@_typing.final
+class VersionCleanupPlan(_message.Message):
+    """VersionCleanupPlan is the decision for one version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    CLAUSE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PRERELEASE_FIELD_NUMBER: _builtins.int
+    PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    POLICY_OUTCOME_FIELD_NUMBER: _builtins.int
+    POLICY_IDS_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
+    POLICY_MESSAGE_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """The version string."""
+    revision: _builtins.str
+    """Its revision when planned: applying requires the same."""
+    status: Global___PackageVersionStatus.ValueType
+    """Its status when planned: applying requires the same."""
+    action: Global___CleanupAction.ValueType
+    """Keep or delete."""
+    clause: Global___CleanupClause.ValueType
+    """The clause that decided it."""
+    reason: _builtins.str
+    """Why, in words ("among the newest 5 pre-releases", "pre-release older than 30 days")."""
+    prerelease: _builtins.bool
+    """Whether it is a pre-release by the format's rules."""
+    policy_outcome: Global___VersionOutcome.ValueType
+    """For DELETE: what the governed delete would do (WOULD_DELETE, WOULD_ARCHIVE, DENIED,
+    NEEDS_APPROVAL), exactly as a dry run of DeletePackageVersions decides it.
+    """
+    policy_message: _builtins.str
+    """For DELETE: the policy's decision in words ("allowed by ...", "denied: no policy permits
+    it").
+    """
+    @_builtins.property
+    def publish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was published, where the plan read it (an age clause needed it)."""
+
+    @_builtins.property
+    def policy_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For DELETE: the @ids of the deciding policies."""
+
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """For WOULD_ARCHIVE: when the archived version would be purged."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        revision: _builtins.str = ...,
+        status: Global___PackageVersionStatus.ValueType = ...,
+        action: Global___CleanupAction.ValueType = ...,
+        clause: Global___CleanupClause.ValueType = ...,
+        reason: _builtins.str = ...,
+        prerelease: _builtins.bool = ...,
+        publish_time: _timestamp_pb2.Timestamp | None = ...,
+        policy_outcome: Global___VersionOutcome.ValueType = ...,
+        policy_ids: _abc.Iterable[_builtins.str] | None = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
+        policy_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["publish_time", b"publish_time", "purge_time", b"purge_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "clause", b"clause", "policy_ids", b"policy_ids", "policy_message", b"policy_message", "policy_outcome", b"policy_outcome", "prerelease", b"prerelease", "publish_time", b"publish_time", "purge_time", b"purge_time", "reason", b"reason", "revision", b"revision", "status", b"status", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VersionCleanupPlan: _TypeAlias = VersionCleanupPlan  # noqa: Y015
+
+@_typing.final
+class GetCleanupPlanRequest(_message.Message):
+    """GetCleanupPlanRequest names a plan and a page."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan's id."""
+    page_size: _builtins.int
+    """At most this many packages (default 50, at most 500)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page of this plan."""
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCleanupPlanRequest: _TypeAlias = GetCleanupPlanRequest  # noqa: Y015
+
+@_typing.final
+class GetCleanupPlanResponse(_message.Message):
+    """GetCleanupPlanResponse is the plan and one page of its packages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    PACKAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def plan(self) -> Global___CleanupPlan:
+        """The plan."""
+
+    @_builtins.property
+    def packages(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackageCleanupPlan]:
+        """This page of packages, in plan order."""
+
+    def __init__(
+        self,
+        *,
+        plan: Global___CleanupPlan | None = ...,
+        packages: _abc.Iterable[Global___PackageCleanupPlan] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "packages", b"packages", "plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCleanupPlanResponse: _TypeAlias = GetCleanupPlanResponse  # noqa: Y015
+
+@_typing.final
+class ApplyCleanupRequest(_message.Message):
+    """ApplyCleanupRequest names the plan to run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    PLAN_HASH_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan's id."""
+    plan_hash: _builtins.str
+    """The plan_hash the caller reviewed (optional); when set, it must match the plan's."""
+    request_id: _builtins.str
+    """A UUID naming this call for safe retries (Google AIP-155): a retry returns the same job."""
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        plan_hash: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_hash", b"plan_hash", "plan_id", b"plan_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyCleanupRequest: _TypeAlias = ApplyCleanupRequest  # noqa: Y015
+
+@_typing.final
+class ApplyCleanupResponse(_message.Message):
+    """ApplyCleanupResponse is the job that runs the plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___CleanupJob:
+        """The job, as started."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___CleanupJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyCleanupResponse: _TypeAlias = ApplyCleanupResponse  # noqa: Y015
+
+@_typing.final
+class CleanupJob(_message.Message):
+    """CleanupJob is a plan being applied."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    PLAN_HASH_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    PACKAGES_TOTAL_FIELD_NUMBER: _builtins.int
+    PACKAGES_DONE_FIELD_NUMBER: _builtins.int
+    VERSIONS_PLANNED_FIELD_NUMBER: _builtins.int
+    VERSIONS_DELETED_FIELD_NUMBER: _builtins.int
+    VERSIONS_ARCHIVED_FIELD_NUMBER: _builtins.int
+    VERSIONS_PLAN_CHANGED_FIELD_NUMBER: _builtins.int
+    VERSIONS_DENIED_FIELD_NUMBER: _builtins.int
+    VERSIONS_AWAITING_APPROVAL_FIELD_NUMBER: _builtins.int
+    VERSIONS_FAILED_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id (a UUID)."""
+    plan_id: _builtins.str
+    """The plan it runs."""
+    plan_hash: _builtins.str
+    """The plan's hash."""
+    requester: _builtins.str
+    """Who applied it: the deletions are made as this principal."""
+    state: Global___CleanupJobState.ValueType
+    """Where it stands."""
+    packages_total: _builtins.int
+    """How many packages the plan has with versions to delete."""
+    packages_done: _builtins.int
+    """How many of them are done."""
+    versions_planned: _builtins.int
+    """How many versions the plan deletes."""
+    versions_deleted: _builtins.int
+    """How many were deleted."""
+    versions_archived: _builtins.int
+    """How many were archived under a recovery window (purged later)."""
+    versions_plan_changed: _builtins.int
+    """How many were not deleted because they changed since planned (PLAN_CHANGED)."""
+    versions_denied: _builtins.int
+    """How many policy denied when applied."""
+    versions_awaiting_approval: _builtins.int
+    """How many wait in deletion requests for approval."""
+    versions_failed: _builtins.int
+    """How many failed otherwise (CodeArtifact refused them, or the call failed)."""
+    last_error: _builtins.str
+    """The last error that stopped a package (retried) or the job ("" when none)."""
+    audit_event_id: _builtins.str
+    """The audit event of the ApplyCleanup call."""
+    cancel_reason: _builtins.str
+    """Why it was cancelled, by whom ("" unless cancelled)."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        plan_hash: _builtins.str = ...,
+        requester: _builtins.str = ...,
+        state: Global___CleanupJobState.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        packages_total: _builtins.int = ...,
+        packages_done: _builtins.int = ...,
+        versions_planned: _builtins.int = ...,
+        versions_deleted: _builtins.int = ...,
+        versions_archived: _builtins.int = ...,
+        versions_plan_changed: _builtins.int = ...,
+        versions_denied: _builtins.int = ...,
+        versions_awaiting_approval: _builtins.int = ...,
+        versions_failed: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        audit_event_id: _builtins.str = ...,
+        cancel_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_id", b"audit_event_id", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "job_id", b"job_id", "last_error", b"last_error", "packages_done", b"packages_done", "packages_total", b"packages_total", "plan_hash", b"plan_hash", "plan_id", b"plan_id", "requester", b"requester", "state", b"state", "update_time", b"update_time", "versions_archived", b"versions_archived", "versions_awaiting_approval", b"versions_awaiting_approval", "versions_deleted", b"versions_deleted", "versions_denied", b"versions_denied", "versions_failed", b"versions_failed", "versions_plan_changed", b"versions_plan_changed", "versions_planned", b"versions_planned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleanupJob: _TypeAlias = CleanupJob  # noqa: Y015
+
+@_typing.final
+class GetCleanupJobRequest(_message.Message):
+    """GetCleanupJobRequest names a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_RESULTS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id."""
+    include_results: _builtins.bool
+    """Also return one page of per-package results."""
+    page_size: _builtins.int
+    """At most this many packages of results (default 50, at most 500)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page of this job's results."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        include_results: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_results", b"include_results", "job_id", b"job_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCleanupJobRequest: _TypeAlias = GetCleanupJobRequest  # noqa: Y015
+
+@_typing.final
+class GetCleanupJobResponse(_message.Message):
+    """GetCleanupJobResponse is the job and, if asked, a page of its results."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def job(self) -> Global___CleanupJob:
+        """The job."""
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackageCleanupResult]:
+        """One page of per-package results, in plan order (with include_results)."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___CleanupJob | None = ...,
+        results: _abc.Iterable[Global___PackageCleanupResult] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCleanupJobResponse: _TypeAlias = GetCleanupJobResponse  # noqa: Y015
+
+@_typing.final
+class PackageCleanupResult(_message.Message):
+    """PackageCleanupResult is one package's part of a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_IDS_FIELD_NUMBER: _builtins.int
+    DELETION_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    format: Global___PackageFormat.ValueType
+    """The package format."""
+    namespace: _builtins.str
+    """The package namespace ("" when none)."""
+    package: _builtins.str
+    """The package name."""
+    deletion_request_id: _builtins.str
+    """The deletion request recorded for the versions that need approval ("" when none)."""
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionCleanupResult]:
+        """Each planned deletion's result."""
+
+    @_builtins.property
+    def audit_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The audit events of the package's DeletePackageVersions calls."""
+
+    def __init__(
+        self,
+        *,
+        format: Global___PackageFormat.ValueType = ...,
+        namespace: _builtins.str = ...,
+        package: _builtins.str = ...,
+        versions: _abc.Iterable[Global___VersionCleanupResult] | None = ...,
+        audit_event_ids: _abc.Iterable[_builtins.str] | None = ...,
+        deletion_request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_ids", b"audit_event_ids", "deletion_request_id", b"deletion_request_id", "format", b"format", "namespace", b"namespace", "package", b"package", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackageCleanupResult: _TypeAlias = PackageCleanupResult  # noqa: Y015
+
+@_typing.final
+class VersionCleanupResult(_message.Message):
+    """VersionCleanupResult is one planned deletion's result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """The version string."""
+    result: Global___CleanupResult.ValueType
+    """What happened."""
+    message: _builtins.str
+    """Why, in words."""
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """For ARCHIVED: when it will be purged."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        result: Global___CleanupResult.ValueType = ...,
+        message: _builtins.str = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "purge_time", b"purge_time", "result", b"result", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VersionCleanupResult: _TypeAlias = VersionCleanupResult  # noqa: Y015
+
+@_typing.final
+class CancelCleanupJobRequest(_message.Message):
+    """CancelCleanupJobRequest names the job to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's id."""
+    reason: _builtins.str
+    """Why; recorded in the audit."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelCleanupJobRequest: _TypeAlias = CancelCleanupJobRequest  # noqa: Y015
+
+@_typing.final
+class CancelCleanupJobResponse(_message.Message):
+    """CancelCleanupJobResponse is the job as cancelled."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___CleanupJob:
+        """The job."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___CleanupJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelCleanupJobResponse: _TypeAlias = CancelCleanupJobResponse  # noqa: Y015

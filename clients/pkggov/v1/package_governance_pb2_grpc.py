@@ -717,3 +717,313 @@ class AuditService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CleanupServiceStub:
+    """CleanupService: retention. A rule says which versions of a package to keep and which to
+    delete (keep the newest N by the format's own ordering, keep what is younger than D days,
+    statuses, include and exclude patterns, pre-releases only); a plan applies it to a package or
+    to a repository's packages and explains every version; applying the plan deletes exactly what
+    it planned, through the governed delete path, as a durable job.
+
+    The plan IS the dry run: the gateway keeps it, and ApplyCleanup runs it by id; nothing
+    decides twice. Each package is deleted by its own audited DeletePackageVersions call, made
+    as the plan's requester (policy, quotas, recovery windows, approvals, rate limits and the
+    write-ahead audit apply), whose audit event names the job; a version that changed since it
+    was planned, or that the rule would now keep, is not deleted (PLAN_CHANGED).
+
+    Errors as in PackageGovernanceService, plus INVALID_ARGUMENT (a bad rule, with BadRequest
+    naming each field; reason UNKNOWN_CLEANUP_RULE or CLEANUP_RULE_NOT_APPLICABLE for a named
+    rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
+    (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
+    FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
+    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PlanCleanup = channel.unary_unary(
+                '/pkggov.v1.CleanupService/PlanCleanup',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.PlanCleanupRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.PlanCleanupResponse.FromString,
+                _registered_method=True)
+        self.GetCleanupPlan = channel.unary_unary(
+                '/pkggov.v1.CleanupService/GetCleanupPlan',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.GetCleanupPlanRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.GetCleanupPlanResponse.FromString,
+                _registered_method=True)
+        self.ApplyCleanup = channel.unary_unary(
+                '/pkggov.v1.CleanupService/ApplyCleanup',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.ApplyCleanupRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ApplyCleanupResponse.FromString,
+                _registered_method=True)
+        self.GetCleanupJob = channel.unary_unary(
+                '/pkggov.v1.CleanupService/GetCleanupJob',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.GetCleanupJobRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.GetCleanupJobResponse.FromString,
+                _registered_method=True)
+        self.CancelCleanupJob = channel.unary_unary(
+                '/pkggov.v1.CleanupService/CancelCleanupJob',
+                request_serializer=pkggov_dot_v1_dot_package__governance__pb2.CancelCleanupJobRequest.SerializeToString,
+                response_deserializer=pkggov_dot_v1_dot_package__governance__pb2.CancelCleanupJobResponse.FromString,
+                _registered_method=True)
+
+
+class CleanupServiceServicer:
+    """CleanupService: retention. A rule says which versions of a package to keep and which to
+    delete (keep the newest N by the format's own ordering, keep what is younger than D days,
+    statuses, include and exclude patterns, pre-releases only); a plan applies it to a package or
+    to a repository's packages and explains every version; applying the plan deletes exactly what
+    it planned, through the governed delete path, as a durable job.
+
+    The plan IS the dry run: the gateway keeps it, and ApplyCleanup runs it by id; nothing
+    decides twice. Each package is deleted by its own audited DeletePackageVersions call, made
+    as the plan's requester (policy, quotas, recovery windows, approvals, rate limits and the
+    write-ahead audit apply), whose audit event names the job; a version that changed since it
+    was planned, or that the rule would now keep, is not deleted (PLAN_CHANGED).
+
+    Errors as in PackageGovernanceService, plus INVALID_ARGUMENT (a bad rule, with BadRequest
+    naming each field; reason UNKNOWN_CLEANUP_RULE or CLEANUP_RULE_NOT_APPLICABLE for a named
+    rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
+    (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
+    FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
+    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    """
+
+    def PlanCleanup(self, request, context):
+        """Plans a cleanup: reads the package (or the repository's matching packages) through the
+        gateway's own credentials and rate limits, decides every version by the rule, and, for the
+        versions the rule would delete, decides them by policy exactly as a dry run of
+        DeletePackageVersions would. Returns the plan's first page; GetCleanupPlan pages on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCleanupPlan(self, request, context):
+        """Gets a plan by id, one page of packages at a time; readable by its requester and by the
+        principals policy lets read the audit record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyCleanup(self, request, context):
+        """Starts a durable job that runs a plan: returns at once with the job; every replica's job
+        runner may take it, one at a time, and resumes it after a crash or restart without
+        deleting anything twice. Only the plan's requester may apply it, before it expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCleanupJob(self, request, context):
+        """Gets a job: its state and progress, and (with include_results) one page of its per-package
+        results; readable by its requester and by the principals policy lets read the audit record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelCleanupJob(self, request, context):
+        """Cancels a job: no package not yet started is deleted; the package in progress finishes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CleanupServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PlanCleanup': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanCleanup,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.PlanCleanupRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.PlanCleanupResponse.SerializeToString,
+            ),
+            'GetCleanupPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCleanupPlan,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.GetCleanupPlanRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.GetCleanupPlanResponse.SerializeToString,
+            ),
+            'ApplyCleanup': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyCleanup,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.ApplyCleanupRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.ApplyCleanupResponse.SerializeToString,
+            ),
+            'GetCleanupJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCleanupJob,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.GetCleanupJobRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.GetCleanupJobResponse.SerializeToString,
+            ),
+            'CancelCleanupJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCleanupJob,
+                    request_deserializer=pkggov_dot_v1_dot_package__governance__pb2.CancelCleanupJobRequest.FromString,
+                    response_serializer=pkggov_dot_v1_dot_package__governance__pb2.CancelCleanupJobResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'pkggov.v1.CleanupService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('pkggov.v1.CleanupService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CleanupService:
+    """CleanupService: retention. A rule says which versions of a package to keep and which to
+    delete (keep the newest N by the format's own ordering, keep what is younger than D days,
+    statuses, include and exclude patterns, pre-releases only); a plan applies it to a package or
+    to a repository's packages and explains every version; applying the plan deletes exactly what
+    it planned, through the governed delete path, as a durable job.
+
+    The plan IS the dry run: the gateway keeps it, and ApplyCleanup runs it by id; nothing
+    decides twice. Each package is deleted by its own audited DeletePackageVersions call, made
+    as the plan's requester (policy, quotas, recovery windows, approvals, rate limits and the
+    write-ahead audit apply), whose audit event names the job; a version that changed since it
+    was planned, or that the rule would now keep, is not deleted (PLAN_CHANGED).
+
+    Errors as in PackageGovernanceService, plus INVALID_ARGUMENT (a bad rule, with BadRequest
+    naming each field; reason UNKNOWN_CLEANUP_RULE or CLEANUP_RULE_NOT_APPLICABLE for a named
+    rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
+    (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
+    FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
+    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    """
+
+    @staticmethod
+    def PlanCleanup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.CleanupService/PlanCleanup',
+            pkggov_dot_v1_dot_package__governance__pb2.PlanCleanupRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.PlanCleanupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCleanupPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.CleanupService/GetCleanupPlan',
+            pkggov_dot_v1_dot_package__governance__pb2.GetCleanupPlanRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.GetCleanupPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyCleanup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.CleanupService/ApplyCleanup',
+            pkggov_dot_v1_dot_package__governance__pb2.ApplyCleanupRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.ApplyCleanupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCleanupJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.CleanupService/GetCleanupJob',
+            pkggov_dot_v1_dot_package__governance__pb2.GetCleanupJobRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.GetCleanupJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCleanupJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pkggov.v1.CleanupService/CancelCleanupJob',
+            pkggov_dot_v1_dot_package__governance__pb2.CancelCleanupJobRequest.SerializeToString,
+            pkggov_dot_v1_dot_package__governance__pb2.CancelCleanupJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -463,3 +463,169 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class CleanupServiceStub:
+    """CleanupService: retention. A rule says which versions of a package to keep and which to
+    delete (keep the newest N by the format's own ordering, keep what is younger than D days,
+    statuses, include and exclude patterns, pre-releases only); a plan applies it to a package or
+    to a repository's packages and explains every version; applying the plan deletes exactly what
+    it planned, through the governed delete path, as a durable job.
+
+    The plan IS the dry run: the gateway keeps it, and ApplyCleanup runs it by id; nothing
+    decides twice. Each package is deleted by its own audited DeletePackageVersions call, made
+    as the plan's requester (policy, quotas, recovery windows, approvals, rate limits and the
+    write-ahead audit apply), whose audit event names the job; a version that changed since it
+    was planned, or that the rule would now keep, is not deleted (PLAN_CHANGED).
+
+    Errors as in PackageGovernanceService, plus INVALID_ARGUMENT (a bad rule, with BadRequest
+    naming each field; reason UNKNOWN_CLEANUP_RULE or CLEANUP_RULE_NOT_APPLICABLE for a named
+    rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
+    (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
+    FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
+    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> CleanupServiceAsyncStub: ...
+    PlanCleanup: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.PlanCleanupRequest, _package_governance_pb2.PlanCleanupResponse]
+    """Plans a cleanup: reads the package (or the repository's matching packages) through the
+    gateway's own credentials and rate limits, decides every version by the rule, and, for the
+    versions the rule would delete, decides them by policy exactly as a dry run of
+    DeletePackageVersions would. Returns the plan's first page; GetCleanupPlan pages on.
+    """
+    GetCleanupPlan: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.GetCleanupPlanRequest, _package_governance_pb2.GetCleanupPlanResponse]
+    """Gets a plan by id, one page of packages at a time; readable by its requester and by the
+    principals policy lets read the audit record.
+    """
+    ApplyCleanup: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.ApplyCleanupRequest, _package_governance_pb2.ApplyCleanupResponse]
+    """Starts a durable job that runs a plan: returns at once with the job; every replica's job
+    runner may take it, one at a time, and resumes it after a crash or restart without
+    deleting anything twice. Only the plan's requester may apply it, before it expires.
+    """
+    GetCleanupJob: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.GetCleanupJobRequest, _package_governance_pb2.GetCleanupJobResponse]
+    """Gets a job: its state and progress, and (with include_results) one page of its per-package
+    results; readable by its requester and by the principals policy lets read the audit record.
+    """
+    CancelCleanupJob: _grpc.UnaryUnaryMultiCallable[_package_governance_pb2.CancelCleanupJobRequest, _package_governance_pb2.CancelCleanupJobResponse]
+    """Cancels a job: no package not yet started is deleted; the package in progress finishes."""
+
+@_typing.type_check_only
+class CleanupServiceAsyncStub(CleanupServiceStub):
+    """CleanupService: retention. A rule says which versions of a package to keep and which to
+    delete (keep the newest N by the format's own ordering, keep what is younger than D days,
+    statuses, include and exclude patterns, pre-releases only); a plan applies it to a package or
+    to a repository's packages and explains every version; applying the plan deletes exactly what
+    it planned, through the governed delete path, as a durable job.
+
+    The plan IS the dry run: the gateway keeps it, and ApplyCleanup runs it by id; nothing
+    decides twice. Each package is deleted by its own audited DeletePackageVersions call, made
+    as the plan's requester (policy, quotas, recovery windows, approvals, rate limits and the
+    write-ahead audit apply), whose audit event names the job; a version that changed since it
+    was planned, or that the rule would now keep, is not deleted (PLAN_CHANGED).
+
+    Errors as in PackageGovernanceService, plus INVALID_ARGUMENT (a bad rule, with BadRequest
+    naming each field; reason UNKNOWN_CLEANUP_RULE or CLEANUP_RULE_NOT_APPLICABLE for a named
+    rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
+    (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
+    FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
+    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    PlanCleanup: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.PlanCleanupRequest, _package_governance_pb2.PlanCleanupResponse]  # type: ignore[assignment]
+    """Plans a cleanup: reads the package (or the repository's matching packages) through the
+    gateway's own credentials and rate limits, decides every version by the rule, and, for the
+    versions the rule would delete, decides them by policy exactly as a dry run of
+    DeletePackageVersions would. Returns the plan's first page; GetCleanupPlan pages on.
+    """
+    GetCleanupPlan: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.GetCleanupPlanRequest, _package_governance_pb2.GetCleanupPlanResponse]  # type: ignore[assignment]
+    """Gets a plan by id, one page of packages at a time; readable by its requester and by the
+    principals policy lets read the audit record.
+    """
+    ApplyCleanup: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.ApplyCleanupRequest, _package_governance_pb2.ApplyCleanupResponse]  # type: ignore[assignment]
+    """Starts a durable job that runs a plan: returns at once with the job; every replica's job
+    runner may take it, one at a time, and resumes it after a crash or restart without
+    deleting anything twice. Only the plan's requester may apply it, before it expires.
+    """
+    GetCleanupJob: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.GetCleanupJobRequest, _package_governance_pb2.GetCleanupJobResponse]  # type: ignore[assignment]
+    """Gets a job: its state and progress, and (with include_results) one page of its per-package
+    results; readable by its requester and by the principals policy lets read the audit record.
+    """
+    CancelCleanupJob: _aio.UnaryUnaryMultiCallable[_package_governance_pb2.CancelCleanupJobRequest, _package_governance_pb2.CancelCleanupJobResponse]  # type: ignore[assignment]
+    """Cancels a job: no package not yet started is deleted; the package in progress finishes."""
+
+class CleanupServiceServicer(metaclass=_abc_1.ABCMeta):
+    """CleanupService: retention. A rule says which versions of a package to keep and which to
+    delete (keep the newest N by the format's own ordering, keep what is younger than D days,
+    statuses, include and exclude patterns, pre-releases only); a plan applies it to a package or
+    to a repository's packages and explains every version; applying the plan deletes exactly what
+    it planned, through the governed delete path, as a durable job.
+
+    The plan IS the dry run: the gateway keeps it, and ApplyCleanup runs it by id; nothing
+    decides twice. Each package is deleted by its own audited DeletePackageVersions call, made
+    as the plan's requester (policy, quotas, recovery windows, approvals, rate limits and the
+    write-ahead audit apply), whose audit event names the job; a version that changed since it
+    was planned, or that the rule would now keep, is not deleted (PLAN_CHANGED).
+
+    Errors as in PackageGovernanceService, plus INVALID_ARGUMENT (a bad rule, with BadRequest
+    naming each field; reason UNKNOWN_CLEANUP_RULE or CLEANUP_RULE_NOT_APPLICABLE for a named
+    rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
+    (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
+    FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
+    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    """
+
+    @_abc_1.abstractmethod
+    def PlanCleanup(
+        self,
+        request: _package_governance_pb2.PlanCleanupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.PlanCleanupResponse, _abc.Awaitable[_package_governance_pb2.PlanCleanupResponse]]:
+        """Plans a cleanup: reads the package (or the repository's matching packages) through the
+        gateway's own credentials and rate limits, decides every version by the rule, and, for the
+        versions the rule would delete, decides them by policy exactly as a dry run of
+        DeletePackageVersions would. Returns the plan's first page; GetCleanupPlan pages on.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCleanupPlan(
+        self,
+        request: _package_governance_pb2.GetCleanupPlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.GetCleanupPlanResponse, _abc.Awaitable[_package_governance_pb2.GetCleanupPlanResponse]]:
+        """Gets a plan by id, one page of packages at a time; readable by its requester and by the
+        principals policy lets read the audit record.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyCleanup(
+        self,
+        request: _package_governance_pb2.ApplyCleanupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.ApplyCleanupResponse, _abc.Awaitable[_package_governance_pb2.ApplyCleanupResponse]]:
+        """Starts a durable job that runs a plan: returns at once with the job; every replica's job
+        runner may take it, one at a time, and resumes it after a crash or restart without
+        deleting anything twice. Only the plan's requester may apply it, before it expires.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCleanupJob(
+        self,
+        request: _package_governance_pb2.GetCleanupJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.GetCleanupJobResponse, _abc.Awaitable[_package_governance_pb2.GetCleanupJobResponse]]:
+        """Gets a job: its state and progress, and (with include_results) one page of its per-package
+        results; readable by its requester and by the principals policy lets read the audit record.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelCleanupJob(
+        self,
+        request: _package_governance_pb2.CancelCleanupJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_package_governance_pb2.CancelCleanupJobResponse, _abc.Awaitable[_package_governance_pb2.CancelCleanupJobResponse]]:
+        """Cancels a job: no package not yet started is deleted; the package in progress finishes."""
+
+def add_CleanupServiceServicer_to_server(servicer: CleanupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -43,6 +43,7 @@ from pkggov_gateway.domain.errors import (
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
     FailedVersion,
+    PackageFormat,
     PackageRef,
     PackageState,
     SuccessfulVersion,
@@ -240,16 +241,19 @@ class BotoCodeArtifact:
         deadline: Deadline,
         *,
         published_time_for: Sequence[str] = (),
+        by_published: bool = False,
     ) -> PackageState:
-        """Every version's status (ListPackageVersions, all pages) and the default display
-        version; DescribePackageVersion for the publication times asked for."""
+        """Every version's status (ListPackageVersions, all pages; in publication order with
+        `by_published`) and the default display version; DescribePackageVersion for the
+        publication times asked for."""
         params = _package_params(package)
+        listing = {**params, "sortBy": "PUBLISHED_TIME"} if by_published else params
         statuses: dict[str, VersionStatus] = {}
         revisions: dict[str, str] = {}
         latest: str | None = None
         token: str | None = None
         while True:
-            page_params = {**params, "maxResults": 1000, **({"nextToken": token} if token else {})}
+            page_params = {**listing, "maxResults": 1000, **({"nextToken": token} if token else {})}
             page = self._call_with_retries("list_package_versions", page_params, deadline)
             latest = page.get("defaultDisplayVersion") or latest
             for summary in page.get("versions", []):
@@ -267,13 +271,69 @@ class BotoCodeArtifact:
         for version in published_time_for:
             if version not in statuses:
                 continue
-            described = self._call_with_retries(
-                "describe_package_version", {**params, "packageVersion": version}, deadline
-            )
-            when = described.get("packageVersion", {}).get("publishedTime")
-            if isinstance(when, datetime):
+            when = self.published_time(package, version, deadline)
+            if when is not None:
                 published[version] = when
         return PackageState(statuses, latest, published, revisions)
+
+    def published_time(
+        self, package: PackageRef, version: str, deadline: Deadline
+    ) -> datetime | None:
+        """DescribePackageVersion's publishedTime of `version`."""
+        described = self._call_with_retries(
+            "describe_package_version",
+            {**_package_params(package), "packageVersion": version},
+            deadline,
+        )
+        when = described.get("packageVersion", {}).get("publishedTime")
+        return when if isinstance(when, datetime) else None
+
+    def list_packages(
+        self,
+        domain: str,
+        repository: str,
+        deadline: Deadline,
+        *,
+        domain_owner: str | None = None,
+        format: PackageFormat | None = None,
+        namespace: str | None = None,
+        prefix: str | None = None,
+    ) -> list[PackageRef]:
+        """ListPackages, every page, with CodeArtifact's own filters."""
+        params: dict[str, Any] = {"domain": domain, "repository": repository, "maxResults": 1000}
+        for key, value in (
+            ("domainOwner", domain_owner),
+            ("format", format.value if format else None),
+            ("namespace", namespace),
+            ("packagePrefix", prefix),
+        ):
+            if value:
+                params[key] = value
+        found: list[PackageRef] = []
+        token: str | None = None
+        while True:
+            page = self._call_with_retries(
+                "list_packages", {**params, **({"nextToken": token} if token else {})}, deadline
+            )
+            for summary in page.get("packages", []):
+                try:
+                    fmt = PackageFormat(summary.get("format"))
+                except ValueError:
+                    log.warning("upstream.unknown_format", format=summary.get("format"))
+                    continue  # a format this gateway does not know is never cleaned up
+                found.append(
+                    PackageRef(
+                        domain=domain,
+                        repository=repository,
+                        format=fmt,
+                        package=str(summary["package"]),
+                        namespace=summary.get("namespace") or None,
+                        domain_owner=domain_owner,
+                    )
+                )
+            token = page.get("nextToken")
+            if not token:
+                return found
 
     def _call_with_retries(
         self,
@@ -417,6 +477,7 @@ _OPERATION_NAMES = {
     "dispose_package_versions": "DisposePackageVersions",
     "list_package_versions": "ListPackageVersions",
     "describe_package_version": "DescribePackageVersion",
+    "list_packages": "ListPackages",
 }
 """boto3 method -> CodeArtifact operation name, for metrics."""
 

@@ -113,6 +113,21 @@ class PrometheusMetrics:
         )
         for result in ("purged", "cancelled", "failed"):
             self._purges.labels(result)
+        self._cleanup_versions = Counter(
+            "pkggov_cleanup_versions",
+            "Planned deletions of cleanup jobs, by result (deleted, archived, plan_changed, "
+            "denied, awaiting_approval, failed).",
+            ["result"],
+            registry=r,
+        )
+        self._cleanup_jobs = Counter(
+            "pkggov_cleanup_jobs",
+            "Cleanup jobs ended, by state (succeeded, cancelled, failed).",
+            ["state"],
+            registry=r,
+        )
+        for state in ("succeeded", "cancelled", "failed"):
+            self._cleanup_jobs.labels(state)
         self._purges_pending = Gauge(
             "pkggov_purges_pending", "Archived versions awaiting their purge.", registry=r
         )
@@ -230,6 +245,16 @@ class PrometheusMetrics:
         for result, count in (("purged", purged), ("cancelled", cancelled), ("failed", failed)):
             if count:
                 self._purges.labels(result).inc(count)
+
+    def cleanup_versions(self, results: Mapping[str, int]) -> None:
+        """Count a cleanup job step's per-version results."""
+        for result, count in results.items():
+            if count:
+                self._cleanup_versions.labels(result).inc(count)
+
+    def cleanup_job_ended(self, state: str) -> None:
+        """Count a cleanup job that ended in `state`."""
+        self._cleanup_jobs.labels(state).inc()
 
     def purges_pending(self, stats: PurgeStats, now: datetime) -> None:
         """Set the pending-purge gauges."""

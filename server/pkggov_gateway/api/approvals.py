@@ -17,7 +17,7 @@ from pkggov_gateway.api.convert import (
     stamp,
     to_delete_response,
 )
-from pkggov_gateway.api.interceptors import governed
+from pkggov_gateway.api.interceptors import governed_call
 from pkggov_gateway.api.servicer import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -32,10 +32,8 @@ from pkggov_gateway.domain.approvals import (
 )
 from pkggov_gateway.domain.deadline import Deadline, DrainSignal
 from pkggov_gateway.domain.errors import FieldViolation, InvalidRequestError
-from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.page_token import PageTokens
 from pkggov_gateway.service.approvals import ApprovalDesk, reason_violations
-from pkggov_gateway.service.governed_call import GovernedCall
 
 __all__ = ["ApprovalServicer", "to_deletion_request"]
 
@@ -73,7 +71,7 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         self, request: pb.GetDeletionRequestRequest, context: grpc.ServicerContext
     ) -> pb.GetDeletionRequestResponse:
         """One request with its plan and votes."""
-        principal, _ = _caller(context)
+        principal, _ = governed_call(context)
         record = self._desk.get(principal, _request_id(request.id))
         return pb.GetDeletionRequestResponse(deletion_request=to_deletion_request(record))
 
@@ -81,7 +79,7 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         self, request: pb.ListDeletionRequestsRequest, context: grpc.ServicerContext
     ) -> pb.ListDeletionRequestsResponse:
         """One page of requests, newest first."""
-        principal, _ = _caller(context)
+        principal, _ = governed_call(context)
         tokens = self._tokens
         page = self._desk.list(principal, lambda: _query(request, tokens))
         response = pb.ListDeletionRequestsResponse(
@@ -95,7 +93,7 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         self, request: pb.ApproveDeletionRequestRequest, context: grpc.ServicerContext
     ) -> pb.ApproveDeletionRequestResponse:
         """Approve, with a reason."""
-        principal, call = _caller(context)
+        principal, call = governed_call(context)
         _check(request.id, request.reason, required=True, plan_hash=request.plan_hash)
         record = self._desk.vote(
             principal,
@@ -111,7 +109,7 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         self, request: pb.RejectDeletionRequestRequest, context: grpc.ServicerContext
     ) -> pb.RejectDeletionRequestResponse:
         """Reject, with a reason."""
-        principal, call = _caller(context)
+        principal, call = governed_call(context)
         _check(request.id, request.reason, required=True)
         record = self._desk.vote(principal, request.id.lower(), request.reason, call, approve=False)
         return pb.RejectDeletionRequestResponse(deletion_request=to_deletion_request(record))
@@ -120,7 +118,7 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         self, request: pb.CancelDeletionRequestRequest, context: grpc.ServicerContext
     ) -> pb.CancelDeletionRequestResponse:
         """Cancel (the requester only)."""
-        principal, call = _caller(context)
+        principal, call = governed_call(context)
         _check(request.id, request.reason, required=False)
         record = self._desk.cancel(principal, request.id.lower(), request.reason, call)
         return pb.CancelDeletionRequestResponse(deletion_request=to_deletion_request(record))
@@ -129,7 +127,7 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         self, request: pb.ExecuteDeletionRequestRequest, context: grpc.ServicerContext
     ) -> pb.ExecuteDeletionRequestResponse:
         """Run the approved plan (the requester only)."""
-        principal, call = _caller(context)
+        principal, call = governed_call(context)
         outcome, record = self._desk.execute(
             principal, _request_id(request.id), self._deadline(context), call
         )
@@ -141,13 +139,6 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
 
     def _deadline(self, context: grpc.ServicerContext) -> Deadline:
         return caller_deadline(context, self._default_deadline, self._max_deadline, self._drain)
-
-
-def _caller(context: grpc.ServicerContext) -> tuple[Principal, GovernedCall]:
-    edge = governed(context)
-    assert edge.principal is not None  # noqa: S101 - governed() says so
-    assert edge.call is not None  # noqa: S101 - every pkggov.v1 method is audited
-    return edge.principal, edge.call
 
 
 def _id_violations(text: str) -> list[FieldViolation]:

@@ -45,6 +45,7 @@ __all__ = [
     "RpcEdgeInterceptor",
     "abort_status",
     "governed",
+    "governed_call",
     "recorded_status_of",
 ]
 
@@ -201,6 +202,15 @@ def governed(context: grpc.ServicerContext) -> CallContext:
     if not isinstance(context, CallContext) or context.principal is None:
         raise UnauthenticatedError("the call carries no identity")
     return context
+
+
+def governed_call(context: grpc.ServicerContext) -> tuple[Principal, GovernedCall]:
+    """The caller and the call's record, for a method the edge audits (every pkggov.v1
+    method but the reads of AuditService)."""
+    edge = governed(context)
+    assert edge.principal is not None  # noqa: S101 - governed() says so
+    assert edge.call is not None  # noqa: S101 - the edge audits the method
+    return edge.principal, edge.call
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_gateway.api.approvals import ApprovalServicer
+from pkggov_gateway.api.cleanup import CleanupServicer
 from pkggov_gateway.api.interceptors import RpcEdgeInterceptor
 from pkggov_gateway.api.servicer import AuditServicer, PackageGovernanceServicer
 from pkggov_gateway.api.stream_budget import StreamLimits
@@ -51,6 +52,7 @@ the last policy reload: for liveness probes, since a restart cures neither."""
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PackageGovernanceService"].full_name
 AUDIT_SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 APPROVAL_SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ApprovalService"].full_name
+CLEANUP_SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["CleanupService"].full_name
 
 # The model's lengths count characters; UTF-8 takes up to 4 bytes for one.
 _VERSION_BYTES = 255 * 4 + 3  # the longest valid version, its tag and its length prefix
@@ -133,6 +135,7 @@ class GrpcServer:
         auditor: Auditor | None = None,
         audit_servicer: AuditServicer | None = None,
         approval_servicer: ApprovalServicer | None = None,
+        cleanup_servicer: CleanupServicer | None = None,
         metrics: Metrics | None = None,
         stream_limits: StreamLimits | None = None,
     ) -> None:
@@ -165,6 +168,9 @@ class GrpcServer:
         if approval_servicer is not None:
             pb_grpc.add_ApprovalServiceServicer_to_server(approval_servicer, self._server)
             names.append(APPROVAL_SERVICE_NAME)
+        if cleanup_servicer is not None:
+            pb_grpc.add_CleanupServiceServicer_to_server(cleanup_servicer, self._server)
+            names.append(CLEANUP_SERVICE_NAME)
         self._names = tuple(names)
         self.health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

@@ -37,7 +37,13 @@ from pkggov_gateway.service.audit_reads import AuditReads
 from pkggov_gateway.service.delete_versions import DeletePackageVersions
 from pkggov_gateway.service.restore_versions import RestorePackageVersions
 
-__all__ = ["AuditServicer", "PackageGovernanceServicer", "caller_deadline", "filters_digest"]
+__all__ = [
+    "AuditServicer",
+    "PackageGovernanceServicer",
+    "caller_deadline",
+    "check_request_id",
+    "filters_digest",
+]
 
 _NO_DEADLINE = 86_400.0
 DEFAULT_PAGE = 50
@@ -147,7 +153,7 @@ def _replayed(request_id: str, context: grpc.ServicerContext, empty: _R) -> _R |
     run the call. Raises as GovernedCall.replayed, and InvalidRequestError for a malformed id."""
     if not request_id:
         return None
-    _check_request_id(request_id)
+    check_request_id(request_id)
     call = governed(context).call
     recorded = call.replayed() if call is not None else None
     if recorded is None:
@@ -166,7 +172,7 @@ def _event_id(event_id: str) -> str:
     return event_id.lower()
 
 
-def _check_request_id(request_id: str) -> None:
+def check_request_id(request_id: str) -> None:
     if UUID.fullmatch(request_id) is None:
         raise InvalidRequestError(
             [

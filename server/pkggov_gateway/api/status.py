@@ -27,6 +27,15 @@ from pkggov_gateway.domain.errors import (
     ApprovalRequiredError,
     AuditEventNotFoundError,
     AuditUnavailableError,
+    CleanupJobFinishedError,
+    CleanupJobNotFoundError,
+    CleanupNotRequesterError,
+    CleanupPlanExpiredError,
+    CleanupPlanHashMismatchError,
+    CleanupPlanNotFoundError,
+    CleanupPlanTamperedError,
+    CleanupRuleNotApplicableError,
+    CleanupTooLargeError,
     DeadlineTooShortError,
     DeletionRequestNotFoundError,
     GatewayCredentialsError,
@@ -47,6 +56,7 @@ from pkggov_gateway.domain.errors import (
     RequestNotPendingError,
     SelfApprovalError,
     UnauthenticatedError,
+    UnknownCleanupRuleError,
     UpstreamAccessDeniedError,
     UpstreamConflictError,
     UpstreamInternalError,
@@ -224,6 +234,22 @@ STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
     RequestExpiredError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, "REQUEST_EXPIRED"),
     NotRequesterError: StatusRule(grpc.StatusCode.PERMISSION_DENIED, "NOT_REQUESTER"),
     PlanTamperedError: StatusRule(grpc.StatusCode.DATA_LOSS, "PLAN_TAMPERED"),
+    CleanupPlanNotFoundError: StatusRule(grpc.StatusCode.NOT_FOUND, "CLEANUP_PLAN_NOT_FOUND"),
+    CleanupJobNotFoundError: StatusRule(grpc.StatusCode.NOT_FOUND, "CLEANUP_JOB_NOT_FOUND"),
+    CleanupNotRequesterError: StatusRule(grpc.StatusCode.PERMISSION_DENIED, "NOT_REQUESTER"),
+    CleanupPlanExpiredError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, "PLAN_EXPIRED"),
+    CleanupPlanHashMismatchError: StatusRule(
+        grpc.StatusCode.FAILED_PRECONDITION, "PLAN_HASH_MISMATCH"
+    ),
+    CleanupPlanTamperedError: StatusRule(grpc.StatusCode.DATA_LOSS, "PLAN_TAMPERED"),
+    CleanupJobFinishedError: StatusRule(
+        grpc.StatusCode.FAILED_PRECONDITION, "CLEANUP_JOB_FINISHED"
+    ),
+    CleanupTooLargeError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, "CLEANUP_TOO_LARGE"),
+    UnknownCleanupRuleError: StatusRule(grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_CLEANUP_RULE"),
+    CleanupRuleNotApplicableError: StatusRule(
+        grpc.StatusCode.INVALID_ARGUMENT, "CLEANUP_RULE_NOT_APPLICABLE"
+    ),
     UpstreamValidationError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_VALIDATION", _upstream_bad_request
     ),

@@ -17,6 +17,7 @@ The hierarchy (the gRPC layer maps each leaf to a status through one table)::
     ├── RequestInProgressError       a request_id whose first call has not finished
     ├── PackageBusyError             another call holds the package until past the deadline
     ├── AuditEventNotFoundError      no audit event has the id asked for
+    ├── CleanupError                 a cleanup plan or job refuses the step (subclass says why)
     └── UpstreamError                CodeArtifact (or the way to it) failed the call
         ├── UpstreamValidationError      400 ValidationException
         ├── UpstreamNotFoundError        404 ResourceNotFoundException
@@ -278,6 +279,60 @@ class PlanChangedError(PkggovError):
     def metadata(self) -> Mapping[str, str]:
         """The request's id."""
         return {"deletion_request_id": self.request_id}
+
+
+class CleanupError(PkggovError):
+    """Base of the refusals of a step on a cleanup plan or job (the subclass says which)."""
+
+    def __init__(self, message: str, *, plan_id: str = "", job_id: str = "") -> None:
+        super().__init__(message)
+        self.plan_id = plan_id
+        self.job_id = job_id
+
+    def metadata(self) -> Mapping[str, str]:
+        """The plan's and the job's ids, where known."""
+        found = {"cleanup_plan_id": self.plan_id, "cleanup_job_id": self.job_id}
+        return {key: value for key, value in found.items() if value}
+
+
+class CleanupPlanNotFoundError(CleanupError):
+    """No cleanup plan has the id asked for."""
+
+
+class CleanupJobNotFoundError(CleanupError):
+    """No cleanup job has the id asked for."""
+
+
+class CleanupNotRequesterError(CleanupError):
+    """Only a plan's requester may apply it, and only a job's requester may cancel it."""
+
+
+class CleanupPlanExpiredError(CleanupError):
+    """The plan is past its expiry: plan again (the repository has changed since, perhaps)."""
+
+
+class CleanupPlanHashMismatchError(CleanupError):
+    """The plan_hash the caller reviewed is not the plan's."""
+
+
+class CleanupPlanTamperedError(CleanupError):
+    """The stored plan does not match the hash its PlanCleanup call recorded."""
+
+
+class CleanupJobFinishedError(CleanupError):
+    """The job has finished: it cannot be cancelled."""
+
+
+class CleanupTooLargeError(CleanupError):
+    """The plan would cover more packages or versions than the configuration allows."""
+
+
+class UnknownCleanupRuleError(CleanupError):
+    """No configured cleanup rule has the name asked for."""
+
+
+class CleanupRuleNotApplicableError(CleanupError):
+    """The named rule does not apply to the repository asked for."""
 
 
 class GatewayDrainingError(PkggovError):

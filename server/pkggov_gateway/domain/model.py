@@ -136,6 +136,9 @@ class PlanOutcome(StrEnum):
     """A restore of a version changed since it was archived."""
     NEEDS_APPROVAL = "NEEDS_APPROVAL"
     """Allowed only once approved: the call records a deletion request instead."""
+    PLAN_CHANGED = "PLAN_CHANGED"
+    """A cleanup job's deletion of a version that changed since it was planned, or that the
+    plan's rule would now keep: not sent."""
 
 
 FORWARDED = frozenset(

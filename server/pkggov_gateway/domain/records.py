@@ -14,7 +14,7 @@ what it asked and what came back are its `request` and `response`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,12 @@ from pkggov_gateway.domain.audit import (
     parse_time,
 )
 from pkggov_gateway.domain.identity import Principal
-from pkggov_gateway.domain.model import DeleteOutcome, PlannedVersion, VersionStatus
+from pkggov_gateway.domain.model import (
+    DeleteOutcome,
+    PackageRef,
+    PlannedVersion,
+    VersionStatus,
+)
 
 __all__ = [
     "OK",
@@ -44,6 +49,7 @@ __all__ = [
     "RecordedFailure",
     "RecordedStatus",
     "RequestFacts",
+    "request_json",
     "response_json",
 ]
 
@@ -437,4 +443,32 @@ def response_json(outcome: DeleteOutcome) -> dict[str, Any]:
             }
             for v, f in outcome.failed.items()
         },
+    }
+
+
+def request_json(
+    package: PackageRef,
+    versions: Sequence[str],
+    *,
+    expected_status: VersionStatus | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A delete the gateway makes itself (an approved plan's execution, a cleanup job's step)
+    as a DeletePackageVersionsRequest's JSON (proto field names), plus `fields` (the other
+    request fields, and what the call completes): what its audit event records as its request,
+    and what reconciliation reads after a crash."""
+    return {
+        "domain": package.domain,
+        "domain_owner": package.domain_owner or "",
+        "repository": package.repository,
+        "format": f"PACKAGE_FORMAT_{package.format.name}",
+        "namespace": package.namespace or "",
+        "package": package.package,
+        "versions": list(versions),
+        "expected_status": (
+            f"PACKAGE_VERSION_STATUS_{expected_status.name}"
+            if expected_status
+            else "PACKAGE_VERSION_STATUS_UNSPECIFIED"
+        ),
+        **fields,
     }

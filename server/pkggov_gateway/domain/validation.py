@@ -7,9 +7,11 @@ The limits and patterns are CodeArtifact's own, copied from botocore's service m
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from pkggov_gateway.domain.cleanup import CleanupScope, PlanRequest
 from pkggov_gateway.domain.errors import FieldViolation, InvalidRequestError
 from pkggov_gateway.domain.model import (
     NAMESPACE_RULES,
@@ -19,14 +21,18 @@ from pkggov_gateway.domain.model import (
     PackageRef,
     VersionStatus,
 )
+from pkggov_gateway.domain.retention import rule_from_mapping
 
 __all__ = [
     "CODEARTIFACT_MAX_VERSIONS_PER_CALL",
     "STRING_RULES",
     "RawDeleteRequest",
+    "RawPlanRequest",
     "StringRule",
     "UnknownEnumValue",
+    "justification_violations",
     "validate_delete_request",
+    "validate_plan_request",
 ]
 
 CODEARTIFACT_MAX_VERSIONS_PER_CALL = 100
@@ -165,21 +171,7 @@ def validate_delete_request(raw: RawDeleteRequest, *, max_versions: int) -> Dele
                 violations.append(found)
 
     justification = raw.justification.strip()
-    if len(justification) > MAX_JUSTIFICATION_LENGTH:
-        violations.append(
-            FieldViolation(
-                "justification",
-                f"must be at most {MAX_JUSTIFICATION_LENGTH} characters, got {len(justification)}",
-            )
-        )
-    elif not justification.isprintable():
-        violations.append(
-            FieldViolation(
-                "justification",
-                "must be printable text: no control, format or line-separator characters "
-                "and no spaces other than the ASCII space",
-            )
-        )
+    violations.extend(justification_violations(justification))
 
     status = raw.expected_status
     if violations or fmt is None or isinstance(status, UnknownEnumValue):
@@ -198,6 +190,124 @@ def validate_delete_request(raw: RawDeleteRequest, *, max_versions: int) -> Dele
         justification=justification,
         validate_only=raw.validate_only,
         allow_partial=raw.allow_partial,
+        purge_now=raw.purge_now,
+    )
+
+
+def justification_violations(justification: str) -> list[FieldViolation]:
+    """The broken rules of a (stripped) justification: its length, printable text."""
+    if len(justification) > MAX_JUSTIFICATION_LENGTH:
+        return [
+            FieldViolation(
+                "justification",
+                f"must be at most {MAX_JUSTIFICATION_LENGTH} characters, got {len(justification)}",
+            )
+        ]
+    if not justification.isprintable():
+        return [
+            FieldViolation(
+                "justification",
+                "must be printable text: no control, format or line-separator characters "
+                "and no spaces other than the ASCII space",
+            )
+        ]
+    return []
+
+
+RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A configured cleanup rule's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawPlanRequest:
+    """A PlanCleanup request as received; empty strings mean "not set"."""
+
+    domain: str
+    repository: str
+    format: PackageFormat | UnknownEnumValue | None = None
+    namespace: str = ""
+    package: str = ""
+    package_pattern: str = ""
+    domain_owner: str = ""
+    rule_name: str = ""
+    rule: Mapping[str, Any] | None = None
+    """The inline rule's fields (None: not given)."""
+    justification: str = ""
+    purge_now: bool = False
+
+
+def validate_plan_request(raw: RawPlanRequest) -> PlanRequest:
+    """Check every field of a PlanCleanup request (the rule's as ``rule.<field>``); return the
+    request or raise InvalidRequestError naming every bad field."""
+    violations: list[FieldViolation] = []
+    for name, required in (("domain", True), ("repository", True), ("domain_owner", False)):
+        value = getattr(raw, name)
+        if not value:
+            if required:
+                violations.append(FieldViolation(name, "is required"))
+            continue
+        found = STRING_RULES[name].check(name, value)
+        if found is not None:
+            violations.append(found)
+    for name in ("namespace", "package"):
+        value = getattr(raw, name)
+        found = STRING_RULES[name].check(name, value) if value else None
+        if found is not None:
+            violations.append(found)
+    fmt: PackageFormat | None = None
+    if isinstance(raw.format, UnknownEnumValue):
+        violations.append(FieldViolation("format", f"unknown value {raw.format.number}"))
+    else:
+        fmt = raw.format
+    if raw.package:
+        if raw.format is None:
+            violations.append(FieldViolation("format", "is required with package"))
+        if fmt is not None:
+            violations.extend(_namespace_violations(fmt, raw.namespace))
+        if raw.package_pattern:
+            violations.append(
+                FieldViolation("package_pattern", "must be empty when package names one package")
+            )
+    elif fmt is not None and NAMESPACE_RULES[fmt] is NamespaceRule.FORBIDDEN and raw.namespace:
+        violations.extend(_namespace_violations(fmt, raw.namespace))
+    if raw.package_pattern and (
+        len(raw.package_pattern) > STRING_RULES["package"].max_length
+        or not raw.package_pattern.isprintable()
+    ):
+        violations.append(
+            FieldViolation("package_pattern", "must be a printable glob of at most 255 characters")
+        )
+    rule = None
+    if bool(raw.rule_name) == (raw.rule is not None):
+        violations.append(FieldViolation("rule_name", "set exactly one of rule_name and rule"))
+    elif raw.rule_name and RULE_NAME.fullmatch(raw.rule_name) is None:
+        violations.append(
+            FieldViolation(
+                "rule_name", f"must match {RULE_NAME.pattern}, got {_shown(raw.rule_name)}"
+            )
+        )
+    elif raw.rule is not None:
+        try:
+            rule = rule_from_mapping(raw.rule)
+        except InvalidRequestError as error:
+            violations.extend(error.violations)
+    justification = raw.justification.strip()
+    violations.extend(justification_violations(justification))
+    if violations:
+        raise InvalidRequestError(violations)
+    return PlanRequest(
+        scope=CleanupScope(
+            domain=raw.domain,
+            repository=raw.repository,
+            domain_owner=raw.domain_owner or None,
+            format=fmt,
+            namespace=raw.namespace or None,
+            package=raw.package or None,
+            package_pattern=raw.package_pattern or None,
+        ),
+        rule_name=raw.rule_name,
+        rule=rule,
+        justification=justification,
         purge_now=raw.purge_now,
     )
 

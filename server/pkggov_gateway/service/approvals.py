@@ -66,7 +66,7 @@ from pkggov_gateway.domain.model import (
     PlannedVersion,
     PlanOutcome,
 )
-from pkggov_gateway.domain.records import RecordedStatus, response_json
+from pkggov_gateway.domain.records import RecordedStatus, request_json, response_json
 from pkggov_gateway.domain.validation import RawDeleteRequest
 from pkggov_gateway.ports import AuditStore, PolicyEngine, RequestStore
 from pkggov_gateway.service.audit import Auditor
@@ -681,24 +681,14 @@ def _raw_request(plan: DeletionPlan) -> RawDeleteRequest:
 
 def _request_json(plan: DeletionPlan) -> dict[str, Any]:
     """The delete an approved plan runs, as a DeletePackageVersionsRequest's JSON."""
-    package = plan.package
-    return {
-        "domain": package.domain,
-        "domain_owner": package.domain_owner or "",
-        "repository": package.repository,
-        "format": f"PACKAGE_FORMAT_{package.format.name}",
-        "namespace": package.namespace or "",
-        "package": package.package,
-        "versions": [item.version for item in plan.versions],
-        "expected_status": (
-            f"PACKAGE_VERSION_STATUS_{plan.expected_status.name}"
-            if plan.expected_status
-            else "PACKAGE_VERSION_STATUS_UNSPECIFIED"
-        ),
-        "justification": plan.justification,
-        "allow_partial": plan.allow_partial,
-        "purge_now": plan.purge_now,
-    }
+    return request_json(
+        plan.package,
+        [item.version for item in plan.versions],
+        expected_status=plan.expected_status,
+        justification=plan.justification,
+        allow_partial=plan.allow_partial,
+        purge_now=plan.purge_now,
+    )
 
 
 def _summary(record: DeletionRequestRecord) -> dict[str, Any]:

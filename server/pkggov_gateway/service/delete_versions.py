@@ -124,6 +124,7 @@ __all__ = [
     "DeleteLimits",
     "DeletePackageVersions",
     "GovernedChange",
+    "PlanCheck",
     "archive_versions",
     "decided",
     "denied_in",
@@ -218,6 +219,15 @@ class ApprovedRun(Protocol):
         ...
 
 
+class PlanCheck(Protocol):
+    """What a cleanup job checks under the package's lock before its deletion is decided."""
+
+    def __call__(self, state: PackageState) -> Mapping[str, str]:
+        """The requested versions that no longer match the plan (changed since it was made,
+        or kept by its rule now), each with why: they are not sent (PLAN_CHANGED)."""
+        ...
+
+
 class RequestOpener(Protocol):
     """Where a deletion that needs approval becomes a deletion request (service.approvals)."""
 
@@ -296,9 +306,11 @@ class GovernedChange:
         journal: CallJournal | None = None,
         *,
         approved: ApprovedRun | None = None,
+        plan_check: PlanCheck | None = None,
     ) -> DeleteOutcome:
         """Run the steps of the module docstring for `principal` within `deadline`
-        (`approved`: executing an approved deletion request's plan).
+        (`approved`: executing an approved deletion request's plan; `plan_check`: a cleanup
+        job's check of its plan, on the state read under the lock).
 
         With a `journal`, the plan is recorded, and the intent is committed to it before
         anything is sent upstream (no intent, no deletion).
@@ -308,19 +320,31 @@ class GovernedChange:
         self._check_version_limit(request, principal, policy)
         self._check_time(deadline)
         if request.validate_only:  # changes nothing, so needs no turn (see the docstring)
-            return self._run(request, principal, policy, deadline, journal, approved=approved)
+            return self._run(
+                request, principal, policy, deadline, journal, approved=approved, check=plan_check
+            )
         # Wait for the package no longer than leaves time to read its state and delete.
         wait = Deadline(deadline.expires_at - 2 * self._limits.min_upstream_seconds)
         held = self._locks.hold(request.package, wait)
         if journal is None:
             with held:
                 self._check_time(deadline)
-                return self._run(request, principal, policy, deadline, journal, approved=approved)
+                return self._run(
+                    request,
+                    principal,
+                    policy,
+                    deadline,
+                    journal,
+                    approved=approved,
+                    check=plan_check,
+                )
         # Held until the outcome is recorded: it changes pending purges, which the purge
         # worker (and the next call) must see as this call left them.
         journal.hold_until_recorded(held)
         self._check_time(deadline)
-        return self._run(request, principal, policy, deadline, journal, approved=approved)
+        return self._run(
+            request, principal, policy, deadline, journal, approved=approved, check=plan_check
+        )
 
     def _run(
         self,
@@ -331,6 +355,7 @@ class GovernedChange:
         journal: CallJournal | None,
         *,
         approved: ApprovedRun | None = None,
+        check: PlanCheck | None = None,
     ) -> DeleteOutcome:
         raise NotImplementedError
 
@@ -389,6 +414,7 @@ class DeletePackageVersions(GovernedChange):
         journal: CallJournal | None,
         *,
         approved: ApprovedRun | None = None,
+        check: PlanCheck | None = None,
     ) -> DeleteOutcome:
         """Steps 3 to 6: read the state, decide, record the intent, delete (or archive)."""
         record = approved.load() if approved is not None else None
@@ -404,7 +430,10 @@ class DeletePackageVersions(GovernedChange):
             self._windows.window_for(request.package), self._pending(request, state)
         )
         pending = recovery.pending
-        plan = self._decide(request, principal, state, policy, recovery, record=record)
+        changed = check(state) if check is not None else {}
+        plan = self._decide(
+            request, principal, state, policy, recovery, record=record, changed=changed
+        )
         self._metrics.decisions(Counter(DECISION_LABELS[p.outcome] for p in plan.values()))
         if journal is not None:
             journal.planned(plan)
@@ -449,6 +478,20 @@ class DeletePackageVersions(GovernedChange):
                 journal.will_apply(effects)
         return outcome
 
+    def plan_on(
+        self,
+        request: DeleteRequest,
+        principal: Principal,
+        state: PackageState,
+        policy: PolicyView,
+    ) -> dict[str, PlannedVersion]:
+        """Decide `request` on `state`, read by the caller, exactly as its dry run decides it
+        (a cleanup plan's policy outcomes): the same steps, without reading CodeArtifact."""
+        recovery = _Recovery(
+            self._windows.window_for(request.package), self._pending(request, state)
+        )
+        return self._decide(request, principal, state, policy, recovery)
+
     def _pending(self, request: DeleteRequest, state: PackageState) -> dict[str, PendingPurge]:
         """The requested versions' pending purges: only an Archived version can have one."""
         archived = [v for v in request.versions if state.statuses.get(v) is VersionStatus.ARCHIVED]
@@ -467,13 +510,22 @@ class DeletePackageVersions(GovernedChange):
         recovery: _Recovery,
         *,
         record: DeletionRequestRecord | None = None,
+        changed: Mapping[str, str] | None = None,
     ) -> dict[str, PlannedVersion]:
         plan: dict[str, PlannedVersion] = {}
         facts: list[VersionFacts] = []
+        changed = changed or {}
         for version in request.versions:
             status = state.statuses.get(version)
             latest = version == state.latest
-            if status is None:
+            if version in changed:
+                plan[version] = PlannedVersion(
+                    PlanOutcome.PLAN_CHANGED,
+                    f"not deleted, the plan no longer holds: {changed[version]}",
+                    status=status,
+                    is_latest=latest,
+                )
+            elif status is None:
                 plan[version] = PlannedVersion(
                     PlanOutcome.NOT_FOUND, "the version does not exist in the repository"
                 )
@@ -633,6 +685,7 @@ DECISION_LABELS = {
     PlanOutcome.NOT_PENDING_PURGE: "not_pending_purge",
     PlanOutcome.REVISION_MISMATCH: "revision_mismatch",
     PlanOutcome.NEEDS_APPROVAL: "needs_approval",
+    PlanOutcome.PLAN_CHANGED: "plan_changed",
 }
 """Each per-version decision's label in metrics."""
 
@@ -695,6 +748,7 @@ def refusal_code(planned: PlannedVersion) -> VersionErrorCode:
         PlanOutcome.STATUS_MISMATCH: VersionErrorCode.MISMATCHED_STATUS,
         PlanOutcome.DENIED: VersionErrorCode.NOT_ALLOWED,
         PlanOutcome.REVISION_MISMATCH: VersionErrorCode.MISMATCHED_REVISION,
+        PlanOutcome.PLAN_CHANGED: VersionErrorCode.MISMATCHED_REVISION,
     }
     return codes[planned.outcome]
 

@@ -33,6 +33,10 @@ from pkggov_gateway.domain.audit import (
 from pkggov_gateway.domain.deadline import Deadline
 from pkggov_gateway.domain.errors import (
     ApprovalRequiredError,
+    CleanupError,
+    CleanupJobNotFoundError,
+    CleanupPlanNotFoundError,
+    CleanupRuleNotApplicableError,
     DeletionRequestError,
     DeletionRequestNotFoundError,
     InvalidRequestError,
@@ -43,6 +47,7 @@ from pkggov_gateway.domain.errors import (
     RequestIdConflictError,
     RequestInProgressError,
     UnauthenticatedError,
+    UnknownCleanupRuleError,
     VersionLimitError,
 )
 from pkggov_gateway.domain.identity import Principal
@@ -76,6 +81,11 @@ DECISION_BY_ERROR: dict[type[BaseException], Decision] = {
     DeletionRequestError: Decision.DENIED,
     PlanChangedError: Decision.DENIED,
     DeletionRequestNotFoundError: Decision.INVALID,
+    CleanupError: Decision.DENIED,
+    CleanupPlanNotFoundError: Decision.INVALID,
+    CleanupJobNotFoundError: Decision.INVALID,
+    UnknownCleanupRuleError: Decision.INVALID,
+    CleanupRuleNotApplicableError: Decision.INVALID,
 }
 """The decision an outcome records for a call that ended in this error; any other error is
 ``failed`` (upstream failures, deadlines, shutdown, an unavailable store, bugs)."""
@@ -93,6 +103,8 @@ CHANGING_METHODS = frozenset(
         "CancelDeletionRequest",
         "ExecuteDeletionRequest",
         "ExpireDeletionRequest",
+        "ApplyCleanup",
+        "CancelCleanupJob",
     }
 )
 """Methods (by their last name part) whose answered call changed something (CodeArtifact, a
@@ -263,7 +275,11 @@ class GovernedCall:
         """Changes to deletion requests that commit with the outcome, which also records
         `recorded` (e.g. the request created)."""
         self._approvals = effects
-        self._outcome_extra.update(recorded)
+        self.record(**recorded)
+
+    def record(self, **facts: Any) -> None:
+        """Facts the outcome records besides the answer (a cleanup plan's id and hash)."""
+        self._outcome_extra.update(facts)
 
     def commit(self, effects: ApprovalEffects, guard: RequestGuard, **recorded: Any) -> None:
         """Commit an intent that makes `effects` (a vote, a state change) now, checked by

@@ -53,6 +53,7 @@ from pkggov_gateway.service.delete_versions import (
     Chunk,
     ChunkResult,
     GovernedChange,
+    PlanCheck,
     archive_versions,
     decided,
     denied_in,
@@ -79,6 +80,7 @@ class RestorePackageVersions(GovernedChange):
         journal: CallJournal | None,
         *,
         approved: ApprovedRun | None = None,
+        check: PlanCheck | None = None,
     ) -> DeleteOutcome:
         state = self._upstream.package_state(request.package, deadline)
         pending = (

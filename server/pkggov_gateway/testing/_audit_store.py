@@ -24,6 +24,15 @@ or a queued notification's id leaves the earlier one), under the same rules; its
 plan is kept as its canonical JSON and parsed back when read (`stored_plan`), as in SQL;
 `tamper_plan` changes it behind the gateway's back, as an attacker with the database would.
 
+And it is the CleanupStore (cleanup plans and jobs, `domain.cleanup`), as
+`adapters.sql.cleanup` keeps them: a plan's header and packages as their canonical JSON,
+parsed back when read (CleanupPlanTamperedError for one that is not a plan;
+`tamper_cleanup_plan` changes a package behind the gateway's back), a job's lease owned by
+this store's `replica`, times compared as `format_time` text and read back in UTC.
+`another_replica` gives a store on the same memory under another replica name, as a second
+gateway on the same database would be (tests/integration/test_cleanup_store.py runs its suite
+on this store, SQLite and PostgreSQL).
+
 tests/integration/test_audit_store_contract.py runs one suite on this store and on SQLite and
 PostgreSQL. Unlike the SQL store it commits in the caller's thread: no writer, no heartbeat.
 
@@ -73,9 +82,20 @@ from pkggov_gateway.domain.audit import (
     parse_time,
     replay_verdict,
 )
+from pkggov_gateway.domain.cleanup import (
+    FINISHED,
+    CleanupJob,
+    CleanupPlan,
+    CleanupResult,
+    JobState,
+    PackagePlan,
+    PackageResult,
+)
 from pkggov_gateway.domain.errors import (
     AuditUnavailableError,
+    CleanupPlanTamperedError,
     DeletionRequestNotFoundError,
+    InvalidRequestError,
     PkggovError,
     PlanTamperedError,
     QuotaExceededError,
@@ -191,6 +211,33 @@ class _Webhook:
     lease_until: str | None = None
 
 
+@dataclass(slots=True)
+class _CleanupPlan:
+    """One row of the cleanup-plan table, with its package rows (see `adapters.sql.cleanup`)."""
+
+    header: str
+    """The header's canonical JSON, as stored."""
+    plan_hash: str
+    packages: list[str]
+    """Each package's canonical JSON at its seq (`tamper_cleanup_plan` changes one)."""
+
+
+@dataclass(slots=True)
+class _Job:
+    """One row of the cleanup-job table."""
+
+    job: CleanupJob
+    """As the SQL store reads it back (times in UTC, requester and counts as JSON gives
+    them), with its progress as it changes."""
+    lease_owner: str | None = None
+    lease_until: str | None = None
+
+    @property
+    def order(self) -> tuple[str, str]:
+        """The claim order: created_at (as text), then job id."""
+        return format_time(self.job.created_at), self.job.job_id
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     entry: NewEntry
@@ -226,6 +273,27 @@ class InMemoryAuditStore:
         """The votes on each request id, in the order cast (without a foreign key, as SQL)."""
         self._webhooks: dict[str, _Webhook] = {}
         """Every notification ever queued, by event id (delivered ones stay)."""
+        self._plans: dict[str, _CleanupPlan] = {}
+        """Every cleanup plan saved, by plan id."""
+        self._jobs: dict[str, _Job] = {}
+        """Every cleanup job created, by job id (finished ones stay)."""
+        self._results: dict[str, dict[int, str]] = {}
+        """Each job's package results (canonical JSON), by job id and seq."""
+
+    def another_replica(self, replica: str) -> InMemoryAuditStore:
+        """A store on this one's memory (its entries, purges, requests, notifications,
+        cleanup plans and jobs, behind the same lock) under the name `replica`: another
+        gateway on the same database. Its scripted failures are its own, as a replica's
+        writer is."""
+        other = InMemoryAuditStore(
+            replica=replica, page_token_key=self.page_token_key, clock=self._clock
+        )
+        other._lock = self._lock
+        other._rows, other._events = self._rows, self._events
+        other._purges, other._requests, other._votes = self._purges, self._requests, self._votes
+        other._webhooks = self._webhooks
+        other._plans, other._jobs, other._results = self._plans, self._jobs, self._results
+        return other
 
     # --- port: writing ---------------------------------------------------------------------
 
@@ -476,6 +544,216 @@ class InMemoryAuditStore:
             row = self._requests[request_id]
             row.plan = plan if isinstance(plan, str) else _json(plan)
 
+    # --- port: CleanupStore -----------------------------------------------------------------
+
+    def save_plan(self, plan: CleanupPlan, packages: Sequence[PackagePlan]) -> None:
+        """Store `plan` (its header JSON, with plan_hash) and its packages in order (seq 0,
+        1, ...). ValueError (nothing stored) when a plan with its id is stored already."""
+        header, rows = _json(plan.header_json()), [_json(p.to_json()) for p in packages]
+        with self._lock:
+            if plan.plan_id in self._plans:
+                raise ValueError(f"cleanup plan {plan.plan_id} is stored already")
+            self._plans[plan.plan_id] = _CleanupPlan(header, plan.plan_hash, rows)
+
+    def cleanup_plan(self, plan_id: str) -> CleanupPlan | None:
+        """The plan's header as stored, or None when there is none; CleanupPlanTamperedError
+        when it does not read back as a plan (see `adapters.sql.cleanup.plan_of`)."""
+        with self._lock:
+            row = self._plans.get(plan_id)
+            if row is None:
+                return None
+            header, digest = row.header, row.plan_hash
+        try:
+            return CleanupPlan.from_header(json.loads(header), digest)
+        except (KeyError, TypeError, ValueError, AttributeError, InvalidRequestError) as err:
+            raise CleanupPlanTamperedError(
+                f"cleanup plan {plan_id} as stored is not a plan header "
+                f"({type(err).__name__}: {err}): it was changed outside the gateway",
+                plan_id=plan_id,
+            ) from err
+
+    def plan_packages(self, plan_id: str, after: int, limit: int) -> list[tuple[int, PackagePlan]]:
+        """Up to `limit` of the plan's packages whose seq is above `after` (-1: from the
+        first), in order, each with its seq; CleanupPlanTamperedError for one that does not
+        read back as a package's plan."""
+        with self._lock:
+            row = self._plans.get(plan_id)
+            stored = [] if row is None else list(enumerate(row.packages))
+        rows = [(seq, text) for seq, text in stored if seq > after][: max(limit, 0)]
+        found: list[tuple[int, PackagePlan]] = []
+        for seq, text in rows:
+            try:
+                found.append((seq, PackagePlan.from_json(json.loads(text))))
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise CleanupPlanTamperedError(
+                    f"package {seq} of cleanup plan {plan_id} as stored is not a package's "
+                    f"plan ({type(err).__name__}: {err}): it was changed outside the gateway",
+                    plan_id=plan_id,
+                ) from err
+        return found
+
+    def tamper_cleanup_plan(
+        self, plan_id: str, seq: int, package_json: Mapping[str, Any] | str
+    ) -> None:
+        """Replace the stored JSON of a plan's package `seq` (a mapping, or any text) behind
+        the gateway's back: for tests of tamper detection. KeyError or IndexError when there
+        is no such plan or package."""
+        with self._lock:
+            row = self._plans[plan_id]
+            if not 0 <= seq < len(row.packages):
+                raise IndexError(f"cleanup plan {plan_id} has no package {seq}")
+            row.packages[seq] = (
+                package_json if isinstance(package_json, str) else _json(package_json)
+            )
+
+    def create_job(self, job: CleanupJob) -> None:
+        """Store a new job in state queued (whatever `job.state` says), unleased. ValueError
+        (nothing stored) when a job with its id is stored already."""
+        stored = replace(
+            job,
+            requester=json.loads(_json(dict(job.requester))),
+            state=JobState.QUEUED,
+            created_at=_stored_time(job.created_at),
+            updated_at=_stored_time(job.updated_at),
+            counts=_add_counts({}, job.counts),
+        )
+        with self._lock:
+            if job.job_id in self._jobs:
+                raise ValueError(f"cleanup job {job.job_id} is stored already")
+            self._jobs[job.job_id] = _Job(stored)
+
+    def cleanup_job(self, job_id: str) -> CleanupJob | None:
+        """The job, or None when there is none."""
+        with self._lock:
+            row = self._jobs.get(job_id)
+            return None if row is None else row.job
+
+    def claim_job(self, now: datetime, lease_until: datetime) -> CleanupJob | None:
+        """Lease the oldest (created_at, then job id) queued or running job not leased past
+        `now` to this replica until `lease_until` and mark it running; None when there is
+        none."""
+        at, until = format_time(now), format_time(lease_until)
+        with self._lock:
+            due = sorted(
+                (
+                    row
+                    for row in self._jobs.values()
+                    if row.job.state in {JobState.QUEUED, JobState.RUNNING}
+                    and (row.lease_until is None or row.lease_until <= at)
+                ),
+                key=lambda row: row.order,
+            )
+            if not due:
+                return None
+            row = due[0]
+            row.lease_owner, row.lease_until = self.replica, until
+            row.job = replace(row.job, state=JobState.RUNNING, updated_at=parse_time(at))
+            return row.job
+
+    def record_step(
+        self,
+        job_id: str,
+        result: PackageResult,
+        *,
+        counts: Mapping[str, int],
+        now: datetime,
+        lease_until: datetime,
+    ) -> CleanupJob | None:
+        """A package of a job leased to this replica is done: store its result, add `counts`
+        to the job's, move its next seq past the package (never back), count it done, clear
+        its attempts and error and extend the lease. The job as updated, or None (nothing
+        stored) when it is not leased to this replica. ValueError, before anything is
+        stored, for a count that is not of a CleanupResult value."""
+        _add_counts({}, counts)
+        text = _json(result.to_json())
+        with self._lock:
+            row = self._leased(job_id)
+            if row is None:
+                return None
+            job = row.job
+            row.job = replace(
+                job,
+                counts=_add_counts(job.counts, counts),
+                next_seq=max(job.next_seq, result.seq + 1),
+                packages_done=job.packages_done + 1,
+                attempts=0,
+                last_error="",
+                updated_at=_stored_time(now),
+            )
+            row.lease_until = format_time(lease_until)
+            self._results.setdefault(job_id, {})[result.seq] = text
+            return row.job
+
+    def finish_job(self, job_id: str, state: JobState, now: datetime, error: str = "") -> None:
+        """End a job leased to this replica in `state` (succeeded, cancelled, failed) and end
+        its lease; `error` becomes its last error when given. Nothing when the job is not
+        leased to this replica; ValueError for a state that does not end a job."""
+        ended = JobState(state)
+        if ended not in FINISHED:
+            raise ValueError(f"a job does not end in state {ended.value!r}")
+        with self._lock:
+            row = self._leased(job_id)
+            if row is None:
+                return
+            row.job = replace(
+                row.job,
+                state=ended,
+                updated_at=_stored_time(now),
+                last_error=error or row.job.last_error,
+            )
+            row.lease_owner = row.lease_until = None
+
+    def retry_job(self, job_id: str, *, retry_at: datetime, error: str, now: datetime) -> None:
+        """A step of a job leased to this replica failed: count the attempt, record `error`
+        and end the lease so that no replica claims the job before `retry_at`. Nothing when
+        the job is not leased to this replica."""
+        with self._lock:
+            row = self._leased(job_id)
+            if row is None:
+                return
+            row.job = replace(
+                row.job,
+                attempts=row.job.attempts + 1,
+                last_error=error,
+                updated_at=_stored_time(now),
+            )
+            row.lease_owner, row.lease_until = None, format_time(retry_at)
+
+    def cancel_job(self, job_id: str, reason: str, now: datetime) -> CleanupJob | None:
+        """Ask a job to stop: a queued one, or one no replica holds (no lease owner, or its
+        lease expired at `now`), is cancelled at once; one leased past `now` is marked for
+        its runner (both: cancel requested, `reason` recorded). The job as it is now (None
+        when there is none; unchanged when it had finished)."""
+        at = format_time(now)
+        with self._lock:
+            row = self._jobs.get(job_id)
+            if row is None:
+                return None
+            job = row.job
+            if job.state in FINISHED:
+                return job
+            held = (
+                job.state is JobState.RUNNING
+                and row.lease_owner is not None
+                and row.lease_until is not None
+                and row.lease_until > at
+            )
+            job = replace(
+                job, cancel_requested=True, cancel_reason=reason, updated_at=parse_time(at)
+            )
+            if not held:
+                job = replace(job, state=JobState.CANCELLED)
+                row.lease_owner = row.lease_until = None
+            row.job = job
+            return job
+
+    def job_results(self, job_id: str, after: int, limit: int) -> list[PackageResult]:
+        """Up to `limit` of the job's package results whose seq is above `after`, in order."""
+        with self._lock:
+            stored = sorted(self._results.get(job_id, {}).items())
+        rows = [text for seq, text in stored if seq > after][: max(limit, 0)]
+        return [PackageResult.from_json(json.loads(text)) for text in rows]
+
     # --- port: WebhookOutbox ----------------------------------------------------------------
 
     def claim_webhooks(
@@ -540,6 +818,13 @@ class InMemoryAuditStore:
             )
 
     # --- internals (called with the lock held) ---------------------------------------------
+
+    def _leased(self, job_id: str) -> _Job | None:
+        """The job's row while it is running and leased to this replica."""
+        row = self._jobs.get(job_id)
+        if row is None or row.job.state is not JobState.RUNNING:
+            return None
+        return row if row.lease_owner == self.replica else None
 
     def _apply_approvals(
         self, effects: ApprovalEffects, event_id: str, time: str, seq: int
@@ -817,6 +1102,16 @@ def _listed(row: _Purge, query: PurgeQuery) -> bool:
 def _json(value: Any) -> str:
     """Canonical JSON (sorted keys, no spaces, ASCII), as the SQL store's JSON columns hold."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _add_counts(counts: Mapping[str, int], more: Mapping[str, int]) -> dict[str, int]:
+    """`counts` with `more` added, key by key (as `adapters.sql.cleanup.add_counts`):
+    ValueError for a key of `more` that is not a CleanupResult value."""
+    total = {str(key): int(value) for key, value in counts.items()}
+    for key, value in more.items():
+        name = CleanupResult(key).value
+        total[name] = total.get(name, 0) + int(value)
+    return total
 
 
 def _stored_time(moment: datetime) -> datetime:

@@ -43,6 +43,7 @@ from pkggov_gateway.domain.errors import (
 from pkggov_gateway.domain.model import (
     DeleteOutcome,
     FailedVersion,
+    PackageFormat,
     PackageRef,
     PackageState,
     SuccessfulVersion,
@@ -244,21 +245,79 @@ class FakeCodeArtifact:
         deadline: Deadline,
         *,
         published_time_for: Sequence[str] = (),
+        by_published: bool = False,
     ) -> PackageState:
         """Every version's status and revision, the default display version, and the
-        publication times asked for; UpstreamNotFoundError for an unknown package."""
+        publication times asked for; UpstreamNotFoundError for an unknown package. With
+        `by_published`, versions newest published first (those with no time in the order
+        they were added, after the others)."""
         call = UpstreamCall(READ, package, tuple(published_time_for))
         with self._lock:
             self.calls.append(call)
             fault = self._fault(call)
             found = self._packages.get(_key(package))
-            state = _state(found, published_time_for) if found is not None else None
+            state = (
+                _state(found, published_time_for, by_published=by_published)
+                if found is not None
+                else None
+            )
         time.sleep(self.read_delay)
         if fault is not None and fault.error is not None:
             raise fault.error
         if state is None:
             raise _no_package(package)
         return state
+
+    def published_time(
+        self, package: PackageRef, version: str, deadline: Deadline
+    ) -> datetime | None:
+        """The version's publication time as arranged (None when none was given)."""
+        call = UpstreamCall(READ, package, (version,))
+        with self._lock:
+            self.calls.append(call)
+            fault = self._fault(call)
+            found = self._packages.get(_key(package))
+            record = found.versions.get(version) if found is not None else None
+        time.sleep(self.read_delay)
+        if fault is not None and fault.error is not None:
+            raise fault.error
+        if found is None:
+            raise _no_package(package)
+        if record is None:
+            raise UpstreamNotFoundError(
+                f"Package version {version} not found.",
+                resource_type="package-version",
+                resource_id=version,
+            )
+        return record.published_at
+
+    def list_packages(
+        self,
+        domain: str,
+        repository: str,
+        deadline: Deadline,
+        *,
+        domain_owner: str | None = None,
+        format: PackageFormat | None = None,
+        namespace: str | None = None,
+        prefix: str | None = None,
+    ) -> list[PackageRef]:
+        """The arranged packages of the repository, filtered as CodeArtifact filters."""
+        with self._lock:
+            known = list(self._packages)
+        time.sleep(self.read_delay)
+        return sorted(
+            (
+                replace(p, domain_owner=domain_owner)
+                for p in known
+                if p.domain == domain
+                and p.repository == repository
+                and (format is None or p.format is format)
+                and (namespace is None or (p.namespace or "").startswith(namespace))
+                and (prefix is None or p.package.startswith(prefix))
+            ),
+            key=lambda p: (p.format.value, p.namespace or "", p.package),
+        )
 
     def delete_package_versions(
         self,
@@ -442,10 +501,20 @@ def _latest(package: _Package) -> str | None:
     return next(shown, None)
 
 
-def _state(package: _Package, published_time_for: Sequence[str]) -> PackageState:
+def _state(
+    package: _Package, published_time_for: Sequence[str], *, by_published: bool = False
+) -> PackageState:
     versions = package.versions
+    order = list(versions)
+    if by_published:
+        timed = sorted(
+            (v for v in order if versions[v].published_at is not None),
+            key=lambda v: versions[v].published_at or datetime.min,
+            reverse=True,
+        )
+        order = timed + [v for v in order if versions[v].published_at is None]
     return PackageState(
-        {v: r.status for v, r in versions.items()},
+        {v: versions[v].status for v in order},
         _latest(package),
         {
             v: at

@@ -3,7 +3,7 @@
 This is THE place where durable state is added beside the audit chain (pending purges,
 approval requests, cleanup jobs, ...). To add a table:
 
-1. Append a migration with the next version number to `migrations` (after 4 comes 5). Never
+1. Append a migration with the next version number to `migrations` (after 5 comes 6). Never
    edit, reorder or renumber one that has shipped: a database records the versions it has
    applied and skips them.
 2. Write statements that both SQLite and PostgreSQL accept: ``{big}`` for a 64-bit integer,
@@ -208,6 +208,66 @@ def migrations(big: str) -> list[Migration]:
                 # The worker's claim: undelivered rows by when they are next due.
                 "CREATE INDEX webhook_outbox_due ON webhook_outbox"
                 " (next_attempt_at, event_id) WHERE delivered_at IS NULL",
+            ],
+        ),
+        (
+            5,
+            [
+                # Cleanup plans (domain.cleanup; read and written by `cleanup`), written once
+                # and never changed: the header's canonical JSON (`CleanupPlan.header_json`)
+                # beside the plan_hash over it and the packages; the other columns are the
+                # header's, for lookups. No foreign keys, for the reason given for
+                # pending_purges.
+                """CREATE TABLE cleanup_plans (
+                    plan_id TEXT PRIMARY KEY,
+                    requester TEXT NOT NULL,
+                    created_at TEXT NOT NULL,
+                    expires_at TEXT NOT NULL,
+                    plan_hash TEXT NOT NULL,
+                    header TEXT NOT NULL
+                )""",
+                # A plan's packages in plan order (seq 0, 1, ...), each its canonical JSON
+                # (`PackagePlan.to_json`).
+                """CREATE TABLE cleanup_plan_packages (
+                    plan_id TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    package TEXT NOT NULL,
+                    PRIMARY KEY (plan_id, seq)
+                )""",
+                # Jobs applying plans, leased to one replica at a time; a finished job's row
+                # stays (state succeeded, cancelled or failed). `requester` and `counts` are
+                # JSON; `cancel_requested` is 0 or 1.
+                f"""CREATE TABLE cleanup_jobs (
+                    job_id TEXT PRIMARY KEY,
+                    plan_id TEXT NOT NULL,
+                    plan_hash TEXT NOT NULL,
+                    requester TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    created_at TEXT NOT NULL,
+                    updated_at TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    packages_total INTEGER NOT NULL,
+                    versions_planned {big} NOT NULL,
+                    next_seq INTEGER NOT NULL DEFAULT 0,
+                    packages_done INTEGER NOT NULL DEFAULT 0,
+                    counts TEXT NOT NULL,
+                    last_error TEXT NOT NULL DEFAULT '',
+                    cancel_requested INTEGER NOT NULL DEFAULT 0,
+                    cancel_reason TEXT NOT NULL DEFAULT '',
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    lease_until TEXT
+                )""",
+                # The runners' claim: unfinished jobs, oldest first.
+                "CREATE INDEX cleanup_jobs_claim ON cleanup_jobs (created_at, job_id)"
+                " WHERE state IN ('queued', 'running')",
+                # A job's package results (`PackageResult.to_json`), by the package's seq.
+                """CREATE TABLE cleanup_job_results (
+                    job_id TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    result TEXT NOT NULL,
+                    PRIMARY KEY (job_id, seq)
+                )""",
             ],
         ),
     ]

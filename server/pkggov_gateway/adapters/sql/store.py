@@ -1,22 +1,25 @@
-"""SqlAuditStore: the AuditStore, PurgeStore, RequestStore and WebhookOutbox ports on one SQL
-database, and `open_audit_store`.
+"""SqlAuditStore: the AuditStore, PurgeStore, RequestStore, CleanupStore and WebhookOutbox
+ports on one SQL database, and `open_audit_store`.
 
 The store migrates its database when it opens (`migrations`), appends through its
 group-commit writer (`writer`, which also applies each entry's purge and approval effects and
 checks its deletion-request guard) and answers the ports' reads on the dialect's pooled
 reader connections; the purge worker's and the notifier's leases (claim, release) are one
 statement each on such a connection too (`purges`, `requests`), outside the chain's lock.
-Any database failure of a read or a lease is AuditUnavailableError.
+Cleanup plans and jobs (`cleanup`) are written on such a connection as well, never under the
+chain's lock: a job's claim, finish and retry are one statement each, a plan's save, a job's
+step and its cancellation one short transaction each. Any database failure of a read, a
+lease or a cleanup write is AuditUnavailableError.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pkggov_gateway.adapters.sql import purges, requests
+from pkggov_gateway.adapters.sql import cleanup, purges, requests
 from pkggov_gateway.adapters.sql.dialects import (
     Dialect,
     PostgresDialect,
@@ -50,6 +53,14 @@ from pkggov_gateway.domain.audit import (
     StoredEntry,
     column_values,
     format_time,
+)
+from pkggov_gateway.domain.cleanup import (
+    FINISHED,
+    CleanupJob,
+    CleanupPlan,
+    JobState,
+    PackagePlan,
+    PackageResult,
 )
 from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.domain.model import PackageRef
@@ -306,6 +317,124 @@ class SqlAuditStore:
         with self._reader() as conn:
             found = requests.expired(self.dialect, conn, now, limit)
         return [requests.record_of(row) for row in found]
+
+    # --- port: CleanupStore -----------------------------------------------------------------
+
+    def save_plan(self, plan: CleanupPlan, packages: Sequence[PackagePlan]) -> None:
+        """Store `plan` (its header JSON, with plan_hash) and its packages in order (seq 0,
+        1, ...), in one transaction. Raises ValueError (nothing written) when a plan with its
+        id is stored already: a plan is written once."""
+        header, rows = cleanup.plan_rows(plan, packages)
+        with self._reader() as conn:
+            saved = cleanup.save_plan(self.dialect, conn, plan, header, rows)
+        if not saved:
+            raise ValueError(f"cleanup plan {plan.plan_id} is stored already")
+
+    def cleanup_plan(self, plan_id: str) -> CleanupPlan | None:
+        """The plan's header as stored, or None when there is none; CleanupPlanTamperedError
+        when the row does not read back as a plan (it was changed outside the gateway). The stored
+        plan_hash is not checked here: see `cleanup`."""
+        with self._reader() as conn:
+            found = cleanup.read_plan(self.dialect, conn, plan_id)
+        return None if found is None else cleanup.plan_of(found)
+
+    def plan_packages(self, plan_id: str, after: int, limit: int) -> list[tuple[int, PackagePlan]]:
+        """Up to `limit` of the plan's packages whose seq is above `after` (-1: from the
+        first), in order, each with its seq; CleanupPlanTamperedError for a row that does not
+        read back as a package's plan."""
+        with self._reader() as conn:
+            rows = cleanup.packages(self.dialect, conn, plan_id, after, limit)
+        return [(seq, cleanup.package_of(plan_id, seq, text)) for seq, text in rows]
+
+    def create_job(self, job: CleanupJob) -> None:
+        """Store a new job in state queued (whatever `job.state` says), unleased. Raises
+        ValueError (nothing written) when a job with its id is stored already."""
+        requester = cleanup.json_text(dict(job.requester))
+        cleanup.add_counts({}, job.counts)
+        with self._reader() as conn:
+            created = cleanup.create_job(self.dialect, conn, job, requester)
+        if not created:
+            raise ValueError(f"cleanup job {job.job_id} is stored already")
+
+    def cleanup_job(self, job_id: str) -> CleanupJob | None:
+        """The job, or None when there is none."""
+        with self._reader() as conn:
+            row = cleanup.read_job(self.dialect, conn, job_id)
+        return None if row is None else cleanup.job_of(row)
+
+    def claim_job(self, now: datetime, lease_until: datetime) -> CleanupJob | None:
+        """Lease the oldest (created_at, then job id) queued or running job not leased past
+        `now` to this replica until `lease_until` and mark it running; None when there is
+        none (one statement on a pooled connection, outside the chain's lock; PostgreSQL:
+        FOR UPDATE SKIP LOCKED)."""
+        with self._reader() as conn:
+            row = cleanup.claim(self.dialect, conn, self.replica, now=now, lease_until=lease_until)
+        return None if row is None else cleanup.job_of(row)
+
+    def record_step(
+        self,
+        job_id: str,
+        result: PackageResult,
+        *,
+        counts: Mapping[str, int],
+        now: datetime,
+        lease_until: datetime,
+    ) -> CleanupJob | None:
+        """A package of a job leased to this replica is done: store its result, add `counts`
+        to the job's, move its next seq past the package, count it done, clear its attempts
+        and error and extend the lease, in one transaction. The job as updated, or None
+        (nothing written) when it is not leased to this replica. ValueError, before anything
+        is written, for a count that is not of a CleanupResult value."""
+        cleanup.add_counts({}, counts)  # the caller's errors, not the database's
+        text = cleanup.json_text(result.to_json())
+        with self._reader() as conn:
+            row = cleanup.record_step(
+                self.dialect,
+                conn,
+                self.replica,
+                job_id,
+                seq=result.seq,
+                result=text,
+                counts=counts,
+                now=now,
+                lease_until=lease_until,
+            )
+        return None if row is None else cleanup.job_of(row)
+
+    def finish_job(self, job_id: str, state: JobState, now: datetime, error: str = "") -> None:
+        """End a job leased to this replica in `state` (succeeded, cancelled, failed) and end
+        its lease; `error` becomes its last error when given. Nothing when the job is not
+        leased to this replica; ValueError for a state that does not end a job."""
+        if JobState(state) not in FINISHED:
+            raise ValueError(f"a job does not end in state {JobState(state).value!r}")
+        with self._reader() as conn:
+            cleanup.finish(
+                self.dialect, conn, self.replica, job_id, state=state, now=now, error=error
+            )
+
+    def retry_job(self, job_id: str, *, retry_at: datetime, error: str, now: datetime) -> None:
+        """A step of a job leased to this replica failed: count the attempt, record `error`
+        and end the lease so that no replica claims the job before `retry_at`. Nothing when
+        the job is not leased to this replica."""
+        with self._reader() as conn:
+            cleanup.retry(
+                self.dialect, conn, self.replica, job_id, retry_at=retry_at, error=error, now=now
+            )
+
+    def cancel_job(self, job_id: str, reason: str, now: datetime) -> CleanupJob | None:
+        """Ask a job to stop (see `cleanup.cancel`): a queued one, or one no replica holds
+        (no lease owner, or its lease expired at `now`), is cancelled at once; one leased past
+        `now` is marked for its runner. The job as it is now (None when there is none;
+        unchanged when it had finished)."""
+        with self._reader() as conn:
+            row = cleanup.cancel(self.dialect, conn, job_id, reason, now)
+        return None if row is None else cleanup.job_of(row)
+
+    def job_results(self, job_id: str, after: int, limit: int) -> list[PackageResult]:
+        """Up to `limit` of the job's package results whose seq is above `after`, in order."""
+        with self._reader() as conn:
+            rows = cleanup.results(self.dialect, conn, job_id, after, limit)
+        return [cleanup.result_of(text) for text in rows]
 
     # --- port: WebhookOutbox ----------------------------------------------------------------
 
