@@ -245,15 +245,35 @@ def render_request(message: Message) -> tuple[dict[str, Any], list[FieldViolatio
     return rendered, [FieldViolation(name, text) for name, text in bad.items()]
 
 
+def _plan_page(response: Any) -> dict[str, Any]:
+    """A page of a cleanup plan, as recorded: its header and the packages it shows."""
+    return {
+        "plan": _as_dict(response.plan),
+        "packages": [
+            f"{p.namespace}/{p.package}" if p.namespace else p.package for p in response.packages
+        ],
+        "next_page": bool(response.next_page_token),
+    }
+
+
 _SUMMARIES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "pkggov.v1.ListAuditEventsResponse": lambda r: {
         "event_ids": [e.event_id for e in r.events],
         "next_page": bool(r.next_page_token),
     },
     "pkggov.v1.GetAuditEventResponse": lambda r: {"event_id": r.event.event_id},
+    "pkggov.v1.PlanCleanupResponse": _plan_page,
+    "pkggov.v1.GetCleanupPlanResponse": _plan_page,
+    "pkggov.v1.GetCleanupJobResponse": lambda r: {
+        "job": _as_dict(r.job),
+        "results": [f"{p.namespace}/{p.package}" if p.namespace else p.package for p in r.results],
+        "next_page": bool(r.next_page_token),
+    },
 }
 """Responses recorded by what they name, not whole: an audit read's answer holds recorded
-bodies, which would nest (and grow) with every read of a read."""
+bodies, which would nest (and grow) with every read of a read; a cleanup plan is stored
+whole beside the audit, under the hash its outcome records, and is named here by its header
+and packages."""
 
 
 def recorded_response(response: Message) -> dict[str, Any]:

@@ -345,7 +345,7 @@ class CleanupRunner:
         try:
             recorded = call.replayed()
         except RecordedFailure as failure:  # answered before: the same answer
-            call.succeeded(None)
+            call.failed(failure, failure.status)
             return call.event_id, _from_status(versions, failure.status), _request_of(failure)
         except PkggovError as error:  # in progress (settled by reconciliation), store down
             raise _Retry(f"{step.where}: {error.message}") from error
