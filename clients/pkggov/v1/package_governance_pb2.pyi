@@ -2606,7 +2606,7 @@ class CleanupJob(_message.Message):
     state: Global___CleanupJobState.ValueType
     """Where it stands."""
     packages_total: _builtins.int
-    """How many packages the plan has with versions to delete."""
+    """How many packages the plan covers (a package with nothing to delete is done at once)."""
     packages_done: _builtins.int
     """How many of them are done."""
     versions_planned: _builtins.int

@@ -438,7 +438,8 @@ class _Evaluation:
     def _ordered(self) -> list[str]:
         """Every version newest first by the rule's order; unplaceable ones last, by name."""
         listed = [v for v in self.package.published_order if v in self.package.statuses]
-        listed += sorted(v for v in self.package.statuses if v not in set(listed))
+        known = set(listed)
+        listed += sorted(v for v in self.package.statuses if v not in known)
         if self.rule.order is Order.PUBLISHED:
             return listed
         placed = [v for v in listed if self.keys[v] is not None]

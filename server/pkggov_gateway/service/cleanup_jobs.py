@@ -125,12 +125,32 @@ class PlanMatch:
         self._rule = replace(rule, max_deletions=None)
         self._package = package
         self._planned = {e.version: e for e in package.deletions()}
+        self._seen = {e.version: (e.status, e.revision) for e in package.entries}
         self._times: dict[str, datetime | None] = {
             e.version: e.published_at for e in package.entries if e.published_at is not None
         }
         self._upstream = upstream
         self._deadline = deadline
         self._clock = clock
+
+    def _as_planned(self, state: PackageState) -> bool:
+        """Whether `state` is the plan's, but for planned deletions that are gone (this job's
+        earlier calls, or anyone's). Then the rule decides as it did: the deletions were all
+        ranked below every version a count keeps, so their absence moves no other version into
+        a count, and no age changes; re-evaluating (a whole package, at each call of 100
+        versions) would only find what the plan says."""
+        seen = self._seen
+        if len(state.statuses) > len(seen):
+            return False  # a version was published since
+        for version, status in state.statuses.items():
+            planned = seen.get(version)
+            if planned is None or planned[0] is not status:
+                return False
+            revision = state.revisions.get(version)
+            if revision is not None and planned[1] and revision != planned[1]:
+                return False
+        gone = seen.keys() - state.statuses.keys()
+        return gone <= self._planned.keys() and state.latest == self._package.latest
 
     def _published_at(self, version: str) -> datetime | None:
         if version not in self._times:
@@ -144,6 +164,8 @@ class PlanMatch:
 
     def __call__(self, state: PackageState) -> Mapping[str, str]:
         """The planned deletions that no longer match, each with why."""
+        if self._as_planned(state):
+            return {}
         listed = [v for v in self._package.published_order if v in state.statuses]
         known = set(listed)
         newer = [v for v in state.statuses if v not in known]  # published since: the newest

@@ -2399,7 +2399,7 @@ export type CleanupJob = Message<"pkggov.v1.CleanupJob"> & {
   updateTime?: Timestamp | undefined;
 
   /**
-   * How many packages the plan has with versions to delete.
+   * How many packages the plan covers (a package with nothing to delete is done at once).
    *
    * @generated from field: int32 packages_total = 8;
    */
