@@ -1,5 +1,5 @@
-"""PkggovClient: a typed, blocking wrapper around the PackageGovernanceService, ApprovalService
-and AuditService stubs."""
+"""PkggovClient: a typed, blocking wrapper around the PackageGovernanceService, ApprovalService,
+AuditService and CleanupService stubs."""
 
 from __future__ import annotations
 
@@ -13,12 +13,20 @@ from typing import Self, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from pkggov.v1 import package_governance_pb2 as gov_pb2
+from pkggov.v1 import package_governance_pb2_grpc as gov_pb2_grpc
 from pkggov_client import pb
 from pkggov_client._approval_model import (
     DeletionRequest,
     DeletionRequestExecution,
     DeletionRequestsPage,
     DeletionRequestState,
+)
+from pkggov_client._cleanup_model import (
+    CleanupJob,
+    CleanupJobPage,
+    CleanupPlanPage,
+    CleanupRule,
 )
 from pkggov_client._errors import error_from_rpc_error
 from pkggov_client._model import (
@@ -149,6 +157,7 @@ class PkggovClient:
         self._stub = pb.PackageGovernanceServiceStub(self._channel)
         self._audit = pb.AuditServiceStub(self._channel)
         self._approvals = pb.ApprovalServiceStub(self._channel)
+        self._cleanup = gov_pb2_grpc.CleanupServiceStub(self._channel)
 
     def _call_metadata(self) -> tuple[tuple[str, str], ...]:
         """The metadata of a call: the client's, and its current bearer token, if any."""
@@ -501,3 +510,147 @@ class PkggovClient:
             timeout,
         )
         return DeletionRequestExecution.from_proto(response)
+
+    # --- CleanupService: retention plans and the jobs that apply them --------------------------
+
+    def plan_cleanup(
+        self,
+        *,
+        domain: str,
+        repository: str,
+        rule_name: str | None = None,
+        rule: CleanupRule | None = None,
+        format: PackageFormat | str | None = None,
+        namespace: str | None = None,
+        package: str | None = None,
+        package_pattern: str | None = None,
+        domain_owner: str | None = None,
+        justification: str | None = None,
+        purge_now: bool = False,
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> CleanupPlanPage:
+        """Plan a cleanup (CleanupService.PlanCleanup): decide every version of one package
+        (`format`, `namespace`, `package`) or of the repository's packages that the filters
+        match (`format`, a `namespace` prefix, the `package_pattern` glob) by a rule, and, for
+        the versions it would delete, by policy, as a dry run of `delete_package_versions`
+        would. Nothing is deleted: the gateway keeps the plan, which `apply_cleanup` runs.
+
+        Give exactly one of `rule_name` (a rule of the gateway's configuration, which must
+        apply to the repository: INVALID_ARGUMENT, reason UNKNOWN_CLEANUP_RULE or
+        CLEANUP_RULE_NOT_APPLICABLE otherwise) and `rule` (inline); the gateway checks that,
+        and every field of the rule, naming each bad field (``rule_name``,
+        ``rule.keep_newest``). `format` takes the enum or its spelling in any case (an unknown
+        spelling raises ValueError before any call is made). `justification` is what policy
+        and audit see for the deletions; `purge_now` asks them to delete at once where a
+        recovery window would archive. Returns the plan and its first page of packages
+        (`page_size` 0: the gateway's default, 50; at most 500); `get_cleanup_plan` pages on.
+        """
+        request = gov_pb2.PlanCleanupRequest(
+            domain=domain,
+            domain_owner=domain_owner or "",
+            repository=repository,
+            format=(
+                pb.PackageFormat.PACKAGE_FORMAT_UNSPECIFIED
+                if format is None
+                else PackageFormat(format).to_proto()
+            ),
+            namespace=namespace or "",
+            package=package or "",
+            package_pattern=package_pattern or "",
+            rule_name=rule_name or "",
+            justification=justification or "",
+            purge_now=purge_now,
+            page_size=page_size,
+        )
+        if rule is not None:
+            request.rule.CopyFrom(rule.to_proto())
+        response = self._invoke(self._cleanup.PlanCleanup, request, timeout)
+        return CleanupPlanPage.from_proto(response)
+
+    def get_cleanup_plan(
+        self,
+        plan_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str | None = None,
+        timeout: float | None = None,
+    ) -> CleanupPlanPage:
+        """A plan and one page of its packages (CleanupService.GetCleanupPlan); pass
+        `CleanupPlanPage.next_page_token` as `page_token` for the next page. Readable by its
+        requester and by the principals policy lets read the audit record; an id that names no
+        plan raises PkggovError with NOT_FOUND (reason CLEANUP_PLAN_NOT_FOUND)."""
+        response = self._invoke(
+            self._cleanup.GetCleanupPlan,
+            gov_pb2.GetCleanupPlanRequest(
+                plan_id=plan_id, page_size=page_size, page_token=page_token or ""
+            ),
+            timeout,
+        )
+        return CleanupPlanPage.from_proto(response)
+
+    def apply_cleanup(
+        self,
+        plan_id: str,
+        *,
+        plan_hash: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> CleanupJob:
+        """Start the durable job that runs a plan (CleanupService.ApplyCleanup); returns at
+        once with the job (QUEUED): follow it with `get_cleanup_job`.
+
+        Only the plan's requester may apply it (PERMISSION_DENIED, reason NOT_REQUESTER), before
+        it expires (FAILED_PRECONDITION, PLAN_EXPIRED); with `plan_hash` (the plan the caller
+        reviewed) a plan whose hash differs is refused (PLAN_HASH_MISMATCH). `request_id` (a
+        UUID) makes retries safe (AIP-155): a retry gets the same job.
+        """
+        response = self._invoke(
+            self._cleanup.ApplyCleanup,
+            gov_pb2.ApplyCleanupRequest(
+                plan_id=plan_id, plan_hash=plan_hash, request_id=request_id or ""
+            ),
+            timeout,
+        )
+        return CleanupJob.from_proto(response.job)
+
+    def get_cleanup_job(
+        self,
+        job_id: str,
+        *,
+        include_results: bool = False,
+        page_size: int = 0,
+        page_token: str | None = None,
+        timeout: float | None = None,
+    ) -> CleanupJobPage:
+        """A job's state and progress (CleanupService.GetCleanupJob), and with
+        `include_results` one page of its per-package results (`page_size` 0: the gateway's
+        default, 50; at most 500); pass `CleanupJobPage.next_page_token` as `page_token` for the
+        next page. Readable by its requester and by the principals policy lets read the audit
+        record; an id that names no job raises PkggovError with NOT_FOUND (reason
+        CLEANUP_JOB_NOT_FOUND)."""
+        response = self._invoke(
+            self._cleanup.GetCleanupJob,
+            gov_pb2.GetCleanupJobRequest(
+                job_id=job_id,
+                include_results=include_results,
+                page_size=page_size,
+                page_token=page_token or "",
+            ),
+            timeout,
+        )
+        return CleanupJobPage.from_proto(response)
+
+    def cancel_cleanup_job(
+        self, job_id: str, reason: str = "", *, timeout: float | None = None
+    ) -> CleanupJob:
+        """Cancel a job (CleanupService.CancelCleanupJob; its requester only: PERMISSION_DENIED,
+        reason NOT_REQUESTER, for anyone else), with an optional reason; returns the job. No
+        package not yet started is deleted; the one in progress finishes. A job that has ended
+        raises PkggovError with FAILED_PRECONDITION (reason CLEANUP_JOB_FINISHED)."""
+        response = self._invoke(
+            self._cleanup.CancelCleanupJob,
+            gov_pb2.CancelCleanupJobRequest(job_id=job_id, reason=reason),
+            timeout,
+        )
+        return CleanupJob.from_proto(response.job)

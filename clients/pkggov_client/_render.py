@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from pkggov_client._model import DeleteResult, RestoreResult, VersionDecision, ordered_keys
 from pkggov_client._text import printable
 
-__all__ = ["render_plan", "render_table", "render_time", "restore_command_line", "restore_hint"]
+__all__ = [
+    "columns",
+    "render_plan",
+    "render_table",
+    "render_time",
+    "restore_command_line",
+    "restore_hint",
+]
 
 
 def render_time(moment: datetime | None) -> str:
@@ -117,6 +124,12 @@ def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
         ).rstrip()
         for row in rows
     ]
+
+
+def columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Lay rows of cells (each already `printable`) out in columns two spaces apart; the last
+    column is not padded."""
+    return _columns(rows)
 
 
 def render_table(result: DeleteResult | RestoreResult, *, order: Iterable[str] = ()) -> str:

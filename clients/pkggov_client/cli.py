@@ -2,7 +2,8 @@
 (`pkggov delete`; under a recovery window the versions are archived, and `pkggov restore`
 brings them back before their purge), the pending purges (`pkggov pending list`, in
 `_pending_cli`), deletion requests that wait for approval (`pkggov approvals ...`, in
-`_approvals_cli`) and reading its audit record (`pkggov audit list|show`, in `_audit_cli`). The
+`_approvals_cli`), retention plans and the jobs that apply them (`pkggov cleanup ...`, in
+`_cleanup_cli`) and reading its audit record (`pkggov audit list|show`, in `_audit_cli`). The
 operator tools that need the gateway's own code (`policy validate|test`, `audit verify`) are
 `pkggov-admin`, installed with the gateway; `pkggov policy` only says so (`_moved`). The options
 every command shares to reach the gateway are in `_connection`; results are laid out as text in
@@ -17,8 +18,9 @@ is denied and --allow-partial is not given, or a version needs approval (the pla
 printed), or the dry run itself failed; `pkggov restore --dry-run` likewise (it has no
 --allow-partial: a denied version makes it 1). A delete that needs approval (APPROVAL_REQUIRED)
 exits 1 too, and says on stderr which deletion request it recorded and how to approve and
-execute it. A reader of stdout that goes away (``pkggov delete ... | head -1``) changes none of
-these.
+execute it. `pkggov cleanup` exits likewise: 3 when a job succeeded but some planned deletions
+were not done, 1 when the call failed or the job failed or was cancelled (`_cleanup_cli`). A
+reader of stdout that goes away (``pkggov delete ... | head -1``) changes none of these.
 
 Identity: a bearer token (a CI job's OIDC token, a Kubernetes projected service-account token)
 from ``--token-file FILE`` (read again whenever it changes) or ``--token-env NAME``, sent as
@@ -44,6 +46,7 @@ from pathlib import Path
 
 from pkggov_client._approvals_cli import add_approvals_commands, approval_required_hint
 from pkggov_client._audit_cli import add_audit_commands
+from pkggov_client._cleanup_cli import add_cleanup_commands
 from pkggov_client._cli_base import (
     ArgumentParser,
     UsageError,
@@ -364,6 +367,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add_audit_commands(commands, common, connect, report_error)
     add_pending_commands(commands, common, connect, report_error)
     add_approvals_commands(commands, common, connect, report_error)
+    add_cleanup_commands(commands, common, connect, report_error)
     return parser
 
 

@@ -2344,6 +2344,7 @@ class PackageCleanupPlan(_message.Message):
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    VERSION_OFFSET_FIELD_NUMBER: _builtins.int
     format: Global___PackageFormat.ValueType
     """The package format."""
     namespace: _builtins.str
@@ -2354,6 +2355,10 @@ class PackageCleanupPlan(_message.Message):
     """The package's latest version (its default display version) when planned."""
     error: _builtins.str
     """Why the package could not be planned ("" when it was); none of its versions is deleted."""
+    version_offset: _builtins.int
+    """The position of the first version shown in `versions`: a package too large for one page
+    (about 3 MB) is split between pages, and continues on the next page from this offset.
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionCleanupPlan]:
         """Every version of the package, newest first by the rule's order."""
@@ -2367,10 +2372,11 @@ class PackageCleanupPlan(_message.Message):
         latest_version: _builtins.str = ...,
         versions: _abc.Iterable[Global___VersionCleanupPlan] | None = ...,
         error: _builtins.str = ...,
+        version_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "format", b"format", "latest_version", b"latest_version", "namespace", b"namespace", "package", b"package", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "format", b"format", "latest_version", b"latest_version", "namespace", b"namespace", "package", b"package", "version_offset", b"version_offset", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

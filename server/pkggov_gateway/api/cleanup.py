@@ -105,7 +105,7 @@ class CleanupServicer(pb_grpc.CleanupServiceServicer):
         planned = validate_plan_request(_raw_plan(request))
         deadline = caller_deadline(context, self._default_deadline, self._max_deadline, self._drain)
         plan, packages = self._desk.plan(principal, planned, deadline, call)
-        page, token = self._page(plan, list(enumerate(packages)), request.page_size)
+        page, token = self._page(plan, list(enumerate(packages)), request.page_size, 0)
         return pb.PlanCleanupResponse(
             plan=to_cleanup_plan(plan), packages=page, next_page_token=token
         )
@@ -117,10 +117,14 @@ class CleanupServicer(pb_grpc.CleanupServiceServicer):
         principal, _ = governed_call(context)
         plan_id = _uuid("plan_id", request.plan_id)
         _check_page_size(request.page_size)
-        after = self._read_token(request.page_token, f"plan:{plan_id}")
+        seq, offset = -1, 0
+        if request.page_token:
+            cursor = self._tokens.read_after(request.page_token, f"plan:{plan_id}")
+            seq, offset = _cursor(cursor)
         limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        after = seq - 1 if seq >= 0 else -1
         plan, found = self._desk.get_plan(principal, plan_id, after=after, limit=limit)
-        page, token = self._page(plan, found, request.page_size)
+        page, token = self._page(plan, found, request.page_size, offset)
         return pb.GetCleanupPlanResponse(
             plan=to_cleanup_plan(plan), packages=page, next_page_token=token
         )
@@ -178,23 +182,65 @@ class CleanupServicer(pb_grpc.CleanupServiceServicer):
         return self._tokens.read(token, filters) if token else -1
 
     def _page(
-        self, plan: CleanupPlan, found: Sequence[tuple[int, PackagePlan]], page_size: int
+        self,
+        plan: CleanupPlan,
+        found: Sequence[tuple[int, PackagePlan]],
+        page_size: int,
+        offset: int,
     ) -> tuple[list[pb.PackageCleanupPlan], str]:
-        """At most page_size packages and MAX_PAGE_BYTES (always one), and the next token."""
+        """At most page_size packages and MAX_PAGE_BYTES, starting at version `offset` of the
+        first, and the next token. A package too large for what is left of a page goes on
+        the next one; one too large for a page of its own is split between pages (its
+        versions continue from `version_offset`)."""
         limit = min(page_size or DEFAULT_PAGE, MAX_PAGE)
         page: list[pb.PackageCleanupPlan] = []
         size = 0
-        last = -1
-        for seq, package in found[:limit]:
-            message = to_package_plan(package)
-            size += message.ByteSize()
-            if page and size > MAX_PAGE_BYTES:
-                break
+        for index, (seq, package) in enumerate(found[:limit]):
+            start = offset if index == 0 else 0
+            message = to_package_plan(package, start)
+            if size + message.ByteSize() <= MAX_PAGE_BYTES:
+                page.append(message)
+                size += message.ByteSize()
+                continue
+            if page:  # it goes on the next page, whole
+                return page, self._next(plan, seq, 0)
+            cut = _cut(message, MAX_PAGE_BYTES)  # alone too large: split it
             page.append(message)
-            last = seq
-        more = last + 1 < plan.package_count
-        token = self._tokens.issue(last, f"plan:{plan.plan_id}") if more and page else ""
-        return page, token
+            return page, self._next(plan, seq, start + cut)
+        last = found[:limit][-1][0] if found else plan.package_count
+        if page and last + 1 < plan.package_count:
+            return page, self._next(plan, last + 1, 0)
+        return page, ""
+
+    def _next(self, plan: CleanupPlan, seq: int, offset: int) -> str:
+        return self._tokens.issue_after((str(seq), str(offset)), f"plan:{plan.plan_id}")
+
+
+def _cursor(cursor: tuple[str, str]) -> tuple[int, int]:
+    """A plan page token's (package seq, version offset)."""
+    try:
+        seq, offset = int(cursor[0]), int(cursor[1])
+    except ValueError:
+        seq = offset = -1
+    if seq < 0 or offset < 0:
+        raise InvalidRequestError(
+            [FieldViolation("page_token", "is not a page token of this plan")]
+        )
+    return seq, offset
+
+
+def _cut(message: pb.PackageCleanupPlan, budget: int) -> int:
+    """Keep as many of `message`'s versions as fit in `budget` bytes (at least one); how many."""
+    fixed = message.ByteSize() - sum(v.ByteSize() + 4 for v in message.versions)
+    size = fixed
+    kept = 0
+    for version in message.versions:
+        size += version.ByteSize() + 4  # the field's tag and length
+        if size > budget and kept:
+            break
+        kept += 1
+    del message.versions[kept:]
+    return kept
 
 
 def _uuid_violations(field: str, text: str) -> list[FieldViolation]:
@@ -314,8 +360,8 @@ def to_cleanup_plan(plan: CleanupPlan) -> pb.CleanupPlan:
     )
 
 
-def to_package_plan(plan: PackagePlan) -> pb.PackageCleanupPlan:
-    """One package's plan as the proto message."""
+def to_package_plan(plan: PackagePlan, offset: int = 0) -> pb.PackageCleanupPlan:
+    """One package's plan as the proto message, from its version `offset` on."""
     package = plan.package
     message = pb.PackageCleanupPlan(
         format=FORMAT_NUMBERS[package.format],  # type: ignore[arg-type]
@@ -323,8 +369,9 @@ def to_package_plan(plan: PackagePlan) -> pb.PackageCleanupPlan:
         package=package.package,
         latest_version=plan.latest or "",
         error=plan.error,
+        version_offset=offset,
     )
-    for entry in plan.entries:
+    for entry in plan.entries[offset:]:
         version = message.versions.add(
             version=entry.version,
             revision=entry.revision,
