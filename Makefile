@@ -10,7 +10,7 @@ PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 GEN_DIR   := clients
 GEN_PKG   := clients/pkggov
 
-.PHONY: help venv run run-mtls certs test lint format typecheck check-protos protos buf-lint ts-client bench bench-policy bench-audit bench-gateway unit integration e2e soak clean
+.PHONY: help venv run run-mtls certs test lint format typecheck check-protos protos buf-lint ts-client bench bench-policy bench-audit bench-gateway bench-cleanup unit integration e2e soak clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,7 +51,7 @@ run-mtls: $(STAMP) certs ## The development stack with mTLS identity instead of 
 	PKGGOV_IDENTITY_CLIENT_CA=$(CERTS)/ca.pem \
 	$(BIN)/pkggov-gateway --dev
 
-bench: bench-policy bench-audit bench-gateway ## Run every benchmark (not a test; prints the results).
+bench: bench-policy bench-audit bench-gateway bench-cleanup ## Run every benchmark (not a test; prints the results).
 
 bench-policy: $(STAMP) ## Time policy decisions for 1 and 100 versions (not a test).
 	$(BIN)/python scripts/bench_policy.py
@@ -61,6 +61,9 @@ bench-audit: $(STAMP) ## Time the audit path (intent + outcome) on SQLite and Po
 
 bench-gateway: $(STAMP) ## The whole gateway (C-G, mTLS, emulator upstream) vs its floors (A, B, H), RSS soak (not a test).
 	$(BIN)/python scripts/bench_gateway.py
+
+bench-cleanup: $(STAMP) ## PlanCleanup of 10,000 versions and of 1,000 packages, and an apply, vs CodeArtifact's quotas (not a test).
+	$(BIN)/python scripts/bench_cleanup.py
 
 test: $(STAMP) lint typecheck check-protos ## Run every quality gate and the whole test suite.
 	$(BIN)/pytest
