@@ -1087,6 +1087,8 @@ _REFUSAL_HINTS = {
     "UNKNOWN_CLEANUP_RULE": "the gateway's configuration has no rule of that name "
     "([cleanup.rules.NAME]); or give a rule inline (--keep-newest N, ...)",
     "CLEANUP_RULE_NOT_APPLICABLE": "the rule's repositories do not include this repository",
+    "CLEANUP_PLAN_LIMIT": "you have as many unexpired plans as the gateway allows: apply one "
+    "(pkggov cleanup apply) or wait for one to expire",
 }
 
 

@@ -464,6 +464,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
             plan_ttl_seconds=cleanup.plan_ttl_hours * 3600,
             max_packages=cleanup.max_packages,
             max_versions=cleanup.max_versions,
+            max_open_plans=cleanup.max_open_plans,
         ),
         clock=clock,
     )
@@ -479,6 +480,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
             retry_seconds=cleanup.retry_seconds,
             retry_max_seconds=cleanup.retry_max_seconds,
             max_attempts=cleanup.max_attempts,
+            plan_retention_seconds=cleanup.plan_retention_days * 86_400,
         ),
         status_of=recorded_status_of,
         drain=drain,

@@ -272,11 +272,15 @@ class ApprovalSettings:
 class CleanupSettings:
     """Retention: cleanup plans (PlanCleanup) and the jobs that apply them (ApplyCleanup)."""
 
-    # A plan can be applied for this many hours after it was made.
+    # A plan can be applied for this many hours after it was made; it is kept plan_retention_days
+    # more (a finished job's report reads it), then pruned.
     plan_ttl_hours: float = 24.0
-    # The most packages and versions one plan covers (CLEANUP_TOO_LARGE beyond).
+    plan_retention_days: float = 30.0
+    # The most packages and versions one plan covers (CLEANUP_TOO_LARGE beyond), and the most
+    # unexpired plans one principal may have (CLEANUP_PLAN_LIMIT beyond).
     max_packages: int = 1000
     max_versions: int = 200_000
+    max_open_plans: int = 20
     # Every replica runs a job runner: how often it looks for a job; a job it takes is leased
     # for lease_seconds (renewed after each package); each deletion call gets
     # call_deadline_seconds. A package that fails is retried after retry_seconds, doubling up
@@ -387,6 +391,8 @@ _MOST: dict[tuple[str, str], float] = {
     ("cleanup", "max_versions"): 10_000_000,
     ("cleanup", "max_attempts"): 1000,
     ("cleanup", "plan_ttl_hours"): 24 * 30.0,
+    ("cleanup", "plan_retention_days"): 3660.0,
+    ("cleanup", "max_open_plans"): 100_000,
 }
 """Sane upper bounds, so that an absurd value is refused by its own name (not by the check of
 another setting derived from it, nor by an overflow deep in grpc at start-up)."""

@@ -329,6 +329,15 @@ class CleanupStore(Protocol):
         """The plan's header, or None when there is none."""
         ...
 
+    def open_plans(self, requester: str, now: datetime) -> int:
+        """How many of `requester`'s plans have not expired at `now`."""
+        ...
+
+    def prune_plans(self, expired_before: datetime, limit: int) -> int:
+        """Delete up to `limit` plans (with their packages) that expired before
+        `expired_before` and that no queued or running job applies; how many."""
+        ...
+
     def plan_packages(self, plan_id: str, after: int, limit: int) -> list[tuple[int, PackagePlan]]:
         """Up to `limit` of the plan's packages whose seq is above `after` (-1: from the
         first), in order, each with its seq."""

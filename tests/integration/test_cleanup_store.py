@@ -732,3 +732,38 @@ def test_a_store_with_entries_migrates_to_cleanup_jobs_and_still_verifies(
         assert (True, 2) == (report.ok, report.entries)
     finally:
         store.close()
+
+
+def test_open_plans_count_a_requesters_unexpired_plans(store: Store) -> None:
+    """open_plans counts the requester's plans that expire after the time given, no others."""
+    plan = make_plan("plan-open", [package(0)])
+    store.save_plan(plan, [package(0)])
+    before = plan.expires_at - timedelta(seconds=1)
+    assert 1 == store.open_plans(plan.requester_id, before)
+    assert 0 == store.open_plans(plan.requester_id, plan.expires_at)
+    assert 0 == store.open_plans("someone-else", before)
+
+
+def test_prune_plans_deletes_expired_plans_no_unfinished_job_applies(store: Store) -> None:
+    """Plans expired before the time given go with their packages, unless a queued or running
+    job applies them; a finished job's plan goes too, and the limit bounds one pass."""
+    packages = [package(0), package(1)]
+    for plan_id in ("plan-idle", "plan-busy", "plan-done", "plan-extra"):
+        store.save_plan(make_plan(plan_id, packages), packages)
+    store.create_job(job("job-done", plan_id="plan-done"))
+    leased = claimed(store, at=NOW)
+    assert leased is not None
+    assert "job-done" == leased.job_id
+    store.finish_job("job-done", JobState.SUCCEEDED, NOW)
+    store.create_job(job("job-busy", plan_id="plan-busy"))  # queued: its plan stays
+    expiry = make_plan("plan-idle", packages).expires_at
+    assert 0 == store.prune_plans(expiry, 10)  # not yet expired before that time
+    after = expiry + timedelta(days=1)
+    assert 2 == store.prune_plans(after, 2)
+    assert 1 == store.prune_plans(after, 10)
+    remaining = [
+        p for p in ("plan-idle", "plan-busy", "plan-done", "plan-extra") if store.cleanup_plan(p)
+    ]
+    assert ["plan-busy"] == remaining
+    assert [] == store.plan_packages("plan-idle", -1, 10)
+    assert 2 == len(store.plan_packages("plan-busy", -1, 10))

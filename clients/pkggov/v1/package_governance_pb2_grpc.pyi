@@ -482,7 +482,9 @@ class CleanupServiceStub:
     rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
     (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
     FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
-    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    CLEANUP_TOO_LARGE), RESOURCE_EXHAUSTED (CLEANUP_PLAN_LIMIT: the caller has as many unexpired
+    plans as the configuration allows) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer
+    matches its hash).
     """
 
     @_typing.overload
@@ -530,7 +532,9 @@ class CleanupServiceAsyncStub(CleanupServiceStub):
     rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
     (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
     FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
-    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    CLEANUP_TOO_LARGE), RESOURCE_EXHAUSTED (CLEANUP_PLAN_LIMIT: the caller has as many unexpired
+    plans as the configuration allows) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer
+    matches its hash).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -574,7 +578,9 @@ class CleanupServiceServicer(metaclass=_abc_1.ABCMeta):
     rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
     (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
     FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
-    CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+    CLEANUP_TOO_LARGE), RESOURCE_EXHAUSTED (CLEANUP_PLAN_LIMIT: the caller has as many unexpired
+    plans as the configuration allows) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer
+    matches its hash).
     """
 
     @_abc_1.abstractmethod

@@ -32,6 +32,7 @@ from pkggov_gateway.domain.errors import (
     CleanupNotRequesterError,
     CleanupPlanExpiredError,
     CleanupPlanHashMismatchError,
+    CleanupPlanLimitError,
     CleanupPlanNotFoundError,
     CleanupPlanTamperedError,
     CleanupRuleNotApplicableError,
@@ -246,6 +247,7 @@ STATUS_TABLE: dict[type[PkggovError], StatusRule] = {
         grpc.StatusCode.FAILED_PRECONDITION, "CLEANUP_JOB_FINISHED"
     ),
     CleanupTooLargeError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, "CLEANUP_TOO_LARGE"),
+    CleanupPlanLimitError: StatusRule(grpc.StatusCode.RESOURCE_EXHAUSTED, "CLEANUP_PLAN_LIMIT"),
     UnknownCleanupRuleError: StatusRule(grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_CLEANUP_RULE"),
     CleanupRuleNotApplicableError: StatusRule(
         grpc.StatusCode.INVALID_ARGUMENT, "CLEANUP_RULE_NOT_APPLICABLE"

@@ -327,6 +327,10 @@ class CleanupTooLargeError(CleanupError):
     """The plan would cover more packages or versions than the configuration allows."""
 
 
+class CleanupPlanLimitError(CleanupError):
+    """The principal has as many unexpired plans as the configuration allows."""
+
+
 class UnknownCleanupRuleError(CleanupError):
     """No configured cleanup rule has the name asked for."""
 

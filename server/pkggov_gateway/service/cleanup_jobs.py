@@ -102,6 +102,9 @@ class JobSettings:
     """Failed tries of one package before the job fails (each retried with backoff)."""
     record_grace_seconds: float = 60.0
     """How long a job may wait for its ApplyCleanup call's outcome to be recorded."""
+    plan_retention_seconds: float = 30 * 86_400.0
+    """How long after it expired a plan is kept (a finished job's report reads it), then
+    pruned (unless an unfinished job applies it)."""
 
 
 class _Retry(Exception):  # noqa: N818 - control flow: the package is tried again later
@@ -223,8 +226,13 @@ class CleanupRunner:
         self._clock = clock
 
     def run_once(self) -> bool:
-        """Lease one job and run it as far as it goes; whether there was one."""
+        """Prune plans long expired; lease one job and run it as far as it goes; whether there
+        was one."""
         now = self._clock()
+        retention = timedelta(seconds=self._settings.plan_retention_seconds)
+        pruned = self._store.prune_plans(now - retention, 100)
+        if pruned:
+            log.info("cleanup.plans_pruned", plans=pruned)
         job = self._store.claim_job(now, self._lease_end())
         if job is None:
             return False

@@ -44,6 +44,7 @@ from pkggov_gateway.domain.errors import (
     CleanupNotRequesterError,
     CleanupPlanExpiredError,
     CleanupPlanHashMismatchError,
+    CleanupPlanLimitError,
     CleanupPlanNotFoundError,
     CleanupPlanTamperedError,
     CleanupRuleNotApplicableError,
@@ -120,6 +121,8 @@ class CleanupLimits:
     plan_ttl_seconds: float = 86_400.0
     max_packages: int = 1_000
     max_versions: int = 200_000
+    max_open_plans: int = 20
+    """Unexpired plans one principal may have (each is stored until pruned)."""
 
 
 class _Counted:
@@ -209,6 +212,12 @@ class CleanupDesk:
         rule = self.rule_for(request)
         view = self._policy.current()  # one policy set for the whole plan
         now = self._clock()
+        most = self._limits.max_open_plans
+        if self._store.open_plans(principal.id, now) >= most:
+            raise CleanupPlanLimitError(
+                f"{principal.id} has {most} cleanup plans that have not expired "
+                "(cleanup.max_open_plans): apply or wait for one to expire"
+            )
         upstream = _Counted(self._upstream)
         packages = self._packages(request.scope, upstream, deadline)
         plans: list[PackagePlan] = []

@@ -572,6 +572,35 @@ class InMemoryAuditStore:
                 plan_id=plan_id,
             ) from err
 
+    def open_plans(self, requester: str, now: datetime) -> int:
+        """How many of `requester`'s plans have not expired at `now`."""
+        with self._lock:
+            headers = [json.loads(row.header) for row in self._plans.values()]
+        return sum(
+            1
+            for h in headers
+            if h["requester"]["id"] == requester and datetime.fromisoformat(h["expires_at"]) > now
+        )
+
+    def prune_plans(self, expired_before: datetime, limit: int) -> int:
+        """Delete up to `limit` plans that expired before `expired_before` and that no
+        unfinished job applies; how many."""
+        with self._lock:
+            busy = {
+                row.job.plan_id
+                for row in self._jobs.values()
+                if row.job.state in (JobState.QUEUED, JobState.RUNNING)
+            }
+            expired = sorted(
+                (datetime.fromisoformat(json.loads(row.header)["expires_at"]), plan_id)
+                for plan_id, row in self._plans.items()
+                if plan_id not in busy
+            )
+            pruned = [plan_id for at, plan_id in expired if at < expired_before][:limit]
+            for plan_id in pruned:
+                del self._plans[plan_id]
+        return len(pruned)
+
     def plan_packages(self, plan_id: str, after: int, limit: int) -> list[tuple[int, PackagePlan]]:
         """Up to `limit` of the plan's packages whose seq is above `after` (-1: from the
         first), in order, each with its seq; CleanupPlanTamperedError for one that does not

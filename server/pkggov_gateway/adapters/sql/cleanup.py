@@ -62,10 +62,12 @@ __all__ = [
     "finish",
     "job_of",
     "json_text",
+    "open_plans",
     "package_of",
     "packages",
     "plan_of",
     "plan_rows",
+    "prune_plans",
     "read_job",
     "read_plan",
     "record_step",
@@ -199,6 +201,37 @@ def save_plan(
         for seq, package in enumerate(packages):
             conn.execute(dialect.sql(_SAVE_PACKAGE), (_text(plan.plan_id), seq, package))
     return True
+
+
+def open_plans(dialect: Dialect, conn: Any, requester: str, now: datetime) -> int:
+    """How many of `requester`'s plans expire after `now`."""
+    rows = fetch(
+        dialect,
+        conn,
+        "SELECT COUNT(*) FROM cleanup_plans WHERE requester = ? AND expires_at > ?",
+        (_text(requester), format_time(now)),
+    )
+    return int(rows[0][0])
+
+
+def prune_plans(dialect: Dialect, conn: Any, expired_before: datetime, limit: int) -> int:
+    """Delete up to `limit` plans that expired before `expired_before` and that no unfinished
+    job applies, with their packages, in one transaction; how many."""
+    with _transaction(dialect, conn):
+        rows = fetch(
+            dialect,
+            conn,
+            "SELECT plan_id FROM cleanup_plans p WHERE expires_at < ? AND NOT EXISTS ("  # noqa: S608 - fixed names
+            f"SELECT 1 FROM cleanup_jobs j WHERE j.plan_id = p.plan_id AND j.state IN {_UNFINISHED}"
+            ") ORDER BY expires_at LIMIT ?",
+            (format_time(expired_before), limit),
+        )
+        for (plan_id,) in rows:
+            conn.execute(
+                dialect.sql("DELETE FROM cleanup_plan_packages WHERE plan_id = ?"), (plan_id,)
+            )
+            conn.execute(dialect.sql("DELETE FROM cleanup_plans WHERE plan_id = ?"), (plan_id,))
+    return len(rows)
 
 
 def read_plan(dialect: Dialect, conn: Any, plan_id: str) -> tuple[str, str, str] | None:

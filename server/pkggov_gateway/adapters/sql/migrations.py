@@ -226,6 +226,10 @@ def migrations(big: str) -> list[Migration]:
                     plan_hash TEXT NOT NULL,
                     header TEXT NOT NULL
                 )""",
+                # A requester's plans that have not expired (the limit of open plans), and
+                # the expired ones to prune.
+                "CREATE INDEX cleanup_plans_requester ON cleanup_plans (requester, expires_at)",
+                "CREATE INDEX cleanup_plans_expiry ON cleanup_plans (expires_at)",
                 # A plan's packages in plan order (seq 0, 1, ...), each its canonical JSON
                 # (`PackagePlan.to_json`).
                 """CREATE TABLE cleanup_plan_packages (

@@ -338,6 +338,17 @@ class SqlAuditStore:
             found = cleanup.read_plan(self.dialect, conn, plan_id)
         return None if found is None else cleanup.plan_of(found)
 
+    def open_plans(self, requester: str, now: datetime) -> int:
+        """How many of `requester`'s plans have not expired at `now`."""
+        with self._reader() as conn:
+            return cleanup.open_plans(self.dialect, conn, requester, now)
+
+    def prune_plans(self, expired_before: datetime, limit: int) -> int:
+        """Delete up to `limit` plans that expired before `expired_before` and that no
+        unfinished job applies (with their packages); how many."""
+        with self._reader() as conn:
+            return cleanup.prune_plans(self.dialect, conn, expired_before, limit)
+
     def plan_packages(self, plan_id: str, after: int, limit: int) -> list[tuple[int, PackagePlan]]:
         """Up to `limit` of the plan's packages whose seq is above `after` (-1: from the
         first), in order, each with its seq; CleanupPlanTamperedError for a row that does not

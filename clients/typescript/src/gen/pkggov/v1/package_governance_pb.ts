@@ -3658,7 +3658,9 @@ export const AuditService: GenService<{
  * rule), NOT_FOUND (CLEANUP_PLAN_NOT_FOUND, CLEANUP_JOB_NOT_FOUND), PERMISSION_DENIED
  * (NOT_REQUESTER: only a plan's requester applies it, and only a job's requester cancels it),
  * FAILED_PRECONDITION (PLAN_EXPIRED, PLAN_HASH_MISMATCH, CLEANUP_JOB_FINISHED,
- * CLEANUP_TOO_LARGE) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer matches its hash).
+ * CLEANUP_TOO_LARGE), RESOURCE_EXHAUSTED (CLEANUP_PLAN_LIMIT: the caller has as many unexpired
+ * plans as the configuration allows) and DATA_LOSS (PLAN_TAMPERED: the stored plan no longer
+ * matches its hash).
  *
  * @generated from service pkggov.v1.CleanupService
  */
