@@ -156,14 +156,17 @@ class CleanupServicer(pb_grpc.CleanupServiceServicer):
         principal, _ = governed_call(context)
         job_id = _uuid("job_id", request.job_id)
         _check_page_size(request.page_size)
-        after = self._read_token(request.page_token, f"job:{job_id}")
+        # Result seqs start at 0; a token holds the next seq (positions start at 1).
+        after = (
+            self._tokens.read(request.page_token, f"job:{job_id}") - 1 if request.page_token else -1
+        )
         limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE) if request.include_results else 0
         job, results = self._desk.get_job(principal, job_id, after=after, limit=limit)
         response = pb.GetCleanupJobResponse(job=to_cleanup_job(job))
         for result in results:
             response.results.append(_to_package_result(result))
         if results and len(results) == limit:
-            response.next_page_token = self._tokens.issue(results[-1].seq, f"job:{job_id}")
+            response.next_page_token = self._tokens.issue(results[-1].seq + 1, f"job:{job_id}")
         return response
 
     def CancelCleanupJob(  # noqa: N802 - the generated method name
@@ -177,9 +180,6 @@ class CleanupServicer(pb_grpc.CleanupServiceServicer):
             raise InvalidRequestError(violations)
         job = self._desk.cancel(principal, request.job_id.lower(), request.reason, call)
         return pb.CancelCleanupJobResponse(job=to_cleanup_job(job))
-
-    def _read_token(self, token: str, filters: str) -> int:
-        return self._tokens.read(token, filters) if token else -1
 
     def _page(
         self,

@@ -38,6 +38,7 @@ from typing import Any
 
 import structlog
 
+from pkggov_gateway.domain.audit import AuditEventRecord, EntryKind
 from pkggov_gateway.domain.cleanup import (
     CLEANUP_JOB_METHOD,
     PLAN_ALLOWED,
@@ -369,6 +370,11 @@ class CleanupRunner:
         """One governed delete of `chunk`: (its audit event, each version's result, the
         deletion request it recorded, if any)."""
         versions = [e.version for e in chunk]
+        # A call of this step that a crash cut short, settled by reconciliation since: what it
+        # did to each version (its request_id is rerun; the versions it deleted are gone).
+        earlier = _reconciled(
+            self._auditor.store.event_by_request_id(principal.id, step.request_id)
+        )
         call = self._auditor.begin(CLEANUP_JOB_METHOD, str(uuid.uuid4()), principal.peer)
         call.identified(principal)
         call.received(step.request(versions))
@@ -416,6 +422,7 @@ class CleanupRunner:
                 call.failed(error, status)
             raise _Retry(f"{step.where}: {status.message}") from error
         found = _from_outcome(outcome)
+        found.update(_by_earlier(earlier, found))
         call.succeeded(
             {
                 **response_json(outcome),
@@ -451,6 +458,41 @@ class _Step:
             cleanup_job_id=self.job.job_id,
             cleanup_plan_id=self.plan.plan_id,
         )
+
+
+def _reconciled(event: AuditEventRecord | None) -> Mapping[str, str]:
+    """What the reconciliation of an earlier call found it did to each version ("deleted",
+    "archived", "still_present", "unknown"); nothing when there was none."""
+    entry = event.entry(EntryKind.RECONCILIATION) if event is not None else None
+    versions = entry.body.get("versions") if entry is not None else None
+    return (
+        {str(v): str(how) for v, how in versions.items()} if isinstance(versions, Mapping) else {}
+    )
+
+
+_EARLIER = {"deleted": CleanupResult.DELETED, "archived": CleanupResult.ARCHIVED}
+
+
+def _by_earlier(
+    earlier: Mapping[str, str], found: Mapping[str, VersionResult]
+) -> dict[str, VersionResult]:
+    """The versions an earlier, reconciled call of the step deleted (or archived), which this
+    call therefore found gone (or changed): theirs is the earlier call's result."""
+    settled: dict[str, VersionResult] = {}
+    for version, how in earlier.items():
+        result = _EARLIER.get(how)
+        current = found.get(version)
+        if result is not None and current is not None and current.result is PLAN_CHANGED:
+            settled[version] = VersionResult(
+                version,
+                result,
+                f"{how} by an earlier attempt of this call, whose answer a crash lost "
+                "(settled by reconciliation)",
+            )
+    return settled
+
+
+PLAN_CHANGED = CleanupResult.PLAN_CHANGED
 
 
 def _job_recorded(audit: AuditStore, job: CleanupJob) -> bool:

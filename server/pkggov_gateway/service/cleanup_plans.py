@@ -28,12 +28,14 @@ from pkggov_gateway.domain.cleanup import (
     FINISHED,
     CleanupJob,
     CleanupPlan,
+    CleanupResult,
     CleanupScope,
     JobState,
     PackagePlan,
     PackageResult,
     PlannedEntry,
     PlanRequest,
+    VersionResult,
     plan_hash,
     principal_json,
 )
@@ -450,7 +452,9 @@ class CleanupDesk:
         after: int,
         limit: int,
     ) -> tuple[CleanupJob, list[PackageResult]]:
-        """A job and the page of its results after seq `after` (limit 0: none)."""
+        """A job and the page of its results after seq `after` (limit 0: none): the packages
+        done, then those not done, each planned deletion PENDING (the job is queued or
+        running), CANCELLED (it was cancelled) or FAILED (it failed first)."""
         job = self._job(job_id)
         if job.requester_id != principal.id and not self._reads_audit(principal):
             raise CleanupNotRequesterError(
@@ -459,6 +463,10 @@ class CleanupDesk:
                 job_id=job_id,
             )
         results = self._store.job_results(job_id, after, limit) if limit else []
+        if len(results) < limit and job.state is not JobState.SUCCEEDED:
+            start = max(after, results[-1].seq if results else -1, job.next_seq - 1)
+            left = self._store.plan_packages(job.plan_id, start, limit - len(results))
+            results += [_not_done(job, seq, package) for seq, package in left]
         return job, results
 
     def cancel(
@@ -495,6 +503,24 @@ class CleanupDesk:
         if job is None:
             raise CleanupJobNotFoundError(f"no cleanup job has id {job_id}", job_id=job_id)
         return job
+
+
+_NOT_DONE = {
+    JobState.QUEUED: (CleanupResult.PENDING, "not processed yet"),
+    JobState.RUNNING: (CleanupResult.PENDING, "not processed yet"),
+    JobState.CANCELLED: (CleanupResult.CANCELLED, "not deleted: the job was cancelled first"),
+    JobState.FAILED: (CleanupResult.FAILED, "not attempted: the job failed first"),
+}
+
+
+def _not_done(job: CleanupJob, seq: int, package: PackagePlan) -> PackageResult:
+    """A package the job has not processed: each planned deletion as the job's state says."""
+    result, message = _NOT_DONE[job.state]
+    return PackageResult(
+        seq,
+        package.package,
+        tuple(VersionResult(e.version, result, message) for e in package.deletions()),
+    )
 
 
 def recorded_plan_hash(audit: AuditStore, event_id: str, plan_id: str) -> str | None:
