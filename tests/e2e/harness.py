@@ -28,8 +28,8 @@ from pkggov_emulator import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_
 from pkggov_gateway.bootstrap import build_gateway
 from pkggov_gateway.config import (
     ApprovalSettings,
-    CleanupSettings,
     AuditSettings,
+    CleanupSettings,
     EmulatorSettings,
     IdentitySettings,
     MetricsSettings,
