@@ -780,12 +780,15 @@ def test_a_plan_row_that_is_not_a_plan_is_data_loss(shipped: Gateway, emulator: 
     assert [] == emulator.calls("DeletePackageVersions")
 
 
+@pytest.mark.parametrize("acting_as", ["dave", "alice"])
 @pytest.mark.parametrize("event", ["none", "the plan's"])
 def test_a_job_written_into_the_database_is_never_run(
-    event: str, make_gateway: GatewayFactory, emulator: Emulator, clock: Clock
+    event: str, acting_as: str, make_gateway: GatewayFactory, emulator: Emulator, clock: Clock
 ) -> None:
-    """A job row written into the database without ApplyCleanup is failed, never run."""
-    # A job row inserted into the database for alice's plan, acting as dave, without an ApplyCleanup
+    """A job row written into the database without ApplyCleanup is failed, never run: at once
+    when it acts as another than the plan's requester, else once its ApplyCleanup record is
+    overdue."""
+    # A job row inserted into the database for alice's plan, as dave or alice, without an ApplyCleanup
     # call that recorded it (its event id unknown, or the PlanCleanup call's): the runner waits for
     # the record a while, then fails the job; nothing is ever deleted.
     with make_gateway(
@@ -810,7 +813,7 @@ def test_a_job_written_into_the_database_is_never_run(
                     plan.plan_hash,
                     _canonical(
                         {
-                            "id": "dave",
+                            "id": acting_as,
                             "method": "dev",
                             "issuer": None,
                             "token_id": None,
@@ -826,13 +829,15 @@ def test_a_job_written_into_the_database_is_never_run(
             )
         emulator.clear_calls()
         assert _runner(gateway).run_once() is True
-        waiting = alice.job(job_id)
-        assert waiting.state in {pb.CLEANUP_JOB_STATE_RUNNING, pb.CLEANUP_JOB_STATE_QUEUED}
-        clock.advance(timedelta(minutes=5))
-        assert _runner(gateway).run_once() is True
+        if acting_as == "alice":  # the plan's requester: it waits for the record a while
+            waiting = alice.job(job_id)
+            assert waiting.state in {pb.CLEANUP_JOB_STATE_RUNNING, pb.CLEANUP_JOB_STATE_QUEUED}
+            clock.advance(timedelta(minutes=5))
+            assert _runner(gateway).run_once() is True
         failed = alice.job(job_id)
         assert pb.CLEANUP_JOB_STATE_FAILED == failed.state, failed
-        assert "never recorded" in failed.last_error
+        reason = "never recorded" if acting_as == "alice" else "its requester is not its plan's"
+        assert reason in failed.last_error
         assert [] == emulator.calls("DeletePackageVersions")
         assert not applied_deletions(emulator)
 
@@ -857,6 +862,7 @@ _GUARDS = (
     "older_than_days",
     "keep_younger_than_days",
 )
+_AGES = ("older_than_days", "keep_younger_than_days")
 _RULE_STATUSES = {1, 2, 3, 4, 5}
 """Published, Unfinished, Unlisted, Archived, Disposed (not Unspecified, not Deleted)."""
 
@@ -923,6 +929,10 @@ def cleanup_rules(draw: st.DrawFn) -> pb.CleanupRule:
         for name in [n for n in _LIMITS if n != out_of_scope]:
             if not rule.HasField(name) and draw(st.booleans()):  # type: ignore[arg-type]
                 setattr(rule, name, draw(st.integers(0, 20)))
+        if not any(getattr(rule, n) > 0 for n in ("keep_newest", *_AGES)):
+            for name in ("keep_newest_releases", "keep_newest_prereleases"):  # each kind guarded
+                if name != out_of_scope and not rule.HasField(name):  # type: ignore[arg-type]
+                    setattr(rule, name, draw(st.integers(0, 20)))
         return rule
     anything: dict[str, Any] = {
         "order": draw(_enums),
@@ -969,6 +979,7 @@ def expected_violations(rule: pb.CleanupRule) -> set[str]:
     if rule.prerelease not in {0, 1, 2, 3}:
         bad.add("rule.prerelease")
     guarded = False
+    valid: dict[str, int] = {}
     contradicts = {
         "keep_newest_releases": pb.PRERELEASE_SCOPE_ONLY,
         "keep_newest_prereleases": pb.PRERELEASE_SCOPE_EXCLUDE,
@@ -979,10 +990,17 @@ def expected_violations(rule: pb.CleanupRule) -> set[str]:
         value = getattr(rule, name)
         if not 0 <= value <= most or rule.prerelease == contradicts.get(name):
             bad.add(f"rule.{name}")  # out of range, or a count of a kind out of scope
-        elif name in _GUARDS and value > 0:
+            continue
+        valid[name] = value
+        if name in _GUARDS and value > 0:
             guarded = True
+    shared = any(valid.get(n, 0) > 0 for n in ("keep_newest", *_AGES))
     if not guarded:
         bad.add("rule.keep_newest")
+    elif not shared:  # only per-kind counts: every kind in scope needs its own
+        for name, outside in contradicts.items():
+            if rule.prerelease != outside and name not in valid:
+                bad.add(f"rule.{name}")
     for index, status in enumerate(rule.statuses):
         if status not in _RULE_STATUSES:
             bad.add(f"rule.statuses[{index}]")

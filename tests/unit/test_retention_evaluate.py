@@ -198,9 +198,12 @@ def test_releases_and_prereleases_are_counted_separately() -> None:
 
 
 def test_a_count_for_one_kind_does_not_guard_the_other() -> None:
-    """With only keep_newest_releases, every pre-release outside the guards is deleted."""
+    """With keep_newest_releases and no pre-releases kept (0), every pre-release outside the
+    guards is deleted."""
     versions, published = package(F.NPM, MIXED, "1.2.0")
-    decisions = decide({"keep_newest_releases": 3}, versions, published)
+    decisions = decide(
+        {"keep_newest_releases": 3, "keep_newest_prereleases": 0}, versions, published
+    )
     assert {
         "2.0.0-rc.2": C.SELECTED,
         "2.0.0-rc.1": C.SELECTED,
@@ -990,6 +993,15 @@ def scenarios(
         ),
         None,
     )
+    # Each kind in scope needs a guard: per-kind counts alone come for every kind in scope.
+    shared = ("keep_newest", "older_than_days", "keep_younger_than_days")
+    if not any(raw.get(name) for name in shared):
+        for name, outside in (
+            ("keep_newest_releases", "only"),
+            ("keep_newest_prereleases", "exclude"),
+        ):
+            if raw["prerelease"] != outside:
+                raw.setdefault(name, draw(st.integers(0, GUARD_LIMITS[name])))
     if not any(raw.get(name) for name in GUARD_LIMITS):
         raw["keep_newest"] = draw(st.integers(1, GUARD_LIMITS["keep_newest"]))
     if draw(st.integers(0, 3)) == 0:

@@ -102,18 +102,41 @@ def test_statuses_are_deduplicated_in_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "guard",
+    ("guard", "scope"),
     [
-        "keep_newest",
-        "keep_newest_releases",
-        "keep_newest_prereleases",
-        "older_than_days",
-        "keep_younger_than_days",
+        ("keep_newest", "any"),
+        ("keep_newest_releases", "exclude"),
+        ("keep_newest_prereleases", "only"),
+        ("older_than_days", "any"),
+        ("keep_younger_than_days", "any"),
     ],
 )
-def test_each_guard_alone_is_enough(guard: str) -> None:
-    """Any one count or age guard above 0 makes a rule acceptable."""
-    assert 1 == getattr(rule_from_mapping({guard: 1}), guard)
+def test_each_guard_alone_is_enough_for_what_it_guards(guard: str, scope: str) -> None:
+    """Any one count or age guard above 0 makes a rule acceptable when it guards every kind of
+    version in the rule's scope (a kind's count: when the scope is that kind only)."""
+    assert 1 == getattr(rule_from_mapping({guard: 1, "prerelease": scope}), guard)
+
+
+@pytest.mark.parametrize(
+    ("given", "unguarded"),
+    [
+        ({"keep_newest_prereleases": 2}, "keep_newest_releases"),
+        ({"keep_newest_releases": 10}, "keep_newest_prereleases"),
+        ({"keep_newest_releases": 3, "max_deletions": 5}, "keep_newest_prereleases"),
+    ],
+)
+def test_a_kind_in_scope_with_no_guard_is_refused(given: dict[str, int], unguarded: str) -> None:
+    """A count of one kind does not guard the other: with both kinds in scope, the unguarded
+    kind's count is named (keep_newest_prereleases = 2 alone would delete every release)."""
+    with pytest.raises(InvalidRequestError) as raised:
+        rule_from_mapping(given)
+    assert [f"rule.{unguarded}"] == [v.field for v in raised.value.violations]
+
+
+def test_an_explicit_zero_guards_a_kind_on_purpose() -> None:
+    """keep_newest_prereleases = 0 beside a release count says: delete every pre-release."""
+    rule = rule_from_mapping({"keep_newest_releases": 3, "keep_newest_prereleases": 0})
+    assert (3, 0) == (rule.keep_newest_releases, rule.keep_newest_prereleases)
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,7 @@ def principal_json(principal: Principal) -> dict[str, Any]:
     return {
         "id": principal.id,
         "method": principal.method.value,
+        "peer": principal.peer,
         "issuer": principal.issuer,
         "token_id": principal.token_id,
         "attributes": dict(principal.attributes),
@@ -107,12 +108,12 @@ def principal_json(principal: Principal) -> dict[str, Any]:
     }
 
 
-def principal_from_json(raw: Mapping[str, Any], peer: str) -> Principal:
-    """The principal a job acts for (its transport `peer` is the job's)."""
+def principal_from_json(raw: Mapping[str, Any]) -> Principal:
+    """The principal a job acts for, as it applied the plan (its peer included)."""
     return Principal(
         id=str(raw["id"]),
         method=AuthMethod(raw["method"]),
-        peer=peer,
+        peer=str(raw.get("peer") or ""),
         issuer=raw.get("issuer"),
         token_id=raw.get("token_id"),
         attributes=dict(raw.get("attributes") or {}),
@@ -444,7 +445,8 @@ class CleanupJob:
     plan_id: str
     plan_hash: str
     requester: Mapping[str, Any]
-    """`principal_json` of the requester: the deletions are made as them."""
+    """`principal_json` of the requester as they applied the plan (the plan's requester):
+    the deletions are made as them, with that identity."""
     state: JobState
     created_at: datetime
     updated_at: datetime

@@ -32,8 +32,11 @@ Anything else is deleted (``SELECTED``). So "delete pre-releases older than 30 d
 the newest 5 of them and never anything younger than 7 days" is ``prerelease = only``,
 ``older_than_days = 30``, ``keep_newest_prereleases = 5``, ``keep_younger_than_days = 7``.
 
-A rule needs a count or an age guard: patterns narrow a rule, they never guard it (a single
-negative pattern is the most reported source of cleanup accidents). A count that cannot apply
+A rule needs a count or an age guard for every kind of version in its scope: patterns narrow a
+rule, they never guard it (a single negative pattern is the most reported source of cleanup
+accidents), and a count of one kind guards only that kind (``keep_newest_prereleases = 5``
+alone, with releases in scope, would delete every release but the latest: refused; an explicit
+``keep_newest_releases = 0`` says so on purpose). A count that cannot apply
 (keep_newest_releases in a rule about pre-releases only, keep_newest_prereleases in one about
 releases only) is refused rather than counted as a guard.
 
@@ -269,6 +272,9 @@ def rule_from_mapping(raw: Mapping[str, Any], *, prefix: str = "rule") -> Retent
         if scope is never and values.get(name) is not None:
             bad(name, f"cannot apply: the rule's prerelease scope is {never.value!r}")
             values.pop(name)
+    shared = any(
+        values.get(n) for n in ("keep_newest", "older_than_days", "keep_younger_than_days")
+    )
     if not any(values.get(name) for name in _GUARDS):
         bad(
             "keep_newest",
@@ -276,6 +282,18 @@ def rule_from_mapping(raw: Mapping[str, Any], *, prefix: str = "rule") -> Retent
             "keep_newest_prereleases, older_than_days or keep_younger_than_days, above 0): "
             "patterns narrow a rule, they never guard it",
         )
+    elif not shared:  # only per-kind counts: each kind in scope needs its own
+        for kind, count, outside in (
+            ("releases", "keep_newest_releases", PrereleaseScope.ONLY),
+            ("pre-releases", "keep_newest_prereleases", PrereleaseScope.EXCLUDE),
+        ):
+            if scope is not outside and values.get(count) is None:
+                bad(
+                    count,
+                    f"the rule's scope includes {kind}, and nothing guards them: give "
+                    f"{count} (0 deletes all but the latest), keep_newest or an age guard, "
+                    f"or leave {kind} out of scope (prerelease)",
+                )
     if violations:
         raise InvalidRequestError(violations)
     return RetentionRule(**values)
@@ -592,13 +610,14 @@ class _Evaluation:
 
     def _selected(self, version: str) -> RetentionDecision:
         rule = self.rule
-        parts = ["pre-release" if self.prerelease(version) else "release"]
+        pre = self.prerelease(version)
+        kind = "pre-releases" if pre else "releases"
+        parts = ["pre-release" if pre else "release"]
         counts = [
             f"newest {n} {label}"
             for n, label in (
                 (rule.keep_newest, "versions"),
-                (rule.keep_newest_releases, "releases"),
-                (rule.keep_newest_prereleases, "pre-releases"),
+                (rule.keep_newest_prereleases if pre else rule.keep_newest_releases, kind),
             )
             if n is not None
         ]

@@ -275,6 +275,11 @@ class CleanupRunner:
         if plan is None or plan.plan_hash != job.plan_hash:
             self._finish(job.job_id, JobState.FAILED, now, "its plan is gone or changed")
             return
+        if plan.requester_id != job.requester_id:
+            self._finish(
+                job.job_id, JobState.FAILED, now, "its requester is not its plan's requester"
+            )
+            return
         if not _job_recorded(self._auditor.store, job):
             if now - job.created_at > timedelta(seconds=self._settings.record_grace_seconds):
                 self._finish(
@@ -290,7 +295,7 @@ class CleanupRunner:
         except CleanupError as error:
             self._finish(job.job_id, JobState.FAILED, now, error.message)
             return
-        principal = principal_from_json(job.requester, f"cleanup-job:{job.job_id}")
+        principal = principal_from_json(job.requester)
         current: CleanupJob | None = job
         for seq in range(job.next_seq, len(packages)):
             current = self._store.cleanup_job(job.job_id)
@@ -496,15 +501,28 @@ PLAN_CHANGED = CleanupResult.PLAN_CHANGED
 
 
 def _job_recorded(audit: AuditStore, job: CleanupJob) -> bool:
-    """Whether the ApplyCleanup call that created `job` recorded it."""
+    """Whether the ApplyCleanup call that created `job` recorded it as it is: its id, plan,
+    plan hash, and the principal who applied it (a job row changed in the database, to run
+    another's plan or as another, is not run)."""
     event = audit.event(job.event_id)
     if event is None:
         return False
+    expected = {"id": job.job_id, "plan_id": job.plan_id, "plan_hash": job.plan_hash}
     for entry in event.entries:
         recorded = entry.body.get("cleanup_job")
-        if isinstance(recorded, Mapping) and recorded.get("id") == job.job_id:
+        if (
+            isinstance(recorded, Mapping)
+            and {k: recorded.get(k) for k in expected} == expected
+            and _principal_id(entry.body) == job.requester_id
+        ):
             return True
     return False
+
+
+def _principal_id(body: Mapping[str, Any]) -> str | None:
+    """The id of the principal an entry names."""
+    principal = body.get("principal")
+    return str(principal.get("id")) if isinstance(principal, Mapping) else None
 
 
 _FAILED_AS = {

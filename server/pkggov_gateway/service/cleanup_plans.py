@@ -407,7 +407,7 @@ class CleanupDesk:
             job_id=str(uuid.uuid4()),
             plan_id=plan_id,
             plan_hash=plan.plan_hash,
-            requester=plan.requester,
+            requester=principal_json(principal),  # as it applies: its identity, its peer
             state=JobState.QUEUED,
             created_at=now,
             updated_at=now,
