@@ -788,9 +788,9 @@ def test_a_job_written_into_the_database_is_never_run(
     """A job row written into the database without ApplyCleanup is failed, never run: at once
     when it acts as another than the plan's requester, else once its ApplyCleanup record is
     overdue."""
-    # A job row inserted into the database for alice's plan, as dave or alice, without an ApplyCleanup
-    # call that recorded it (its event id unknown, or the PlanCleanup call's): the runner waits for
-    # the record a while, then fails the job; nothing is ever deleted.
+    # A job row inserted into the database for alice's plan, as dave or alice, without an
+    # ApplyCleanup call that recorded it (its event id unknown, or the PlanCleanup call's): the
+    # runner refuses it, or waits for the record a while and then fails it; nothing is deleted.
     with make_gateway(
         clock=clock, policy={}, cleanup={"interval_seconds": 3600, "retry_seconds": 1}
     ) as gateway:
