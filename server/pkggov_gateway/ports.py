@@ -351,6 +351,10 @@ class CleanupStore(Protocol):
         """The job, or None when there is none."""
         ...
 
+    def plan_jobs(self, plan_id: str) -> list[CleanupJob]:
+        """The jobs that apply `plan_id`, oldest first."""
+        ...
+
     def claim_job(self, now: datetime, lease_until: datetime) -> CleanupJob | None:
         """Lease to this replica until `lease_until` the oldest queued or running job that is
         not leased to anyone until after `now`, and mark it running; None when there is none.

@@ -358,7 +358,7 @@ def test_two_replicas_running_jobs_at_once_delete_each_version_once(
         start.wait(timeout=10)
         ran = 0
         for _ in range(20):
-            if not _runner(gateway).run_once():
+            if not _runner(gateway).run_once(most=1):  # one job a pass
                 return ran
             ran += 1
         return ran

@@ -103,3 +103,25 @@ def test_expired_plans_are_pruned_after_their_retention(gateway: Gateway, clock:
             return False
 
         assert wait_for(pruned, timeout=10.0)
+
+
+def test_a_plan_runs_once_applying_it_again_gives_its_job(clock: Clock) -> None:
+    """ApplyCleanup of a plan with a job queued (or running, or done) answers that job: no
+    second job, no second deletion request; once that job is cancelled, the plan may run
+    again. (The runner here looks for jobs only at start-up, so the job stays queued.)"""
+    with Emulator(seed=load_demo_seed()) as emulator:
+        settings = gateway_settings(
+            emulator.endpoint_url, policy={}, cleanup={"interval_seconds": 3600.0}
+        )
+        with (
+            running_gateway(settings, clock=clock) as idle,
+            cleanup_stub_for(idle, "alice") as alice,
+        ):
+            plan = alice.PlanCleanup(PLAN, timeout=30).plan
+            apply = pb.ApplyCleanupRequest(plan_id=plan.plan_id)
+            first = alice.ApplyCleanup(apply, timeout=30).job
+            assert first.job_id == alice.ApplyCleanup(apply, timeout=30).job.job_id
+            cancel = pb.CancelCleanupJobRequest(job_id=first.job_id)
+            cancelled = alice.CancelCleanupJob(cancel, timeout=30).job
+            assert pb.CLEANUP_JOB_STATE_CANCELLED == cancelled.state
+            assert first.job_id != alice.ApplyCleanup(apply, timeout=30).job.job_id

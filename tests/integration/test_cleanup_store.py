@@ -767,3 +767,12 @@ def test_prune_plans_deletes_expired_plans_no_unfinished_job_applies(store: Stor
     assert ["plan-busy"] == remaining
     assert [] == store.plan_packages("plan-idle", -1, 10)
     assert 2 == len(store.plan_packages("plan-busy", -1, 10))
+
+
+def test_plan_jobs_lists_a_plans_jobs_oldest_first(store: Store) -> None:
+    """plan_jobs gives every job of one plan, oldest first, and no other plan's."""
+    store.create_job(job("job-b", plan_id="plan-x", created_at=NOW + timedelta(seconds=1)))
+    store.create_job(job("job-a", plan_id="plan-x", created_at=NOW))
+    store.create_job(job("job-c", plan_id="plan-y"))
+    assert ["job-a", "job-b"] == [j.job_id for j in store.plan_jobs("plan-x")]
+    assert [] == store.plan_jobs("plan-none")

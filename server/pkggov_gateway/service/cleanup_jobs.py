@@ -226,15 +226,25 @@ class CleanupRunner:
         self._drain = drain
         self._clock = clock
 
-    def run_once(self) -> bool:
-        """Prune plans long expired; lease one job and run it as far as it goes; whether there
-        was one."""
+    def run_once(self, most: int = 100) -> bool:
+        """Prune plans long expired; then lease jobs one after the other, each run as far as
+        it goes, while there are due ones (at most `most`, and not while draining): whether
+        there was one."""
         now = self._clock()
         retention = timedelta(seconds=self._settings.plan_retention_seconds)
         pruned = self._store.prune_plans(now - retention, 100)
         if pruned:
             log.info("cleanup.plans_pruned", plans=pruned)
-        job = self._store.claim_job(now, self._lease_end())
+        ran = 0
+        while ran < most and not (self._drain is not None and self._drain.draining):
+            if not self._run_next():
+                break
+            ran += 1
+        return ran > 0
+
+    def _run_next(self) -> bool:
+        """Lease the next due job and run it; whether there was one."""
+        job = self._store.claim_job(self._clock(), self._lease_end())
         if job is None:
             return False
         log.info("cleanup.job_leased", job_id=job.job_id, next_seq=job.next_seq)

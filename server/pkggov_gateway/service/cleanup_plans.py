@@ -403,6 +403,12 @@ class CleanupDesk:
                 plan_id=plan_id,
             )
         packages = self.verified_packages(plan)
+        for earlier in self._store.plan_jobs(plan_id):
+            # One run of a plan: a job running it or that ran it is the answer (a cancelled or
+            # failed one may be applied again: what it deleted is PLAN_CHANGED now).
+            if earlier.state not in (JobState.CANCELLED, JobState.FAILED):
+                journal.record(cleanup_job={"id": earlier.job_id, "existing": True})
+                return earlier
         job = CleanupJob(
             job_id=str(uuid.uuid4()),
             plan_id=plan_id,

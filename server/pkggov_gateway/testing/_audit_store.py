@@ -657,6 +657,15 @@ class InMemoryAuditStore:
             row = self._jobs.get(job_id)
             return None if row is None else row.job
 
+    def plan_jobs(self, plan_id: str) -> list[CleanupJob]:
+        """The jobs that apply `plan_id`, oldest first."""
+        with self._lock:
+            rows = sorted(
+                (row for row in self._jobs.values() if row.job.plan_id == plan_id),
+                key=lambda row: row.order,
+            )
+            return [row.job for row in rows]
+
     def claim_job(self, now: datetime, lease_until: datetime) -> CleanupJob | None:
         """Lease the oldest (created_at, then job id) queued or running job not leased past
         `now` to this replica until `lease_until` and mark it running; None when there is

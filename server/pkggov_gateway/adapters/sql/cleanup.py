@@ -65,6 +65,7 @@ __all__ = [
     "open_plans",
     "package_of",
     "packages",
+    "plan_jobs",
     "plan_of",
     "plan_rows",
     "prune_plans",
@@ -374,6 +375,17 @@ def read_job(dialect: Dialect, conn: Any, job_id: str) -> tuple[Any, ...] | None
         (_text(job_id),),
     )
     return rows[0] if rows else None
+
+
+def plan_jobs(dialect: Dialect, conn: Any, plan_id: str) -> list[tuple[Any, ...]]:
+    """The rows of the jobs of `plan_id`, oldest first."""
+    return fetch(
+        dialect,
+        conn,
+        f"SELECT {_JOB} FROM cleanup_jobs WHERE plan_id = ? "  # noqa: S608 - fixed names
+        "ORDER BY created_at, job_id",
+        (_text(plan_id),),
+    )
 
 
 def claim(

@@ -373,6 +373,12 @@ class SqlAuditStore:
             row = cleanup.read_job(self.dialect, conn, job_id)
         return None if row is None else cleanup.job_of(row)
 
+    def plan_jobs(self, plan_id: str) -> list[CleanupJob]:
+        """The jobs that apply `plan_id`, oldest first."""
+        with self._reader() as conn:
+            rows = cleanup.plan_jobs(self.dialect, conn, plan_id)
+        return [cleanup.job_of(row) for row in rows]
+
     def claim_job(self, now: datetime, lease_until: datetime) -> CleanupJob | None:
         """Lease the oldest (created_at, then job id) queued or running job not leased past
         `now` to this replica until `lease_until` and mark it running; None when there is
