@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from pkggov_gateway.domain.cleanup import (
     FINISHED,
+    PLAN_ALLOWED,
     CleanupJob,
     CleanupPlan,
     CleanupResult,
@@ -135,6 +137,8 @@ class _Counted:
         self.calls = 0
 
     def packages(self, scope: CleanupScope, deadline: Deadline) -> list[PackageRef]:
+        pattern = scope.package_pattern or ""
+        prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]  # what every match starts with
         found = self.upstream.list_packages(
             scope.domain,
             scope.repository,
@@ -142,6 +146,7 @@ class _Counted:
             domain_owner=scope.domain_owner,
             format=scope.format,
             namespace=scope.namespace,
+            prefix=prefix or None,
         )
         self.calls += max(1, math.ceil(len(found) / _LIST_PAGE))
         return found
@@ -234,14 +239,10 @@ class CleanupDesk:
                     view=view,
                     upstream=upstream,
                     deadline=deadline,
+                    already=read,
                 )
             )
             read += len(plans[-1].entries)
-            if read > self._limits.max_versions:
-                raise CleanupTooLargeError(
-                    f"the plan would cover more than {self._limits.max_versions} versions "
-                    "(cleanup.max_versions): narrow it with package or package_pattern"
-                )
         header = CleanupPlan(
             plan_id=str(uuid.uuid4()),
             requester=principal_json(principal),
@@ -304,6 +305,7 @@ class CleanupDesk:
         view: PolicyView,
         upstream: _Counted,
         deadline: Deadline,
+        already: int,
     ) -> PackagePlan:
         try:
             state = upstream.state(package, deadline)
@@ -311,14 +313,24 @@ class CleanupDesk:
             if request.scope.package is not None:
                 raise  # the one package asked for does not exist: NOT_FOUND
             return PackagePlan(package, None, (), error=f"not planned: {error.message}")
+        if already + len(state.statuses) > self._limits.max_versions:  # before any more work
+            raise CleanupTooLargeError(
+                f"the plan would cover more than {self._limits.max_versions} versions "
+                "(cleanup.max_versions): narrow it with package or package_pattern"
+            )
         order = tuple(state.statuses)  # newest published first (by_published)
+        published_at = upstream.published_at(package, deadline)
         decisions = evaluate(
             rule,
             PackageVersions(package.format, state.statuses, order, state.latest),
             self._clock(),
-            upstream.published_at(package, deadline),
+            published_at,
         )
         doomed = tuple(d.version for d in decisions if d.delete)
+        if doomed and view.uses_published_time():  # the policy reads them: as its dry run does
+            read = {d.version: d.published_at for d in decisions if d.published_at is not None}
+            times = {v: read[v] if v in read else published_at(v) for v in doomed}
+            state = replace(state, published_at={v: t for v, t in times.items() if t is not None})
         policy = (
             self._delete.plan_on(
                 DeleteRequest(
@@ -546,9 +558,6 @@ def _jsons(plans: Sequence[PackagePlan]) -> list[dict[str, Any]]:
     return [p.to_json() for p in plans]
 
 
-_ALLOWED = (PlanOutcome.WOULD_DELETE, PlanOutcome.WOULD_ARCHIVE)
-
-
 def _totals(plans: Sequence[PackagePlan]) -> dict[str, int]:
     entries = [e for p in plans for e in p.entries]
     doomed = [e for e in entries if e.delete]
@@ -556,7 +565,7 @@ def _totals(plans: Sequence[PackagePlan]) -> dict[str, int]:
         "version_count": len(entries),
         "delete_count": len(doomed),
         "keep_count": len(entries) - len(doomed),
-        "allowed_count": sum(e.policy in _ALLOWED for e in doomed),
+        "allowed_count": sum(e.policy in PLAN_ALLOWED for e in doomed),
         "denied_count": sum(e.policy is PlanOutcome.DENIED for e in doomed),
         "needs_approval_count": sum(e.policy is PlanOutcome.NEEDS_APPROVAL for e in doomed),
     }
