@@ -648,7 +648,10 @@ def _read_job(client: PkggovClient, job_id: str, *, results: bool) -> _WholeJob:
         page = client.get_cleanup_job(
             job_id, include_results=True, page_size=PAGE_SIZE, page_token=page_token
         )
-        found.extend(page.results)
+        rest = list(page.results)
+        if rest and rest[0].continues and found:
+            found[-1] = found[-1].joined(rest.pop(0))
+        found.extend(rest)
         return page.next_page_token
 
     if results:

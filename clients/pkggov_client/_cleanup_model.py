@@ -638,6 +638,18 @@ class PackageCleanupResult:
             raw=package,
         )
 
+    @property
+    def continues(self) -> bool:
+        """Whether this part continues a package begun on the previous page."""
+        return self.raw.version_offset > 0
+
+    def joined(self, rest: PackageCleanupResult) -> PackageCleanupResult:
+        """This package with `rest`, its continuation on the next page, appended."""
+        merged = gov_pb2.PackageCleanupResult()
+        merged.CopyFrom(self.raw)
+        merged.versions.extend(rest.raw.versions)
+        return PackageCleanupResult.from_proto(merged)
+
 
 @dataclass(frozen=True)
 class CleanupJobPage:

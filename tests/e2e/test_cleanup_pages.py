@@ -12,7 +12,7 @@ from pkggov.v1 import package_governance_pb2 as pb
 from pkggov.v1 import package_governance_pb2_grpc as pb_grpc
 from pkggov_emulator import Emulator, load_demo_seed
 from pkggov_gateway.api import cleanup as cleanup_api
-from tests.e2e.harness import cleanup_stub_for, gateway_settings, running_gateway
+from tests.e2e.harness import cleanup_stub_for, gateway_settings, running_gateway, wait_for
 
 
 @pytest.fixture
@@ -95,3 +95,45 @@ def test_a_token_of_another_plan_is_refused(stub: pb_grpc.CleanupServiceStub) ->
             timeout=30,
         )
     assert grpc.StatusCode.INVALID_ARGUMENT == raised.value.code()
+
+
+def test_a_jobs_results_page_through_small_pages_each_version_once(
+    stub: pb_grpc.CleanupServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's results, read through ~80-byte pages of one package, give every planned
+    deletion's result once, a split package continuing from its offset."""
+    plan = stub.PlanCleanup(
+        pb.PlanCleanupRequest(
+            domain="demo", repository="dev-shared", rule=pb.CleanupRule(keep_newest=1)
+        ),
+        timeout=30,
+    )
+    job = stub.ApplyCleanup(pb.ApplyCleanupRequest(plan_id=plan.plan.plan_id), timeout=30).job
+
+    def read(token: str = "") -> pb.GetCleanupJobResponse:
+        return stub.GetCleanupJob(
+            pb.GetCleanupJobRequest(
+                job_id=job.job_id, include_results=True, page_size=1, page_token=token
+            ),
+            timeout=30,
+        )
+
+    assert wait_for(lambda: read().job.state == pb.CLEANUP_JOB_STATE_SUCCEEDED, timeout=20)
+    monkeypatch.setattr(cleanup_api, "MAX_PAGE_BYTES", 80)
+    results: dict[str, list[tuple[str, int]]] = {}
+    offsets = []
+    page = read()
+    while True:
+        for part in page.results:
+            versions = results.setdefault(f"{part.namespace}/{part.package}", [])
+            assert part.version_offset == len(versions)
+            offsets.append(part.version_offset)
+            versions.extend((v.version, v.result) for v in part.versions)
+        if not page.next_page_token:
+            break
+        page = read(page.next_page_token)
+    assert plan.plan.package_count == len(results)
+    deleted = [(p, v) for p, versions in results.items() for v, _ in versions]
+    assert plan.plan.delete_count == len(deleted) == len(set(deleted))
+    assert {pb.CLEANUP_RESULT_DELETED} == {r for vs in results.values() for _, r in vs}
+    assert any(offsets)  # a package's results were split

@@ -2754,6 +2754,7 @@ class PackageCleanupResult(_message.Message):
     VERSIONS_FIELD_NUMBER: _builtins.int
     AUDIT_EVENT_IDS_FIELD_NUMBER: _builtins.int
     DELETION_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VERSION_OFFSET_FIELD_NUMBER: _builtins.int
     format: Global___PackageFormat.ValueType
     """The package format."""
     namespace: _builtins.str
@@ -2762,6 +2763,10 @@ class PackageCleanupResult(_message.Message):
     """The package name."""
     deletion_request_id: _builtins.str
     """The deletion request recorded for the versions that need approval ("" when none)."""
+    version_offset: _builtins.int
+    """The position of the first result shown in `versions`: a package whose results are too
+    large for one page is split between pages, and continues on the next from this offset.
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionCleanupResult]:
         """Each planned deletion's result."""
@@ -2779,10 +2784,11 @@ class PackageCleanupResult(_message.Message):
         versions: _abc.Iterable[Global___VersionCleanupResult] | None = ...,
         audit_event_ids: _abc.Iterable[_builtins.str] | None = ...,
         deletion_request_id: _builtins.str = ...,
+        version_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_ids", b"audit_event_ids", "deletion_request_id", b"deletion_request_id", "format", b"format", "namespace", b"namespace", "package", b"package", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_ids", b"audit_event_ids", "deletion_request_id", b"deletion_request_id", "format", b"format", "namespace", b"namespace", "package", b"package", "version_offset", b"version_offset", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

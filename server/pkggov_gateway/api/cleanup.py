@@ -7,8 +7,8 @@ Errors are mapped by the edge (api.status); the desk enforces the rules
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -156,17 +156,20 @@ class CleanupServicer(pb_grpc.CleanupServiceServicer):
         principal, _ = governed_call(context)
         job_id = _uuid("job_id", request.job_id)
         _check_page_size(request.page_size)
-        # Result seqs start at 0; a token holds the next seq (positions start at 1).
-        after = (
-            self._tokens.read(request.page_token, f"job:{job_id}") - 1 if request.page_token else -1
-        )
+        seq, offset = -1, 0
+        if request.page_token:
+            seq, offset = _cursor(self._tokens.read_after(request.page_token, f"job:{job_id}"))
         limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE) if request.include_results else 0
+        after = seq - 1 if seq >= 0 else -1
         job, results = self._desk.get_job(principal, job_id, after=after, limit=limit)
-        response = pb.GetCleanupJobResponse(job=to_cleanup_job(job))
-        for result in results:
-            response.results.append(_to_package_result(result))
-        if results and len(results) == limit:
-            response.next_page_token = self._tokens.issue(results[-1].seq + 1, f"job:{job_id}")
+        page, cursor = _fill([(r.seq, r) for r in results], limit, offset, _to_package_result)
+        response = pb.GetCleanupJobResponse(job=to_cleanup_job(job), results=page)
+        if cursor is None and results and len(results) == limit:
+            cursor = (results[-1].seq + 1, 0)
+        if cursor is not None:
+            response.next_page_token = self._tokens.issue_after(
+                (str(cursor[0]), str(cursor[1])), f"job:{job_id}"
+            )
         return response
 
     def CancelCleanupJob(  # noqa: N802 - the generated method name
@@ -189,24 +192,11 @@ class CleanupServicer(pb_grpc.CleanupServiceServicer):
         offset: int,
     ) -> tuple[list[pb.PackageCleanupPlan], str]:
         """At most page_size packages and MAX_PAGE_BYTES, starting at version `offset` of the
-        first, and the next token. A package too large for what is left of a page goes on
-        the next one; one too large for a page of its own is split between pages (its
-        versions continue from `version_offset`)."""
+        first, and the next token (see `_fill`)."""
         limit = min(page_size or DEFAULT_PAGE, MAX_PAGE)
-        page: list[pb.PackageCleanupPlan] = []
-        size = 0
-        for index, (seq, package) in enumerate(found[:limit]):
-            start = offset if index == 0 else 0
-            message = to_package_plan(package, start)
-            if size + message.ByteSize() <= MAX_PAGE_BYTES:
-                page.append(message)
-                size += message.ByteSize()
-                continue
-            if page:  # it goes on the next page, whole
-                return page, self._next(plan, seq, 0)
-            cut = _cut(message, MAX_PAGE_BYTES)  # alone too large: split it
-            page.append(message)
-            return page, self._next(plan, seq, start + cut)
+        page, cursor = _fill(found, limit, offset, to_package_plan)
+        if cursor is not None:
+            return page, self._next(plan, *cursor)
         last = found[:limit][-1][0] if found else plan.package_count
         if page and last + 1 < plan.package_count:
             return page, self._next(plan, last + 1, 0)
@@ -229,18 +219,38 @@ def _cursor(cursor: tuple[str, str]) -> tuple[int, int]:
     return seq, offset
 
 
-def _cut(message: pb.PackageCleanupPlan, budget: int) -> int:
-    """Keep as many of `message`'s versions as fit in `budget` bytes (at least one); how many."""
-    fixed = message.ByteSize() - sum(v.ByteSize() + 4 for v in message.versions)
-    size = fixed
-    kept = 0
-    for version in message.versions:
-        size += version.ByteSize() + 4  # the field's tag and length
-        if size > budget and kept:
-            break
-        kept += 1
-    del message.versions[kept:]
-    return kept
+_T = TypeVar("_T")
+_M = TypeVar("_M", pb.PackageCleanupPlan, pb.PackageCleanupResult)
+_VERSION_FRAME = 4
+"""A repeated field's tag and length bytes, beside each version's own (an upper bound)."""
+
+
+def _fill(
+    found: Sequence[tuple[int, _T]],
+    limit: int,
+    offset: int,
+    build: Callable[[_T, int, int], tuple[_M, bool]],
+) -> tuple[list[_M], tuple[int, int] | None]:
+    """A page of at most `limit` packages and MAX_PAGE_BYTES, the first from its version
+    `offset`, each built by `build(item, offset, budget)` (which stops adding versions past
+    the budget and says whether it added them all), and where the next page starts when this
+    one was cut (None: after the last package shown). A package too large for what is left of
+    a page starts the next page; one too large for a page of its own is split between pages,
+    its parts carrying their `version_offset`. Only what is sent is built."""
+    page: list[_M] = []
+    size = 0
+    for index, (seq, item) in enumerate(found[:limit]):
+        start = offset if index == 0 else 0
+        message, whole = build(item, start, MAX_PAGE_BYTES - size)
+        if whole:
+            page.append(message)
+            size += message.ByteSize()
+            continue
+        if page:
+            return page, (seq, 0)
+        page.append(message)
+        return page, (seq, start + len(message.versions))
+    return page, None
 
 
 def _uuid_violations(field: str, text: str) -> list[FieldViolation]:
@@ -360,8 +370,11 @@ def to_cleanup_plan(plan: CleanupPlan) -> pb.CleanupPlan:
     )
 
 
-def to_package_plan(plan: PackagePlan, offset: int = 0) -> pb.PackageCleanupPlan:
-    """One package's plan as the proto message, from its version `offset` on."""
+def to_package_plan(
+    plan: PackagePlan, offset: int = 0, budget: int | None = None
+) -> tuple[pb.PackageCleanupPlan, bool]:
+    """One package's plan as the proto message, from its version `offset` on, with as many
+    versions as fit in `budget` bytes (at least one; None: all); and whether it has all."""
     package = plan.package
     message = pb.PackageCleanupPlan(
         format=FORMAT_NUMBERS[package.format],  # type: ignore[arg-type]
@@ -371,11 +384,12 @@ def to_package_plan(plan: PackagePlan, offset: int = 0) -> pb.PackageCleanupPlan
         error=plan.error,
         version_offset=offset,
     )
+    size = message.ByteSize()
     for entry in plan.entries[offset:]:
-        version = message.versions.add(
+        version = pb.VersionCleanupPlan(
             version=entry.version,
             revision=entry.revision,
-            status=STATUS_NUMBERS.get(entry.status, 0),
+            status=STATUS_NUMBERS.get(entry.status, 0),  # type: ignore[arg-type]
             action=pb.CLEANUP_ACTION_DELETE if entry.delete else pb.CLEANUP_ACTION_KEEP,
             clause=_CLAUSE_NUMBERS[entry.clause],
             reason=entry.reason,
@@ -389,7 +403,11 @@ def to_package_plan(plan: PackagePlan, offset: int = 0) -> pb.PackageCleanupPlan
             version.policy_outcome = PLAN_OUTCOMES[entry.policy]  # type: ignore[assignment]
         if entry.purge_at is not None:
             version.purge_time.CopyFrom(stamp(entry.purge_at))
-    return message
+        size += version.ByteSize() + _VERSION_FRAME
+        if budget is not None and size > budget and message.versions:
+            return message, False
+        message.versions.append(version)
+    return message, True
 
 
 def to_cleanup_job(job: CleanupJob) -> pb.CleanupJob:
@@ -418,7 +436,11 @@ def to_cleanup_job(job: CleanupJob) -> pb.CleanupJob:
     )
 
 
-def _to_package_result(result: PackageResult) -> pb.PackageCleanupResult:
+def _to_package_result(
+    result: PackageResult, offset: int, budget: int
+) -> tuple[pb.PackageCleanupResult, bool]:
+    """One package's results from its version `offset` on, as many as fit in `budget` bytes
+    (at least one), and whether they all did."""
     package = result.package
     message = pb.PackageCleanupResult(
         format=FORMAT_NUMBERS[package.format],  # type: ignore[arg-type]
@@ -426,13 +448,19 @@ def _to_package_result(result: PackageResult) -> pb.PackageCleanupResult:
         package=package.package,
         audit_event_ids=list(result.audit_event_ids),
         deletion_request_id=result.deletion_request_id,
+        version_offset=offset,
     )
-    for item in result.versions:
-        version = message.versions.add(
+    size = message.ByteSize()
+    for item in result.versions[offset:]:
+        version = pb.VersionCleanupResult(
             version=item.version,
             result=_RESULTS[item.result],
             message=item.message,
         )
         if item.purge_at is not None:
             version.purge_time.CopyFrom(stamp(item.purge_at))
-    return message
+        size += version.ByteSize() + _VERSION_FRAME
+        if size > budget and message.versions:
+            return message, False
+        message.versions.append(version)
+    return message, True
