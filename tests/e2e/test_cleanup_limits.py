@@ -5,15 +5,25 @@ cleanup.plan_retention_days after they expire, unless a job still applies them."
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
 
 from pkggov.v1 import package_governance_pb2 as pb
 from pkggov_emulator import Emulator, load_demo_seed
+from pkggov_gateway.domain.errors import UpstreamAccessDeniedError
 from pkggov_gateway.runtime import Gateway
+from tests.e2e.cleanup_helpers import (
+    Package,
+    codeartifact_client,
+    create_repository,
+    seed,
+    upstream_versions,
+)
 from tests.e2e.harness import (
     cleanup_stub_for,
     gateway_settings,
@@ -125,3 +135,56 @@ def test_a_plan_runs_once_applying_it_again_gives_its_job(clock: Clock) -> None:
             cancelled = alice.CancelCleanupJob(cancel, timeout=30).job
             assert pb.CLEANUP_JOB_STATE_CANCELLED == cancelled.state
             assert first.job_id != alice.ApplyCleanup(apply, timeout=30).job.job_id
+
+
+def test_a_failed_job_reports_what_its_last_package_deleted(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that fails in the middle of a package (its second call refused, no retries left)
+    reports the versions the first call deleted as deleted, the others as failed."""
+    package = Package("npm", "acme", "nightly", repository="dev-x")
+    now = clock()
+    with Emulator(seed=load_demo_seed()) as emulator:
+        client = codeartifact_client(emulator)
+        create_repository(client, "dev-x")
+        seed(
+            emulator,
+            package,
+            [("2.0.0", "Published", now - timedelta(days=1))]
+            + [
+                (f"1.0.0-n.{i}", "Unlisted", now - timedelta(days=100, minutes=i))
+                for i in range(150)
+            ],
+        )
+        settings = gateway_settings(
+            emulator.endpoint_url,
+            policy={},
+            cleanup={"interval_seconds": 3600.0, "max_attempts": 1},
+        )
+        with running_gateway(settings, clock=clock) as idle, cleanup_stub_for(idle, "ci-bot") as ci:
+            plan = ci.PlanCleanup(
+                pb.PlanCleanupRequest(**package.fields(), rule=pb.CleanupRule(keep_newest=1)),
+                timeout=30,
+            ).plan
+            assert (150, 150) == (plan.delete_count, plan.allowed_count)
+            job = ci.ApplyCleanup(pb.ApplyCleanupRequest(plan_id=plan.plan_id), timeout=30).job
+            real = idle.upstream.delete_package_versions
+            calls: list[int] = []
+
+            def second_refused(*args: Any, **kwargs: Any) -> Any:
+                calls.append(1)
+                if len(calls) >= 2:
+                    raise UpstreamAccessDeniedError("refused (the test's second call)")
+                return real(*args, **kwargs)
+
+            monkeypatch.setattr(idle.upstream, "delete_package_versions", second_refused)
+            assert idle.cleanup_runner is not None
+            assert idle.cleanup_runner.run_once() is True
+            read = ci.GetCleanupJob(
+                pb.GetCleanupJobRequest(job_id=job.job_id, include_results=True), timeout=30
+            )
+        results = Counter(v.result for p in read.results for v in p.versions)
+        assert pb.CLEANUP_JOB_STATE_FAILED == read.job.state
+        assert {pb.CLEANUP_RESULT_DELETED: 100, pb.CLEANUP_RESULT_FAILED: 50} == dict(results)
+        assert (100, 50) == (read.job.versions_deleted, read.job.versions_failed)
+        assert 51 == len(upstream_versions(client, package))

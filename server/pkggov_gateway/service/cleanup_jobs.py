@@ -72,6 +72,7 @@ from pkggov_gateway.domain.model import (
     VersionStatus,
 )
 from pkggov_gateway.domain.records import (
+    OutcomeFacts,
     RecordedFailure,
     RecordedStatus,
     request_json,
@@ -269,6 +270,7 @@ class CleanupRunner:
         now = self._clock()
         if attempts >= self._settings.max_attempts:
             log.error("cleanup.job_failed", job_id=job.job_id, error=error, attempts=attempts)
+            self._record_unfinished(job)
             self._finish(job.job_id, JobState.FAILED, now, f"{error} ({attempts} tries)")
             return
         delay = min(
@@ -351,28 +353,69 @@ class CleanupRunner:
         request_ids: list[str] = []
         deadline = Deadline.after(self._settings.call_deadline_seconds, self._drain)
         match = PlanMatch(plan.rule, package, self._upstream, deadline, self._clock)
-        parts = (
-            ("delete", [e for e in deletions if e.policy in PLAN_ALLOWED]),
-            ("approval", [e for e in deletions if e.policy is PlanOutcome.NEEDS_APPROVAL]),
-        )
-        for part, entries in parts:
-            size = CODEARTIFACT_MAX_VERSIONS_PER_CALL
-            for index in range(0, len(entries), size):
-                chunk = entries[index : index + size]
-                step = _Step(
-                    job, plan, package, part, step_request_id(job.job_id, seq, part, index)
-                )
-                event_id, found, request_id = self._call(step, chunk, principal, match)
-                events.append(event_id)
-                results.update(found)
-                if request_id:
-                    request_ids.append(request_id)
+        for step, chunk in _steps(job, plan, seq, package):
+            event_id, found, request_id = self._call(step, chunk, principal, match)
+            events.append(event_id)
+            results.update(found)
+            if request_id:
+                request_ids.append(request_id)
         return PackageResult(
             seq,
             package.package,
             tuple(results[e.version] for e in deletions if e.version in results),
             tuple(events),
             ", ".join(dict.fromkeys(request_ids)),
+        )
+
+    def _record_unfinished(self, job: CleanupJob) -> None:
+        """A job fails at the package it is in: record that package's results as its calls'
+        audit events say (what a call answered, or what reconciliation found it did; a version
+        neither says anything of is FAILED), so that nothing deleted is reported undone."""
+        current = self._store.cleanup_job(job.job_id)
+        plan = self._store.cleanup_plan(job.plan_id)
+        if current is None or plan is None:
+            return
+        try:
+            packages = self._desk.verified_packages(plan)
+        except CleanupError:
+            return
+        seq = current.next_seq
+        if seq >= len(packages):
+            return
+        package = packages[seq]
+        requester = principal_from_json(job.requester).id
+        found: dict[str, VersionResult] = {}
+        events: list[str] = []
+        for step, _ in _steps(job, plan, seq, package):
+            event = self._auditor.store.event_by_request_id(requester, step.request_id)
+            if event is None:
+                continue
+            events.append(event.event_id)
+            response = OutcomeFacts.of(event).response if event.entry(EntryKind.OUTCOME) else None
+            found.update(_parse_results((response or {}).get("cleanup_results") or []))
+            for version, how in _reconciled(event).items():
+                if how in _EARLIER and version not in found:
+                    found[version] = VersionResult(
+                        version, _EARLIER[how], f"{how} (settled by reconciliation)"
+                    )
+        result = PackageResult(
+            seq,
+            package.package,
+            tuple(
+                found.get(e.version)
+                or VersionResult(
+                    e.version,
+                    CleanupResult.FAILED,
+                    "not done: the job failed at this package (see its audit events)",
+                )
+                for e in package.deletions()
+            ),
+            tuple(events),
+        )
+        counts = Counter(v.result.value for v in result.versions)
+        self._metrics.cleanup_versions(counts)
+        self._store.record_step(
+            job.job_id, result, counts=counts, now=self._clock(), lease_until=self._lease_end()
         )
 
     def _call(
@@ -445,6 +488,27 @@ class CleanupRunner:
             }
         )
         return call.event_id, found, ""
+
+
+def _steps(
+    job: CleanupJob, plan: CleanupPlan, seq: int, package: PackagePlan
+) -> list[tuple[_Step, list[PlannedEntry]]]:
+    """A package's calls, in order: its allowed deletions, then those needing approval, each
+    in chunks of at most 100, each with its step's request_id."""
+    deletions = package.deletions()
+    parts = (
+        ("delete", [e for e in deletions if e.policy in PLAN_ALLOWED]),
+        ("approval", [e for e in deletions if e.policy is PlanOutcome.NEEDS_APPROVAL]),
+    )
+    size = CODEARTIFACT_MAX_VERSIONS_PER_CALL
+    return [
+        (
+            _Step(job, plan, package, part, step_request_id(job.job_id, seq, part, index)),
+            entries[index : index + size],
+        )
+        for part, entries in parts
+        for index in range(0, len(entries), size)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
