@@ -96,7 +96,7 @@ EXIT_PARTIAL = 3
 
 PAGE_SIZE = 500
 """Packages per page when the CLI reads a whole plan or a job's results (the gateway's most)."""
-DEFAULT_INTERVAL = 0.5
+DEFAULT_INTERVAL = 2.0
 """Seconds between two reads of a job that --wait follows."""
 MAX_INTERVAL = 60.0
 TRANSIENT_SECONDS = 60.0

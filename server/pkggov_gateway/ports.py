@@ -206,6 +206,13 @@ class PolicyView(Protocol):
         """Decide whether `principal` may read the audit record."""
         ...
 
+    def authorize_plan(
+        self, principal: Principal, domain: str, repository: str, now: datetime
+    ) -> VersionDecision:
+        """Decide whether `principal` may plan a cleanup of `domain`/`repository` (Cedar action
+        PlanCleanup on the repository)."""
+        ...
+
     def person_of(self, principal_id: str) -> str:
         """Whom `principal_id` belongs to: the entities file's `person` of it, else the id
         itself. Two identity forms of one person (a certificate, a development name) share

@@ -79,8 +79,8 @@ PLAN = pb.PlanCleanupRequest(
 
 
 def test_a_third_open_plan_is_refused_until_one_expires(gateway: Gateway, clock: Clock) -> None:
-    """Two plans, then CLEANUP_PLAN_LIMIT for alice (not for bob); an hour later she plans."""
-    with cleanup_stub_for(gateway, "alice") as alice, cleanup_stub_for(gateway, "bob") as bob:
+    """Two plans, then CLEANUP_PLAN_LIMIT for alice (not for dave); an hour later she plans."""
+    with cleanup_stub_for(gateway, "alice") as alice, cleanup_stub_for(gateway, "dave") as dave:
         alice.PlanCleanup(PLAN, timeout=30)
         alice.PlanCleanup(PLAN, timeout=30)
         with pytest.raises(grpc.RpcError) as raised:
@@ -90,7 +90,7 @@ def test_a_third_open_plan_is_refused_until_one_expires(gateway: Gateway, clock:
             error.code,
             error.reason,
         )
-        assert bob.PlanCleanup(PLAN, timeout=30).plan.plan_id
+        assert dave.PlanCleanup(PLAN, timeout=30).plan.plan_id
         clock.advance(timedelta(hours=1))
         assert alice.PlanCleanup(PLAN, timeout=30).plan.plan_id
 
@@ -188,3 +188,22 @@ def test_a_failed_job_reports_what_its_last_package_deleted(
         assert {pb.CLEANUP_RESULT_DELETED: 100, pb.CLEANUP_RESULT_FAILED: 50} == dict(results)
         assert (100, 50) == (read.job.versions_deleted, read.job.versions_failed)
         assert 51 == len(upstream_versions(client, package))
+
+
+@pytest.mark.parametrize(
+    ("principal", "repository"), [("bob", "dev-shared"), ("ci-bot", "prod-release")]
+)
+def test_planning_is_authorized_by_policy(
+    gateway: Gateway, principal: str, repository: str
+) -> None:
+    """PlanCleanup is the Cedar action PlanCleanup on the repository: bob (no group) may plan
+    nothing, CI only dev-* repositories; refused with POLICY_DENIED before anything is read
+    (no plan stored)."""
+    request = pb.PlanCleanupRequest(
+        domain="demo", repository=repository, rule=pb.CleanupRule(keep_newest=2)
+    )
+    with cleanup_stub_for(gateway, principal) as caller, pytest.raises(grpc.RpcError) as raised:
+        caller.PlanCleanup(request, timeout=30)
+    error = rich_error(raised.value)
+    assert (grpc.StatusCode.PERMISSION_DENIED, "POLICY_DENIED") == (error.code, error.reason)
+    assert 0 == gateway.audit_store.open_plans(principal, datetime(2000, 1, 1, tzinfo=UTC))

@@ -27,10 +27,10 @@ def test_policy_test_passes_on_the_shipped_tests() -> None:
 
 
 def test_policy_validate_accepts_the_shipped_set() -> None:
-    """`pkggov-admin policy validate` with the defaults: ok and the thirteen ids, exit 0."""
+    """`pkggov-admin policy validate` with the defaults: ok and the fourteen ids, exit 0."""
     result = pkggov_admin("policy", "validate")
     assert 0 == result.returncode
-    assert result.stdout.startswith("ok: 13 policies: ")
+    assert result.stdout.startswith("ok: 14 policies: ")
     assert "prod-irreversible-needs-release-admin-approval" in result.stdout
     assert "release-admins-may-approve" in result.stdout
 

@@ -36,7 +36,10 @@ def test_validate_shipped_set_prints_ids_and_exits_0(capsys: pytest.CaptureFixtu
     """ok: N policies: id, id, ..."""
     assert EXIT_OK == run("policy", "validate")
     out = capsys.readouterr().out
-    assert out.startswith("ok: 13 policies: auditors-may-read-audit, ci-may-delete-dev-prereleases")
+    assert out.startswith(
+        "ok: 14 policies: auditors-may-read-audit, ci-may-delete-dev-prereleases, "
+        "cleanup-planners"
+    )
 
 
 def test_validate_error_is_file_line_message_on_stderr(

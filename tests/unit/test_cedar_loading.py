@@ -18,6 +18,7 @@ from pkggov_gateway.adapters.cedar import (
 SHIPPED_IDS = [
     "auditors-may-read-audit",
     "ci-may-delete-dev-prereleases",
+    "cleanup-planners",
     "github-main-may-delete-dev-unlisted-prereleases",
     "never-delete-latest",
     "never-delete-only-remaining-version",

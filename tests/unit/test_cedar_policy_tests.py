@@ -340,7 +340,7 @@ def test_token_principal_cases(tmp_path: Path) -> None:
             "  - name: a\n    principal: p\n    expect: allow\n    action: Restore\n",
             5,
             "expected one of DeletePackageVersion, RestorePackageVersion, ReadAuditLog, "
-            "ApproveDeletionRequest",
+            "PlanCleanup, ApproveDeletionRequest",
         ),
         (
             "  - name: a\n    principal: p\n    expect: needs_approval\n"

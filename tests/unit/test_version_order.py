@@ -315,6 +315,8 @@ def test_pypi_epoch_outranks_release_numbers() -> None:
         (F.NUGET, "1.0.0-"),
         (F.NUGET, "1.0.0-beta..1"),
         (F.NUGET, "1.0.0.0.0"),
+        (F.NUGET, "v"),  # univers parses it into a key that cannot be compared
+        (F.NUGET, " "),
         (F.GENERIC, "1.0.0"),
         (F.GENERIC, "2024-06-01"),
     ],

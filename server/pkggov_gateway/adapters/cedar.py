@@ -41,6 +41,7 @@ from pkggov_gateway.adapters.cedar_input import (
     CLAIM_ATTRIBUTES,
     CONTEXT_ATTRIBUTES,
     DERIVED_RESOURCE_ATTRIBUTES,
+    PLAN_CLEANUP_ACTION,
     PRINCIPAL_TYPE,
     READ_AUDIT_ACTION,
     REQUEST_ATTRIBUTES,
@@ -49,6 +50,7 @@ from pkggov_gateway.adapters.cedar_input import (
     RESOURCE_TYPE,
     RequestFacts,
     approval_input,
+    plan_input,
     read_input,
     version_input,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "CLAIM_ATTRIBUTES",
     "CONTEXT_ATTRIBUTES",
     "DERIVED_RESOURCE_ATTRIBUTES",
+    "PLAN_CLEANUP_ACTION",
     "PRINCIPAL_TYPE",
     "READ_AUDIT_ACTION",
     "REQUEST_ATTRIBUTES",
@@ -181,6 +184,19 @@ class CedarPolicyEngine:
         """Decide whether `principal` may read the audit record (action ReadAuditLog)."""
         return _authorize_read(self._snapshot, principal, now, groups)
 
+    def authorize_plan(
+        self,
+        principal: Principal,
+        domain: str,
+        repository: str,
+        now: datetime,
+        *,
+        groups: Sequence[str] | None = None,
+    ) -> VersionDecision:
+        """Decide whether `principal` may plan a cleanup of `domain`/`repository` (action
+        PlanCleanup)."""
+        return _authorize_plan(self._snapshot, principal, (domain, repository), now, groups)
+
     def authorize_approval(
         self,
         principal: Principal,
@@ -230,6 +246,12 @@ class PinnedPolicy:
     def authorize_read(self, principal: Principal, now: datetime) -> VersionDecision:
         """Decide a read of the audit record with this set."""
         return _authorize_read(self._snapshot, principal, now, None)
+
+    def authorize_plan(
+        self, principal: Principal, domain: str, repository: str, now: datetime
+    ) -> VersionDecision:
+        """Decide a cleanup plan of a repository with this set."""
+        return _authorize_plan(self._snapshot, principal, (domain, repository), now, None)
 
     def authorize_approval(
         self, principal: Principal, request: DeletionRequestRecord, now: datetime, reason: str
@@ -287,6 +309,26 @@ def _authorize_read(
     except ValueError as err:
         return VersionDecision("audit", False, (), (f"policy evaluation failed: {err}",))
     return _decision(snapshot, "audit", result)
+
+
+def _authorize_plan(
+    snapshot: PolicySnapshot,
+    principal: Principal,
+    repository: tuple[str, str],
+    now: datetime,
+    groups: Sequence[str] | None,
+) -> VersionDecision:
+    """Decide PlanCleanup on `domain`/`repository` for `principal`; an error is a deny."""
+    groups = _groups_for(snapshot, principal, groups)
+    domain, name_only = repository
+    request, entities_json = plan_input(principal, groups, domain, name_only, now)
+    name = f"{domain}/{name_only}"
+    try:
+        entities = snapshot.base.with_added_json_str(entities_json)
+        (result,) = cedarpy.is_authorized_batch([request], snapshot.policy_set, entities)
+    except ValueError as err:
+        return VersionDecision(name, False, (), (f"policy evaluation failed: {err}",))
+    return _decision(snapshot, name, result)
 
 
 def _decide(

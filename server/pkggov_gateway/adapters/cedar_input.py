@@ -42,6 +42,7 @@ __all__ = [
     "CONTEXT_ATTRIBUTES",
     "CONTEXT_OF",
     "DERIVED_RESOURCE_ATTRIBUTES",
+    "PLAN_CLEANUP_ACTION",
     "PRINCIPAL_ATTRIBUTES",
     "PRINCIPAL_TYPE",
     "READ_AUDIT_ACTION",
@@ -56,6 +57,7 @@ __all__ = [
     "RequestFacts",
     "approval_input",
     "delete_input",
+    "plan_input",
     "read_input",
     "token_claims",
     "version_input",
@@ -66,6 +68,8 @@ RESOURCE_TYPE = "Pkggov::PackageVersion"
 _ACTIONS = {action: {"type": "Pkggov::Action", "id": action.value} for action in PolicyAction}
 READ_AUDIT_ACTION = "ReadAuditLog"
 _READ_ACTION = {"type": "Pkggov::Action", "id": READ_AUDIT_ACTION}
+PLAN_CLEANUP_ACTION = "PlanCleanup"
+_PLAN_ACTION = {"type": "Pkggov::Action", "id": PLAN_CLEANUP_ACTION}
 _AUDIT_LOG = {"type": "Pkggov::AuditLog", "id": "audit"}
 APPROVE_ACTION = "ApproveDeletionRequest"
 _APPROVE_ACTION = {"type": "Pkggov::Action", "id": APPROVE_ACTION}
@@ -330,6 +334,27 @@ def read_input(
         "principal": principal_uid,
         "action": _READ_ACTION,
         "resource": _AUDIT_LOG,
+        "context": json.dumps(context),
+    }
+    return request, json.dumps(entities)
+
+
+def plan_input(
+    principal: Principal, groups: Iterable[str], domain: str, repository: str, now: datetime
+) -> tuple[dict[str, Any], str]:
+    """The Cedar request for `principal` planning a cleanup of `domain`/`repository`, and its
+    entities as JSON."""
+    principal_entity = _caller_entity(principal, groups)
+    resource = {"type": "Pkggov::Repository", "id": f"{domain}/{repository}"}
+    entities = [
+        principal_entity,
+        {"uid": resource, "attrs": {"domain": domain, "name": repository}, "parents": []},
+    ]
+    context = {"now": _epoch(now), "peer": principal.peer, "auth_method": principal.method.value}
+    request = {
+        "principal": principal_entity["uid"],
+        "action": _PLAN_ACTION,
+        "resource": resource,
         "context": json.dumps(context),
     }
     return request, json.dumps(entities)

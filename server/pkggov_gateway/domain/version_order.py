@@ -41,6 +41,10 @@ _PARSERS: dict[PackageFormat, Callable[[str], Any]] = {
 }
 
 
+_PROBES = {fmt: parser("1.0.0") for fmt, parser in _PARSERS.items()}
+"""A well-formed version of each format, to check that a key compares."""
+
+
 def has_version_order(fmt: PackageFormat) -> bool:
     """Whether `fmt`'s versions have an ordering of their own (generic's do not)."""
     return fmt in _PARSERS
@@ -53,6 +57,9 @@ def sort_key(fmt: PackageFormat, version: str) -> Any | None:
     if parser is None:
         return None
     try:
-        return parser(version)
+        key = parser(version)
+        # univers parses some strings ("v" as a NuGet version) into keys that cannot compare.
+        _ = sorted((key, _PROBES[fmt]))
     except Exception:  # noqa: BLE001 - the libraries raise many kinds for unparseable input
         return None
+    return key

@@ -53,6 +53,8 @@ from pkggov_gateway.domain.errors import (
     CleanupPlanTamperedError,
     CleanupRuleNotApplicableError,
     CleanupTooLargeError,
+    DeniedVersion,
+    PolicyDeniedError,
     UnknownCleanupRuleError,
     UpstreamNotFoundError,
 )
@@ -219,6 +221,20 @@ class CleanupDesk:
         rule = self.rule_for(request)
         view = self._policy.current()  # one policy set for the whole plan
         now = self._clock()
+        scope = request.scope
+        allowed = view.authorize_plan(principal, scope.domain, scope.repository, now)
+        if not allowed.allowed:
+            reason = "; ".join(allowed.errors) or (
+                f"denied by {', '.join(allowed.policy_ids)}"
+                if allowed.policy_ids
+                else "no policy permits PlanCleanup"
+            )
+            raise PolicyDeniedError(
+                [DeniedVersion(f"{scope.domain}/{scope.repository}", allowed.policy_ids, reason)],
+                1,
+                message=f"policy does not let {principal.id} plan a cleanup of "
+                f"{scope.domain}/{scope.repository}: {reason}",
+            )
         most = self._limits.max_open_plans
         if self._store.open_plans(principal.id, now) >= most:
             raise CleanupPlanLimitError(

@@ -137,6 +137,11 @@ class FakePolicy:
         self.reads.append(principal)
         return self._decision("audit", principal.id in self.deny_principals)
 
+    def authorize_plan(
+        self, principal: Principal, domain: str, repository: str, now: datetime
+    ) -> VersionDecision:
+        return self._decision(f"{domain}/{repository}", principal.id in self.deny_principals)
+
     def authorize_approval(
         self, principal: Principal, request: DeletionRequestRecord, now: datetime, reason: str
     ) -> VersionDecision:

@@ -100,6 +100,7 @@ from pkggov_gateway.adapters.cedar_input import (
     CLAIM_ATTRIBUTES,
     CONTEXT_OF,
     DERIVED_RESOURCE_ATTRIBUTES,
+    PLAN_CLEANUP_ACTION,
     READ_AUDIT_ACTION,
     REQUEST_ATTRIBUTES,
     RESOURCE_ATTRIBUTES,
@@ -132,17 +133,20 @@ _ACTIONS = {
     DELETE_ACTION: DELETE_ACTION,
     RESTORE_ACTION: RESTORE_ACTION,
     READ_AUDIT_ACTION: READ_AUDIT_ACTION,
+    PLAN_CLEANUP_ACTION: PLAN_CLEANUP_ACTION,
     APPROVE_ACTION: APPROVE_ACTION,
 }
 _RESOURCE_KEYS = {
     DELETE_ACTION: RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES - RESTORE_RESOURCE_ATTRIBUTES,
     RESTORE_ACTION: RESOURCE_ATTRIBUTES - DERIVED_RESOURCE_ATTRIBUTES,
     APPROVE_ACTION: REQUEST_ATTRIBUTES | {"id"},
+    PLAN_CLEANUP_ACTION: {"domain", "repository"},
 }
 _CONTEXT_KEYS = {
     DELETE_ACTION: CONTEXT_OF[PolicyAction.DELETE],
     RESTORE_ACTION: CONTEXT_OF[PolicyAction.RESTORE],
     READ_AUDIT_ACTION: CONTEXT_OF[PolicyAction.DELETE] & CONTEXT_OF[PolicyAction.RESTORE],
+    PLAN_CLEANUP_ACTION: CONTEXT_OF[PolicyAction.DELETE] & CONTEXT_OF[PolicyAction.RESTORE],
     APPROVE_ACTION: APPROVAL_CONTEXT_ATTRIBUTES,
 }
 _HINTS = {
@@ -221,6 +225,14 @@ def run_policy_tests(
         if case.action == READ_AUDIT_ACTION:
             decision = engine.authorize_read(
                 case.request.principal, case.request.context.now, groups=case.groups
+            )
+        elif case.action == PLAN_CLEANUP_ACTION:
+            decision = engine.authorize_plan(
+                case.request.principal,
+                case.request.package.domain,
+                case.request.package.repository,
+                case.request.context.now,
+                groups=case.groups,
             )
         elif case.approval is not None:
             decision = engine.authorize_approval(
@@ -377,13 +389,18 @@ def _case(doc: Document, index: int, raw: Any, known_groups: tuple[str, ...] | N
         raise case.error("expect", f"needs_approval is a {DELETE_ACTION} outcome only")
     groups = _names(doc, (*where, "groups"), case.get("groups"), known_groups)
     policies = _names(doc, (*where, "policies"), case.get("policies"), None)
+    given = case.get("resource")
+    if action == PLAN_CLEANUP_ACTION:  # a repository: the rest of a version's resource unused
+        given = {**(given if isinstance(given, dict) else {}), "package": "-", "version": "-"}
     resource = _Reader(
         doc,
         (*where, "resource"),
         {"repository": "-", "package": "-", "version": "-"}
         if action == READ_AUDIT_ACTION
-        else case.get("resource"),
-        _RESOURCE_KEYS.get(action, _RESOURCE_KEYS[DELETE_ACTION]),
+        else given,
+        _RESOURCE_KEYS.get(action, _RESOURCE_KEYS[DELETE_ACTION]) | {"package", "version"}
+        if action == PLAN_CLEANUP_ACTION
+        else _RESOURCE_KEYS.get(action, _RESOURCE_KEYS[DELETE_ACTION]),
     )
     context = _Reader(doc, (*where, "context"), case.get("context"), _CONTEXT_KEYS[action])
     approver_groups = _names(
