@@ -37,8 +37,7 @@ def test_validate_shipped_set_prints_ids_and_exits_0(capsys: pytest.CaptureFixtu
     assert EXIT_OK == run("policy", "validate")
     out = capsys.readouterr().out
     assert out.startswith(
-        "ok: 14 policies: auditors-may-read-audit, ci-may-delete-dev-prereleases, "
-        "cleanup-planners"
+        "ok: 14 policies: auditors-may-read-audit, ci-may-delete-dev-prereleases, cleanup-planners"
     )
 
 
