@@ -372,7 +372,8 @@ def _settings(endpoint: str, audit_db: Path) -> Settings:
         identity=IdentitySettings(mode="dev"),
         policy=PolicySettings(),  # the shipped set
         audit=AuditSettings(store=f"sqlite:{audit_db}", log="off", replica="bench"),
-        cleanup=CleanupSettings(interval_seconds=0.1),
+        # Many plans in one run: the per-principal limit of open plans is lifted.
+        cleanup=CleanupSettings(interval_seconds=0.1, max_open_plans=100_000),
         metrics=MetricsSettings(listen=""),
         logging=LoggingSettings(level="warning"),
     )
