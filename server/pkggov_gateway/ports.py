@@ -390,6 +390,11 @@ class CleanupStore(Protocol):
         its lease; `error` becomes its last error when given."""
         ...
 
+    def renew_job(self, job_id: str, lease_until: datetime) -> bool:
+        """Extend the lease of a job leased to this replica to `lease_until`; False (nothing
+        written) when it is no longer leased to this replica."""
+        ...
+
     def retry_job(self, job_id: str, *, retry_at: datetime, error: str, now: datetime) -> None:
         """A step of a job leased to this replica failed: count the attempt, record `error`,
         and end the lease so that no replica takes the job before `retry_at`."""

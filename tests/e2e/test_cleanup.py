@@ -765,3 +765,40 @@ def test_a_cancelled_job_reports_its_unstarted_deletions_cancelled(
     assert 6 == len(planned)
     results = result_map(alice.results(job.job_id))
     assert dict.fromkeys(planned, pb.CLEANUP_RESULT_CANCELLED) == results
+
+
+def test_a_changed_version_in_an_approval_call_is_plan_changed_not_awaiting(
+    make_gateway: GatewayFactory, emulator: Emulator, codeartifact: Any, clock: Clock
+) -> None:
+    """Of versions needing approval, one changed since the plan is PLAN_CHANGED (not sent),
+    the others AWAITING_APPROVAL in the deletion request the call recorded."""
+    package = Package("npm", "acme", "gated-moving", repository="prod-release")
+    versions = [f"1.0.{i}" for i in range(5)]
+    seed(emulator, package, _spread(versions, clock.now - 20 * DAY))
+    with make_gateway(
+        clock=clock,
+        policy={},
+        recovery={"windows": {"prod-*": 30.0}, "worker_interval_seconds": 3600},
+        approvals={"sweep_interval_seconds": 3600},
+        cleanup=RUNNER,
+    ) as gateway:
+        caller = Cleanup(gateway, "alice")
+        response = caller.plan(
+            pb.CleanupRule(keep_newest=2),
+            **package.fields(),
+            purge_now=True,
+            justification="leaked credentials in old builds",
+        )
+        assert (3, 3) == (response.plan.delete_count, response.plan.needs_approval_count)
+        codeartifact.update_package_versions_status(
+            **package.boto(), versions=["1.0.1"], targetStatus="Unlisted"
+        )
+        job = caller.wait(caller.apply(response.plan).job_id)
+        (result,) = caller.results(job.job_id)
+        assert {
+            "1.0.0": pb.CLEANUP_RESULT_AWAITING_APPROVAL,
+            "1.0.1": pb.CLEANUP_RESULT_PLAN_CHANGED,
+            "1.0.2": pb.CLEANUP_RESULT_AWAITING_APPROVAL,
+        } == {v.version: v.result for v in result.versions}
+        assert result.deletion_request_id
+        assert (2, 1) == (job.versions_awaiting_approval, job.versions_plan_changed)

@@ -776,3 +776,18 @@ def test_plan_jobs_lists_a_plans_jobs_oldest_first(store: Store) -> None:
     store.create_job(job("job-c", plan_id="plan-y"))
     assert ["job-a", "job-b"] == [j.job_id for j in store.plan_jobs("plan-x")]
     assert [] == store.plan_jobs("plan-none")
+
+
+def test_renew_job_extends_only_this_replicas_lease(stores: tuple[Store, Store]) -> None:
+    """renew_job moves a leased job's lease end for its replica; another replica's renewal
+    changes nothing (False), and the renewed lease keeps the job from the other replica."""
+    a, b = stores
+    a.create_job(job("job-renew"))
+    assert claimed(a, at=NOW) is not None
+    later = NOW + timedelta(minutes=30)
+    assert a.renew_job("job-renew", later) is True
+    assert b.renew_job("job-renew", later + timedelta(hours=1)) is False
+    assert b.claim_job(NOW + timedelta(minutes=20), later) is None  # still a's
+    taken = b.claim_job(later, later + timedelta(minutes=10))
+    assert taken is not None
+    assert "job-renew" == taken.job_id

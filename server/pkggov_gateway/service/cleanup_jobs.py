@@ -354,6 +354,10 @@ class CleanupRunner:
         deadline = Deadline.after(self._settings.call_deadline_seconds, self._drain)
         match = PlanMatch(plan.rule, package, self._upstream, deadline, self._clock)
         for step, chunk in _steps(job, plan, seq, package):
+            # The lease covers the call: a package of many calls keeps its job (a replica that
+            # lost it stops here; the one that has it repeats no deletion, by request_id).
+            if not self._store.renew_job(job.job_id, self._lease_end()):
+                raise _Retry(f"{step.where}: the job's lease was lost")
             event_id, found, request_id = self._call(step, chunk, principal, match)
             events.append(event_id)
             results.update(found)
@@ -470,6 +474,12 @@ class CleanupRunner:
         except (ApprovalRequiredError, PolicyDeniedError, VersionLimitError) as error:
             status = self._status_of(error)
             found = _from_status(versions, status)
+            # The call refused as a whole, but what it decided per version stands: a version
+            # that changed since planned, or that policy denied, is not awaiting approval.
+            for version, planned in call.plan.items():
+                result = _FAILED_AS.get(planned.outcome)
+                if result is not None and version in found:
+                    found[version] = VersionResult(version, result, planned.message)
             request_id = error.request_id if isinstance(error, ApprovalRequiredError) else ""
             call.failed(error, status)
             return call.event_id, found, request_id or ""

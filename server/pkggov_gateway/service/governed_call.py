@@ -210,6 +210,11 @@ class GovernedCall:
 
     # --- the use case's journal -------------------------------------------------------------
 
+    @property
+    def plan(self) -> Mapping[str, PlannedVersion]:
+        """The per-version decisions the use case reported (empty before it did)."""
+        return self._plan or {}
+
     def planned(self, plan: Mapping[str, PlannedVersion]) -> None:
         """The per-version decisions (recorded in the intent and the outcome)."""
         self._plan = dict(plan)

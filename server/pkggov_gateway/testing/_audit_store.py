@@ -741,6 +741,15 @@ class InMemoryAuditStore:
             )
             row.lease_owner = row.lease_until = None
 
+    def renew_job(self, job_id: str, lease_until: datetime) -> bool:
+        """Extend the lease of a job leased to this replica; False when it no longer is."""
+        with self._lock:
+            row = self._leased(job_id)
+            if row is None:
+                return False
+            row.lease_until = format_time(lease_until)
+            return True
+
     def retry_job(self, job_id: str, *, retry_at: datetime, error: str, now: datetime) -> None:
         """A step of a job leased to this replica failed: count the attempt, record `error`
         and end the lease so that no replica claims the job before `retry_at`. Nothing when

@@ -72,6 +72,7 @@ __all__ = [
     "read_job",
     "read_plan",
     "record_step",
+    "renew",
     "result_of",
     "results",
     "retry",
@@ -473,6 +474,15 @@ def finish(
         dialect.sql(f"UPDATE cleanup_jobs SET {sets} WHERE {_LEASED}"),  # noqa: S608 - fixed names
         (*params, _text(job_id), _text(replica)),
     )
+
+
+def renew(dialect: Dialect, conn: Any, replica: str, job_id: str, lease_until: datetime) -> bool:
+    """Extend the lease of a job leased to `replica`; whether it was."""
+    cursor = conn.execute(
+        dialect.sql(f"UPDATE cleanup_jobs SET lease_until = ? WHERE {_LEASED}"),  # noqa: S608 - fixed names
+        (format_time(lease_until), _text(job_id), _text(replica)),
+    )
+    return bool(cursor.rowcount == 1)
 
 
 def retry(

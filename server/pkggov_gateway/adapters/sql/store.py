@@ -429,6 +429,11 @@ class SqlAuditStore:
                 self.dialect, conn, self.replica, job_id, state=state, now=now, error=error
             )
 
+    def renew_job(self, job_id: str, lease_until: datetime) -> bool:
+        """Extend the lease of a job leased to this replica; False when it no longer is."""
+        with self._reader() as conn:
+            return cleanup.renew(self.dialect, conn, self.replica, job_id, lease_until)
+
     def retry_job(self, job_id: str, *, retry_at: datetime, error: str, now: datetime) -> None:
         """A step of a job leased to this replica failed: count the attempt, record `error`
         and end the lease so that no replica claims the job before `retry_at`. Nothing when
