@@ -1,7 +1,8 @@
 """The cleanup job runner every replica runs: applies plans, package by package.
 
-A pass leases one job (a replica at a time has it; one that dies loses it when the lease ends)
-and runs its packages from where the job stands. Each package's planned deletions go, in calls
+A pass leases due jobs one after the other (a replica at a time has a job; its lease is renewed
+before each call, and one that dies loses it when the lease ends) and runs each job's packages
+from where the job stands. Each package's planned deletions go, in calls
 of at most 100 versions, through the governed delete (`DeletePackageVersions.execute`): policy,
 quotas, recovery windows, approvals, rate limits, the package's lock and the write-ahead
 audit, as the plan's requester (with the identity they planned with), under the method
@@ -571,7 +572,11 @@ def _by_earlier(
     for version, how in earlier.items():
         result = _EARLIER.get(how)
         current = found.get(version)
-        if result is not None and current is not None and current.result is PLAN_CHANGED:
+        if (
+            result is not None
+            and current is not None
+            and current.result is CleanupResult.PLAN_CHANGED
+        ):
             settled[version] = VersionResult(
                 version,
                 result,
@@ -579,9 +584,6 @@ def _by_earlier(
                 "(settled by reconciliation)",
             )
     return settled
-
-
-PLAN_CHANGED = CleanupResult.PLAN_CHANGED
 
 
 def _job_recorded(audit: AuditStore, job: CleanupJob) -> bool:
