@@ -99,6 +99,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -143,7 +144,10 @@ SOAK_REQUESTS = 100_000  # the soak's default length, and what the RSS goal asks
 CHANNELS = 4  # connections the generator spreads concurrency 64 over
 OPEN_FRACTION = 0.8
 UNLIMITED_RATE = "1000000"
-SCENARIOS = "ABHCDEFG"  # the order they run and print in: H beside B
+SCENARIOS = "ABHCDEFGTSR"  # the order they run and print in: H beside B
+SLOW = {"T": "B", "S": "H", "R": "C"}
+"""B, H and C again, with the emulator answering each call after --upstream-latency (20 ms, a
+typical in-region round trip): what the gateway costs a caller against a real CodeArtifact."""
 TITLES = {
     "A": "echo (grpcio, mTLS)",
     "B": "boto3 direct",
@@ -153,9 +157,12 @@ TITLES = {
     "E": "dry run",
     "F": "1,000 versions",
     "G": "allow (postgres)",
+    "T": "B, upstream +20 ms",
+    "S": "H, upstream +20 ms",
+    "R": "C, upstream +20 ms",
 }
 ASSUMED_MAX_RATE = 3000.0  # calls/s no cell should exceed; sizes the seeds
-BOTO_SCENARIOS = "BH"  # made by this script's boto worker, which is also their "server"
+BOTO_SCENARIOS = "BHTS"  # made by this script's boto worker, which is also their "server"
 GOAL_LATENCY, GOAL_CPU, GOAL_THROUGHPUT, GOAL_RSS_MB = 1.3, 1.5, 0.6, 150.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -454,11 +461,22 @@ def _start_emulator(seed: Path, name: str) -> tuple[_Child, str]:
     return child, child.match.group(1)
 
 
-def _reset(endpoint: str) -> None:
+def _reset(endpoint: str, latency: float = 0.0) -> None:
+    """Back to the seed; with `latency`, every call then answered that many seconds late."""
     url = f"{endpoint}/_emulator/reset"  # the emulator's control API (http://127.0.0.1:port)
     request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310
     with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
         answer.read()
+    if latency > 0:
+        rule = json.dumps({"operation": "*", "kind": "latency", "latency_seconds": latency})
+        request = urllib.request.Request(  # noqa: S310
+            f"{endpoint}/_emulator/faults",
+            data=rule.encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+            answer.read()
 
 
 def _gateway_env(endpoint: str, certs: Path, store: str) -> dict[str, str]:
@@ -897,7 +915,7 @@ async def _measure_boto(
         "until": until,
         "packages": packages,
         "deletable": SMALL_VERSIONS - 1,
-        "read_first": scenario == "H",
+        "read_first": scenario in ("H", "S"),
     }
     pids = [worker.pid, emulator.pid]
     worker.send(json.dumps(command))
@@ -1031,6 +1049,11 @@ async def _close(channels: Sequence[grpc.aio.Channel]) -> None:
         await channel.close(None)
 
 
+def _latency(ctx: _Context, scenario: str) -> float:
+    """The upstream latency a scenario runs with (seconds; 0 for all but T, S and R)."""
+    return float(ctx.args.upstream_latency_ms) / 1000 if scenario in SLOW else 0.0
+
+
 async def _scenario_boto(ctx: _Context, scenario: str) -> None:
     """B or H: boto3 calls from this script's boto worker to an emulator."""
     packages = _small_packages(ctx.plan)
@@ -1047,7 +1070,7 @@ async def _scenario_boto(ctx: _Context, scenario: str) -> None:
         stack.callback(worker.stop)
         for concurrency, open_loop in CELLS:
             rate = OPEN_FRACTION * ctx.rows[-1].rps if open_loop else None
-            await asyncio.to_thread(_reset, endpoint)
+            await asyncio.to_thread(_reset, endpoint, _latency(ctx, scenario))
             row = await _measure_boto(
                 scenario,
                 ctx.plan,
@@ -1076,7 +1099,15 @@ def _analyze(store_url: str) -> None:
         conn.execute("ANALYZE")
 
 
-KINDS = {"A": "echo", "C": "allow", "D": "deny", "E": "dry", "F": "bulk", "G": "allow"}
+KINDS = {
+    "A": "echo",
+    "C": "allow",
+    "D": "deny",
+    "E": "dry",
+    "F": "bulk",
+    "G": "allow",
+    "R": "allow",
+}
 
 
 async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
@@ -1117,7 +1148,7 @@ async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
         for index, (concurrency, open_loop) in enumerate(CELLS):
             rate = OPEN_FRACTION * ctx.rows[-1].rps if open_loop else None
             if endpoint:
-                await asyncio.to_thread(_reset, endpoint)
+                await asyncio.to_thread(_reset, endpoint, _latency(ctx, scenario))
             channels = [_channel(target, ctx.certs, client) for _ in range(_nchannels(concurrency))]
             plan = ctx.plan
             if kind == "bulk":  # calls of 0.1-0.5 s: longer windows, and 64 at once
@@ -1424,6 +1455,75 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
     return lines, goals
 
 
+GOAL18_LATENCY, GOAL18_CPU, GOAL18_THROUGHPUT = 1.3, 1.4, 0.7
+GOAL18_BULK_US, GOAL18_SLOW = 25.0, 1.05
+
+
+def _verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def _issue18_goals(ctx: _Context) -> list[Goal]:
+    """Issue 18's goals, each from rows of this run (NOT MEASURED when a row is missing)."""
+    row = functools.partial(_find, ctx.rows)
+    a1, h1, c1 = row("A", 1, "closed"), row("H", 1, "closed"), row("C", 1, "closed")
+    h64, c64 = row("H", HIGH, "closed"), row("C", HIGH, "closed")
+    f1 = row("F", 1, "closed")
+    r1, s1, t1 = row("R", 1, "closed"), row("S", 1, "closed"), row("T", 1, "closed")
+    r64, s64 = row("R", HIGH, "closed"), row("S", HIGH, "closed")
+    goals: list[Goal] = []
+    name = f"C p50 <= {GOAL18_LATENCY} x (A + H) p50 at concurrency 1"
+    if a1 and h1 and c1:
+        floor = a1.p50_ms + h1.p50_ms
+        ratio = c1.p50_ms / floor
+        detail = f"{c1.p50_ms:.2f} vs {floor:.2f} ms (x {ratio:.2f})"
+        goals.append(Goal(name, _verdict(ratio <= GOAL18_LATENCY), detail))
+    else:
+        goals.append(Goal(name, "NOT MEASURED", "needs A, H, C"))
+    name = f"C CPU/request <= {GOAL18_CPU} x (A + H) at concurrency 1"
+    if a1 and h1 and c1:
+        floor = a1.server_cpu_ms + h1.server_cpu_ms
+        ratio = c1.server_cpu_ms / floor
+        detail = f"{c1.server_cpu_ms:.2f} vs {floor:.2f} ms (x {ratio:.2f})"
+        goals.append(Goal(name, _verdict(ratio <= GOAL18_CPU), detail))
+    else:
+        goals.append(Goal(name, "NOT MEASURED", "needs A, H, C"))
+    name = f"C >= {GOAL18_THROUGHPUT:.0%} of H's requests/s at concurrency {HIGH}"
+    if h64 and c64:
+        share = c64.rps / h64.rps
+        detail = f"C {c64.rps:.0f}/s vs H {h64.rps:.0f}/s ({share:.0%})"
+        goals.append(Goal(name, _verdict(share >= GOAL18_THROUGHPUT), detail))
+    else:
+        goals.append(Goal(name, "NOT MEASURED", "needs H, C"))
+    name = f"1,000 versions at <= {GOAL18_BULK_US:.0f} us of gateway CPU per version"
+    if f1:
+        per_version = f1.server_cpu_ms / F_VERSIONS * 1000
+        detail = f"{per_version:.1f} us ({f1.server_cpu_ms:.1f} ms for {F_VERSIONS:,})"
+        goals.append(Goal(name, _verdict(per_version <= GOAL18_BULK_US), detail))
+    else:
+        goals.append(Goal(name, "NOT MEASURED", "needs F"))
+    name = f"upstream +20 ms: C p50 <= {GOAL18_SLOW} x (A + H) p50 at concurrency 1"
+    if a1 and r1 and s1:
+        floor = a1.p50_ms + s1.p50_ms
+        ratio = r1.p50_ms / floor
+        detail = f"R {r1.p50_ms:.2f} vs A + S {floor:.2f} ms (x {ratio:.3f})"
+        if t1:
+            detail += f"; B alone {t1.p50_ms:.2f} ms"
+        if r64 and s64:
+            detail += f"; at {HIGH}: R {r64.rps:.0f}/s, S {s64.rps:.0f}/s"
+        goals.append(Goal(name, _verdict(ratio <= GOAL18_SLOW), detail))
+    else:
+        goals.append(Goal(name, "NOT MEASURED", "needs A, S, R"))
+    goals.append(
+        Goal(
+            "two gateway processes on one PostgreSQL >= 1.6 x one",
+            "NOT MEASURED",
+            "no fleet scenario in this benchmark yet",
+        )
+    )
+    return goals
+
+
 def _generator_verdict(rows: Sequence[Row]) -> str:
     """Whether the load generator was the bottleneck anywhere, in one line."""
     bound = [f"{r.scenario} {r.label}" for r in rows if any("GENERATOR" in n for n in r.notes)]
@@ -1499,6 +1599,12 @@ def _report(ctx: _Context, machine: dict[str, Any], elapsed: float) -> dict[str,
         print(f"  {goal.verdict:<12} {goal.name}: {goal.detail}")
         if goal.floor:
             print(f"  {'':<12} {goal.floor}")
+    floor_goals = _issue18_goals(ctx)
+    print()
+    print("Goals (issue 18: the gateway's own cost over its design floor A + H):")
+    for goal in floor_goals:
+        print(f"  {goal.verdict:<12} {goal.name}: {goal.detail}")
+    goals = goals + floor_goals
     print()
     for note in ctx.notes:
         print(f"note: {note}")
@@ -1566,6 +1672,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--postgres-url", default=PG_URL, help=f"G: database to make a schema in ({PG_URL})"
+    )
+    parser.add_argument(
+        "--upstream-latency-ms",
+        type=float,
+        default=20.0,
+        help="T, S, R: what the emulator adds to each call (20 ms, an in-region round trip)",
     )
     parser.add_argument(
         "--py-spy",
