@@ -327,9 +327,16 @@ class CleanupStore(Protocol):
     audited calls whose request_ids make a repeated step harmless.
     """
 
-    def save_plan(self, plan: CleanupPlan, packages: Sequence[PackagePlan]) -> None:
+    def save_plan(
+        self,
+        plan: CleanupPlan,
+        packages: Sequence[PackagePlan],
+        *,
+        max_open: int | None = None,
+    ) -> None:
         """Store `plan` (its header, with plan_hash) and its packages in order (seq 0, 1, ...),
-        in one transaction."""
+        in one transaction; CleanupPlanLimitError (nothing stored) when its requester has
+        `max_open` plans unexpired at its creation, counted atomically with the insert."""
         ...
 
     def cleanup_plan(self, plan_id: str) -> CleanupPlan | None:

@@ -42,7 +42,7 @@ from pkggov_gateway.domain.cleanup import (
     VersionResult,
     plan_hash,
 )
-from pkggov_gateway.domain.errors import CleanupPlanTamperedError
+from pkggov_gateway.domain.errors import CleanupPlanLimitError, CleanupPlanTamperedError
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, PlanOutcome, VersionStatus
 from pkggov_gateway.domain.retention import Clause, rule_from_mapping
 from pkggov_gateway.ports import CleanupStore
@@ -791,3 +791,31 @@ def test_renew_job_extends_only_this_replicas_lease(stores: tuple[Store, Store])
     taken = b.claim_job(later, later + timedelta(minutes=10))
     assert taken is not None
     assert "job-renew" == taken.job_id
+
+
+def test_concurrent_plans_never_pass_the_open_plan_limit(stores: tuple[Store, Store]) -> None:
+    """Eight plans of one requester saved at once by two replicas with max_open=2: exactly two
+    are stored, the others refused with CleanupPlanLimitError (the count and the insert are one
+    transaction: SQLite's write lock, PostgreSQL's advisory lock on the requester)."""
+    a, b = stores
+    outcomes: list[str] = []
+    go = threading.Barrier(8)
+
+    def save(store: Store, n: int) -> None:
+        plan = make_plan(f"plan-race-{n}", [package(0)])
+        go.wait()
+        try:
+            store.save_plan(plan, [package(0)], max_open=2)
+        except CleanupPlanLimitError:
+            outcomes.append("limit")
+        else:
+            outcomes.append("saved")
+
+    threads = [threading.Thread(target=save, args=((a, b)[n % 2], n)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert (2, 6) == (outcomes.count("saved"), outcomes.count("limit"))
+    before = make_plan("x", []).created_at
+    assert 2 == a.open_plans(REQUESTER["id"], before)

@@ -331,6 +331,14 @@ class CleanupPlanLimitError(CleanupError):
     """The principal has as many unexpired plans as the configuration allows."""
 
 
+def plan_limit(principal: str, most: int) -> CleanupPlanLimitError:
+    """The refusal of a plan beyond `principal`'s `most` unexpired plans."""
+    return CleanupPlanLimitError(
+        f"{principal} has {most} cleanup plans that have not expired "
+        "(cleanup.max_open_plans): apply or wait for one to expire"
+    )
+
+
 class UnknownCleanupRuleError(CleanupError):
     """No configured cleanup rule has the name asked for."""
 

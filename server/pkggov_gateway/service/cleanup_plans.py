@@ -48,7 +48,6 @@ from pkggov_gateway.domain.errors import (
     CleanupNotRequesterError,
     CleanupPlanExpiredError,
     CleanupPlanHashMismatchError,
-    CleanupPlanLimitError,
     CleanupPlanNotFoundError,
     CleanupPlanTamperedError,
     CleanupRuleNotApplicableError,
@@ -57,6 +56,7 @@ from pkggov_gateway.domain.errors import (
     PolicyDeniedError,
     UnknownCleanupRuleError,
     UpstreamNotFoundError,
+    plan_limit,
 )
 from pkggov_gateway.domain.identity import Principal
 from pkggov_gateway.domain.model import (
@@ -236,11 +236,8 @@ class CleanupDesk:
                 f"{scope.domain}/{scope.repository}: {reason}",
             )
         most = self._limits.max_open_plans
-        if self._store.open_plans(principal.id, now) >= most:
-            raise CleanupPlanLimitError(
-                f"{principal.id} has {most} cleanup plans that have not expired "
-                "(cleanup.max_open_plans): apply or wait for one to expire"
-            )
+        if self._store.open_plans(principal.id, now) >= most:  # before any work; saving checks
+            raise plan_limit(principal.id, most)  # it again, atomically
         upstream = _Counted(self._upstream)
         packages = self._packages(request.scope, upstream, deadline)
         plans: list[PackagePlan] = []
@@ -279,7 +276,7 @@ class CleanupDesk:
             event_id=journal.event_id,
         )
         header = replace(header, plan_hash=plan_hash(header.header_json(), _jsons(plans)))
-        self._store.save_plan(header, plans)
+        self._store.save_plan(header, plans, max_open=most)
         journal.record(cleanup_plan={"id": header.plan_id, "hash": header.plan_hash})
         return header, plans
 

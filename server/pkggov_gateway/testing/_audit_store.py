@@ -99,6 +99,7 @@ from pkggov_gateway.domain.errors import (
     PkggovError,
     PlanTamperedError,
     QuotaExceededError,
+    plan_limit,
 )
 from pkggov_gateway.domain.model import PackageRef
 from pkggov_gateway.domain.package_key import package_identity
@@ -546,13 +547,30 @@ class InMemoryAuditStore:
 
     # --- port: CleanupStore -----------------------------------------------------------------
 
-    def save_plan(self, plan: CleanupPlan, packages: Sequence[PackagePlan]) -> None:
+    def save_plan(
+        self,
+        plan: CleanupPlan,
+        packages: Sequence[PackagePlan],
+        *,
+        max_open: int | None = None,
+    ) -> None:
         """Store `plan` (its header JSON, with plan_hash) and its packages in order (seq 0,
-        1, ...). ValueError (nothing stored) when a plan with its id is stored already."""
+        1, ...). ValueError (nothing stored) when a plan with its id is stored already;
+        CleanupPlanLimitError when its requester has `max_open` unexpired plans."""
         header, rows = _json(plan.header_json()), [_json(p.to_json()) for p in packages]
         with self._lock:
             if plan.plan_id in self._plans:
                 raise ValueError(f"cleanup plan {plan.plan_id} is stored already")
+            if max_open is not None:
+                headers = [json.loads(row.header) for row in self._plans.values()]
+                open_ = sum(
+                    1
+                    for h in headers
+                    if h["requester"]["id"] == plan.requester_id
+                    and datetime.fromisoformat(h["expires_at"]) > plan.created_at
+                )
+                if open_ >= max_open:
+                    raise plan_limit(plan.requester_id, max_open)
             self._plans[plan.plan_id] = _CleanupPlan(header, plan.plan_hash, rows)
 
     def cleanup_plan(self, plan_id: str) -> CleanupPlan | None:

@@ -181,12 +181,31 @@ def plan_rows(plan: CleanupPlan, packages: Sequence[PackagePlan]) -> tuple[str, 
 
 
 def save_plan(
-    dialect: Dialect, conn: Any, plan: CleanupPlan, header: str, packages: Sequence[str]
-) -> bool:
+    dialect: Dialect,
+    conn: Any,
+    plan: CleanupPlan,
+    header: str,
+    packages: Sequence[str],
+    *,
+    max_open: int | None = None,
+) -> str:
     """Store `plan`'s row with its `header` JSON, and its `packages`' JSON (seq 0, 1, ...),
-    in one transaction (see `plan_rows`); False (and nothing written) when a plan with its id
-    is stored already."""
+    in one transaction (see `plan_rows`): "saved"; "exists" when a plan with its id is stored
+    already, "limit" when its requester has `max_open` plans that have not expired at its
+    creation (counted in the transaction: SQLite's write lock, PostgreSQL's advisory lock on
+    the requester, so concurrent plans cannot pass the limit together); nothing written then."""
     with _transaction(dialect, conn):
+        if max_open is not None:
+            if dialect.name == "postgresql":
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (plan.requester_id,))
+            (count,) = fetch(
+                dialect,
+                conn,
+                "SELECT COUNT(*) FROM cleanup_plans WHERE requester = ? AND expires_at > ?",
+                (_text(plan.requester_id), format_time(plan.created_at)),
+            )[0]
+            if int(count) >= max_open:
+                return "limit"
         cursor = conn.execute(
             dialect.sql(_SAVE_PLAN),
             (
@@ -199,10 +218,10 @@ def save_plan(
             ),
         )
         if cursor.rowcount != 1:
-            return False
+            return "exists"
         for seq, package in enumerate(packages):
             conn.execute(dialect.sql(_SAVE_PACKAGE), (_text(plan.plan_id), seq, package))
-    return True
+    return "saved"
 
 
 def open_plans(dialect: Dialect, conn: Any, requester: str, now: datetime) -> int:

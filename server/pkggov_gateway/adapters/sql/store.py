@@ -62,7 +62,7 @@ from pkggov_gateway.domain.cleanup import (
     PackagePlan,
     PackageResult,
 )
-from pkggov_gateway.domain.errors import AuditUnavailableError
+from pkggov_gateway.domain.errors import AuditUnavailableError, plan_limit
 from pkggov_gateway.domain.model import PackageRef
 from pkggov_gateway.domain.recovery import (
     PendingPurge,
@@ -320,15 +320,24 @@ class SqlAuditStore:
 
     # --- port: CleanupStore -----------------------------------------------------------------
 
-    def save_plan(self, plan: CleanupPlan, packages: Sequence[PackagePlan]) -> None:
+    def save_plan(
+        self,
+        plan: CleanupPlan,
+        packages: Sequence[PackagePlan],
+        *,
+        max_open: int | None = None,
+    ) -> None:
         """Store `plan` (its header JSON, with plan_hash) and its packages in order (seq 0,
         1, ...), in one transaction. Raises ValueError (nothing written) when a plan with its
-        id is stored already: a plan is written once."""
+        id is stored already: a plan is written once; CleanupPlanLimitError when its requester
+        has `max_open` unexpired plans (checked atomically with the insert)."""
         header, rows = cleanup.plan_rows(plan, packages)
         with self._reader() as conn:
-            saved = cleanup.save_plan(self.dialect, conn, plan, header, rows)
-        if not saved:
+            saved = cleanup.save_plan(self.dialect, conn, plan, header, rows, max_open=max_open)
+        if saved == "exists":
             raise ValueError(f"cleanup plan {plan.plan_id} is stored already")
+        if saved == "limit":
+            raise plan_limit(plan.requester_id, max_open or 0)
 
     def cleanup_plan(self, plan_id: str) -> CleanupPlan | None:
         """The plan's header as stored, or None when there is none; CleanupPlanTamperedError
