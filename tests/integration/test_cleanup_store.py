@@ -818,4 +818,4 @@ def test_concurrent_plans_never_pass_the_open_plan_limit(stores: tuple[Store, St
         thread.join(60)
     assert (2, 6) == (outcomes.count("saved"), outcomes.count("limit"))
     before = make_plan("x", []).created_at
-    assert 2 == a.open_plans(REQUESTER["id"], before)
+    assert 2 == a.open_plans("alice", before)
