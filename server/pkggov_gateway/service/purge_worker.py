@@ -53,7 +53,7 @@ from pkggov_gateway.domain.model import (
     VersionStatus,
 )
 from pkggov_gateway.domain.package_key import package_identity
-from pkggov_gateway.domain.records import RecordedStatus, response_json
+from pkggov_gateway.domain.records import RecordedStatus, request_json, response_json
 from pkggov_gateway.domain.recovery import (
     PURGE_WORKER_PRINCIPAL,
     PendingPurge,
@@ -406,17 +406,12 @@ def _request(
 ) -> dict[str, Any]:
     """What the purge's audit event records as its request: the package as a delete's request
     names it, the versions, and which caller's request each purge completes."""
-    return {
-        "domain": package.domain,
-        "domain_owner": package.domain_owner or "",
-        "repository": package.repository,
-        "format": f"PACKAGE_FORMAT_{package.format.value.upper()}",
-        "namespace": package.namespace or "",
-        "package": package.package,
-        "versions": [p.version for p in purges],
-        "expected_status": "PACKAGE_VERSION_STATUS_ARCHIVED",
-        "final_step": "dispose" if dispose else "delete",
-        "completes": [
+    return request_json(
+        package,
+        [p.version for p in purges],
+        expected_status=VersionStatus.ARCHIVED,
+        final_step="dispose" if dispose else "delete",
+        completes=[
             {
                 "version": p.version,
                 "requester": p.requester,
@@ -427,4 +422,4 @@ def _request(
             }
             for p in purges
         ],
-    }
+    )
