@@ -433,11 +433,6 @@ class CleanupRunner:
         """One governed delete of `chunk`: (its audit event, each version's result, the
         deletion request it recorded, if any)."""
         versions = [e.version for e in chunk]
-        # A call of this step that a crash cut short, settled by reconciliation since: what it
-        # did to each version (its request_id is rerun; the versions it deleted are gone).
-        earlier = _reconciled(
-            self._auditor.store.event_by_request_id(principal.id, step.request_id)
-        )
         call = self._auditor.begin(CLEANUP_JOB_METHOD, str(uuid.uuid4()), principal.peer)
         call.identified(principal)
         call.received(step.request(versions))
@@ -452,6 +447,9 @@ class CleanupRunner:
             call.succeeded(None)
             replayed = recorded.get("cleanup_results") or []
             return call.event_id, _parse_results(replayed), str(recorded.get("request") or "")
+        # A call of this step that a crash cut short, settled by reconciliation since: what it
+        # did to each version (its request_id is rerun; the versions it deleted are gone).
+        earlier = _reconciled(call.previous)
         raw = RawDeleteRequest(
             domain=step.package.package.domain,
             repository=step.package.package.repository,

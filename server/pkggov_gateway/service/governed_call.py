@@ -142,6 +142,8 @@ class GovernedCall:
         self.intent: StoredEntry | None = None
         self._delivered: DeleteOutcome | None = None
         self._replay_of: str | None = None
+        self.previous: AuditEventRecord | None = None
+        """The earlier event of this request_id that `replayed` found (None: none)."""
         self._effects = PurgeEffects()
         self._approvals = ApprovalEffects()
         self._intent_approvals = ApprovalEffects()
@@ -185,7 +187,7 @@ class GovernedCall:
         error, RequestIdConflictError for a reused id with other content, and
         RequestInProgressError while the first call is still open.
         """
-        previous = self._previous()
+        previous = self.previous = self._previous()
         if previous is None:
             return None
         facts = OutcomeFacts.of(previous)
