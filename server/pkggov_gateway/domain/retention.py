@@ -65,6 +65,7 @@ from pkggov_gateway.domain.versions import is_prerelease
 __all__ = [
     "COUNT_FIELDS",
     "DEFAULT_STATUSES",
+    "OUT_OF_SCOPE",
     "AgeSplit",
     "Clause",
     "Order",
@@ -116,6 +117,12 @@ class Clause(StrEnum):
     NOT_OLDER_THAN = "NOT_OLDER_THAN"
     MAX_DELETIONS = "MAX_DELETIONS"
     SELECTED = "SELECTED"
+
+
+OUT_OF_SCOPE = frozenset(
+    {Clause.STATUS, Clause.NOT_INCLUDED, Clause.EXCLUDED, Clause.PRERELEASE_SCOPE}
+)
+"""The clauses that keep a version because it is outside the rule's scope."""
 
 
 def _re2_options() -> Any:

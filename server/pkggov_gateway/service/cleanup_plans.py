@@ -67,6 +67,7 @@ from pkggov_gateway.domain.model import (
     PlanOutcome,
 )
 from pkggov_gateway.domain.retention import (
+    OUT_OF_SCOPE,
     Clause,
     Order,
     PackageVersions,
@@ -610,12 +611,7 @@ def _warnings(rule: RetentionRule, plans: Sequence[PackagePlan]) -> Iterator[str
                     "place are kept"
                 )
         doomed = [e for e in plan.entries if e.delete]
-        in_scope = [
-            e
-            for e in plan.entries
-            if e.clause
-            not in (Clause.STATUS, Clause.NOT_INCLUDED, Clause.EXCLUDED, Clause.PRERELEASE_SCOPE)
-        ]
+        in_scope = [e for e in plan.entries if e.clause not in OUT_OF_SCOPE]
         if doomed and len(doomed) >= len(in_scope) - 1 and len(doomed) > 1:
             yield f"{name}: the rule deletes {len(doomed)} of its {len(in_scope)} versions in scope"
 
