@@ -21,9 +21,10 @@ from pkggov_gateway.api.interceptors import governed_call
 from pkggov_gateway.api.servicer import (
     DEFAULT_PAGE,
     MAX_PAGE,
-    UUID,
     caller_deadline,
+    checked_id,
     filters_digest,
+    id_violations,
 )
 from pkggov_gateway.domain.approvals import (
     DeletionRequestQuery,
@@ -141,24 +142,18 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
         return caller_deadline(context, self._default_deadline, self._max_deadline, self._drain)
 
 
-def _id_violations(text: str) -> list[FieldViolation]:
-    if not text:
-        return [FieldViolation("id", "is required")]
-    if UUID.fullmatch(text) is None:
-        return [FieldViolation("id", "must be a deletion request id (a UUID, 8-4-4-4-12 hex)")]
-    return []
+_WHAT = "a deletion request id"
 
 
 def _request_id(text: str) -> str:
-    violations = _id_violations(text)
-    if violations:
-        raise InvalidRequestError(violations)
-    return text.lower()
+    return checked_id("id", text, _WHAT)
 
 
 def _check(request_id: str, reason: str, *, required: bool, plan_hash: str = "") -> None:
     """Every bad field of a vote or cancellation, named at once."""
-    violations = _id_violations(request_id) + reason_violations(reason, required=required)
+    violations = id_violations("id", request_id, _WHAT) + reason_violations(
+        reason, required=required
+    )
     if plan_hash and _HASH.fullmatch(plan_hash) is None:
         violations.append(
             FieldViolation("plan_hash", "must be a SHA-256 in hex (64 characters), or empty")

@@ -28,9 +28,10 @@ from pkggov_gateway.api.servicer import (
     DEFAULT_PAGE,
     MAX_PAGE,
     MAX_PAGE_BYTES,
-    UUID,
     caller_deadline,
     check_request_id,
+    checked_id,
+    id_violations,
 )
 from pkggov_gateway.domain.cleanup import (
     CleanupJob,
@@ -253,19 +254,15 @@ def _fill(
     return page, None
 
 
+_WHAT = {"plan_id": "a cleanup plan id", "job_id": "a cleanup job id"}
+
+
 def _uuid_violations(field: str, text: str) -> list[FieldViolation]:
-    if not text:
-        return [FieldViolation(field, "is required")]
-    if UUID.fullmatch(text) is None:
-        return [FieldViolation(field, "must be a UUID (8-4-4-4-12 hex)")]
-    return []
+    return id_violations(field, text, _WHAT[field])
 
 
 def _uuid(field: str, text: str) -> str:
-    violations = _uuid_violations(field, text)
-    if violations:
-        raise InvalidRequestError(violations)
-    return text.lower()
+    return checked_id(field, text, _WHAT[field])
 
 
 def _check_page_size(page_size: int) -> None:

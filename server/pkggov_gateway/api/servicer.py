@@ -42,7 +42,9 @@ __all__ = [
     "PackageGovernanceServicer",
     "caller_deadline",
     "check_request_id",
+    "checked_id",
     "filters_digest",
+    "id_violations",
 ]
 
 _NO_DEADLINE = 86_400.0
@@ -161,15 +163,26 @@ def _replayed(request_id: str, context: grpc.ServicerContext, empty: _R) -> _R |
     return json_format.ParseDict(dict(recorded), empty)
 
 
+def id_violations(field: str, text: str, what: str) -> list[FieldViolation]:
+    """The broken rules of an id field that names `what` (a UUID the gateway made)."""
+    if not text:
+        return [FieldViolation(field, "is required")]
+    if UUID.fullmatch(text) is None:
+        return [FieldViolation(field, f"must be {what} (a UUID, 8-4-4-4-12 hex)")]
+    return []
+
+
+def checked_id(field: str, text: str, what: str) -> str:
+    """An id field, in lower case (any case is accepted); InvalidRequestError naming it."""
+    violations = id_violations(field, text, what)
+    if violations:
+        raise InvalidRequestError(violations)
+    return text.lower()
+
+
 def _event_id(event_id: str) -> str:
     """An audit event id (a UUID the gateway made, in lower case); any case is accepted."""
-    if not event_id:
-        raise InvalidRequestError([FieldViolation("event_id", "is required")])
-    if UUID.fullmatch(event_id) is None:
-        raise InvalidRequestError(
-            [FieldViolation("event_id", "must be an audit event id (a UUID, 8-4-4-4-12 hex)")]
-        )
-    return event_id.lower()
+    return checked_id("event_id", event_id, "an audit event id")
 
 
 def check_request_id(request_id: str) -> None:
