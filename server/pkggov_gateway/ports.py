@@ -464,6 +464,13 @@ class Metrics(Protocol):
         """A synchronous audit commit of an entry of `kind` (intent, outcome)."""
         ...
 
+    def audit_group_commit(self, entries: int, wait_seconds: float, hold_seconds: float) -> None:
+        """One group commit of `entries`: the time until it held the chain lock (with the
+        chain's tail read), and the time from then to the commit's answer (an upper bound of
+        the lock's hold: the lock is released when the commit is done, before its answer is
+        read)."""
+        ...
+
     def audit_healthy(self, healthy: bool) -> None:
         """Whether the audit store currently commits."""
         ...
@@ -528,6 +535,9 @@ class NullMetrics:
         """Ignore."""
 
     def audit_commit(self, kind: str, seconds: float, *, ok: bool) -> None:
+        """Ignore."""
+
+    def audit_group_commit(self, entries: int, wait_seconds: float, hold_seconds: float) -> None:
         """Ignore."""
 
     def audit_healthy(self, healthy: bool) -> None:

@@ -505,6 +505,9 @@ class _OldDialect:
     def begin_locked(self, conn: Any) -> None:
         self.inner.begin_locked(conn)
 
+    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        return self.inner.pipeline(conn)
+
     def migrations(self) -> list[Migration]:
         return [m for m in self.inner.migrations() if m[0] <= 3]
 

@@ -89,6 +89,21 @@ class PrometheusMetrics:
             "Time to durably commit an audit entry the call waits for, by kind.",
             ["kind"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self._chain_lock_wait = Histogram(
+            "pkggov_audit_chain_lock_wait_seconds",
+            "Per group commit: time to get the audit chain's lock (shared by a fleet).",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._group_commit = Histogram(
+            "pkggov_audit_group_commit_seconds",
+            "Per group commit: from reading the chain's tail (lock held) to the commit's answer.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._group_entries = Histogram(
+            "pkggov_audit_group_commit_entries",
+            "Entries per group commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
+        )  # fmt: skip
         self._audit_failures = Counter(
             "pkggov_audit_commit_failures",
             "Audit commits that failed (an intent: the call was refused).",
@@ -231,6 +246,12 @@ class PrometheusMetrics:
             self._audit_seconds.labels(kind).observe(seconds)
         else:
             self._audit_failures.labels(kind).inc()
+
+    def audit_group_commit(self, entries: int, wait_seconds: float, hold_seconds: float) -> None:
+        """Time a group commit's wait for the chain lock and its hold; count its entries."""
+        self._chain_lock_wait.observe(wait_seconds)
+        self._group_commit.observe(hold_seconds)
+        self._group_entries.observe(entries)
 
     def audit_healthy(self, healthy: bool) -> None:
         """Set the store's health gauge."""

@@ -97,8 +97,14 @@ class Decision(StrEnum):
 
 def format_time(moment: datetime) -> str:
     """UTC, microseconds, ``Z``: fixed width, so text order is time order."""
-    moment = moment.astimezone(UTC)  # strftime's %Y does not pad years before 1000
-    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # Fields, not strftime: its %Y does not pad years before 1000, and this runs for every
+    # time of every entry.
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
 
 
 def parse_time(text: str) -> datetime:

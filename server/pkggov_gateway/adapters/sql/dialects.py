@@ -13,7 +13,7 @@ import queue
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from pkggov_gateway.adapters.sql.migrations import Migration, migrations
@@ -37,6 +37,12 @@ class Dialect(Protocol):
 
     def begin_locked(self, conn: Any) -> None:
         """Begin a transaction holding the chain's lock (one writer at a time)."""
+        ...
+
+    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        """A block in which statements on `conn` are sent without waiting for each one's
+        answer (PostgreSQL's pipeline mode; nothing for SQLite): a fetch, or the block's end,
+        waits for everything sent before it, in one round trip."""
         ...
 
     def migrations(self) -> list[Migration]:
@@ -81,6 +87,10 @@ class SqliteDialect:
 
     def begin_locked(self, conn: Any) -> None:
         conn.execute("BEGIN IMMEDIATE")
+
+    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        """Nothing to batch: SQLite runs in this process."""
+        return contextlib.nullcontext()
 
     def migrations(self) -> list[Migration]:
         return migrations("INTEGER")
@@ -168,6 +178,11 @@ class PostgresDialect:
         conn.execute("BEGIN")
         conn.execute("SET LOCAL synchronous_commit TO on")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_KEY,))
+
+    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        """libpq's pipeline mode: statements are sent without waiting for each answer; a
+        fetch, or the block's end, waits for what was sent (one round trip)."""
+        return cast("contextlib.AbstractContextManager[Any]", conn.pipeline())
 
     def migrations(self) -> list[Migration]:
         return migrations("BIGINT")

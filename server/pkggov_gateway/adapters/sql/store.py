@@ -70,6 +70,7 @@ from pkggov_gateway.domain.recovery import (
     PurgeQuery,
     PurgeStats,
 )
+from pkggov_gateway.ports import Metrics
 
 __all__ = ["SqlAuditStore", "open_audit_store"]
 
@@ -92,6 +93,7 @@ class SqlAuditStore:
         retry_seconds: float = 0.5,
         heartbeat_seconds: float = 2.0,
         on_commit: Callable[[StoredEntry], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.dialect = dialect
         self.replica = replica
@@ -108,6 +110,7 @@ class SqlAuditStore:
             retry_seconds=retry_seconds,
             heartbeat_seconds=heartbeat_seconds,
             on_commit=on_commit,
+            metrics=metrics,
         )
 
     # --- port: writing ---------------------------------------------------------------------
@@ -129,11 +132,11 @@ class SqlAuditStore:
         """
         if self._closed:
             raise AuditUnavailableError("the audit store is closed")
-        column_values(entry.body)  # raises for a body the writer could not store
+        columns = column_values(entry.body)  # raises for a body the writer could not store
         _ = entry.kind
         purges.check_effects(entry.effects)
         requests.check_effects(entry.approvals)
-        return self._writer.write(entry, guard, durable)
+        return self._writer.write(entry, guard, durable, columns)
 
     def healthy(self) -> bool:
         """False while the last write failed or a durable entry awaits its commit."""

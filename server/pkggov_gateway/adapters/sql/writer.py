@@ -1,31 +1,38 @@
-"""The group-commit writer: the one thread that appends to the audit chain.
+"""The group-commit writer: appends to the audit chain, one transaction at a time.
 
-Callers queue entries and wait; the writer takes every queued entry (up to `max_batch`), and
-in one transaction that holds the chain lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
-transaction advisory lock, so replicas sharing a database take turns) reads the chain's tail,
-runs each entry's guard (request id claim, deletion request, quota), chains and inserts the
-entries, applies each inserted entry's `PurgeEffects` to the pending purges
+Callers queue entries. The first caller to find no commit under way becomes the *leader*: it
+takes every queued entry (up to `max_batch`) and commits them itself, on its own thread, in one
+transaction that holds the chain lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction
+advisory lock, so replicas sharing a database take turns). The others wait for that commit or,
+if theirs is not in it, for the leader to hand the lead to the first of them (leader/follower
+group commit, as databases do it): a lone call commits with no hand-off between threads at all,
+and concurrent calls still share one fsync. In the transaction the leader reads the chain's
+tail, runs each entry's guard (request id claim, deletion request, quota), chains and inserts
+the entries, applies each inserted entry's `PurgeEffects` to the pending purges
 (`purges.apply_effects`) and its `ApprovalEffects` to the deletion requests
 (`requests.apply_effects`) (an entry refused by its guard, or stored already, applies none),
 and commits (SQLite: WAL with ``synchronous=FULL``; PostgreSQL: ``synchronous_commit = on``).
-Each caller then gets its own result: concurrent calls share one fsync, and each waits for the
-commit holding its entry.
+Each caller then gets its own result.
 
 An entry written with ``durable=True`` (an outcome) that fails to commit stays queued and is
-retried until it commits; meanwhile the writer reports itself unhealthy. Any other failed
-entry fails its caller with AuditUnavailableError, so nothing proceeds unrecorded. When idle,
-the writer updates its replica's heartbeat row, proving that the database still takes writes.
+retried until it commits, by the next leader or by the writer's background thread; meanwhile
+the writer reports itself unhealthy. Any other failed entry fails its caller with
+AuditUnavailableError, so nothing proceeds unrecorded. When idle, the background thread
+updates its replica's heartbeat row, proving that the database still takes writes.
+
+Each group commit reports how long it waited for the chain lock and how long it held it
+(`Metrics.audit_group_commit`): what says whether the lock, shared by a fleet, is its limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,13 +57,15 @@ from pkggov_gateway.domain.audit import (
     StoredEntry,
     canonical,
     chain_hash,
-    column_values,
     format_time,
     replay_verdict,
 )
 from pkggov_gateway.domain.errors import AuditUnavailableError, QuotaExceededError
+from pkggov_gateway.ports import Metrics, NullMetrics
 
 __all__ = ["GroupCommitWriter"]
+
+_NAMES = ", ".join(("seq", *COLUMNS, "body", "prev_hash", "hash"))
 
 log = structlog.get_logger("pkggov.audit.store")
 
@@ -66,16 +75,27 @@ class _Item:
     entry: NewEntry
     guard: AppendGuard | None
     durable: bool
-    future: Future[StoredEntry] = field(default_factory=Future)
+    columns: tuple[Any, ...]
+    """The body's indexed column values."""
     text: str = ""
     """The body's canonical form."""
-    columns: tuple[Any, ...] = ()
-    """The body's indexed column values."""
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set when the item is settled, or when its caller is to lead the next commit."""
+    leads: bool = False
+    result: StoredEntry | BaseException | None = None
+    told: bool = False
+    """Its caller has its result (a durable entry retried after a failure stays untold)."""
+
+    def settle(self, result: StoredEntry | BaseException) -> None:
+        if not self.told:
+            self.result = result
+            self.told = True
+            self.wake.set()
 
 
 class GroupCommitWriter:
-    """The writer thread of one store (see the module docstring); it runs from construction
-    until `stop`."""
+    """The writer of one store (see the module docstring): callers commit, a background thread
+    retries and heartbeats from construction until `stop`."""
 
     def __init__(
         self,
@@ -86,6 +106,7 @@ class GroupCommitWriter:
         retry_seconds: float,
         heartbeat_seconds: float,
         on_commit: Callable[[StoredEntry], None] | None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._dialect = dialect
         self._replica = replica
@@ -93,23 +114,50 @@ class GroupCommitWriter:
         self._retry_seconds = retry_seconds
         self._heartbeat_seconds = heartbeat_seconds
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._metrics = metrics or NullMetrics()
+        self._mutex = threading.Lock()
+        """Guards `_pending`, `_backlog` and `_leading`."""
+        self._pending: deque[_Item] = deque()
         self._backlog: list[_Item] = []
+        """Durable entries whose commit failed, retried first."""
+        self._leading = False
+        self._commit_lock = threading.Lock()
+        """Held by whoever uses the connection: a leader, or the background thread."""
+        self._stopping = threading.Event()
+        self._nudge = threading.Event()
+        """Wakes the background thread: a backlog to retry, or stop."""
+        self._last_write = time.monotonic()
         self._healthy = threading.Event()
         self._conn: Any = None
         self.last_error: str | None = None
         """Why the last write failed, while the writer is unhealthy."""
         self._healthy.set()
-        self._thread = threading.Thread(target=self._run, name="pkggov-audit-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._background, name="pkggov-audit-writer", daemon=True
+        )
         self._thread.start()
 
-    def write(self, entry: NewEntry, guard: AppendGuard | None, durable: bool) -> StoredEntry:
-        """Queue `entry` and return it once committed (see SqlAuditStore.append)."""
-        item = _Item(
-            entry, guard, durable, text=canonical(entry.body), columns=column_values(entry.body)
-        )
-        self._queue.put(item)
-        return item.future.result()
+    def write(
+        self, entry: NewEntry, guard: AppendGuard | None, durable: bool, columns: tuple[Any, ...]
+    ) -> StoredEntry:
+        """Commit `entry` (its `columns` computed by the caller) and return it once committed
+        (see SqlAuditStore.append)."""
+        item = _Item(entry, guard, durable, columns, text=canonical(entry.body))
+        with self._mutex:
+            self._pending.append(item)
+            if not self._leading:
+                self._leading = item.leads = True
+        while not item.told:
+            if item.leads:
+                self._lead(item)
+            else:
+                item.wake.wait()
+                item.wake.clear()
+        result = item.result
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None  # noqa: S101 - told means settled
+        return result
 
     def healthy(self) -> bool:
         """False while the last write failed or a durable entry awaits its commit."""
@@ -117,58 +165,97 @@ class GroupCommitWriter:
 
     def stop(self, timeout: float) -> None:
         """Stop after committing what is queued (durable entries: tried a few times)."""
-        self._queue.put(None)
+        self._stopping.set()
+        self._nudge.set()
         self._thread.join(timeout)
 
-    # --- the loop --------------------------------------------------------------------------
+    # --- leading a commit ------------------------------------------------------------------
 
-    def _run(self) -> None:
-        """The writer loop: commit what is queued, retry the backlog, heartbeat when idle."""
-        last_write = time.monotonic()
-        stopping = False
-        tries_left_at_stop = 3
+    def _take(self) -> list[_Item]:
+        """The next batch: the backlog, then queued entries (called holding `_mutex`)."""
+        batch = self._backlog
+        self._backlog = []
+        while self._pending and len(batch) < self._max_batch:
+            batch.append(self._pending.popleft())
+        return batch
+
+    def _lead(self, own: _Item) -> None:
+        """Commit one batch (with `own` in it), then hand the lead to the first entry still
+        queued, or give it up."""
+        with self._mutex:
+            batch = self._take()
+        if batch:
+            with self._commit_lock:
+                # An empty context: the entries are other calls', not this one's log context.
+                contextvars.Context().run(self._commit, batch)
+        with self._mutex:
+            if not own.told:
+                return  # not taken (the batch was full): it leads again
+            own.leads = False
+            self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """Hand the lead to the first queued entry, or give it up (holding `_mutex`)."""
+        if self._pending:
+            nxt = self._pending[0]
+            nxt.leads = True
+            nxt.wake.set()
+        else:
+            self._leading = False
+
+    # --- the background thread: retries and heartbeats --------------------------------------
+
+    def _background(self) -> None:
+        """Retry the backlog while there is one, heartbeat when idle; at stop, commit what is
+        left (durable entries: a few tries)."""
+        while not self._stopping.is_set():
+            retrying = bool(self._backlog) or not self._healthy.is_set()
+            if not retrying:
+                self._nudge.wait(self._heartbeat_seconds / 4)
+            self._nudge.clear()
+            if self._stopping.is_set():
+                break
+            if retrying:
+                self._stopping.wait(self._retry_seconds)
+            self._idle_work()
+        tries_left = 3
         while True:
-            batch: list[_Item] = list(self._backlog)
-            if not stopping:
-                retrying = bool(batch) or not self._healthy.is_set()
-                timeout = self._retry_seconds if retrying else self._heartbeat_seconds
-                try:
-                    first: _Item | bool | None = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    first = False
-                if first is None:
-                    stopping = True
-                elif isinstance(first, _Item):
-                    batch.append(first)
-                while not stopping and len(batch) < self._max_batch:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stopping = True
-                    else:
-                        batch.append(more)
+            with self._mutex:
+                batch = self._take()
             if batch:
+                with self._commit_lock:
+                    self._commit(batch)
+            with self._mutex:
+                left = list(self._backlog)
+            if not left or tries_left == 0:
+                break
+            tries_left -= 1
+            time.sleep(self._retry_seconds)
+        for item in left:  # its intent stays open: reconciled at start-up
+            log.error("audit.outcome_not_recorded_at_shutdown", event_id=item.entry.event_id)
+        with self._commit_lock:
+            self._close_connection()
+
+    def _idle_work(self) -> None:
+        """Retry the backlog when no leader is committing; heartbeat after a quiet period."""
+        with self._mutex:
+            if self._leading:
+                return  # a leader commits the backlog with its batch
+            batch = self._take()
+            if batch:
+                self._leading = True
+        if batch:
+            with self._commit_lock:
                 self._commit(batch)
-                last_write = time.monotonic()
-            elif not stopping and (
-                not self._healthy.is_set()
-                or time.monotonic() - last_write >= self._heartbeat_seconds
-            ):
+            with self._mutex:
+                self._pass_lead()
+            return
+        if (
+            not self._healthy.is_set()
+            or time.monotonic() - self._last_write >= self._heartbeat_seconds
+        ):
+            with self._commit_lock:
                 self._heartbeat()  # idle: prove that the store still takes writes
-                last_write = time.monotonic()
-            if stopping:
-                if self._backlog and tries_left_at_stop > 0:
-                    tries_left_at_stop -= 1
-                    time.sleep(self._retry_seconds)
-                    continue
-                for item in self._backlog:  # its intent stays open: reconciled at start-up
-                    log.error(
-                        "audit.outcome_not_recorded_at_shutdown", event_id=item.entry.event_id
-                    )
-                self._close_connection()
-                return
 
     # --- the connection and health ---------------------------------------------------------
 
@@ -203,6 +290,7 @@ class GroupCommitWriter:
         except Exception as err:  # noqa: BLE001 - any failure means the store is unusable
             self._failed(err)
         else:
+            self._last_write = time.monotonic()
             self._succeeded()
 
     def _failed(self, err: BaseException) -> None:
@@ -223,52 +311,72 @@ class GroupCommitWriter:
     # --- one group commit ------------------------------------------------------------------
 
     def _commit(self, batch: list[_Item]) -> None:
+        """Commit `batch` in one chain-locked transaction and settle its entries (called
+        holding `_commit_lock`).
+
+        On PostgreSQL the statements go in pipeline mode, so that the lock is held for two
+        round trips (taking it with the chain's tail; the inserts with the COMMIT), not one
+        per statement: each wait for an answer gives up the GIL, and with many threads serving
+        calls getting it back can take a switch interval or more."""
         results: list[tuple[_Item, StoredEntry | BaseException]] = []
         try:
             conn = self._connection()
-            self._dialect.begin_locked(conn)
+            asked = time.perf_counter()
             try:
-                results = self._write(conn, batch)
-                conn.execute("COMMIT")
+                with self._dialect.pipeline(conn):
+                    self._dialect.begin_locked(conn)
+                    results, locked = self._write(conn, batch)
+                    conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
                     conn.execute("ROLLBACK")
                 raise
+            self._metrics.audit_group_commit(
+                len(batch), locked - asked, time.perf_counter() - locked
+            )
         except Exception as err:  # noqa: BLE001 - every failure fails (or defers) the batch
             self._failed(err)
             failure = AuditUnavailableError(f"{self._dialect.description}: {err}")
-            self._backlog = [item for item in batch if item.durable]
+            with self._mutex:
+                self._backlog = [item for item in batch if item.durable] + self._backlog
+            self._nudge.set()
             for item in batch:  # a durable entry's caller goes on; the entry is retried
-                if not item.future.done():
-                    item.future.set_exception(failure)
+                item.settle(failure)
             return
-        self._backlog = []
+        self._last_write = time.monotonic()
         for item, result in results:
             if isinstance(result, StoredEntry) and self._on_commit is not None:
                 try:
                     self._on_commit(result)
                 except Exception:  # the copy must never fail the record
                     log.exception("audit.copy_failed", event_id=result.event_id)
-            if item.future.done():
-                continue  # a durable entry retried after its caller was told
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(result)
+            item.settle(result)  # a durable entry retried after its caller was told: no-op
         self._succeeded()
 
     def _write(
         self, conn: Any, batch: list[_Item]
-    ) -> list[tuple[_Item, StoredEntry | BaseException]]:
-        tail = fetch(
-            self._dialect, conn, "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ()
+    ) -> tuple[list[tuple[_Item, StoredEntry | BaseException]], float]:
+        """Chain and insert `batch` in the open transaction: the results, and when the lock
+        was held (the chain's tail read)."""
+        keys = {(item.entry.event_id, item.entry.kind.value) for item in batch}
+        ids = list(dict.fromkeys(event_id for event_id, _ in keys))
+        tail_query = conn.execute(
+            "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ()
         )
+        kinds_query = conn.execute(
+            self._dialect.sql(
+                "SELECT event_id, kind FROM audit_entries "  # noqa: S608 - placeholders only
+                f"WHERE event_id IN ({', '.join('?' for _ in ids)})"
+            ),
+            ids,
+        )
+        tail = tail_query.fetchall()  # the lock, the tail and the kinds: one round trip
+        locked = time.perf_counter()
         seq, prev = (int(tail[0][0]), str(tail[0][1])) if tail else (0, GENESIS)
-        existing = self._existing(conn, batch)
+        stored_keys = [(str(event_id), str(kind)) for event_id, kind in kinds_query.fetchall()]
+        existing = self._existing(conn, [key for key in stored_keys if key in keys])
         results: list[tuple[_Item, StoredEntry | BaseException]] = []
-        names = ", ".join(("seq", *COLUMNS, "body", "prev_hash", "hash"))
-        marks = ", ".join("?" for _ in range(len(COLUMNS) + 4))
-        insert = self._dialect.sql(f"INSERT INTO audit_entries ({names}) VALUES ({marks})")  # noqa: S608
+        rows: list[tuple[Any, ...]] = []
         for item in batch:
             key = (item.entry.event_id, item.entry.kind.value)
             found = existing.get(key)
@@ -282,18 +390,22 @@ class GroupCommitWriter:
                         (item, AuditUnavailableError(f"entry {key} already recorded differently"))
                     )
                 continue
-            refusal = self._check(conn, item)
-            if refusal is not None:
-                results.append((item, refusal))
-                continue
+            if _checks(item.guard):
+                self._insert(conn, rows)  # the guard must see the entries before it
+                refusal = self._check(conn, item)
+                if refusal is not None:
+                    results.append((item, refusal))
+                    continue
             seq += 1
             digest = chain_hash(prev, item.text)
-            conn.execute(insert, (seq, *item.columns, item.text, prev, digest))
+            rows.append((seq, *item.columns, item.text, prev, digest))
             effects = item.entry.effects
-            if effects:  # most entries have none: no statement more
-                apply_effects(self._dialect, conn, effects, item.entry.event_id, item.entry.time)
             approvals = item.entry.approvals
-            if approvals:  # nor for these
+            if effects or approvals:  # most entries have none: no statement more
+                self._insert(conn, rows)
+            if effects:
+                apply_effects(self._dialect, conn, effects, item.entry.event_id, item.entry.time)
+            if approvals:
                 requests.apply_effects(
                     self._dialect, conn, approvals, item.entry.event_id, item.entry.time, seq=seq
                 )
@@ -301,27 +413,42 @@ class GroupCommitWriter:
             existing[key] = stored
             results.append((item, stored))
             prev = digest
-        return results
+        self._insert(conn, rows)
+        return results, locked
 
-    def _existing(self, conn: Any, batch: list[_Item]) -> dict[tuple[str, str], StoredEntry]:
-        """The batch's entries that are already stored (a retry after an unclear commit).
+    def _insert(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Insert `rows` (then empty it) in one statement: each statement of a group commit
+        gives up the GIL and, with many threads serving calls, may wait up to a switch
+        interval to get it back, all the while holding the chain lock."""
+        if not rows:
+            return
+        marks = "(" + ", ".join("?" for _ in range(len(COLUMNS) + 4)) + ")"
+        values = ", ".join(marks for _ in rows)
+        conn.execute(
+            self._dialect.sql(f"INSERT INTO audit_entries ({_NAMES}) VALUES {values}"),  # noqa: S608 - placeholders only
+            [value for row in rows for value in row],
+        )
+        rows.clear()
 
-        Only those bodies are read: an outcome's event always holds its intent, which is not
-        parsed for nothing on every commit."""
-        keys = {(item.entry.event_id, item.entry.kind.value) for item in batch}
-        ids = list(dict.fromkeys(event_id for event_id, _ in keys))
-        marks = ", ".join("?" for _ in ids)
+    def _existing(
+        self, conn: Any, found: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredEntry]:
+        """The entries of the batch found stored already (a retry after an unclear commit),
+        by (event_id, kind). Only their bodies are read: an outcome's event always holds its
+        intent, whose body (a 1,000-version plan: 100 kB) is not read for nothing."""
+        if not found:
+            return {}
         rows = fetch(
             self._dialect,
             conn,
-            f"SELECT event_id, kind, seq, prev_hash, hash, body FROM audit_entries "  # noqa: S608 - placeholders only
-            f"WHERE event_id IN ({marks})",
-            ids,
+            "SELECT event_id, kind, seq, prev_hash, hash, body FROM audit_entries "  # noqa: S608 - placeholders only
+            f"WHERE event_id IN ({', '.join('?' for _ in found)})",
+            [event_id for event_id, _ in found],
         )
         return {
             (str(event_id), str(kind)): stored_entry(row)
             for event_id, kind, *row in rows
-            if (event_id, kind) in keys
+            if (str(event_id), str(kind)) in set(found)
         }
 
     def _check(self, conn: Any, item: _Item) -> BaseException | None:
@@ -345,3 +472,12 @@ class GroupCommitWriter:
             if used + asked > quota.limit:
                 return QuotaExceededError(quota.subject, quota.limit, used, asked, retry)
         return None
+
+
+def _checks(guard: AppendGuard | None) -> bool:
+    """Whether `guard` has anything to check (most entries' guards have nothing)."""
+    return guard is not None and (
+        guard.request_id is not None
+        or guard.deletion_request is not None
+        or guard.quota is not None
+    )
