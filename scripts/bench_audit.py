@@ -188,6 +188,9 @@ class _CountingDialect:
         self.transactions += 1
         self.inner.begin_locked(conn)
 
+    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        return self.inner.pipeline(conn)
+
     def migrations(self) -> list[tuple[int, list[str]]]:
         return self.inner.migrations()
 
