@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -15,10 +16,17 @@ import structlog
 
 from pkggov_gateway import preflight
 from pkggov_gateway.bootstrap import build_gateway
-from pkggov_gateway.config import ConfigError, Settings, describe, load_settings
+from pkggov_gateway.config import (
+    ConfigError,
+    IdentitySettings,
+    Settings,
+    describe,
+    load_settings,
+)
 from pkggov_gateway.logs import LogFormat, configure_logging
 from pkggov_gateway.runtime import Gateway
-from pkggov_gateway.startup import StartupError, one_line
+from pkggov_gateway.startup import StartupError, unexpected_at_start
+from pkggov_gateway.workers import Started, describe_workers, supervise
 
 log = structlog.get_logger("pkggov.main")
 
@@ -52,16 +60,58 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def banner(gateway: Gateway) -> str:
     """Ready-to-paste examples for the running gateway."""
-    target = gateway.address
-    identity = gateway.settings.identity
+    return _banner(
+        gateway.address,
+        gateway.settings.identity,
+        emulator_url=gateway.emulator.endpoint_url if gateway.emulator is not None else None,
+        policy_ids=gateway.policy.policy_ids(),
+        health_address=gateway.server.health_address,
+        metrics=(
+            f"http://{gateway.metrics_address}/metrics"
+            if gateway.metrics_address is not None
+            else None
+        ),
+    )
+
+
+def workers_banner(started: Started, identity: IdentitySettings) -> str:
+    """The banner of a supervisor (server.workers > 1): the one address its workers share,
+    the workers, and the same examples."""
+    return _banner(
+        started.address,
+        identity,
+        workers=describe_workers(started.workers),
+        emulator_url=started.emulator_url,
+        policy_ids=started.workers[0].policy_ids,
+        health_address=started.health_address,
+        metrics=(
+            f"http://{started.metrics_address}/metrics (every worker's, labelled worker)"
+            if started.metrics_address is not None
+            else None
+        ),
+    )
+
+
+def _banner(
+    target: str,
+    identity: IdentitySettings,
+    *,
+    emulator_url: str | None,
+    policy_ids: Sequence[str],
+    health_address: str | None,
+    metrics: str | None,
+    workers: str | None = None,
+) -> str:
     lines = [f"pkggov gateway listening on {target} (identity: {identity.mode})"]
-    if gateway.emulator is not None:
-        lines.append(f"CodeArtifact emulator (demo data) at {gateway.emulator.endpoint_url}")
-    lines.append(f"policies: {', '.join(gateway.policy.policy_ids())}")
-    if gateway.server.health_address is not None:
-        lines.append(f"health checks (plaintext, Check only) at {gateway.server.health_address}")
-    if gateway.metrics_address is not None:
-        lines.append(f"Prometheus metrics at http://{gateway.metrics_address}/metrics")
+    if workers is not None:
+        lines.append(workers)
+    if emulator_url is not None:
+        lines.append(f"CodeArtifact emulator (demo data) at {emulator_url}")
+    lines.append(f"policies: {', '.join(policy_ids)}")
+    if health_address is not None:
+        lines.append(f"health checks (plaintext, Check only) at {health_address}")
+    if metrics is not None:
+        lines.append(f"Prometheus metrics at {metrics}")
     if identity.mode == "dev":
         key = identity.dev_metadata_key
         lines += [
@@ -99,7 +149,8 @@ def _check_config(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run until SIGTERM/SIGINT, then drain in-flight calls and exit 0.
+    """Run until SIGTERM/SIGINT, then drain in-flight calls and exit 0 (with server.workers
+    other than 1: supervise that many worker processes, see `workers.supervise`).
 
     Exit 2 when a setting, or what it names (a file, a listen address, the audit store), is
     unusable: one line on stderr, ``pkggov-gateway: <setting> [<value>]: <cause>``; exit 1
@@ -117,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(settings)
     for warning in preflight.warnings(settings):  # the same warnings --check-config prints
         log.warning("config.suspicious", detail=warning)
+    processes = settings.server.worker_processes
+    if processes > 1:  # this process supervises; each worker is a gateway (workers.py)
+        identity = settings.identity
+        return supervise(settings, processes, lambda started: workers_banner(started, identity))
     stop = threading.Event()  # set once by SIGTERM/SIGINT; never cleared
     reload = threading.Event()
     wake = threading.Event()
@@ -141,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as error:  # a bug, most likely: one line; the traceback at debug level
         log.debug("gateway.start_failed", exc_info=True)
-        print(
-            f"pkggov-gateway: unexpected error at start-up: {type(error).__name__}: "
-            f"{one_line(str(error))} (logging.level = debug logs the traceback)",
-            file=sys.stderr,
-        )
+        print(f"pkggov-gateway: {unexpected_at_start(error)}", file=sys.stderr)
         return 1
     print(banner(gateway), flush=True)
     while not stop.is_set():

@@ -45,6 +45,7 @@ from pkggov_gateway.config import (
     ServerSettings,
     Settings,
     UpstreamSettings,
+    masked_store,
     webhook_options,
 )
 from pkggov_gateway.domain.deadline import DrainSignal
@@ -380,10 +381,14 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
     )
     chunk_executor = ThreadPoolExecutor(upstream.chunk_workers, thread_name_prefix="pkggov-chunk")
     undo.callback(chunk_executor.shutdown)
-    # One connection per package a worker thread holds: max_workers is enough.
-    package_locks = open_package_locks(
-        audit_settings.store, max_connections=server_settings.max_workers
-    )
+    # One connection per package a worker thread holds: max_workers is enough. With several
+    # worker processes (server.workers) on SQLite, a lock file next to the database.
+    with naming("audit.store", masked_store(audit_settings.store), doing="cannot open"):
+        package_locks = open_package_locks(
+            audit_settings.store,
+            max_connections=server_settings.max_workers,
+            processes=server_settings.workers,
+        )
     undo.callback(package_locks.close)
     limits = DeleteLimits(
         max_versions=server_settings.max_versions_per_call,
@@ -492,7 +497,9 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         clock=clock,
         metrics=metrics,
     )
-    _check_listeners(server_settings)
+    if server_settings.workers <= 1:
+        # With several workers the supervisor checked them and holds their ports (workers.py)
+        _check_listeners(server_settings)
     try:
         server = GrpcServer(
             servicer,
@@ -535,6 +542,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
                 max_seconds=server_settings.stream_max_seconds,
                 message_seconds=server_settings.request_message_seconds,
             ),
+            reuse_port=server_settings.workers > 1,  # the workers share the supervisor's port
         )
     except OSError as error:  # a listener; `undo` releases the rest
         raise _listener_error(error, server_settings) from error

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -45,6 +46,7 @@ __all__ = [
     "masked_store",
     "metadata_key_problem",
     "store_secrets",
+    "usable_cpus",
 ]
 
 ENV_PREFIX = "PKGGOV_"
@@ -82,6 +84,11 @@ class ServerSettings:
     # A plaintext listener serving only grpc.health.v1 Check, for probes that cannot present a
     # client certificate (the kubelet's); "" = none. Must differ from listen.
     health_listen: str = ""
+    # Gateway processes (workers) on this listen address: 1 = this process serves; more = this
+    # process supervises that many workers, each a whole gateway (its own threads, limits,
+    # audit replica name "<audit.replica>-w<i>" and 1/workers of the upstream pace) sharing the
+    # port through SO_REUSEPORT; 0 = one per usable CPU (the process's CPU affinity).
+    workers: int = 1
     max_workers: int = 32
     max_concurrent_rpcs: int = 256
     grace_seconds: float = 15.0  # must cover one upstream attempt: connect + read timeout
@@ -114,6 +121,20 @@ class ServerSettings:
     def stream_budget(self) -> int:
         """max_streams, or (when 0) a quarter of max_workers, at least 1."""
         return self.max_streams or max(1, self.max_workers // 4)
+
+    @property
+    def worker_processes(self) -> int:
+        """workers, or (when 0) one per CPU this process may run on (`usable_cpus`)."""
+        return self.workers or usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the system has one (Linux;
+    a container's CPU quota does not narrow it), else the CPU count; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity masks on this system (macOS)
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +384,7 @@ _MAY_BE_ZERO = frozenset(
         "max_connection_age_seconds",
         "max_connection_age_grace_seconds",
         "max_streams",
+        "workers",
     }
 )
 
@@ -373,6 +395,7 @@ _MOST_INT = 2**31 - 1
 _MOST_SECONDS = 2_000_000.0
 """Any number setting (seconds, rates): grpc and libpq take milliseconds as 32-bit integers."""
 _MOST: dict[tuple[str, str], float] = {
+    ("server", "workers"): 1024,  # processes
     ("server", "max_workers"): 10_000,  # threads
     ("server", "max_concurrent_rpcs"): 10_000,
     ("server", "max_streams"): 10_000,

@@ -27,7 +27,11 @@ if TYPE_CHECKING:
     from pkggov_gateway.adapters.cedar import CedarPolicyEngine
     from pkggov_gateway.adapters.codeartifact import BotoCodeArtifact
     from pkggov_gateway.adapters.metrics import MetricsServer, PrometheusMetrics
-    from pkggov_gateway.adapters.package_locks import LocalPackageLocks, PostgresPackageLocks
+    from pkggov_gateway.adapters.package_locks import (
+        FilePackageLocks,
+        LocalPackageLocks,
+        PostgresPackageLocks,
+    )
     from pkggov_gateway.adapters.sql import SqlAuditStore
     from pkggov_gateway.adapters.tokens import TokenVerifier
     from pkggov_gateway.adapters.webhooks import WebhookSender
@@ -68,12 +72,17 @@ class Gateway:
     serve_metrics: Callable[[], MetricsServer | None]
     emulator: Emulator | None = None
     metrics_server: MetricsServer | None = None
-    package_locks: LocalPackageLocks | PostgresPackageLocks | None = None
+    package_locks: LocalPackageLocks | FilePackageLocks | PostgresPackageLocks | None = None
     purge_worker: PurgeWorker | None = None
     approvals: ApprovalDesk | None = None
     webhooks: WebhookSender | None = None
     token_verifier: TokenVerifier | None = None
     cleanup_runner: CleanupRunner | None = None
+    sweeps_orphans: bool = True
+    """Whether this gateway also reconciles other replicas' intents past
+    audit.orphan_after_seconds (its own are always reconciled once settled). Of the workers of
+    one replica (server.workers) only the first does, so that they do not race to close the
+    same orphan (the second would fail: its reconciliation is recorded already)."""
     _sender: threading.Thread | None = None
     _cleaner: threading.Thread | None = None
     _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -161,12 +170,14 @@ class Gateway:
         )
 
     def _reconcile(self) -> Reconciled:
-        """Reconcile this replica's settled open intents and any replica's stale ones."""
+        """Reconcile this replica's settled open intents and (`sweeps_orphans`) any replica's
+        stale ones."""
         audit = self.settings.audit
+        older_than = self.auditor.now() - timedelta(seconds=audit.orphan_after_seconds)
         return self.auditor.reconcile(
             self.upstream,
             replica=self.audit_store.replica,
-            older_than=self.auditor.now() - timedelta(seconds=audit.orphan_after_seconds),
+            older_than=older_than if self.sweeps_orphans else None,
             settle_seconds=audit.reconcile_settle_seconds,
         )
 

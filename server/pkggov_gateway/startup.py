@@ -66,6 +66,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def unexpected_at_start(error: BaseException) -> str:
+    """The one line a start-up failure that is not a StartupError prints (a bug, most
+    likely; its traceback is logged at debug level)."""
+    return (
+        f"unexpected error at start-up: {type(error).__name__}: {one_line(str(error))} "
+        "(logging.level = debug logs the traceback)"
+    )
+
+
 def os_reason(error: OSError) -> str:
     """What the system said (``address already in use``), or the message if it said nothing."""
     if error.errno is not None and error.strerror:

@@ -1,8 +1,20 @@
-"""The PackageLocks port: an in-process lock table, and PostgreSQL advisory locks for a fleet.
+"""The PackageLocks port: an in-process lock table, file locks for the workers of one host, and
+PostgreSQL advisory locks for a fleet.
 
 `LocalPackageLocks` serializes the threads of one process: one `threading.Lock` per package
 key, created on first use and dropped as soon as no thread holds or waits for it (so the table
-holds only the packages in use). It is the whole story for a single replica (SQLite audit).
+holds only the packages in use). It is the whole story for a single replica of one process
+(SQLite audit, server.workers = 1).
+
+`FilePackageLocks` serializes the worker processes of one replica on a SQLite audit store
+(server.workers > 1): POSIX record locks (``fcntl``) on one byte of a lock file next to the
+database, the byte at the package's slot (its key's hash modulo `SLOTS`; two packages sharing
+a slot merely take turns). POSIX record locks belong to the process, not the thread: a second
+thread of the holder would "get" the byte at once, and the first one's unlock would release
+it for both. So a call first takes the in-process lock of the slot (not only of the package:
+two packages of one slot must not share the byte either), then the byte, polling with a
+non-blocking lock until it is free or the caller's deadline passes. The kernel releases a dead
+process's record locks, so a crashed worker never leaves a package locked.
 
 `PostgresPackageLocks` serializes a fleet sharing one PostgreSQL database. A call first takes
 the in-process lock (so a process queues its own calls locally and uses at most one database
@@ -19,11 +31,15 @@ set to the caller's deadline plus a grace, ends the session).
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -32,7 +48,16 @@ from pkggov_gateway.domain.errors import AuditUnavailableError, PackageBusyError
 from pkggov_gateway.domain.model import PackageRef
 from pkggov_gateway.domain.package_key import package_key, package_key_id
 
-__all__ = ["LocalPackageLocks", "PostgresPackageLocks", "describe_package", "open_package_locks"]
+__all__ = [
+    "SLOTS",
+    "FilePackageLocks",
+    "LocalPackageLocks",
+    "PostgresPackageLocks",
+    "describe_package",
+    "lock_file_of",
+    "open_package_locks",
+    "slot_of",
+]
 
 log = structlog.get_logger("pkggov.package_locks")
 
@@ -52,23 +77,26 @@ class _Slot:
     """Threads holding or waiting for `lock`; the slot leaves the table at zero."""
 
 
-class LocalPackageLocks:
-    """One lock per package for the threads of this process (see the module docstring)."""
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+class _LockTable(Generic[_Key]):
+    """One `threading.Lock` per key in use, made on first use and dropped when unused."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[_Key, _Slot] = {}
 
     def __len__(self) -> int:
-        """The packages currently held or waited for."""
         with self._guard:
             return len(self._slots)
 
     @contextlib.contextmanager
-    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
-        """Hold `package`'s lock for the block; PackageBusyError when it is not free before
-        `deadline` (with no time left, one try without waiting)."""
-        key = package_key(package)
+    def hold(
+        self, key: _Key, deadline: Deadline, busy: Callable[[float], Exception]
+    ) -> Iterator[None]:
+        """Hold `key`'s lock for the block; `busy(seconds waited)` is raised when it is not
+        free before `deadline` (with no time left, one try without waiting)."""
         with self._guard:
             slot = self._slots.get(key)
             if slot is None:
@@ -77,7 +105,7 @@ class LocalPackageLocks:
         try:
             started = time.monotonic()
             if not slot.lock.acquire(timeout=deadline.remaining()):
-                raise PackageBusyError(describe_package(package), time.monotonic() - started)
+                raise busy(time.monotonic() - started)
             try:
                 yield
             finally:
@@ -88,8 +116,132 @@ class LocalPackageLocks:
                 if slot.users == 0:
                     del self._slots[key]
 
+
+class LocalPackageLocks:
+    """One lock per package for the threads of this process (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._table: _LockTable[str] = _LockTable()
+
+    def __len__(self) -> int:
+        """The packages currently held or waited for."""
+        return len(self._table)
+
+    @contextlib.contextmanager
+    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
+        """Hold `package`'s lock for the block; PackageBusyError when it is not free before
+        `deadline` (with no time left, one try without waiting)."""
+
+        def busy(waited: float) -> PackageBusyError:
+            return PackageBusyError(describe_package(package), waited)
+
+        with self._table.hold(package_key(package), deadline, busy):
+            yield
+
     def close(self) -> None:
         """Nothing to release: the locks live and die with the process."""
+
+
+SLOTS = 1 << 40
+"""Byte offsets of the lock file that packages are hashed to: far more than packages in use,
+so two packages share a byte (and take turns) about never."""
+
+_POLL_FIRST_SECONDS = 0.0005
+_POLL_MOST_SECONDS = 0.01
+"""A waiter tries the byte again after 0.5 ms, doubling to at most every 10 ms (one thread per
+slot and process polls: the others wait on the in-process lock)."""
+
+
+def slot_of(package: PackageRef) -> int:
+    """The byte of the lock file that stands for `package` (equal for every spelling)."""
+    return package_key_id(package) % SLOTS
+
+
+def lock_file_of(database: Path) -> Path:
+    """The package lock file of a SQLite audit store: next to it, as its ``-wal`` is."""
+    return database.with_name(f"{database.name}-package-locks")
+
+
+class FilePackageLocks:
+    """Package locks for the worker processes of one host sharing a SQLite audit store: the
+    in-process lock of the package's slot, then a POSIX record lock on the slot's byte of
+    `path` (see the module docstring).
+
+    The file is opened once and kept open until `close` (closing any descriptor of a file
+    releases every record lock the process holds on it); it is created (mode 0600) if missing.
+    Raises OSError when it cannot be opened.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd_guard = threading.Lock()
+        """Held around each use of the descriptor and its closing (each use is one
+        non-blocking call): never a lock call on a descriptor number closed and reused."""
+        self._table: _LockTable[int] = _LockTable()
+
+    def __len__(self) -> int:
+        """The slots currently held or waited for in this process."""
+        return len(self._table)
+
+    @contextlib.contextmanager
+    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
+        """Hold `package`'s lock for the block, among this process's threads and the other
+        processes locking `path`.
+
+        PackageBusyError when another holder keeps it past `deadline` (with no time left,
+        one try without waiting); AuditUnavailableError when the lock file itself fails (fail
+        closed: nothing proceeds unlocked).
+        """
+        started = time.monotonic()
+
+        def busy(_: float) -> PackageBusyError:
+            return PackageBusyError(describe_package(package), time.monotonic() - started)
+
+        slot = slot_of(package)
+        with self._table.hold(slot, deadline, busy):
+            self._lock(slot, deadline, busy)
+            try:
+                yield
+            finally:
+                self._unlock(slot)
+
+    def close(self) -> None:
+        """Close the lock file (the process's record locks on it go with it)."""
+        with self._fd_guard:
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
+
+    def _lock(self, slot: int, deadline: Deadline, busy: Callable[[float], Exception]) -> None:
+        pause = _POLL_FIRST_SECONDS
+        while True:
+            try:
+                with self._fd_guard:
+                    if self._fd < 0:
+                        raise AuditUnavailableError("the package locks are closed (stopping)")
+                    fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot, os.SEEK_SET)
+            except OSError as err:
+                if err.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise AuditUnavailableError(
+                        f"the package lock file {self.path} failed: {err}"
+                    ) from err
+            else:
+                return
+            left = deadline.remaining()
+            if left <= 0:
+                raise busy(0.0)
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MOST_SECONDS)
+
+    def _unlock(self, slot: int) -> None:
+        try:
+            with self._fd_guard:
+                if self._fd < 0:  # closed while held (a call outlived the drain): released
+                    return
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, slot, os.SEEK_SET)
+        except OSError as err:  # never seen; the lock goes with the process at the latest
+            log.warning("package_lock.release_failed", error=str(err), path=str(self.path))
 
 
 _KEEPALIVE_SETTINGS = (
@@ -219,11 +371,19 @@ def _configure(conn: Any) -> None:
 
 
 def open_package_locks(
-    audit_store: str, *, max_connections: int
-) -> LocalPackageLocks | PostgresPackageLocks:
+    audit_store: str, *, max_connections: int, processes: int = 1
+) -> LocalPackageLocks | FilePackageLocks | PostgresPackageLocks:
     """The locks that fit the audit store's reach: PostgreSQL advisory locks on its database
-    when it is ``postgresql://`` (a fleet may share it), else in-process locks (SQLite: one
-    replica)."""
+    when it is ``postgresql://`` (a fleet may share it); for SQLite (one replica) file locks
+    next to the database when the replica runs several `processes` (server.workers), else
+    in-process locks. Raises OSError when the lock file cannot be opened."""
     if audit_store.startswith(("postgresql://", "postgres://")):
         return PostgresPackageLocks(audit_store, max_connections=max_connections)
+    from pkggov_gateway.adapters.sql.dialects import (  # noqa: PLC0415 - loads sqlite3, which
+        sqlite_path,  # the fakes (pkggov_gateway.testing, which use this module) must not
+    )
+
+    database = sqlite_path(audit_store)
+    if processes > 1 and database is not None:
+        return FilePackageLocks(lock_file_of(database))
     return LocalPackageLocks()

@@ -117,7 +117,12 @@ class _Health(health.HealthServicer):
 
 
 class GrpcServer:
-    """A started-on-demand grpcio server serving pkggov.v1 plus health and reflection."""
+    """A started-on-demand grpcio server serving pkggov.v1 plus health and reflection.
+
+    `reuse_port` binds `listen` (and `health_listen`) with SO_REUSEPORT: the other workers of
+    one gateway (server.workers) listen on the same port, and the kernel spreads connections
+    over them. Without it (one process) a port another socket holds fails the bind.
+    """
 
     def __init__(
         self,
@@ -138,6 +143,7 @@ class GrpcServer:
         cleanup_servicer: CleanupServicer | None = None,
         metrics: Metrics | None = None,
         stream_limits: StreamLimits | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pkggov-rpc")
         limit = max_request_bytes(max_versions)
@@ -155,7 +161,7 @@ class GrpcServer:
                 # grpc's 8 KiB default a call would fail before the gateway could name why.
                 ("grpc.max_metadata_size", max_metadata_bytes),
                 ("grpc.absolute_max_metadata_size", max_metadata_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 *(keepalive or Keepalive()).options(),
             ],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
@@ -190,7 +196,9 @@ class GrpcServer:
         self._health_server: HealthOnlyServer | None = None
         if health_listen:
             try:
-                self._health_server = HealthOnlyServer(self.health, health_listen, metrics)
+                self._health_server = HealthOnlyServer(
+                    self.health, health_listen, metrics, reuse_port=reuse_port
+                )
             except OSError:
                 self._executor.shutdown(wait=False)
                 raise
@@ -281,12 +289,21 @@ class HealthOnlyServer:
     """
 
     def __init__(
-        self, statuses: health.HealthServicer, listen: str, metrics: Metrics | None = None
+        self,
+        statuses: health.HealthServicer,
+        listen: str,
+        metrics: Metrics | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="pkggov-health")
         self._limits = StreamLimitInterceptor(_HEALTH_ONLY_LIMITS, metrics)
         self._server = grpc.server(
-            self._executor, interceptors=[self._limits], maximum_concurrent_rpcs=8
+            self._executor,
+            interceptors=[self._limits],
+            # The workers of one gateway share the port (grpc's own default, said explicitly).
+            options=[("grpc.so_reuseport", 1)] if reuse_port else None,
+            maximum_concurrent_rpcs=8,
         )
         self._server.add_generic_rpc_handlers((_check_only(statuses),))
         try:
