@@ -59,8 +59,8 @@ bench-policy: $(STAMP) ## Time policy decisions for 1 and 100 versions (not a te
 bench-audit: $(STAMP) ## Time the audit path (intent + outcome) on SQLite and PostgreSQL (not a test).
 	$(BIN)/python scripts/bench_audit.py
 
-bench-gateway: $(STAMP) ## The whole gateway (C-G, mTLS, emulator upstream) vs its floors (A, B, H), RSS soak (not a test).
-	$(BIN)/python scripts/bench_gateway.py
+bench-gateway: $(STAMP) ## The whole gateway (C-G, W, P, T-R) vs its floors (A, B, H), profiled with py-spy, RSS soak (not a test).
+	$(BIN)/python scripts/bench_gateway.py --py-spy
 
 bench-cleanup: $(STAMP) ## PlanCleanup of 10,000 versions and of 1,000 packages, and an apply, vs CodeArtifact's quotas (not a test).
 	$(BIN)/python scripts/bench_cleanup.py

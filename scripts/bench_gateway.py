@@ -129,8 +129,9 @@ Noise. This machine is small (2 CPUs shared by generator, server and emulator) a
 other work: every row shows the CPU other processes took during its window, and rows where it
 is 10 % or more are marked NOISY. Results are written as JSON too (``--json``, default
 .run/bench_gateway.json). ``--py-spy`` records a py-spy profile (``--gil``) of the server during
-each concurrency-64 closed loop into .run/bench_gateway/ (``pip install py-spy`` into the
-virtualenv; it is not a dependency) and summarizes the top frames.
+each concurrency-64 closed loop into .run/bench_gateway/ (py-spy is a development dependency;
+``make bench`` passes the flag; 100 samples a second, without pausing the server) and
+summarizes where the thread holding the GIL was, by part of the server.
 
 Not a test: timings depend on the machine, and the script exits 0.
 """
