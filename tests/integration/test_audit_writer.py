@@ -3,14 +3,16 @@ entry is lost or committed twice, and a durable entry whose commit failed is ret
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pkggov_gateway.adapters.sql import SqlAuditStore, open_audit_store
+from pkggov_gateway.adapters.sql import SqlAuditStore, SqliteDialect, open_audit_store
 from pkggov_gateway.domain.audit import NewEntry, StoredEntry
 from pkggov_gateway.ports import NullMetrics
 from pkggov_gateway.tools.audit_verify import verify
@@ -115,3 +117,26 @@ def test_a_lone_caller_commits_on_its_own_thread(tmp_path: Path) -> None:
     finally:
         store.close()
     assert [threading.current_thread().name] * 5 == committed_on
+
+
+def test_sqlite_begin_locked_waits_for_another_process_then_times_out(
+    tmp_path: Path,
+) -> None:
+    """Another connection (as another worker process) holds the write lock for 50 ms:
+    begin_locked waits for it (polling; how soon is for make bench, not a test) and takes it;
+    held past the busy timeout, it fails as SQLite would (database is locked)."""
+    dialect = SqliteDialect(tmp_path / "audit.db", busy_timeout_seconds=0.3)
+    holder, waiter = dialect.connect(), dialect.connect()
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.05, lambda: holder.execute("COMMIT")).start()
+    started = time.monotonic()
+    dialect.begin_locked(waiter)
+    waited = time.monotonic() - started
+    waiter.execute("COMMIT")
+    assert waited >= 0.04
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        dialect.begin_locked(waiter)
+    holder.execute("COMMIT")
+    holder.close()
+    waiter.close()

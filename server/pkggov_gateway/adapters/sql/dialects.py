@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -58,6 +59,12 @@ class Dialect(Protocol):
         ...
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can carry `polls_when_busy` (see SqliteDialect.begin_locked)."""
+
+    polls_when_busy = False
+
+
 class SqliteDialect:
     """One SQLite file: WAL, synchronous=FULL, one writer at a time (BEGIN IMMEDIATE)."""
 
@@ -75,6 +82,7 @@ class SqliteDialect:
             timeout=self.busy_timeout_seconds,
             isolation_level=None,
             check_same_thread=False,
+            factory=_Connection,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -86,7 +94,25 @@ class SqliteDialect:
         return text
 
     def begin_locked(self, conn: Any) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+        """``BEGIN IMMEDIATE``, retried every 0.1 to 1 ms while another process (a worker of
+        the same replica, `server.workers`) holds the write lock, up to the busy timeout.
+        SQLite's own busy handler sleeps 1, 2, 5, 10, then up to 100 ms between tries: a
+        commit that waits for another process's 1 ms commit would sleep several."""
+        if not getattr(conn, "polls_when_busy", False):
+            conn.execute("PRAGMA busy_timeout = 0")  # this connection: BEGIN fails at once
+            conn.polls_when_busy = True
+        deadline = time.monotonic() + self.busy_timeout_seconds
+        delay = 0.0001
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                if err.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.001)
+            else:
+                return
 
     def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
         """Nothing to batch: SQLite runs in this process."""
