@@ -357,9 +357,17 @@ def _decide(
     return [
         decision
         if (decision := decided[slot]).version == facts.version
-        else replace(decision, version=facts.version)
+        else _renamed(decision, facts.version)
         for facts, slot in zip(versions, cedar_input.slots, strict=True)
     ]
+
+
+def _renamed(decision: VersionDecision, version: str) -> VersionDecision:
+    """`decision` for `version`, a version alike that its Cedar request decided: what
+    `dataclasses.replace` makes, without its look-up of every field (one copy per version)."""
+    return VersionDecision(
+        version, decision.allowed, decision.policy_ids, decision.errors, decision.needs_approval
+    )
 
 
 def _with_approvals(

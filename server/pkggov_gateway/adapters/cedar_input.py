@@ -434,19 +434,14 @@ def version_input(
     seen: dict[object, int] = {}
     for facts in request.versions:
         version = facts.version
-        attrs: dict[str, Any] = {}
-        if send_version:
-            attrs["version"] = version
-        if send_prerelease:
-            attrs["prerelease"] = is_prerelease(package.format, version)
-        if send_status:
-            attrs["status"] = facts.status.value
-        if send_latest:
-            attrs["is_latest"] = facts.is_latest
-        if send_published and facts.published_at is not None:
-            attrs["published_at"] = _epoch(facts.published_at)
+        # The values sent (None: not sent); versions alike in them share a Cedar request.
+        prerelease = is_prerelease(package.format, version) if send_prerelease else None
+        status = facts.status.value if send_status else None
+        latest = facts.is_latest if send_latest else None
+        when = facts.published_at if send_published else None
+        published = _epoch(when) if when is not None else None
         archiver = facts.archived_by if send_archiver else None
-        key: object = version if by_identity else (tuple(attrs.items()), archiver)
+        key: object = version if by_identity else (prerelease, status, latest, published, archiver)
         slot = seen.get(key)
         if slot is None:  # a new version (or kind of version): one more Cedar request
             slot = seen[key] = len(requests)
@@ -459,6 +454,17 @@ def version_input(
                     "context": context_json,
                 }
             )
+            attrs: dict[str, Any] = {}
+            if send_version:
+                attrs["version"] = version
+            if send_prerelease:
+                attrs["prerelease"] = prerelease
+            if send_status:
+                attrs["status"] = status
+            if send_latest:
+                attrs["is_latest"] = latest
+            if published is not None:
+                attrs["published_at"] = published
             if archiver is not None:
                 attrs["archived_by"] = {"__entity": {"type": PRINCIPAL_TYPE, "id": archiver}}
                 if archiver not in in_batch:  # in its groups: `... in Group` must hold

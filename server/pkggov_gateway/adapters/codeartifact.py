@@ -10,11 +10,19 @@ account it addresses (rate_limit.py), so a burst queues within its deadline inst
 throttled by CodeArtifact.
 
 botocore errors become domain errors by the tables of codeartifact_errors.py.
+
+The answers of the operations whose output is only strings in structures, lists and maps
+(`PLAIN_JSON_OPERATIONS`: the listing of a package's versions and the per-version writes) are
+decoded by one `json.loads` in a `before-parse` hook instead of botocore's modeled parser,
+which for these outputs only copies each value but walks the model to do it (several µs per
+version: a quarter of the gateway's CPU for a 1,000-version request). The adapter reads the
+same keys either way; a null value is read as absent, as botocore drops it.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import random
 import re
 import threading
@@ -106,11 +114,51 @@ def _await_send_slot(**_: Any) -> None:
         wait()
 
 
-def _parse_status(value: Any) -> VersionStatus | None:
+PLAIN_JSON_OPERATIONS = (
+    "ListPackageVersions",
+    "DeletePackageVersions",
+    "UpdatePackageVersionsStatus",
+    "DisposePackageVersions",
+)
+"""The operations whose successful answer `_decode_plain_json` decodes: their output (in
+botocore's model) is only strings in structures, lists and maps, each member named in the JSON
+as in the model and none in a header, so the JSON body *is* the output (a unit test checks the
+model)."""
+
+
+def _decode_plain_json(
+    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    """botocore `before-parse` hook of `PLAIN_JSON_OPERATIONS`: hand a successful answer's
+    JSON body over as the parsed output and leave botocore an empty body to parse (it still
+    parses the headers: ResponseMetadata). An error answer, or a body that is not a JSON
+    object, is left to botocore's parser, which reports it as it always does.
+
+    What differs from the modeled parse: a member the model does not know, and a null, are
+    passed on (botocore drops both); the adapter reads only the members it knows, and reads
+    null as absent."""
+    if not 200 <= response_dict.get("status_code", 0) < 300:
+        return
+    body = response_dict.get("body")
+    if not isinstance(body, bytes) or not body:
+        return
     try:
-        return VersionStatus(value)
-    except ValueError:
-        return None
+        decoded = json.loads(body.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError too
+        return
+    if not isinstance(decoded, dict):
+        return
+    decoded.pop("ResponseMetadata", None)  # botocore's, from the headers
+    customized_response_dict.update(decoded)
+    response_dict["body"] = b"{}"
+
+
+_STATUSES = {status.value: status for status in VersionStatus}
+_ERROR_CODES = {code.value: code for code in VersionErrorCode}
+
+
+def _parse_status(value: Any) -> VersionStatus | None:
+    return _STATUSES.get(value) if isinstance(value, str) else None
 
 
 # --- the adapter ----------------------------------------------------------------------------
@@ -140,6 +188,12 @@ class BotoCodeArtifact:
         client.meta.events.register(
             "before-send.codeartifact.*", _await_send_slot, unique_id="pkggov-send-slot"
         )
+        for operation in PLAIN_JSON_OPERATIONS:
+            client.meta.events.register(
+                f"before-parse.codeartifact.{operation}",
+                _decode_plain_json,
+                unique_id=f"pkggov-plain-json-{operation}",
+            )
 
     def delete_package_versions(
         self,
@@ -256,14 +310,17 @@ class BotoCodeArtifact:
             page_params = {**listing, "maxResults": 1000, **({"nextToken": token} if token else {})}
             page = self._call_with_retries("list_package_versions", page_params, deadline)
             latest = page.get("defaultDisplayVersion") or latest
-            for summary in page.get("versions", []):
-                status = _parse_status(summary.get("status"))
+            for summary in page.get("versions") or ():
+                version = str(summary["version"])
+                raw_status = summary.get("status")
+                status = _STATUSES.get(raw_status) if isinstance(raw_status, str) else None
                 if status is None:
-                    log.warning("upstream.unknown_status", status=summary.get("status"))
+                    log.warning("upstream.unknown_status", status=raw_status)
                     status = VersionStatus.PUBLISHED  # the most protected reading
-                statuses[str(summary["version"])] = status
-                if summary.get("revision"):
-                    revisions[str(summary["version"])] = str(summary["revision"])
+                statuses[version] = status
+                revision = summary.get("revision")
+                if revision:
+                    revisions[version] = str(revision)
             token = page.get("nextToken")
             if not token:
                 break
@@ -533,19 +590,17 @@ def _not_found(versions: Sequence[str], request_id: str | None) -> DeleteOutcome
 
 def _to_outcome(response: Mapping[str, Any]) -> DeleteOutcome:
     successful: dict[str, SuccessfulVersion] = {}
-    for version, info in response.get("successfulVersions", {}).items():
+    for version, info in (response.get("successfulVersions") or {}).items():
+        revision = info.get("revision")
         successful[version] = SuccessfulVersion(
-            revision=str(info.get("revision", "")), status=_parse_status(info.get("status"))
+            "" if revision is None else str(revision), _parse_status(info.get("status"))
         )
     failed: dict[str, FailedVersion] = {}
-    for version, info in response.get("failedVersions", {}).items():
+    for version, info in (response.get("failedVersions") or {}).items():
         raw_code = info.get("errorCode")
-        try:
-            code: VersionErrorCode | None = VersionErrorCode(raw_code)
-            message = str(info.get("errorMessage", ""))
-        except ValueError:
-            code = None
-            message = f"{raw_code}: {info.get('errorMessage', '')}"
-        failed[version] = FailedVersion(code, message)
+        raw_message = info.get("errorMessage")
+        text = "" if raw_message is None else str(raw_message)
+        code = _ERROR_CODES.get(raw_code) if isinstance(raw_code, str) else None
+        failed[version] = FailedVersion(code, text if code is not None else f"{raw_code}: {text}")
     request_id = response.get("ResponseMetadata", {}).get("RequestId")
     return DeleteOutcome(successful, failed, (request_id,) if request_id else ())

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from pkggov.v1 import package_governance_pb2 as pb
@@ -200,9 +201,147 @@ def to_pending_purge(purge: PendingPurge) -> pb.PendingPurge:
 
 
 def _as_dict(message: Message) -> dict[str, Any]:
+    """The message's proto JSON with its field names, every field without presence included:
+    by `_Renderer` when it renders the message's type, else (and when it meets a value that
+    JSON cannot show, so that the error is json_format's) by json_format."""
+    render = _renderer(message.DESCRIPTOR)
+    if render is not None:
+        try:
+            return render(message)
+        except ValueError:  # a Timestamp out of range: let json_format raise its error
+            pass
     return json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+
+
+_TIMESTAMP = "google.protobuf.Timestamp"
+_RENDERERS: dict[str, _Renderer | None] = {}
+
+_PLAIN, _PRESENCE, _REPEATED, _MAP = range(4)
+"""How a field is rendered: a singular field without presence (present unless it holds its
+default), one with presence (a message: present when set), a repeated field, a map."""
+
+_Render = Callable[[Any], Any] | None
+"""How one value is rendered; None: as it is (a string, a bool)."""
+
+
+def _renderer(descriptor: Any) -> _Renderer | None:
+    """The renderer of the message type `descriptor` (None: json_format renders it)."""
+    name = descriptor.full_name
+    if name not in _RENDERERS:
+        _RENDERERS[name] = _Renderer.of(descriptor)
+    return _RENDERERS[name]
+
+
+class _EnumNames(dict[int, Any]):
+    """An enum's value names by number; an unknown number stays a number (an open enum)."""
+
+    def __missing__(self, number: int) -> Any:
+        return number
+
+
+def _value_renderer(field: Any) -> tuple[bool, _Render]:
+    """Whether `_Renderer` renders the values of `field`, and how: strings and bools as they
+    are, open enums by name, Timestamps as json_format does, and messages of these kinds."""
+    if field.cpp_type == FieldDescriptor.CPPTYPE_STRING:
+        return field.type != FieldDescriptor.TYPE_BYTES, None
+    if field.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
+        return True, None
+    if field.cpp_type == FieldDescriptor.CPPTYPE_ENUM:
+        enum = field.enum_type
+        if enum.is_closed or enum.full_name == "google.protobuf.NullValue":
+            return False, None
+        return True, _EnumNames({value.number: value.name for value in enum.values}).__getitem__
+    if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+        name = field.message_type.full_name
+        if name == _TIMESTAMP:
+            return True, lambda stamp: stamp.ToJsonString()
+        if name.startswith("google.protobuf."):  # json_format's own forms (wrappers, Any, ...)
+            return False, None
+        nested = _renderer(field.message_type)
+        return nested is not None, nested
+    return False, None
+
+
+class _Renderer:
+    """json_format.MessageToDict(preserving_proto_field_name=True,
+    always_print_fields_with_no_presence=True) of one message type, equal to it key for key
+    and in the same order, for types whose fields are strings, bools, open enums, Timestamps,
+    messages of them, repeated ones and maps with string keys.
+
+    json_format is generic: several calls and look-ups per field of every message. A
+    response of 1,000 versions holds 1,000 messages, and rendering it for the audit took
+    about an eighth of the gateway's CPU for the call; this takes less than half that.
+    As in json_format: the fields set, in field number order, then those without presence
+    that are not set, with their default values, in declaration order.
+    """
+
+    def __init__(
+        self, fields: list[tuple[str, int, _Render]], defaults: list[tuple[str, int, Any]]
+    ) -> None:
+        self._fields = fields
+        self._defaults = defaults
+
+    @classmethod
+    def of(cls, descriptor: Any) -> _Renderer | None:
+        """The renderer of `descriptor`'s type; None when it has a field of another kind."""
+        _RENDERERS[descriptor.full_name] = None  # a recursive type is left to json_format
+        fields: list[tuple[int, str, int, _Render]] = []
+        defaults: list[tuple[str, int, Any]] = []
+        for field in descriptor.fields:
+            if field.is_extension or field.containing_oneof is not None:
+                return None
+            entry = field.message_type
+            if entry is not None and entry.GetOptions().map_entry:
+                key = entry.fields_by_name["key"]
+                known, render = _value_renderer(entry.fields_by_name["value"])
+                if key.cpp_type != FieldDescriptor.CPPTYPE_STRING or not known:
+                    return None
+                fields.append((field.number, field.name, _MAP, render))
+                defaults.append((field.name, _MAP, None))
+                continue
+            known, render = _value_renderer(field)
+            if not known:
+                return None
+            if field.is_repeated:
+                fields.append((field.number, field.name, _REPEATED, render))
+                defaults.append((field.name, _REPEATED, None))
+            elif field.has_presence:  # a message (proto3 optionals are in a oneof)
+                if render is None:
+                    return None
+                fields.append((field.number, field.name, _PRESENCE, render))
+            else:
+                fields.append((field.number, field.name, _PLAIN, render))
+                default = field.default_value
+                defaults.append(
+                    (field.name, _PLAIN, default if render is None else render(default))
+                )
+        fields.sort(key=lambda item: item[0])
+        return cls([(name, kind, render) for _, name, kind, render in fields], defaults)
+
+    def __call__(self, message: Any) -> dict[str, Any]:
+        js: dict[str, Any] = {}
+        for name, kind, render in self._fields:
+            if kind == _PRESENCE:
+                if message.HasField(name):
+                    js[name] = cast(Callable[[Any], Any], render)(getattr(message, name))
+                continue
+            value = getattr(message, name)
+            if not value:  # not set (a field without presence is set when not its default)
+                continue
+            if kind == _PLAIN:
+                js[name] = value if render is None else render(value)
+            elif render is None:
+                js[name] = list(value) if kind == _REPEATED else dict(value)
+            elif kind == _REPEATED:
+                js[name] = [render(item) for item in value]
+            else:
+                js[name] = {key: render(value[key]) for key in value}
+        for name, kind, default in self._defaults:
+            if name not in js:
+                js[name] = {} if kind == _MAP else [] if kind == _REPEATED else default
+        return js
 
 
 TIMESTAMP_RULE = (

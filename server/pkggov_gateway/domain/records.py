@@ -124,16 +124,27 @@ def _principal(principal: Principal | None) -> dict[str, Any] | None:
 def _decisions(plan: Mapping[str, PlannedVersion] | None) -> dict[str, Any] | None:
     if plan is None:
         return None
+    # Versions decided alike share one PlannedVersion: it is rendered once, and each version
+    # gets its own copy, as if rendered for it alone.
+    rendered: dict[int, dict[str, Any]] = {}
+    decisions: dict[str, Any] = {}
+    for version, planned in plan.items():
+        form = rendered.get(id(planned))
+        if form is None:
+            form = rendered[id(planned)] = _decision(planned)
+        decisions[version] = {**form, "policy_ids": form["policy_ids"].copy()}
+    return decisions
+
+
+def _decision(planned: PlannedVersion) -> dict[str, Any]:
+    """One version's decision, as recorded."""
     return {
-        version: {
-            "outcome": planned.outcome.value,
-            "policy_ids": list(planned.policy_ids),
-            "message": planned.message,
-            "status": planned.status.value if planned.status is not None else None,
-            "is_latest": planned.is_latest,
-            **({"purge_at": format_time(planned.purge_at)} if planned.purge_at else {}),
-        }
-        for version, planned in plan.items()
+        "outcome": planned.outcome.value,
+        "policy_ids": list(planned.policy_ids),
+        "message": planned.message,
+        "status": planned.status.value if planned.status is not None else None,
+        "is_latest": planned.is_latest,
+        **({"purge_at": format_time(planned.purge_at)} if planned.purge_at else {}),
     }
 
 

@@ -515,8 +515,10 @@ class DeletePackageVersions(GovernedChange):
         plan: dict[str, PlannedVersion] = {}
         facts: list[VersionFacts] = []
         changed = changed or {}
+        statuses = state.statuses
+        published_at = state.published_at
         for version in request.versions:
-            status = state.statuses.get(version)
+            status = statuses.get(version)
             latest = version == state.latest
             if version in changed:
                 plan[version] = PlannedVersion(
@@ -526,9 +528,7 @@ class DeletePackageVersions(GovernedChange):
                     is_latest=latest,
                 )
             elif status is None:
-                plan[version] = PlannedVersion(
-                    PlanOutcome.NOT_FOUND, "the version does not exist in the repository"
-                )
+                plan[version] = _NOT_FOUND
             elif request.expected_status is not None and status is not request.expected_status:
                 plan[version] = PlannedVersion(
                     PlanOutcome.STATUS_MISMATCH,
@@ -537,19 +537,19 @@ class DeletePackageVersions(GovernedChange):
                     is_latest=latest,
                 )
             else:
-                plan[version] = PlannedVersion(PlanOutcome.WOULD_DELETE, "", status=status)
-                facts.append(VersionFacts(version, status, latest, state.published_at.get(version)))
+                plan[version] = _UNDECIDED  # keeps the request's order; decided below
+                facts.append(VersionFacts(version, status, latest, published_at.get(version)))
         if not facts:
             return plan
-        existing = sum(1 for v in request.versions if v in state.statuses)
+        existing = sum(1 for v in request.versions if v in statuses)
         now = self._clock()
         decisions = policy.decide(
             PolicyRequest(
                 principal=principal,
                 package=canonical_package(request.package),
                 versions=tuple(facts),
-                version_count=len(state.statuses),
-                remaining_after_request=len(state.statuses) - existing,
+                version_count=len(statuses),
+                remaining_after_request=len(statuses) - existing,
                 context=PolicyContext(
                     justification=request.justification,
                     dry_run=request.validate_only,
@@ -563,16 +563,38 @@ class DeletePackageVersions(GovernedChange):
             )
         )
         archive = recovery.window is not None and not request.purge_now
+        # Versions decided alike, in the same status, share their PlannedVersion (an immutable
+        # value): a large request costs a look-up per version, not a message and an object.
+        alike: dict[tuple[Any, ...], PlannedVersion] = {}
+        archived: dict[tuple[int, datetime], PlannedVersion] = {}
         for fact, decision in zip(facts, decisions, strict=True):
-            outcome, message = decided(decision, PlanOutcome.WOULD_DELETE)
-            purge_at = None
-            # A Disposed version cannot change status (nor be restored): it is deleted at once.
-            if outcome is PlanOutcome.WOULD_DELETE and archive and fact.status is not DISPOSED:
-                purge_at = recovery.purge_at(fact.version, now)
-                outcome = PlanOutcome.WOULD_ARCHIVE
-            plan[fact.version] = PlannedVersion(
-                outcome, message, decision.policy_ids, fact.status, fact.is_latest, purge_at
+            status = fact.status
+            key = (
+                decision.allowed,
+                decision.needs_approval,
+                decision.policy_ids,
+                decision.errors,
+                status,
+                fact.is_latest,
             )
+            planned = alike.get(key)
+            if planned is None:
+                outcome, message = decided(decision, PlanOutcome.WOULD_DELETE)
+                planned = PlannedVersion(
+                    outcome, message, decision.policy_ids, status, fact.is_latest
+                )
+                alike[key] = planned
+            # A Disposed version cannot change status (nor be restored): it is deleted at once.
+            if archive and planned.outcome is PlanOutcome.WOULD_DELETE and status is not DISPOSED:
+                purge_at = recovery.purge_at(fact.version, now)
+                to_archive = archived.get((id(planned), purge_at))
+                if to_archive is None:
+                    to_archive = replace(
+                        planned, outcome=PlanOutcome.WOULD_ARCHIVE, purge_at=purge_at
+                    )
+                    archived[(id(planned), purge_at)] = to_archive
+                planned = to_archive
+            plan[fact.version] = planned
         return plan
 
     def _delete(
@@ -690,6 +712,9 @@ DECISION_LABELS = {
 """Each per-version decision's label in metrics."""
 
 DISPOSED = VersionStatus.DISPOSED
+_NOT_FOUND = PlannedVersion(PlanOutcome.NOT_FOUND, "the version does not exist in the repository")
+_UNDECIDED = PlannedVersion(PlanOutcome.WOULD_DELETE, "")
+"""The place of a version the policy is deciding, until it has."""
 
 
 def decided(decision: VersionDecision, allowed: PlanOutcome) -> tuple[PlanOutcome, str]:
