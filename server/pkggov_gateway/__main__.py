@@ -24,7 +24,7 @@ from pkggov_gateway.config import (
     load_settings,
 )
 from pkggov_gateway.logs import LogFormat, configure_logging
-from pkggov_gateway.runtime import Gateway
+from pkggov_gateway.runtime import Gateway, freeze_startup_heap
 from pkggov_gateway.startup import StartupError, unexpected_at_start
 from pkggov_gateway.workers import Started, describe_workers, supervise
 
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gateway = build_gateway(settings)
         gateway.start()  # both release what they made when they fail
+        freeze_startup_heap()
     except StartupError as error:
         print(f"pkggov-gateway: {error}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ reload and stop.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from pkggov_gateway.service.cleanup_jobs import CleanupRunner
     from pkggov_gateway.service.purge_worker import PurgeWorker
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "freeze_startup_heap"]
 
 JWKS_CHECK_SECONDS = 10.0
 """How often the token issuers' keys are checked for a refresh (each issuer refreshes past half
@@ -291,3 +292,14 @@ class Gateway:
             self.metrics_server.stop()
         if self.emulator is not None:
             self.emulator.stop()
+
+
+def freeze_startup_heap() -> None:
+    """Move everything start-up made (boto3's and botocore's models, the protobuf descriptors,
+    the policy set: most of the heap) out of the cyclic garbage collector's sight, for the
+    process's life (`gc.freeze`). Its full collections otherwise walk all of it again and
+    again, in the middle of the allocation bursts of large requests (measured: up to 10 % of
+    the gateway's CPU on 1,000-version requests). For a serving process only, once it
+    started: a test process that starts many gateways would keep each one's cycles."""
+    gc.collect()
+    gc.freeze()

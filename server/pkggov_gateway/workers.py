@@ -211,6 +211,7 @@ def run_worker(settings: Settings, index: int, report: Connection) -> None:
     passes it on as SIGTERM. SIGHUP reloads the policy.
     """
     from pkggov_gateway.bootstrap import build_gateway  # noqa: PLC0415 - the worker's own import
+    from pkggov_gateway.runtime import freeze_startup_heap  # noqa: PLC0415 - likewise
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _whole_lines(settings)
@@ -230,6 +231,7 @@ def run_worker(settings: Settings, index: int, report: Connection) -> None:
         gateway = build_gateway(settings)
         gateway.sweeps_orphans = index == 0
         gateway.start()  # both release what they made when they fail
+        freeze_startup_heap()
     except StartupError as error:
         report.send(Failed(index, 2, str(error)))
         raise SystemExit(2) from None
