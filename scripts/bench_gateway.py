@@ -1223,7 +1223,8 @@ def _start_py_spy(scenario: str, server: _Server, begin: float, seconds: float) 
             "/bin/sh",
             "-c",
             f"sleep {delay:.3f}; exec {exe} record --pid {server.pid} --duration "
-            f"{max(1, int(seconds))} --rate 100 --gil --nonblocking --format raw --output {raw}",
+            f"{max(1, int(seconds))} --rate 100 --gil --nonblocking --subprocesses "
+            f"--format raw --output {raw}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
