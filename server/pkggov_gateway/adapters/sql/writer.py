@@ -189,8 +189,10 @@ class GroupCommitWriter:
                 # An empty context: the entries are other calls', not this one's log context.
                 contextvars.Context().run(self._commit, batch)
         with self._mutex:
-            if not own.told:
+            if not own.told and own in self._pending:
                 return  # not taken (the batch was full): it leads again
+            # Committed, or taken by the background thread's last commit at stop (whose
+            # settling its caller then waits for): either way the lead passes on.
             own.leads = False
             self._pass_lead()
 
