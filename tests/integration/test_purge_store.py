@@ -283,6 +283,12 @@ def test_effects_are_rolled_back_with_an_entry_that_did_not_commit(
         schedule(store, "e1", purge(1))
     assert None is store.event("e1")
     assert {} == store.pending_for(PKG, ["1.0.1"])
+    # The writer proves the store takes writes again (a heartbeat commit) before the next
+    # failure is armed: otherwise that heartbeat could be the commit that fails.
+    deadline = time.monotonic() + 10
+    while not store.healthy() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.healthy()
     dialect.fail_commits[0] = 1
     entry = NewEntry(body("e2"), PurgeEffects(schedule=(purge(2),)))
     with pytest.raises(AuditUnavailableError):
