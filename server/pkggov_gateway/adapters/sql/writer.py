@@ -252,12 +252,18 @@ class GroupCommitWriter:
             with self._mutex:
                 self._pass_lead()
             return
-        if (
+        if not self._heartbeat_due():
+            return
+        with self._commit_lock:
+            if self._heartbeat_due():  # still, now that no commit is under way
+                self._heartbeat()  # idle: prove that the store still takes writes
+
+    def _heartbeat_due(self) -> bool:
+        """Whether the store is unhealthy, or no commit came for a heartbeat's interval."""
+        return (
             not self._healthy.is_set()
             or time.monotonic() - self._last_write >= self._heartbeat_seconds
-        ):
-            with self._commit_lock:
-                self._heartbeat()  # idle: prove that the store still takes writes
+        )
 
     # --- the connection and health ---------------------------------------------------------
 
