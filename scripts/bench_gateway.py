@@ -1984,22 +1984,18 @@ def _issue18_goals(ctx: _Context) -> list[Goal]:
     r1, s1, t1 = row("R", 1, "closed"), row("S", 1, "closed"), row("T", 1, "closed")
     r64, s64 = row("R", HIGH, "closed"), row("S", HIGH, "closed")
     goals: list[Goal] = []
-    name = f"C p50 <= {GOAL18_LATENCY} x (A + H) p50 at concurrency 1"
-    if a1 and h1 and c1:
-        floor = a1.p50_ms + h1.p50_ms
-        ratio = c1.p50_ms / floor
-        detail = f"{c1.p50_ms:.2f} vs {floor:.2f} ms (x {ratio:.2f})"
-        goals.append(Goal(name, _verdict(ratio <= GOAL18_LATENCY), detail))
-    else:
-        goals.append(Goal(name, "NOT MEASURED", "needs A, H, C"))
-    name = f"C CPU/request <= {GOAL18_CPU} x (A + H) at concurrency 1"
-    if a1 and h1 and c1:
-        floor = a1.server_cpu_ms + h1.server_cpu_ms
-        ratio = c1.server_cpu_ms / floor
-        detail = f"{c1.server_cpu_ms:.2f} vs {floor:.2f} ms (x {ratio:.2f})"
-        goals.append(Goal(name, _verdict(ratio <= GOAL18_CPU), detail))
-    else:
-        goals.append(Goal(name, "NOT MEASURED", "needs A, H, C"))
+    for what, attr, limit in (
+        ("p50", "p50_ms", GOAL18_LATENCY),
+        ("CPU/request", "server_cpu_ms", GOAL18_CPU),
+    ):
+        name = f"C {what} <= {limit} x (A + H) at concurrency 1"
+        if a1 and h1 and c1:
+            floor = getattr(a1, attr) + getattr(h1, attr)
+            ratio = getattr(c1, attr) / floor
+            detail = f"{getattr(c1, attr):.2f} vs {floor:.2f} ms (x {ratio:.2f})"
+            goals.append(Goal(name, _verdict(ratio <= limit), detail))
+        else:
+            goals.append(Goal(name, "NOT MEASURED", "needs A, H, C"))
     for scenario, who in (("C", "C (one process)"), ("W", f"W (C on {WORKERS} worker processes)")):
         name = f"{who} >= {GOAL18_THROUGHPUT:.0%} of H's requests/s at concurrency {HIGH}"
         served = row(scenario, HIGH, "closed")

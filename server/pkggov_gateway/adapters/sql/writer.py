@@ -453,10 +453,11 @@ class GroupCommitWriter:
             f"WHERE event_id IN ({', '.join('?' for _ in found)})",
             [event_id for event_id, _ in found],
         )
+        wanted = set(found)
         return {
-            (str(event_id), str(kind)): stored_entry(row)
+            key: stored_entry(row)
             for event_id, kind, *row in rows
-            if (str(event_id), str(kind)) in set(found)
+            if (key := (str(event_id), str(kind))) in wanted
         }
 
     def _check(self, conn: Any, item: _Item) -> BaseException | None:
