@@ -83,7 +83,8 @@ class Gateway:
     """Whether this gateway also reconciles other replicas' intents past
     audit.orphan_after_seconds (its own are always reconciled once settled). Of the workers of
     one replica (server.workers) only the first does, so that they do not race to close the
-    same orphan (the second would fail: its reconciliation is recorded already)."""
+    same orphan (the second would read CodeArtifact for nothing: its reconciliation is
+    refused, the event being closed already)."""
     _sender: threading.Thread | None = None
     _cleaner: threading.Thread | None = None
     _stopping: threading.Event = dataclasses.field(default_factory=threading.Event)

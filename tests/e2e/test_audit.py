@@ -12,7 +12,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -691,6 +691,37 @@ def test_open_intent_is_reconciled_at_start(
         assert intent.seq == reconciliation.body["intent_seq"]
         assert [] == gw.audit_store.open_intents()
     assert "Published" == emulator.version_status(*LEFT_PAD, "1.1.0")
+
+
+def test_two_gateways_starting_at_once_reconcile_another_replicas_orphan_once(
+    tmp_path: Path, make_gateway: GatewayFactory, emulator: Emulator
+) -> None:
+    """Two replicas start at once on a store holding a dead replica's orphaned intent, and both
+    sweep it while CodeArtifact answers reads slowly: one records the reconciliation, the
+    other finds the event closed and both start (the second used to fail to start)."""
+    url = f"sqlite:{tmp_path}/audit.db"
+    event_id = str(uuid.uuid4())
+    _orphan_intent(url, event_id, ["1.0.0"], deadline=datetime.now(UTC) - timedelta(minutes=1))
+    emulator.add_fault(
+        FaultRule(operation="ListPackageVersions", kind="latency", latency_seconds=1)
+    )
+    starts = [
+        make_gateway(audit={"store": url, "replica": replica, "orphan_after_seconds": 0.001})
+        for replica in ("a", "b")
+    ]
+    with ExitStack() as stack:
+        with ThreadPoolExecutor(2) as pool:
+            started = [pool.submit(start.__enter__) for start in starts]
+        for start in starts:
+            stack.push(start.__exit__)
+        gateways = [future.result() for future in started]
+        [reconciliation] = [
+            e
+            for e in audit_event(gateways[0], event_id).entries
+            if e.kind is EntryKind.RECONCILIATION
+        ]
+        assert reconciliation.body["replica"] in {"a", "b"}
+        assert [] == gateways[1].audit_store.open_intents()
 
 
 def test_an_intent_is_reconciled_only_once_its_call_has_settled(

@@ -435,8 +435,8 @@ def test_only_the_first_worker_reconciles_another_replicas_orphan(
 ) -> None:
     """A gateway killed with a delete in flight leaves an open intent under its replica name.
     Two workers start at once on its store, CodeArtifact answering reads slowly: the first
-    reconciles the orphan, once, and both start (both reconciling it at once, the second
-    would fail to start: the reconciliation is recorded already)."""
+    reconciles the orphan, once, and both start (the second does not read CodeArtifact for an
+    orphan the first closes)."""
     db = tmp_path / "audit.db"
     upstream = {"PKGGOV_AUDIT_STORE": f"sqlite:{db}", "PKGGOV_AUDIT_LOG": "off"}
     emulator.add_fault(

@@ -38,6 +38,7 @@ from pkggov_gateway.domain.audit import (
     GENESIS,
     AppendGuard,
     AuditQuery,
+    EventClosed,
     NewEntry,
     QuotaCheck,
     RequestIdClaimed,
@@ -290,6 +291,23 @@ def test_a_reconciled_intent_lets_its_request_id_run_again(store: ContractStore)
     with pytest.raises(RequestIdClaimed) as caught:  # now e2 is open
         store.append(NewEntry(body("e3", "intent", request_id="r1")), guard=claim)
     assert "e2" == caught.value.event.event_id
+
+
+def test_a_closing_entry_is_refused_once_its_event_is_closed(store: ContractStore) -> None:
+    """A reconciliation guarded as closing its event: appended again, it is the stored one (a
+    retry); another replica's (another body) or one after the call's outcome is refused with
+    EventClosed, and nothing is written."""
+    closing = AppendGuard(closes_open_event=True)
+    add(store, "e1", "intent")
+    first = store.append(NewEntry(body("e1", "reconciliation", deleted=0)), guard=closing)
+    assert first == store.append(NewEntry(first.body), guard=closing)
+    with pytest.raises(EventClosed):
+        store.append(NewEntry(body("e1", "reconciliation", deleted=1)), guard=closing)
+    add(store, "e2", "intent")
+    last = add(store, "e2", "outcome")
+    with pytest.raises(EventClosed):
+        store.append(NewEntry(body("e2", "reconciliation", deleted=0)), guard=closing)
+    assert last.seq == store.append(NewEntry(body("e3", "outcome"))).seq - 1
 
 
 # --- quotas ------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ reconciliation; decisions classified from domain errors."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +28,7 @@ from pkggov_gateway.domain.errors import (
     VersionLimitError,
 )
 from pkggov_gateway.domain.identity import AuthMethod, Principal
-from pkggov_gateway.domain.model import DeleteOutcome, PackageFormat, PackageRef
+from pkggov_gateway.domain.model import DeleteOutcome, PackageFormat, PackageRef, PackageState
 from pkggov_gateway.domain.records import RecordedFailure, RecordedStatus
 from pkggov_gateway.domain.validation import RawDeleteRequest
 from pkggov_gateway.service.audit import Auditor, QuotaLimits
@@ -260,6 +260,34 @@ def test_an_intent_left_open_is_reconciled(world: World) -> None:
         reconciliation.body["versions"],
         reconciliation.body["deleted"],
     )
+    assert [] == world.store.open_intents()
+
+
+def test_two_replicas_sweeping_one_orphan_record_one_reconciliation(world: World) -> None:
+    """Two replicas starting at once both find the orphan open; the one that appends second is
+    refused (the event is closed already) and goes on, where it used to fail its start."""
+    call = world.begin(_request("1.0.0"))
+    call.before_forwarding((), ["1.0.0"], Deadline.after(10))
+    stale = datetime.now(UTC) + timedelta(seconds=1)
+    other = Auditor(world.store.another_replica("b"))
+
+    class RacedRead(FakeCodeArtifact):
+        """The other replica's sweep lands while this one reads CodeArtifact."""
+
+        def package_state(
+            self,
+            package: PackageRef,
+            deadline: Deadline,
+            *,
+            published_time_for: Sequence[str] = (),
+            by_published: bool = False,
+        ) -> PackageState:
+            assert 1 == other.reconcile(world.upstream, older_than=stale).count
+            return world.upstream.package_state(package, deadline)
+
+    assert 0 == world.auditor.reconcile(RacedRead(), older_than=stale).count
+    reconciliations = [e for e in world.store.entries() if e.kind is EntryKind.RECONCILIATION]
+    assert ["b"] == [e.body["replica"] for e in reconciliations]
     assert [] == world.store.open_intents()
 
 

@@ -32,6 +32,7 @@ from pkggov_gateway.domain.approvals import ApprovalEffects, RequestGuard
 from pkggov_gateway.domain.recovery import PurgeEffects
 
 __all__ = [
+    "CLOSING_KINDS",
     "EXACT_FILTERS",
     "FINAL_CODES",
     "GENESIS",
@@ -43,6 +44,7 @@ __all__ = [
     "AuditQuery",
     "Decision",
     "EntryKind",
+    "EventClosed",
     "NewEntry",
     "QuotaCheck",
     "RequestIdClaimed",
@@ -333,6 +335,10 @@ class AppendGuard:
     deletion_request: RequestGuard | None = None
     """The deletion request the entry acts on must be in a given state (and, for a vote, not
     voted on by the person): refused with DeletionRequestError."""
+    closes_open_event: bool = False
+    """The entry closes its event (a reconciliation), which must still be open: no outcome and
+    no reconciliation yet. Refused with EventClosed otherwise (another replica's sweep, or the
+    call's own process, closed it first)."""
 
 
 class RequestIdClaimed(Exception):  # noqa: N818 - an outcome of a guard, not a failure
@@ -341,6 +347,18 @@ class RequestIdClaimed(Exception):  # noqa: N818 - an outcome of a guard, not a 
     def __init__(self, event: AuditEventRecord) -> None:
         super().__init__(f"request_id already claimed by audit event {event.event_id}")
         self.event = event
+
+
+class EventClosed(Exception):  # noqa: N818 - an outcome of a guard, not a failure
+    """An append's guard found the event it would close closed already."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"audit event {event_id} is closed already")
+        self.event_id = event_id
+
+
+CLOSING_KINDS = (EntryKind.OUTCOME.value, EntryKind.RECONCILIATION.value)
+"""The kinds of entry that close an event."""
 
 
 FINAL_CODES = frozenset(

@@ -22,6 +22,7 @@ import structlog
 from pkggov_gateway.domain.approvals import ApprovalEffects, RequestState, Transition
 from pkggov_gateway.domain.audit import (
     AppendGuard,
+    EventClosed,
     NewEntry,
     QuotaCheck,
     StoredEntry,
@@ -147,13 +148,14 @@ class Auditor:
             if not old and settled_at is not None and settled_at > now:
                 due = settled_at if due is None else min(due, settled_at)
                 continue
-            self._reconcile_one(upstream, intent, timeout_seconds)
-            done += 1
+            done += self._reconcile_one(upstream, intent, timeout_seconds)
         return Reconciled(done, due)
 
     def _reconcile_one(
         self, upstream: CodeArtifactPort, intent: IntentFacts, timeout_seconds: float
-    ) -> None:
+    ) -> bool:
+        """Record the reconciliation of one open intent; False when another replica (a sweep
+        starting at the same time) or the call's own process closed the event first."""
         versions = intent.forward
         states: dict[str, str] = {}
         detail = ""
@@ -187,15 +189,22 @@ class Auditor:
             versions=states,
             detail=detail or "the call ended without an outcome (the gateway stopped)",
         )
-        self.store.append(
-            NewEntry(record.body(), effects, _request_effects(intent, states)), durable=True
-        )
+        try:
+            self.store.append(
+                NewEntry(record.body(), effects, _request_effects(intent, states)),
+                guard=AppendGuard(closes_open_event=True),
+                durable=True,
+            )
+        except EventClosed:
+            log.info("audit.closed_elsewhere", event_id=intent.entry.event_id)
+            return False
         log.warning(
             "audit.reconciled",
             event_id=intent.entry.event_id,
             versions=states,
             detail=record.detail,
         )
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ from pkggov_gateway.domain.approvals import (
     WebhookEvent,
 )
 from pkggov_gateway.domain.audit import (
+    CLOSING_KINDS,
     COLUMNS,
     EXACT_FILTERS,
     GENESIS,
@@ -71,6 +72,7 @@ from pkggov_gateway.domain.audit import (
     AuditPage,
     AuditQuery,
     EntryKind,
+    EventClosed,
     NewEntry,
     QuotaCheck,
     RequestIdClaimed,
@@ -1033,6 +1035,8 @@ class InMemoryAuditStore:
         if found is not None:  # committed before (a retry after an unclear commit)
             if found.entry.body == json.loads(text):
                 return found.entry
+            if guard is not None and guard.closes_open_event:
+                return EventClosed(entry.event_id)
             return AuditUnavailableError(f"entry {key} already recorded differently")
         refusal = self._check(entry, guard, columns)
         if refusal is not None:
@@ -1055,6 +1059,10 @@ class InMemoryAuditStore:
     ) -> BaseException | None:
         if guard is None:
             return None
+        if guard.closes_open_event and any(
+            row.column("kind") in CLOSING_KINDS for row in self._events.get(entry.event_id, ())
+        ):
+            return EventClosed(entry.event_id)
         if guard.request_id is not None:
             principal = columns[_AT["principal"]] or ""
             event = self._by_request_id(principal, guard.request_id)

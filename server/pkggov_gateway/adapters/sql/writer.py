@@ -49,9 +49,11 @@ from pkggov_gateway.adapters.sql.queries import (
     stored_entry,
 )
 from pkggov_gateway.domain.audit import (
+    CLOSING_KINDS,
     COLUMNS,
     GENESIS,
     AppendGuard,
+    EventClosed,
     NewEntry,
     RequestIdClaimed,
     StoredEntry,
@@ -391,12 +393,7 @@ class GroupCommitWriter:
             if found is not None:  # committed before (a retry after an unclear commit), and
                 # its effects with it: they are not applied again (a closure would otherwise
                 # close a purge scheduled since)
-                if found.body == json.loads(item.text):
-                    results.append((item, found))
-                else:
-                    results.append(
-                        (item, AuditUnavailableError(f"entry {key} already recorded differently"))
-                    )
+                results.append((item, _same_or_conflict(found, item)))
                 continue
             if _checks(item.guard):
                 self._insert(conn, rows)  # the guard must see the entries before it
@@ -465,6 +462,15 @@ class GroupCommitWriter:
         guard = item.guard
         if guard is None:
             return None
+        if guard.closes_open_event:
+            closing = fetch(
+                self._dialect,
+                conn,
+                "SELECT 1 FROM audit_entries WHERE event_id = ? AND kind IN (?, ?)",
+                [item.entry.event_id, *CLOSING_KINDS],
+            )
+            if closing:
+                return EventClosed(item.entry.event_id)
         principal = item.columns[COLUMNS.index("principal")] or ""
         if guard.request_id is not None:
             event = event_by_request_id(self._dialect, conn, principal, guard.request_id)
@@ -489,4 +495,18 @@ def _checks(guard: AppendGuard | None) -> bool:
         guard.request_id is not None
         or guard.deletion_request is not None
         or guard.quota is not None
+        or guard.closes_open_event
+    )
+
+
+def _same_or_conflict(found: StoredEntry, item: _Item) -> StoredEntry | BaseException:
+    """What appending `item` gives when an entry of its event and kind is stored: that entry
+    (a retry after an unclear commit), EventClosed (a closing entry another replica wrote
+    first), or a conflict."""
+    if found.body == json.loads(item.text):
+        return found
+    if item.guard is not None and item.guard.closes_open_event:
+        return EventClosed(item.entry.event_id)
+    return AuditUnavailableError(
+        f"entry {(item.entry.event_id, item.entry.kind.value)} already recorded differently"
     )
