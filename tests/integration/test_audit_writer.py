@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pkggov_gateway.adapters.sql import SqlAuditStore, SqliteDialect, open_audit_store
-from pkggov_gateway.domain.audit import NewEntry, StoredEntry
+from pkggov_gateway.domain.audit import AppendGuard, NewEntry, RequestIdClaimed, StoredEntry
 from pkggov_gateway.ports import NullMetrics
 from pkggov_gateway.tools.audit_verify import verify
 from tests.conftest import pg_schema_url
@@ -100,6 +100,62 @@ def test_concurrent_callers_commit_every_entry_once_in_one_chain(url: str) -> No
     assert any(n > 1 for n in metrics.batches)  # concurrent callers shared commits
     assert all(w >= 0 for w in metrics.waits)
     assert all(h >= 0 for h in metrics.holds)
+
+
+def test_request_ids_claimed_at_once_in_shared_batches_go_to_one_call_each(url: str) -> None:
+    """16 threads on two replicas race to claim the same 8 request ids, with a claim of their
+    own between each (batches of at most 8, so batches mix new claims, claims stored before
+    and claims made earlier in the same batch): each request id goes to one intent, every
+    other caller is refused naming that intent's event, and every own claim commits."""
+    stores = [
+        open_audit_store(url, replica=name, heartbeat_seconds=3600, max_batch=8)
+        for name in ("a", "b")
+    ]
+    won: dict[str, str] = {}
+    refused: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def claim(store: SqlAuditStore, event: str, request_id: str) -> None:
+        entry = {**body(event, "intent"), "principal": {"id": "alice"}, "request_id": request_id}
+        try:
+            store.append(NewEntry(entry), guard=AppendGuard(request_id=request_id))
+        except RequestIdClaimed as taken:
+            with lock:
+                refused.append((request_id, taken.event.event_id))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+        else:
+            with lock:
+                assert request_id not in won
+                won[request_id] = event
+
+    def work(n: int) -> None:
+        start.wait()
+        for i in range(8):
+            claim(stores[n % 2], f"t{n}-{i}", f"shared-{i}")
+            claim(stores[n % 2], f"t{n}-own-{i}", f"own-{n}-{i}")
+
+    try:
+        workers = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        rows = _rows(stores[0])
+    finally:
+        for store in stores:
+            store.close()
+    assert [] == errors
+    assert {f"shared-{i}" for i in range(8)} | {
+        f"own-{n}-{i}" for n in range(16) for i in range(8)
+    } == set(won)
+    assert 8 * 15 == len(refused)
+    assert all(won[request_id] == event for request_id, event in refused)
+    assert 8 + 16 * 8 == len(rows)
+    report = verify(rows, workers=0)
+    assert report.ok, report
 
 
 def test_a_lone_caller_commits_on_its_own_thread(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ from pkggov_gateway.ports import Metrics, NullMetrics
 __all__ = ["GroupCommitWriter"]
 
 _NAMES = ", ".join(("seq", *COLUMNS, "body", "prev_hash", "hash"))
+_PRINCIPAL = COLUMNS.index("principal")
 
 log = structlog.get_logger("pkggov.audit.store")
 
@@ -380,10 +381,15 @@ class GroupCommitWriter:
             ),
             ids,
         )
-        tail = tail_query.fetchall()  # the lock, the tail and the kinds: one round trip
+        claims = {claim for item in batch if (claim := _claim(item)) is not None}
+        claims_query = self._held_claims_query(conn, claims)
+        tail = tail_query.fetchall()  # the lock, the tail, the kinds, the claims: one round trip
         locked = time.perf_counter()
         seq, prev = (int(tail[0][0]), str(tail[0][1])) if tail else (0, GENESIS)
         stored_keys = [(str(event_id), str(kind)) for event_id, kind in kinds_query.fetchall()]
+        fresh: set[tuple[str, str] | None] = set(claims - _held(claims_query))
+        """Request id claims no stored entry holds: a guard with only such a claim to check
+        needs no statement (nearly every call's; a retry's is checked in full)."""
         existing = self._existing(conn, [key for key in stored_keys if key in keys])
         results: list[tuple[_Item, StoredEntry | BaseException]] = []
         rows: list[tuple[Any, ...]] = []
@@ -395,7 +401,10 @@ class GroupCommitWriter:
                 # close a purge scheduled since)
                 results.append((item, _same_or_conflict(found, item)))
                 continue
-            if _checks(item.guard):
+            claim = _claim(item)
+            unheld = claim in fresh and _only_claims(item.guard)
+            fresh.discard(claim)  # a later entry of the batch claiming it again is checked
+            if not unheld and _checks(item.guard):
                 self._insert(conn, rows)  # the guard must see the entries before it
                 refusal = self._check(conn, item)
                 if refusal is not None:
@@ -435,6 +444,20 @@ class GroupCommitWriter:
         )
         rows.clear()
 
+    def _held_claims_query(self, conn: Any, claims: set[tuple[str, str]]) -> Any:
+        """The query (not yet read) of which of `claims` (principal, request_id) stored entries
+        hold, or None when there are none to ask about."""
+        if not claims:
+            return None
+        request_ids = sorted({request_id for _, request_id in claims})
+        return conn.execute(
+            self._dialect.sql(
+                "SELECT DISTINCT principal, request_id FROM audit_entries "  # noqa: S608 - placeholders only
+                f"WHERE request_id IN ({', '.join('?' for _ in request_ids)})"
+            ),
+            request_ids,
+        )
+
     def _existing(
         self, conn: Any, found: list[tuple[str, str]]
     ) -> dict[tuple[str, str], StoredEntry]:
@@ -471,7 +494,7 @@ class GroupCommitWriter:
             )
             if closing:
                 return EventClosed(item.entry.event_id)
-        principal = item.columns[COLUMNS.index("principal")] or ""
+        principal = item.columns[_PRINCIPAL] or ""
         if guard.request_id is not None:
             event = event_by_request_id(self._dialect, conn, principal, guard.request_id)
             if event is not None and replay_verdict(event) != "rerun":
@@ -497,6 +520,28 @@ def _checks(guard: AppendGuard | None) -> bool:
         or guard.quota is not None
         or guard.closes_open_event
     )
+
+
+def _claim(item: _Item) -> tuple[str, str] | None:
+    """The (principal, request_id) the guard of `item` claims, as `_check` reads it."""
+    if item.guard is None or item.guard.request_id is None:
+        return None
+    return (item.columns[_PRINCIPAL] or "", item.guard.request_id)
+
+
+def _only_claims(guard: AppendGuard | None) -> bool:
+    """Whether a request id is all `guard` checks."""
+    return guard is not None and not (
+        guard.deletion_request is not None or guard.quota is not None or guard.closes_open_event
+    )
+
+
+def _held(query: Any) -> set[tuple[str, str]]:
+    """The (principal, request_id) pairs `_held_claims_query` found (a NULL principal claims
+    nothing: `_check`'s query compares it with the claim's)."""
+    if query is None:
+        return set()
+    return {(str(p), str(r)) for p, r in query.fetchall() if p is not None}
 
 
 def _same_or_conflict(found: StoredEntry, item: _Item) -> StoredEntry | BaseException:
