@@ -132,7 +132,12 @@ is 10 % or more are marked NOISY. Results are written as JSON too (``--json``, d
 .run/bench_gateway.json). ``--py-spy`` records a py-spy profile (``--gil``) of the server during
 each concurrency-64 closed loop into .run/bench_gateway/ (py-spy is a development dependency;
 ``make bench`` passes the flag; 100 samples a second, without pausing the server) and
-summarizes where the thread holding the GIL was, by part of the server.
+summarizes where the thread holding the GIL was, by part of the server. With it, C and R are
+also profiled alone after their cells, at concurrency 1 and 1,000 samples a second (which
+would disturb a measured cell): C by GIL time, the milliseconds of Python CPU per call by part;
+R by the wall time of the thread serving each call (waiting for CodeArtifact, boto3, the
+audit's COMMIT, Cedar, ...), where a caller's time goes against a slow upstream. py-spy misses
+part of the wall time (R's parts add up to less than its latency): read them as shares.
 
 Not a test: timings depend on the machine, and the script exits 0.
 """
@@ -1278,6 +1283,84 @@ def _py_spy_summary(raw: Path, top: int) -> str:
     return f"{total} samples: {shares}"
 
 
+SPY_RATE = 1000
+"""Samples per second of the profiles taken alone (PROFILED_ALONE)."""
+
+PROFILED_ALONE = {"C": "gil", "R": "idle"}
+"""With --py-spy, after their cells (and not during them, as py-spy at 1,000 samples/s would
+disturb their numbers): C at concurrency 1 profiled by GIL time (where the CPU of a call
+goes), R at concurrency 1 by wall time of the thread serving each call (where a caller's time
+goes against a slow upstream)."""
+
+_WALL_PARTS = (
+    ("CodeArtifact: waiting for the answer", ("readinto (socket.py", "_read_status (http")),
+    ("CodeArtifact: boto3 (CPU)", ("BotoCodeArtifact",)),
+    ("audit: COMMIT (the durable write)", ("<leaf>GroupCommitWriter._commit (",)),
+    ("audit: intent (the entry, its hash, the insert)", ("before_forwarding",)),
+    ("audit: outcome (the same, with the answer)", ("GovernedCall._finish",)),
+    ("policy (Cedar)", ("adapters/cedar.py",)),
+)
+"""Parts of a call's wall time (R): the first part with a marker in the stack (``<leaf>``: in
+the innermost frame) counts the sample; every other sample of a call is `other gateway work`."""
+
+
+async def _profile_alone(scenario: str, plan: _Plan, make: _Maker, server: _Server) -> str:
+    """Profile `scenario` at concurrency 1 for a few seconds (PROFILED_ALONE): per call, the
+    milliseconds of each part, as one note."""
+    mode = PROFILED_ALONE[scenario]
+    exe = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if exe is None:
+        return f"{scenario} alone: py-spy not installed"
+    seconds = max(4, math.ceil(2 * plan.seconds))
+    raw = WORK / f"py-spy-{scenario}-c1-{mode}.txt"
+    spy = await asyncio.create_subprocess_exec(
+        exe, "record", "--pid", str(server.pid), "--duration", str(seconds),
+        "--rate", str(SPY_RATE), f"--{mode}", "--nonblocking", "--format", "raw",
+        "--output", str(raw),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    run = await _closed_loop(make, 1, until=time.monotonic() + seconds)
+    await spy.wait()
+    calls = len(run.calls)
+    if not raw.exists() or not calls:
+        return f"{scenario} alone: no profile written"
+    parts = _profile_parts(raw, mode)
+    per_call = {name: samples * 1000 / SPY_RATE / calls for name, samples in parts.items()}
+    what = "GIL time (CPU in Python code)" if mode == "gil" else "wall time of the serving thread"
+    shares = ", ".join(f"{name} {per_call[name]:.2f}" for name, _ in parts.most_common())
+    total = sum(per_call.values())
+    return (
+        f"{scenario} alone at concurrency 1, py-spy --{mode} at {SPY_RATE:,}/s for {seconds} s "
+        f"({calls} calls, {raw.name}): {what} {total:.2f} ms per call: {shares} ms"
+    )
+
+
+def _profile_parts(raw: Path, mode: str) -> Counter[str]:
+    """Samples of `raw` by part: GIL mode by `_PROFILE_PARTS`; idle mode, of the threads
+    serving calls only, by `_WALL_PARTS`."""
+    parts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        if mode == "gil":
+            part = next((name for name, marker in _PROFILE_PARTS if marker in stack), "other")
+        elif "_unary_response_in_pool" not in stack:
+            continue
+        else:
+            leaf = "<leaf>" + stack.rpartition(";")[2]
+            part = next(
+                (
+                    name
+                    for name, markers in _WALL_PARTS
+                    if any(m in (leaf if m.startswith("<leaf>") else stack) for m in markers)
+                ),
+                "other gateway work",
+            )
+        parts[part] += int(count)
+    return parts
+
+
 # --- scenarios --------------------------------------------------------------------------
 
 
@@ -1472,6 +1555,16 @@ async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
                 row.notes.append(_workers_note(server))
             ctx.rows.append(row)
             _print_row(row)
+        if ctx.args.py_spy and scenario in PROFILED_ALONE:
+            await asyncio.to_thread(_reset, endpoint, _latency(ctx, scenario))
+            channels = [_channel(target, ctx.certs, client)]
+            try:
+                make = _maker(kind, _stubs(channels, raw=False), range(packages))
+                note = await _profile_alone(scenario, ctx.plan, make, server)
+            finally:
+                await _close(channels)
+            ctx.notes.append(note)
+            print(f"  {note}", flush=True)
 
 
 # --- P: two gateway processes on one PostgreSQL ------------------------------------------
