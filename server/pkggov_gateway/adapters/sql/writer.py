@@ -387,7 +387,7 @@ class GroupCommitWriter:
         locked = time.perf_counter()
         seq, prev = (int(tail[0][0]), str(tail[0][1])) if tail else (0, GENESIS)
         stored_keys = [(str(event_id), str(kind)) for event_id, kind in kinds_query.fetchall()]
-        fresh: set[tuple[str, str] | None] = set(claims - _held(claims_query))
+        fresh = claims - _held(claims_query)
         """Request id claims no stored entry holds: a guard with only such a claim to check
         needs no statement (nearly every call's; a retry's is checked in full)."""
         existing = self._existing(conn, [key for key in stored_keys if key in keys])
@@ -401,10 +401,11 @@ class GroupCommitWriter:
                 # close a purge scheduled since)
                 results.append((item, _same_or_conflict(found, item)))
                 continue
-            claim = _claim(item)
-            unheld = claim in fresh and _only_claims(item.guard)
-            fresh.discard(claim)  # a later entry of the batch claiming it again is checked
-            if not unheld and _checks(item.guard):
+            guard, claim = item.guard, _claim(item)
+            unheld = claim in fresh and guard is not None and not _checks_besides_claim(guard)
+            if claim is not None:
+                fresh.discard(claim)  # a later entry of the batch claiming it again is checked
+            if not unheld and _checks(guard):
                 self._insert(conn, rows)  # the guard must see the entries before it
                 refusal = self._check(conn, item)
                 if refusal is not None:
@@ -514,12 +515,12 @@ class GroupCommitWriter:
 
 def _checks(guard: AppendGuard | None) -> bool:
     """Whether `guard` has anything to check (most entries' guards have nothing)."""
-    return guard is not None and (
-        guard.request_id is not None
-        or guard.deletion_request is not None
-        or guard.quota is not None
-        or guard.closes_open_event
-    )
+    return guard is not None and (guard.request_id is not None or _checks_besides_claim(guard))
+
+
+def _checks_besides_claim(guard: AppendGuard) -> bool:
+    """Whether `guard` checks anything but a request id claim."""
+    return guard.deletion_request is not None or guard.quota is not None or guard.closes_open_event
 
 
 def _claim(item: _Item) -> tuple[str, str] | None:
@@ -527,13 +528,6 @@ def _claim(item: _Item) -> tuple[str, str] | None:
     if item.guard is None or item.guard.request_id is None:
         return None
     return (item.columns[_PRINCIPAL] or "", item.guard.request_id)
-
-
-def _only_claims(guard: AppendGuard | None) -> bool:
-    """Whether a request id is all `guard` checks."""
-    return guard is not None and not (
-        guard.deletion_request is not None or guard.quota is not None or guard.closes_open_event
-    )
 
 
 def _held(query: Any) -> set[tuple[str, str]]:
