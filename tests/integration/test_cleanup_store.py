@@ -10,7 +10,6 @@ last tests race replicas' claims on the SQL stores and migrate an older SQL stor
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from collections.abc import Iterator, Mapping
@@ -28,7 +27,6 @@ from pkggov_gateway.adapters.sql import (
     SqliteDialect,
     open_audit_store,
 )
-from pkggov_gateway.adapters.sql.migrations import Migration
 from pkggov_gateway.domain.audit import NewEntry, format_time
 from pkggov_gateway.domain.cleanup import (
     CleanupJob,
@@ -49,6 +47,7 @@ from pkggov_gateway.ports import CleanupStore
 from pkggov_gateway.testing import InMemoryAuditStore
 from pkggov_gateway.tools.audit_verify import verify
 from tests.conftest import pg_schema_url
+from tests.integration.dialect_wrappers import OldDialect
 
 NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -673,36 +672,6 @@ def test_replicas_claiming_together_lease_each_job_once(
 # --- SQL: migration 5 --------------------------------------------------------------------------
 
 
-class _OldDialect:
-    """A dialect that knows only migrations 1 to 4: a gateway from before cleanup jobs."""
-
-    def __init__(self, inner: Dialect) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.description = inner.description
-
-    def connect(self) -> Any:
-        return self.inner.connect()
-
-    def sql(self, text: str) -> str:
-        return self.inner.sql(text)
-
-    def begin_locked(self, conn: Any) -> None:
-        self.inner.begin_locked(conn)
-
-    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
-        return self.inner.pipeline(conn)
-
-    def migrations(self) -> list[Migration]:
-        return [m for m in self.inner.migrations() if m[0] <= 4]
-
-    def reader(self) -> contextlib.AbstractContextManager[Any]:
-        return self.inner.reader()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_store_with_entries_migrates_to_cleanup_jobs_and_still_verifies(
     database: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -715,7 +684,7 @@ def test_a_store_with_entries_migrates_to_cleanup_jobs_and_still_verifies(
     else:
         url = pg_schema_url(request.getfixturevalue("pg_schema"))
         dialect = PostgresDialect(url)
-    old = SqlAuditStore(_OldDialect(dialect), heartbeat_seconds=3600)
+    old = SqlAuditStore(OldDialect(dialect, last=4), heartbeat_seconds=3600)
     for kind in ("intent", "outcome"):
         old.append(NewEntry({"event_id": "e1", "kind": kind, "time": format_time(NOW)}))
     old.close()

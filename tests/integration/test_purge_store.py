@@ -21,9 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from pkggov_gateway.adapters.sql import Dialect, SqlAuditStore, SqliteDialect, open_audit_store
+from pkggov_gateway.adapters.sql import SqlAuditStore, SqliteDialect, open_audit_store
 from pkggov_gateway.adapters.sql.dialects import _ADVISORY_KEY
-from pkggov_gateway.adapters.sql.migrations import Migration
 from pkggov_gateway.domain.audit import NewEntry, format_time
 from pkggov_gateway.domain.errors import AuditUnavailableError
 from pkggov_gateway.domain.model import PackageFormat, PackageRef, VersionStatus
@@ -31,6 +30,7 @@ from pkggov_gateway.domain.recovery import PendingPurge, PurgeClosure, PurgeEffe
 from pkggov_gateway.tools import cli
 from pkggov_gateway.tools.audit_verify import verify
 from tests.conftest import pg_schema_url
+from tests.integration.dialect_wrappers import DelegatingDialect, OldDialect
 
 PKG = PackageRef("demo", "dev", PackageFormat.NPM, "left-pad")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -210,36 +210,16 @@ class _Recording:
         self._inner.close()
 
 
-class _RecordingDialect:
+class _RecordingDialect(DelegatingDialect):
     """SQLite, with the writer's connections recording their statements."""
 
     def __init__(self, inner: SqliteDialect) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.description = inner.description
+        super().__init__(inner)
         self.statements: list[str] = []
         self.fail_commits = [0]
 
     def connect(self) -> Any:
         return _Recording(self.inner.connect(), self.statements, self.fail_commits)
-
-    def sql(self, text: str) -> str:
-        return self.inner.sql(text)
-
-    def begin_locked(self, conn: Any) -> None:
-        self.inner.begin_locked(conn)
-
-    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
-        return self.inner.pipeline(conn)
-
-    def migrations(self) -> list[Migration]:
-        return self.inner.migrations()
-
-    def reader(self) -> contextlib.AbstractContextManager[Any]:
-        return self.inner.reader()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.fixture
@@ -322,43 +302,13 @@ def test_text_with_nul_is_stored_without_it(url: str) -> None:
 # --- migration 3 -------------------------------------------------------------------------------
 
 
-class _OldDialect:
-    """A dialect that knows only migrations 1 and 2: a gateway from before pending purges."""
-
-    def __init__(self, inner: Dialect) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.description = inner.description
-
-    def connect(self) -> Any:
-        return self.inner.connect()
-
-    def sql(self, text: str) -> str:
-        return self.inner.sql(text)
-
-    def begin_locked(self, conn: Any) -> None:
-        self.inner.begin_locked(conn)
-
-    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
-        return self.inner.pipeline(conn)
-
-    def migrations(self) -> list[Migration]:
-        return [m for m in self.inner.migrations() if m[0] <= 2]
-
-    def reader(self) -> contextlib.AbstractContextManager[Any]:
-        return self.inner.reader()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_a_store_with_entries_migrates_to_pending_purges_and_still_verifies(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An existing store (schema 2, with entries) gains the table when a new gateway opens
     it; its chain, and `pkggov-admin audit verify`, are unaffected by purges."""
     path = tmp_path / "audit.db"
-    old = SqlAuditStore(_OldDialect(SqliteDialect(path)), heartbeat_seconds=3600)
+    old = SqlAuditStore(OldDialect(SqliteDialect(path), last=2), heartbeat_seconds=3600)
     old.append(NewEntry(body("e1", "intent")))
     old.append(NewEntry(body("e1")))
     old.close()

@@ -25,7 +25,6 @@ import pytest
 
 from pkggov_gateway.adapters.sql import Dialect, SqlAuditStore, SqliteDialect, open_audit_store
 from pkggov_gateway.adapters.sql.dialects import _ADVISORY_KEY
-from pkggov_gateway.adapters.sql.migrations import Migration
 from pkggov_gateway.domain.approvals import (
     ApprovalEffects,
     DeletionPlan,
@@ -51,6 +50,7 @@ from pkggov_gateway.domain.recovery import PendingPurge, PurgeEffects, PurgeQuer
 from pkggov_gateway.tools import cli
 from pkggov_gateway.tools.audit_verify import verify
 from tests.conftest import pg_schema_url
+from tests.integration.dialect_wrappers import OldDialect
 from tests.integration.test_purge_store import _RecordingDialect
 
 PKG = PackageRef("demo", "prod-eu", PackageFormat.NPM, "left-pad")
@@ -488,36 +488,6 @@ def test_the_lease_and_the_reads_do_not_wait_for_the_chain_lock(pg_url: str) -> 
 # --- migration 4 -------------------------------------------------------------------------------
 
 
-class _OldDialect:
-    """A dialect that knows only migrations 1 to 3: a gateway from before deletion requests."""
-
-    def __init__(self, inner: Dialect) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.description = inner.description
-
-    def connect(self) -> Any:
-        return self.inner.connect()
-
-    def sql(self, text: str) -> str:
-        return self.inner.sql(text)
-
-    def begin_locked(self, conn: Any) -> None:
-        self.inner.begin_locked(conn)
-
-    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
-        return self.inner.pipeline(conn)
-
-    def migrations(self) -> list[Migration]:
-        return [m for m in self.inner.migrations() if m[0] <= 3]
-
-    def reader(self) -> contextlib.AbstractContextManager[Any]:
-        return self.inner.reader()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_a_store_with_entries_migrates_to_deletion_requests_and_still_verifies(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -525,7 +495,7 @@ def test_a_store_with_entries_migrates_to_deletion_requests_and_still_verifies(
     a new gateway opens it; its chain, and `pkggov-admin audit verify`, are unaffected by
     requests, votes and notifications."""
     path = tmp_path / "audit.db"
-    old = SqlAuditStore(_OldDialect(SqliteDialect(path)), heartbeat_seconds=3600)
+    old = SqlAuditStore(OldDialect(SqliteDialect(path), last=3), heartbeat_seconds=3600)
     old.append(NewEntry(body("e1", "intent")))
     scheduled = PendingPurge(
         "p1", PKG, "0.9.0", "r", VersionStatus.PUBLISHED, "alice", "e1", NOW, NOW
@@ -551,7 +521,7 @@ def test_a_store_with_entries_migrates_to_deletion_requests_and_still_verifies(
 def test_migration_4_applies_on_postgresql_beside_an_older_schema(pg_url: str) -> None:
     """PostgreSQL: a schema at version 3 gains version 4 (and every later one) once, whichever
     replica opens it first; both then see the same requests."""
-    old = SqlAuditStore(_OldDialect(_postgres(pg_url)), heartbeat_seconds=3600)
+    old = SqlAuditStore(OldDialect(_postgres(pg_url), last=3), heartbeat_seconds=3600)
     old.append(NewEntry(body("e1")))
     old.close()
     with replicas(pg_url, "a", "b") as (a, b):
