@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -513,6 +514,28 @@ def test_versions_changed_since_planned_are_not_deleted(
 # --- 5. recovery windows and approvals ----------------------------------------------------------
 
 
+def _gated_gateway(make_gateway: GatewayFactory, clock: Clock) -> AbstractContextManager[Gateway]:
+    """A gateway whose prod-* repositories have a 30-day window, so that the shipped policy
+    asks a release admin's approval to purge there now."""
+    return make_gateway(
+        clock=clock,
+        policy={},
+        recovery={"windows": {"prod-*": 30.0}, "worker_interval_seconds": 3600},
+        approvals={"sweep_interval_seconds": 3600},
+        cleanup=RUNNER,
+    )
+
+
+def _plan_purge_now(caller: Cleanup, package: Package) -> pb.PlanCleanupResponse:
+    """Alice's plan to purge now all but the newest 2 versions of `package`."""
+    return caller.plan(
+        pb.CleanupRule(keep_newest=2),
+        **package.fields(),
+        purge_now=True,
+        justification="leaked credentials in old builds",
+    )
+
+
 def test_under_a_recovery_window_the_job_archives_and_restore_works(
     make_gateway: GatewayFactory, emulator: Emulator, codeartifact: Any, clock: Clock
 ) -> None:
@@ -577,20 +600,9 @@ def test_deleting_for_good_in_prod_waits_for_approval_then_runs(
     package = Package("npm", "acme", "gated", repository="prod-release")
     versions = [f"1.0.{i}" for i in range(4)]
     seed(emulator, package, _spread(versions, clock.now - 20 * DAY))
-    with make_gateway(
-        clock=clock,
-        policy={},
-        recovery={"windows": {"prod-*": 30.0}, "worker_interval_seconds": 3600},
-        approvals={"sweep_interval_seconds": 3600},
-        cleanup=RUNNER,
-    ) as gateway:
+    with _gated_gateway(make_gateway, clock) as gateway:
         caller = Cleanup(gateway, "alice")
-        response = caller.plan(
-            pb.CleanupRule(keep_newest=2),
-            **package.fields(),
-            purge_now=True,
-            justification="leaked credentials in old builds",
-        )
+        response = _plan_purge_now(caller, package)
         plan = response.plan
         assert (2, 2, 0) == (plan.delete_count, plan.needs_approval_count, plan.allowed_count)
         for entry in response.packages[0].versions:
@@ -775,20 +787,9 @@ def test_a_changed_version_in_an_approval_call_is_plan_changed_not_awaiting(
     package = Package("npm", "acme", "gated-moving", repository="prod-release")
     versions = [f"1.0.{i}" for i in range(5)]
     seed(emulator, package, _spread(versions, clock.now - 20 * DAY))
-    with make_gateway(
-        clock=clock,
-        policy={},
-        recovery={"windows": {"prod-*": 30.0}, "worker_interval_seconds": 3600},
-        approvals={"sweep_interval_seconds": 3600},
-        cleanup=RUNNER,
-    ) as gateway:
+    with _gated_gateway(make_gateway, clock) as gateway:
         caller = Cleanup(gateway, "alice")
-        response = caller.plan(
-            pb.CleanupRule(keep_newest=2),
-            **package.fields(),
-            purge_now=True,
-            justification="leaked credentials in old builds",
-        )
+        response = _plan_purge_now(caller, package)
         assert (3, 3) == (response.plan.delete_count, response.plan.needs_approval_count)
         codeartifact.update_package_versions_status(
             **package.boto(), versions=["1.0.1"], targetStatus="Unlisted"
