@@ -77,7 +77,8 @@ Processes. Each scenario gets fresh ones, so that a peak RSS and a CPU time belo
   limit, so both are set to 1,000,000 here (the output says so).
 - the load generator: this process, grpc.aio on one event loop (a few percent of a core per
   100 calls/s), with requests serialized before they are timed; concurrency 64 is spread over
-  4 channels, each its own connection. Its CPU is reported: at 85 % of a core the row says
+  4 channels, each its own connection (W: 16, so that SO_REUSEPORT spreads them evenly over
+  its workers). Its CPU is reported: at 85 % of a core the row says
   GENERATOR-BOUND, and an open loop that sends late says so. B's calls are made by B's own
   process, 64 threads, which is also what B measures.
 
@@ -190,6 +191,10 @@ F_VERSIONS = BIG_VERSIONS - 1
 HIGH = 64
 SOAK_REQUESTS = 100_000  # the soak's default length, and what the RSS goal asks for
 CHANNELS = 4  # connections the generator spreads concurrency 64 over
+SPREAD_CHANNELS = 16
+"""W's connections at concurrency 64: the kernel (SO_REUSEPORT) hashes each connection to a
+worker, and with 4 it put 3 or all 4 on one worker in some runs (W measured 281 to 404/s over
+runs of one code). C measured the same with 4 and 16 connections, so only W's spread changes."""
 OPEN_FRACTION = 0.8
 UNLIMITED_RATE = "1000000"
 SCENARIOS = "ABHCWDEFGPTSR"  # the order they run and print in: H beside B, W after C, P after G
@@ -1395,8 +1400,10 @@ CELLS = ((1, False), (HIGH, False), (HIGH, True))
 OPEN_FRACTION of the throughput of the closed loop just before it."""
 
 
-def _nchannels(concurrency: int) -> int:
-    return 1 if concurrency == 1 else CHANNELS
+def _nchannels(concurrency: int, scenario: str) -> int:
+    if concurrency == 1:
+        return 1
+    return SPREAD_CHANNELS if scenario == "W" else CHANNELS
 
 
 async def _close(channels: Sequence[grpc.aio.Channel]) -> None:
@@ -1529,7 +1536,10 @@ async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
             rate = OPEN_FRACTION * ctx.rows[-1].rps if open_loop else None
             if endpoint:
                 await asyncio.to_thread(_reset, endpoint, _latency(ctx, scenario))
-            channels = [_channel(target, ctx.certs, client) for _ in range(_nchannels(concurrency))]
+            channels = [
+                _channel(target, ctx.certs, client)
+                for _ in range(_nchannels(concurrency, scenario))
+            ]
             plan = ctx.plan
             if kind == "bulk":  # calls of 0.1-0.5 s: longer windows, and 64 at once
                 plan = _Plan(plan.warmup, plan.seconds * ctx.args.bulk_factor)
