@@ -78,9 +78,9 @@ Processes. Each scenario gets fresh ones, so that a peak RSS and a CPU time belo
 - the load generator: this process, grpc.aio on one event loop (a few percent of a core per
   100 calls/s), with requests serialized before they are timed; concurrency 64 is spread over
   4 channels, each its own connection (W: 16, so that SO_REUSEPORT spreads them evenly over
-  its workers). Its CPU is reported: at 85 % of a core the row says
-  GENERATOR-BOUND, and an open loop that sends late says so. B's calls are made by B's own
-  process, 64 threads, which is also what B measures.
+  its workers). Its CPU is reported: at 85 % of a core the row says GENERATOR-BOUND, and an
+  open loop that sends late says so. B's calls are made by B's own process, 64 threads, which
+  is also what B measures.
 
 Calls. C, W, G and P: ``alice`` (group release-admins, whom the shipped set lets delete any
 version that is neither the latest nor the last) deletes one version. D: the CI identity (group ci)
