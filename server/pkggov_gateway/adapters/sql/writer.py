@@ -495,9 +495,9 @@ class GroupCommitWriter:
             )
             if closing:
                 return EventClosed(item.entry.event_id)
-        principal = item.columns[_PRINCIPAL] or ""
-        if guard.request_id is not None:
-            event = event_by_request_id(self._dialect, conn, principal, guard.request_id)
+        claim = _claim(item)
+        if claim is not None:
+            event = event_by_request_id(self._dialect, conn, *claim)
             if event is not None and replay_verdict(event) != "rerun":
                 return RequestIdClaimed(event)
         if guard.deletion_request is not None:
@@ -524,7 +524,7 @@ def _checks_besides_claim(guard: AppendGuard) -> bool:
 
 
 def _claim(item: _Item) -> tuple[str, str] | None:
-    """The (principal, request_id) the guard of `item` claims, as `_check` reads it."""
+    """The (principal, request_id) the guard of `item` claims."""
     if item.guard is None or item.guard.request_id is None:
         return None
     return (item.columns[_PRINCIPAL] or "", item.guard.request_id)
