@@ -150,7 +150,6 @@ class Ready:
     index: int
     pid: int
     replica: str
-    address: str
     metrics_address: str | None
     policy_ids: tuple[str, ...]
 
@@ -244,7 +243,6 @@ def run_worker(settings: Settings, index: int, report: Connection) -> None:
             index,
             os.getpid(),
             gateway.audit_store.replica,
-            gateway.address,
             gateway.metrics_address,
             tuple(gateway.policy.policy_ids()),
         )
@@ -523,10 +521,6 @@ class Supervisor:
                 worker.ready = message
                 worker.report.close()
         return True
-
-    def pids(self) -> list[int]:
-        """The workers' process ids."""
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     def exited(self, timeout: float) -> list[_Worker]:
         """The workers that exited, waiting up to `timeout` seconds for one to."""

@@ -242,8 +242,8 @@ def test_the_supervisor_banner_names_the_shared_address_and_the_workers() -> Non
     replicas; the replica's metrics endpoint; the same examples as one process."""
     settings = _settings()
     workers = (
-        Ready(0, 101, "pod-w0", "127.0.0.1:5051", "127.0.0.1:7001", ("p1", "p2")),
-        Ready(1, 102, "pod-w1", "127.0.0.1:5051", "127.0.0.1:7002", ("p1", "p2")),
+        Ready(0, 101, "pod-w0", "127.0.0.1:7001", ("p1", "p2")),
+        Ready(1, 102, "pod-w1", "127.0.0.1:7002", ("p1", "p2")),
     )
     text = entry.workers_banner(
         Started("127.0.0.1:5051", workers, None, "127.0.0.1:5060", "127.0.0.1:9464"),

@@ -119,9 +119,10 @@ class _Health(health.HealthServicer):
 class GrpcServer:
     """A started-on-demand grpcio server serving pkggov.v1 plus health and reflection.
 
-    `reuse_port` binds `listen` (and `health_listen`) with SO_REUSEPORT: the other workers of
-    one gateway (server.workers) listen on the same port, and the kernel spreads connections
-    over them. Without it (one process) a port another socket holds fails the bind.
+    `reuse_port` binds `listen` with SO_REUSEPORT: the other workers of one gateway
+    (server.workers) listen on the same port, and the kernel spreads connections over them.
+    Without it (one process) a port another socket holds fails the bind. `health_listen` is
+    bound with grpc's default, SO_REUSEPORT, either way.
     """
 
     def __init__(
@@ -196,9 +197,7 @@ class GrpcServer:
         self._health_server: HealthOnlyServer | None = None
         if health_listen:
             try:
-                self._health_server = HealthOnlyServer(
-                    self.health, health_listen, metrics, reuse_port=reuse_port
-                )
+                self._health_server = HealthOnlyServer(self.health, health_listen, metrics)
             except OSError:
                 self._executor.shutdown(wait=False)
                 raise
@@ -293,17 +292,13 @@ class HealthOnlyServer:
         statuses: health.HealthServicer,
         listen: str,
         metrics: Metrics | None = None,
-        *,
-        reuse_port: bool = False,
     ) -> None:
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="pkggov-health")
         self._limits = StreamLimitInterceptor(_HEALTH_ONLY_LIMITS, metrics)
         self._server = grpc.server(
             self._executor,
             interceptors=[self._limits],
-            # The workers of one gateway share the port (grpc's own default, said explicitly).
-            options=[("grpc.so_reuseport", 1)] if reuse_port else None,
-            maximum_concurrent_rpcs=8,
+            maximum_concurrent_rpcs=8,  # grpc's default SO_REUSEPORT: the workers share the port
         )
         self._server.add_generic_rpc_handlers((_check_only(statuses),))
         try:
