@@ -266,7 +266,7 @@ def _serve_metrics(listen: str, metrics: PrometheusMetrics) -> MetricsServer | N
     if not listen:
         return None
     with naming("metrics.listen", listen, doing="cannot listen"):
-        return MetricsServer(metrics, listen)
+        return MetricsServer(metrics.registry, listen)
 
 
 def _upstream_setting(error: BotoCoreError | ValueError) -> str:

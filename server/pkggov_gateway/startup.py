@@ -5,7 +5,7 @@ that cannot be used: a listen address, a file, the audit store. Foreign exceptio
 translated where the setting is known, by `naming` and the one table `_CAUSES`::
 
     with naming("metrics.listen", listen, doing="cannot listen"):
-        MetricsServer(metrics, listen)
+        MetricsServer(metrics.registry, listen)
     # StartupError: metrics.listen 127.0.0.1:9464: cannot listen: address already in use
 
 An exception the table does not know passes through: `pkggov-gateway` reports it as

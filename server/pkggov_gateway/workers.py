@@ -50,13 +50,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from structlog.typing import EventDict
 
+from pkggov_gateway.adapters.metrics import MetricsServer
 from pkggov_gateway.config import Settings
 from pkggov_gateway.logs import LogFormat, configure_logging
 from pkggov_gateway.service.audit import default_replica
@@ -70,7 +70,6 @@ from pkggov_gateway.startup import (
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
-    from wsgiref.simple_server import WSGIServer
 
     from pkggov_emulator import Emulator
 
@@ -419,7 +418,7 @@ class Supervisor:
         self._reserved: list[Reserved] = []
         self._emulator: Emulator | None = None
         self._metrics = WorkerMetrics()
-        self._httpd: tuple[WSGIServer, threading.Thread] | None = None
+        self._metrics_server: MetricsServer | None = None
         self._workers: list[_Worker] = []
 
     def start(self, stop: threading.Event) -> Started | None:
@@ -490,12 +489,9 @@ class Supervisor:
         listen = self.settings.metrics.listen
         if not listen:
             return None
-        host, _, port = listen.rpartition(":")
         with naming("metrics.listen", listen, doing="cannot listen"):
-            self._httpd = start_http_server(
-                int(port), addr=host.strip("[]"), registry=self._metrics
-            )
-        return f"{host}:{self._httpd[0].server_port}"
+            self._metrics_server = MetricsServer(self._metrics, listen)
+        return self._metrics_server.address
 
     def _wait_ready(self, stop: threading.Event) -> bool:
         """Until every worker reported Ready (True) or `stop` is set (False); raises
@@ -566,12 +562,9 @@ class Supervisor:
         for worker in self._workers:
             worker.report.close()
         self._metrics.close()
-        if self._httpd is not None:
-            httpd, thread = self._httpd
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(timeout=5)
-            self._httpd = None
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
         if self._emulator is not None:
             self._emulator.stop()
             self._emulator = None

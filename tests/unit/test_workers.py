@@ -195,7 +195,7 @@ def test_the_replica_serves_every_workers_metrics_labelled_by_worker() -> None:
     workers[0].rpc_finished("/m", "OK", 0.01)
     workers[1].rpc_finished("/m", "OK", 0.02)
     workers[1].rpc_finished("/m", "INTERNAL", 0.5)
-    servers = [MetricsServer(m, "127.0.0.1:0") for m in workers]
+    servers = [MetricsServer(m.registry, "127.0.0.1:0") for m in workers]
     gone = socket.socket()
     gone.bind(("127.0.0.1", 0))  # bound, not listening: refuses connections
     collector = WorkerMetrics(timeout_seconds=2)

@@ -344,13 +344,15 @@ class _JwksState(Collector):
 class MetricsServer:
     """The HTTP endpoint that serves a registry at /metrics (prometheus-client's server)."""
 
-    def __init__(self, metrics: PrometheusMetrics, listen: str) -> None:
+    def __init__(self, registry: CollectorRegistry | Collector, listen: str) -> None:
         host, _, port = listen.rpartition(":")
         self._host = host
         self._httpd: WSGIServer
         self._thread: threading.Thread
         self._httpd, self._thread = start_http_server(
-            int(port), addr=host.strip("[]"), registry=metrics.registry
+            int(port),
+            addr=host.strip("[]"),
+            registry=registry,
         )
 
     @property
