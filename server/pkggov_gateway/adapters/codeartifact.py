@@ -312,10 +312,9 @@ class BotoCodeArtifact:
             latest = page.get("defaultDisplayVersion") or latest
             for summary in page.get("versions") or ():
                 version = str(summary["version"])
-                raw_status = summary.get("status")
-                status = _STATUSES.get(raw_status) if isinstance(raw_status, str) else None
+                status = _parse_status(summary.get("status"))
                 if status is None:
-                    log.warning("upstream.unknown_status", status=raw_status)
+                    log.warning("upstream.unknown_status", status=summary.get("status"))
                     status = VersionStatus.PUBLISHED  # the most protected reading
                 statuses[version] = status
                 revision = summary.get("revision")

@@ -118,6 +118,7 @@ from pkggov_gateway.ports import (
 )
 
 __all__ = [
+    "NOT_FOUND_PLAN",
     "CallJournal",
     "Chunk",
     "ChunkResult",
@@ -528,7 +529,7 @@ class DeletePackageVersions(GovernedChange):
                     is_latest=latest,
                 )
             elif status is None:
-                plan[version] = _NOT_FOUND
+                plan[version] = NOT_FOUND_PLAN
             elif request.expected_status is not None and status is not request.expected_status:
                 plan[version] = PlannedVersion(
                     PlanOutcome.STATUS_MISMATCH,
@@ -712,7 +713,10 @@ DECISION_LABELS = {
 """Each per-version decision's label in metrics."""
 
 DISPOSED = VersionStatus.DISPOSED
-_NOT_FOUND = PlannedVersion(PlanOutcome.NOT_FOUND, "the version does not exist in the repository")
+NOT_FOUND_PLAN = PlannedVersion(
+    PlanOutcome.NOT_FOUND, "the version does not exist in the repository"
+)
+"""The plan entry of a version the package does not hold (one, shared by every such version)."""
 _UNDECIDED = PlannedVersion(PlanOutcome.WOULD_DELETE, "")
 """The place of a version the policy is deciding, until it has."""
 

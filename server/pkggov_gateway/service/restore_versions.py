@@ -48,6 +48,7 @@ from pkggov_gateway.domain.recovery import PendingPurge, PurgeClosure, PurgeEffe
 from pkggov_gateway.ports import PolicyView
 from pkggov_gateway.service.delete_versions import (
     DECISION_LABELS,
+    NOT_FOUND_PLAN,
     ApprovedRun,
     CallJournal,
     Chunk,
@@ -141,9 +142,7 @@ class RestorePackageVersions(GovernedChange):
             latest = version == state.latest
             scheduled = pending.get(version)
             if status is None:
-                plan[version] = PlannedVersion(
-                    PlanOutcome.NOT_FOUND, "the version does not exist in the repository"
-                )
+                plan[version] = NOT_FOUND_PLAN
             elif scheduled is None:
                 plan[version] = PlannedVersion(
                     PlanOutcome.NOT_PENDING_PURGE,

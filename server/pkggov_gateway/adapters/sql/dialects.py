@@ -107,7 +107,8 @@ class SqliteDialect:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as err:
-                if err.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                busy = ((err.sqlite_errorcode or 0) & 0xFF) == sqlite3.SQLITE_BUSY  # extended too
+                if not busy or time.monotonic() >= deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.001)
