@@ -3,6 +3,7 @@ record holds of a request or response (its proto JSON, or a summary)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -226,11 +227,18 @@ _Render = Callable[[Any], Any] | None
 """How one value is rendered; None: as it is (a string, a bool)."""
 
 
+_BUILDING = threading.RLock()
+"""Held while renderers are built: `_Renderer.of` marks a type None while it builds it (a
+recursive type is left to json_format), a mark no other thread may take for the result."""
+
+
 def _renderer(descriptor: Any) -> _Renderer | None:
     """The renderer of the message type `descriptor` (None: json_format renders it)."""
     name = descriptor.full_name
     if name not in _RENDERERS:
-        _RENDERERS[name] = _Renderer.of(descriptor)
+        with _BUILDING:  # reentrant: building a type builds the types of its fields
+            if name not in _RENDERERS:
+                _RENDERERS[name] = _Renderer.of(descriptor)
     return _RENDERERS[name]
 
 
