@@ -357,6 +357,8 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         undo.callback(emulator.stop)
         upstream = dataclasses.replace(upstream, **overrides)
     server_settings = settings.server
+    # A worker of a supervisor (server.workers > 1; the supervisor resolved 0 to the count).
+    worker = server_settings.workers > 1
     try:
         client = build_codeartifact_client(
             upstream, pool_size=server_settings.max_workers + upstream.chunk_workers
@@ -387,7 +389,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         package_locks = open_package_locks(
             audit_settings.store,
             max_connections=server_settings.max_workers,
-            processes=server_settings.workers,
+            processes=server_settings.workers if worker else 1,
         )
     undo.callback(package_locks.close)
     limits = DeleteLimits(
@@ -497,7 +499,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
         clock=clock,
         metrics=metrics,
     )
-    if server_settings.workers <= 1:
+    if not worker:
         # With several workers the supervisor checked them and holds their ports (workers.py)
         _check_listeners(server_settings)
     try:
@@ -542,7 +544,7 @@ def _wire(settings: Settings, undo: contextlib.ExitStack, clock: Clock) -> Gatew
                 max_seconds=server_settings.stream_max_seconds,
                 message_seconds=server_settings.request_message_seconds,
             ),
-            reuse_port=server_settings.workers > 1,  # the workers share the supervisor's port
+            reuse_port=worker,  # the workers share the supervisor's port
         )
     except OSError as error:  # a listener; `undo` releases the rest
         raise _listener_error(error, server_settings) from error
