@@ -23,8 +23,8 @@ CodeArtifact emulator as upstream,
   late, a typical in-region round trip to CodeArtifact;
 
 each at concurrency 1 and 64 (P: its closed loop at 64 only): p50/p99 latency, requests/s,
-server CPU ms per request and peak RSS; the ratios C/(A+B) for p50 latency and CPU per
-request; the gateway's steady RSS after 100,000 requests; and a verdict per goal (the README
+server CPU ms per request and peak RSS; the ratios C/(A+B) and C/(A+H) for p50 latency and
+CPU per request; the gateway's steady RSS after 100,000 requests; and a verdict per goal (the README
 keeps the latest numbers). Issue 5: C p50 <= 1.3 x (A p50 + B p50) at concurrency 1; C
 CPU/request <= 1.5 x (A + B); C at concurrency 64 >= 60 % of B's requests/s; steady RSS <= 150
 MB after 100,000 requests. Each is also computed for A + H, the floor of C's design (no gateway
@@ -39,13 +39,24 @@ bench`` that runs this script started, plus bench-cleanup's run time from its la
 runs after this script; NOT MEASURED when run otherwise, or on a clean clone, where
 bench-cleanup, the last to run, prints the verdict from the whole run's time).
 
-Processes. Each scenario gets fresh ones, so that a peak RSS and a CPU time belong to it alone:
+Side by side. The goals compare concurrency-1 cells of different scenarios (C with A + H and
+A + B, R with A + S), and this machine's speed moves by tens of per cent within minutes:
+measured one after the other, C/(A+H) on one code ranged from 1.4 to 2.4 in an hour, as C and
+its floor ran on a faster or a slower machine. So the concurrency-1 cells of A, B, H, C, T, S
+and R are measured first, side by side: every one of these scenarios' processes is started (the
+idle ones use no CPU), then each of 5 rounds measures one short window of each scenario in
+turn (0.4 x ``--seconds`` after a quarter of ``--warmup``; T, S, R twice as long), in
+alternating order. A row is its scenario's windows together; a goal's ratio is the median of
+the rounds' own ratios (the lowest and highest are printed beside it), each from windows
+seconds apart. The other cells are measured scenario by scenario.
+
+Processes. Each scenario gets its own, so that a peak RSS and a CPU time belong to it alone:
 
 - the emulator, ``pkggov-emulator --listen 127.0.0.1:0 --seed FILE``, with a seed written for
   the scenario (domain ``bench``, repository ``dev-bench``, npm packages ``pkg-NNNNN`` of 21
   versions ``1.0.0`` ... ``1.0.20``, so 20 that are not the latest may be deleted; 1,001 for
-  F), reset to its seed (``POST /_emulator/reset``) before every cell, so that every delete
-  removes a version that exists. Packages are small on purpose: the gateway reads the whole
+  F), reset to its seed (``POST /_emulator/reset``) before every cell or window, so that every
+  delete removes a version that exists. Packages are small on purpose: the gateway reads the whole
   package state before deciding, and that read grows with the package.
 - the server. A: this script with ``--role echo``, a grpcio server whose generic handler returns
   the request bytes, with the gateway's thread pool and RPC limit (``server.max_workers``, 32,
@@ -163,7 +174,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -919,6 +930,9 @@ class Row:
     """The audit chain lock per gateway process, from its metrics (`_LockProbe`)."""
     checks: dict[str, Any] | None = None
     """P: the audit chain's verification and the nothing-lost counts (`_fleet_checks`)."""
+    rounds: list[dict[str, float]] | None = None
+    """Measured side by side (`_side_by_side`): each round's window on its own (p50_ms,
+    cpu_ms), in the order of the rounds; the row is all of them together."""
 
     @property
     def label(self) -> str:
@@ -929,11 +943,18 @@ class Row:
         return f"{self.concurrency}"
 
 
+@dataclass(frozen=True)
+class _Window:
+    """One measurement window: the calls made around it, and the CPU counters at its ends."""
+
+    run: _Run
+    first: _Snapshot
+    last: _Snapshot
+
+
 def _summarize(
     scenario: str,
-    run: _Run,
-    first: _Snapshot,
-    last: _Snapshot,
+    windows: Sequence[_Window],
     *,
     concurrency: int,
     rate: float | None,
@@ -943,29 +964,43 @@ def _summarize(
     loop: str | None = None,
     server_pids: Sequence[int] | None = None,
 ) -> Row:
-    """The row of one cell; `loop` "wave" for F's calls sent at once, else (None) "closed"
+    """The row of one cell, measured in one window or, side by side (`_side_by_side`), in
+    several, taken together; `loop` "wave" for F's calls sent at once, else (None) "closed"
     or "open" by `rate`; the server's CPU is that of `server_pids` (default: its pid)."""
-    start, end = first.at, last.at
-    seconds = end - start
-    finished = [c for c in run.calls if start <= c[2] <= end]
-    if rate is None:
-        counted = finished
-        latencies = [(c[2] - c[1]) * 1000 for c in counted if c[3] is None]
-        lateness: list[float] = []
-    else:
-        counted = [c for c in run.calls if start <= c[0] < end]
-        latencies = [(c[2] - c[0]) * 1000 for c in counted if c[3] is None]
-        lateness = [(c[1] - c[0]) * 1000 for c in counted]
+    seconds = generator = busy = ticks = others = server_user = server_sys = 0.0
+    emulator_cpu = 0.0
+    finished: list[_Call] = []
+    counted: list[_Call] = []
+    latencies: list[float] = []
+    lateness: list[float] = []
+    for window in windows:
+        first, last = window.first, window.last
+        start, end = first.at, last.at
+        seconds += end - start
+        done = [c for c in window.run.calls if start <= c[2] <= end]
+        finished += done
+        if rate is None:
+            counted += done
+            latencies += [(c[2] - c[1]) * 1000 for c in done if c[3] is None]
+        else:
+            due = [c for c in window.run.calls if start <= c[0] < end]
+            counted += due
+            latencies += [(c[2] - c[0]) * 1000 for c in due if c[3] is None]
+            lateness += [(c[1] - c[0]) * 1000 for c in due]
+        for pid in server_pids or [server.pid]:
+            user, system = first.used(last, pid)
+            server_user, server_sys = server_user + user, server_sys + system
+        if emulator is not None:
+            emulator_cpu += sum(first.used(last, emulator.pid))
+        spent = last.generator - first.generator
+        generator += 0.0 if generator_is_server else spent
+        busy += last.machine[0] - first.machine[0]
+        ticks += last.machine[1] - first.machine[1]
+        ours = sum(sum(first.used(last, pid)) for pid in last.cpu) + spent
+        others += (last.machine[0] - first.machine[0]) / CLK_TCK - ours
     errors = [c[3] for c in counted if c[3] is not None]
     n = max(1, len(finished))
-    used = [first.used(last, pid) for pid in (server_pids or [server.pid])]
-    server_user, server_sys = sum(u for u, _ in used), sum(k for _, k in used)
-    emulator_cpu = sum(first.used(last, emulator.pid)) * 1000 / n if emulator else None
-    generator = 0.0 if generator_is_server else (last.generator - first.generator)
-    busy = (last.machine[0] - first.machine[0]) / max(1.0, last.machine[1] - first.machine[1])
-    ours = sum(sum(first.used(last, pid)) for pid in last.cpu) + last.generator - first.generator
     capacity = seconds * (os.cpu_count() or 1)
-    others = (last.machine[0] - first.machine[0]) / CLK_TCK - ours
     memory = server.memory_kb()
     row = Row(
         scenario=scenario,
@@ -983,15 +1018,15 @@ def _summarize(
         server_sys_ms=server_sys * 1000 / n,
         server_rss_mb=memory.get("VmRSS", 0) / 1024,
         server_peak_rss_mb=memory.get("VmHWM", 0) / 1024,
-        emulator_cpu_ms=emulator_cpu,
+        emulator_cpu_ms=emulator_cpu * 1000 / n if emulator else None,
         generator_cpu_pct=100 * generator / seconds,
-        machine_busy_pct=100 * busy,
+        machine_busy_pct=100 * busy / max(1.0, ticks),
         other_busy_pct=max(0.0, 100 * others / capacity),
         lateness_p50_ms=_percentile(lateness, 0.5) if lateness else None,
         lateness_p99_ms=_percentile(lateness, 0.99) if lateness else None,
         error_samples=[str(e) for e, _ in Counter(errors).most_common(3)],
     )
-    if run.exhausted:
+    if any(window.run.exhausted for window in windows):
         row.notes.append("RAN OUT of fresh versions (raise ASSUMED_MAX_RATE)")
     if errors:
         row.notes.append(f"{len(errors)} ERRORS (see the JSON)")
@@ -1118,6 +1153,49 @@ class _Plan:
     seconds: float
 
 
+async def _grpc_window(
+    plan: _Plan,
+    make: _Maker,
+    pids: Sequence[int],
+    *,
+    concurrency: int,
+    rate: float | None,
+    wave: bool = False,
+    probe: _LockProbe | None = None,
+    begins: Callable[[float], None] | None = None,
+) -> _Window:
+    """A warm-up, then the measurement window (closed or open loop); or, with `wave`,
+    `concurrency` calls sent at once, the window lasting until the last one ends. `probe`
+    scrapes the gateways' metrics just after the window's first and last snapshot; `begins` is
+    told when the window will begin."""
+    loop_start = time.monotonic() + 0.05
+    begin = loop_start + plan.warmup
+    until = begin + plan.seconds
+    snapshots: list[_Snapshot] = []
+
+    async def snap(at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        snapshots.append(_Snapshot.take(pids))
+        if probe is not None:
+            await asyncio.to_thread(probe.take)
+
+    if begins is not None:  # a wave is sent at once (no wait for loop_start and the warm-up)
+        begins(time.monotonic() if wave else begin)
+    if wave:
+        snapshots.append(_Snapshot.take(pids))
+        run = await _closed_loop(make, concurrency, until=math.inf, calls_per_lane=1)
+        snapshots.append(_Snapshot.take(pids))
+    else:
+        snappers = [asyncio.create_task(snap(begin)), asyncio.create_task(snap(until))]
+        if rate is None:
+            await asyncio.sleep(max(0.0, loop_start - time.monotonic()))
+            run = await _closed_loop(make, concurrency, until)
+        else:
+            run = await _open_loop(make, rate, concurrency, loop_start, until)
+        await asyncio.gather(*snappers)
+    return _Window(run, snapshots[0], snapshots[1])
+
+
 async def _measure_grpc(
     scenario: str,
     plan: _Plan,
@@ -1131,86 +1209,29 @@ async def _measure_grpc(
     wave: bool = False,
     probe: _LockProbe | None = None,
 ) -> Row:
-    """One cell: a warm-up, then the measurement window (closed or open loop); or, with
-    `wave`, `concurrency` calls sent at once, the window lasting until the last one ends.
-    `probe` scrapes the gateways' metrics just after the window's first and last snapshot."""
-    loop_start = time.monotonic() + 0.05
-    begin = loop_start + plan.warmup
-    until = begin + plan.seconds
-    snapshots: list[_Snapshot] = []
+    """One cell in one window (`_grpc_window`), profiled with py-spy when `profile`."""
     server_pids = server.pids()
-    pids = server_pids + ([emulator.pid] if emulator else [])
+    spies: list[_Spy | None] = []
 
-    async def snap(at: float) -> None:
-        await asyncio.sleep(max(0.0, at - time.monotonic()))
-        snapshots.append(_Snapshot.take(pids))
-        if probe is not None:
-            await asyncio.to_thread(probe.take)
+    def begins(at: float) -> None:
+        spies.append(_start_py_spy(scenario, server, at, plan.seconds))
 
-    # A wave is sent at once (it does not wait for loop_start and the warm-up).
-    spy_start = time.monotonic() if wave else begin
-    spy = _start_py_spy(scenario, server, spy_start, plan.seconds) if profile else None
-    if wave:
-        snapshots.append(_Snapshot.take(pids))
-        run = await _closed_loop(make, concurrency, until=math.inf, calls_per_lane=1)
-        snapshots.append(_Snapshot.take(pids))
-    else:
-        snappers = [asyncio.create_task(snap(begin)), asyncio.create_task(snap(until))]
-        if rate is None:
-            await asyncio.sleep(max(0.0, loop_start - time.monotonic()))
-            run = await _closed_loop(make, concurrency, until)
-        else:
-            run = await _open_loop(make, rate, concurrency, loop_start, until)
-        await asyncio.gather(*snappers)
+    window = await _grpc_window(
+        plan, make, server_pids + ([emulator.pid] if emulator else []),
+        concurrency=concurrency, rate=rate, wave=wave, probe=probe,
+        begins=begins if profile else None,
+    )  # fmt: skip
     row = _summarize(
-        scenario, run, snapshots[0], snapshots[1],
-        concurrency=concurrency, rate=rate, server=server, emulator=emulator,
-        loop="wave" if wave else None, server_pids=server_pids,
+        scenario, [window], concurrency=concurrency, rate=rate, server=server,
+        emulator=emulator, loop="wave" if wave else None, server_pids=server_pids,
     )  # fmt: skip
     if probe is not None:
         notes, row.chain_lock = probe.report(row.seconds)
         row.notes += notes
-    if spy is not None:
-        row.notes.append(f"py-spy: {_finish_py_spy(spy)}")
+    for spy in spies:
+        if spy is not None:
+            row.notes.append(f"py-spy: {_finish_py_spy(spy)}")
     return row
-
-
-async def _measure_boto(
-    scenario: str,
-    plan: _Plan,
-    *,
-    concurrency: int,
-    rate: float | None,
-    worker: _Child,
-    emulator: _Child,
-    packages: int,
-) -> Row:
-    loop_start = time.monotonic() + 0.1
-    begin = loop_start + plan.warmup
-    until = begin + plan.seconds
-    command = {
-        "concurrency": concurrency,
-        "rate": rate,
-        "start": loop_start,
-        "until": until,
-        "packages": packages,
-        "deletable": SMALL_VERSIONS - 1,
-        "read_first": scenario in ("H", "S"),
-    }
-    pids = [worker.pid, emulator.pid]
-    worker.send(json.dumps(command))
-    answer = asyncio.create_task(asyncio.to_thread(worker.receive))
-    await asyncio.sleep(max(0.0, begin - time.monotonic()))
-    first = _Snapshot.take(pids)
-    await asyncio.sleep(max(0.0, until - time.monotonic()))
-    last = _Snapshot.take(pids)
-    result = json.loads(await answer)
-    calls: list[_Call] = [(c[0], c[1], c[2], c[3]) for c in result["calls"]]
-    run = _Run(calls, result["exhausted"])
-    return _summarize(
-        scenario, run, first, last, concurrency=concurrency, rate=rate, server=worker,
-        emulator=emulator, generator_is_server=True,
-    )  # fmt: skip
 
 
 # --- py-spy (optional) ------------------------------------------------------------------
@@ -1378,6 +1399,8 @@ class _Context:
     notes: list[str] = field(default_factory=list)
     soak: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
+    side_by_side: set[tuple[str, int]] = field(default_factory=set)
+    """(scenario, concurrency) of the cells `_side_by_side` measured."""
 
 
 def _bulk_packages(ctx: _Context) -> int:
@@ -1391,10 +1414,6 @@ def _small_packages(plan: _Plan) -> int:
     return max(HIGH, math.ceil(needed / (SMALL_VERSIONS - 1)))
 
 
-def _print_row(row: Row) -> None:
-    print(f"  {_format_row(row)}", flush=True)
-
-
 CELLS = ((1, False), (HIGH, False), (HIGH, True))
 """(concurrency, open loop) of each scenario's cells, in order: the open loop runs at
 OPEN_FRACTION of the throughput of the closed loop just before it."""
@@ -1404,6 +1423,74 @@ def _nchannels(concurrency: int, scenario: str) -> int:
     if concurrency == 1:
         return 1
     return SPREAD_CHANNELS if scenario == "W" else CHANNELS
+
+
+SIDE_BY_SIDE = "ABHCTSR"
+"""The scenarios of the concurrency-1 cells that the goals compare (C with A + B and A + H, R
+with A + S; T beside them): measured side by side before the other cells, every scenario's
+processes up at once, in ROUNDS rounds of one short window each (`_side_by_side`)."""
+ROUNDS = 5
+"""Rounds of the side-by-side windows; each goal's ratio is the median of the rounds'."""
+
+
+def _cells(ctx: _Context, scenario: str) -> list[tuple[int, bool]]:
+    """The cells of `scenario` still to measure (CELLS without those measured side by side)."""
+    return [cell for cell in CELLS if (scenario, cell[0]) not in ctx.side_by_side]
+
+
+def _add_row(ctx: _Context, row: Row) -> None:
+    ctx.rows.append(row)
+    print(f"  {_format_row(row)}", flush=True)
+
+
+async def _side_by_side(ctx: _Context) -> None:
+    """The concurrency-1 cells of SIDE_BY_SIDE's scenarios, side by side: this machine's speed
+    moves by tens of per cent within minutes, so scenarios measured one after the other can
+    compare two different machines. Every scenario's processes run at once (the idle ones use
+    no CPU); each of ROUNDS rounds measures one short window of each scenario, in turn, in
+    alternating order; a row is its scenario's windows together, and a ratio (`_ratio`) the
+    median of the rounds' ratios."""
+    scenarios = [s for s in SIDE_BY_SIDE if s in ctx.args.scenarios]
+    if not scenarios:
+        return
+    fast = _Plan(ctx.plan.warmup / 4, ctx.plan.seconds * 0.4)
+    slow = _Plan(fast.warmup, 2 * fast.seconds)  # calls of 20-50 ms: longer windows
+    with contextlib.ExitStack() as stack:
+        parties: dict[str, _BotoParty | _GrpcParty] = {
+            s: (_BotoParty if s in BOTO_SCENARIOS else _GrpcParty)(ctx, s, stack) for s in scenarios
+        }
+        windows: dict[str, list[_Window]] = {s: [] for s in scenarios}
+        for index in range(ROUNDS):
+            for scenario in scenarios if index % 2 == 0 else reversed(scenarios):
+                plan = slow if scenario in SLOW else fast
+                windows[scenario].append(await parties[scenario].window(plan, 1, None))
+        rows = []
+        for scenario in scenarios:
+            party = parties[scenario]
+            row = party.summarize(windows[scenario], 1, None)
+            rounds = [party.summarize([w], 1, None) for w in windows[scenario]]
+            row.rounds = [{"p50_ms": r.p50_ms, "cpu_ms": r.server_cpu_ms} for r in rounds]
+            row.notes.append(f"side by side: {ROUNDS} rounds of {row.seconds / ROUNDS:.1f} s")
+            rows.append(row)
+    for row in rows:
+        ctx.side_by_side.add((row.scenario, 1))
+        _add_row(ctx, row)
+
+
+def _ratio(row: Row, floors: Sequence[Row], attr: str) -> tuple[float, str]:
+    """`row`'s `attr` over the sum of the `floors`' and how it was taken: rows measured side by
+    side, the median of their rounds' ratios (each round's windows were minutes closer in time
+    than the rows' ends); else the rows' own."""
+    rows = [row, *floors]
+    if all(r.rounds for r in rows) and len({len(r.rounds or ()) for r in rows}) == 1:
+        key = attr.replace("server_", "")
+        ratios = sorted(
+            a[key] / sum(f[key] for f in rest)
+            for a, *rest in zip(*(r.rounds or () for r in rows), strict=True)
+        )
+        median = ratios[len(ratios) // 2]
+        return median, f"median of {len(ratios)} rounds, {ratios[0]:.2f} to {ratios[-1]:.2f}"
+    return getattr(row, attr) / sum(getattr(f, attr) for f in floors), "one after the other"
 
 
 async def _close(channels: Sequence[grpc.aio.Channel]) -> None:
@@ -1416,34 +1503,71 @@ def _latency(ctx: _Context, scenario: str) -> float:
     return float(ctx.args.upstream_latency_ms) / 1000 if scenario in SLOW else 0.0
 
 
-async def _scenario_boto(ctx: _Context, scenario: str) -> None:
-    """B or H: boto3 calls from this script's boto worker to an emulator."""
-    packages = _small_packages(ctx.plan)
-    seed = _write_seed(WORK / "seed-small.json", packages, SMALL_VERSIONS)
-    with contextlib.ExitStack() as stack:
-        emulator, endpoint = _start_emulator(seed, f"emulator-{scenario}")
-        stack.callback(emulator.stop)
-        worker = _Child(
+class _BotoParty:
+    """B, H, T or S: this script's boto worker making the boto3 calls (it is their "server",
+    and its own load generator) to an emulator of its own."""
+
+    generator_is_server = True
+
+    def __init__(self, ctx: _Context, scenario: str, stack: contextlib.ExitStack) -> None:
+        self.ctx, self.scenario = ctx, scenario
+        self.packages = _small_packages(ctx.plan)
+        seed = _write_seed(WORK / "seed-small.json", self.packages, SMALL_VERSIONS)
+        self.emulator, self.endpoint = _start_emulator(seed, f"emulator-{scenario}")
+        stack.callback(self.emulator.stop)
+        self.server = _Child(
             f"boto-{scenario}",
-            [sys.executable, __file__, "--role", "boto", "--endpoint", endpoint],
+            [sys.executable, __file__, "--role", "boto", "--endpoint", self.endpoint],
             ready=r"^ready",
             stdin=True,
         )
-        stack.callback(worker.stop)
-        for concurrency, open_loop in CELLS:
+        stack.callback(self.server.stop)
+
+    async def window(self, plan: _Plan, concurrency: int, rate: float | None) -> _Window:
+        """One window of the worker's cell, from the seed (the emulator is reset first)."""
+        await asyncio.to_thread(_reset, self.endpoint, _latency(self.ctx, self.scenario))
+        loop_start = time.monotonic() + 0.1
+        begin = loop_start + plan.warmup
+        until = begin + plan.seconds
+        command = {
+            "concurrency": concurrency,
+            "rate": rate,
+            "start": loop_start,
+            "until": until,
+            "packages": self.packages,
+            "deletable": SMALL_VERSIONS - 1,
+            "read_first": self.scenario in ("H", "S"),
+        }
+        pids = [self.server.pid, self.emulator.pid]
+        self.server.send(json.dumps(command))
+        answer = asyncio.create_task(asyncio.to_thread(self.server.receive))
+        await asyncio.sleep(max(0.0, begin - time.monotonic()))
+        first = _Snapshot.take(pids)
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
+        last = _Snapshot.take(pids)
+        result = json.loads(await answer)
+        calls: list[_Call] = [(c[0], c[1], c[2], c[3]) for c in result["calls"]]
+        return _Window(_Run(calls, result["exhausted"]), first, last)
+
+    def summarize(self, windows: Sequence[_Window], concurrency: int, rate: float | None) -> Row:
+        return _summarize(
+            self.scenario, windows, concurrency=concurrency, rate=rate, server=self.server,
+            emulator=self.emulator, generator_is_server=True,
+        )  # fmt: skip
+
+    async def cell(self, concurrency: int, rate: float | None) -> Row:
+        """One cell of the table, in one window of ctx.plan."""
+        window = await self.window(self.ctx.plan, concurrency, rate)
+        return self.summarize([window], concurrency, rate)
+
+
+async def _scenario_boto(ctx: _Context, scenario: str) -> None:
+    """B or H (or T or S): boto3 calls from this script's boto worker to an emulator."""
+    with contextlib.ExitStack() as stack:
+        party = _BotoParty(ctx, scenario, stack)
+        for concurrency, open_loop in _cells(ctx, scenario):
             rate = OPEN_FRACTION * ctx.rows[-1].rps if open_loop else None
-            await asyncio.to_thread(_reset, endpoint, _latency(ctx, scenario))
-            row = await _measure_boto(
-                scenario,
-                ctx.plan,
-                concurrency=concurrency,
-                rate=rate,
-                worker=worker,
-                emulator=emulator,
-                packages=packages,
-            )
-            ctx.rows.append(row)
-            _print_row(row)
+            _add_row(ctx, await party.cell(concurrency, rate))
 
 
 def _remove_sqlite(name: str) -> None:
@@ -1491,88 +1615,112 @@ def _workers_note(server: _Child) -> str:
     return f"supervisor, {workers} workers{aside}: CPU and peak MB summed"
 
 
-async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
-    """A (the echo server) or C-G (a gateway in front of an emulator)."""
-    kind = KINDS[scenario]
-    if kind == "bulk":
-        packages = ctx.args.bulk_packages or _bulk_packages(ctx)
-    else:
-        packages = _small_packages(ctx.plan) if kind == "allow" else HIGH
-    client = "ci" if kind == "deny" else "alice"
-    store = ""
-    with contextlib.ExitStack() as stack:
-        emulator: _Child | None = None
-        endpoint = ""
+class _GrpcParty:
+    """A (the echo server) or C-G, W, R (a gateway in front of an emulator of its own)."""
+
+    def __init__(self, ctx: _Context, scenario: str, stack: contextlib.ExitStack) -> None:
+        self.ctx, self.scenario = ctx, scenario
+        self.kind = kind = KINDS[scenario]
+        if kind == "bulk":
+            self.packages = ctx.args.bulk_packages or _bulk_packages(ctx)
+        else:
+            self.packages = _small_packages(ctx.plan) if kind == "allow" else HIGH
+        self.client = "ci" if kind == "deny" else "alice"
+        self.store = ""
+        self.emulator: _Child | None = None
+        self.endpoint = ""
+        self.server: _Child
         if scenario == "A":
-            server = _Child(
+            self.server = _Child(
                 "echo",
                 [sys.executable, __file__, "--role", "echo", "--certs", str(ctx.certs)],
                 ready=r"listening on (\S+)",
             )
-            stack.callback(server.stop)
-            target = server.match.group(1)
+            stack.callback(self.server.stop)
+            self.target = self.server.match.group(1)
+            return
+        if scenario == "G":
+            self.store = stack.enter_context(
+                postgres_schema(ctx.args.postgres_url, "pkggov_bench_gw")
+            )
         else:
-            if scenario == "G":
-                store = stack.enter_context(
-                    postgres_schema(ctx.args.postgres_url, "pkggov_bench_gw")
-                )
-            else:
-                _remove_sqlite(f"audit-{scenario}.db")
-                stack.callback(_remove_sqlite, f"audit-{scenario}.db")  # after the gateway
-                store = f"sqlite:{WORK / f'audit-{scenario}.db'}"
-            versions = BIG_VERSIONS if kind == "bulk" else SMALL_VERSIONS
-            seed = _write_seed(WORK / f"seed-{scenario}.json", packages, versions)
-            emulator, endpoint = _start_emulator(seed, f"emulator-{scenario}")
-            stack.callback(emulator.stop)
-            server, target = _start_gateway(
-                f"gateway-{scenario}", endpoint, ctx.certs, store,
-                extra=EXTRA_ENV.get(scenario), metrics=scenario == "G", tree=scenario == "W",
-            )  # fmt: skip
-            stack.callback(server.stop)
+            _remove_sqlite(f"audit-{scenario}.db")
+            stack.callback(_remove_sqlite, f"audit-{scenario}.db")  # after the gateway
+            self.store = f"sqlite:{WORK / f'audit-{scenario}.db'}"
+        versions = BIG_VERSIONS if kind == "bulk" else SMALL_VERSIONS
+        seed = _write_seed(WORK / f"seed-{scenario}.json", self.packages, versions)
+        self.emulator, self.endpoint = _start_emulator(seed, f"emulator-{scenario}")
+        stack.callback(self.emulator.stop)
+        self.server, self.target = _start_gateway(
+            f"gateway-{scenario}", self.endpoint, ctx.certs, self.store,
+            extra=EXTRA_ENV.get(scenario), metrics=scenario == "G", tree=scenario == "W",
+        )  # fmt: skip
+        stack.callback(self.server.stop)
+
+    @contextlib.asynccontextmanager
+    async def calls(self, concurrency: int) -> AsyncIterator[_Maker]:
+        """The calls of a cell, on fresh connections, from the seed (the emulator is reset)."""
+        if self.endpoint:
+            await asyncio.to_thread(_reset, self.endpoint, _latency(self.ctx, self.scenario))
+        channels = [
+            _channel(self.target, self.ctx.certs, self.client)
+            for _ in range(_nchannels(concurrency, self.scenario))
+        ]
+        try:
+            yield _maker(self.kind, _stubs(channels, raw=self.kind == "echo"), range(self.packages))
+        finally:
+            await _close(channels)
+
+    def _pids(self) -> list[int]:
+        return self.server.pids() + ([self.emulator.pid] if self.emulator else [])
+
+    async def window(self, plan: _Plan, concurrency: int, rate: float | None) -> _Window:
+        """One window of a closed or open loop (side by side: no profile, no probe)."""
+        async with self.calls(concurrency) as make:
+            return await _grpc_window(plan, make, self._pids(), concurrency=concurrency, rate=rate)
+
+    def summarize(self, windows: Sequence[_Window], concurrency: int, rate: float | None) -> Row:
+        return _summarize(
+            self.scenario, windows, concurrency=concurrency, rate=rate, server=self.server,
+            emulator=self.emulator,
+        )  # fmt: skip
+
+
+async def _scenario_grpc(ctx: _Context, scenario: str) -> None:
+    """A (the echo server) or C-G, W, R (a gateway in front of an emulator)."""
+    with contextlib.ExitStack() as stack:
+        party = _GrpcParty(ctx, scenario, stack)
+        bulk = party.kind == "bulk"
         probe = None
         if scenario in ("G", "W"):  # W: the supervisor serves every worker's metrics
-            probe = _LockProbe({scenario: await asyncio.to_thread(_metrics_address, server)})
-        for index, (concurrency, open_loop) in enumerate(CELLS):
+            probe = _LockProbe({scenario: await asyncio.to_thread(_metrics_address, party.server)})
+        for index, (concurrency, open_loop) in enumerate(_cells(ctx, scenario)):
             rate = OPEN_FRACTION * ctx.rows[-1].rps if open_loop else None
-            if endpoint:
-                await asyncio.to_thread(_reset, endpoint, _latency(ctx, scenario))
-            channels = [
-                _channel(target, ctx.certs, client)
-                for _ in range(_nchannels(concurrency, scenario))
-            ]
             plan = ctx.plan
-            if kind == "bulk":  # calls of 0.1-0.5 s: longer windows, and 64 at once
+            if bulk:  # calls of 0.1-0.5 s: longer windows, and 64 at once
                 plan = _Plan(plan.warmup, plan.seconds * ctx.args.bulk_factor)
-            try:
+            async with party.calls(concurrency) as make:
                 row = await _measure_grpc(
                     scenario,
                     plan,
                     concurrency=concurrency,
                     rate=rate,
-                    make=_maker(kind, _stubs(channels, raw=kind == "echo"), range(packages)),
-                    server=server,
-                    emulator=emulator,
+                    make=make,
+                    server=party.server,
+                    emulator=party.emulator,
                     profile=ctx.args.py_spy and concurrency > 1 and not open_loop,
-                    wave=kind == "bulk" and concurrency > 1 and not open_loop,
+                    wave=bulk and concurrency > 1 and not open_loop,
                     probe=probe if concurrency > 1 and not open_loop else None,
                 )
-            finally:
-                await _close(channels)
             if scenario == "G" and index == 0:
-                await asyncio.to_thread(_analyze, store)
+                await asyncio.to_thread(_analyze, party.store)
                 row.notes.append("tables ANALYZEd after this cell")
             if scenario == "W":
-                row.notes.append(_workers_note(server))
-            ctx.rows.append(row)
-            _print_row(row)
+                row.notes.append(_workers_note(party.server))
+            _add_row(ctx, row)
         if ctx.args.py_spy and scenario in PROFILED_ALONE:
-            await asyncio.to_thread(_reset, endpoint, _latency(ctx, scenario))
-            channels = [_channel(target, ctx.certs, client)]
-            try:
-                make = _maker(kind, _stubs(channels, raw=False), range(packages))
-                note = await _profile_alone(scenario, ctx.plan, make, server)
-            finally:
-                await _close(channels)
+            async with party.calls(1) as make:
+                note = await _profile_alone(scenario, ctx.plan, make, party.server)
             ctx.notes.append(note)
             print(f"  {note}", flush=True)
 
@@ -1777,13 +1925,11 @@ async def _scenario_fleet(ctx: _Context) -> None:
         if _find(ctx.rows, "G", HIGH, "closed") is None:
             row = await cell("G", gateways[:1])
             row.notes.append(f"measured inside P ({FLEET[0]} alone, P's schema): G not run")
-            ctx.rows.append(row)
-            _print_row(row)
+            _add_row(ctx, row)
         row = await cell("P", gateways)
         row.checks = await asyncio.to_thread(_fleet_checks, store, tally)
         row.notes += _check_notes(row.checks)
-        ctx.rows.append(row)
-        _print_row(row)
+        _add_row(ctx, row)
 
 
 # --- the RSS soak -----------------------------------------------------------------------
@@ -1913,6 +2059,11 @@ def _format_row(row: Row) -> str:
     )
 
 
+def _row_order(row: Row) -> tuple[int, int]:
+    """Rows by SCENARIOS' order, then in the order they were measured (the sort is stable)."""
+    return (SCENARIOS.index(row.scenario), row.concurrency)
+
+
 def _find(rows: Sequence[Row], scenario: str, concurrency: int, loop: str) -> Row | None:
     for row in rows:
         if (row.scenario, row.concurrency, row.loop) == (scenario, concurrency, loop):
@@ -1944,16 +2095,18 @@ def _ratio_line(cells: dict[str, Row | None], floor: str, concurrency: int) -> s
     a, f, c = cells["A"], cells[floor], cells["C"]
     if a is None or f is None or c is None:
         return None
+    cpu_ratio, cpu_how = _ratio(c, [a, f], "server_cpu_ms")
     cpu = (
         f"CPU per request {c.server_cpu_ms:.2f} / ({a.server_cpu_ms:.2f} + "
-        f"{f.server_cpu_ms:.2f}) = {c.server_cpu_ms / (a.server_cpu_ms + f.server_cpu_ms):.2f}"
+        f"{f.server_cpu_ms:.2f}): {cpu_ratio:.2f} ({cpu_how})"
     )
     head = f"C/(A+{floor}) at concurrency {concurrency}"
     if concurrency == 1:
         aside = " (the gateway's own cost over its design floor)" if floor == "H" else ""
+        ratio, how = _ratio(c, [a, f], "p50_ms")
         return (
-            f"{head}{aside}: p50 latency {c.p50_ms:.2f} / ({a.p50_ms:.2f} + {f.p50_ms:.2f}) = "
-            f"{c.p50_ms / (a.p50_ms + f.p50_ms):.2f}; {cpu}"
+            f"{head}{aside}: p50 latency {c.p50_ms:.2f} / ({a.p50_ms:.2f} + {f.p50_ms:.2f}): "
+            f"{ratio:.2f} ({how}); {cpu}"
         )
     aside = (
         " (p50 at saturation is queueing: see the open-loop rows for latency under load)"
@@ -1980,7 +2133,7 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
     a, b, c, h = (closed[1][s] for s in "ABCH")
     if a and b and c:
         floor = a.p50_ms + b.p50_ms
-        ok = c.p50_ms <= GOAL_LATENCY * floor
+        ratio, how = _ratio(c, [a, b], "p50_ms")
         design = ""
         if h:
             least = a.p50_ms + h.p50_ms
@@ -1991,9 +2144,8 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
         goals.append(
             Goal(
                 name,
-                "MET" if ok else "MISSED",
-                f"{c.p50_ms:.2f} ms vs {GOAL_LATENCY * floor:.2f} ms "
-                f"(ratio {c.p50_ms / floor:.2f})",
+                "MET" if ratio <= GOAL_LATENCY else "MISSED",
+                f"{c.p50_ms:.2f} ms vs {GOAL_LATENCY * floor:.2f} ms (ratio {ratio:.2f}, {how})",
                 design,
             )
         )
@@ -2007,10 +2159,11 @@ def _ratios_and_goals(ctx: _Context) -> tuple[list[str], list[Goal]]:
         if a and b and c:
             measured = True
             floor = a.server_cpu_ms + b.server_cpu_ms
-            all_ok &= c.server_cpu_ms <= GOAL_CPU * floor
+            ratio, how = _ratio(c, [a, b], "server_cpu_ms")
+            all_ok &= ratio <= GOAL_CPU
             details.append(
                 f"c={concurrency}: {c.server_cpu_ms:.2f} vs {GOAL_CPU * floor:.2f} ms "
-                f"(ratio {c.server_cpu_ms / floor:.2f})"
+                f"(ratio {ratio:.2f}, {how})"
             )
             if h:
                 floor_measured = True
@@ -2095,8 +2248,8 @@ def _issue18_goals(ctx: _Context) -> list[Goal]:
         name = f"C {what} <= {limit} x (A + H) at concurrency 1"
         if a1 and h1 and c1:
             floor = getattr(a1, attr) + getattr(h1, attr)
-            ratio = getattr(c1, attr) / floor
-            detail = f"{getattr(c1, attr):.2f} vs {floor:.2f} ms (x {ratio:.2f})"
+            ratio, how = _ratio(c1, [a1, h1], attr)
+            detail = f"x {ratio:.2f} ({how}); {getattr(c1, attr):.2f} vs {floor:.2f} ms"
             goals.append(Goal(name, _verdict(ratio <= limit), detail))
         else:
             goals.append(Goal(name, "NOT MEASURED", "needs A, H, C"))
@@ -2122,8 +2275,8 @@ def _issue18_goals(ctx: _Context) -> list[Goal]:
     name = f"upstream +20 ms: C p50 <= {GOAL18_SLOW} x (A + H) p50 at concurrency 1"
     if a1 and r1 and s1:
         floor = a1.p50_ms + s1.p50_ms
-        ratio = r1.p50_ms / floor
-        detail = f"R {r1.p50_ms:.2f} vs A + S {floor:.2f} ms (x {ratio:.3f})"
+        ratio, how = _ratio(r1, [a1, s1], "p50_ms")
+        detail = f"x {ratio:.3f} ({how}); R {r1.p50_ms:.2f} vs A + S {floor:.2f} ms"
         if t1:
             detail += f"; B alone {t1.p50_ms:.2f} ms"
         if r64 and s64:
@@ -2250,6 +2403,7 @@ def _machine() -> dict[str, Any]:
 
 
 def _report(ctx: _Context, machine: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    ctx.rows.sort(key=_row_order)
     print()
     print(HEADER)
     for row in ctx.rows:
@@ -2418,6 +2572,12 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     print(HEADER, flush=True)
+    try:
+        await _side_by_side(ctx)
+    except Exception as error:  # noqa: BLE001 - reported; the cells are then measured in turn
+        ctx.side_by_side.clear()  # (rows are added only once every window was measured)
+        ctx.notes.append(f"side by side failed: {type(error).__name__}: {error}")
+        print(f"  side by side: failed: {error}", flush=True)
     for scenario in args.scenarios:
         try:
             if scenario in BOTO_SCENARIOS:
