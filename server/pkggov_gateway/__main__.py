@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
 from pkggov_gateway import preflight
-from pkggov_gateway.bootstrap import build_gateway
 from pkggov_gateway.config import (
     ConfigError,
     IdentitySettings,
@@ -24,14 +20,11 @@ from pkggov_gateway.config import (
     load_settings,
 )
 from pkggov_gateway.logs import LogFormat, configure_logging
-from pkggov_gateway.runtime import Gateway, freeze_startup_heap
-from pkggov_gateway.startup import StartupError, unexpected_at_start
+from pkggov_gateway.runtime import Gateway
+from pkggov_gateway.serving import Signals, serve, start_failure, start_gateway
 from pkggov_gateway.workers import Started, describe_workers, supervise
 
 log = structlog.get_logger("pkggov.main")
-
-_SIGNAL_POLL_SECONDS = 0.5
-"""How long the main thread sleeps at most before it runs pending signal handlers."""
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -172,48 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     if processes > 1:  # this process supervises; each worker is a gateway (workers.py)
         identity = settings.identity
         return supervise(settings, processes, lambda started: workers_banner(started, identity))
-    stop = threading.Event()  # set once by SIGTERM/SIGINT; never cleared
-    reload = threading.Event()
-    wake = threading.Event()
-
-    received: list[str] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        # No logging here: a second signal arriving while the first handler holds the log
-        # stream's lock would deadlock. The main loop logs what was received.
-        received.append(signal.Signals(signum).name)
-        (reload if signum == signal.SIGHUP else stop).set()
-        wake.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    signals = Signals()
     try:
-        gateway = build_gateway(settings)
-        gateway.start()  # both release what they made when they fail
-        freeze_startup_heap()
-    except StartupError as error:
-        print(f"pkggov-gateway: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # a bug, most likely: one line; the traceback at debug level
-        log.debug("gateway.start_failed", exc_info=True)
-        print(f"pkggov-gateway: {unexpected_at_start(error)}", file=sys.stderr)
-        return 1
+        gateway = start_gateway(settings)
+    except Exception as error:  # noqa: BLE001 - every start-up failure is one line
+        code, line = start_failure(error)
+        print(f"pkggov-gateway: {line}", file=sys.stderr)
+        return code
     print(banner(gateway), flush=True)
-    while not stop.is_set():
-        # With a timeout: the kernel may hand the signal to another thread (one that is
-        # creating a thread, say), and then nothing interrupts an untimed wait here, while
-        # Python runs its handler only in this thread, once it runs again.
-        wake.wait(_SIGNAL_POLL_SECONDS)
-        wake.clear()
-        while received:
-            log.info("gateway.signal", signal=received.pop(0))
-        if reload.is_set() and not stop.is_set():
-            reload.clear()
-            gateway.reload_policy()
-    while received:
-        log.info("gateway.signal", signal=received.pop(0))
-    gateway.stop()
+    serve(gateway, signals)
     return 0
 
 

@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -60,12 +59,18 @@ from pkggov_gateway.adapters.metrics import MetricsServer
 from pkggov_gateway.config import Settings
 from pkggov_gateway.logs import LogFormat, configure_logging
 from pkggov_gateway.service.audit import default_replica
+from pkggov_gateway.serving import (
+    SIGNAL_POLL_SECONDS,
+    Signals,
+    serve,
+    start_failure,
+    start_gateway,
+)
 from pkggov_gateway.startup import (
     StartupError,
     listen_failure,
     naming,
     os_reason,
-    unexpected_at_start,
 )
 
 if TYPE_CHECKING:
@@ -89,9 +94,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("pkggov.workers")
-
-_SIGNAL_POLL_SECONDS = 0.5
-"""How long the supervisor (and a worker) waits at most before it looks at signals again."""
 
 STOP_MARGIN_SECONDS = 30.0
 """How long past server.grace_seconds the supervisor waits for a stopping worker before it
@@ -208,35 +210,17 @@ def run_worker(settings: Settings, index: int, report: Connection) -> None:
     SIGINT is ignored: a terminal's Ctrl-C reaches the whole process group, and the supervisor
     passes it on as SIGTERM. SIGHUP reloads the policy.
     """
-    from pkggov_gateway.bootstrap import build_gateway  # noqa: PLC0415 - the worker's own import
-    from pkggov_gateway.runtime import freeze_startup_heap  # noqa: PLC0415 - likewise
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _whole_lines(settings)
     _tag_logs(index)
-    stop, reload, wake = threading.Event(), threading.Event(), threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)  # logged by the loop, never here
-        (reload if signum == signal.SIGHUP else stop).set()
-        wake.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    signals = Signals(stopping=(signal.SIGTERM,))
     parent = os.getppid()
     try:
-        gateway = build_gateway(settings)
-        gateway.sweeps_orphans = index == 0
-        gateway.start()  # both release what they made when they fail
-        freeze_startup_heap()
-    except StartupError as error:
-        report.send(Failed(index, 2, str(error)))
-        raise SystemExit(2) from None
-    except Exception as error:  # a bug, most likely: one line; the traceback at debug level
-        log.debug("gateway.start_failed", exc_info=True)
-        report.send(Failed(index, 1, unexpected_at_start(error)))
-        raise SystemExit(1) from None
+        gateway = start_gateway(settings, sweeps_orphans=index == 0)
+    except Exception as error:  # noqa: BLE001 - every start-up failure is one line
+        code, line = start_failure(error)
+        report.send(Failed(index, code, line))
+        raise SystemExit(code) from None
     report.send(
         Ready(
             index,
@@ -247,20 +231,7 @@ def run_worker(settings: Settings, index: int, report: Connection) -> None:
         )
     )
     report.close()
-    while not stop.is_set():
-        wake.wait(_SIGNAL_POLL_SECONDS)
-        wake.clear()
-        while received:
-            log.info("gateway.signal", signal=received.pop(0))
-        if os.getppid() != parent:
-            log.error("worker.orphaned", note="the supervisor is gone: stopping")
-            break
-        if reload.is_set() and not stop.is_set():
-            reload.clear()
-            gateway.reload_policy()
-    while received:
-        log.info("gateway.signal", signal=received.pop(0))
-    gateway.stop()
+    serve(gateway, signals, orphaned=lambda: os.getppid() != parent)
     raise SystemExit(0)
 
 
@@ -500,7 +471,7 @@ class Supervisor:
         while waiting:
             if stop.is_set():
                 return False
-            for report in wait(list(waiting), timeout=_SIGNAL_POLL_SECONDS):
+            for report in wait(list(waiting), timeout=SIGNAL_POLL_SECONDS):
                 worker = waiting.pop(report)  # type: ignore[call-overload]
                 try:
                     message = worker.report.recv()
@@ -579,36 +550,25 @@ def supervise(settings: Settings, count: int, banner: Callable[[Started], str]) 
     exits unasked. Start-up failures are one line on stderr, as for one process (exit 2 for a
     setting, 1 for anything else)."""
     _whole_lines(settings)
-    stop, reload = threading.Event(), threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)  # logged by the loop, never here
-        (reload if signum == signal.SIGHUP else stop).set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    signals = Signals()
     supervisor = Supervisor(settings, count)
     try:
-        started = supervisor.start(stop)
-    except StartupError as error:
-        print(f"pkggov-gateway: {error}", file=sys.stderr)
-        return 2
+        started = supervisor.start(signals.stop)
     except WorkerStartError as error:
         print(f"pkggov-gateway: {error.failed.message}", file=sys.stderr)
         return error.failed.exit_code
-    except Exception as error:  # a bug, most likely: one line; the traceback at debug level
-        log.debug("workers.start_failed", exc_info=True)
-        print(f"pkggov-gateway: {unexpected_at_start(error)}", file=sys.stderr)
-        return 1
-    _log_signals(received)
+    except Exception as error:  # noqa: BLE001 - every start-up failure is one line
+        code, line = start_failure(error)
+        print(f"pkggov-gateway: {line}", file=sys.stderr)
+        return code
+    signals.log_received()
     if started is None:  # stopped while starting
         return supervisor.stop()
     print(banner(started), flush=True)
-    while not stop.is_set():
-        exited = supervisor.exited(_SIGNAL_POLL_SECONDS)
-        _log_signals(received)
-        if exited and not stop.is_set():
+    while not signals.stop.is_set():
+        exited = supervisor.exited(SIGNAL_POLL_SECONDS)
+        signals.log_received()
+        if exited and not signals.stop.is_set():
             for worker in exited:
                 log.error(
                     "workers.worker_exited",
@@ -619,16 +579,10 @@ def supervise(settings: Settings, count: int, banner: Callable[[Started], str]) 
                 )
             supervisor.stop()
             return 1
-        if reload.is_set() and not stop.is_set():
-            reload.clear()
+        if signals.reload_asked():
             supervisor.signal_all(signal.SIGHUP)
-    _log_signals(received)
+    signals.log_received()
     return supervisor.stop()
-
-
-def _log_signals(received: list[str]) -> None:
-    while received:
-        log.info("gateway.signal", signal=received.pop(0))
 
 
 def describe_workers(workers: Iterable[Ready]) -> str:

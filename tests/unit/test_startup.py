@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
 from pkggov_gateway import __main__ as entry
+from pkggov_gateway import bootstrap
 from pkggov_gateway.adapters.cedar import PolicyLoadError
 from pkggov_gateway.config import load_settings
 from pkggov_gateway.domain.errors import AuditUnavailableError
@@ -125,7 +126,7 @@ def test_main_reports_an_unexpected_error_in_one_line(
     def boom(_settings: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(entry, "build_gateway", boom)
+    monkeypatch.setattr(bootstrap, "build_gateway", boom)  # what start_gateway builds with
     assert 1 == entry.main(["--dev"])
     assert [
         "pkggov-gateway: unexpected error at start-up: RuntimeError: boom second line "
