@@ -66,6 +66,7 @@ from pkggov_gateway.service.restore_versions import RestorePackageVersions
 from pkggov_gateway.startup import (
     StartupError,
     cause_of,
+    check_listen,
     listen_failure,
     naming,
     sqlite_problem,
@@ -233,10 +234,8 @@ def _check_listeners(server: ServerSettings) -> None:
         ("server.listen", server.listen),
         ("server.health_listen", server.health_listen),
     ):
-        if listen and not listen.endswith(":0"):
-            reason = listen_failure(listen)
-            if reason is not None:
-                raise StartupError(setting, f"cannot listen: {reason}", value=listen)
+        if listen:
+            check_listen(setting, listen)
 
 
 def _listener_error(error: OSError, server: ServerSettings) -> StartupError:

@@ -32,6 +32,7 @@ __all__ = [
     "KNOWN",
     "StartupError",
     "cause_of",
+    "check_listen",
     "file_problem",
     "listen_failure",
     "naming",
@@ -154,6 +155,17 @@ def listen_failure(listen: str) -> str | None:
         except OSError as error:
             return os_reason(error)
     return None
+
+
+def check_listen(setting: str, listen: str) -> None:
+    """Raise StartupError naming `setting` when ``HOST:PORT`` cannot be listened on now (port
+    0, a free one chosen at bind time, always can)."""
+    port = listen.rpartition(":")[2]
+    if port.isdigit() and int(port) == 0:
+        return
+    reason = listen_failure(listen)
+    if reason is not None:
+        raise StartupError(setting, f"cannot listen: {reason}", value=listen)
 
 
 def file_problem(path: Path, *, create: bool = False) -> str | None:

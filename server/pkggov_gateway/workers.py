@@ -68,7 +68,7 @@ from pkggov_gateway.serving import (
 )
 from pkggov_gateway.startup import (
     StartupError,
-    listen_failure,
+    check_listen,
     naming,
     os_reason,
 )
@@ -261,11 +261,8 @@ def reserve(setting: str, listen: str) -> Reserved:
     it with the workers without a word), makes that fail. Then every address the host
     resolves to is bound with SO_REUSEPORT on one port: the first one's, when 0 was asked for.
     """
+    check_listen(setting, listen)
     host, _, port = listen.rpartition(":")
-    if int(port) != 0:
-        reason = listen_failure(listen)
-        if reason is not None:
-            raise StartupError(setting, f"cannot listen: {reason}", value=listen)
     name = host.removeprefix("[").removesuffix("]")
     try:
         found = socket.getaddrinfo(
