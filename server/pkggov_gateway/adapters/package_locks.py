@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import structlog
 
@@ -77,26 +77,25 @@ class _Slot:
     """Threads holding or waiting for `lock`; the slot leaves the table at zero."""
 
 
-_Key = TypeVar("_Key", bound=Hashable)
+class LocalPackageLocks:
+    """One lock per package for the threads of this process (see the module docstring); with
+    `key`, one lock per key: packages of one key take turns (FilePackageLocks: of one slot)."""
 
-
-class _LockTable(Generic[_Key]):
-    """One `threading.Lock` per key in use, made on first use and dropped when unused."""
-
-    def __init__(self) -> None:
+    def __init__(self, key: Callable[[PackageRef], Hashable] = package_key) -> None:
+        self._key = key
         self._guard = threading.Lock()
-        self._slots: dict[_Key, _Slot] = {}
+        self._slots: dict[Hashable, _Slot] = {}
 
     def __len__(self) -> int:
+        """The keys currently held or waited for."""
         with self._guard:
             return len(self._slots)
 
     @contextlib.contextmanager
-    def hold(
-        self, key: _Key, deadline: Deadline, busy: Callable[[float], Exception]
-    ) -> Iterator[None]:
-        """Hold `key`'s lock for the block; `busy(seconds waited)` is raised when it is not
+    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
+        """Hold the lock of `package`'s key for the block; PackageBusyError when it is not
         free before `deadline` (with no time left, one try without waiting)."""
+        key = self._key(package)
         with self._guard:
             slot = self._slots.get(key)
             if slot is None:
@@ -105,7 +104,7 @@ class _LockTable(Generic[_Key]):
         try:
             started = time.monotonic()
             if not slot.lock.acquire(timeout=deadline.remaining()):
-                raise busy(time.monotonic() - started)
+                raise PackageBusyError(describe_package(package), time.monotonic() - started)
             try:
                 yield
             finally:
@@ -115,28 +114,6 @@ class _LockTable(Generic[_Key]):
                 slot.users -= 1
                 if slot.users == 0:
                     del self._slots[key]
-
-
-class LocalPackageLocks:
-    """One lock per package for the threads of this process (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._table: _LockTable[str] = _LockTable()
-
-    def __len__(self) -> int:
-        """The packages currently held or waited for."""
-        return len(self._table)
-
-    @contextlib.contextmanager
-    def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
-        """Hold `package`'s lock for the block; PackageBusyError when it is not free before
-        `deadline` (with no time left, one try without waiting)."""
-
-        def busy(waited: float) -> PackageBusyError:
-            return PackageBusyError(describe_package(package), waited)
-
-        with self._table.hold(package_key(package), deadline, busy):
-            yield
 
     def close(self) -> None:
         """Nothing to release: the locks live and die with the process."""
@@ -178,11 +155,11 @@ class FilePackageLocks:
         self._fd_guard = threading.Lock()
         """Held around each use of the descriptor and its closing (each use is one
         non-blocking call): never a lock call on a descriptor number closed and reused."""
-        self._table: _LockTable[int] = _LockTable()
+        self._local = LocalPackageLocks(key=slot_of)
 
     def __len__(self) -> int:
         """The slots currently held or waited for in this process."""
-        return len(self._table)
+        return len(self._local)
 
     @contextlib.contextmanager
     def hold(self, package: PackageRef, deadline: Deadline) -> Iterator[None]:
@@ -194,13 +171,9 @@ class FilePackageLocks:
         closed: nothing proceeds unlocked).
         """
         started = time.monotonic()
-
-        def busy(_: float) -> PackageBusyError:
-            return PackageBusyError(describe_package(package), time.monotonic() - started)
-
         slot = slot_of(package)
-        with self._table.hold(slot, deadline, busy):
-            self._lock(slot, deadline, busy)
+        with self._local.hold(package, deadline):
+            self._lock(slot, deadline, package, started)
             try:
                 yield
             finally:
@@ -213,7 +186,7 @@ class FilePackageLocks:
                 fd, self._fd = self._fd, -1
                 os.close(fd)
 
-    def _lock(self, slot: int, deadline: Deadline, busy: Callable[[float], Exception]) -> None:
+    def _lock(self, slot: int, deadline: Deadline, package: PackageRef, started: float) -> None:
         pause = _POLL_FIRST_SECONDS
         while True:
             try:
@@ -230,7 +203,7 @@ class FilePackageLocks:
                 return
             left = deadline.remaining()
             if left <= 0:
-                raise busy(0.0)
+                raise PackageBusyError(describe_package(package), time.monotonic() - started)
             time.sleep(min(pause, left))
             pause = min(pause * 2, _POLL_MOST_SECONDS)
 
