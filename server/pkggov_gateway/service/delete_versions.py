@@ -564,10 +564,10 @@ class DeletePackageVersions(GovernedChange):
             )
         )
         archive = recovery.window is not None and not request.purge_now
-        # Versions decided alike, in the same status, share their PlannedVersion (an immutable
-        # value): a large request costs a look-up per version, not a message and an object.
+        # Versions decided alike, in the same status (archived: purged at the same time),
+        # share their PlannedVersion (an immutable value): a large request costs a look-up per
+        # version, not a message and an object.
         alike: dict[tuple[Any, ...], PlannedVersion] = {}
-        archived: dict[tuple[int, datetime], PlannedVersion] = {}
         for fact, decision in zip(facts, decisions, strict=True):
             status = fact.status
             key = (
@@ -588,12 +588,12 @@ class DeletePackageVersions(GovernedChange):
             # A Disposed version cannot change status (nor be restored): it is deleted at once.
             if archive and planned.outcome is PlanOutcome.WOULD_DELETE and status is not DISPOSED:
                 purge_at = recovery.purge_at(fact.version, now)
-                to_archive = archived.get((id(planned), purge_at))
+                archived_key = (*key, purge_at)
+                to_archive = alike.get(archived_key)
                 if to_archive is None:
-                    to_archive = replace(
+                    to_archive = alike[archived_key] = replace(
                         planned, outcome=PlanOutcome.WOULD_ARCHIVE, purge_at=purge_at
                     )
-                    archived[(id(planned), purge_at)] = to_archive
                 planned = to_archive
             plan[fact.version] = planned
         return plan
