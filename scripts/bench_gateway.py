@@ -45,7 +45,7 @@ measured one after the other, C/(A+H) on one code ranged from 1.4 to 2.4 in an h
 its floor ran on a faster or a slower machine. So the concurrency-1 cells of A, B, H, C, T, S
 and R are measured first, side by side: every one of these scenarios' processes is started (the
 idle ones use no CPU), then each of 5 rounds measures one short window of each scenario in
-turn (0.4 x ``--seconds`` after a quarter of ``--warmup``; T, S, R twice as long), in
+turn (0.24 x ``--seconds`` after a fifth of ``--warmup``; T, S, R twice as long), in
 alternating order. A row is its scenario's windows together; a goal's ratio is the median of
 the rounds' own ratios (the lowest and highest are printed beside it), each from windows
 seconds apart. The other cells are measured scenario by scenario.
@@ -1453,7 +1453,7 @@ async def _side_by_side(ctx: _Context) -> None:
     scenarios = [s for s in SIDE_BY_SIDE if s in ctx.args.scenarios]
     if not scenarios:
         return
-    fast = _Plan(ctx.plan.warmup / 4, ctx.plan.seconds * 0.4)
+    fast = _Plan(ctx.plan.warmup / 5, ctx.plan.seconds * 0.24)
     slow = _Plan(fast.warmup, 2 * fast.seconds)  # calls of 20-50 ms: longer windows
     with contextlib.ExitStack() as stack:
         parties: dict[str, _BotoParty | _GrpcParty] = {
