@@ -136,7 +136,9 @@ RSS soak. A fresh gateway (SQLite) gets ``--soak-requests`` (100,000) calls at c
 a repeating mix of allow, deny and dry-run calls (``--soak-mix``, default 1:1:2) on their own
 packages, time-boxed by ``--soak-max-seconds``; VmRSS is sampled every second and reported after
 10 % of the calls, half way and at the end (the steady RSS of the goal). It is the long part of
-the run (300-370 s at 270-330 calls/s on 2 CPUs); every call is a real gateway call.
+the run (300-370 s at 270-330 calls/s on 2 CPUs; the 400 s box, which keeps ``make bench`` under
+15 minutes, ends it short of 100,000 on a machine slower than 250 calls/s, and the RSS goal
+is then NOT MEASURED); every call is a real gateway call.
 
 Noise. This machine is small (2 CPUs shared by generator, server and emulator) and shared with
 other work: every row shows the CPU other processes took during its window, and rows where it
@@ -2498,7 +2500,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the soak's calls, by weight (allow=1,deny=1,dry=2)",
     )
     parser.add_argument(
-        "--soak-max-seconds", type=float, default=450.0, help="time box of the soak (450)"
+        "--soak-max-seconds", type=float, default=400.0, help="time box of the soak (400)"
     )
     parser.add_argument(
         "--bulk-factor", type=float, default=1.0, help="F's windows, as a multiple of --seconds"
