@@ -1,6 +1,6 @@
 """Benchmark the whole gateway against its floors: one gRPC hop and one boto3 call.
 
-Run: ``make bench-gateway`` (part of ``make bench``; about 9 minutes on a 2-CPU machine, 6 of
+Run: ``make bench-gateway`` (part of ``make bench``; 9 to 11 minutes on a 2-CPU machine, up to 7 of
 them the RSS soak), or
 ``.venv/bin/python scripts/bench_gateway.py [--quick] [--seconds S] [--scenarios ACE]
 [--soak-requests N] [--py-spy]``. Asked for (issue 5): side by side, on this machine, with the
