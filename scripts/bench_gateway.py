@@ -1509,8 +1509,6 @@ class _BotoParty:
     """B, H, T or S: this script's boto worker making the boto3 calls (it is their "server",
     and its own load generator) to an emulator of its own."""
 
-    generator_is_server = True
-
     def __init__(self, ctx: _Context, scenario: str, stack: contextlib.ExitStack) -> None:
         self.ctx, self.scenario = ctx, scenario
         self.packages = _small_packages(ctx.plan)
