@@ -227,15 +227,17 @@ def credentials_of(settings: Settings) -> grpc.ServerCredentials | None:
         return server_credentials(settings.identity)
 
 
+def _listeners(server: ServerSettings) -> list[tuple[str, str]]:
+    """(setting, HOST:PORT) of each gRPC listener the settings ask for."""
+    pairs = (("server.listen", server.listen), ("server.health_listen", server.health_listen))
+    return [(setting, listen) for setting, listen in pairs if listen]
+
+
 def _check_listeners(server: ServerSettings) -> None:
     """StartupError naming the gRPC listener that cannot bind, before grpcio tries (which
     would log its own multi-line failure first and say only "Failed to bind")."""
-    for setting, listen in (
-        ("server.listen", server.listen),
-        ("server.health_listen", server.health_listen),
-    ):
-        if listen:
-            check_listen(setting, listen)
+    for setting, listen in _listeners(server):
+        check_listen(setting, listen)
 
 
 def _listener_error(error: OSError, server: ServerSettings) -> StartupError:
@@ -246,12 +248,9 @@ def _listener_error(error: OSError, server: ServerSettings) -> StartupError:
     text = str(error)
     setting, listen = next(
         (
-            (name, listen)
-            for name, listen in (
-                ("server.listen", server.listen),
-                ("server.health_listen", server.health_listen),
-            )
-            if listen and text.startswith(f"cannot listen on {listen}:")
+            (setting, listen)
+            for setting, listen in _listeners(server)
+            if text.startswith(f"cannot listen on {listen}:")
         ),
         ("server.listen", server.listen),
     )
