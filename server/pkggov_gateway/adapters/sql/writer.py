@@ -387,9 +387,9 @@ class GroupCommitWriter:
         locked = time.perf_counter()
         seq, prev = (int(tail[0][0]), str(tail[0][1])) if tail else (0, GENESIS)
         stored_keys = [(str(event_id), str(kind)) for event_id, kind in kinds_query.fetchall()]
+        # Request id claims no stored entry holds: a guard with only such a claim to check
+        # needs no statement (nearly every call's; a retry's is checked in full).
         fresh = claims - _held(claims_query)
-        """Request id claims no stored entry holds: a guard with only such a claim to check
-        needs no statement (nearly every call's; a retry's is checked in full)."""
         existing = self._existing(conn, [key for key in stored_keys if key in keys])
         results: list[tuple[_Item, StoredEntry | BaseException]] = []
         rows: list[tuple[Any, ...]] = []
